@@ -1,0 +1,5 @@
+import sys
+
+from coral.cli import main
+
+sys.exit(main())

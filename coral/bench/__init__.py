@@ -1,0 +1,1 @@
+"""Benchmark problems (QuixBugs layout): loading, prompts, candidate extraction, running."""

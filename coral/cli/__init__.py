@@ -1,0 +1,43 @@
+"""The `coral` command. Each command group lives in its own module with a `register(sub)`.
+
+Handlers import heavy libraries lazily, so `coral --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from coral.errors import CoralError
+
+COMMAND_MODULES = [
+    "coral.cli.config_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coral",
+        description="CORAL: evolve LoRA adapters and generation knobs for a code-repair model.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CoralError as exc:
+        print(f"coral: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("coral: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Typed run configuration: YAML in, validated pydantic models out.
+
+Rules: every key is read by some part of CORAL or it does not exist (extra keys are rejected);
+wrong types and out-of-range values fail before any work starts, with one line naming the key;
+paths written inside a config resolve relative to the config file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from coral.errors import ConfigError
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        return (Path(base) / value).resolve()
+    return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+def _check_range(value: tuple[float, float]) -> tuple[float, float]:
+    if value[0] > value[1]:
+        raise ValueError(f"range [{value[0]}, {value[1]}] has low > high")
+    return value
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _resolve_model_name(value: str, info: ValidationInfo) -> str:
+    """A local path ('./x', '../x', '/x', '~/x') resolves like other paths; else a hub id."""
+    if value.startswith((".", "/", "~")):
+        return str(_resolve_path(Path(value).expanduser(), info))
+    return value
+
+
+ModelName = Annotated[str, AfterValidator(_resolve_model_name)]
+
+FloatRange = Annotated[tuple[float, float], AfterValidator(_check_range)]
+IntRange = Annotated[tuple[int, int], AfterValidator(_check_range)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CAConfig(Section):
+    """The cellular automaton each genome seeds (docs/ca.md)."""
+
+    width: int = Field(default=16, ge=4, le=128)
+    height: int = Field(default=16, ge=4, le=128)
+    steps: IntRange = (24, 48)  # a seed's step count is drawn from this range
+    density: float = Field(default=0.35, gt=0.0, lt=1.0)  # live fraction of random initial grids
+
+
+class GeneSpace(Section):
+    """Candidate values for the heavy genes; the CA features choose among them."""
+
+    ranks: list[Annotated[int, Field(ge=1, le=1024)]] = Field(default=[2, 4, 8, 16], min_length=1)
+    alphas: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default=[4, 8, 16, 32], min_length=1)
+    dropout: FloatRange = (0.0, 0.2)
+    target_modules: list[list[str]] = Field(
+        default=[["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj"]], min_length=1
+    )
+    adapter_types: list[Literal["lora", "dora"]] = Field(default=["lora", "dora"], min_length=1)
+
+    @model_validator(mode="after")
+    def _non_empty_module_sets(self) -> GeneSpace:
+        for modules in self.target_modules:
+            if not modules:
+                raise ValueError("genes.target_modules: every module set needs at least one module")
+        if not (0.0 <= self.dropout[0] and self.dropout[1] < 1.0):
+            raise ValueError("genes.dropout: must lie in [0, 1)")
+        return self
+
+
+class KnobSpace(Section):
+    """Ranges for the cheap generation knobs."""
+
+    temperature: FloatRange = (0.2, 1.0)
+    top_p: FloatRange = (0.8, 1.0)
+    top_k: IntRange = (10, 100)
+    repetition_penalty: FloatRange = (1.0, 1.3)
+    max_new_tokens: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
+        default=[128, 256], min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> KnobSpace:
+        if self.temperature[0] <= 0 or self.temperature[1] > 5:
+            raise ValueError("knobs.temperature: must lie in (0, 5]")
+        if self.top_p[0] <= 0 or self.top_p[1] > 1:
+            raise ValueError("knobs.top_p: must lie in (0, 1]")
+        if self.top_k[0] < 1:
+            raise ValueError("knobs.top_k: must be at least 1")
+        if self.repetition_penalty[0] < 1.0 or self.repetition_penalty[1] > 3.0:
+            raise ValueError("knobs.repetition_penalty: must lie in [1, 3]")
+        return self
+
+
+class GateConfig(Section):
+    """Threshold gate: genomes whose weighted fitness is below the schedule cannot survive."""
+
+    schedule: Literal["none", "linear", "sigmoid"] = "sigmoid"
+    start: float = Field(default=0.0, ge=0.0, le=1.0)
+    end: float = Field(default=0.2, ge=0.0, le=1.0)
+    steepness: float = Field(default=10.0, gt=0.0)  # sigmoid only
+    min_survivors: int = Field(default=2, ge=1)  # the best are kept even if below the gate
+
+
+class EvolutionConfig(Section):
+    crossover_rate: float = Field(default=0.9, ge=0.0, le=1.0)
+    mutation_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    ca_mutation_share: float = Field(default=0.5, ge=0.0, le=1.0)  # CA-level vs gene-level
+    cell_flip_rate: float = Field(default=0.05, gt=0.0, le=0.5)  # CA-level: share of cells flipped
+    tournament_size: int = Field(default=2, ge=2, le=16)
+    gate: GateConfig = GateConfig()
+
+
+class ObjectiveWeights(Section):
+    bugfix: float = Field(default=1.0, ge=0.0)
+    style: float = Field(default=0.1, ge=0.0)
+    security: float = Field(default=0.1, ge=0.0)
+    runtime: float = Field(default=0.1, ge=0.0)
+    syntax: float = Field(default=0.2, ge=0.0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> ObjectiveWeights:
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("objectives.weights: at least one weight must be positive")
+        return self
+
+
+class ObjectivesConfig(Section):
+    weights: ObjectiveWeights = ObjectiveWeights()
+
+
+class BenchmarkConfig(Section):
+    """Which problems, how the split is read, and how many samples each genome draws."""
+
+    root: ConfigPath = REPO_ROOT / "data" / "problems"
+    split: ConfigPath | None = None  # default: ROOT/split.json
+    samples: int = Field(default=2, ge=1, le=64)  # k in fixed@k
+    prompt_style: Literal["base", "instruct"] = "base"
+
+
+class ModelConfig(Section):
+    name: ModelName = str(REPO_ROOT / "data" / "models" / "tiny-code")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class TrainingConfig(Section):
+    steps: int = Field(default=20, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
+    batch_size: int = Field(default=4, ge=1)
+    max_length: int = Field(default=512, ge=16)
+
+
+class GenerationConfig(Section):
+    batch_size: int = Field(default=64, ge=1)  # rows per forward pass within one genome's call
+    max_prompt_length: int = Field(default=512, ge=16)
+
+
+class SandboxConfig(Section):
+    cpu_seconds: float = Field(default=10.0, gt=0)
+    wall_seconds: float = Field(default=30.0, gt=0)
+    memory_mb: int = Field(default=1024, ge=64)
+    max_processes: int = Field(default=32, ge=1)
+    max_file_mb: int = Field(default=16, ge=1)
+    max_output_bytes: int = Field(default=1_000_000, ge=1024)
+    step_budget: int = Field(default=1_000_000, ge=1000)  # line events per case
+
+
+class BackendConfig(Section):
+    kind: Literal["local", "modal", "serial"] = "local"
+    workers: int = Field(default=2, ge=1, le=1024)
+    lease_seconds: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+
+
+class ModalConfig(Section):
+    app_name: str = "coral"
+    volume: str = "coral-home"
+    gpu_train: str = "H100"
+    gpu_generate: str = "H100"
+    timeout_train: int = Field(default=3600, ge=10)
+    timeout_generate: int = Field(default=1800, ge=10)
+    timeout_test: int = Field(default=600, ge=10)
+    retries: int = Field(default=1, ge=0, le=10)
+    max_containers: int = Field(default=8, ge=1)
+    idle_seconds: int = Field(default=60, ge=2)
+
+
+class Config(Section):
+    """A whole run. Sections are documented in docs/config.md."""
+
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    population: int = Field(default=8, ge=2, le=4096)
+    generations: int = Field(default=3, ge=1, le=10_000)
+    strategy: Literal["evolution", "random", "grid"] = "evolution"
+    ca: CAConfig = CAConfig()
+    genes: GeneSpace = GeneSpace()
+    knobs: KnobSpace = KnobSpace()
+    evolution: EvolutionConfig = EvolutionConfig()
+    objectives: ObjectivesConfig = ObjectivesConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    generation: GenerationConfig = GenerationConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    backend: BackendConfig = BackendConfig()
+    modal: ModalConfig = ModalConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if self.ca.steps[0] < 1:
+            raise ValueError("ca.steps: at least 1 step")
+        return self
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b=v' -> (['a', 'b'], v) with v parsed as a YAML scalar ('3' -> 3, 'true' -> True)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set evolution.mutation_rate=0.3")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from None
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(parts)}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"config path is not a file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def validate_config(data: dict[str, Any], base_dir: Path, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_error(exc)}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config; raise ConfigError with one clear line on bad input."""
+    path = Path(path)
+    data = apply_overrides(read_yaml(path), overrides or [])
+    return validate_config(data, base_dir=path.resolve().parent, source=str(path))
+
+
+def describe_error(exc: ValidationError) -> str:
+    """The first problem, as 'key.path: what is wrong (what is allowed)'."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return f"unknown key '{key}' (allowed here: {', '.join(allowed)})"
+    msg = err["msg"].removeprefix("Value error, ")
+    if msg.startswith(f"{key}:") or (loc and msg.startswith(loc[0])):
+        return msg
+    return f"{key}: {msg} (got {err.get('input')!r})" if "input" in err else f"{key}: {msg}"
+
+
+def _allowed_keys(section_path: list[str]) -> list[str]:
+    model: Any = Config
+    for part in section_path:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(
+            field.annotation, BaseModel
+        ):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """JSON-compatible dict (paths as strings, tuples as lists): what `config show` prints."""
+    return config.model_dump(mode="json")
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Queues and dicts behind one protocol: `local` (embedded SQLite) and `modal`."""
