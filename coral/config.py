@@ -335,3 +335,14 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 def dump_config(config: Config) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def find_configs(directory: Path) -> list[tuple[Path, Config | None, str | None]]:
+    """Every *.yaml in a folder with its validated config, or the one-line error."""
+    found: list[tuple[Path, Config | None, str | None]] = []
+    for path in sorted(Path(directory).glob("*.yaml")):
+        try:
+            found.append((path, load_config(path), None))
+        except ConfigError as exc:
+            found.append((path, None, str(exc)))
+    return found

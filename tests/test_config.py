@@ -1,0 +1,115 @@
+import re
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_coral
+
+from coral.config import Config, ConfigError, load_config, parse_override
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path) -> None:
+    assert isinstance(load_config(path), Config)
+
+
+def test_local_and_smoke_configs_exist() -> None:
+    names = {p.name for p in CONFIGS}
+    assert {"local.yaml", "smoke.yaml"} <= names
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("evolution:\n  mutation_rat: 0.3\n", "unknown key 'evolution.mutation_rat'"),
+        ("population: -4\n", "population"),
+        ("genes:\n  adapter_types: [lora, qlora]\n", "genes.adapter_types"),
+        ("knobs:\n  top_p: [0.5, 1.5]\n", "knobs.top_p"),
+        ("genes:\n  ranks: []\n", "genes.ranks"),
+        ("seed: banana\n", "seed"),
+        ("population: [1, 2\n", "not valid YAML"),
+        ("- just\n- a list\n", "top level must be a mapping"),
+    ],
+)
+def test_bad_config_fails_with_one_line_naming_the_key(tmp_path, text, needle) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+    proc = run_coral("config", "show", str(path))
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_file_is_one_clear_line(tmp_path) -> None:
+    proc = run_coral("config", "show", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "config file not found" in proc.stderr
+
+
+def test_overrides_are_yaml_scalars_and_checked(tmp_path) -> None:
+    path = write(tmp_path, "population: 4\n")
+    cfg = load_config(path, ["population=6", "evolution.gate.schedule=linear", "seed=0x10"])
+    assert cfg.population == 6 and cfg.evolution.gate.schedule == "linear" and cfg.seed == 16
+    assert parse_override("knobs.top_p=[0.5, 0.9]") == (["knobs", "top_p"], [0.5, 0.9])
+    with pytest.raises(ConfigError, match="unknown key 'evolution.bogus'"):
+        load_config(path, ["evolution.bogus=1"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(path, ["population"])
+
+
+def test_paths_resolve_relative_to_the_config_file(tmp_path) -> None:
+    sub = tmp_path / "cfgs"
+    sub.mkdir()
+    path = sub / "c.yaml"
+    path.write_text("benchmark:\n  root: ../bench\nmodel:\n  name: ./m\n")
+    cfg = load_config(path)
+    assert cfg.benchmark.root == (tmp_path / "bench").resolve()
+    assert cfg.model.name == str((sub / "m").resolve())
+    hub = write(tmp_path, "model:\n  name: codellama/CodeLlama-7b-Python-hf\n")
+    assert load_config(hub).model.name == "codellama/CodeLlama-7b-Python-hf"
+
+
+def test_config_show_prints_resolved_config_with_override(tmp_path) -> None:
+    path = write(tmp_path, "population: 5\n")
+    proc = run_coral("config", "show", str(path), "--set", "generations=7", "--json")
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    data = json.loads(proc.stdout)
+    assert data["population"] == 5 and data["generations"] == 7
+    assert data["objectives"]["weights"]["bugfix"] == 1.0  # defaults are filled in
+
+
+def _leaf_fields(model, prefix=""):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _leaf_fields(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", name
+
+
+def test_every_config_key_is_read_somewhere() -> None:
+    """A key that nothing reads does not exist: each leaf name is used outside config.py."""
+    sources = "\n".join(
+        p.read_text() for p in (REPO / "coral").rglob("*.py") if p.name != "config.py"
+    )
+    unread = [
+        path for path, name in _leaf_fields(Config)
+        if not re.search(rf"\.{name}\b|\[\"{name}\"\]|\"{name}\"", sources)
+    ]
+    assert unread == [], f"config keys nothing reads: {unread}"
