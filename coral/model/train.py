@@ -1,0 +1,226 @@
+"""Training one LoRA/DoRA adapter from heavy genes, and storing it under its cache key.
+
+Loss counts answer tokens only (prompt and padding are labelled -100). The torch seed and the
+data order both derive from the cache key, so whoever asks for a key trains the same adapter.
+The adapter is injected into the shared base for the job and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import peft
+import torch
+import transformers
+from peft import LoraConfig, get_peft_model
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from coral.bench.problem import Problem
+from coral.bench.prompts import PromptStyle, build_prompt, build_target
+from coral.config import TrainingConfig
+from coral.errors import AdapterError
+from coral.genome import HeavyGenes
+from coral.home import Home
+from coral.model.adapters import (
+    ADAPTER_WEIGHTS,
+    TEMP_PREFIX,
+    AdapterInfo,
+    canonical_genes,
+    check_base,
+    data_fingerprint,
+    find_adapter,
+    publish,
+    read_adapter,
+    sha256_file,
+    write_metadata,
+)
+from coral.model.loading import LoadedModel, quiet_peft_wrap, seeded, strip_adapters
+from coral.rng import torch_seed
+
+IGNORE = -100  # label value the loss skips
+MAX_GRAD_NORM = 1.0  # fixed for every adapter (so not part of any key); guards bf16 spikes
+SEED_ROOT = 0  # adapter seeds come from the cache key alone, not from any run's seed
+
+
+def training_pairs(problems: Sequence[Problem], style: PromptStyle = "base") -> list[tuple[str, str]]:
+    """(prompt, target) for each TRAINING-split problem, with the template evaluation uses."""
+    return [(build_prompt(p.name, p.buggy_source, style), build_target(p.correct_source)) for p in problems]
+
+
+def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str, max_length: int) -> tuple[list[int], int]:
+    """Token ids of prompt + target + EOS (cut at max_length) and how many belong to the prompt.
+
+    The prompt's ids are exactly those generation will feed; the answer is tokenised jointly
+    with it when that leaves the prompt's ids unchanged, as a model reading the whole text would.
+    """
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    joint = list(tokenizer(prompt + target, add_special_tokens=True)["input_ids"])
+    if joint[: len(prompt_ids)] == prompt_ids:
+        ids = joint
+    else:
+        ids = prompt_ids + list(tokenizer(target, add_special_tokens=False)["input_ids"])
+    eos = tokenizer.eos_token_id
+    if eos is not None and (not ids or ids[-1] != eos):
+        ids.append(eos)
+    return ids[:max_length], len(prompt_ids)
+
+
+def collate(examples: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded input_ids, attention_mask and labels (-100 on prompt and padding)."""
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for row, (ids, n_prompt) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+        labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+    return input_ids, mask, labels
+
+
+def lora_config(genes: HeavyGenes) -> LoraConfig:
+    genes = canonical_genes(genes)
+    return LoraConfig(
+        r=genes.rank,
+        lora_alpha=genes.alpha,
+        lora_dropout=genes.dropout,
+        target_modules=list(genes.target_modules),
+        use_dora=genes.adapter_type == "dora",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> list[list[int]]:
+    """Example indices per step: shuffled epochs, reshuffled each time one runs out."""
+    order: list[int] = []
+    out = []
+    for _ in range(steps):
+        batch = []
+        while len(batch) < batch_size:
+            if not order:
+                order = torch.randperm(n, generator=generator).tolist()
+            batch.append(order.pop())
+        out.append(batch)
+    return out
+
+
+def train_adapter(
+    base: LoadedModel,
+    genes: HeavyGenes,
+    pairs: Sequence[tuple[str, str]],
+    training: TrainingConfig,
+    home: Home,
+    cache_key: str,
+) -> AdapterInfo:
+    """Train (or find) the adapter for `cache_key` and return its metadata; path is set.
+
+    The caller computes `cache_key` with adapter_cache_key(genes, base.fingerprint,
+    data_fingerprint(pairs), training); it names the folder and seeds everything random.
+    """
+    target = home.adapter_dir(cache_key)
+    existing = find_adapter(target)
+    if existing is not None:
+        check_base(existing, base.fingerprint)
+        return existing
+    tokenizer = base.tokenizer
+    encoded = [encode_pair(tokenizer, p, t, training.max_length) for p, t in pairs]
+    examples = [(ids, n) for ids, n in encoded if len(ids) > n]
+    if not examples:
+        raise AdapterError(
+            f"adapter {cache_key}: no training pair has an answer token within "
+            f"training.max_length={training.max_length} ({len(pairs)} pairs given)"
+        )
+    seed = torch_seed(SEED_ROOT, "adapter-train", cache_key)
+    order = torch.Generator().manual_seed(torch_seed(SEED_ROOT, "adapter-data-order", cache_key))
+    plan = _batches(len(examples), training.batch_size, training.steps, order)
+
+    home.adapters.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{cache_key}-", dir=home.adapters))
+    try:
+        with base.lock:
+            losses, tokens, wall = _fit(base, genes, examples, plan, training, seed, temp)
+        info = AdapterInfo(
+            cache_key=cache_key,
+            genes=canonical_genes(genes),
+            base_fingerprint=base.fingerprint,
+            data_fingerprint=data_fingerprint(pairs),
+            training=training,
+            seed=seed,
+            pairs_used=len(examples),
+            pairs_dropped=len(pairs) - len(examples),
+            train_tokens=tokens,
+            loss_curve=losses,
+            wall_seconds=wall,
+            weights_sha256=sha256_file(temp / ADAPTER_WEIGHTS),
+            versions={
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "peft": peft.__version__,
+            },
+        )
+        write_metadata(temp, info)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    if publish(temp, target):
+        return info.model_copy(update={"path": target})
+    # Another writer published the same key first: theirs is the adapter from now on.
+    winner = read_adapter(target)
+    check_base(winner, base.fingerprint)
+    return winner.model_copy(update={"cache_hit": True})
+
+
+def _fit(
+    base: LoadedModel,
+    genes: HeavyGenes,
+    examples: list[tuple[list[int], int]],
+    plan: list[list[int]],
+    training: TrainingConfig,
+    seed: int,
+    out: Path,
+) -> tuple[list[float], int, float]:
+    """Inject, train, save to `out`, remove. Returns (loss per step, tokens seen, wall seconds)."""
+    pad_id = base.tokenizer.pad_token_id
+    started = time.perf_counter()
+    losses: list[float] = []
+    tokens = 0
+    with seeded(base.device, seed):  # LoRA init and dropout draw from here
+        try:
+            with quiet_peft_wrap():
+                model = get_peft_model(base.model, lora_config(genes))
+        except ValueError as exc:
+            strip_adapters(base.model)
+            modules = list(genes.target_modules)
+            raise AdapterError(f"genes.target_modules {modules}: {str(exc).splitlines()[0]}") from None
+        try:
+            model.train()
+            params = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)
+            for batch in plan:
+                input_ids, mask, labels = collate([examples[i] for i in batch], pad_id)
+                result = model(
+                    input_ids=input_ids.to(base.device),
+                    attention_mask=mask.to(base.device),
+                    labels=labels.to(base.device),
+                    use_cache=False,
+                )
+                optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+                optimizer.step()
+                losses.append(float(result.loss.detach()))
+                tokens += int(mask.sum())
+            model.save_pretrained(out, safe_serialization=True)
+        finally:
+            model.unload()
+            strip_adapters(base.model)
+            base.model.eval()
+            base.model.requires_grad_(False)
+    if base.device.type == "cuda":
+        torch.cuda.synchronize(base.device)
+    return losses, tokens, time.perf_counter() - started
