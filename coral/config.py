@@ -189,23 +189,37 @@ class SandboxConfig(Section):
 
 
 class BackendConfig(Section):
+    """Where jobs run (docs/transport.md). serial: in-process, for debugging."""
+
     kind: Literal["local", "modal", "serial"] = "local"
     workers: int = Field(default=2, ge=1, le=1024)
+    # A worker renews its job's lease every lease_seconds/3; a lease not renewed for
+    # lease_seconds means the worker died and the job is re-enqueued. Also the adapter claim ttl.
     lease_seconds: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=2, ge=0)
+    max_retries: int = Field(default=2, ge=0)  # extra attempts after a failure or a lost worker
+    submit_timeout: float = Field(default=300.0, gt=0)  # wait for room in a full job queue
 
 
 class ModalConfig(Section):
-    app_name: str = "coral"
-    volume: str = "coral-home"
-    gpu_train: str = "H100"
-    gpu_generate: str = "H100"
-    timeout_train: int = Field(default=3600, ge=10)
-    timeout_generate: int = Field(default=1800, ge=10)
-    timeout_test: int = Field(default=600, ge=10)
+    """Where and how the modal backend runs (docs/modal.md). Read by coral/modal_app.py at
+    deploy time and by the modal launcher at run time."""
+
+    # Queues are named APP-jobs-generate etc.; Modal names are at most 64 characters.
+    app_name: str = Field(default="coral", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+    volume: str = Field(default="coral-home", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # Modal GPU strings: "H100", "A100-80GB", "L40S", "H100:2" (count), "H100!" (no upgrade).
+    gpu_train: str = Field(default="H100", pattern=r"^[A-Za-z0-9-]+!?(:[1-8])?$")
+    gpu_generate: str = Field(default="H100", pattern=r"^[A-Za-z0-9-]+!?(:[1-8])?$")
+    timeout_train: int = Field(default=3600, ge=10, le=86400)  # Modal allows up to 24 h
+    timeout_generate: int = Field(default=1800, ge=10, le=86400)
+    timeout_test: int = Field(default=600, ge=10, le=86400)
+    timeout_run: int = Field(default=86400, ge=60, le=86400)  # the orchestrator: a whole run
     retries: int = Field(default=1, ge=0, le=10)
-    max_containers: int = Field(default=8, ge=1)
-    idle_seconds: int = Field(default=60, ge=2)
+    max_containers: int = Field(default=8, ge=1, le=1000)  # per worker function
+    idle_seconds: int = Field(default=60, ge=2, le=3600)  # Modal's scaledown_window range
+    # Modal secrets for the GPU workers and the orchestrator (never the sandboxed test worker),
+    # e.g. ["huggingface"] after `modal secret create huggingface HF_TOKEN=...`.
+    secrets: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]] = []
 
 
 class Config(Section):

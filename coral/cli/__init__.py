@@ -13,6 +13,8 @@ from coral.errors import CoralError
 
 COMMAND_MODULES = [
     "coral.cli.config_cmd",
+    "coral.cli.worker_cmd",
+    "coral.cli.modal_cmd",
 ]
 
 

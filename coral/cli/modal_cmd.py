@@ -1,0 +1,96 @@
+"""coral modal deploy [CONFIG] | coral modal status [CONFIG]: the Modal app and its queues.
+
+CONFIG defaults to configs/modal-codellama.yaml when it exists, else the built-in defaults;
+only its `modal` section matters here. Both check for credentials before touching Modal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    modal = sub.add_parser("modal", help="deploy the Modal app, inspect its queues")
+    modal_sub = modal.add_subparsers(dest="modal_command", required=True, metavar="ACTION")
+    deploy = modal_sub.add_parser("deploy", help="deploy coral/modal_app.py with this config")
+    status = modal_sub.add_parser("status", help="queue depths, workers, adapter cache")
+    for parser in (deploy, status):
+        parser.add_argument("config", nargs="?", help="a CORAL config (its `modal` section)")
+        parser.add_argument("--set", dest="overrides", action="append", default=[],
+                            metavar="KEY=VALUE", help="override a key (repeatable)")
+    deploy.add_argument("--dry-run", action="store_true",
+                        help="print the deploy command and settings, deploy nothing")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    deploy.set_defaults(func=_deploy)
+    status.set_defaults(func=_status)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from coral.config import apply_overrides, load_config, validate_config
+    from coral.modal_launcher import DEFAULT_CONFIG
+
+    if args.config:
+        return load_config(args.config, args.overrides)
+    if DEFAULT_CONFIG.is_file():
+        return load_config(DEFAULT_CONFIG, args.overrides)
+    return validate_config(apply_overrides({}, args.overrides), base_dir=Path.cwd(),
+                           source="built-in defaults")
+
+
+def deploy_command() -> list[str]:
+    """`modal deploy` of the app module, through this interpreter (no shell)."""
+    return [sys.executable, "-m", "modal", "deploy", "-m", "coral.modal_app"]
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from coral.modal_launcher import SECTION_ENV
+    from coral.transport.modal_backend import check_credentials
+
+    section = _config(args).modal
+    command = deploy_command()
+    if args.dry_run:
+        print(f"{SECTION_ENV}={section.model_dump_json()}")
+        print(" ".join(command))
+        return 0
+    check_credentials()
+    # The app module reads its settings from this variable at import (and bakes them into the
+    # image), so what was validated here is exactly what gets deployed.
+    env = {**os.environ, SECTION_ENV: section.model_dump_json()}
+    return subprocess.run(command, env=env, check=False).returncode  # noqa: S603
+
+
+def _status(args: argparse.Namespace) -> int:
+    from coral.modal_launcher import status
+    from coral.transport.modal_backend import check_credentials
+
+    config = _config(args)
+    check_credentials()
+    report = status(config)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(format_status(report, config.modal.volume))
+    return 0
+
+
+def format_status(report: dict[str, Any], volume: str) -> str:
+    queues = ", ".join(f"{name} {depth}" for name, depth in report["queues"].items())
+    workers = report["workers"]
+    functions = "; ".join(
+        f"{name}: {w['running']} running, {w['backlog']} waiting"
+        for name, w in workers.items() if isinstance(w, dict)
+    )
+    cache = report["cache"]
+    return "\n".join([
+        f"app:     {report['app']}",
+        f"queues:  {queues}",
+        f"workers: {workers['busy']} busy; {functions}",
+        f"cache:   {cache['adapters']} adapters on volume {volume} "
+        f"({cache['done_markers']} done markers)",
+    ])
