@@ -14,6 +14,7 @@ from coral.errors import CoralError
 COMMAND_MODULES = [
     "coral.cli.config_cmd",
     "coral.cli.worker_cmd",
+    "coral.cli.bench_cmd",
     "coral.cli.modal_cmd",
 ]
 

@@ -1,0 +1,101 @@
+"""`coral bench check`: JSON shape, soundness of the mini benchmark, unsound and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_coral
+
+from coral.bench.loader import load_benchmark
+from coral.cli import main
+
+MINI = REPO / "tests" / "fixtures" / "mini_bench"
+# The buggy count_bits never terminates on three cases; a smaller budget keeps the test quick
+# while the references (a few hundred lines per case at most) are nowhere near it.
+FAST = ("--step-budget", "100000")
+
+
+def test_mini_bench_is_sound_json_shape() -> None:
+    result = run_coral("bench", "check", str(MINI), "--json", *FAST, timeout=240)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert list(data) == ["problems"]
+    totals = {p.name: len(p.json_cases) if p.json_cases else 3 for p in load_benchmark(MINI)}
+    assert [p["name"] for p in data["problems"]] == sorted(totals)
+    for entry in data["problems"]:
+        assert set(entry) == {"name", "correct", "buggy"}
+        for side in ("correct", "buggy"):
+            assert set(entry[side]) == {"passed", "total"}
+            assert all(type(v) is int for v in entry[side].values())
+        assert entry["correct"] == {"passed": totals[entry["name"]], "total": totals[entry["name"]]}
+        assert entry["buggy"]["total"] == totals[entry["name"]]
+    # What each buggy program gets right (non-termination, recursion, generator, float...).
+    assert {p["name"]: p["buggy"]["passed"] for p in data["problems"]} == {
+        "count_bits": 1, "evens": 1, "gcd": 1, "largest_gap": 2, "mean": 1, "reverse_list": 1
+    }
+    assert result.stderr == ""
+
+
+def _two_problem_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "bench"
+    shutil.copytree(MINI, root, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "split.json").unlink()
+    for folder in ("python_programs", "correct_python_programs", "json_testcases"):
+        for path in (root / folder).iterdir():
+            if path.stem not in {"evens", "mean", "node"}:
+                path.unlink()
+    return root
+
+
+def test_unsound_benchmark_exits_1_and_names_the_problems(tmp_path: Path) -> None:
+    root = _two_problem_copy(tmp_path)
+    # A reference that fails cases, and a "buggy" program that is really the fix.
+    shutil.copy(root / "python_programs" / "mean.py", root / "correct_python_programs" / "mean.py")
+    shutil.copy(root / "correct_python_programs" / "evens.py", root / "python_programs" / "evens.py")
+
+    text = run_coral("bench", "check", str(root), *FAST, timeout=240)
+    assert text.returncode == 1
+    assert "coral: unsound: evens: buggy program passes every case" in text.stdout
+    assert ("coral: unsound: mean: reference fails case-0 (wrong answer), case-1 (wrong answer), "
+            "case-3 (ZeroDivisionError: float division by zero)") in text.stdout
+    assert "2 problems: 0 sound, 2 unsound" in text.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in text.stdout.splitlines()[1:3]}
+    assert rows == {"evens": ["3/3", "3/3", "UNSOUND"], "mean": ["1/4", "1/4", "UNSOUND"]}
+
+    as_json = run_coral("bench", "check", str(root), "--json", *FAST, timeout=240)
+    assert as_json.returncode == 1
+    assert [p["name"] for p in json.loads(as_json.stdout)["problems"]] == ["evens", "mean"]
+    reasons = as_json.stderr.strip().splitlines()
+    assert len(reasons) == 2 and all(r.startswith("coral: unsound: ") for r in reasons)
+
+
+def test_sound_table_and_summary(tmp_path: Path) -> None:
+    root = _two_problem_copy(tmp_path)
+    result = run_coral("bench", "check", str(root), "--jobs", "1", *FAST, timeout=240)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["problem", "reference", "buggy", "verdict"]
+    assert lines[1].split() == ["evens", "3/3", "1/3", "ok"]
+    assert lines[2].split() == ["mean", "4/4", "1/4", "ok"]
+    assert lines[3] == ("2 problems: 2 sound, 0 unsound; references pass 7/7 cases, "
+                        "buggy programs 2/7")
+
+
+def test_missing_directory_is_one_line(tmp_path: Path) -> None:
+    result = run_coral("bench", "check", str(tmp_path / "nope"), timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"coral: error: benchmark directory not found: {tmp_path / 'nope'}"
+
+
+def test_split_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "split", str(MINI), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "train": ["count_bits", "evens", "largest_gap"], "eval": ["gcd", "mean", "reverse_list"]
+    }
+    assert main(["bench", "split", str(MINI)]) == 0
+    assert capsys.readouterr().out == (
+        "train (3): count_bits evens largest_gap\neval (3): gcd mean reverse_list\n"
+    )

@@ -1,0 +1,157 @@
+"""coral.objectives: the formulas, the real linters behind style and security, determinism."""
+
+from __future__ import annotations
+
+import pytest
+
+from coral import objectives
+from coral.bench.problem import JsonCase, Problem
+from coral.bench.runner import CaseResult, RunnerLimits
+from coral.objectives import (
+    CandidateScore,
+    aggregate,
+    code_lines,
+    fixed_at_k,
+    runtime_score,
+    score_candidate,
+    score_candidates,
+    security_scores,
+    style_scores,
+)
+
+FAST = RunnerLimits(step_budget=50_000, import_step_budget=50_000)
+CORRECT = "def total(xs):\n    return sum(xs)\n"
+SLOW = "def total(xs):\n    s = 0\n    for x in xs:\n        s = s + x\n    return s\n"
+TOTAL = Problem(
+    "total",
+    buggy_source="def total(xs):\n    return sum(xs[1:])\n",
+    correct_source=CORRECT,
+    json_cases=(JsonCase(0, [[1, 2, 3]], 6), JsonCase(1, [[]], 0), JsonCase(2, [[5, 5]], 10)),
+)
+
+
+def case(case_id: str, passed: bool, steps: int) -> CaseResult:
+    return CaseResult(case_id, passed, None if passed else "wrong answer", steps)
+
+
+def test_runtime_score_is_the_mean_ratio_over_passed_cases() -> None:
+    ref = {"a": 10, "b": 10, "c": 10}
+    cases = [case("a", True, 10), case("b", True, 40), case("c", False, 1)]
+    assert runtime_score(cases, ref) == pytest.approx((1 + 0.25) / 2)
+    assert runtime_score([case("a", True, 5)], ref) == 1.0  # faster than the reference: capped
+    assert runtime_score([case("a", False, 5)], ref) == 0.0
+    assert runtime_score([case("a", True, 0)], {"a": 0}) == 1.0
+
+
+def test_code_lines_skip_blanks_and_comments() -> None:
+    assert code_lines("# c\n\nx = 1\n    # indented comment\ny = '#'\n") == 2
+
+
+def test_fixed_at_k() -> None:
+    assert fixed_at_k(1, 1, 1) == 1.0 and fixed_at_k(3, 0, 3) == 0.0
+    assert fixed_at_k(3, 1, 3) == 1.0  # k == samples: any fixed sample counts
+    assert fixed_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert fixed_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)
+
+
+def score(problem: str, value: float, fixed: bool = False) -> CandidateScore:
+    return CandidateScore(problem, value, 1.0, value, value, value, fixed, ())
+
+
+def test_aggregate_weighs_problems_equally() -> None:
+    scores = [score("p", 1.0, True), score("p", 0.0), score("q", 0.5), score("q", 0.5)]
+    agg = aggregate(scores, k=2)
+    assert agg.bugfix == pytest.approx(0.5) and agg.syntax == 1.0
+    assert agg.fixed_at_k == pytest.approx(0.5)  # p has a fixed sample, q has none
+    assert (agg.problems, agg.candidates, agg.k) == (2, 4, 2)
+    assert aggregate(scores, k=1).fixed_at_k == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="fewer than k=3"):
+        aggregate(scores, k=3)
+    with pytest.raises(ValueError):
+        aggregate([], k=1)
+
+
+def test_style_comes_from_ruff_and_ignores_noqa() -> None:
+    clean, messy = style_scores([CORRECT, "import os\ndef total(xs):\n    l = 1  # noqa\n    return sum(xs)\n"])
+    assert clean == (1.0, ())
+    assert messy[1] == ("E741", "F401", "F841")
+    assert messy[0] == pytest.approx(1 - 3 / 4)
+
+
+def test_security_comes_from_bandit_weighted_by_severity() -> None:
+    sources = [
+        CORRECT,
+        "def total(xs):\n    return eval(repr(sum(xs)))  # nosec\n",
+        "import os\ndef total(xs):\n    os.system(repr(xs))\n    return sum(xs)\n",
+    ]
+    safe, medium, high = security_scores(sources)
+    assert safe == (1.0, ())
+    assert medium == (pytest.approx(1 - 3 / 9), ("B307:MEDIUM",))
+    assert high[0] == 0.0 and "B605:HIGH" in high[1]
+
+
+def test_linters_survive_sources_that_do_not_parse() -> None:
+    sources = ["def f(:\n", "x = 1\x00\n", "s = '\udcff'\n", "", "import os\nos.system(input())\n"]
+    styles, securities = style_scores(sources), security_scores(sources)
+    assert [s[0] for s in styles] == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert securities[-1] == (0.0, ("B605:HIGH",)) and len(securities) == 5
+
+
+def test_batched_linting_equals_one_at_a_time() -> None:
+    sources = ["import os\ndef total(xs):\n    os.system('ls')\n    return sum(xs)\n", CORRECT, "x=1\nl = eval('2')\n"]
+    assert style_scores(sources) == [style_scores([s])[0] for s in sources]
+    assert security_scores(sources) == [security_scores([s])[0] for s in sources]
+
+
+def test_score_of_correct_buggy_and_slow_candidates() -> None:
+    good = score_candidate(TOTAL, CORRECT, objectives.reference_steps(TOTAL, FAST), FAST)
+    assert good.objectives() == {"bugfix": 1.0, "syntax": 1.0, "style": 1.0, "security": 1.0, "runtime": 1.0}
+    assert good.fixed and good.cases[0].steps == 1
+    buggy, slow = score_candidates([(TOTAL, TOTAL.buggy_source), (TOTAL, SLOW)], limits=FAST)
+    assert buggy.bugfix == pytest.approx(1 / 3) and not buggy.fixed and buggy.runtime == 1.0
+    assert slow.fixed and 0 < slow.runtime < 1
+
+
+def test_a_candidate_passing_nothing_scores_zero_beyond_syntax() -> None:
+    empty = score_candidate(TOTAL, "def total(xs):\n    return None\n", limits=FAST)
+    assert empty.objectives() == {"bugfix": 0.0, "syntax": 1.0, "style": 0.0, "security": 0.0, "runtime": 0.0}
+    broken = score_candidate(TOTAL, "def total(xs:\n", limits=FAST)
+    assert broken.objectives() == dict.fromkeys(("bugfix", "syntax", "style", "security", "runtime"), 0.0)
+    assert broken.error.startswith("syntax error")
+
+
+# Step counts that would vary from run to run without the harness's seeding of `random` and
+# the box's fixed memory layout (objects hash by address: set order follows addresses).
+RANDOM = "import random\ndef total(xs):\n    while random.random() < 0.95:\n        pass\n    return sum(xs)\n"
+ADDRESSES = "def total(xs):\n    for _ in range((id(object()) >> 16) % 64):\n        pass\n    return sum(xs)\n"
+
+
+def test_same_candidate_same_objectives() -> None:
+    items = [(TOTAL, src) for src in (CORRECT, SLOW, TOTAL.buggy_source, RANDOM, ADDRESSES)]
+    first = score_candidates(items, limits=FAST)
+    second = score_candidates(items, limits=FAST, workers=1)
+    assert first == second  # objectives, per-case steps, violations: all of it
+    assert len({c.steps for c in first[3].cases}) > 1  # the random stream differs per case
+
+
+def test_reference_runs_once_per_problem_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = objectives.run_candidate
+
+    def counting(problem, source, limits=None):  # type: ignore[no-untyped-def]
+        calls.append(source)
+        return real(problem, source, limits)
+
+    monkeypatch.setattr(objectives, "run_candidate", counting)
+    monkeypatch.setattr(objectives, "_reference_cache", {})
+    fresh = Problem("total", "", CORRECT + "\n", TOTAL.json_cases)
+    score_candidates([(fresh, SLOW), (fresh, CORRECT), (fresh, SLOW)], limits=FAST)
+    assert calls.count(fresh.correct_source) == 1  # the reference; candidates are never cached
+    assert calls.count(SLOW) == 2 and calls.count(CORRECT) == 1
+
+
+def test_candidate_step_budget_follows_the_reference() -> None:
+    limits = objectives.candidate_limits({"a": 10, "b": 5_000}, RunnerLimits(step_budget=1_000_000))
+    assert limits.step_budget == 100 * 5_000
+    assert objectives.candidate_limits({"a": 1}).step_budget == objectives.STEP_BUDGET_FLOOR
+    assert objectives.candidate_limits({"a": 10**6}, FAST).step_budget == FAST.step_budget

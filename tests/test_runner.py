@@ -1,0 +1,275 @@
+"""coral.bench.runner: judging good and buggy candidates, JSON and pytest-style."""
+
+from __future__ import annotations
+
+import pytest
+
+from coral.bench.problem import JsonCase, Problem
+from coral.bench.runner import CandidateRun, RunnerLimits, check_problem, outputs_match, run_candidate
+
+FAST = RunnerLimits(step_budget=20_000, import_step_budget=20_000)
+
+
+def json_problem(name: str, correct: str, cases: list[tuple[list, object]], buggy: str = "") -> Problem:
+    return Problem(
+        name=name,
+        buggy_source=buggy,
+        correct_source=correct,
+        json_cases=tuple(JsonCase(i, args, expected) for i, (args, expected) in enumerate(cases)),
+    )
+
+
+def reasons(run: CandidateRun) -> list[str | None]:
+    return [c.reason for c in run.cases]
+
+
+def test_outputs_match() -> None:
+    assert outputs_match([1, [2.0000000001, "a"]], [1, [2, "a"]])
+    assert outputs_match(0.1 + 0.2, 0.3) and outputs_match(1e-12, 0.0)
+    assert outputs_match({"a": [1]}, {"a": (1,)})
+    assert not outputs_match(1.001, 1.0)
+    assert not outputs_match([1, 2], [1, 2, 3])
+    assert not outputs_match("1", 1) and not outputs_match(None, 0) and not outputs_match([], {})
+
+
+SORT = json_problem(
+    "sort_desc",
+    "def sort_desc(xs):\n    return sorted(xs, reverse=True)\n",
+    [([[3, 1, 2]], [3, 2, 1]), ([[]], []), ([[1.5, -2]], [1.5, -2])],
+)
+
+
+def test_good_and_buggy_json_candidates() -> None:
+    good = run_candidate(SORT, SORT.correct_source, FAST)
+    assert good.fixed and good.syntax_ok and good.error is None and good.boxes == 1
+    assert [c.case_id for c in good.cases] == ["case-0", "case-1", "case-2"]
+    assert all(c.steps >= 1 for c in good.cases)
+    buggy = run_candidate(SORT, "def sort_desc(xs):\n    return sorted(xs)\n", FAST)
+    assert [c.passed for c in buggy.cases] == [False, True, False]
+    assert reasons(buggy) == ["wrong answer", None, "wrong answer"]
+
+
+def test_generators_tuples_and_floats_are_judged_as_values() -> None:
+    problem = json_problem(
+        "halves",
+        "",
+        [([[2, 3]], [1.0, 1.5]), ([[]], []), ([[1]], [0.5])],
+    )
+    gen = "def halves(xs):\n    for x in xs:\n        yield x / 2 + 1e-12\n"
+    assert run_candidate(problem, gen, FAST).fixed
+    tup = "def halves(xs):\n    return tuple(x / 2 for x in xs)\n"
+    assert run_candidate(problem, tup, FAST).fixed
+    off = "def halves(xs):\n    return [x / 2 + 1e-3 for x in xs]\n"
+    assert [c.passed for c in run_candidate(problem, off, FAST).cases] == [False, True, False]
+
+
+def test_expected_outputs_are_not_sent_into_the_box() -> None:
+    problem = json_problem("echo", "", [([1], "no"), ([2], "EXPECTED-7c1f")])
+    # Searches the box's memory for the second case's expected output. The marker is built
+    # at run time (a constant would be in the source) and never bound (traced frames keep their
+    # locals in a dict the search would find).
+    spy = (
+        "import gc\n"
+        "def echo(x):\n"
+        "    for o in gc.get_objects():\n"
+        "        if isinstance(o, (dict, list, tuple)) and ''.join(['EXPECTED-', '7c1f']) in repr(o):\n"
+        "            return 'found'\n"
+        "    return 'no'\n"
+    )
+    run = run_candidate(problem, spy, RunnerLimits(step_budget=5_000_000))
+    assert reasons(run) == [None, "wrong answer"]
+
+
+def test_candidate_module_is_importable_by_its_own_name() -> None:
+    # dataclasses (with string annotations), enum and pickle look classes up in sys.modules.
+    src = (
+        "from __future__ import annotations\n"
+        "from dataclasses import dataclass\n"
+        "@dataclass\n"
+        "class Pair:\n"
+        "    a: int\n"
+        "    b: int\n"
+        "def sort_desc(xs):\n"
+        "    return [p.a for p in sorted((Pair(x, 0) for x in xs), key=lambda p: -p.a)]\n"
+    )
+    assert run_candidate(SORT, src, RunnerLimits()).fixed
+
+
+def test_whole_program_failures() -> None:
+    syntax = run_candidate(SORT, "def sort_desc(xs:\n", FAST)
+    assert not syntax.syntax_ok and syntax.error.startswith("syntax error: SyntaxError")
+    assert all(r == syntax.error for r in reasons(syntax))
+    missing = run_candidate(SORT, "def other(xs):\n    return xs\n", FAST)
+    assert missing.syntax_ok and missing.error == "missing function sort_desc"
+    raising = run_candidate(SORT, "raise ValueError('at import')\n", FAST)
+    assert raising.error == "import failed: ValueError: at import" and raising.passed == 0
+
+
+def test_a_crash_costs_only_its_case() -> None:
+    crashy = (
+        "import ctypes, os\n"
+        "def sort_desc(xs):\n"
+        "    if not xs:\n"
+        "        ctypes.string_at(0)\n"
+        "    if len(xs) == 2:\n"
+        "        os._exit(0)\n"
+        "    return sorted(xs, reverse=True)\n"
+    )
+    run = run_candidate(SORT, crashy, FAST)
+    assert [c.passed for c in run.cases] == [True, False, False]
+    assert reasons(run)[1:] == ["crashed: signal 11", "crashed: exit code 0"]
+    assert run.boxes == 2  # one for cases 0-1, a fresh one from case 2
+
+
+def test_step_budget_is_deterministic_and_per_case() -> None:
+    loops = "def sort_desc(xs):\n    while len(xs) == 3:\n        pass\n    return sorted(xs, reverse=True)\n"
+    run = run_candidate(SORT, loops, FAST)
+    assert reasons(run) == ["step budget exceeded", None, None]
+    assert run.cases[0].steps == FAST.step_budget and run.boxes == 2
+    # One-line loops produce no line events in CPython 3.11; the harness renumbers statements.
+    tight = run_candidate(SORT, "def sort_desc(xs):\n    while True: pass\n", FAST)
+    assert reasons(tight) == ["step budget exceeded"] * 3
+    again = run_candidate(SORT, loops, FAST)
+    assert [c.steps for c in again.cases] == [c.steps for c in run.cases]
+
+
+def test_steps_measure_work() -> None:
+    problem = json_problem("total", "", [([list(range(50))], 1225)])
+    loop = "def total(xs):\n    s = 0\n    for x in xs:\n        s += x\n    return s\n"
+    builtin = "def total(xs):\n    return sum(xs)\n"
+    slow, fast = run_candidate(problem, loop, FAST), run_candidate(problem, builtin, FAST)
+    assert slow.fixed and fast.fixed
+    assert fast.cases[0].steps == 1 and slow.cases[0].steps > 100
+
+
+NODE = """class Node:
+    def __init__(self, value=None, successor=None, successors=[]):
+        self.value = value
+        self.successor = successor
+        self.successors = list(successors)
+"""
+
+GRAPH_TESTS = """import pytest
+
+from node import Node
+
+if pytest.use_correct:
+    from correct_python_programs.reachable import reachable
+else:
+    from python_programs.reachable import reachable
+
+
+def chain(n):
+    nodes = [Node(i) for i in range(n)]
+    for a, b in zip(nodes, nodes[1:]):
+        a.successors = [b]
+    return nodes
+
+
+def test_self():
+    a = Node("a")
+    assert reachable(a, a)
+
+
+def test_chain():
+    nodes = chain(4)
+    assert reachable(nodes[0], nodes[3])
+    assert not reachable(nodes[3], nodes[0])
+
+
+@pytest.mark.parametrize("n,expected", [(1, 1), (3, 3), pytest.param(5, 5, id="five")])
+def test_count(n, expected):
+    assert len(set(reachable_all(chain(n)[0]))) == expected
+
+
+def reachable_all(start):
+    return [node.value for node in start_and_successors(start)]
+
+
+def start_and_successors(start):
+    out, todo = [], [start]
+    while todo:
+        node = todo.pop()
+        if reachable(start, node):
+            out.append(node)
+        todo.extend(node.successors)
+    return out
+
+
+def test_raises_on_bad_input():
+    with pytest.raises(AttributeError):
+        reachable(None, Node())
+
+
+def test_approx_distance():
+    assert 0.1 + 0.2 == pytest.approx(0.3)
+
+
+@pytest.fixture
+def diamond():
+    a, b, c, d = (Node(x) for x in "abcd")
+    a.successors, b.successors, c.successors = [b, c], [d], [d]
+    return a, d
+
+
+def test_fixture(diamond):
+    assert reachable(*diamond)
+
+
+@pytest.mark.skip(reason="not collected")
+def test_skipped():
+    raise AssertionError
+"""
+
+REACHABLE = """def reachable(start, goal):
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node is goal:
+            return True
+        if node not in seen:
+            seen.add(node)
+            todo.extend(node.successors)
+    return False
+"""
+# The buggy search never takes a node off its list: it loops where the goal is unreachable.
+BUGGY_REACHABLE = REACHABLE.replace("node = todo.pop()", "node = todo[-1]")
+GRAPH = Problem("reachable", BUGGY_REACHABLE, REACHABLE, None, GRAPH_TESTS, {"node.py": NODE})
+
+
+def test_pytest_style_problem_with_node() -> None:
+    correct, buggy = check_problem(GRAPH, FAST)
+    ids = ["test_self", "test_chain", "test_count[1-1]", "test_count[3-3]", "test_count[five]"]
+    ids += ["test_raises_on_bad_input", "test_approx_distance", "test_fixture"]
+    assert [c.case_id for c in correct.cases] == ids
+    assert correct.fixed, reasons(correct)
+    assert reasons(buggy) == [None, "step budget exceeded"] + [None] * 6
+
+
+def test_pytest_style_failures_have_reasons() -> None:
+    wrong = run_candidate(GRAPH, "def reachable(start, goal):\n    return False\n", FAST)
+    assert reasons(wrong)[0] == "AssertionError"
+    assert reasons(wrong)[5] == "AssertionError: DID NOT RAISE <class 'AttributeError'>"
+    missing = run_candidate(GRAPH, "x = 1\n", FAST)
+    assert missing.error == "missing function reachable" and missing.total == 8
+    broken = Problem("reachable", "", REACHABLE, None, "import no_such_module\n", {})
+    run = run_candidate(broken, REACHABLE, FAST)
+    assert run.error.startswith("collecting tests failed: ModuleNotFoundError")
+    assert [c.case_id for c in run.cases] == ["<collection>"] and not run.passed
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "class Yes:\n    def __eq__(self, other):\n        return True\n    __hash__ = None\n"
+        "def reachable(start, goal):\n    return Yes()\n",
+        "from node import Node\nclass N(Node):\n    pass\ndef reachable(start, goal):\n    return [N()]\n",
+        "from node import Node\nNode.__eq__ = lambda self, other: True\ndef reachable(start, goal):\n    return True\n",
+        "import builtins\nbuiltins.len = lambda x: 1\ndef reachable(start, goal):\n    return True\n",
+    ],
+    ids=["always-equal", "node-subclass", "patched-node", "patched-builtin"],
+)
+def test_pytest_style_cheats_fail(source: str) -> None:
+    run = run_candidate(GRAPH, source, FAST)
+    assert not run.cases[0].passed and not run.fixed
+    assert all(c.reason for c in run.cases if not c.passed)

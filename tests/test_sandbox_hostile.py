@@ -1,0 +1,473 @@
+"""Hostile candidates, each run through run_candidate on a small problem.
+
+For every one: its cases fail with a reason, this process and a sentinel process outside the
+box live on, files outside the box are unchanged, and no process of the box is left behind.
+Where a candidate *could* pass, it returns the expected answer only if its attack worked, so
+a hole in the box shows up as a passed case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coral.bench.problem import JsonCase, Problem
+from coral.bench.runner import CandidateRun, RunnerLimits, run_candidate
+from coral.sandbox import isolation_available, sandbox_uid_range
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "REFERENCE-SECRET-5b1e9a"
+# Small budgets keep the runaway cases quick; the safety nets are generous for a loaded machine.
+LIMITS = RunnerLimits(step_budget=50_000, import_step_budget=50_000, wall_seconds=60, cpu_seconds=20)
+isolated = pytest.mark.skipif(not isolation_available(), reason="no namespaces here (docs/sandbox.md)")
+# Candidates that could hurt the host check first that they do not run as root (belt and
+# braces: the sandbox never runs anything as root).
+NOT_ROOT = "    if os.getuid() == 0:\n        return 'refusing to run as root'\n"
+
+
+def problem(expected: object = 3, args: list | None = None, cases: int = 1) -> Problem:
+    """f(*args) -> expected, `cases` times."""
+    json_cases = tuple(JsonCase(i, args if args is not None else [1, 2], expected) for i in range(cases))
+    return Problem("f", "", "def f(a, b):\n    return a + b\n", json_cases)
+
+
+def run(source: str, expected: object = 3, args: list | None = None, cases: int = 1, **limits: float) -> CandidateRun:
+    lim = RunnerLimits(**{**LIMITS.__dict__, **limits})
+    return run_candidate(problem(expected, args, cases), source, lim)
+
+
+def assert_failed(result: CandidateRun, reason: str | None = None) -> None:
+    assert result.total > 0 and result.passed == 0, result.cases
+    for case in result.cases:
+        assert case.reason, case
+        if reason is not None:
+            assert case.reason.startswith(reason), case
+
+
+# --- what must hold after every test --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def outside() -> Iterator[Path]:
+    """A world-readable, world-writable tree standing for the benchmark directory."""
+    root = Path(tempfile.mkdtemp(prefix="coral-hostile-", dir="/tmp"))
+    (root / "correct_python_programs").mkdir()
+    (root / "correct_python_programs" / "f.py").write_text(f"# {SECRET}\ndef f(a, b):\n    return a + b\n")
+    (root / "json_testcases").mkdir()
+    (root / "json_testcases" / "f.json").write_text(f'[[1, 2], "{SECRET}"]\n')
+    (root / "victim.txt").write_text("do not delete")
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    yield root
+    shutil.rmtree(root)
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def sentinel() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def box_processes() -> list[str]:
+    """Processes running as any uid our boxes use, or carrying the test marker."""
+    uids = sandbox_uid_range()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+        if uid in uids or b"coral-hostile-marker" in cmdline:
+            found.append(f"{entry}: {cmdline!r}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def contained(outside: Path, sentinel: subprocess.Popen[bytes]) -> Iterator[None]:
+    before = fingerprint(outside)
+    yield
+    assert sentinel.poll() is None, "a process outside the box was killed"
+    assert fingerprint(outside) == before, "files outside the box changed"
+    deadline = time.monotonic() + 10  # a dying process may take a moment to be reaped
+    while box_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert box_processes() == []
+
+
+def test_outside_tree_is_open_to_any_user(outside: Path) -> None:
+    """Only the box stands between a candidate and these files (the tests below mean something)."""
+    for path in [Path("/tmp"), outside, *outside.rglob("*")]:
+        mode = path.stat().st_mode
+        assert mode & stat.S_IROTH and (mode & stat.S_IXOTH or not path.is_dir())
+
+
+# --- runaway code ---------------------------------------------------------------------------
+
+
+def test_infinite_loop_at_import() -> None:
+    assert_failed(run("while True:\n    pass\n"), "step budget exceeded while importing")
+
+
+def test_infinite_loop_at_call() -> None:
+    result = run("def f(a, b):\n    while True: pass\n", cases=2)
+    assert_failed(result, "step budget exceeded")
+    assert [c.steps for c in result.cases] == [LIMITS.step_budget] * 2
+
+
+def test_sleep_forever() -> None:
+    assert_failed(run("import time\ndef f(a, b):\n    time.sleep(10**6)\n", wall_seconds=5), "killed: wall_timeout")
+
+
+def test_cpu_burn_in_c_code_ignoring_sigxcpu() -> None:
+    src = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\ndef f(a, b):\n    return sum(range(10**13))\n"
+    assert_failed(run(src, cpu_seconds=2), "killed: cpu_limit")
+
+
+def test_ignoring_signals_then_looping() -> None:
+    src = (
+        "import signal\n"
+        "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU, signal.SIGALRM):\n"
+        "    signal.signal(s, signal.SIG_IGN)\n"
+        "def f(a, b):\n"
+        "    while True:\n"
+        "        try:\n"
+        "            pass\n"
+        "        except BaseException:\n"
+        "            pass\n"
+    )
+    assert_failed(run(src), "step budget exceeded")
+
+
+def test_deep_recursion() -> None:
+    assert_failed(run("def f(a, b):\n    return f(a, b)\n"), "RecursionError")
+
+
+def test_deep_recursion_past_the_c_stack() -> None:
+    # Recursing through a builtin (map) nests C frames until the C stack overflows.
+    src = "import sys\nsys.setrecursionlimit(10**7)\ndef f(a, b):\n    return list(map(f, [a], [b]))\n"
+    assert_failed(run(src, cases=2), "crashed: signal 11")
+
+
+@isolated  # without namespaces RLIMIT_NPROC is shared with the user's other processes
+def test_many_spinning_threads() -> None:
+    src = (
+        "import threading\n"
+        "def spin():\n"
+        "    while True:\n"
+        "        pass\n"
+        "def f(a, b):\n"
+        "    for _ in range(200):\n"
+        "        threading.Thread(target=spin, daemon=True).start()\n"
+        "    return a + b\n"
+    )
+    assert_failed(run(src, cases=2))
+
+
+# --- resources ------------------------------------------------------------------------------
+
+
+@isolated  # without namespaces RLIMIT_NPROC is shared with the user's other processes
+def test_fork_bomb() -> None:
+    assert_failed(run("import os\ndef f(a, b):\n" + NOT_ROOT + "    while True:\n        os.fork()\n"))
+
+
+def test_memory_bomb() -> None:
+    assert_failed(run("def f(a, b):\n    return len(bytearray(10**11))\n", expected=10**11), "MemoryError")
+
+
+def test_growing_memory() -> None:
+    src = "def f(a, b):\n    xs = []\n    while True:\n        xs.append(' ' * 10**7)\n"
+    assert_failed(run(src), "MemoryError")
+
+
+@isolated  # without namespaces the box writes to the host's /tmp
+def test_disk_fill() -> None:
+    src = (
+        "import os\n"
+        "def f(a, b):\n"
+        "    n = 0\n"
+        "    for d in ('.', '/tmp'):\n"
+        "        for i in range(10**4):\n"
+        "            try:\n"
+        "                with open(os.path.join(d, f'fill{i}'), 'wb') as fh:\n"
+        "                    fh.write(b'x' * (1 << 20))\n"
+        "                n += 1\n"
+        "            except OSError:\n"
+        "                break\n"
+        "    return 'filled' if n > 1000 else f'stopped at {n} MiB'\n"
+    )
+    assert_failed(run(src, expected="filled", step_budget=1_000_000), "wrong answer")
+
+
+def test_output_flood_on_stdout_and_stderr() -> None:
+    src = (
+        "import os, sys\ndef f(a, b):\n    while True:\n        print('x' * 10000)\n        os.write(2, b'y' * 10000)\n"
+    )
+    assert_failed(run(src), "step budget exceeded")
+
+
+def test_output_flood_on_every_descriptor() -> None:
+    src = (
+        "import os\n"
+        "def f(a, b):\n"
+        "    while True:\n"
+        "        for fd in range(64):\n"
+        "            try:\n"
+        "                os.write(fd, b'\\xff\\xfe garbage\\n' * 4096)\n"
+        "            except OSError:\n"
+        "                pass\n"
+    )
+    assert_failed(run(src, step_budget=10_000_000), "killed: output_limit")
+
+
+def test_non_utf8_output_and_result() -> None:
+    src = (
+        "import os, sys\n"
+        "def f(a, b):\n"
+        "    sys.stdout.buffer.write(b'\\xff\\xfe\\x00' * 100)\n"
+        "    for fd in range(3, 20):\n"
+        "        try:\n"
+        "            os.write(fd, b'\\xc3\\x28 not json\\n')\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return '\\udcff\\x00'\n"
+    )
+    assert_failed(run(src), "wrong answer")
+    assert_failed(run("def f(a, b):\n    return b'\\xff'\n"), "returned a bytes")
+
+
+def test_huge_return_value() -> None:
+    assert_failed(run("def f(a, b):\n    return 'x' * (10**8)\n"), "returned value too large")
+    assert_failed(run("def f(a, b):\n    return [[[[]]]] * 10**5\n"), "returned value too large")
+
+
+# --- escaping the box -----------------------------------------------------------------------
+
+
+@isolated
+def test_network_is_unreachable() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    src = (
+        "import socket\n"
+        "def f(port, b):\n"
+        "    for host in ('127.0.0.1', '10.0.0.1', '1.1.1.1'):\n"
+        "        try:\n"
+        "            socket.create_connection((host, port), timeout=2).close()\n"
+        "            return 'connected'\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return 'no network'\n"
+    )
+    try:
+        assert_failed(run(src, expected="connected", args=[port, 0]), "wrong answer")
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nobody ever connected
+    finally:
+        listener.close()
+
+
+@isolated
+def test_reading_the_reference_solution(outside: Path) -> None:
+    reference = outside / "correct_python_programs" / "f.py"
+    src = (
+        "import os\n"
+        "def f(path, b):\n"
+        "    try:\n"
+        "        return open(path).read()\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    for root, dirs, files in os.walk('/'):\n"
+        "        for name in files:\n"
+        "            if name == 'f.py' or name.endswith('.json'):\n"
+        "                try:\n"
+        "                    return open(os.path.join(root, name)).read()\n"
+        "                except OSError:\n"
+        "                    pass\n"
+        "    return 'not found'\n"
+    )
+    result = run(src, expected=reference.read_text(), args=[str(reference), 0], step_budget=20_000_000)
+    assert_failed(result, "wrong answer")
+
+
+@isolated
+def test_seeing_the_repository_or_host_tmp(outside: Path) -> None:
+    src = (
+        "import os\n"
+        "def f(paths, b):\n"
+        "    seen = [p for p in paths if os.path.exists(p)]\n"
+        "    return 'leak' if seen else 'nothing seen'\n"
+    )
+    paths = [str(REPO), str(REPO / "coral" / "sandbox.py"), str(outside), "/work", "/root/.bashrc", "/proc/1"]
+    assert_failed(run(src, expected="leak", args=[paths, 0]), "wrong answer")
+
+
+def test_reading_expected_outputs(outside: Path) -> None:
+    src = (
+        "import gc, os\n"
+        "def f(path, b):\n"
+        "    try:\n"
+        "        return open(path).read().split('\"')[1]\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    for o in gc.get_objects():\n"  # the marker is built at run time, never bound
+        "        if isinstance(o, (dict, list, tuple)) and ''.join(['REFERENCE-', 'SECRET']) in repr(o):\n"
+        "            text = repr(o)\n"
+        "            return text[text.index(''.join(['REFERENCE-', 'SECRET'])):][:23]\n"
+        "    return 'not found'\n"
+    )
+    json_file = outside / "json_testcases" / "f.json"
+    assert_failed(run(src, expected=SECRET, args=[str(json_file), 0], step_budget=5_000_000), "wrong answer")
+
+
+def test_reading_environment_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORAL_TEST_SECRET", SECRET)
+    src = "import os\ndef f(a, b):\n    return os.environ.get('CORAL_TEST_SECRET') or sorted(os.environ)\n"
+    assert_failed(run(src, expected=SECRET), "wrong answer")
+
+
+@isolated
+def test_writing_outside_the_box(outside: Path) -> None:
+    src = (
+        "def f(path, b):\n"
+        "    for p in (path, '/usr/coral-probe', '/coral-probe'):\n"
+        "        try:\n"
+        "            open(p, 'w').write('pwned')\n"
+        "            return 'written'\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return 'refused'\n"
+    )
+    assert_failed(run(src, expected="written", args=[str(outside / "new.txt"), 0]), "wrong answer")
+    assert not Path("/usr/coral-probe").exists() and not Path("/coral-probe").exists()
+
+
+@isolated
+def test_deleting_outside_the_box(outside: Path) -> None:
+    src = (
+        "import os\n"
+        "def f(path, b):\n"
+        "    try:\n"
+        "        os.remove(path)\n"
+        "        return 'deleted'\n"
+        "    except OSError as e:\n"
+        "        return str(e)\n"
+    )
+    assert_failed(run(src, expected="deleted", args=[str(outside / "victim.txt"), 0]), "wrong answer")
+
+
+@isolated  # without namespaces the supervisor runs as the same user, and may be killed
+def test_killing_the_parent() -> None:
+    src = (
+        "import os\n"
+        "def f(a, b):\n" + NOT_ROOT + "    try:\n"
+        "        os.kill(os.getppid(), 9)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    while True: pass\n"
+    )
+    assert_failed(run(src), "step budget exceeded")
+
+
+def test_killing_its_process_group() -> None:
+    src = "import os\ndef f(a, b):\n" + NOT_ROOT + "    os.killpg(0, 9)\n    while True: pass\n"
+    assert_failed(run(src))
+
+
+@isolated
+def test_kill_every_process_it_can() -> None:
+    # Only ever run inside a PID namespace as an unprivileged uid: as root on the host this
+    # would take the machine down.
+    src = (
+        "import os\n"
+        "def f(a, b):\n" + NOT_ROOT + "    if os.getpid() != 1:\n"
+        "        return 'not in its own PID namespace'\n"
+        "    try:\n"
+        "        os.kill(-1, 9)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    while True: pass\n"
+    )
+    assert_failed(run(src), "step budget exceeded")
+
+
+def test_sys_exit_and_os_exit() -> None:
+    assert_failed(run("import sys\ndef f(a, b):\n    sys.exit(0)\n"), "SystemExit")
+    assert_failed(run("import os\ndef f(a, b):\n    os._exit(0)\n", cases=2), "crashed: exit code 0")
+    assert_failed(run("import os\nos._exit(0)\n"), "crashed while importing")
+
+
+def test_segfault() -> None:
+    assert_failed(run("import ctypes\ndef f(a, b):\n    return ctypes.string_at(0)\n", cases=2), "crashed: signal 11")
+
+
+def test_daemonised_grandchild_is_gone_after_the_run() -> None:
+    src = (
+        "import os, sys\n"
+        "def f(a, b):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        if os.fork() == 0:\n"
+        "            os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(600)',"
+        " 'coral-hostile-marker'])\n"
+        "        os._exit(0)\n"
+        "    return 0\n"
+    )
+    assert_failed(run(src), "wrong answer")  # the fixture then finds no marker in /proc
+
+
+# --- cheating -------------------------------------------------------------------------------
+
+
+def test_always_equal_object_in_a_json_problem() -> None:
+    src = "class Yes:\n    def __eq__(self, other):\n        return True\ndef f(a, b):\n    return Yes()\n"
+    assert_failed(run(src), "returned a Yes")
+    subclass = "class I(int):\n    def __eq__(self, other):\n        return True\ndef f(a, b):\n    return [I(0)]\n"
+    assert_failed(run(subclass, expected=[3]), "returned a I")
+
+
+def test_always_equal_object_in_a_pytest_problem() -> None:
+    tests = (
+        "import pytest\n"
+        "from python_programs.f import f\n"
+        "def test_add():\n"
+        "    assert f(1, 2) == 3\n"
+        "def test_list():\n"
+        "    assert f([1], [2]) == [1, 2]\n"
+    )
+    prob = Problem("f", "", "def f(a, b):\n    return a + b\n", None, tests, {})
+    src = "class Yes:\n    def __eq__(self, other):\n        return True\ndef f(a, b):\n    return Yes()\n"
+    assert_failed(run_candidate(prob, src, LIMITS), "returned a Yes")
+    nested = "class Yes(list):\n    def __eq__(self, other):\n        return True\ndef f(a, b):\n    return [Yes()]\n"
+    assert_failed(run_candidate(prob, nested, LIMITS), "returned a Yes")
+    assert run_candidate(prob, "def f(a, b):\n    return a + b\n", LIMITS).fixed  # the problem is sound
+
+
+def test_syntax_error() -> None:
+    result = run("def f(a, b)\n    return a + b\n")
+    assert_failed(result, "syntax error")
+    assert not result.syntax_ok
