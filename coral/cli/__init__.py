@@ -13,6 +13,7 @@ from coral.errors import CoralError
 
 COMMAND_MODULES = [
     "coral.cli.config_cmd",
+    "coral.cli.run_cmd",
     "coral.cli.worker_cmd",
     "coral.cli.bench_cmd",
     "coral.cli.modal_cmd",

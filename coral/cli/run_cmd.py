@@ -1,0 +1,307 @@
+"""coral run | runs | status | resume | pause | continue | stop | validate | cache | export-adapter"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="start an evolution run")
+    run.add_argument("config", help="path to a YAML config")
+    _run_options(run)
+    run.add_argument("--run-id", help="name the run (default: time-sortable id)")
+    run.add_argument("--detach", action="store_true",
+                     help="return once the run is registered; it goes on in the background")
+    run.set_defaults(func=_run)
+
+    runs = sub.add_parser("runs", help="list runs (reads run directories, no database)")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=_runs)
+
+    status = sub.add_parser("status", help="one run's state and event-log summary")
+    status.add_argument("run_id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
+
+    resume = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
+    resume.add_argument("run_id")
+    resume.set_defaults(func=_resume)
+
+    for name, text in (("pause", "pause a run between jobs"), ("continue", "continue a paused run"),
+                       ("stop", "stop a run between jobs")):
+        control = sub.add_parser(name, help=text)
+        control.add_argument("run_id")
+        control.set_defaults(func=_control, request=name)
+
+    validate = sub.add_parser(
+        "validate", help="run a config serially and on >= 2 local workers; results must match")
+    validate.add_argument("config")
+    validate.add_argument("--set", dest="overrides", action="append", default=[],
+                          metavar="KEY=VALUE")
+    validate.add_argument("--workers", type=int, default=2)
+    validate.add_argument("--json", action="store_true")
+    validate.add_argument("--handlers", help=argparse.SUPPRESS)
+    validate.set_defaults(func=_validate)
+
+    cache = sub.add_parser("cache", help="the adapter cache under CORAL_HOME/adapters")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    ls = cache_sub.add_parser("ls", help="list cached adapters")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_cache_ls)
+    prune = cache_sub.add_parser(
+        "prune", help="remove half-written and damaged adapters (and, with --unused, unused ones)")
+    prune.add_argument("--unused", action="store_true",
+                       help="also remove adapters no registered run has used")
+    prune.add_argument("--dry-run", action="store_true")
+    prune.set_defaults(func=_cache_prune)
+
+    export = sub.add_parser("export-adapter", help="copy a genome's adapter out as a peft folder")
+    export.add_argument("run_id")
+    export.add_argument("genome_id")
+    export.add_argument("--out", required=True, help="destination folder (must not exist)")
+    export.set_defaults(func=_export)
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a key, value parsed as YAML")
+    parser.add_argument("--backend", choices=["local", "modal", "serial"])
+    parser.add_argument("--workers", type=int, help="worker processes (local backend)")
+    parser.add_argument("--handlers", help=argparse.SUPPRESS)  # test and benchmark job bodies
+
+
+# ---------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A bar per stage on a terminal; plain lines (at most every few seconds) otherwise."""
+
+    def __init__(self, stream: Any = None, interval: float = 3.0) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = interval
+        self._last = 0.0
+
+    def __call__(self, kind: str, info: dict) -> None:
+        if kind == "job":
+            now = time.monotonic()
+            if not self.tty and now - self._last < self.interval:
+                return
+            self._last = now
+            line = "  ".join(_bar(stage, info[stage], self.tty) for stage in
+                             ("train", "generate", "test") if stage in info)
+            self._write(line, transient=self.tty)
+        elif kind == "generation":
+            self._write(f"generation {info['generation']} done in {info['seconds']:.1f}s")
+        elif kind in ("paused", "continued"):
+            self._write(f"run {kind}")
+
+    def _write(self, line: str, transient: bool = False) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + line + ("" if transient else "\n"))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _bar(stage: str, counts: dict[str, int], tty: bool) -> str:
+    total = sum(counts.values())
+    done = counts.get("done", 0) + counts.get("failed", 0)
+    text = f"{stage} {done}/{total}"
+    if counts.get("running"):
+        text += f" ({counts['running']} running)"
+    if tty:
+        width = 12
+        filled = width * done // total if total else 0
+        text = f"{stage} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+    return text
+
+
+# ---------------------------------------------------------------------- run, resume, detach
+
+
+def _run(args: argparse.Namespace) -> int:
+    from coral.engine import resolve_config, run_from_config
+    from coral.home import Home, check_run_id, new_run_id
+
+    config = resolve_config(args.config, args.overrides, args.backend, args.workers)
+    run_id = check_run_id(args.run_id) if args.run_id else new_run_id()
+    if args.detach:
+        return _detach(args, run_id, Home())
+    print(run_id, flush=True)
+    result = run_from_config(config, run_id, progress=Progress(), handlers=args.handlers)
+    print(f"run {run_id} {result.state} in {result.wall_seconds:.1f}s")
+    return 0 if result.state == "finished" else 3
+
+
+def _detach(args: argparse.Namespace, run_id: str, home: Any) -> int:
+    import os
+    import subprocess
+
+    folder = home.ensure().run_dir(run_id)
+    if (folder / "config.yaml").exists():
+        from coral.errors import CoralError
+
+        raise CoralError(f"run {run_id} already exists in {home.runs}")
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "coral", "run", os.path.abspath(args.config), "--run-id", run_id]
+    for text in args.overrides:
+        cmd += ["--set", text]
+    if args.backend:
+        cmd += ["--backend", args.backend]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
+    if args.handlers:
+        cmd += ["--handlers", args.handlers]
+    print(run_id, flush=True)
+    with open(folder / "orchestrator.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603 - arg list
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "CORAL_HOME": str(home.root)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (folder / "status.json").exists():
+            print(f"run {run_id} registered; running in the background (pid {proc.pid}), "
+                  f"log: {folder / 'orchestrator.log'}")
+            return 0
+        if proc.poll() is not None:
+            tail = (folder / "orchestrator.log").read_text(errors="replace").strip().splitlines()
+            print(f"coral: error: run {run_id} exited before registering: "
+                  f"{tail[-1] if tail else 'no output'}", file=sys.stderr)
+            return 2
+        time.sleep(0.1)
+    print(f"coral: error: run {run_id} did not register within 120s", file=sys.stderr)
+    return 2
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from coral.engine import resume_run
+
+    print(args.run_id, flush=True)
+    result = resume_run(args.run_id, progress=Progress())
+    print(f"run {args.run_id} {result.state} in {result.wall_seconds:.1f}s")
+    return 0 if result.state == "finished" else 3
+
+
+# ---------------------------------------------------------------------- registry and control
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from coral.home import Home
+    from coral.runs import list_runs
+
+    runs = list_runs(Home())
+    if args.json:
+        print(json.dumps([r.as_dict() for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs")
+        return 0
+    print(f"{'RUN':32} {'STATE':12} {'GEN':>7} {'STRATEGY':10} BACKEND")
+    for r in runs:
+        gen = f"{r.generation if r.generation is not None else '-'}/{r.generations or '?'}"
+        print(f"{r.run_id:32} {r.state:12} {gen:>7} {r.strategy or '?':10} {r.backend or '?'}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from coral.home import Home
+    from coral.runs import run_status
+
+    status = run_status(Home(), args.run_id)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    log = status["log"]
+    print(f"run {args.run_id}: {status['state']}")
+    print(f"  generation: {status.get('generation', '-')}, finished generations: "
+          f"{log['generations_finished'] if log['generations_finished'] is not None else 'none'}")
+    print(f"  events: {log['events']} ({', '.join(f'{k} {v}' for k, v in sorted(log['counts'].items()))})")
+    if status.get("error"):
+        print(f"  error: {status['error']}")
+    return 0
+
+
+def _control(args: argparse.Namespace) -> int:
+    from coral.engine import CONTROL_DICT, control_key
+    from coral.errors import CoralError
+    from coral.home import Home
+    from coral.runs import ACTIVE, run_config, run_info
+    from coral.transport import open_transport
+
+    home = Home()
+    config = run_config(home, args.run_id)
+    state = run_info(home, args.run_id).state
+    if state not in ACTIVE:
+        raise CoralError(f"run {args.run_id} is {state}; only a running or paused run takes "
+                         f"{args.request}")
+    kind = "local" if config.backend.kind == "serial" else config.backend.kind
+    with open_transport(kind, home=home, config=config) as transport:
+        transport.dict(CONTROL_DICT).put(control_key(args.run_id),
+                                         {"request": args.request, "at": time.time()})
+    print(f"{args.request} requested for run {args.run_id} (honoured between jobs)")
+    return 0
+
+
+# ---------------------------------------------------------------------- validate
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from coral.engine import validate_config_runs
+
+    report = validate_config_runs(args.config, args.overrides, max(2, args.workers),
+                                  handlers=args.handlers)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for side in ("serial", "queue"):
+            r = report[side]
+            print(f"{side:7} run {r['run_id']}: {r['wall_seconds']:.1f}s, worker pids "
+                  f"{r['worker_pids']}, cache-hit rate {r['cache_hit_rate']:.2f}, "
+                  f"retries {r['retries']}")
+        for key in ("populations", "scores", "event_ids", "events"):
+            print(f"{key:12} {'identical' if report['identical'][key] else 'DIFFERENT'}")
+    return 0 if all(report["identical"].values()) else 1
+
+
+# ---------------------------------------------------------------------- cache and export
+
+
+def _cache_ls(args: argparse.Namespace) -> int:
+    from coral.runs import list_adapters
+
+    entries = list_adapters()
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    if not entries:
+        print("no cached adapters")
+    for e in entries:
+        genes = e.get("genes") or {}
+        desc = (f"{genes.get('adapter_type')} r={genes.get('rank')} a={genes.get('alpha')} "
+                f"{','.join(genes.get('target_modules', []))}" if genes else e["problem"])
+        print(f"{e['key']:26} {e['bytes'] / 1024:9.1f} KiB  {desc}")
+    return 0
+
+
+def _cache_prune(args: argparse.Namespace) -> int:
+    from coral.runs import prune
+
+    removed = prune(unused=args.unused, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for name, why in removed:
+        print(f"{verb} {name} ({why})")
+    print(f"{verb} {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from coral.runs import export_adapter
+
+    out = export_adapter(args.run_id, args.genome_id, args.out)
+    print(f"exported adapter of genome {args.genome_id} to {out}")
+    return 0

@@ -1,0 +1,129 @@
+"""The `coral` run commands through the real CLI: one real smoke run shared by several tests,
+plus fast ones on stand-in job bodies (detach, pause/continue, validate, errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+TINY = REPO / "data" / "models" / "tiny-code"
+FAKES = "tests.test_engine_fakes:HANDLERS"
+
+
+def coral(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+    return subprocess.run([sys.executable, "-m", "coral", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, subprocess.CompletedProcess]:
+    """One real `coral run configs/smoke.yaml` (tiny model, real training, sandboxed tests)."""
+    root = tmp_path_factory.mktemp("smoke")
+    extra: list[str] = []
+    if not (TINY / "config.json").is_file():  # the committed model is not there: build one
+        from tests.model_fixtures import build_tiny_model
+
+        model = build_tiny_model(root / "model")
+        extra = ["--set", f"model.name={model}", "--set", "generation.max_prompt_length=900"]
+    done = coral(root / "home", "run", str(SMOKE), *extra, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root / "home", done.stdout.splitlines()[0], done
+
+
+def test_smoke_run_finishes(smoke) -> None:
+    home, run_id, done = smoke
+    assert run_id.count("-") == 1 and "T" in run_id  # the id is the first line
+    assert f"run {run_id} finished" in done.stdout
+    folder = home / "runs" / run_id
+    record = (folder / "config.yaml").read_text()
+    assert "split:" in record and "versions:" in record and "eval:" in record
+    events = [json.loads(line) for p in sorted((folder / "events").glob("*.jsonl"))
+              for line in p.read_text().splitlines()]
+    types = [e["type"] for e in events]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert types.count("generation_finished") == 2 and types.count("baseline_finished") == 1
+    jobs = [e for e in events if e["type"] == "job_finished"]
+    assert jobs and all({"candidate", "cases", "objectives", "raw"} <= set(e["data"]) for e in jobs)
+    assert sorted((folder / "checkpoints").glob("gen-*.json"))[-1].name == "gen-00001.json"
+
+
+def test_runs_and_status_read_run_dirs(smoke) -> None:
+    home, run_id, _ = smoke
+    listed = json.loads(coral(home, "runs", "--json").stdout)
+    assert [r["run_id"] for r in listed] == [run_id] and listed[0]["state"] == "finished"
+    status = json.loads(coral(home, "status", run_id, "--json").stdout)
+    assert status["state"] == "finished" and status["log"]["generations_finished"] == 1
+    plain = coral(home, "status", run_id)
+    assert plain.returncode == 0 and "finished" in plain.stdout
+
+
+def test_export_adapter_and_cache(smoke, tmp_path: Path) -> None:
+    home, run_id, _ = smoke
+    point = json.loads(sorted((home / "runs" / run_id / "checkpoints").glob("gen-*.json"))[0]
+                       .read_text())
+    from coral.genome import Genome
+
+    genome_id = Genome.model_validate(point["population"][0]).id
+    out = tmp_path / "exported"
+    done = coral(home, "export-adapter", run_id, genome_id, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and (out / "adapter_model.safetensors").stat().st_size > 0
+    listed = json.loads(coral(home, "cache", "ls", "--json").stdout)
+    assert listed and all(e["problem"] is None for e in listed)
+    pruned = coral(home, "cache", "prune", "--dry-run")
+    assert pruned.returncode == 0 and "would remove 0 entries" in pruned.stdout
+    missing = coral(home, "export-adapter", run_id, "nope", "--out", str(tmp_path / "x"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+
+
+def test_detach_pause_continue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("CORAL_FAKE_SLEEP", "0.02")  # inherited by the detached orchestrator
+    done = coral(home, "run", str(SMOKE), "--run-id", "bg", "--handlers", FAKES,
+                 "--set", "generations=3", "--detach")
+    monkeypatch.delenv("CORAL_FAKE_SLEEP")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "bg"
+    assert coral(home, "pause", "bg").returncode == 0
+    deadline = time.monotonic() + 60
+    while json.loads(coral(home, "status", "bg", "--json").stdout)["state"] != "paused":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert coral(home, "continue", "bg").returncode == 0
+    deadline = time.monotonic() + 120
+    while (state := json.loads(coral(home, "status", "bg", "--json").stdout)["state"]) != "finished":
+        assert state in ("running", "paused") and time.monotonic() < deadline
+        time.sleep(0.5)
+    counts = json.loads(coral(home, "status", "bg", "--json").stdout)["log"]["counts"]
+    assert counts["run_paused"] == 1 and counts["run_continued"] == 1
+    late = coral(home, "stop", "bg")
+    assert late.returncode == 2 and "finished" in late.stderr
+
+
+def test_validate_reports_identical(tmp_path: Path) -> None:
+    done = coral(tmp_path / "home", "validate", str(SMOKE), "--handlers", FAKES, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert all(report["identical"].values())
+    assert len(report["queue"]["worker_pids"]) == 2
+    assert report["serial"]["worker_pids"] != report["queue"]["worker_pids"]
+
+
+def test_bad_input_is_one_line(tmp_path: Path) -> None:
+    for args in (("run", "missing.yaml"), ("status", "no-such-run"), ("resume", "no-such-run"),
+                 ("run", str(SMOKE), "--set", "population=0")):
+        done = coral(tmp_path / "home", *args)
+        assert done.returncode == 2, args
+        assert done.stderr.startswith("coral: error: ") and done.stderr.count("\n") == 1
+        assert "Traceback" not in done.stderr

@@ -1,0 +1,189 @@
+"""The engine's logic with stand-in job bodies (tests/test_engine_fakes.py): fast and exact.
+
+Serial vs queue equivalence, crash + resume, cache-hit accounting, stop, strategies, the event
+log's recovery. The real bodies run once, in tests/test_cli_run.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from coral import checkpoint as ckpt
+from coral.config import load_config
+from coral.engine import run_from_config
+from coral.events import EventLog, read_events, truncate
+from coral.evolution import Evolution
+from coral.home import Home
+from coral.runs import compare_runs, run_science, run_status
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+FAKES = "tests.test_engine_fakes:HANDLERS"
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO), **extra})
+    return env
+
+
+def _spawn(home: Path, *args: str, **extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "coral", *args], cwd=REPO, env=_env(home, **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait_for(predicate, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.1)
+
+
+def test_serial_and_queue_runs_are_identical() -> None:
+    home = Home()
+    run_from_config(SMOKE, "serial", backend="serial", handlers=FAKES, threads=1)
+    run_from_config(SMOKE, "queue", backend="local", workers=2, handlers=FAKES, threads=1)
+    same = compare_runs(home, "serial", "queue")
+    assert same == {"populations": True, "scores": True, "event_ids": True, "events": True}
+    science = run_science(home, "queue")
+    assert len(science["populations"]) == 2 and len(science["populations"][0]) == 4
+    types = science["event_types"]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert types.count("baseline_finished") == 1
+    assert types.count("generation_finished") == 2
+    # A changed seed must change the results, or the comparison above proves nothing.
+    run_from_config(load_config(SMOKE, ["seed=1"]), "seed1", backend="serial", handlers=FAKES)
+    assert not compare_runs(home, "serial", "seed1")["populations"]
+
+
+def test_generation_event_content() -> None:
+    run_from_config(SMOKE, "r", backend="serial", handlers=FAKES)
+    events = list(read_events(Home().events_dir("r")))
+    assert [e.seq for e in events] == list(range(len(events)))
+    assert all(e.event_id == f"r:{e.seq:08d}" for e in events)
+    gen0 = [e for e in events if e.type == "job_finished" and e.generation == 0]
+    keys = [(e.data["genome"], e.data["problem"], e.data["sample"]) for e in gen0]
+    genomes = [k for k in keys if k[0] != "baseline"]
+    assert genomes == sorted(genomes)  # canonical order, not completion order
+    finished = next(e for e in events if e.type == "generation_finished")
+    for field in ("best", "mean", "genotype_diversity", "phenotype_diversity", "cache", "gate"):
+        assert field in finished.data
+    assert set(finished.data["best"]) >= {"bugfix", "style", "security", "runtime", "syntax",
+                                          "fixed_at_k", "fitness"}
+    baseline = next(e for e in events if e.type == "baseline_finished")
+    assert baseline.data["greedy"] is True and "objectives" in baseline.data
+
+
+def test_same_heavy_genes_is_a_counted_cache_hit(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Evolution.initial_population
+
+    def twins(self: Evolution):
+        population = original(self)
+        twin = population[0].model_copy(update={"knobs": population[0].knobs.model_copy(
+            update={"temperature": 0.9123})})
+        assert twin.id != population[0].id and twin.genes == population[0].genes
+        return [population[0], twin, *population[2:]]
+
+    monkeypatch.setattr(Evolution, "initial_population", twins)
+    run_from_config(SMOKE, "twins", backend="serial", handlers=FAKES)
+    events = list(read_events(Home().events_dir("twins")))
+    gen0 = next(e for e in events if e.type == "generation_finished" and e.generation == 0)
+    population = ckpt.latest(Home().checkpoints_dir("twins")).population
+    first = next(p for p in ckpt_points("twins") if p.generation == 0).population
+    distinct = len({json.dumps(g["genes"], sort_keys=True) for g in first})
+    assert population and distinct <= 3
+    assert gen0.data["cache"]["misses"] == distinct  # one train job per distinct gene set
+    assert gen0.data["cache"]["hits"] == 4 - distinct >= 1
+
+
+def ckpt_points(run_id: str) -> list[ckpt.Checkpoint]:
+    folder = Home().checkpoints_dir(run_id)
+    return [ckpt.Checkpoint.from_json(json.loads(p.read_text())) for p in sorted(folder.glob("gen-*"))]
+
+
+def test_random_and_grid_strategies_run(tmp_path: Path) -> None:
+    home = Home()
+    for strategy in ("random", "grid"):
+        result = run_from_config(load_config(SMOKE, [f"strategy={strategy}"]), strategy,
+                                 backend="serial", handlers=FAKES)
+        assert result.state == "finished"
+        started = next(read_events(home.events_dir(strategy)))
+        assert started.data["strategy"] == strategy
+    assert run_science(home, "random")["populations"] != run_science(home, "grid")["populations"]
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    home_dir = Path(os.environ["CORAL_HOME"])
+    config = ["--set", "generations=2", "--handlers", FAKES, "--workers", "2"]
+    ref = _spawn(home_dir, "run", str(SMOKE), "--run-id", "ref", *config)
+    assert ref.wait(timeout=120) == 0, ref.stdout.read()
+    victim = _spawn(home_dir, "run", str(SMOKE), "--run-id", "victim", *config,
+                    CORAL_FAKE_SLEEP="0.05")
+    checkpoints = Home().checkpoints_dir("victim")
+    _wait_for(lambda: (checkpoints / "gen-00000.json").exists())
+    os.killpg(victim.pid, signal.SIGKILL)  # orchestrator and its workers: a machine crash
+    victim.wait(timeout=30)
+    assert not (checkpoints / "gen-00001.json").exists()
+    assert run_status(Home(), "victim")["state"] == "interrupted"
+    resumed = subprocess.run([sys.executable, "-m", "coral", "resume", "victim"], cwd=REPO,
+                             env=_env(home_dir), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[0] == "victim"
+    same = compare_runs(Home(), "ref", "victim")
+    assert same == {"populations": True, "scores": True, "event_ids": True, "events": True}
+    assert run_status(Home(), "victim")["state"] == "finished"
+
+
+def test_stop_request_ends_run_between_jobs(tmp_path: Path) -> None:
+    home_dir = Path(os.environ["CORAL_HOME"])
+    proc = _spawn(home_dir, "run", str(SMOKE), "--run-id", "halt", "--handlers", FAKES,
+                  "--workers", "2", "--set", "generations=5", CORAL_FAKE_SLEEP="0.02")
+    checkpoints = Home().checkpoints_dir("halt")
+    _wait_for(lambda: (checkpoints / "gen-00000.json").exists())
+    stop = subprocess.run([sys.executable, "-m", "coral", "stop", "halt"], cwd=REPO,
+                          env=_env(home_dir), capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    assert proc.wait(timeout=60) == 3
+    status = run_status(Home(), "halt")
+    assert status["state"] == "stopped"
+    events = list(read_events(Home().events_dir("halt")))  # every line parses: nothing torn
+    assert events[-1].type == "run_stopped"
+    assert [e.seq for e in events] == list(range(len(events)))
+    last = ckpt.latest(checkpoints)
+    assert last is not None and last.generation < 4
+    assert last.next_seq <= events[-1].seq  # the checkpoint never runs ahead of the log
+    assert not list(checkpoints.glob(".*"))  # no temp file left behind
+
+
+def test_event_log_truncates_torn_and_future_lines(tmp_path: Path) -> None:
+    log = EventLog("t", tmp_path / "events")
+    log.emit_many([("run_started", {}, None), ("generation_started", {}, 0),
+                   ("generation_finished", {}, 0)])
+    segment = next((tmp_path / "events").iterdir())
+    with open(segment, "a") as handle:
+        handle.write('{"schema_version": 1, "event_id": "t:0000')  # a crash mid-line
+    assert [e.seq for e in read_events(tmp_path / "events")] == [0, 1, 2]
+    assert truncate(tmp_path / "events", 2) == 2  # seq 2 and the torn line
+    resumed = EventLog("t", tmp_path / "events", start_seq=2)
+    resumed.emit("generation_finished", {"again": True}, 0)
+    events = list(read_events(tmp_path / "events"))
+    assert [e.seq for e in events] == [0, 1, 2] and events[2].data == {"again": True}
+
+
+def test_checkpoint_is_written_atomically(tmp_path: Path) -> None:
+    point = ckpt.Checkpoint(generation=3, population=[], scores={}, next_population=[],
+                            evolution={"survivors": []}, next_seq=7)
+    ckpt.save(tmp_path, point)
+    (tmp_path / "gen-00002.json").write_text(json.dumps(point.to_json() | {"generation": 2}))
+    assert ckpt.latest(tmp_path).generation == 3
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

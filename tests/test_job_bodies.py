@@ -1,0 +1,90 @@
+"""The real train / generate / test bodies, in-process, on a tiny random model built on the spot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import coral.job_bodies as bodies
+from coral.bench.prompts import build_prompt
+from coral.config import GenerationConfig, ModelConfig, SandboxConfig, TrainingConfig
+from coral.errors import MessageError
+from coral.home import Home
+from coral.jobs import BUILTIN_HANDLERS, Handlers, WorkerContext
+from coral.messages import Job
+from coral.transport.local import LocalTransport
+from tests.model_fixtures import build_tiny_model
+
+MINI = Path(__file__).resolve().parent / "fixtures" / "mini_bench"
+GENES = {"rank": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
+         "adapter_type": "lora"}
+KNOBS = {"temperature": 0.8, "top_p": 0.95, "top_k": 20, "repetition_penalty": 1.0,
+         "max_new_tokens": 12}
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("bodies")
+    model = ModelConfig(name=str(build_tiny_model(root / "model")), device="cpu")
+    home = Home(root / "home").ensure()
+    transport = LocalTransport(home.queue_db)
+    ctx = WorkerContext(transport, worker_id="test", home=home, claim_seconds=30)
+    yield model, home, ctx
+    transport.close()
+
+
+def _job(kind: str, payload: dict, job_id: str = "j") -> Job:
+    return Job(job_id=job_id, run_id="r", kind=kind, payload=payload)  # type: ignore[arg-type]
+
+
+def test_bodies_are_registered() -> None:
+    handlers = Handlers()
+    for kind in ("train", "generate", "test"):
+        assert BUILTIN_HANDLERS[kind] == f"coral.job_bodies:{kind}"
+        assert handlers.get(kind) is getattr(bodies, kind)
+
+
+def test_train_then_generate(setting) -> None:
+    model, home, ctx = setting
+    payload = {"model": model.model_dump(mode="json"), "threads": 1,
+               "training": TrainingConfig(steps=2, batch_size=2, max_length=128).model_dump(mode="json"),
+               "genes": GENES, "benchmark_root": str(MINI), "train_problems": ["count_bits", "evens"],
+               "prompt_style": "base"}
+    first = bodies.train(_job("train", payload), ctx)
+    again = bodies.train(_job("train", payload), ctx)
+    assert first["cache_hit"] is False and again["cache_hit"] is True
+    assert first["cache_key"] == again["cache_key"]
+    assert (home.adapter_dir(first["cache_key"]) / "adapter_model.safetensors").is_file()
+
+    prompts = [build_prompt("gcd", "def gcd(a, b):\n    return a\n")] * 2
+    gen = {"model": model.model_dump(mode="json"), "threads": 1, "prompts": prompts, "samples": 3,
+           "generation": GenerationConfig().model_dump(mode="json"), "knobs": KNOBS, "seed": 7,
+           "cache_key": first["cache_key"], "greedy": False}
+    out = bodies.generate(_job("generate", gen), ctx)
+    assert [len(row) for row in out["texts"]] == [3, 3]
+    assert bodies.generate(_job("generate", gen), ctx)["texts"] == out["texts"]  # seeded
+    base = bodies.generate(_job("generate", {**gen, "cache_key": None, "greedy": True}), ctx)
+    assert len(base["texts"]) == 2
+
+
+def test_test_body_scores_fix_and_bug(setting) -> None:
+    _, _, ctx = setting
+    fixed = (MINI / "correct_python_programs" / "gcd.py").read_text()
+    buggy = (MINI / "python_programs" / "gcd.py").read_text()
+    payload = {"benchmark_root": str(MINI), "problem": "gcd",
+               "sandbox": SandboxConfig().model_dump(mode="json")}
+    good = bodies.test(_job("test", {**payload, "raw": fixed.split('"""')[0] + "```\n"}), ctx)
+    bad = bodies.test(_job("test", {**payload, "raw": buggy}), ctx)
+    assert good["passed_all"] is True and good["objectives"]["bugfix"] == 1.0
+    assert bad["passed_all"] is False and bad["objectives"]["bugfix"] < 1.0
+    assert set(good["objectives"]) == {"bugfix", "syntax", "style", "security", "runtime"}
+    assert good["cases"] and all(c["passed"] for c in good["cases"])
+
+
+def test_bad_payload_is_one_clear_error(setting) -> None:
+    _, _, ctx = setting
+    with pytest.raises(MessageError, match="payload field 'problem'"):
+        bodies.test(_job("test", {"benchmark_root": str(MINI), "raw": ""}), ctx)
+    with pytest.raises(MessageError, match="unknown problem 'nope'"):
+        bodies.test(_job("test", {"benchmark_root": str(MINI), "problem": "nope", "raw": ""}), ctx)
