@@ -124,12 +124,27 @@ def _bar(stage: str, counts: dict[str, int], tty: bool) -> str:
 # ---------------------------------------------------------------------- run, resume, detach
 
 
+def _run_on_modal(args: argparse.Namespace, run_id: str) -> int:
+    """A Modal run's orchestrator lives on Modal too: its paths resolve inside the container,
+    and closing the laptop does not stop it. Follow it with `coral modal status`."""
+    from coral.modal_launcher import submit_run
+
+    overrides = [*args.overrides, "backend.kind=modal"]
+    run_id, call_id = submit_run(args.config, overrides, run_id)
+    print(run_id, flush=True)
+    print(f"run {run_id} started on Modal (orchestrator call {call_id}); "
+          "watch it with `coral modal status`")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from coral.engine import resolve_config, run_from_config
     from coral.home import Home, check_run_id, new_run_id
 
     config = resolve_config(args.config, args.overrides, args.backend, args.workers)
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id()
+    if config.backend.kind == "modal":
+        return _run_on_modal(args, run_id)
     if args.detach:
         return _detach(args, run_id, Home())
     print(run_id, flush=True)
