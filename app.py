@@ -1,33 +1,24 @@
-"""CORAL dashboard entry point: `streamlit run app.py` (binds 127.0.0.1 via .streamlit/config.toml).
+"""CORAL dashboard entry point: `streamlit run app.py` or `coral dashboard` (127.0.0.1 by default).
 
-A thin shell over `coral`: every value shown comes from a coral function.
+A thin shell: pages call `coral.dashboard` (launch, control, manage runs) and `coral.analysis`
+(queries and Plotly figures, the same ones notebooks use). This process owns the store's single
+writer, the ingestor thread, through one process-wide `st.cache_resource`.
 """
 
-from pathlib import Path
+from __future__ import annotations
 
 import streamlit as st
 
-from coral.config import find_configs
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+from pages import ingestor
 
 st.set_page_config(page_title="CORAL", layout="wide")
-st.title("CORAL")
-st.caption("Evolve LoRA adapters and generation knobs for a code-repair model.")
+ingestor()  # started once per process; every session shares it
 
-st.subheader("Configs")
-rows = []
-for path, config, error in find_configs(CONFIG_DIR):
-    rows.append({
-        "config": path.name,
-        "valid": error is None,
-        "strategy": config.strategy if config else "",
-        "population": config.population if config else None,
-        "generations": config.generations if config else None,
-        "model": config.model.name if config else "",
-        "problem": error or "",
-    })
-if rows:
-    st.dataframe(rows, hide_index=True, width="stretch")
-else:
-    st.info(f"No configs found in {CONFIG_DIR}. Copy configs/local.yaml there to start.")
+PAGES = [
+    st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
+    st.Page("pages/live.py", title="Live run", icon=":material/monitoring:"),
+    st.Page("pages/pareto.py", title="Pareto & genomes", icon=":material/scatter_plot:"),
+    st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/list:"),
+]
+st.navigation(PAGES).run()

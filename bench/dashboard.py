@@ -1,0 +1,216 @@
+"""Dashboard benchmark: live refresh latency in a real browser, and page query time at 1M rows.
+
+    python bench/dashboard.py [--rows 1000000] [--repeats 5] [--generations 8] [--skip-live]
+
+1. Live latency: `coral dashboard` on a free 127.0.0.1 port, a run on stand-in job bodies,
+   Chromium (Debian's, via Playwright) on the Live page. For each generation, latency = the
+   moment its chart point is drawn in the page minus the wall time of its generation_finished
+   event (written to the run's log as it is emitted); generations that finished before the
+   page was open and watching are left out. Target: <= 2 s.
+2. Page query time: a store with --rows synthetic evaluation rows (bench/store.py's generator,
+   ingested and snapshotted); the median time of the coral calls each page makes. Target:
+   <= 300 ms per page. Baseline in the same run: `analysis.load_run` (every row of one run),
+   what a page would cost if it loaded a run whole.
+Prints a table and one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from coral import analysis, dashboard, figures  # noqa: E402
+from coral.home import Home  # noqa: E402
+from coral.ingest import Ingestor  # noqa: E402
+from coral.store_schema import OBJECTIVES  # noqa: E402
+from tests.test_browser_dashboard import BROWSER_ARGS, find_browser  # noqa: E402
+
+# Records, per change of the first chart's point count, (count, Date.now()/1000) in the page.
+WATCH_JS = """() => {
+  window.__points = [];
+  const count = () => {
+    const chart = document.querySelector('[data-testid="stPlotlyChart"]');
+    const trace = chart && chart.querySelector('.scatterlayer .trace');
+    return trace ? trace.querySelectorAll('.points path').length : 0;
+  };
+  let last = -1;
+  const tick = () => {
+    const n = count();
+    if (n !== last) { last = n; window.__points.push([n, Date.now() / 1000]); }
+    requestAnimationFrame(tick);
+  };
+  tick();
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def live_latency(generations: int, sleep: float) -> list[float]:
+    from playwright.sync_api import sync_playwright
+
+    browser_path = find_browser()
+    if browser_path is None:
+        raise SystemExit("no Chromium: apt-get install chromium-headless-shell")
+    with tempfile.TemporaryDirectory(prefix="coral-bench-dash-") as tmp:
+        home = Path(tmp) / "home"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+        env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO), "CORAL_FAKE_SLEEP": str(sleep)})
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "coral", "dashboard", "--port", str(port)],
+                                  cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):  # noqa: S310
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            run = subprocess.run(
+                [sys.executable, "-m", "coral", "run", str(dashboard.SMOKE_CONFIG), "--detach",
+                 "--run-id", "live", "--handlers", "tests.test_engine_fakes:HANDLERS",
+                 "--set", "population=2", "--set", f"generations={generations}"],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            if run.returncode != 0:
+                raise SystemExit(run.stderr)
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=browser_path, args=BROWSER_ARGS)
+                page = browser.new_page()
+                page.goto(f"{url}/live")
+                page.wait_for_selector('[data-testid="stMetric"]', timeout=60_000)
+                page.evaluate(WATCH_JS)
+                watching = time.time()
+                deadline = time.monotonic() + 60 + generations * 20
+                while time.monotonic() < deadline:
+                    state = json.loads((home / "runs" / "live" / "status.json").read_text())["state"]
+                    shown = page.evaluate("() => window.__points.length ? "
+                                          "window.__points[window.__points.length - 1][0] : 0")
+                    if state not in ("starting", "running") and shown >= generations:
+                        break
+                    time.sleep(0.5)
+                points = page.evaluate("() => window.__points")
+                browser.close()
+        finally:
+            os.killpg(server.pid, 15)
+            server.wait(30)
+        finished = {}
+        for path in sorted((home / "runs" / "live" / "events").glob("*.jsonl")):
+            for line in path.read_text().splitlines():
+                event = json.loads(line)
+                if event["type"] == "generation_finished":
+                    finished[event["generation"]] = event["wall_time"]
+    # Point count n drawn means generations 0..n-1 are on the chart.
+    latencies = []
+    for generation, put in sorted(finished.items()):
+        if put < watching + 1.0:
+            continue  # finished before the page was watching: not a live update
+        drawn = next((t for n, t in points if n >= generation + 1), None)
+        if drawn is not None:
+            latencies.append(max(0.0, drawn - put))
+    return latencies
+
+
+def median_ms(fn, repeats: int) -> float:  # noqa: ANN001
+    fn()  # warm-up: first-call imports and the OS page cache
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def page_queries(rows: int, repeats: int) -> tuple[dict[str, float], float, int]:
+    spec = importlib.util.spec_from_file_location("bench_store", REPO / "bench" / "store.py")
+    assert spec is not None and spec.loader is not None
+    bench_store = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_store)
+    runs, genomes, problems = 10, 20, 100
+    generations = max(1, rows // (runs * genomes * problems))
+    with tempfile.TemporaryDirectory(prefix="coral-bench-dash-") as tmp:
+        home = Home(Path(tmp)).ensure()
+        total = sum(bench_store.write_run(home, f"run{r:02d}", generations, genomes, problems)
+                    for r in range(runs))
+        ingestor = Ingestor(home, None)
+        ingestor.run_once(snapshot=True)
+        ingestor.stop()
+        run, gen = "run00", generations // 2
+        genome = f"g{gen:03d}x000"
+
+        def live_page() -> None:
+            dashboard.run_times(run, home)
+            for name in ("fitness", *OBJECTIVES):
+                figures.fitness_figure(run, name, home)
+            figures.diversity_figure(run, home)
+            figures.cache_figure(run, home)
+
+        def pareto_page() -> None:
+            dashboard.scored_generations(run, home)
+            figures.pareto_figure(run, gen, ["bugfix", "style", "syntax"], home)
+            analysis.front_hypervolume(run, gen, ["bugfix", "style", "syntax"], home=home)
+            dashboard.genome_table(run, gen, home)
+            analysis.genome_detail(run, genome, home)
+
+        def compare_page() -> None:
+            ids = [f"run{r:02d}" for r in range(3)]
+            analysis.compare_runs(ids, "fitness", home)
+            figures.compare_figure(ids, "fitness", home)
+
+        def runs_page() -> None:
+            table = analysis.list_runs(home)
+            for run_id in table["run_id"]:
+                dashboard.run_times(run_id, home)
+            dashboard.best_genome(run, home)
+
+        pages = {"live": live_page, "pareto": pareto_page, "compare": compare_page, "runs": runs_page}
+        timings = {name: round(median_ms(fn, repeats), 1) for name, fn in pages.items()}
+        baseline = round(median_ms(lambda: analysis.load_run(run, home), repeats), 1)
+    return timings, baseline, total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--sleep", type=float, default=0.1, help="CORAL_FAKE_SLEEP per job")
+    parser.add_argument("--skip-live", action="store_true")
+    args = parser.parse_args(argv)
+    result: dict = {}
+    if not args.skip_live:
+        latencies = live_latency(args.generations, args.sleep)
+        result["live_latency_s"] = {"median": round(statistics.median(latencies), 2),
+                                    "max": round(max(latencies), 2), "points": len(latencies)}
+        print(f"live refresh latency: median {result['live_latency_s']['median']} s, "
+              f"max {result['live_latency_s']['max']} s over {len(latencies)} generations "
+              f"(target <= 2 s)")
+    timings, baseline, rows = page_queries(args.rows, args.repeats)
+    result.update(rows=rows, page_ms=timings, load_run_ms=baseline)
+    print(f"page query time at {rows:,} evaluation rows (median of {args.repeats}, target <= 300 ms):")
+    for name, ms in timings.items():
+        print(f"  {name:8} {ms:8.1f} ms   ({baseline / ms:5.1f}x faster than load_run)")
+    print(f"  baseline analysis.load_run of one run: {baseline:.1f} ms")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""coral dashboard [--port N] [--address A]: serve the Streamlit dashboard (`streamlit run app.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from coral.config import REPO_ROOT
+
+APP = REPO_ROOT / "app.py"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    dash = sub.add_parser("dashboard", help="serve the dashboard (default http://127.0.0.1:8501)")
+    dash.add_argument("--port", type=int, default=8501)
+    # Loopback by default: the dashboard launches runs, so exposing it must be a deliberate choice.
+    dash.add_argument("--address", default="127.0.0.1",
+                      help="interface to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    dash.set_defaults(func=_dashboard)
+
+
+def streamlit_command(port: int, address: str) -> list[str]:
+    """The argument list that serves app.py (never a shell string)."""
+    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", address,
+            "--server.port", str(port), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false"]
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from coral.errors import CoralError
+
+    if not 1 <= args.port <= 65535:
+        raise CoralError(f"--port {args.port}: must be 1..65535")
+    if not APP.is_file():
+        raise CoralError(f"dashboard entry point not found: {APP}")
+    print(f"CORAL dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
+    # cwd = the repository, so Streamlit finds .streamlit/config.toml and pages/.
+    return subprocess.call(streamlit_command(args.port, args.address), cwd=REPO_ROOT)  # noqa: S603

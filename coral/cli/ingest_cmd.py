@@ -1,0 +1,51 @@
+"""coral ingest [--follow]: the store's single writer, when no dashboard runs one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ingest = sub.add_parser(
+        "ingest", help="load run events into CORAL_HOME/store.duckdb and refresh its read snapshot")
+    ingest.add_argument("--follow", action="store_true",
+                        help="keep ingesting until interrupted (live events partitions + logs)")
+    ingest.add_argument("--transport", default="local", choices=["local", "modal", "none"],
+                        help="where live events arrive (none: logs only)")
+    ingest.add_argument("--interval", type=float, default=0.5, help="seconds between cycles with --follow")
+    ingest.add_argument("--json", action="store_true")
+    ingest.set_defaults(func=_ingest)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from coral.errors import CoralError
+    from coral.home import Home
+    from coral.ingest import Ingestor
+
+    if args.interval <= 0:
+        raise CoralError(f"--interval must be positive, got {args.interval}")
+    home = Home()
+    ingestor = Ingestor(home, None if args.transport == "none" else args.transport)
+    try:
+        applied = ingestor.run_once(snapshot=True)
+        _report(args, ingestor, applied)
+        while args.follow:
+            time.sleep(args.interval)
+            applied = ingestor.run_once()
+            if applied:
+                _report(args, ingestor, applied)
+    finally:
+        ingestor.stop()
+    return 0
+
+
+def _report(args: argparse.Namespace, ingestor: object, applied: int) -> None:
+    counts = ingestor.store.counts()  # type: ignore[attr-defined]
+    status = ingestor.status  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps({"applied": applied, "counts": counts, "waiting": status.waiting}), flush=True)
+    else:
+        print(f"ingested {applied} events; store: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+              flush=True)

@@ -1,0 +1,103 @@
+"""The run store's DuckDB schema: migrations applied in order, recorded in `schema_version`.
+
+Every row derived from an event carries that event's `seq`, so a run whose log was rewritten
+(`coral resume` after a stop re-emits different events at the same sequence numbers) is rewound
+with one `DELETE ... WHERE run_id = ? AND seq >= ?` per table.
+
+Tables (docs/store.md describes each column):
+- runs         one row per run: config, split, lifecycle state derived from its events
+- ingested     the per-run high-water mark: every event with seq <= last_seq is in the store
+- events       every event; `data` is NULL for job_finished (its content lives in jobs)
+- jobs         one row per test job: candidate code, per-case outcomes, timings
+- evaluations  one row per candidate (genome x problem x sample): objectives, fixed, cases passed
+- generations  one row per finished generation: best/mean per objective, diversity, cache, gate
+- scores       one row per genome per generation: its objectives, fitness and whether it survived
+- genomes      one row per genome of a run: CA seed, heavy genes, knobs, lineage
+- baselines    the untuned model's scores (one row per run)
+"""
+
+from __future__ import annotations
+
+OBJECTIVES = ("bugfix", "style", "security", "runtime", "syntax")
+# Per-genome aggregates in generation_finished: the objectives, fixed@k and the weighted sum.
+METRICS = (*OBJECTIVES, "fixed_at_k", "fitness")
+LIFECYCLE = {
+    "run_started": "running", "run_continued": "running", "run_paused": "paused",
+    "run_finished": "finished", "run_failed": "failed", "run_stopped": "stopped",
+}
+
+_metric_cols = ", ".join(f"{m} DOUBLE" for m in METRICS)
+_best_mean_cols = ", ".join(f"{stat}_{m} DOUBLE" for stat in ("best", "mean") for m in METRICS)
+
+MIGRATIONS: list[list[str]] = [
+    # 1: the first schema
+    [
+        """CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY, created DOUBLE, strategy VARCHAR, population INTEGER,
+            generations INTEGER, seed BIGINT, config JSON, train_problems JSON, eval_problems JSON,
+            state VARCHAR, last_event VARCHAR, generations_done INTEGER, updated DOUBLE)""",
+        """CREATE TABLE ingested (
+            run_id VARCHAR PRIMARY KEY, last_seq BIGINT NOT NULL, checkpoint_generation INTEGER
+            NOT NULL DEFAULT -1, updated DOUBLE)""",
+        """CREATE TABLE events (
+            run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, event_id VARCHAR NOT NULL,
+            type VARCHAR NOT NULL, generation INTEGER, wall_time DOUBLE, data JSON,
+            PRIMARY KEY (run_id, seq))""",
+        """CREATE TABLE jobs (
+            run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, generation INTEGER NOT NULL,
+            genome_id VARCHAR NOT NULL, problem VARCHAR NOT NULL, sample INTEGER NOT NULL,
+            raw VARCHAR, candidate VARCHAR, cases JSON, passed_all BOOLEAN, timings JSON,
+            worker VARCHAR, PRIMARY KEY (run_id, seq))""",
+        f"""CREATE TABLE evaluations (
+            run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, generation INTEGER NOT NULL,
+            genome_id VARCHAR NOT NULL, problem VARCHAR NOT NULL, sample INTEGER NOT NULL,
+            {", ".join(f"{o} DOUBLE" for o in OBJECTIVES)}, fixed BOOLEAN, passed INTEGER,
+            total INTEGER, PRIMARY KEY (run_id, generation, genome_id, problem, sample))""",
+        f"""CREATE TABLE generations (
+            run_id VARCHAR NOT NULL, generation INTEGER NOT NULL, seq BIGINT NOT NULL,
+            {_best_mean_cols}, genotype_diversity DOUBLE, phenotype_distinct INTEGER,
+            phenotype_share DOUBLE, cache_hits INTEGER, cache_misses INTEGER,
+            cache_hit_rate DOUBLE, gate_threshold DOUBLE, gated_out INTEGER, pool INTEGER,
+            survivors INTEGER, wall_seconds DOUBLE, PRIMARY KEY (run_id, generation))""",
+        f"""CREATE TABLE scores (
+            run_id VARCHAR NOT NULL, generation INTEGER NOT NULL, genome_id VARCHAR NOT NULL,
+            seq BIGINT NOT NULL, {_metric_cols}, survived BOOLEAN,
+            PRIMARY KEY (run_id, generation, genome_id))""",
+        """CREATE TABLE genomes (
+            run_id VARCHAR NOT NULL, genome_id VARCHAR NOT NULL, generation INTEGER NOT NULL,
+            rank INTEGER, alpha INTEGER, dropout DOUBLE, target_modules VARCHAR[],
+            adapter_type VARCHAR, temperature DOUBLE, top_p DOUBLE, top_k INTEGER,
+            repetition_penalty DOUBLE, max_new_tokens INTEGER, origin VARCHAR, parents VARCHAR[],
+            overrides JSON, seed JSON, PRIMARY KEY (run_id, genome_id))""",
+        f"""CREATE TABLE baselines (
+            run_id VARCHAR PRIMARY KEY, seq BIGINT NOT NULL, generation INTEGER, {_metric_cols},
+            problems JSON)""",
+    ],
+]
+
+
+
+def _without_key(table: str, columns: str) -> list[str]:
+    """Recreate `table` with `columns` and no PRIMARY KEY, keeping its rows (DuckDB cannot drop a key)."""
+    return [f"CREATE TABLE _{table}_new ({columns})", f"INSERT INTO _{table}_new SELECT * FROM {table}",
+            f"DROP TABLE {table}", f"ALTER TABLE _{table}_new RENAME TO {table}"]
+
+
+# 2: no primary keys on the three big tables. Maintaining their indexes cost about as much as
+# parsing the events; a row is stored once because an event is applied only past the run's
+# high-water mark (`ingested`), checked and advanced in the same transaction (Store.apply_frame).
+MIGRATIONS.append([
+    *_without_key("events", """run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, event_id VARCHAR NOT NULL,
+        type VARCHAR NOT NULL, generation INTEGER, wall_time DOUBLE, data JSON"""),
+    *_without_key("jobs", """run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, generation INTEGER NOT NULL,
+        genome_id VARCHAR NOT NULL, problem VARCHAR NOT NULL, sample INTEGER NOT NULL, raw VARCHAR,
+        candidate VARCHAR, cases JSON, passed_all BOOLEAN, timings JSON, worker VARCHAR"""),
+    *_without_key("evaluations", f"""run_id VARCHAR NOT NULL, seq BIGINT NOT NULL,
+        generation INTEGER NOT NULL, genome_id VARCHAR NOT NULL, problem VARCHAR NOT NULL,
+        sample INTEGER NOT NULL, {", ".join(f"{o} DOUBLE" for o in OBJECTIVES)}, fixed BOOLEAN,
+        passed INTEGER, total INTEGER"""),
+])
+
+SCHEMA_VERSION = len(MIGRATIONS)
+# Tables whose rows come from events and carry `seq`: what a rewind deletes from.
+SEQ_TABLES = ("events", "jobs", "evaluations", "generations", "scores", "baselines")

@@ -1,0 +1,76 @@
+"""Streamlit-only pieces the pages share: the ingestor resource, the run picker, empty states.
+
+A package file, not a page: Streamlit lists every pages/*.py except __init__.py before
+app.py's st.navigation takes over, so shared code lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from coral.dashboard import launch_run, smoke_request
+from coral.errors import CoralError
+from coral.home import Home
+from coral.runs import list_runs
+
+LIVE_PAGE = "pages/live.py"
+LAUNCH_PAGE = "pages/launch.py"
+
+
+def _stop(ingestor: Any) -> None:
+    ingestor.stop()
+
+
+@st.cache_resource(show_spinner=False, on_release=_stop)
+def _ingestor(root: str) -> Any:
+    # The store's single writer (DESIGN.md): one thread per dashboard process and CORAL_HOME.
+    from coral.ingest import Ingestor
+
+    # Snapshot often: the live charts read the snapshot, so its age is most of their latency.
+    ingestor = Ingestor(Home(root), snapshot_every=0.5, interval=0.25)
+    ingestor.start()
+    return ingestor
+
+
+def ingestor() -> Any:
+    return _ingestor(str(Home().root))
+
+
+def home() -> Home:
+    return Home()
+
+
+def run_ids() -> list[str]:
+    """Registered runs, newest first (run ids sort by creation time)."""
+    return [info.run_id for info in reversed(list_runs(home()))]
+
+
+def pick_run(label: str = "Run", key: str = "run_picker") -> str | None:
+    """A run selector that remembers the last run chosen or launched across pages."""
+    ids = run_ids()
+    if not ids:
+        return None
+    current = st.session_state.get("run_id")
+    index = ids.index(current) if current in ids else 0
+    run_id = st.selectbox(label, ids, index=index, key=key)
+    st.session_state["run_id"] = run_id
+    return run_id
+
+
+def empty_state(what: str) -> None:
+    """No runs yet: say what to do next, and offer the one-click smoke run."""
+    st.info(f"No runs yet, so there is no {what} to show. Launch a run from the Launch page, "
+            "or start the smoke config (CI-sized: 4 genomes, 2 generations) right here.")
+    if st.button("Launch the smoke config", type="primary", key=f"smoke-{what}"):
+        try:
+            st.session_state["run_id"] = launch_run(smoke_request(), home())
+        except CoralError as exc:
+            st.error(str(exc))
+            return
+        st.switch_page(LIVE_PAGE)
+
+
+def show_error(exc: Exception) -> None:
+    st.error(str(exc))

@@ -1,0 +1,75 @@
+"""Runs: every run with status, duration and best scores; delete; export Parquet; export the
+best adapter."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from coral import analysis
+from coral.dashboard import best_genome, delete_run, export_parquet, run_times
+from coral.errors import CoralError
+from coral.runs import export_adapter
+from pages import empty_state, home, pick_run
+
+st.title("Runs")
+table = analysis.list_runs(home())
+if table.empty:
+    empty_state("run list")
+    st.stop()
+
+durations = []
+for run_id in table["run_id"]:
+    created, updated = run_times(run_id, home())
+    durations.append(None if created is None or updated is None else round(updated - created, 1))
+table = table.assign(duration_s=durations,
+                     updated=pd.to_datetime(table["updated"], unit="s", utc=True))
+table = table.iloc[::-1]  # newest first
+st.dataframe(table[["run_id", "state", "generation", "generations", "generations_done",
+                    "best_fitness", "duration_s", "strategy", "backend", "updated"]],
+             hide_index=True, key="runs-table")
+
+run_id = pick_run("Selected run", key="runs-picker")
+assert run_id is not None  # the table is not empty
+left, middle, right = st.columns(3)
+
+with left:
+    st.markdown("**Export Parquet**")
+    if st.button("Export tables", key="export-parquet"):
+        try:
+            folder = export_parquet(run_id, home=home())
+        except CoralError as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"wrote {', '.join(sorted(p.name for p in folder.iterdir()))} to {folder}")
+
+with middle:
+    st.markdown("**Export the best adapter**")
+    try:
+        best = best_genome(run_id, home())
+    except CoralError as exc:
+        st.caption(str(exc))
+    else:
+        st.caption(f"genome {best['genome_id']}: fitness {best['fitness']:.3f} "
+                   f"(generation {best['generation']})")
+        out = st.text_input("Destination folder (must not exist)",
+                            value=str(home().root / "exports" / run_id / f"adapter-{best['genome_id']}"),
+                            key="adapter-out")
+        if st.button("Export adapter", key="export-adapter"):
+            try:
+                st.success(f"exported to {export_adapter(run_id, best['genome_id'], out, home())}")
+            except CoralError as exc:
+                st.error(str(exc))
+
+with right:
+    st.markdown("**Delete**")
+    sure = st.checkbox(f"Yes, delete {run_id}", key=f"delete-sure-{run_id}")
+    if st.button("Delete run", key="delete-run", disabled=not sure, type="primary"):
+        try:
+            delete_run(run_id, home())
+        except CoralError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state.pop("run_id", None)
+            st.toast(f"deleted {run_id}")
+            st.rerun()

@@ -1,0 +1,185 @@
+"""Every dashboard page rendered with st.testing's AppTest: empty home, a finished run, the
+launch form (valid and invalid values), run management. Live refresh needs a real browser
+(tests/test_browser_dashboard.py): AppTest never fires `run_every`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from coral.dashboard import TEST_HANDLERS_ENV
+from coral.home import Home
+from coral.runs import run_info
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+FAKES = "tests.test_engine_fakes:HANDLERS"
+PAGES = ["pages/launch.py", "pages/live.py", "pages/pareto.py", "pages/compare.py", "pages/runs.py"]
+TIMEOUT = 60
+
+
+def fake_run(home: Path, run_id: str, *extra: str) -> None:
+    """A finished run in seconds: the engine on stand-in job bodies, serial backend."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO)})
+    done = subprocess.run([sys.executable, "-m", "coral", "run", str(REPO / "configs" / "smoke.yaml"),
+                           "--backend", "serial", "--handlers", FAKES, "--run-id", run_id, *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def finished_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("dash") / "home"
+    fake_run(home, "run-a")
+    fake_run(home, "run-b", "--set", "seed=7", "--set", "generations=3")
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _stop_ingestors() -> Iterator[None]:
+    yield
+    st.cache_resource.clear()  # on_release stops each test's ingestor thread
+
+
+def wait_for(predicate, timeout: float = 60.0):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def page(path: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    if path != PAGES[0]:
+        at.switch_page(path).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("title", "info", "error", "warning", "success", "markdown",
+                                  "caption", "code") for e in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def visit(at: AppTest, path: str) -> AppTest:
+    at.switch_page(path).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_every_page_renders_with_no_runs() -> None:
+    at = page(PAGES[0])
+    assert [b.label for b in at.button] == ["Start run"]
+    assert at.selectbox(key="launch_config").value == "local.yaml"
+    for path in PAGES[1:]:
+        visit(at, path)
+        assert "No runs yet" in texts(at), path
+        assert "Launch the smoke config" in [b.label for b in at.button], path
+
+
+def test_every_page_renders_a_finished_run(finished_home: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORAL_HOME", str(finished_home))
+    at = page("pages/live.py")
+    assert "No runs yet" not in texts(at)
+    assert at.metric[0].value == "finished" and at.metric[1].value == "3 / 3"
+    assert len(at.get("plotly_chart")) == 8  # fitness, five objectives, diversity, cache hits
+    assert all(b.disabled for b in at.button)  # nothing to pause or stop
+
+    visit(at, "pages/pareto.py")
+    shown = texts(at)
+    assert len(at.get("plotly_chart")) == 1 and at.dataframe[0].value.shape[0] == 4
+    assert "generated fix" in shown and "(buggy)" in shown  # the diff
+    assert len(at.get("image")) == 2  # the CA seed grid and its final grid
+
+    visit(at, "pages/compare.py")
+    assert len(at.get("plotly_chart")) == 1
+    assert set(at.dataframe[1].value["key"]) >= {"seed", "generations"}  # config keys that differ
+
+    visit(at, "pages/runs.py")
+    table = at.dataframe[0].value
+    assert list(table["run_id"]) == ["run-b", "run-a"]
+    assert set(table["state"]) == {"finished"} and table["best_fitness"].notna().all()
+
+
+def test_pareto_page_switches_to_three_objectives(finished_home: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORAL_HOME", str(finished_home))
+    at = page("pages/pareto.py")
+    at.radio[0].set_value("3-D").run()
+    assert not at.exception
+    fig = at.get("plotly_chart")[0].proto.spec
+    assert "scatter3d" in fig
+
+
+def test_launch_form_rejects_invalid_values_with_a_clear_line() -> None:
+    at = page("pages/launch.py")
+    at.number_input(key="population-local.yaml").set_value(1)
+    at.button[0].click().run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "population" in errors[0] and "greater than or equal to 2" in errors[0]
+    assert not Home().runs.exists() or not any(Home().runs.iterdir())  # nothing launched
+
+    at.number_input(key="population-local.yaml").set_value(4)
+    at.number_input(key="workers-local.yaml").set_value(0)
+    at.button[0].click().run()
+    assert "backend.workers" in at.error[0].value
+
+
+def test_launch_form_starts_a_detached_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TEST_HANDLERS_ENV, FAKES)
+    at = page("pages/launch.py")
+    at.selectbox(key="launch_config").set_value("smoke.yaml").run()
+    at.number_input(key="generations-smoke.yaml").set_value(1)
+    at.selectbox(key="backend-smoke.yaml").set_value("serial")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    run_id = at.session_state["run_id"]
+    assert "Live run" in texts(at)  # switched to the live page
+    wait_for(lambda: run_info(Home(), run_id).state == "finished")
+    assert run_info(Home(), run_id).generations == 1
+
+
+def test_empty_state_button_launches_the_smoke_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TEST_HANDLERS_ENV, FAKES)
+    at = page("pages/runs.py")
+    at.button[0].click().run()
+    run_id = at.session_state["run_id"]
+    wait_for(lambda: run_info(Home(), run_id).state == "finished")
+    assert run_info(Home(), run_id).generations == 2  # smoke.yaml as it is
+
+
+def test_runs_page_exports_parquet_and_deletes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    home = tmp_path / "manage"
+    fake_run(home, "doomed")
+    monkeypatch.setenv("CORAL_HOME", str(home))
+    at = page("pages/runs.py")
+    at.button(key="export-parquet").click().run()
+    assert not at.exception and at.success, texts(at)
+    folder = home / "exports" / "doomed" / "parquet"
+    evaluations = pd.read_parquet(folder / "evaluations.parquet")  # genomes and the baseline
+    assert len(evaluations) == 2 * 4 * 19 + 19
+    assert set(pd.read_parquet(folder / "scores.parquet")["generation"]) == {0, 1}
+
+    at.button(key="export-adapter").click().run()  # stand-in runs train no real adapter
+    assert at.error and "adapter" in at.error[0].value.lower()
+
+    assert at.button(key="delete-run").disabled
+    at.checkbox(key="delete-sure-doomed").check().run()
+    at.button(key="delete-run").click().run()
+    assert not (home / "runs" / "doomed").exists()
+    assert "No runs yet" in texts(at)

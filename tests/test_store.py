@@ -1,0 +1,125 @@
+"""The store's schema, migrations and write contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from coral.errors import CoralError
+from coral.store import Store, StoreError
+from coral.store_schema import SCHEMA_VERSION
+
+
+def _event(seq: int, type_: str = "run_started", **data) -> dict:
+    return {"event_id": f"r:{seq:08d}", "run_id": "r", "seq": seq, "type": type_, "generation": None,
+            "data": data, "wall_time": 0.0}
+
+
+def test_migrations_apply_once_and_newer_stores_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    store = Store(path)
+    assert store.version() == SCHEMA_VERSION
+    store.close()
+    store = Store(path)  # reopening applies nothing twice
+    assert store.con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    store.con.execute("INSERT INTO schema_version VALUES (?, 0)", [SCHEMA_VERSION + 1])
+    store.close()
+    with pytest.raises(StoreError, match="newer than this CORAL"):
+        Store(path)
+
+
+def test_apply_is_contiguous_and_atomic(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    assert store.apply("r", [_event(0), _event(1, "generation_started", genomes=[])]) == 2
+    with pytest.raises(StoreError, match="continue at seq 2"):
+        store.apply("r", [_event(3, "run_paused")])
+    bad = [_event(2, "run_paused"), {**_event(3, "job_finished"), "generation": 0}]  # lacks genome
+    with pytest.raises(StoreError, match="event 3 lacks 'genome'"):
+        store.apply("r", bad)
+    assert store.last_seqs() == {"r": 1}  # nothing of the failed batch stayed
+    assert store.con.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+    assert store.con.execute("SELECT state FROM runs").fetchone()[0] == "running"
+
+
+def test_snapshot_is_a_readable_copy(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+    store.apply("r", [_event(0)])
+    target = store.snapshot(tmp_path / "snap.duckdb")
+    store.apply("r", [_event(1, "run_finished")])
+    reader = duckdb.connect(str(target), read_only=True)  # while the writer holds its own file
+    assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+    reader.close()
+    store.snapshot(target)
+    reader = Store(target, read_only=True)
+    assert reader.con.execute("SELECT state FROM runs").fetchone()[0] == "finished"
+    with pytest.raises(StoreError, match="in-memory"):
+        Store().snapshot(tmp_path / "x.duckdb")
+
+
+def test_parse_lines_reads_a_text_and_names_the_bad_line() -> None:
+    store = Store()
+    good, done = json.dumps(_event(0)), json.dumps(_event(1, "run_finished"))
+    frame = store.parse_lines(f"{good}\n{done}\n", "seg")
+    assert frame.column("seq").to_pylist() == [0, 1]
+    assert frame.column("type").to_pylist() == ["run_started", "run_finished"]
+    assert json.loads(frame.column("data")[0].as_py()) == {}
+    with pytest.raises(CoralError, match=r"^seg: corrupt event line 12 "):
+        store.parse_lines([good, "{not json"], "seg", first_line=11)
+    with pytest.raises(CoralError, match=r"^seg: line 3: event is not a JSON object"):
+        store.parse_lines([good, done, "[1]"], "seg")
+    with pytest.raises(CoralError, match="unknown type 'bogus'"):
+        store.parse_lines([json.dumps({**_event(0), "type": "bogus"})], "seg")
+    with pytest.raises(CoralError, match="lacks 'seq'"):
+        store.parse_lines([json.dumps({k: v for k, v in _event(0).items() if k != "seq"})], "seg")
+    with pytest.raises(CoralError, match="or no data"):
+        store.parse_lines([json.dumps({**_event(0), "data": [1]})], "seg")
+
+
+def test_job_rows_are_derived_in_sql() -> None:
+    store = Store()
+    job = {**_event(1, "job_finished"), "generation": 0, "data": {
+        "genome": "g", "problem": "p", "sample": 2, "raw": "r", "candidate": "c", "passed_all": False,
+        "cases": [{"passed": True}, {"passed": False}, {"passed": True}], "timings": {"worker": "w"},
+        "objectives": {"bugfix": 0.5, "syntax": 1.0}}}
+    store.apply("r", [_event(0), job])
+    assert store.con.execute("SELECT genome_id, problem, sample, bugfix, syntax, style, fixed, passed, total "
+                             "FROM evaluations").fetchall() == [("g", "p", 2, 0.5, 1.0, 0.0, False, 2, 3)]
+    worker, cases = store.con.execute("SELECT worker, cases FROM jobs").fetchall()[0]
+    assert worker == "w" and json.loads(cases) == job["data"]["cases"]
+    assert store.con.execute("SELECT data FROM events WHERE seq = 1").fetchall() == [(None,)]
+
+
+def test_apply_frames_takes_several_runs_in_one_transaction() -> None:
+    store = Store()
+    frame = store.parse_lines([json.dumps(_event(0))], "a")
+    other = store.parse_lines([json.dumps({**_event(0), "run_id": "s", "event_id": "s:0"})], "s")
+    assert store.apply_frames([("r", frame, None), ("s", other, None)]) == 2
+    assert store.last_seqs() == {"r": 0, "s": 0}
+    late = store.parse_lines([json.dumps({**_event(1, "run_finished"), "run_id": "s"})], "s")
+    with pytest.raises(StoreError, match="run r: events must continue at seq 1"):  # r again at 0: a repeat
+        store.apply_frames([("s", late, None), ("r", frame, None)])
+    assert store.last_seqs() == {"r": 0, "s": 0}  # all or nothing: s did not advance either
+    assert store.con.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+
+
+def test_migration_2_drops_the_big_tables_keys_and_keeps_their_rows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from coral import store_schema
+
+    path = tmp_path / "s.duckdb"
+    monkeypatch.setattr("coral.store.MIGRATIONS", store_schema.MIGRATIONS[:1])
+    store = Store(path)
+    job = {**_event(1, "job_finished"), "generation": 0,
+           "data": {"genome": "g", "problem": "p", "sample": 0, "cases": [{"passed": True}]}}
+    store.apply("r", [_event(0), job])
+    store.close()
+    monkeypatch.undo()
+    store = Store(path)
+    assert store.version() == SCHEMA_VERSION >= 2
+    assert {k: v for k, v in store.counts().items() if v} == {"runs": 1, "events": 2, "jobs": 1, "evaluations": 1}
+    keys = store.con.execute("SELECT table_name FROM information_schema.table_constraints WHERE constraint_type "
+                             "= 'PRIMARY KEY' AND table_name IN ('events', 'jobs', 'evaluations')").fetchall()
+    assert keys == []
