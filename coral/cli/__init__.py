@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "coral.cli.worker_cmd",
     "coral.cli.bench_cmd",
     "coral.cli.modal_cmd",
+    "coral.cli.model_cmd",
     "coral.cli.ingest_cmd",
     "coral.cli.dashboard_cmd",
 ]
