@@ -13,6 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest leaves sys.modules['__main__'] set to the app script; a later
+    multiprocessing 'spawn' child would then re-run the dashboard (and open the store)."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
+@pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # A fake or real token would make modal retry network calls for about a minute.
     for key in list(os.environ):
