@@ -3,9 +3,10 @@
 Recipe (`coral model build-tiny`): corpus (stdlib functions + training split, coral.model.corpus)
 -> byte-level BPE tokenizer -> LlamaForCausalLM trained on
 build_prompt(name, buggy) -> build_target(original) + EOS, with loss on the answer only; the
-buggy side comes from one injected synthetic bug (or a real training-split bug), plus a little
-plain next-token LM on the functions. Everything is seeded from coral.rng, data order included,
-so the same corpus, seed and steps give the same weights on the same device type.
+buggy side carries one injected synthetic bug. It opens with pure copying of random strings
+(the circuit repair needs most) and mixes in a little copying, unchanged functions and plain
+next-token LM. Everything is seeded from coral.rng, data order included, so the same corpus,
+seed and steps give the same weights on the same device type. docs/tiny_model.md has the why.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class TinySpec:
     # `copy_learnt` of the copy, at most `copy_steps` steps and half the schedule.
     copy_steps: int = 800
     copy_learnt: float = 0.9
+    copy_share: float = 0.05  # and afterwards, this share of the examples stays random copying
     copy_min_length: int = 16
     copy_max_length: int = 64
     # A sample of the corpus is enough to train the tokenizer (and quicker than all of it).
@@ -95,6 +97,12 @@ class ExampleStream:
         spec = self.spec
         while True:
             draw = float(self.rng.random())
+            if draw < spec.copy_share:  # keeps rare tokens copyable, not only common code
+                length = int(self.rng.integers(spec.copy_min_length, spec.copy_max_length + 1))
+                ids = [int(i) for i in self.rng.integers(len(SPECIAL_TOKENS), spec.vocab_size, size=length)]
+                yield Example(ids + ids, length)
+                continue
+            draw -= spec.copy_share
             if draw < spec.problem_bug_share and self.problems:
                 function = self.problems[int(self.rng.integers(len(self.problems)))]
                 example = self._synthetic(function.name, function.source)
@@ -219,7 +227,7 @@ def build_tiny(
         raise CoralError(f"--steps must be at least 1, got {steps}")
     started = time.time()
     corpus = build_corpus(problems_root, split_path, stdlib_root)
-    log(f"corpus: {len(corpus.functions)} functions, {len(corpus.pairs)} real pairs, "
+    log(f"corpus: {len(corpus.functions)} functions ({len(corpus.pairs)} training programs), "
         f"{len(corpus.files)} files, fingerprint {corpus.fingerprint[:16]} "
         f"({time.time() - started:.0f}s)")  # fmt: skip
 
