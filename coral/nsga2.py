@@ -1,4 +1,4 @@
-"""NSGA-II building blocks: fast non-dominated sort, crowding distance, survivor selection.
+"""NSGA-II building blocks: non-dominated sort, crowding distance, survivor selection.
 
 All objectives are maximised. Functions take plain arrays and return indices, so they compose
 (as pymoo's operators do) and can be checked against brute force.
@@ -8,36 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from coral import pareto
+
 
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a >= b) and np.any(a > b))
 
 
 def non_dominated_sort(objectives: np.ndarray) -> list[list[int]]:
-    """Deb's fast non-dominated sort: fronts of indices, best first, each in ascending order."""
-    n = len(objectives)
-    dominated_by: list[list[int]] = [[] for _ in range(n)]
-    domination_count = np.zeros(n, dtype=int)
-    for i in range(n):
-        for j in range(i + 1, n):
-            if dominates(objectives[i], objectives[j]):
-                dominated_by[i].append(j)
-                domination_count[j] += 1
-            elif dominates(objectives[j], objectives[i]):
-                dominated_by[j].append(i)
-                domination_count[i] += 1
-    fronts: list[list[int]] = []
-    current = [i for i in range(n) if domination_count[i] == 0]
-    while current:
-        fronts.append(sorted(current))
-        following = []
-        for i in current:
-            for j in dominated_by[i]:
-                domination_count[j] -= 1
-                if domination_count[j] == 0:
-                    following.append(j)
-        current = following
-    return fronts
+    """Fronts of indices, best first, each ascending (the same sort coral.analysis draws)."""
+    if len(objectives) == 0:
+        return []
+    return [front.tolist() for front in pareto.fronts(objectives)]
 
 
 def crowding_distance(objectives: np.ndarray) -> np.ndarray:

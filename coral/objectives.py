@@ -32,6 +32,7 @@ from pathlib import Path
 
 from coral.bench.problem import Problem
 from coral.bench.runner import CandidateRun, CaseResult, RunnerLimits, run_candidate
+from coral.evolution import OBJECTIVES
 
 RUFF_RULES = "E,W,F,B,C90"  # pycodestyle, pyflakes, bugbear, complexity: fixed, so stable
 RUFF_ARGS = ("--line-length", "100", "--target-version", "py311")
@@ -58,13 +59,7 @@ class CandidateScore:
     error: str | None = None
 
     def objectives(self) -> dict[str, float]:
-        return {
-            "bugfix": self.bugfix,
-            "syntax": self.syntax,
-            "style": self.style,
-            "security": self.security,
-            "runtime": self.runtime,
-        }
+        return {name: getattr(self, name) for name in OBJECTIVES}
 
 
 @dataclass(frozen=True)
@@ -80,13 +75,7 @@ class GenomeObjectives:
     candidates: int
 
     def objectives(self) -> dict[str, float]:
-        return {
-            "bugfix": self.bugfix,
-            "syntax": self.syntax,
-            "style": self.style,
-            "security": self.security,
-            "runtime": self.runtime,
-        }
+        return {name: getattr(self, name) for name in OBJECTIVES}
 
 
 # --- reference costs ------------------------------------------------------------------------

@@ -18,7 +18,8 @@ Tables (docs/store.md describes each column):
 
 from __future__ import annotations
 
-OBJECTIVES = ("bugfix", "style", "security", "runtime", "syntax")
+from coral.evolution import OBJECTIVES  # one list of objective names for selection and storage
+
 # Per-genome aggregates in generation_finished: the objectives, fixed@k and the weighted sum.
 METRICS = (*OBJECTIVES, "fixed_at_k", "fitness")
 LIFECYCLE = {

@@ -17,6 +17,7 @@ this protocol behaves the same on the local backend and on Modal:
 from __future__ import annotations
 
 import json
+import queue
 import re
 from abc import ABC, abstractmethod
 from typing import Any
@@ -87,8 +88,17 @@ def encode_value(value: Any) -> str:
     return text
 
 
+def check_batch(items: list[str], partition: str | None) -> tuple[str, list[str]]:
+    """The checks every backend makes before a put: partition key, item type and size, and a
+    batch that could never fit a partition (fail now rather than wait out the timeout)."""
+    part = check_partition(partition)
+    items = [check_item(item) for item in items]
+    if len(items) > MAX_PARTITION_ITEMS:
+        raise queue.Full(f"{len(items)} items exceed the partition cap {MAX_PARTITION_ITEMS}")
+    return part, items
+
+
 class Queue(ABC):
-    @abstractmethod
     def put(
         self,
         item: str,
@@ -96,7 +106,8 @@ class Queue(ABC):
         block: bool = True,
         timeout: float | None = None,
         partition: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        self.put_many([item], block=block, timeout=timeout, partition=partition)
 
     @abstractmethod
     def put_many(

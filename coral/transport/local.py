@@ -26,7 +26,7 @@ from coral.transport.base import (
     Queue,
     Transport,
     TransportError,
-    check_item,
+    check_batch,
     check_key,
     check_name,
     check_partition,
@@ -155,22 +155,13 @@ class LocalQueue(Queue):
         self._t = transport
         self.name = name
 
-    def put(
-        self, item: str, *, block: bool = True, timeout: float | None = None,
-        partition: str | None = None,
-    ) -> None:
-        self.put_many([item], block=block, timeout=timeout, partition=partition)
-
     def put_many(
         self, items: list[str], *, block: bool = True, timeout: float | None = None,
         partition: str | None = None,
     ) -> None:
-        part = check_partition(partition)
-        items = [check_item(item) for item in items]
+        part, items = check_batch(items, partition)
         if not items:
             return
-        if len(items) > MAX_PARTITION_ITEMS:
-            raise queue.Full(f"{len(items)} items exceed the partition cap {MAX_PARTITION_ITEMS}")
 
         def attempt() -> bool | None:
             with self._t.write() as con:

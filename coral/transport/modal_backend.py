@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 from pathlib import Path
 from typing import Any
 
 from coral.transport.base import (
-    MAX_PARTITION_ITEMS,
     Dict,
     Queue,
     Transport,
     TransportError,
-    check_item,
+    check_batch,
     check_key,
     check_name,
     check_partition,
@@ -85,23 +83,14 @@ class ModalQueue(Queue):
         self._q = handle
         self.name = name
 
-    def put(
-        self, item: str, *, block: bool = True, timeout: float | None = None,
-        partition: str | None = None,
-    ) -> None:
-        self.put_many([item], block=block, timeout=timeout, partition=partition)
-
     def put_many(
         self, items: list[str], *, block: bool = True, timeout: float | None = None,
         partition: str | None = None,
     ) -> None:
-        key = _partition(partition)
-        items = [check_item(item) for item in items]
+        _, items = check_batch(items, partition)
+        key = partition  # checked above; None is Modal's own default partition
         if not items:
             return
-        if len(items) > MAX_PARTITION_ITEMS:
-            # Would never fit: fail now instead of retrying until the timeout.
-            raise queue.Full(f"{len(items)} items exceed the partition cap {MAX_PARTITION_ITEMS}")
         if block:
             self._q.put_many(items, True, timeout, partition=key)
         else:  # Modal warns when a timeout comes with block=False
