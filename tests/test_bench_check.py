@@ -99,3 +99,16 @@ def test_split_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == (
         "train (3): count_bits evens largest_gap\neval (3): gcd mean reverse_list\n"
     )
+
+
+def test_bundled_benchmark_is_sound() -> None:
+    """The issue's acceptance check on the shipped set: every reference passes all its cases and
+    every buggy program fails at least one (exit 0 says the same)."""
+    bundled = REPO / "data" / "problems"
+    result = run_coral("bench", "check", str(bundled), "--json", *FAST, timeout=600)
+    assert result.returncode == 0, result.stderr
+    problems = json.loads(result.stdout)["problems"]
+    assert len(problems) == len(load_benchmark(bundled)) >= 30
+    for entry in problems:
+        assert entry["correct"]["passed"] == entry["correct"]["total"] >= 5, entry
+        assert entry["buggy"]["passed"] < entry["buggy"]["total"], entry
