@@ -41,6 +41,18 @@ EVENTS_QUEUE = "events"
 DRAIN_BATCH = 1000
 APPLY_BATCH = 200_000  # events per transaction (several runs'): > a row group, bounds memory
 _SEQ = re.compile(rb'"seq":(\d+)')
+SEALED_BATCH = 32  # sealed segments per DuckDB read (x 4 MiB): parallel across files, bounded memory
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1)
 
 
 class LogTail:
@@ -78,10 +90,14 @@ class LogTail:
             self._seek(files, after)
         assert self.segment is not None
         out: list[pa.Table] = []
-        resets = 0
+        resets, batch = 0, SEALED_BATCH
         while True:
-            sealed = self.offset == 0 and files.index(self.segment) + 1 < len(files)
-            whole = self._read_sealed() if sealed else None
+            index = files.index(self.segment)
+            sealed = files[index:-1][:batch] if self.offset == 0 else []
+            whole = self._read_sealed(sealed, files[index + len(sealed)]) if sealed else None
+            if whole is None and len(sealed) > 1:
+                batch = 1  # one file of these is not clean: go file by file to find it
+                continue
             if whole is not None:
                 out.append(whole.filter(pc.greater(whole.column("seq"), after)) if after >= 0 else whole)
                 chunk: bytes | None = b""
@@ -106,31 +122,26 @@ class LogTail:
             self.segment, self.offset, self.line = files[index + 1], 0, 1
             self.next_seq = int(files[index + 1].stem)
 
-    def _read_sealed(self) -> pa.Table | None:
-        """A sealed segment (a later one exists, so nothing is appended to it) read whole by
-        DuckDB's NDJSON reader. None sends the caller to the line path, which waits for a torn
-        line, names a corrupt one and notices a rewrite: whenever the file does not end with a
-        newline, holds other than one event per line, does not start at the expected seq, or
-        changed while it was read."""
-        assert self.segment is not None
+    def _read_sealed(self, paths: list[Path], following: Path) -> pa.Table | None:
+        """Sealed segments (a later one exists, so nothing is appended to them) read whole by
+        DuckDB's NDJSON reader in one call. None sends the caller to the line path, which waits
+        for a torn line, names a corrupt one and notices a rewrite: whenever a file does not end
+        with a newline or changed while it was read, or the events are not exactly the seqs
+        from the first file's name (the expected next seq) up to the following file's name."""
         try:
-            before = self.segment.stat()
-            frame = self.store.parse_file(self.segment)
-            data = self.segment.read_bytes()
-            after = self.segment.stat()
+            before = [_stamp(p) for p in paths]
+            frame = self.store.parse_files(paths)
+            after = [_stamp(p) for p in paths]
+            ends = [_last_byte(p) for p in paths]
         except FileNotFoundError:
             return None
-        stamp = (before.st_ino, before.st_size, before.st_mtime_ns)
-        if (frame is None or not frame.num_rows or stamp != (after.st_ino, after.st_size, after.st_mtime_ns)
-                or len(data) != before.st_size or not data.endswith(b"\n")
-                or data.count(b"\n") != frame.num_rows):
+        first, stop = int(paths[0].stem), int(following.stem)
+        if (frame is None or before != after or any(end != b"\n" for end in ends)
+                or (self.next_seq is not None and first != self.next_seq)
+                or not np.array_equal(frame.column("seq").to_numpy(), np.arange(first, stop))):
             return None
-        first = int(frame.column("seq")[0].as_py())
-        if self.next_seq is not None and first != self.next_seq:
-            return None
-        self.offset = len(data)
-        self.line += frame.num_rows
-        self.next_seq = int(frame.column("seq")[-1].as_py()) + 1
+        self.segment, self.offset = paths[-1], before[-1][1]
+        self.line, self.next_seq = 1, stop  # the loop moves on to `following` next
         return frame
 
     def _chunk(self) -> bytes | None:

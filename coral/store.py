@@ -2,15 +2,16 @@
 
 Only the ingestor (coral.ingest) opens the store file read-write; everyone else reads a
 snapshot that `Store.snapshot` replaces atomically (copy after CHECKPOINT, then os.replace), so
-no reader ever needs DuckDB's write lock. A batch of events becomes Arrow tables, inserted with
+no reader ever needs DuckDB's write lock. A batch of events becomes an Arrow table, inserted with
 one `INSERT ... SELECT` per table inside the same transaction that checks and advances the run's
 high-water mark: a crash leaves either the whole batch and its mark, or neither, and no event is
-stored twice (events, jobs and evaluations have no primary key: the mark is their guard).
+stored twice (run_events and jobs have no primary key: the mark is their guard).
 
-Hot path: DuckDB parses the JSON lines itself (`Store.parse_lines` -> a frame, one Arrow row
-per event) and derives the events, jobs and evaluations rows in SQL; only the few events per
-generation (run_started, generation_finished, baseline_finished) are read in Python. Log lines
-and live items go through the same parse, so stored JSON text is DuckDB's minified form either way.
+Hot path: DuckDB parses the JSON lines itself (`Store.parse_lines` / `parse_files` -> a frame,
+one Arrow row per event) and derives the jobs and run_events rows in SQL; a job is one row
+(the evaluations and events views read it); only the few events per generation (run_started,
+generation_finished, baseline_finished) are read in Python. Log lines and live items go through
+the same parse, so stored JSON text is DuckDB's minified form either way.
 """
 
 from __future__ import annotations
@@ -155,19 +156,23 @@ _FILE_SQL = _PARSE_TEMPLATE.replace("{source}", f"""
          CASE WHEN type <> 'job_finished' THEN data::VARCHAR END AS data
   FROM read_ndjson($path, columns = {{{", ".join(f"{k}: '{_sql_type(v)}'" for k, v in _FILE_COLUMNS.items())}}},
                    format = 'newline_delimited', ignore_errors = false)""")
-_JOB_COLS = "run_id, seq, generation, genome AS genome_id, problem, sample"
-# job_finished -> jobs + evaluations, the way the Python path did it (`d.get(...) or default`).
+# job_finished -> one jobs row (`d.get(...) or default`, as the Python path did it); the
+# evaluations and events views read it (store_schema migration 3).
 _JOBS_INSERT = f"""
 INSERT INTO jobs BY NAME
-SELECT {_JOB_COLS}, raw, candidate, coalesce(cases, '[]') AS cases, coalesce(passed_all, false) AS passed_all,
-       coalesce(timings, '{{}}') AS timings, timings->>'worker' AS worker
+SELECT run_id, seq, generation, genome AS genome_id, problem, sample, raw, candidate,
+       coalesce(cases, '[]') AS cases, coalesce(passed_all, false) AS passed_all,
+       coalesce(timings, '{{}}') AS timings, timings->>'worker' AS worker,
+       {", ".join(f"coalesce({o}, 0.0) AS {o}" for o in OBJECTIVES)},
+       coalesce(json_array_length(cases), 0) AS total,
+       coalesce(len(list_filter(json_extract(cases, '$[*].passed'), lambda x: x::VARCHAR = 'true')), 0) AS passed,
+       wall_time, CASE WHEN event_id <> run_id || ':' || lpad(seq::VARCHAR, 8, '0') THEN event_id END AS event_id
 FROM _batch WHERE type = 'job_finished'"""
-_EVALUATIONS_INSERT = f"""
-INSERT INTO evaluations BY NAME
-SELECT {_JOB_COLS}, {", ".join(f"coalesce({o}, 0.0) AS {o}" for o in OBJECTIVES)},
-       coalesce(passed_all, false) AS fixed, coalesce(json_array_length(cases), 0) AS total,
-       coalesce(len(list_filter(json_extract(cases, '$[*].passed'), lambda x: x::VARCHAR = 'true')), 0) AS passed
-FROM _batch WHERE type = 'job_finished'"""
+_RUN_EVENTS_INSERT = """
+INSERT INTO run_events BY NAME
+SELECT run_id, seq, coalesce(event_id, run_id || ':' || lpad(seq::VARCHAR, 8, '0')) AS event_id, type,
+       generation, wall_time, data
+FROM _batch WHERE type <> 'job_finished'"""
 # Events read in Python: a handful per generation.
 _PY_TYPES = ("run_started", "generation_finished", "baseline_finished")
 
@@ -313,12 +318,13 @@ class Store:
             raise CoralError(f"{where}: line {first_line + index}: {problems[index].as_py()}")
         return parsed.drop_columns(["_bad"]).cast(FRAME_SCHEMA)
 
-    def parse_file(self, path: Path | str) -> pa.Table | None:
-        """A whole segment file -> a frame, parsed by DuckDB's NDJSON reader; None when any line
-        is not a usable event (the caller then parses its lines, which names the bad one)."""
+    def parse_files(self, paths: list[Path]) -> pa.Table | None:
+        """Whole segment files -> one frame in file order, parsed by DuckDB's NDJSON reader (in
+        parallel across files); None when any line is not a usable event (the caller then parses
+        the lines, which names the bad one)."""
         with self._lock:
             try:
-                parsed = self.con.sql(_FILE_SQL, params={"path": str(path)}).to_arrow_table()
+                parsed = self.con.sql(_FILE_SQL, params={"path": [str(p) for p in paths]}).to_arrow_table()
             except duckdb.Error:
                 return None
         if parsed.column("_bad").null_count < parsed.num_rows:
@@ -366,10 +372,7 @@ class Store:
                         raise StoreError(f"run {run_id}: events must continue at seq {last + 1} without gaps")
                     marks[run_id] = int(seqs[-1])
                     self._ensure_run(run_id, record)
-                con.execute("INSERT INTO events BY NAME SELECT run_id, seq, "
-                            "coalesce(event_id, run_id || ':' || lpad(seq::VARCHAR, 8, '0')) AS event_id, type, "
-                            "generation, wall_time, CASE WHEN type = 'job_finished' THEN NULL ELSE data END "
-                            "AS data FROM _batch")
+                con.execute(_RUN_EVENTS_INSERT)
                 self._insert_jobs()
                 self._insert_python_rows()
                 for run_id in dict.fromkeys(b[0] for b in batches):
@@ -395,7 +398,6 @@ class Store:
             run_id, seq, what = missing[0]
             raise StoreError(f"run {run_id}: job_finished event {seq} lacks {what!r}")
         con.execute(_JOBS_INSERT)
-        con.execute(_EVALUATIONS_INSERT)
 
     def _insert_python_rows(self) -> None:
         con = self.con
@@ -434,7 +436,7 @@ class Store:
         cases = " ".join(f"WHEN '{t}' THEN '{s}'" for t, s in LIFECYCLE.items())
         self.con.execute(f"""
             UPDATE runs SET
-              state = (SELECT CASE type {cases} END FROM events WHERE run_id = $1
+              state = (SELECT CASE type {cases} END FROM run_events WHERE run_id = $1
                        AND type IN ({", ".join(f"'{t}'" for t in LIFECYCLE)})
                        ORDER BY seq DESC LIMIT 1),
               last_event = (SELECT type FROM events WHERE run_id = $1 ORDER BY seq DESC LIMIT 1),

@@ -4,12 +4,14 @@ Every row derived from an event carries that event's `seq`, so a run whose log w
 (`coral resume` after a stop re-emits different events at the same sequence numbers) is rewound
 with one `DELETE ... WHERE run_id = ? AND seq >= ?` per table.
 
-Tables (docs/store.md describes each column):
+Tables and views (docs/store.md describes each column):
 - runs         one row per run: config, split, lifecycle state derived from its events
 - ingested     the per-run high-water mark: every event with seq <= last_seq is in the store
-- events       every event; `data` is NULL for job_finished (its content lives in jobs)
-- jobs         one row per test job: candidate code, per-case outcomes, timings
-- evaluations  one row per candidate (genome x problem x sample): objectives, fixed, cases passed
+- jobs         one row per test job: candidate code, per-case outcomes, objectives, timings
+- run_events   every event but job_finished (a few per generation)
+- events       view: every event (run_events, and one row per job; `data` is NULL for jobs)
+- evaluations  view over jobs: one row per candidate (genome x problem x sample): objectives,
+               fixed, cases passed
 - generations  one row per finished generation: best/mean per objective, diversity, cache, gate
 - scores       one row per genome per generation: its objectives, fitness and whether it survived
 - genomes      one row per genome of a run: CA seed, heavy genes, knobs, lineage
@@ -99,6 +101,38 @@ MIGRATIONS.append([
         passed INTEGER, total INTEGER"""),
 ])
 
+# 3: a test job is stored once. Every job_finished event was a row in three tables (events, jobs,
+# evaluations), and writing those rows was most of the ingest's cost. Now `jobs` holds the job's
+# objectives, cases passed, wall time (and its event id where it is not the usual run_id:seq), and
+# `evaluations` and `events` are views: evaluations over jobs, events over jobs and `run_events`
+# (the other events, a few per generation). Readers see the same columns as before.
+_derived_event_id = "j.run_id || ':' || lpad(j.seq::VARCHAR, 8, '0')"
+VIEWS = [
+    f"""CREATE VIEW evaluations AS SELECT run_id, seq, generation, genome_id, problem, sample,
+        {", ".join(OBJECTIVES)}, passed_all AS fixed, passed, total FROM jobs""",
+    f"""CREATE VIEW events AS
+        SELECT run_id, seq, event_id, type, generation, wall_time, data FROM run_events
+        UNION ALL
+        SELECT j.run_id, j.seq, coalesce(j.event_id, {_derived_event_id}) AS event_id,
+               'job_finished' AS type, j.generation, j.wall_time, NULL::JSON AS data FROM jobs j""",
+]
+MIGRATIONS.append([
+    *(f"ALTER TABLE jobs ADD COLUMN {o} DOUBLE" for o in OBJECTIVES),
+    "ALTER TABLE jobs ADD COLUMN passed INTEGER",
+    "ALTER TABLE jobs ADD COLUMN total INTEGER",
+    "ALTER TABLE jobs ADD COLUMN wall_time DOUBLE",
+    "ALTER TABLE jobs ADD COLUMN event_id VARCHAR",
+    f"""UPDATE jobs SET {", ".join(f"{o} = e.{o}" for o in OBJECTIVES)}, passed = e.passed, total = e.total
+        FROM evaluations e WHERE e.run_id = jobs.run_id AND e.seq = jobs.seq""",
+    f"""UPDATE jobs SET wall_time = e.wall_time,
+        event_id = CASE WHEN e.event_id <> {_derived_event_id.replace("j.", "jobs.")} THEN e.event_id END
+        FROM events e WHERE e.run_id = jobs.run_id AND e.seq = jobs.seq""",
+    "DROP TABLE evaluations",
+    "ALTER TABLE events RENAME TO run_events",
+    "DELETE FROM run_events WHERE type = 'job_finished'",
+    *VIEWS,
+])
+
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables whose rows come from events and carry `seq`: what a rewind deletes from.
-SEQ_TABLES = ("events", "jobs", "evaluations", "generations", "scores", "baselines")
+SEQ_TABLES = ("run_events", "jobs", "generations", "scores", "baselines")

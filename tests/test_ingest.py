@@ -18,7 +18,7 @@ from coral import analysis
 from coral.config import load_config
 from coral.engine import run_from_config
 from coral.errors import CoralError
-from coral.events import EventLog
+from coral.events import EventLog, segments
 from coral.home import Home
 from coral.ingest import Ingestor, _contiguous
 from coral.store import Store
@@ -253,12 +253,13 @@ def _segmented_run(home: Home, run_id: str, monkeypatch: pytest.MonkeyPatch, job
 def test_sealed_segments_of_several_runs_are_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = Home(tmp_path).ensure()
     assert len(_segmented_run(home, "a", monkeypatch)) > 2 and len(_segmented_run(home, "b", monkeypatch)) > 2
-    whole = []
-    parse_file = Store.parse_file
-    monkeypatch.setattr(Store, "parse_file", lambda self, path: whole.append(path) or parse_file(self, path))
+    calls: list[list[Path]] = []
+    parse_files = Store.parse_files
+    monkeypatch.setattr(Store, "parse_files", lambda self, paths: calls.append(paths) or parse_files(self, paths))
     with Ingestor(home, None, db_path=":memory:") as ing:
         assert ing.run_once() == 26
-        assert len(whole) > 2  # the sealed segments went through DuckDB's own reader
+        # each run's sealed segments went through DuckDB's own reader, all in one call
+        assert [len(paths) for paths in calls] == [len(segments(home.events_dir(r))) - 1 for r in ("a", "b")]
         assert ing.store.last_seqs() == {"a": 12, "b": 12}
         assert ing.store.con.execute("SELECT run_id, count(*), sum(passed) FROM evaluations GROUP BY run_id "
                                      "ORDER BY run_id").fetchall() == [("a", 12, 12), ("b", 12, 12)]

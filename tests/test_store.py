@@ -105,21 +105,47 @@ def test_apply_frames_takes_several_runs_in_one_transaction() -> None:
     assert store.con.execute("SELECT count(*) FROM events").fetchone()[0] == 2
 
 
-def test_migration_2_drops_the_big_tables_keys_and_keeps_their_rows(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _version_1_store_with_a_job(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store as CORAL wrote it at schema version 1: an event, a job and its evaluation row,
+    written with the SQL of that version (today's insert code targets today's tables)."""
     from coral import store_schema
 
-    path = tmp_path / "s.duckdb"
     monkeypatch.setattr("coral.store.MIGRATIONS", store_schema.MIGRATIONS[:1])
     store = Store(path)
-    job = {**_event(1, "job_finished"), "generation": 0,
-           "data": {"genome": "g", "problem": "p", "sample": 0, "cases": [{"passed": True}]}}
-    store.apply("r", [_event(0), job])
+    store.con.execute("INSERT INTO runs (run_id) VALUES ('r')")
+    store.con.execute("INSERT INTO events VALUES ('r', 0, 'r:00000000', 'run_started', NULL, 1.5, '{}'), "
+                      "('r', 1, 'custom-id', 'job_finished', 0, 2.5, NULL)")
+    store.con.execute("""INSERT INTO jobs VALUES ('r', 1, 0, 'g', 'p', 0, 'raw', 'cand', '[{"passed":true}]', true,
+                      '{}', 'w')""")
+    store.con.execute("INSERT INTO evaluations VALUES ('r', 1, 0, 'g', 'p', 0, 0.9, 0.8, 0.7, 0.6, 0.5, true, 1, 1)")
     store.close()
     monkeypatch.undo()
+
+
+def test_migrations_keep_every_row_and_store_a_job_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.duckdb"
+    _version_1_store_with_a_job(path, monkeypatch)
     store = Store(path)
-    assert store.version() == SCHEMA_VERSION >= 2
+    assert store.version() == SCHEMA_VERSION >= 3
     assert {k: v for k, v in store.counts().items() if v} == {"runs": 1, "events": 2, "jobs": 1, "evaluations": 1}
+    # 2: the big tables lost their keys; 3: a job is one row, evaluations and events are views over it.
     keys = store.con.execute("SELECT table_name FROM information_schema.table_constraints WHERE constraint_type "
-                             "= 'PRIMARY KEY' AND table_name IN ('events', 'jobs', 'evaluations')").fetchall()
+                             "= 'PRIMARY KEY' AND table_name IN ('run_events', 'jobs')").fetchall()
     assert keys == []
+    views = store.con.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW' "
+                              "ORDER BY 1").fetchall()
+    assert views == [("evaluations",), ("events",)]
+    assert store.con.execute("SELECT count(*) FROM run_events").fetchone()[0] == 1
+    assert store.con.execute("SELECT * FROM evaluations").fetchall() == [
+        ("r", 1, 0, "g", "p", 0, 0.9, 0.8, 0.7, 0.6, 0.5, True, 1, 1)]
+    assert store.con.execute("SELECT seq, event_id, type, generation, wall_time FROM events ORDER BY seq").fetchall() \
+        == [(0, "r:00000000", "run_started", None, 1.5), (1, "custom-id", "job_finished", 0, 2.5)]
+    # and the migrated store takes new events where the old ones stopped
+    job = {**_event(2, "job_finished"), "generation": 0,
+           "data": {"genome": "g", "problem": "q", "sample": 0, "cases": [{"passed": False}, {"passed": True}],
+                    "objectives": {"bugfix": 0.5}}}
+    store.con.execute("INSERT INTO ingested (run_id, last_seq) VALUES ('r', 1)")
+    store.apply("r", [job])
+    assert store.con.execute("SELECT problem, bugfix, passed, total FROM evaluations ORDER BY seq").fetchall() == [
+        ("p", 0.9, 1, 1), ("q", 0.5, 1, 2)]
+    assert store.con.execute("SELECT event_id FROM events WHERE seq = 2").fetchall() == [("r:00000002",)]
