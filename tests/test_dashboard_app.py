@@ -4,6 +4,7 @@ launch form (valid and invalid values), run management. Live refresh needs a rea
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -172,7 +173,8 @@ def test_runs_page_exports_parquet_and_deletes(tmp_path: Path, monkeypatch: pyte
     assert not at.exception and at.success, texts(at)
     folder = home / "exports" / "doomed" / "parquet"
     evaluations = pd.read_parquet(folder / "evaluations.parquet")  # genomes and the baseline
-    assert len(evaluations) == 2 * 4 * 19 + 19
+    eval_problems = len(json.loads((REPO / "configs" / "smoke-split.json").read_text())["eval"])
+    assert len(evaluations) == 2 * 4 * eval_problems + eval_problems  # generations x population + baseline
     assert set(pd.read_parquet(folder / "scores.parquet")["generation"]) == {0, 1}
 
     at.button(key="export-adapter").click().run()  # stand-in runs train no real adapter
