@@ -319,6 +319,7 @@ class Ingestor:
         `snapshot` True forces one, False skips it, None writes one when due and changed.
         """
         with self._lock:
+            self._forget_deleted()
             applied = 0
             batch: list[tuple[str, pa.Table, dict[str, Any]]] = []
             try:
@@ -339,6 +340,18 @@ class Ingestor:
             if str(self.db_path) != ":memory:" and (snapshot or (snapshot is None and self._dirty and due)):
                 self.snapshot()
             return applied
+
+    def _forget_deleted(self) -> None:
+        """A run whose folder is gone was deleted (the Runs page, or by hand): its rows go too.
+        Only runs whose config.yaml was read count, so a run seen live before its folder exists stays."""
+        for run_id in sorted(self.store.registered_runs()):
+            if not self.home.run_dir(run_id).exists():
+                log.info("run %s: folder deleted; removing it from the store", run_id)
+                self.store.forget(run_id)
+                for state in (self._tails, self._pending, self._records):
+                    state.pop(run_id, None)
+                self.status.waiting.pop(run_id, None)
+                self._dirty = True
 
     def snapshot(self) -> Path:
         with self._lock:

@@ -459,6 +459,22 @@ class Store:
                 self.con.execute("ROLLBACK")
                 raise
 
+    def forget(self, run_id: str) -> None:
+        """Remove every row of a run (its folder was deleted), in one transaction."""
+        with self._lock:
+            self.con.execute("BEGIN")
+            try:
+                for table in (*SEQ_TABLES, "genomes", "ingested", "runs"):
+                    self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+
+    def registered_runs(self) -> set[str]:
+        """Runs the store has read a config.yaml for (their folder existed)."""
+        return {r[0] for r in self.con.execute("SELECT run_id FROM runs WHERE config IS NOT NULL").fetchall()}
+
     def add_genomes(self, run_id: str, rows: list[dict[str, Any]], checkpoint_generation: int | None,
                     record: dict[str, Any] | None = None) -> int:
         """Genomes (first generation wins) and, when given, the checkpoint they were read up to."""

@@ -129,7 +129,9 @@ def test_rewritten_log_rewinds_the_store(tmp_path: Path) -> None:
 
 
 def _run_in_thread(home: Home, run_id: str) -> threading.Thread:
-    config = load_config(SMOKE, ["generations=3", "population=4"])
+    # The benchmark's full split (19 eval problems), not smoke's 6: the run must outlast the ingestor.
+    config = load_config(SMOKE, ["generations=3", "population=4",
+                                 f"benchmark.split={REPO / 'data' / 'problems' / 'split.json'}"])
     thread = threading.Thread(target=run_from_config, args=(config, run_id), daemon=True,
                               kwargs={"backend": "serial", "handlers": FAKES, "threads": 1, "home": home})
     thread.start()
@@ -291,3 +293,21 @@ def test_a_run_whose_batch_fails_does_not_hold_back_the_others(
         with pytest.raises(CoralError, match="run b: job_finished event 0 lacks 'genome'"):
             ing.run_once()
         assert ing.store.last_seqs() == {"a": 12, "c": 12}
+
+
+def test_a_deleted_run_leaves_the_store_and_the_others_stay(template_home: Path, tmp_path: Path) -> None:  # noqa: F811
+    import shutil
+
+    home = copy_runs(template_home, tmp_path)
+    with Ingestor(home, None) as ing:
+        ing.run_once(snapshot=True)
+        before = {t: n for t, n in ing.store.counts().items() if n}
+        shutil.rmtree(home.run_dir("alpha"))  # what the Runs page's Delete does
+        ing.run_once(snapshot=True)
+        con = ing.store.con
+        for table in ("runs", "ingested", "run_events", "jobs", "generations", "scores", "genomes", "baselines"):
+            assert con.execute(f"SELECT count(*) FROM {table} WHERE run_id = 'alpha'").fetchone()[0] == 0, table
+        assert con.execute("SELECT count(*) FROM events WHERE run_id = 'beta'").fetchone()[0] == len(
+            log_events(home, "beta"))
+        assert 0 < ing.store.counts()["evaluations"] < before["evaluations"]
+    assert list(analysis.list_runs(home)["run_id"]) == ["beta"]
