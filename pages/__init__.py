@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import streamlit as st
+from streamlit import config as streamlit_config
 
 from coral.dashboard import launch_run, smoke_request
 from coral.errors import CoralError
@@ -17,6 +18,12 @@ from coral.runs import list_runs
 
 LIVE_PAGE = "pages/live.py"
 LAUNCH_PAGE = "pages/launch.py"
+
+# Streamlit runs a full gc.collect() after every script run, fragment reruns included. With the
+# Live page's fragments (about three runs a second) that was a third of the server's CPU, holding
+# the GIL the ingestor thread needs. Python's own threshold-driven collection still runs. Set
+# here, not in app.py: every page imports this module, and a page's URL runs the page alone.
+streamlit_config.set_option("runner.postScriptGC", False)
 
 
 def _stop(ingestor: Any) -> None:

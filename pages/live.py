@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
-from coral import figures
+from coral import analysis, figures
 from coral.dashboard import (
     CONTROL_REQUESTS,
     STAGES,
@@ -18,12 +21,12 @@ from coral.dashboard import (
     stage_progress,
 )
 from coral.errors import CoralError
+from coral.home import Home
 from coral.runs import ACTIVE, run_info
-from coral.store_schema import OBJECTIVES
 from pages import empty_state, home, ingestor, pick_run
 
 REFRESH_SECONDS = 1.0  # status, progress and buttons
-CHART_SECONDS = 1.0  # charts: rebuilt only when the ingestor has written a new snapshot
+CHART_SECONDS = 0.5  # the chart: a cheap check; rebuilt only when a snapshot changed the curves
 
 st.title("Live run")
 
@@ -66,23 +69,34 @@ def _throughput(run_id: str, done: int) -> float | None:
     return (done - last[1]) / (now - last[0])
 
 
-def _build(run_id: str) -> list[Any]:
-    return [figures.fitness_figure(run_id, "fitness", home()),
-            *(figures.fitness_figure(run_id, name, home()) for name in OBJECTIVES),
-            figures.diversity_figure(run_id, home()), figures.cache_figure(run_id, home())]
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _curves(run_id: str, home_root: str, snapshot_time: float) -> analysis.RunCurves:
+    # One read per run and snapshot, shared by every open tab.
+    return analysis.run_curves(run_id, Home(home_root))
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
-def _cached(run_id: str, home_root: str, snapshot_time: float) -> list[Any]:
-    return _build(run_id)
+def _chart(run_id: str, digest: str, _curves: analysis.RunCurves) -> Any:
+    return figures.live_chart(_curves)
 
 
-def _figures(run_id: str, snapshot_time: float | None) -> list[Any]:
-    """The charts change only when the ingestor writes a new snapshot: build them once per
-    snapshot, not on every refresh of every open browser tab."""
+def _digest(curves: analysis.RunCurves) -> str:
+    """What the chart shows, hashed. A new snapshot (any ingested event makes one) mostly leaves
+    the curves as they were (they change when a generation finishes): then the figure is reused."""
+    rows = pd.util.hash_pandas_object(curves.generations, index=False).to_numpy().tobytes()
+    base = json.dumps(curves.baseline, sort_keys=True, default=str).encode()
+    return hashlib.blake2b(rows + base, digest_size=16).hexdigest()
+
+
+def _figure(run_id: str, snapshot_time: float | None) -> Any:
+    """The chart, rebuilt only when the curves changed; None while no generation finished."""
     if snapshot_time is None:  # no snapshot yet: analysis reads the logs, always fresh
-        return _build(run_id)
-    return _cached(run_id, str(home().root), snapshot_time)
+        curves = analysis.run_curves(run_id, home())
+    else:
+        curves = _curves(run_id, str(home().root), snapshot_time)
+    if curves.generations.empty:
+        return None
+    return _chart(run_id, _digest(curves), curves)
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
@@ -122,19 +136,22 @@ def live(run_id: str) -> None:
         st.caption("Queued jobs: " + ", ".join(f"{k} {v}" for k, v in depths.items()))
 
 
-# Charts in their own fragment: a slow rebuild (a new snapshot) never delays the status and
-# the buttons above, and between snapshots a refresh only re-sends the cached figures.
+# The chart in its own fragment: a slow rebuild never delays the status and the buttons above.
+# It runs often because it is cheap when nothing changed: one cached lookup per snapshot, and
+# the cached figure re-sent (its spec is unchanged, so the browser does not redraw it).
 @st.fragment(run_every=CHART_SECONDS)
 def charts(run_id: str) -> None:
     try:
-        figs = _figures(run_id, ingestor().last_snapshot_time)
+        fig = _figure(run_id, ingestor().last_snapshot_time)
     except CoralError as exc:
-        st.info(f"No generation in the store yet ({exc}). Charts appear when the first "
-                "generation finishes.")
+        fig, why = None, f" ({exc})"
+    else:
+        why = ""
+    if fig is None:
+        st.info(f"No generation in the store yet{why}. Charts appear when the first generation "
+                "finishes.")
         return
-    for start in range(0, len(figs), 2):
-        for column, fig in zip(st.columns(2), figs[start:start + 2], strict=False):
-            column.plotly_chart(fig, key=f"chart-{start}-{fig.layout.title.text}")
+    st.plotly_chart(fig, key="live-curves")
 
 
 live(run_id)

@@ -6,7 +6,6 @@ import shutil
 import threading
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 from test_store_support import copy_runs, log_events, template_home  # noqa: F401
@@ -17,6 +16,7 @@ from coral.errors import CoralError
 from coral.genome import Genome
 from coral.ingest import Ingestor
 from coral.pareto import pareto_front
+from coral.store_schema import OBJECTIVES
 
 
 @pytest.fixture
@@ -101,6 +101,35 @@ def test_bad_requests_are_one_clear_line(home) -> None:
         analysis.pareto("alpha", 9, home=home)
 
 
+def test_run_curves_is_every_curve_in_one_read(home) -> None:
+    curves = analysis.run_curves("alpha", home=home)
+    assert list(curves.generations.columns) == list(analysis.CURVE_COLUMNS)
+    long = analysis.fitness_curves("alpha", home=home)
+    for metric in ("fitness", "bugfix", "fixed_at_k"):
+        for stat in ("best", "mean"):
+            part = long[(long.metric == metric) & (long.stat == stat)]
+            assert curves.generations[f"{stat}_{metric}"].tolist() == part["value"].tolist()
+    assert curves.generations["cache_hit_rate"].tolist() == \
+        analysis.cache_curve("alpha", home=home)["cache_hit_rate"].tolist()
+    assert curves.baseline == analysis.baseline("alpha", home=home)
+    with pytest.raises(CoralError, match="no run 'nope'"):
+        analysis.run_curves("nope", home=home)
+
+
+def test_live_figure_has_every_curve_in_one_figure(home) -> None:
+    curves = analysis.run_curves("alpha", home=home)
+    fig = figures.live_figure("alpha", home=home)
+    titles = [a.text for a in fig.layout.annotations if a.text.startswith("<b>")]
+    assert titles == ["<b>fitness per generation</b>", *(f"<b>{o} per generation</b>" for o in OBJECTIVES),
+                      "<b>diversity per generation</b>", "<b>adapter cache hit rate</b>"]
+    assert fig.data[0].name == "best" and list(fig.data[0].y) == curves.generations["best_fitness"].tolist()
+    assert {t.yaxis for t in fig.data} == {"y", *(f"y{i}" for i in range(2, 9))}  # eight panels
+    assert sum(t.showlegend for t in fig.data if t.legendgroup == "best") == 1  # one legend entry
+    base = analysis.baseline("alpha", home=home)
+    assert [s.y0 for s in fig.layout.shapes][:1] == [base["fitness"]]  # the baseline, dashed
+    assert list(fig.data[-1].y) == curves.generations["cache_hit_rate"].tolist()
+
+
 def test_figures(home) -> None:
     fig = figures.fitness_figure("alpha", home=home)
     assert [t.name for t in fig.data] == ["best fitness", "mean fitness"]
@@ -132,7 +161,7 @@ def test_snapshot_connection_is_kept_until_the_file_is_replaced(template_home: P
         analysis.list_runs(home)
         first = analysis._snapshots[snap]
         analysis.cache_curve("beta", home=home)
-        assert analysis._snapshots[snap] is first  # same file: same connection
+        assert analysis._snapshots[snap] is first  # same file: same attached version
         with pytest.raises(CoralError, match="no run 'alpha'"):
             analysis.fitness_curves("alpha", home=home)
         shutil.copytree(template_home / "runs" / "alpha", home.runs / "alpha")
@@ -145,5 +174,4 @@ def test_snapshot_connection_is_kept_until_the_file_is_replaced(template_home: P
     assert not errors, errors[0]
     assert len(analysis.fitness_curves("alpha", home=home)) > 0  # the new file is read
     assert analysis._snapshots[snap] is not first
-    with pytest.raises(duckdb.Error):  # the old connection was closed once its readers were done
-        first.con.execute("SELECT 1")
+    assert not first.attached  # the old version was detached once its readers were done

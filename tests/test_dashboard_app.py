@@ -96,7 +96,12 @@ def test_every_page_renders_a_finished_run(finished_home: Path,
     at = page("pages/live.py")
     assert "No runs yet" not in texts(at)
     assert at.metric[0].value == "finished" and at.metric[1].value == "3 / 3"
-    assert len(at.get("plotly_chart")) == 8  # fitness, five objectives, diversity, cache hits
+    (chart,) = at.get("plotly_chart")  # one figure of eight panels
+    spec = json.loads(chart.proto.spec)
+    titles = [a["text"] for a in spec["layout"]["annotations"] if a["text"].startswith("<b>")]
+    assert [t.split()[0] for t in titles] == ["<b>fitness", "<b>bugfix", "<b>style", "<b>security",
+                                              "<b>runtime", "<b>syntax", "<b>diversity", "<b>adapter"]
+    assert sum(key.startswith("yaxis") for key in spec["layout"]) == 8
     assert all(b.disabled for b in at.button)  # nothing to pause or stop
 
     visit(at, "pages/pareto.py")
