@@ -128,6 +128,8 @@ def test_launch_watch_live_and_stop_in_a_browser(browser_path: str, server: str)
             print(f"first point after {time.monotonic() - t0:.1f}s")
             page.wait_for_function(f"({POINTS_JS})() > {first}", timeout=90_000)
             assert page.evaluate("() => window.__coralNoReload === true"), "the page reloaded"
+            # The fragment swaps the chart when a generation lands: picture it once it is drawn again.
+            page.wait_for_function(f"({POINTS_JS})() >= 1", timeout=30_000)
             page.screenshot(path=SCREENSHOTS / "live.png", full_page=True)
 
             # By widget key: the toolbar has a "Stop" button of its own (the script's).
