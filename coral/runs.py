@@ -29,6 +29,9 @@ STATES = ("starting", "running", "paused", "finished", "failed", "stopped")
 ACTIVE = ("starting", "running", "paused")
 VERSIONED = ("coral", "torch", "transformers", "peft", "numpy", "pydantic", "duckdb", "modal")
 
+# Run records are read on every dashboard refresh; libyaml's loader is ~10x faster than pure Python.
+_RECORD_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def package_versions() -> dict[str, str]:
     out = {}
@@ -64,7 +67,7 @@ def run_record(home: Home, run_id: str) -> dict[str, Any]:
     if not path.is_file():
         raise CoralError(f"no run {run_id!r} in {home.runs}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RECORD_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise CoralError(f"{path}: unreadable run record ({exc})") from None
     if not isinstance(data, dict) or "config" not in data:
@@ -142,7 +145,7 @@ def run_info(home: Home, run_id: str) -> RunInfo:
 
 def read_json_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RECORD_LOADER)  # noqa: S506 - a safe loader
     except (FileNotFoundError, yaml.YAMLError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
