@@ -307,8 +307,8 @@ class Ingestor:
 
     # ------------------------------------------------------------------ one cycle
 
-    def run_ids(self) -> list[str]:
-        known = set(self.store.last_seqs())
+    def run_ids(self, marks: dict[str, int] | None = None) -> list[str]:
+        known = set(self.store.last_seqs() if marks is None else marks)
         if self.home.runs.is_dir():
             known.update(p.name for p in self.home.runs.iterdir() if (p / "config.yaml").is_file())
         return sorted(known)
@@ -322,14 +322,18 @@ class Ingestor:
             self._forget_deleted()
             applied = 0
             batch: list[tuple[str, pa.Table, dict[str, Any]]] = []
+            # Read once per cycle, not per run: each query costs a few ms (more when the GIL is
+            # contended), and a home holds many finished runs. Only this thread writes them.
+            marks = self.store.last_seqs()
+            checkpoints = self.store.checkpoint_generations()
             try:
-                for run_id in self.run_ids():
-                    ready = self._ingest_run(run_id)
+                for run_id in self.run_ids(marks):
+                    ready = self._ingest_run(run_id, marks.get(run_id, -1))
                     for start in range(0, ready.num_rows, APPLY_BATCH):
                         batch.append((run_id, ready.slice(start, APPLY_BATCH), self._record(run_id)))
                         if sum(b[1].num_rows for b in batch) >= APPLY_BATCH:
                             applied += self._apply(batch)
-                    self._ingest_checkpoints(run_id)
+                    self._ingest_checkpoints(run_id, checkpoints.get(run_id, -1))
             finally:
                 applied += self._apply(batch)
             self.status.cycles += 1
@@ -394,9 +398,8 @@ class Ingestor:
             log.warning("dropped live events for %s: %s", run_id, exc)
             return empty_frame()
 
-    def _ingest_run(self, run_id: str) -> pa.Table:
+    def _ingest_run(self, run_id: str, last: int) -> pa.Table:
         """The run's events ready to apply (contiguous past its mark); later ones wait in _pending."""
-        last = self.store.last_seqs().get(run_id, -1)
         live = self._drain(run_id)
         tail = self._tails.get(run_id)
         if tail is None:
@@ -456,12 +459,11 @@ class Ingestor:
         self._dirty = True
         return seq - 1
 
-    def _ingest_checkpoints(self, run_id: str) -> None:
+    def _ingest_checkpoints(self, run_id: str, done: int) -> None:
         """Genome details (CA seed, genes, knobs, lineage) come from the run's checkpoints."""
         folder = self.home.checkpoints_dir(run_id)
         if not folder.is_dir():
             return
-        done = self.store.checkpoint_generations().get(run_id, -1)
         for path in sorted(folder.glob(f"{CHECKPOINT_PREFIX}*.json")):
             stem = path.stem[len(CHECKPOINT_PREFIX):]
             if not stem.isdigit() or int(stem) <= done:

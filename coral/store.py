@@ -229,6 +229,7 @@ class Store:
                 first += " (another ingestor, a dashboard or `coral ingest`, holds it)"
             raise StoreError(f"cannot open the store {self.path}: {first}") from None
         self._lock = threading.Lock()  # the store's own methods run one at a time
+        self._configured: set[str] = set()  # runs whose row has its config: no upsert per batch
         if read_only:
             self.check_version()
         else:
@@ -365,13 +366,14 @@ class Store:
                 # The guard that makes a row stored once (the big tables have no key): each run's
                 # events must start right past its mark read in this transaction, which then advances.
                 marks = self.last_seqs()
+                configured: set[str] = set()
                 for run_id, part, record in batches:
                     seqs = part.column("seq").to_numpy()
                     last = marks.get(run_id, -1)
                     if seqs[0] != last + 1 or not np.all(np.diff(seqs) == 1):
                         raise StoreError(f"run {run_id}: events must continue at seq {last + 1} without gaps")
                     marks[run_id] = int(seqs[-1])
-                    self._ensure_run(run_id, record)
+                    configured |= self._ensure_run(run_id, record)
                 con.execute(_RUN_EVENTS_INSERT)
                 self._insert_jobs()
                 self._insert_python_rows()
@@ -381,6 +383,7 @@ class Store:
                                 "updated = excluded.updated", [run_id, marks[run_id], time.time()])
                     self._refresh_run(run_id)
                 con.execute("COMMIT")
+                self._configured |= configured  # only once committed
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
@@ -422,7 +425,11 @@ class Store:
             finally:
                 con.unregister(view)
 
-    def _ensure_run(self, run_id: str, record: dict[str, Any] | None) -> None:
+    def _ensure_run(self, run_id: str, record: dict[str, Any] | None) -> set[str]:
+        """The run's row, with its config once known; returns {run_id} when that config was written
+        (the caller marks it `_configured` after its transaction commits)."""
+        if run_id in self._configured:
+            return set()
         record = record or {}
         config = record.get("config")
         self.con.execute(
@@ -430,6 +437,7 @@ class Store:
             "UPDATE SET created = coalesce(runs.created, excluded.created), "
             "config = coalesce(runs.config, excluded.config)",
             [run_id, record.get("created"), _dumps(config) if config is not None else None])
+        return {run_id} if config is not None else set()
 
     def _refresh_run(self, run_id: str) -> None:
         """State and progress derived from the stored events, so a rewind needs no bookkeeping."""
@@ -467,6 +475,7 @@ class Store:
                 for table in (*SEQ_TABLES, "genomes", "ingested", "runs"):
                     self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
                 self.con.execute("COMMIT")
+                self._configured.discard(run_id)
             except BaseException:
                 self.con.execute("ROLLBACK")
                 raise
@@ -481,7 +490,7 @@ class Store:
         with self._lock:
             self.con.execute("BEGIN")
             try:
-                self._ensure_run(run_id, record)
+                configured = self._ensure_run(run_id, record)
                 if rows:
                     self.con.register("_batch_genomes", pa.Table.from_pylist(rows))
                     try:
@@ -496,6 +505,7 @@ class Store:
                         "checkpoint_generation = excluded.checkpoint_generation",
                         [run_id, checkpoint_generation, time.time()])
                 self.con.execute("COMMIT")
+                self._configured |= configured
             except BaseException:
                 self.con.execute("ROLLBACK")
                 raise
