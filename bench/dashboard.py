@@ -184,16 +184,6 @@ def live_latency(generations: int, sleep: float) -> dict[str, list[float]]:
     return out
 
 
-def median_ms(fn, repeats: int) -> float:  # noqa: ANN001
-    fn()  # warm-up: first-call imports and the OS page cache
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 def page_queries(rows: int, repeats: int) -> tuple[dict[str, float], float, int]:
     spec = importlib.util.spec_from_file_location("bench_store", REPO / "bench" / "store.py")
     assert spec is not None and spec.loader is not None
@@ -234,8 +224,8 @@ def page_queries(rows: int, repeats: int) -> tuple[dict[str, float], float, int]
             dashboard.best_genome(run, home)
 
         pages = {"live": live_page, "pareto": pareto_page, "compare": compare_page, "runs": runs_page}
-        timings = {name: round(median_ms(fn, repeats), 1) for name, fn in pages.items()}
-        baseline = round(median_ms(lambda: analysis.load_run(run, home), repeats), 1)
+        timings = {name: round(bench_store.median_ms(fn, repeats), 1) for name, fn in pages.items()}
+        baseline = round(bench_store.median_ms(lambda: analysis.load_run(run, home), repeats), 1)
     return timings, baseline, total
 
 

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from coral.errors import CoralError
 from coral.home import Home
-from coral.store_schema import LIFECYCLE, METRICS, MIGRATIONS, OBJECTIVES, SEQ_TABLES
+from coral.store_schema import LIFECYCLE, METRICS, MIGRATIONS, OBJECTIVES, SEQ_TABLES, usual_event_id
 
 SNAPSHOT_NAME = "store.snapshot.duckdb"
 EVENT_TYPES = frozenset({*LIFECYCLE, "generation_started", "generation_finished",
@@ -166,15 +166,19 @@ SELECT run_id, seq, generation, genome AS genome_id, problem, sample, raw, candi
        {", ".join(f"coalesce({o}, 0.0) AS {o}" for o in OBJECTIVES)},
        coalesce(json_array_length(cases), 0) AS total,
        coalesce(len(list_filter(json_extract(cases, '$[*].passed'), lambda x: x::VARCHAR = 'true')), 0) AS passed,
-       wall_time, CASE WHEN event_id <> run_id || ':' || lpad(seq::VARCHAR, 8, '0') THEN event_id END AS event_id
+       wall_time, CASE WHEN event_id <> {usual_event_id()} THEN event_id END AS event_id
 FROM _batch WHERE type = 'job_finished'"""
-_RUN_EVENTS_INSERT = """
+_RUN_EVENTS_INSERT = f"""
 INSERT INTO run_events BY NAME
-SELECT run_id, seq, coalesce(event_id, run_id || ':' || lpad(seq::VARCHAR, 8, '0')) AS event_id, type,
+SELECT run_id, seq, coalesce(event_id, {usual_event_id()}) AS event_id, type,
        generation, wall_time, data
 FROM _batch WHERE type <> 'job_finished'"""
 # Events read in Python: a handful per generation.
 _PY_TYPES = ("run_started", "generation_finished", "baseline_finished")
+
+
+def _has_config(record: dict[str, Any] | None) -> bool:
+    return record is not None and record.get("config") is not None
 
 
 def empty_frame() -> pa.Table:
@@ -366,14 +370,13 @@ class Store:
                 # The guard that makes a row stored once (the big tables have no key): each run's
                 # events must start right past its mark read in this transaction, which then advances.
                 marks = self.last_seqs()
-                configured: set[str] = set()
                 for run_id, part, record in batches:
                     seqs = part.column("seq").to_numpy()
                     last = marks.get(run_id, -1)
                     if seqs[0] != last + 1 or not np.all(np.diff(seqs) == 1):
                         raise StoreError(f"run {run_id}: events must continue at seq {last + 1} without gaps")
                     marks[run_id] = int(seqs[-1])
-                    configured |= self._ensure_run(run_id, record)
+                    self._ensure_run(run_id, record)
                 con.execute(_RUN_EVENTS_INSERT)
                 self._insert_jobs()
                 self._insert_python_rows()
@@ -383,7 +386,7 @@ class Store:
                                 "updated = excluded.updated", [run_id, marks[run_id], time.time()])
                     self._refresh_run(run_id)
                 con.execute("COMMIT")
-                self._configured |= configured  # only once committed
+                self._configured.update(r for r, _, record in batches if _has_config(record))  # once committed
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
@@ -425,11 +428,10 @@ class Store:
             finally:
                 con.unregister(view)
 
-    def _ensure_run(self, run_id: str, record: dict[str, Any] | None) -> set[str]:
-        """The run's row, with its config once known; returns {run_id} when that config was written
-        (the caller marks it `_configured` after its transaction commits)."""
+    def _ensure_run(self, run_id: str, record: dict[str, Any] | None) -> None:
+        """The run's row, with its config once known (callers mark it `_configured` after commit)."""
         if run_id in self._configured:
-            return set()
+            return
         record = record or {}
         config = record.get("config")
         self.con.execute(
@@ -437,7 +439,6 @@ class Store:
             "UPDATE SET created = coalesce(runs.created, excluded.created), "
             "config = coalesce(runs.config, excluded.config)",
             [run_id, record.get("created"), _dumps(config) if config is not None else None])
-        return {run_id} if config is not None else set()
 
     def _refresh_run(self, run_id: str) -> None:
         """State and progress derived from the stored events, so a rewind needs no bookkeeping."""
@@ -490,7 +491,7 @@ class Store:
         with self._lock:
             self.con.execute("BEGIN")
             try:
-                configured = self._ensure_run(run_id, record)
+                self._ensure_run(run_id, record)
                 if rows:
                     self.con.register("_batch_genomes", pa.Table.from_pylist(rows))
                     try:
@@ -505,7 +506,8 @@ class Store:
                         "checkpoint_generation = excluded.checkpoint_generation",
                         [run_id, checkpoint_generation, time.time()])
                 self.con.execute("COMMIT")
-                self._configured |= configured
+                if _has_config(record):
+                    self._configured.add(run_id)
             except BaseException:
                 self.con.execute("ROLLBACK")
                 raise

@@ -101,19 +101,26 @@ MIGRATIONS.append([
         passed INTEGER, total INTEGER"""),
 ])
 
+
+def usual_event_id(table: str = "") -> str:
+    """SQL for coral.messages.event_id(run_id, seq) (`RUN_ID:SEQ`, seq zero-padded to 8) over
+    `table`'s columns: the id every engine event has, so it need not be stored per job."""
+    prefix = f"{table}." if table else ""
+    return f"{prefix}run_id || ':' || lpad({prefix}seq::VARCHAR, 8, '0')"
+
+
 # 3: a test job is stored once. Every job_finished event was a row in three tables (events, jobs,
 # evaluations), and writing those rows was most of the ingest's cost. Now `jobs` holds the job's
 # objectives, cases passed, wall time (and its event id where it is not the usual run_id:seq), and
 # `evaluations` and `events` are views: evaluations over jobs, events over jobs and `run_events`
 # (the other events, a few per generation). Readers see the same columns as before.
-_derived_event_id = "j.run_id || ':' || lpad(j.seq::VARCHAR, 8, '0')"
 VIEWS = [
     f"""CREATE VIEW evaluations AS SELECT run_id, seq, generation, genome_id, problem, sample,
         {", ".join(OBJECTIVES)}, passed_all AS fixed, passed, total FROM jobs""",
     f"""CREATE VIEW events AS
         SELECT run_id, seq, event_id, type, generation, wall_time, data FROM run_events
         UNION ALL
-        SELECT j.run_id, j.seq, coalesce(j.event_id, {_derived_event_id}) AS event_id,
+        SELECT j.run_id, j.seq, coalesce(j.event_id, {usual_event_id('j')}) AS event_id,
                'job_finished' AS type, j.generation, j.wall_time, NULL::JSON AS data FROM jobs j""",
 ]
 MIGRATIONS.append([
@@ -125,7 +132,7 @@ MIGRATIONS.append([
     f"""UPDATE jobs SET {", ".join(f"{o} = e.{o}" for o in OBJECTIVES)}, passed = e.passed, total = e.total
         FROM evaluations e WHERE e.run_id = jobs.run_id AND e.seq = jobs.seq""",
     f"""UPDATE jobs SET wall_time = e.wall_time,
-        event_id = CASE WHEN e.event_id <> {_derived_event_id.replace("j.", "jobs.")} THEN e.event_id END
+        event_id = CASE WHEN e.event_id <> {usual_event_id('jobs')} THEN e.event_id END
         FROM events e WHERE e.run_id = jobs.run_id AND e.seq = jobs.seq""",
     "DROP TABLE evaluations",
     "ALTER TABLE events RENAME TO run_events",

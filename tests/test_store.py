@@ -149,3 +149,6 @@ def test_migrations_keep_every_row_and_store_a_job_once(tmp_path: Path, monkeypa
     assert store.con.execute("SELECT problem, bugfix, passed, total FROM evaluations ORDER BY seq").fetchall() == [
         ("p", 0.9, 1, 1), ("q", 0.5, 1, 2)]
     assert store.con.execute("SELECT event_id FROM events WHERE seq = 2").fetchall() == [("r:00000002",)]
+    odd = {**job, "seq": 3, "event_id": "from-elsewhere", "data": {**job["data"], "problem": "z"}}
+    store.apply("r", [odd])  # an id other than RUN_ID:SEQ is kept, not derived
+    assert store.con.execute("SELECT event_id FROM events WHERE seq = 3").fetchall() == [("from-elsewhere",)]
