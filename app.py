@@ -1,6 +1,6 @@
 """CORAL dashboard entry point: `streamlit run app.py` or `coral dashboard` (127.0.0.1 by default).
 
-A thin shell: pages call `coral.dashboard` (launch, control, manage runs) and `coral.analysis`
+A thin shell: pages call `coral.services.dashboard` (launch, control, manage runs) and `coral.analysis`
 (queries and Plotly figures, the same ones notebooks use). This process owns the store's single
 writer, the ingestor thread, through one process-wide `st.cache_resource`.
 """

@@ -33,15 +33,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from coral import analysis
+from coral.analysis import figures
+from coral.errors import CoralError
+from coral.home import Home
+from coral.run.registry import run_info
+from coral.services import dashboard
+from coral.store.ingest import Ingestor
+from coral.testing.browser import BROWSER_ARGS, find_browser
 
-from coral import analysis, dashboard, figures  # noqa: E402
-from coral.errors import CoralError  # noqa: E402
-from coral.home import Home  # noqa: E402
-from coral.ingest import Ingestor  # noqa: E402
-from coral.runs import run_info  # noqa: E402
-from tests.test_browser_dashboard import BROWSER_ARGS, find_browser  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # Records, per change, (points of the first chart, fewest points of any chart, Date.now()/1000):
 # the first trace (best fitness, or the chart's only curve) of each Plotly chart on the page.
@@ -132,7 +133,7 @@ def live_latency(generations: int, sleep: float) -> dict[str, list[float]]:
         try:
             for _ in range(300):
                 try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):  # noqa: S310
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
                         break
                 except OSError:
                     time.sleep(0.2)
@@ -140,7 +141,7 @@ def live_latency(generations: int, sleep: float) -> dict[str, list[float]]:
             # generations take about a second, less than the page's first load on 2 cores.
             run = subprocess.run(
                 [sys.executable, "-m", "coral", "run", str(dashboard.SMOKE_CONFIG), "--detach",
-                 "--run-id", "live", "--handlers", "tests.test_engine_fakes:HANDLERS",
+                 "--run-id", "live", "--handlers", "coral.testing.fakes:HANDLERS",
                  "--set", "population=2", "--set", f"generations={generations + 400}"],
                 cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
             if run.returncode != 0:

@@ -1,7 +1,7 @@
 """Evaluator throughput vs plain pytest, on the bundled benchmark, in one run.
 
 Candidates are every problem's buggy program and its reference fix. The evaluator side is
-coral.objectives.score_candidates: a sandbox per candidate running all its cases, ruff and
+coral.sandbox.objectives.score_candidates: a sandbox per candidate running all its cases, ruff and
 bandit once per batch, all five objectives; reference runs are recomputed every round (the
 per-process cache is cleared) and no candidate result is ever reused. The pytest side runs
 `python -m pytest -q python_testcases/test_NAME.py` (buggy) and the same with `--correct`, one
@@ -24,13 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from coral.benchmark.loader import load_benchmark
+from coral.benchmark.problem import Problem
+from coral.sandbox import objectives
+from coral.sandbox.box import isolation_available
 
-from coral import objectives  # noqa: E402
-from coral.bench.loader import load_benchmark  # noqa: E402
-from coral.bench.problem import Problem  # noqa: E402
-from coral.sandbox import isolation_available  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 ROOT = REPO / "data" / "problems"
 

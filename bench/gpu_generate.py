@@ -28,7 +28,7 @@ from transformers import GenerationConfig as HFGenerationConfig
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from coral.config import GenerationConfig, TrainingConfig
-from coral.genome import HeavyGenes, Knobs
+from coral.evolution.genome import HeavyGenes, Knobs
 from coral.hashing import content_hash
 from coral.home import Home
 from coral.model.adapters import adapter_cache_key, data_fingerprint

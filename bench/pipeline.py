@@ -11,25 +11,24 @@ pipeline should need at most 0.7 of the barrier's wall time.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from coral.config import load_config
+from coral.evolution.genome import Genome
+from coral.execution.executor import QueueExecutor
+from coral.execution.jobs import WorkerContext
+from coral.execution.messages import Job
+from coral.execution.transport import open_transport
+from coral.execution.workers import LocalWorkerPool
+from coral.home import Home
+from coral.run.engine import EvolutionEngine, Task
+from coral.run.lifecycle import load_problems
+from coral.run.registry import register_run, run_science
 
-from coral.config import load_config  # noqa: E402
-from coral.engine import EvolutionEngine, Task, load_problems  # noqa: E402
-from coral.executor import QueueExecutor  # noqa: E402
-from coral.genome import Genome  # noqa: E402
-from coral.home import Home  # noqa: E402
-from coral.jobs import WorkerContext  # noqa: E402
-from coral.messages import Job  # noqa: E402
-from coral.runs import register_run, run_science  # noqa: E402
-from coral.transport import open_transport  # noqa: E402
-from coral.workers import LocalWorkerPool  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TRAIN_SECONDS = (0.05, 0.1, 0.2, 0.4)
 GENERATE_SECONDS = 0.1

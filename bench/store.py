@@ -26,12 +26,13 @@ from pathlib import Path
 import duckdb
 
 from coral import analysis
-from coral.events import SEGMENT_BYTES, segment_name
+from coral.execution.messages import event_id
 from coral.home import Home
-from coral.ingest import Ingestor
-from coral.messages import event_id
 from coral.rng import stream
-from coral.store_schema import METRICS, OBJECTIVES
+from coral.run.events import SEGMENT_BYTES, segment_name
+from coral.store.ingest import Ingestor
+from coral.store.schema import METRICS, OBJECTIVES
+from coral.store.store import snapshot_path
 
 
 def write_run(home: Home, run_id: str, generations: int, genomes: int, problems: int) -> int:
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "compare_runs": lambda: analysis.compare_runs([f"run{r:02d}" for r in range(args.runs)], home=home),
         }
         latency = {name: round(median_ms(fn, args.repeats), 2) for name, fn in queries.items()}
-        with duckdb.connect(str(analysis.snapshot_path(home)), read_only=True) as con:
+        with duckdb.connect(str(snapshot_path(home)), read_only=True) as con:
             raw = con.execute("SELECT * FROM evaluations WHERE run_id = ?", [run]).df()
 
         def pandas_curve() -> None:

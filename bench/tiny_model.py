@@ -23,19 +23,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from coral.bench.extract import extract_candidate
-from coral.bench.loader import load_benchmark
-from coral.bench.problem import Problem
-from coral.bench.prompts import build_prompt
-from coral.bench.runner import run_candidate
-from coral.bench.split import load_split
+from coral.benchmark.extract import extract_candidate
+from coral.benchmark.loader import load_benchmark
+from coral.benchmark.problem import Problem
+from coral.benchmark.prompts import build_prompt
+from coral.benchmark.split import load_split
 from coral.config import Config, ModelConfig
-from coral.genome import HeavyGenes, Knobs
+from coral.evolution.genome import HeavyGenes, Knobs
 from coral.home import Home
 from coral.model.adapters import adapter_cache_key, data_fingerprint
 from coral.model.generate import generate_for_genome
 from coral.model.loading import LoadedModel, load_base_model
 from coral.model.train import train_adapter, training_pairs
+from coral.sandbox.runner import run_candidate
 
 ADAPTERS = {
     "lora r4 qv": HeavyGenes(rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"),

@@ -201,7 +201,7 @@ class BackendConfig(Section):
 
 
 class ModalConfig(Section):
-    """Where and how the modal backend runs (docs/modal.md). Read by coral/modal_app.py at
+    """Where and how the modal backend runs (docs/modal.md). Read by coral/modal/app.py at
     deploy time and by the modal launcher at run time."""
 
     # Queues are named APP-jobs-generate etc.; Modal names are at most 64 characters.

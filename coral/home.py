@@ -1,6 +1,6 @@
 """CORAL_HOME: where everything a run produces lives, and the run-id scheme.
 
-Layout (DESIGN.md, "Home"):
+Layout (docs/architecture.md, "Home"):
     runs/RUN_ID/config.yaml, runs/RUN_ID/events/, runs/RUN_ID/checkpoints/
     adapters/CACHE_KEY/, queue.sqlite, store.duckdb
 """
@@ -12,6 +12,8 @@ import re
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
+
+from coral.errors import CoralError
 
 ENV_VAR = "CORAL_HOME"
 RUN_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6,12}$|^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -80,8 +82,6 @@ def new_run_id(now: datetime | None = None) -> str:
 def check_run_id(run_id: str) -> str:
     """Run ids become folder names and queue partitions: allow only a safe alphabet."""
     if not RUN_ID_PATTERN.match(run_id):
-        from coral.errors import CoralError
-
         raise CoralError(
             f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (at most 64)"
         )

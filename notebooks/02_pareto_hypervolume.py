@@ -30,9 +30,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from IPython.display import display
 
-from coral import analysis, figures
+from coral import analysis
+from coral.analysis import figures
+from coral.analysis.notebook import key_numbers_line, run_id_from_env
 from coral.home import Home
-from coral.notebook_support import key_numbers_line, run_id_from_env
 
 home = Home()
 RUN_ID = run_id_from_env(home)

@@ -39,8 +39,8 @@ import pandas as pd
 from IPython.display import display
 
 from coral import analysis
+from coral.analysis.notebook import key_numbers_line, run_id_from_env
 from coral.home import Home
-from coral.notebook_support import key_numbers_line, run_id_from_env
 from coral.rng import stream
 
 home = Home()

@@ -26,12 +26,13 @@
 import pandas as pd
 from IPython.display import display
 
-from coral import analysis, figures
-from coral.genome import HeavyGenes
+from coral import analysis
+from coral.analysis import figures
+from coral.analysis.notebook import key_numbers_line, run_id_from_env
+from coral.evolution.genome import HeavyGenes
 from coral.hashing import content_hash
 from coral.home import Home
 from coral.model.adapters import canonical_genes
-from coral.notebook_support import key_numbers_line, run_id_from_env
 
 home = Home()
 RUN_ID = run_id_from_env(home)
@@ -44,7 +45,7 @@ figures.cache_figure(RUN_ID, home)
 
 # %% [markdown]
 # ## Which adapters were reused
-# The gene key is the engine's (`coral.engine.gene_key`: heavy genes with target modules as a
+# The gene key is the engine's (`coral.run.engine.gene_key`: heavy genes with target modules as a
 # sorted set). Reconstructed hits must equal the engine's counts: the check below says so.
 
 # %%

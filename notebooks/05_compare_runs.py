@@ -32,9 +32,10 @@ import os
 import pandas as pd
 from IPython.display import display
 
-from coral import analysis, figures
+from coral import analysis
+from coral.analysis import figures
+from coral.analysis.notebook import key_numbers_line, run_ids_from_env
 from coral.home import Home
-from coral.notebook_support import key_numbers_line, run_ids_from_env
 
 home = Home()
 RUN_IDS = run_ids_from_env(home)

@@ -6,15 +6,17 @@ app.py's st.navigation takes over, so shared code lives here.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Any
 
 import streamlit as st
 from streamlit import config as streamlit_config
 
-from coral.dashboard import launch_run, smoke_request
 from coral.errors import CoralError
 from coral.home import Home
-from coral.runs import list_runs
+from coral.run.registry import list_runs
+from coral.services.dashboard import launch_run, smoke_request
 
 LIVE_PAGE = "pages/live.py"
 LAUNCH_PAGE = "pages/launch.py"
@@ -26,14 +28,24 @@ LAUNCH_PAGE = "pages/launch.py"
 streamlit_config.set_option("runner.postScriptGC", False)
 
 
+def job_handlers() -> str | None:
+    """Stand-in job bodies for launched runs: `coral dashboard --handlers M:A` (tests only),
+    which Streamlit hands to the script as its arguments. An AppTest sets the session key."""
+    if "job_handlers" not in st.session_state:
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--handlers", default=None)
+        st.session_state["job_handlers"] = parser.parse_known_args(sys.argv[1:])[0].handlers
+    return st.session_state["job_handlers"]
+
+
 def _stop(ingestor: Any) -> None:
     ingestor.stop()
 
 
 @st.cache_resource(show_spinner=False, on_release=_stop)
 def _ingestor(root: str) -> Any:
-    # The store's single writer (DESIGN.md): one thread per dashboard process and CORAL_HOME.
-    from coral.ingest import Ingestor
+    # The store's single writer (docs/architecture.md): one thread per dashboard process and CORAL_HOME.
+    from coral.store.ingest import Ingestor
 
     # Snapshot often: the live charts read the snapshot, so its age is most of their latency.
     ingestor = Ingestor(Home(root), snapshot_every=0.5, interval=0.25)
@@ -72,7 +84,7 @@ def empty_state(what: str) -> None:
             "or start the smoke config (CI-sized: 4 genomes, 2 generations) right here.")
     if st.button("Launch the smoke config", type="primary", key=f"smoke-{what}"):
         try:
-            st.session_state["run_id"] = launch_run(smoke_request(), home())
+            st.session_state["run_id"] = launch_run(smoke_request(), home(), handlers=job_handlers())
         except CoralError as exc:
             st.error(str(exc))
             return

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from coral import analysis, figures
+from coral import analysis
+from coral.analysis import figures
 from coral.errors import CoralError
-from coral.store_schema import METRICS
+from coral.store.schema import METRICS
 from pages import empty_state, home, run_ids
 
 st.title("Compare runs")

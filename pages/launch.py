@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from coral.dashboard import CONFIG_DIR, LaunchRequest, choices, config_files, launch_run
 from coral.errors import CoralError
-from pages import LIVE_PAGE, home
+from coral.services.dashboard import CONFIG_DIR, LaunchRequest, choices, config_files, launch_run
+from pages import LIVE_PAGE, home, job_handlers
 
 st.title("Launch a run")
 st.caption("The run is a separate process: it goes on when this page or the dashboard closes.")
@@ -49,7 +49,7 @@ if submitted:
                                seed=int(seed), strategy=strategy, backend=backend,
                                workers=int(workers), model=model.strip())
     try:
-        run_id = launch_run(request, home())
+        run_id = launch_run(request, home(), handlers=job_handlers())
     except CoralError as exc:
         st.error(str(exc))
     else:

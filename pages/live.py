@@ -10,8 +10,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from coral import analysis, figures
-from coral.dashboard import (
+from coral import analysis
+from coral.analysis import figures
+from coral.errors import CoralError
+from coral.home import Home
+from coral.run.registry import ACTIVE, run_info
+from coral.services.dashboard import (
     CONTROL_REQUESTS,
     STAGES,
     launch_state,
@@ -20,9 +24,6 @@ from coral.dashboard import (
     run_error,
     stage_progress,
 )
-from coral.errors import CoralError
-from coral.home import Home
-from coral.runs import ACTIVE, run_info
 from pages import empty_state, home, ingestor, pick_run
 
 REFRESH_SECONDS = 1.0  # status, progress and buttons

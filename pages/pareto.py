@@ -7,9 +7,10 @@ import difflib
 import numpy as np
 import streamlit as st
 
-from coral import analysis, figures
-from coral.dashboard import buggy_source, genome_table, scored_generations
-from coral.store_schema import METRICS
+from coral import analysis
+from coral.analysis import figures
+from coral.services.dashboard import buggy_source, genome_table, scored_generations
+from coral.store.schema import METRICS
 from pages import empty_state, home, pick_run
 
 st.title("Pareto front & genomes")

@@ -7,9 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from coral import analysis
-from coral.dashboard import best_genome, delete_run, export_parquet, run_times
 from coral.errors import CoralError
-from coral.runs import export_adapter
+from coral.run.registry import export_adapter
+from coral.services.dashboard import best_genome, delete_run, export_parquet, run_times
 from pages import empty_state, home, pick_run
 
 st.title("Runs")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_store_support import template_home  # noqa: F401 - a session fixture shared by store tests
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from coral.bench.problem import Problem
-from coral.bench.prompts import build_prompt, build_target
+from coral.benchmark.problem import Problem
+from coral.benchmark.prompts import build_prompt, build_target
 
 SOURCES = {
     "add": ("def add(a, b):\n    return a - b\n", "def add(a, b):\n    return a + b\n"),

@@ -9,7 +9,7 @@ import json
 import sys
 
 from coral.config import Config
-from coral.evolution import Evolution, Scored
+from coral.evolution.selection import Evolution, Scored
 from coral.rng import stream
 
 

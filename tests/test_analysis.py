@@ -1,4 +1,4 @@
-"""coral.analysis and coral.figures on real (stand-in body) runs: numbers equal the events."""
+"""coral.analysis and coral.analysis.figures on real (stand-in body) runs: numbers equal the events."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_store_support import copy_runs, log_events, template_home  # noqa: F401
+from test_store_support import copy_runs, log_events
 
-from coral import analysis, figures
-from coral.ca import grid_from_seed
+from coral import analysis
+from coral.analysis import figures, queries
 from coral.errors import CoralError
-from coral.genome import Genome
-from coral.ingest import Ingestor
-from coral.pareto import pareto_front
-from coral.store_schema import OBJECTIVES
+from coral.evolution.ca import grid_from_seed
+from coral.evolution.genome import Genome
+from coral.evolution.pareto import pareto_front
+from coral.store.ingest import Ingestor
+from coral.store.schema import OBJECTIVES
+from coral.store.store import snapshot_path
 
 
 @pytest.fixture
-def home(template_home: Path, tmp_path: Path):  # noqa: F811
+def home(template_home: Path, tmp_path: Path):
     home = copy_runs(template_home, tmp_path)
     with Ingestor(home, None) as ing:
         ing.run_once(snapshot=True)
@@ -79,9 +81,9 @@ def test_compare_runs_names_the_differing_config_keys(home) -> None:
     assert len(result["curves"]) == 5
 
 
-def test_logs_fallback_equals_snapshot(template_home: Path, tmp_path: Path, home) -> None:  # noqa: F811
+def test_logs_fallback_equals_snapshot(template_home: Path, tmp_path: Path, home) -> None:
     fresh = copy_runs(template_home, tmp_path / "no-snapshot")
-    assert not analysis.snapshot_path(fresh).exists()
+    assert not snapshot_path(fresh).exists()
     a = analysis.fitness_curves("beta", home=fresh)
     b = analysis.fitness_curves("beta", home=home)
     assert a.equals(b)
@@ -144,24 +146,24 @@ def test_figures(home) -> None:
     assert len(figures.compare_figure(["alpha", "beta"], home=home).data) == 4
 
 
-def test_snapshot_connection_is_kept_until_the_file_is_replaced(template_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_snapshot_connection_is_kept_until_the_file_is_replaced(template_home: Path, tmp_path: Path) -> None:
     home = copy_runs(template_home, tmp_path, ["beta"])
-    snap = analysis.snapshot_path(home)
+    snap = snapshot_path(home)
     errors: list[BaseException] = []
 
     def read_many() -> None:
         try:
             for _ in range(15):
                 assert len(analysis.fitness_curves("beta", home=home)) > 0
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     with Ingestor(home, None) as ing:
         ing.run_once(snapshot=True)
         analysis.list_runs(home)
-        first = analysis._snapshots[snap]
+        first = queries._snapshots[snap]
         analysis.cache_curve("beta", home=home)
-        assert analysis._snapshots[snap] is first  # same file: same attached version
+        assert queries._snapshots[snap] is first  # same file: same attached version
         with pytest.raises(CoralError, match="no run 'alpha'"):
             analysis.fitness_curves("alpha", home=home)
         shutil.copytree(template_home / "runs" / "alpha", home.runs / "alpha")
@@ -173,5 +175,5 @@ def test_snapshot_connection_is_kept_until_the_file_is_replaced(template_home: P
             thread.join(60)
     assert not errors, errors[0]
     assert len(analysis.fitness_curves("alpha", home=home)) > 0  # the new file is read
-    assert analysis._snapshots[snap] is not first
+    assert queries._snapshots[snap] is not first
     assert not first.attached  # the old version was detached once its readers were done

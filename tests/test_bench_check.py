@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_coral
 
-from coral.bench.loader import load_benchmark
+from coral.benchmark.loader import load_benchmark
 from coral.cli import main
 
 MINI = REPO / "tests" / "fixtures" / "mini_bench"

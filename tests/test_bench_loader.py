@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_coral
 
-from coral.bench.loader import load_benchmark
-from coral.bench.split import Split, derive_split, load_split, split_for_config
+from coral.benchmark.loader import load_benchmark
+from coral.benchmark.split import Split, derive_split, load_split, split_for_config
 from coral.config import BenchmarkConfig, Config, load_config
 from coral.errors import BenchmarkError
 
@@ -222,7 +222,7 @@ def test_derived_split_is_the_same_in_any_process() -> None:
     """No `hash()`: another interpreter with another hash seed derives the same split."""
     names = [f"problem_{i}" for i in range(40)]
     code = (
-        "import json, sys; from coral.bench.split import derive_split; "
+        "import json, sys; from coral.benchmark.split import derive_split; "
         "print(json.dumps(derive_split(json.loads(sys.argv[1])).as_dict()))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

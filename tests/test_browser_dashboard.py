@@ -2,7 +2,7 @@
 `streamlit run app.py` on 127.0.0.1. Launches a run from the page, sees a live chart gain a
 point without a reload, presses Stop, sees the state change; screenshots every page.
 
-The run uses stand-in job bodies (CORAL_TEST_HANDLERS, test-only) so it takes seconds.
+The run uses stand-in job bodies (`coral dashboard --handlers`, test-only) so it takes seconds.
 Needs a Chromium: `apt-get install chromium-headless-shell` (or `chromium`). Without one the
 test is skipped, except under CI=true, where a missing browser is a failure.
 """
@@ -10,7 +10,6 @@ test is skipped, except under CI=true, where a missing browser is a failure.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,12 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from coral.testing.browser import BROWSER_ARGS, BROWSERS, find_browser
+
 REPO = Path(__file__).resolve().parents[1]
-FAKES = "tests.test_engine_fakes:HANDLERS"
-BROWSERS = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium-headless-shell",
-            "/usr/lib/chromium/chromium", "/usr/bin/chromium")
-BROWSER_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+FAKES = "coral.testing.fakes:HANDLERS"
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 # Markers drawn for the first trace (best fitness) of the first Plotly chart on the page.
 POINTS_JS = """() => {
@@ -34,14 +31,6 @@ POINTS_JS = """() => {
   const trace = chart && chart.querySelector('.scatterlayer .trace');
   return trace ? trace.querySelectorAll('.points path').length : 0;
 }"""
-
-
-def find_browser() -> str | None:
-    explicit = os.environ.get("CORAL_CHROMIUM")
-    for path in ([explicit] if explicit else []) + list(BROWSERS):
-        if path and Path(path).is_file() and os.access(path, os.X_OK):
-            return path
-    return shutil.which("chromium-headless-shell") or shutil.which("chromium")
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +56,10 @@ def server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     env.update({"CORAL_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO),
-                "CORAL_TEST_HANDLERS": FAKES, "CORAL_FAKE_SLEEP": "0.01"})
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "coral", "dashboard", "--port", str(port)],
+                "CORAL_FAKE_SLEEP": "0.01"})
+    log = open(tmp_path / "streamlit.log", "wb")  # closed below
+    proc = subprocess.Popen([sys.executable, "-m", "coral", "dashboard", "--port", str(port),
+                             "--handlers", FAKES],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -77,7 +67,7 @@ def server(tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:  # noqa: S310
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
                     if answer.status == 200:
                         break
             except OSError:

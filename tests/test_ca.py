@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from coral import ca
-from coral.genome import CASeed
+from coral.evolution import ca
+from coral.evolution.genome import CASeed
 from coral.rng import stream
 
 LIFE_B3 = 1 << 3

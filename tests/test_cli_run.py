@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 TINY = REPO / "data" / "models" / "tiny-code"
-FAKES = "tests.test_engine_fakes:HANDLERS"
+FAKES = "coral.testing.fakes:HANDLERS"
 
 
 def coral(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -71,7 +71,7 @@ def test_export_adapter_and_cache(smoke, tmp_path: Path) -> None:
     home, run_id, _ = smoke
     point = json.loads(sorted((home / "runs" / run_id / "checkpoints").glob("gen-*.json"))[0]
                        .read_text())
-    from coral.genome import Genome
+    from coral.evolution.genome import Genome
 
     genome_id = Genome.model_validate(point["population"][0]).id
     out = tmp_path / "exported"

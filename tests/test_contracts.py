@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from coral.errors import MessageError
+from coral.execution.messages import SCHEMA_VERSION, Event, Job, JobResult, decode, encode, event_id
 from coral.hashing import canonical_json, content_hash
 from coral.home import Home, coral_home, new_run_id
-from coral.messages import SCHEMA_VERSION, Event, Job, JobResult, decode, encode, event_id
 from coral.rng import stream
 
 

@@ -1,4 +1,4 @@
-"""coral.dashboard without Streamlit: the launch form's validation and command, launching a
+"""coral.services.dashboard without Streamlit: the launch form's validation and command, launching a
 detached run (on stand-in job bodies), its launch state, run control, progress, deletion."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import pytest
 
 from coral.cli import build_parser
 from coral.cli.dashboard_cmd import streamlit_command
-from coral.dashboard import (
+from coral.errors import ConfigError, CoralError
+from coral.home import Home
+from coral.run.registry import run_info
+from coral.services.dashboard import (
     SMOKE_CONFIG,
-    TEST_HANDLERS_ENV,
     LaunchRequest,
     choices,
     delete_run,
@@ -23,14 +25,11 @@ from coral.dashboard import (
     request_control,
     stage_progress,
 )
-from coral.errors import ConfigError, CoralError
-from coral.home import Home
-from coral.runs import run_info
 
-FAKES = "tests.test_engine_fakes:HANDLERS"
+FAKES = "coral.testing.fakes:HANDLERS"
 
 
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):  # noqa: ANN001, ANN201
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -75,9 +74,8 @@ def test_choices_come_from_the_config_model() -> None:
 
 
 def test_launch_returns_at_once_and_the_run_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(TEST_HANDLERS_ENV, FAKES)
     request = LaunchRequest.from_config(SMOKE_CONFIG).with_values(backend="serial")
-    run_id = launch_run(request, run_id="dash-finish")
+    run_id = launch_run(request, run_id="dash-finish", handlers=FAKES)
     assert launch_state(run_id).state in ("launching", "starting", "running", "finished")
     wait_for(lambda: launch_state(run_id).state == "finished", what="the run to finish")
     assert run_info(Home(), run_id).generation == 1
@@ -88,10 +86,9 @@ def test_launch_returns_at_once_and_the_run_finishes(monkeypatch: pytest.MonkeyP
 
 
 def test_stop_from_the_dashboard_stops_a_running_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(TEST_HANDLERS_ENV, FAKES)
     monkeypatch.setenv("CORAL_FAKE_SLEEP", "0.05")  # slow jobs: the run is still going
     request = LaunchRequest.from_config(SMOKE_CONFIG).with_values(generations=50, workers=1)
-    run_id = launch_run(request, run_id="dash-stop")
+    run_id = launch_run(request, run_id="dash-stop", handlers=FAKES)
     wait_for(lambda: launch_state(run_id).state == "running", what="the run to start")
     with pytest.raises(CoralError, match="stop it before deleting"):
         delete_run(run_id)
@@ -106,7 +103,7 @@ def test_a_launch_that_fails_before_registering_says_why(tmp_path: Path) -> None
     config = tmp_path / "broken.yaml"
     config.write_text(SMOKE_CONFIG.read_text().replace("../data/problems", str(tmp_path / "nope")))
     request = LaunchRequest.from_config(config).with_values(backend="serial")
-    run_id = launch_run(request, run_id="dash-broken")
+    run_id = launch_run(request, run_id="dash-broken", handlers=FAKES)
     state = wait_for(lambda: (s := launch_state(run_id)).state != "launching" and s,
                      what="the launch to fail")
     assert state.state == "failed to start", state

@@ -16,13 +16,12 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from coral.dashboard import TEST_HANDLERS_ENV
 from coral.home import Home
-from coral.runs import run_info
+from coral.run.registry import run_info
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
-FAKES = "tests.test_engine_fakes:HANDLERS"
+FAKES = "coral.testing.fakes:HANDLERS"
 PAGES = ["pages/launch.py", "pages/live.py", "pages/pareto.py", "pages/compare.py", "pages/runs.py"]
 TIMEOUT = 60
 
@@ -51,7 +50,7 @@ def _stop_ingestors() -> Iterator[None]:
     st.cache_resource.clear()  # on_release stops each test's ingestor thread
 
 
-def wait_for(predicate, timeout: float = 60.0):  # noqa: ANN001, ANN201
+def wait_for(predicate, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := predicate():
@@ -60,8 +59,10 @@ def wait_for(predicate, timeout: float = 60.0):  # noqa: ANN001, ANN201
     raise AssertionError("timed out")
 
 
-def page(path: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+def page(path: str, handlers: str | None = FAKES) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["job_handlers"] = handlers  # what `coral dashboard --handlers` passes
+    at.run()
     if path != PAGES[0]:
         at.switch_page(path).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -145,7 +146,6 @@ def test_launch_form_rejects_invalid_values_with_a_clear_line() -> None:
 
 
 def test_launch_form_starts_a_detached_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(TEST_HANDLERS_ENV, FAKES)
     at = page("pages/launch.py")
     at.selectbox(key="launch_config").set_value("smoke.yaml").run()
     at.number_input(key="generations-smoke.yaml").set_value(1)
@@ -159,7 +159,6 @@ def test_launch_form_starts_a_detached_run(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_empty_state_button_launches_the_smoke_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(TEST_HANDLERS_ENV, FAKES)
     at = page("pages/runs.py")
     at.button[0].click().run()
     run_id = at.session_state["run_id"]

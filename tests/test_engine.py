@@ -1,4 +1,4 @@
-"""The engine's logic with stand-in job bodies (tests/test_engine_fakes.py): fast and exact.
+"""The engine's logic with stand-in job bodies (coral/testing/fakes.py): fast and exact.
 
 Serial vs queue equivalence, crash + resume, cache-hit accounting, stop, strategies, the event
 log's recovery. The real bodies run once, in tests/test_cli_run.py.
@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from coral import checkpoint as ckpt
 from coral.config import load_config
-from coral.engine import run_from_config
-from coral.events import EventLog, read_events, truncate
-from coral.evolution import Evolution
+from coral.evolution.selection import Evolution
 from coral.home import Home
-from coral.runs import compare_runs, run_science, run_status
+from coral.run import checkpoints as ckpt
+from coral.run.events import EventLog, read_events, truncate
+from coral.run.lifecycle import run_from_config
+from coral.run.registry import compare_runs, run_science, run_status
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
-FAKES = "tests.test_engine_fakes:HANDLERS"
+FAKES = "coral.testing.fakes:HANDLERS"
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:

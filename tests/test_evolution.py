@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coral import operators
 from coral.config import Config, GateConfig, ObjectiveWeights
-from coral.evolution import (
+from coral.evolution import operators
+from coral.evolution.genome import HEAVY_GENES, KNOBS
+from coral.evolution.selection import (
     Evolution,
     Scored,
     apply_gate,
@@ -17,7 +18,6 @@ from coral.evolution import (
     phenotype_diversity,
     weighted_fitness,
 )
-from coral.genome import HEAVY_GENES, KNOBS
 from coral.rng import stream
 
 HERE = Path(__file__).parent

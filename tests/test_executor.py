@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from job_handlers_for_tests import HANDLERS
-from transport_factories import FACTORIES, TransportFactory
 
 from coral.config import BackendConfig
 from coral.errors import CoralError
-from coral.executor import Executor, QueueExecutor, SerialExecutor
-from coral.jobs import RESULTS_QUEUE, Handlers, job_queue
-from coral.messages import Job, JobResult, decode, encode
-from coral.transport.base import Transport
-from coral.workers import Worker
+from coral.execution.executor import Executor, QueueExecutor, SerialExecutor
+from coral.execution.jobs import RESULTS_QUEUE, Handlers, job_queue
+from coral.execution.messages import Job, JobResult, decode, encode
+from coral.execution.transport.base import Transport
+from coral.execution.workers import Worker
+from coral.testing.handlers import HANDLERS
+from coral.testing.transports import FACTORIES, TransportFactory
 
 FAST = BackendConfig(lease_seconds=0.5, max_retries=1)
 

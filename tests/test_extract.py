@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from coral.bench import extract as extract_module
-from coral.bench.extract import extract, extract_candidate
+from coral.benchmark import extract as extract_module
+from coral.benchmark.extract import extract, extract_candidate
 
 # A buggy program with an import, a helper after the function and a QuixBugs-style description.
 BUGGY = '''from heapq import heappop, heappush
@@ -194,7 +194,7 @@ def test_degenerate_output_stays_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
     def counting_parse(source: str, *args: object, **kwargs: object) -> ast.Module:
         nonlocal parsed_lines
         parsed_lines += source.count("\n") + 1
-        return real_parse(source, *args, **kwargs)  # type: ignore[arg-type]
+        return real_parse(source, *args, **kwargs)
 
     monkeypatch.setattr(ast, "parse", counting_parse)
     raw = FIXED_FN + "\n".join(f"x{i} = foo(" for i in range(3000))

@@ -12,17 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from test_store_support import FAKES, REPO, SMOKE, copy_runs, log_events, store_rows, template_home  # noqa: F401
+from test_store_support import FAKES, REPO, SMOKE, copy_runs, log_events, store_rows
 
 from coral import analysis
 from coral.config import load_config
-from coral.engine import run_from_config
 from coral.errors import CoralError
-from coral.events import EventLog, segments
+from coral.execution.transport import open_transport
 from coral.home import Home
-from coral.ingest import Ingestor, _contiguous
-from coral.store import Store
-from coral.transport import open_transport
+from coral.run.events import EventLog, segments
+from coral.run.lifecycle import run_from_config
+from coral.store.ingest import Ingestor, _contiguous
+from coral.store.store import Store, snapshot_path
 
 
 def reference_rows(home: Home, run_id: str) -> dict[str, list[tuple]]:
@@ -32,7 +32,7 @@ def reference_rows(home: Home, run_id: str) -> dict[str, list[tuple]]:
         return store_rows(ing.store.con, run_id)
 
 
-def test_ingest_from_logs_matches_the_log(template_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_ingest_from_logs_matches_the_log(template_home: Path, tmp_path: Path) -> None:
     home = copy_runs(template_home, tmp_path)
     with Ingestor(home, None) as ing:
         assert ing.run_once(snapshot=True) == sum(len(log_events(home, r)) for r in ("alpha", "beta"))
@@ -61,10 +61,10 @@ def test_ingest_from_logs_matches_the_log(template_home: Path, tmp_path: Path) -
         assert checkpoint_ids <= genomes
         assert ing.run_once() == 0  # idempotent: nothing new, nothing twice
         assert con.execute("SELECT count(*) FROM events").fetchone()[0] == ing.status.events
-    assert analysis.snapshot_path(home).is_file()
+    assert snapshot_path(home).is_file()
 
 
-def test_live_partition_alone_and_a_gap_waits_for_the_log(template_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_live_partition_alone_and_a_gap_waits_for_the_log(template_home: Path, tmp_path: Path) -> None:
     """With no local log (a Modal run), live events are applied; a skipped publish holds the rest
     back until the log shows up."""
     source = copy_runs(template_home, tmp_path / "source", ["beta"])
@@ -89,7 +89,7 @@ def test_live_partition_alone_and_a_gap_waits_for_the_log(template_home: Path, t
         assert store_rows(ing.store.con, "beta")["events"] == reference_rows(source, "beta")["events"]
 
 
-def test_torn_line_waits_and_corrupt_line_is_named(template_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_torn_line_waits_and_corrupt_line_is_named(template_home: Path, tmp_path: Path) -> None:
     home = copy_runs(template_home, tmp_path, ["beta"])
     segment = sorted(home.events_dir("beta").glob("*.jsonl"))[0]
     lines = segment.read_bytes().splitlines(keepends=True)
@@ -157,10 +157,10 @@ def test_ingestor_stopped_mid_run_and_restarted(tmp_path: Path, monkeypatch: pyt
     def reader() -> None:
         while not done.is_set():
             try:
-                if analysis.snapshot_path(home).is_file():
+                if snapshot_path(home).is_file():
                     runs = analysis.list_runs(home)
                     seen.append(int(runs["generations_done"].fillna(0).sum()))
-            except BaseException as exc:  # noqa: BLE001 - any failure fails the test below
+            except BaseException as exc:  # any failure fails the test below
                 errors.append(exc)
             time.sleep(0.02)
 
@@ -217,7 +217,7 @@ def test_killed_ingest_process_restarts_without_loss(tmp_path: Path, monkeypatch
 def test_second_writer_gets_one_clear_line(tmp_path: Path) -> None:
     home = Home(tmp_path).ensure()
     with Ingestor(home, None):
-        code = "from coral.ingest import Ingestor; Ingestor(transport_kind=None)"
+        code = "from coral.store.ingest import Ingestor; Ingestor(transport_kind=None)"
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODAL_")},
                "CORAL_HOME": str(home.root)}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
@@ -241,7 +241,7 @@ def test_contiguous_orders_keeps_the_later_duplicate_and_stops_at_a_gap() -> Non
 
 def _segmented_run(home: Home, run_id: str, monkeypatch: pytest.MonkeyPatch, jobs: int = 12) -> list[Path]:
     """A run whose log rolls over every few events, so all segments but the last are sealed."""
-    monkeypatch.setattr("coral.events.SEGMENT_BYTES", 600)
+    monkeypatch.setattr("coral.run.events.SEGMENT_BYTES", 600)
     (home.runs / run_id).mkdir(parents=True)
     (home.runs / run_id / "config.yaml").write_text(f"run_id: {run_id}\nconfig: {{seed: 0}}\n")
     log = EventLog(run_id, home.events_dir(run_id))
@@ -295,7 +295,7 @@ def test_a_run_whose_batch_fails_does_not_hold_back_the_others(
         assert ing.store.last_seqs() == {"a": 12, "c": 12}
 
 
-def test_a_deleted_run_leaves_the_store_and_the_others_stay(template_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_deleted_run_leaves_the_store_and_the_others_stay(template_home: Path, tmp_path: Path) -> None:
     import shutil
 
     home = copy_runs(template_home, tmp_path)

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-import coral.job_bodies as bodies
-from coral.bench.prompts import build_prompt
+import coral.execution.job_bodies as bodies
+from coral.benchmark.prompts import build_prompt
 from coral.config import GenerationConfig, ModelConfig, SandboxConfig, TrainingConfig
 from coral.errors import MessageError
+from coral.execution.jobs import BUILTIN_HANDLERS, Handlers, WorkerContext
+from coral.execution.messages import Job
+from coral.execution.transport.local import LocalTransport
 from coral.home import Home
-from coral.jobs import BUILTIN_HANDLERS, Handlers, WorkerContext
-from coral.messages import Job
-from coral.transport.local import LocalTransport
 from tests.model_fixtures import build_tiny_model
 
 MINI = Path(__file__).resolve().parent / "fixtures" / "mini_bench"
@@ -35,13 +35,13 @@ def setting(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _job(kind: str, payload: dict, job_id: str = "j") -> Job:
-    return Job(job_id=job_id, run_id="r", kind=kind, payload=payload)  # type: ignore[arg-type]
+    return Job(job_id=job_id, run_id="r", kind=kind, payload=payload)
 
 
 def test_bodies_are_registered() -> None:
     handlers = Handlers()
     for kind in ("train", "generate", "test"):
-        assert BUILTIN_HANDLERS[kind] == f"coral.job_bodies:{kind}"
+        assert BUILTIN_HANDLERS[kind] == f"coral.execution.job_bodies:{kind}"
         assert handlers.get(kind) is getattr(bodies, kind)
 
 

@@ -1,5 +1,5 @@
-from coral import ca, mapping
 from coral.config import GeneSpace, KnobSpace
+from coral.evolution import ca, mapping
 from coral.rng import stream
 
 WIDE = GeneSpace(

@@ -1,4 +1,4 @@
-"""coral/modal_app.py: imports offline, and every function's settings come from the config.
+"""coral/modal/app.py: imports offline, and every function's settings come from the config.
 
 modal 1.6.4 keeps a function's GPU and volumes in `_Function._spec`, and its timeout, retry
 policy, container cap and scaledown window only as variables of the `_load` closure that builds
@@ -21,11 +21,10 @@ import pytest
 from modal._partial_function import _find_partial_methods_for_user_cls, _PartialFunctionFlags
 from modal._utils.async_utils import synchronizer
 
-import coral.modal_app
+import coral.modal.app
 from coral.config import ModalConfig
 from coral.errors import ConfigError
-from coral.modal_launcher import CONFIG_ENV, SECTION_ENV
-from coral.modal_runtime import CONTAINER_HOME
+from coral.modal.constants import CONFIG_ENV, CONTAINER_HOME, SECTION_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,15 +37,15 @@ CUSTOM = ModalConfig(
 
 @pytest.fixture
 def app_with(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Re-import coral.modal_app with a given `modal` section; restore the default after."""
+    """Re-import coral.modal.app with a given `modal` section; restore the default after."""
 
     def load(section: ModalConfig) -> Any:
         monkeypatch.setenv(SECTION_ENV, section.model_dump_json())
-        return importlib.reload(coral.modal_app)
+        return importlib.reload(coral.modal.app)
 
     yield load
     monkeypatch.delenv(SECTION_ENV, raising=False)
-    importlib.reload(coral.modal_app)
+    importlib.reload(coral.modal.app)
 
 
 def settings(module: Any, name: str) -> dict[str, Any]:
@@ -88,15 +87,15 @@ def test_every_function_takes_its_settings_from_the_config(app_with: Any) -> Non
 
 
 def test_the_default_import_deploys_the_resolved_config() -> None:
-    config = coral.modal_app.app_config()
-    got = settings(coral.modal_app, "train_worker")
+    config = coral.modal.app.app_config()
+    got = settings(coral.modal.app, "train_worker")
     assert (got["gpu"], got["timeout"], got["max_containers"], got["scaledown_window"]) == (
         config.gpu_train, config.timeout_train, config.max_containers, config.idle_seconds)
     assert got["volumes"] == {CONTAINER_HOME: config.volume}
 
 
 def test_the_generation_worker_loads_its_model_once_per_container() -> None:
-    cls = synchronizer._translate_in(coral.modal_app.GenerateWorker)._user_cls
+    cls = synchronizer._translate_in(coral.modal.app.GenerateWorker)._user_cls
     enter = _find_partial_methods_for_user_cls(cls, _PartialFunctionFlags.ENTER_POST_SNAPSHOT)
     methods = _find_partial_methods_for_user_cls(cls, _PartialFunctionFlags.CALLABLE_INTERFACE)
     assert list(enter) == ["load"]
@@ -109,16 +108,16 @@ def test_config_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     path.write_text("modal:\n  app_name: from-file\n  gpu_train: L4\n")
     monkeypatch.delenv(SECTION_ENV, raising=False)
     monkeypatch.setenv(CONFIG_ENV, str(path))
-    assert coral.modal_app.app_config().app_name == "from-file"
+    assert coral.modal.app.app_config().app_name == "from-file"
     monkeypatch.setenv(SECTION_ENV, ModalConfig(app_name="from-env").model_dump_json())
-    assert coral.modal_app.app_config().app_name == "from-env"  # the baked section wins
+    assert coral.modal.app.app_config().app_name == "from-env"  # the baked section wins
     monkeypatch.setenv(SECTION_ENV, '{"app_name": "x", "gpu": "H100"}')
     with pytest.raises(ConfigError, match=f"^{SECTION_ENV}: not a valid modal section"):
-        coral.modal_app.app_config()
+        coral.modal.app.app_config()
     monkeypatch.delenv(SECTION_ENV)
     monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="config file not found"):
-        coral.modal_app.app_config()
+        coral.modal.app.app_config()
 
 
 def test_bad_modal_settings_are_refused_before_deploying() -> None:
@@ -134,7 +133,7 @@ def test_image_pins_match_constraints() -> None:
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==")
             pinned[name.strip().lower().replace("_", "-")] = version.strip()
-    for requirement in coral.modal_app.PINNED:
+    for requirement in coral.modal.app.PINNED:
         name, version = requirement.split("==")
         assert pinned[name.lower().replace("_", "-")] == version, requirement
 
@@ -145,7 +144,7 @@ def refuse(event, args):
     if event in ("socket.connect", "socket.getaddrinfo"):
         raise RuntimeError(f"network use at import: {event} {args!r}")
 sys.addaudithook(refuse)
-import coral.modal_app as m
+import coral.modal.app as m
 print(m.app.name, sorted(m.app.registered_functions))
 """
 

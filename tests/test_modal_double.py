@@ -20,12 +20,13 @@ from modal import exception as modal_exception
 from coral.cli import main
 from coral.config import Config, ModalConfig
 from coral.errors import CoralError
-from coral.jobs import CLAIMS_DICT, LEASES_DICT, job_queue
-from coral.modal_launcher import SECTION_ENV, status
-from coral.transport import open_transport
-from coral.transport.base import TransportError
-from coral.transport.modal_backend import NO_CREDENTIALS, ModalTransport, has_credentials
-from coral.transport.modal_double import (
+from coral.execution.jobs import CLAIMS_DICT, LEASES_DICT, job_queue
+from coral.execution.transport import open_transport
+from coral.execution.transport.base import TransportError
+from coral.execution.transport.modal_backend import NO_CREDENTIALS, ModalTransport, has_credentials
+from coral.modal.constants import SECTION_ENV
+from coral.modal.launcher import status
+from coral.testing.modal_double import (
     MAX_PARTITION_BYTES,
     MAX_PARTITION_ITEMS,
     ModalDouble,
@@ -223,7 +224,7 @@ def test_deploy_runs_modal_deploy_with_the_validated_section(
     section = json.loads(out[0].removeprefix(f"{SECTION_ENV}="))
     assert (section["app_name"], section["gpu_train"], section["max_containers"]) == (
         "coral-x", "A10G", 3)
-    assert out[1].endswith("-m modal deploy -m coral.modal_app")
+    assert out[1].endswith("-m modal deploy -m coral.modal.app")
 
     calls: list[tuple[list[str], dict[str, str]]] = []
 
@@ -236,7 +237,7 @@ def test_deploy_runs_modal_deploy_with_the_validated_section(
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-x")
     assert main(["modal", "deploy", str(config)]) == 0
     (cmd, env), = calls
-    assert cmd[1:] == ["-m", "modal", "deploy", "-m", "coral.modal_app"]
+    assert cmd[1:] == ["-m", "modal", "deploy", "-m", "coral.modal.app"]
     assert ModalConfig.model_validate_json(env[SECTION_ENV]).gpu_train == "A10G"
 
 

@@ -1,4 +1,4 @@
-"""Faults on the modal backend, offline: the real worker body (coral.modal_runtime.serve) and the
+"""Faults on the modal backend, offline: the real worker body (coral.modal.runtime.serve) and the
 real QueueExecutor over the Modal double.
 
 Workers that get killed are separate processes sharing the double through its server (as Modal
@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 
 from coral.config import BackendConfig
-from coral.executor import QueueExecutor
-from coral.jobs import LEASES_DICT, RESULTS_QUEUE, job_queue, lease_key
-from coral.modal_runtime import serve
-from coral.transport.base import MAX_PARTITION_ITEMS
-from coral.transport.modal_backend import ModalTransport
-from coral.transport.modal_double import ModalDouble, shared_server
+from coral.execution.executor import QueueExecutor
+from coral.execution.jobs import LEASES_DICT, RESULTS_QUEUE, job_queue, lease_key
+from coral.execution.transport.base import MAX_PARTITION_ITEMS
+from coral.execution.transport.modal_backend import ModalTransport
+from coral.modal.runtime import serve
+from coral.testing.modal_double import ModalDouble, shared_server
 
 TESTS = Path(__file__).resolve().parent
 LEASE = 1.0
@@ -37,12 +37,12 @@ BACKEND = BackendConfig(lease_seconds=LEASE, max_retries=2)
 _WORKER = """
 import json, logging, sys
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-from coral.modal_runtime import serve
-from coral.transport.modal_double import connect
+from coral.modal.runtime import serve
+from coral.testing.modal_double import connect
 info = json.loads(sys.argv[1])
 api = connect((info["host"], info["port"]), bytes.fromhex(info["authkey"]))
 serve(["echo", "test", "train"], app_name=info["app"], idle_seconds=120, lease_seconds=info["lease"],
-      handlers="job_handlers_for_tests:HANDLERS", worker_id="modal:" + sys.argv[2], api=api)
+      handlers="coral.testing.handlers:HANDLERS", worker_id="modal:" + sys.argv[2], api=api)
 """
 
 
@@ -72,7 +72,7 @@ class Containers:
         for _ in range(n):
             name = f"c{len(self.procs)}"
             with open(self.log_dir / f"{name}.log", "wb") as log:
-                self.procs[name] = subprocess.Popen(  # noqa: S603
+                self.procs[name] = subprocess.Popen(
                     [sys.executable, "-c", _WORKER, self.info, name], env=env,
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 

@@ -17,15 +17,15 @@ import yaml
 
 from coral.config import REPO_ROOT, BackendConfig, Config, ModalConfig, ModelConfig
 from coral.errors import ConfigError, CoralError
-from coral.executor import QueueExecutor
+from coral.execution.executor import QueueExecutor
+from coral.execution.jobs import job_queue
+from coral.execution.messages import Job, encode
+from coral.execution.transport.local import LocalTransport
+from coral.execution.transport.modal_backend import ModalTransport
 from coral.hashing import content_hash
-from coral.jobs import job_queue
-from coral.messages import Job, encode
-from coral.modal_launcher import ModalLauncher, container_model_json, submit_run
-from coral.modal_runtime import ContainerWorker, orchestrate, serve
-from coral.transport.local import LocalTransport
-from coral.transport.modal_backend import ModalTransport
-from coral.transport.modal_double import ModalDouble
+from coral.modal.launcher import ModalLauncher, container_model_json, submit_run
+from coral.modal.runtime import ContainerWorker, orchestrate, serve
+from coral.testing.modal_double import ModalDouble
 
 APP = "coral"
 
@@ -131,7 +131,7 @@ def test_local_model_paths_become_container_paths() -> None:
 
 def test_the_launcher_needs_the_modal_transport(tmp_path: Path) -> None:
     with pytest.raises(CoralError, match="needs the modal transport"):
-        ModalLauncher(LocalTransport(tmp_path / "q.sqlite"), Config())  # type: ignore[arg-type]
+        ModalLauncher(LocalTransport(tmp_path / "q.sqlite"), Config())
 
 
 # ------------------------------------------------------------------ container bodies
@@ -155,7 +155,7 @@ def test_a_container_preloads_its_model_and_syncs_the_volume_around_jobs(
         _PRELOADS.append(model.name)
         return ctx.resource(f"base:{content_hash(model)}", lambda: "loaded at enter")
 
-    monkeypatch.setattr("coral.job_bodies._base", fake_base)
+    monkeypatch.setattr("coral.execution.job_bodies._base", fake_base)
     (tmp_path / "vol").mkdir()
     api = ModalDouble(volume_root=tmp_path)
     model = ModelConfig(name="some/model")
@@ -206,7 +206,7 @@ def test_a_whole_run_goes_to_the_orchestrator(monkeypatch: pytest.MonkeyPatch,
         seen.append(config)
         return Result(run_id, "finished")
 
-    monkeypatch.setattr("coral.engine.run_from_config", fake_run)
+    monkeypatch.setattr("coral.run.lifecycle.run_from_config", fake_run)
     # In the container the checkout is /root; here REPO_ROOT plays it.
     out = orchestrate(config_yaml, str(REPO_ROOT / "configs"), run_id,
                       volume_name="coral-home", api=api)

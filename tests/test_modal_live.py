@@ -1,7 +1,7 @@
 """Against real Modal, only when MODAL_TOKEN_ID and MODAL_TOKEN_SECRET are set as pytest starts.
 
 The contract, worker and executor suites also gain a `modal-live` backend then (see
-transport_factories.py); this file checks the Modal-only facts on the real service.
+coral.testing.transports.py); this file checks the Modal-only facts on the real service.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from transport_factories import _LIVE_TOKEN, make_modal_live
 
-from coral.transport.base import Transport
+from coral.execution.transport.base import Transport
+from coral.testing.transports import _LIVE_TOKEN, make_modal_live
 
 pytestmark = pytest.mark.skipif(not all(_LIVE_TOKEN), reason="no Modal token in the environment")
 

@@ -11,7 +11,7 @@ from model_fixtures import build_tiny_model, problems
 
 from coral.config import ModelConfig, TrainingConfig
 from coral.errors import AdapterError, ConfigError
-from coral.genome import HeavyGenes
+from coral.evolution.genome import HeavyGenes
 from coral.model.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,

@@ -13,7 +13,7 @@ from model_fixtures import build_tiny_model, problems
 
 from coral.config import GenerationConfig, ModelConfig, TrainingConfig
 from coral.errors import AdapterError, CoralError
-from coral.genome import HeavyGenes, Knobs
+from coral.evolution.genome import HeavyGenes, Knobs
 from coral.home import Home
 from coral.model.adapters import (
     ADAPTER_CONFIG,

@@ -24,18 +24,19 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 
 from coral import analysis
+from coral.analysis.notebook import parse_key_numbers, run_id_from_env, run_ids_from_env
 from coral.config import load_config
-from coral.engine import gene_key, run_from_config
 from coral.errors import CoralError
-from coral.events import read_events
-from coral.genome import Genome
+from coral.evolution.genome import Genome
 from coral.home import Home
-from coral.ingest import Ingestor
-from coral.notebook_support import parse_key_numbers, run_id_from_env, run_ids_from_env
+from coral.model.adapters import gene_key
+from coral.run.events import read_events
+from coral.run.lifecycle import run_from_config
+from coral.store.ingest import Ingestor
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
-FAKES = "tests.test_engine_fakes:HANDLERS"
+FAKES = "coral.testing.fakes:HANDLERS"
 # Constant dropout: heavy genes take few values, so the cache gets hits to account for.
 BASE = ["generations=3", "population=6", "genes.dropout=[0.05,0.05]"]
 RUNS = {"evo-s0": ["seed=0"], "evo-s1": ["seed=1"], "grid-s0": ["strategy=grid"],

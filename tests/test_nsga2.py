@@ -1,6 +1,6 @@
 import numpy as np
 
-from coral import nsga2
+from coral.evolution import nsga2
 
 
 def brute_fronts(points: np.ndarray) -> list[list[int]]:

@@ -1,13 +1,12 @@
-"""coral.objectives: the formulas, the real linters behind style and security, determinism."""
+"""coral.sandbox.objectives: the formulas, the real linters behind style and security, determinism."""
 
 from __future__ import annotations
 
 import pytest
 
-from coral import objectives
-from coral.bench.problem import JsonCase, Problem
-from coral.bench.runner import CaseResult, RunnerLimits
-from coral.objectives import (
+from coral.benchmark.problem import JsonCase, Problem
+from coral.sandbox import objectives
+from coral.sandbox.objectives import (
     CandidateScore,
     aggregate,
     code_lines,
@@ -18,6 +17,7 @@ from coral.objectives import (
     security_scores,
     style_scores,
 )
+from coral.sandbox.runner import CaseResult, RunnerLimits
 
 FAST = RunnerLimits(step_budget=50_000, import_step_budget=50_000)
 CORRECT = "def total(xs):\n    return sum(xs)\n"
@@ -138,7 +138,7 @@ def test_reference_runs_once_per_problem_content(monkeypatch: pytest.MonkeyPatch
     calls = []
     real = objectives.run_candidate
 
-    def counting(problem, source, limits=None):  # type: ignore[no-untyped-def]
+    def counting(problem, source, limits=None):
         calls.append(source)
         return real(problem, source, limits)
 

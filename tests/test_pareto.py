@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from coral.errors import CoralError
-from coral.pareto import front_ranks, fronts, hypervolume, pareto_front
+from coral.evolution.pareto import front_ranks, fronts, hypervolume, pareto_front
 from coral.rng import stream
 
 

@@ -7,9 +7,9 @@ import ast
 import pytest
 from conftest import REPO
 
-from coral.bench.extract import extract_candidate
-from coral.bench.loader import load_benchmark
-from coral.bench.prompts import END_OF_ANSWER, build_prompt, build_target, strip_module_strings
+from coral.benchmark.extract import extract_candidate
+from coral.benchmark.loader import load_benchmark
+from coral.benchmark.prompts import END_OF_ANSWER, build_prompt, build_target, strip_module_strings
 from coral.errors import BenchmarkError
 
 BUGGY = "def gcd(a, b):\n    if b == 0:\n        return a\n    return gcd(a % b, b)\n"
@@ -21,11 +21,11 @@ if (REPO / "data" / "problems" / "python_programs").is_dir():
 
 @pytest.mark.parametrize("style", ["base", "instruct"])
 def test_prompt_shows_name_and_code_and_opens_a_fence(style: str) -> None:
-    prompt = build_prompt("gcd", BUGGY, style)  # type: ignore[arg-type]
+    prompt = build_prompt("gcd", BUGGY, style)
     assert "`gcd`" in prompt
     assert "```python\n" + BUGGY.rstrip("\n") + "\n```" in prompt
     assert prompt.endswith("```python\n")
-    assert prompt == build_prompt("gcd", "\n" + BUGGY + "\n\n", style)  # type: ignore[arg-type]
+    assert prompt == build_prompt("gcd", "\n" + BUGGY + "\n\n", style)
 
 
 def test_styles_differ_and_default_is_base() -> None:
@@ -37,7 +37,7 @@ def test_styles_differ_and_default_is_base() -> None:
 
 def test_unknown_style_and_fence_in_source_are_rejected() -> None:
     with pytest.raises(ValueError, match="prompt style"):
-        build_prompt("gcd", BUGGY, "chat")  # type: ignore[arg-type]
+        build_prompt("gcd", BUGGY, "chat")
     with pytest.raises(BenchmarkError, match="gcd: buggy program contains"):
         build_prompt("gcd", BUGGY + "s = '```'\n")
     with pytest.raises(BenchmarkError, match="fixed program contains"):

@@ -1,11 +1,11 @@
-"""coral.bench.runner: judging good and buggy candidates, JSON and pytest-style."""
+"""coral.sandbox.runner: judging good and buggy candidates, JSON and pytest-style."""
 
 from __future__ import annotations
 
 import pytest
 
-from coral.bench.problem import JsonCase, Problem
-from coral.bench.runner import CandidateRun, RunnerLimits, check_problem, outputs_match, run_candidate
+from coral.benchmark.problem import JsonCase, Problem
+from coral.sandbox.runner import CandidateRun, RunnerLimits, check_problem, outputs_match, run_candidate
 
 FAST = RunnerLimits(step_budget=20_000, import_step_budget=20_000)
 

@@ -1,4 +1,4 @@
-"""coral.sandbox.run_sandboxed: what a box sees, and how each limit ends it."""
+"""coral.sandbox.box.run_sandboxed: what a box sees, and how each limit ends it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from coral.sandbox import (
+from coral.sandbox.box import (
     SandboxLimits,
     SandboxSetupError,
     isolation_available,
@@ -39,7 +39,7 @@ def test_runs_with_files_stdin_and_an_empty_environment(monkeypatch: pytest.Monk
     lines = res.stdout.decode().splitlines()
     assert lines[0] == "00ff ['data.bin', 'sub']"
     assert lines[1] == "from stdin"
-    env = eval(lines[2])  # noqa: S307 - our own print of a list of str
+    env = eval(lines[2])  # our own print of a list of str
     assert "CORAL_FAKE_TOKEN" not in env
     assert set(env) <= {
         "PATH",

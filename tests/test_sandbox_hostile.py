@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from coral.bench.problem import JsonCase, Problem
-from coral.bench.runner import CandidateRun, RunnerLimits, run_candidate
-from coral.sandbox import isolation_available, sandbox_uid_range
+from coral.benchmark.problem import JsonCase, Problem
+from coral.sandbox.box import isolation_available, sandbox_uid_range
+from coral.sandbox.runner import CandidateRun, RunnerLimits, run_candidate
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "REFERENCE-SECRET-5b1e9a"

@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from coral.errors import CoralError
-from coral.store import Store, StoreError
-from coral.store_schema import SCHEMA_VERSION
+from coral.store.schema import SCHEMA_VERSION
+from coral.store.store import Store, StoreError
 
 
 def _event(seq: int, type_: str = "run_started", **data) -> dict:
@@ -108,9 +108,9 @@ def test_apply_frames_takes_several_runs_in_one_transaction() -> None:
 def _version_1_store_with_a_job(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A store as CORAL wrote it at schema version 1: an event, a job and its evaluation row,
     written with the SQL of that version (today's insert code targets today's tables)."""
-    from coral import store_schema
+    from coral.store import schema as store_schema
 
-    monkeypatch.setattr("coral.store.MIGRATIONS", store_schema.MIGRATIONS[:1])
+    monkeypatch.setattr("coral.store.store.MIGRATIONS", store_schema.MIGRATIONS[:1])
     store = Store(path)
     store.con.execute("INSERT INTO runs (run_id) VALUES ('r')")
     store.con.execute("INSERT INTO events VALUES ('r', 0, 'r:00000000', 'run_started', NULL, 1.5, '{}'), "

@@ -1,5 +1,5 @@
 """Shared by the store, ingest and analysis tests: small real runs made by the engine with
-stand-in job bodies (tests/test_engine_fakes.py), once per session."""
+stand-in job bodies (coral/testing/fakes.py), once per session."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from coral.config import load_config
-from coral.engine import run_from_config
 from coral.home import Home
+from coral.run.lifecycle import run_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
-FAKES = "tests.test_engine_fakes:HANDLERS"
+FAKES = "coral.testing.fakes:HANDLERS"
 RUNS = {"alpha": ["generations=3", "population=4"], "beta": ["generations=2", "population=4", "seed=1"]}
 
 

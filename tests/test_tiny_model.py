@@ -8,12 +8,12 @@ from pathlib import Path
 
 from conftest import REPO
 
-from coral.bench.extract import extract_candidate
-from coral.bench.loader import load_benchmark
-from coral.bench.prompts import build_prompt
-from coral.bench.split import load_split
+from coral.benchmark.extract import extract_candidate
+from coral.benchmark.loader import load_benchmark
+from coral.benchmark.prompts import build_prompt
+from coral.benchmark.split import load_split
 from coral.config import GenerationConfig, ModelConfig
-from coral.genome import Knobs
+from coral.evolution.genome import Knobs
 from coral.model.tiny import META_FILE
 
 MODEL = REPO / "data" / "models" / "tiny-code"
@@ -56,7 +56,7 @@ def test_adapters_change_what_the_model_writes(tmp_path: Path) -> None:
     """Two genomes with different heavy genes train different adapters on the committed model,
     and their answers differ: the evolution has something to select on."""
     from coral.config import TrainingConfig
-    from coral.genome import HeavyGenes
+    from coral.evolution.genome import HeavyGenes
     from coral.home import Home
     from coral.model.adapters import adapter_cache_key, data_fingerprint
     from coral.model.generate import generate_for_genome

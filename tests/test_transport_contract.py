@@ -1,4 +1,4 @@
-"""The transport contract (coral/transport/base.py), for every backend in transport_factories.
+"""The transport contract (coral/execution/transport/base.py), for every backend in coral.testing.transports.
 
 Modal-shaped semantics: FIFO per partition, queue.Empty on timeout, None from a non-blocking get,
 item size limit, partition cap -> queue.Full, put-if-absent that exactly one caller wins.
@@ -16,15 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from transport_factories import FACTORIES, TransportFactory, by_name
 
-from coral.transport.base import (
+from coral.execution.transport.base import (
     MAX_ITEM_BYTES,
     MAX_PARTITION_ITEMS,
     ItemTooLarge,
     Transport,
 )
-from coral.transport.local import LocalTransport
+from coral.execution.transport.local import LocalTransport
+from coral.testing.transports import FACTORIES, TransportFactory, by_name
 
 
 @pytest.fixture(params=FACTORIES, ids=lambda f: f.name)
@@ -121,9 +121,9 @@ def test_items_are_text_within_the_size_limit(transport: Transport) -> None:
     with pytest.raises(ItemTooLarge):
         q.put_many(["ok", "é" * (MAX_ITEM_BYTES // 2 + 1)])  # counted in UTF-8 bytes
     with pytest.raises(TypeError):
-        q.put(b"bytes")  # type: ignore[arg-type]
+        q.put(b"bytes")
     with pytest.raises(TypeError):
-        q.put({"a": 1})  # type: ignore[arg-type]
+        q.put({"a": 1})
     assert q.len() == 0  # a rejected put_many stores nothing
 
 
@@ -211,7 +211,7 @@ def test_dict_values_must_be_json(transport: Transport) -> None:
     with pytest.raises(TypeError):
         d.put("k", float("nan"))
     with pytest.raises(TypeError):
-        d.put(3, "v")  # type: ignore[arg-type]
+        d.put(3, "v")
     with pytest.raises(ItemTooLarge):
         d.put("k", "x" * MAX_ITEM_BYTES)
     assert not d.contains("k")

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 from conftest import run_coral
-from transport_factories import FACTORIES, TransportFactory
 
 from coral.errors import CoralError
-from coral.jobs import (
+from coral.execution.jobs import (
     CLAIMS_DICT,
     LEASES_DICT,
     RESULTS_QUEUE,
@@ -26,9 +25,10 @@ from coral.jobs import (
     job_queue,
     lease_key,
 )
-from coral.messages import Job, JobResult, decode, encode
-from coral.transport.base import MAX_ITEM_BYTES, Transport
-from coral.workers import Worker, expand_kinds, one_line
+from coral.execution.messages import Job, JobResult, decode, encode
+from coral.execution.transport.base import MAX_ITEM_BYTES, Transport
+from coral.execution.workers import Worker, expand_kinds, one_line
+from coral.testing.transports import FACTORIES, TransportFactory
 
 
 @pytest.fixture(params=FACTORIES, ids=lambda f: f.name)
@@ -40,7 +40,7 @@ def transport(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Transp
 
 
 def job(job_id: str, kind: str = "echo", run_id: str = "run-w", **payload: Any) -> Job:
-    return Job(job_id=job_id, run_id=run_id, kind=kind, payload=payload)  # type: ignore[arg-type]
+    return Job(job_id=job_id, run_id=run_id, kind=kind, payload=payload)
 
 
 def results(transport: Transport, run_id: str = "run-w", n: int = 1) -> list[JobResult]:
@@ -68,7 +68,7 @@ def test_bad_items_are_logged_and_dropped_and_nothing_else_is_lost(
     q.put("{not json")
     q.put('{"job_id": "no-run-id", "kind": "echo"}')
     q.put(encode(job("b", n=2)))
-    with caplog.at_level(logging.ERROR, logger="coral.workers"):
+    with caplog.at_level(logging.ERROR, logger="coral.execution.workers"):
         worker, thread = serve(transport, ["echo"])
         got = results(transport, n=2)
         worker.stop.set()
@@ -160,12 +160,12 @@ def test_several_kinds_are_served(transport: Transport) -> None:
 
 
 def test_kinds_without_a_handler_are_refused(transport: Transport) -> None:
-    only_echo = Handlers(builtins={"echo": "coral.jobs:echo"})
+    only_echo = Handlers(builtins={"echo": "coral.execution.jobs:echo"})
     with pytest.raises(CoralError, match="no handler for job kind"):
         Worker(transport, ["train"], handlers=only_echo)
     with pytest.raises(CoralError, match="unknown job kind"):
         expand_kinds(["bogus"], Handlers())
-    some = Handlers({"test": lambda j, c: {}}, builtins={"echo": "coral.jobs:echo"})
+    some = Handlers({"test": lambda j, c: {}}, builtins={"echo": "coral.execution.jobs:echo"})
     assert expand_kinds(["all"], some) == ["echo", "test"]
     with pytest.raises(CoralError, match="no handler for job kind 'train'"):
         some.get("train")
@@ -175,8 +175,8 @@ def test_kinds_without_a_handler_are_refused(transport: Transport) -> None:
 @pytest.mark.parametrize("spec, message", [
     ("no_colon", "expected module:attr"),
     ("no_such_module_xyz:H", "cannot import"),
-    ("coral.jobs:NOPE", "has no attribute"),
-    ("coral.jobs:JOB_KINDS", "must name a dict"),
+    ("coral.execution.jobs:NOPE", "has no attribute"),
+    ("coral.execution.jobs:JOB_KINDS", "must name a dict"),
 ])
 def test_handler_specs_fail_with_one_line(spec: str, message: str) -> None:
     with pytest.raises(CoralError, match=message):
@@ -292,8 +292,8 @@ def test_a_holder_renews_its_claim(transport: Transport) -> None:
 
 
 def test_worker_command_serves_and_exits_when_idle(tmp_path: Path) -> None:
+    from coral.execution.transport import open_transport
     from coral.home import Home
-    from coral.transport import open_transport
 
     home = Home(tmp_path / "home")
     with open_transport("local", home=home) as transport:
@@ -320,6 +320,6 @@ def test_worker_command_bad_input_is_one_line(args: list[str], message: str) -> 
 
 def test_the_worker_default_lease_matches_the_config_default() -> None:
     from coral.config import BackendConfig
-    from coral.workers import DEFAULT_LEASE_SECONDS
+    from coral.execution.workers import DEFAULT_LEASE_SECONDS
 
     assert BackendConfig().lease_seconds == DEFAULT_LEASE_SECONDS

@@ -2,7 +2,7 @@
 
 kill -9 mid-job, kill -9 of a claim holder, a raising job, a bad queue item, two runs side by
 side, identical heavy genes on two workers. On the local backend the workers are the real
-`coral worker` command; on others, `python -m job_handlers_for_tests FACTORY FOLDER`. Short
+`coral worker` command; on others, `python -m coral.testing.handlers FACTORY FOLDER`. Short
 leases (1 s) keep this quick.
 """
 
@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from transport_factories import FACTORIES, TransportFactory
 
 from coral.config import BackendConfig
-from coral.executor import LocalWorkerPool, QueueExecutor
+from coral.execution.executor import LocalWorkerPool, QueueExecutor
+from coral.execution.jobs import CLAIMS_DICT, LEASES_DICT, RESULTS_QUEUE, claim_key, job_queue, lease_key
+from coral.execution.messages import JobResult
+from coral.execution.transport.base import Transport
 from coral.home import Home
-from coral.jobs import CLAIMS_DICT, LEASES_DICT, RESULTS_QUEUE, claim_key, job_queue, lease_key
-from coral.messages import JobResult
-from coral.transport.base import Transport
+from coral.testing.transports import FACTORIES, TransportFactory
 
 TESTS = Path(__file__).resolve().parent
 LEASE = 1.0
 BACKEND = BackendConfig(lease_seconds=LEASE, max_retries=2)
-HANDLERS = "job_handlers_for_tests:HANDLERS"
+HANDLERS = "coral.testing.handlers:HANDLERS"
 
 
 SHARED = [f for f in FACTORIES if f.multiprocess]
@@ -43,7 +43,7 @@ class FactoryWorkerPool(LocalWorkerPool):
         self.factory, self.folder = factory, folder
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "job_handlers_for_tests", self.factory.name,
+        cmd = [sys.executable, "-m", "coral.testing.handlers", self.factory.name,
                str(self.folder), "--lease-seconds", str(self.lease_seconds)]
         for kind in self.kinds:
             cmd += ["--kind", kind]

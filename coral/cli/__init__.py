@@ -15,7 +15,7 @@ COMMAND_MODULES = [
     "coral.cli.config_cmd",
     "coral.cli.run_cmd",
     "coral.cli.worker_cmd",
-    "coral.cli.bench_cmd",
+    "coral.cli.benchmark_cmd",
     "coral.cli.modal_cmd",
     "coral.cli.model_cmd",
     "coral.cli.ingest_cmd",

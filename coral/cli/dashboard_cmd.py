@@ -17,14 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     # Loopback by default: the dashboard launches runs, so exposing it must be a deliberate choice.
     dash.add_argument("--address", default="127.0.0.1",
                       help="interface to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    dash.add_argument("--handlers", default=None, metavar="MODULE:ATTR",
+                      help="stand-in job bodies for runs launched from the pages (tests)")
     dash.set_defaults(func=_dashboard)
 
 
-def streamlit_command(port: int, address: str) -> list[str]:
-    """The argument list that serves app.py (never a shell string)."""
-    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", address,
-            "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false"]
+def streamlit_command(port: int, address: str, handlers: str | None = None) -> list[str]:
+    """The argument list that serves app.py (never a shell string); app.py's own arguments
+    follow `--` (Streamlit hands them to the script as sys.argv)."""
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", address,
+           "--server.port", str(port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false"]
+    return cmd + (["--", "--handlers", handlers] if handlers else [])
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -36,4 +40,4 @@ def _dashboard(args: argparse.Namespace) -> int:
         raise CoralError(f"dashboard entry point not found: {APP}")
     print(f"CORAL dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
     # cwd = the repository, so Streamlit finds .streamlit/config.toml and pages/.
-    return subprocess.call(streamlit_command(args.port, args.address), cwd=REPO_ROOT)  # noqa: S603
+    return subprocess.call(streamlit_command(args.port, args.address, args.handlers), cwd=REPO_ROOT)

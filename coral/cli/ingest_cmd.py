@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _ingest(args: argparse.Namespace) -> int:
     from coral.errors import CoralError
     from coral.home import Home
-    from coral.ingest import Ingestor
+    from coral.store.ingest import Ingestor
 
     if args.interval <= 0:
         raise CoralError(f"--interval must be positive, got {args.interval}")
@@ -42,8 +42,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, ingestor: object, applied: int) -> None:
-    counts = ingestor.store.counts()  # type: ignore[attr-defined]
-    status = ingestor.status  # type: ignore[attr-defined]
+    counts = ingestor.store.counts()
+    status = ingestor.status
     if args.json:
         print(json.dumps({"applied": applied, "counts": counts, "waiting": status.waiting}), flush=True)
     else:

@@ -18,7 +18,7 @@ from typing import Any
 def register(sub: argparse._SubParsersAction) -> None:
     modal = sub.add_parser("modal", help="deploy the Modal app, inspect its queues")
     modal_sub = modal.add_subparsers(dest="modal_command", required=True, metavar="ACTION")
-    deploy = modal_sub.add_parser("deploy", help="deploy coral/modal_app.py with this config")
+    deploy = modal_sub.add_parser("deploy", help="deploy coral/modal/app.py with this config")
     status = modal_sub.add_parser("status", help="queue depths, workers, adapter cache")
     for parser in (deploy, status):
         parser.add_argument("config", nargs="?", help="a CORAL config (its `modal` section)")
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _config(args: argparse.Namespace) -> Any:
     from coral.config import apply_overrides, load_config, validate_config
-    from coral.modal_launcher import DEFAULT_CONFIG
+    from coral.modal.launcher import DEFAULT_CONFIG
 
     if args.config:
         return load_config(args.config, args.overrides)
@@ -45,12 +45,12 @@ def _config(args: argparse.Namespace) -> Any:
 
 def deploy_command() -> list[str]:
     """`modal deploy` of the app module, through this interpreter (no shell)."""
-    return [sys.executable, "-m", "modal", "deploy", "-m", "coral.modal_app"]
+    return [sys.executable, "-m", "modal", "deploy", "-m", "coral.modal.app"]
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from coral.modal_launcher import SECTION_ENV
-    from coral.transport.modal_backend import check_credentials
+    from coral.execution.transport.modal_backend import check_credentials
+    from coral.modal.constants import SECTION_ENV
 
     section = _config(args).modal
     command = deploy_command()
@@ -62,12 +62,12 @@ def _deploy(args: argparse.Namespace) -> int:
     # The app module reads its settings from this variable at import (and bakes them into the
     # image), so what was validated here is exactly what gets deployed.
     env = {**os.environ, SECTION_ENV: section.model_dump_json()}
-    return subprocess.run(command, env=env, check=False).returncode  # noqa: S603
+    return subprocess.run(command, env=env, check=False).returncode
 
 
 def _status(args: argparse.Namespace) -> int:
-    from coral.modal_launcher import status
-    from coral.transport.modal_backend import check_credentials
+    from coral.execution.transport.modal_backend import check_credentials
+    from coral.modal.launcher import status
 
     config = _config(args)
     check_credentials()

@@ -127,7 +127,7 @@ def _bar(stage: str, counts: dict[str, int], tty: bool) -> str:
 def _run_on_modal(args: argparse.Namespace, run_id: str) -> int:
     """A Modal run's orchestrator lives on Modal too: its paths resolve inside the container,
     and closing the laptop does not stop it. Follow it with `coral modal status`."""
-    from coral.modal_launcher import submit_run
+    from coral.modal.launcher import submit_run
 
     overrides = [*args.overrides, "backend.kind=modal"]
     run_id, call_id = submit_run(args.config, overrides, run_id)
@@ -138,8 +138,8 @@ def _run_on_modal(args: argparse.Namespace, run_id: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from coral.engine import resolve_config, run_from_config
     from coral.home import Home, check_run_id, new_run_id
+    from coral.run.lifecycle import resolve_config, run_from_config
 
     config = resolve_config(args.config, args.overrides, args.backend, args.workers)
     run_id = check_run_id(args.run_id) if args.run_id else new_run_id()
@@ -154,47 +154,22 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _detach(args: argparse.Namespace, run_id: str, home: Any) -> int:
-    import os
-    import subprocess
+    from coral.run.detached import ORCHESTRATOR_LOG, run_command, start_detached, wait_registered
 
-    folder = home.ensure().run_dir(run_id)
-    if (folder / "config.yaml").exists():
-        from coral.errors import CoralError
-
-        raise CoralError(f"run {run_id} already exists in {home.runs}")
-    folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "coral", "run", os.path.abspath(args.config), "--run-id", run_id]
-    for text in args.overrides:
-        cmd += ["--set", text]
-    if args.backend:
-        cmd += ["--backend", args.backend]
-    if args.workers:
-        cmd += ["--workers", str(args.workers)]
-    if args.handlers:
-        cmd += ["--handlers", args.handlers]
+    cmd = run_command(args.config, run_id, args.overrides, args.backend, args.workers, args.handlers)
+    proc = start_detached(home, run_id, cmd)
     print(run_id, flush=True)
-    with open(folder / "orchestrator.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603 - arg list
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, "CORAL_HOME": str(home.root)})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if (folder / "status.json").exists():
-            print(f"run {run_id} registered; running in the background (pid {proc.pid}), "
-                  f"log: {folder / 'orchestrator.log'}")
-            return 0
-        if proc.poll() is not None:
-            tail = (folder / "orchestrator.log").read_text(errors="replace").strip().splitlines()
-            print(f"coral: error: run {run_id} exited before registering: "
-                  f"{tail[-1] if tail else 'no output'}", file=sys.stderr)
-            return 2
-        time.sleep(0.1)
-    print(f"coral: error: run {run_id} did not register within 120s", file=sys.stderr)
-    return 2
+    failure = wait_registered(home, run_id, proc)
+    if failure:
+        print(f"coral: error: {failure}", file=sys.stderr)
+        return 2
+    print(f"run {run_id} registered; running in the background (pid {proc.pid}), "
+          f"log: {home.run_dir(run_id) / ORCHESTRATOR_LOG}")
+    return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from coral.engine import resume_run
+    from coral.run.lifecycle import resume_run
 
     print(args.run_id, flush=True)
     result = resume_run(args.run_id, progress=Progress())
@@ -207,7 +182,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from coral.home import Home
-    from coral.runs import list_runs
+    from coral.run.registry import list_runs
 
     runs = list_runs(Home())
     if args.json:
@@ -225,7 +200,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from coral.home import Home
-    from coral.runs import run_status
+    from coral.run.registry import run_status
 
     status = run_status(Home(), args.run_id)
     if args.json:
@@ -242,23 +217,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from coral.engine import CONTROL_DICT, control_key
-    from coral.errors import CoralError
     from coral.home import Home
-    from coral.runs import ACTIVE, run_config, run_info
-    from coral.transport import open_transport
+    from coral.run.control import send_request
+    from coral.run.registry import run_config, run_info
 
     home = Home()
-    config = run_config(home, args.run_id)
-    state = run_info(home, args.run_id).state
-    if state not in ACTIVE:
-        raise CoralError(f"run {args.run_id} is {state}; only a running or paused run takes "
-                         f"{args.request}")
-    kind = "local" if config.backend.kind == "serial" else config.backend.kind
-    with open_transport(kind, home=home, config=config) as transport:
-        transport.dict(CONTROL_DICT).put(control_key(args.run_id),
-                                         {"request": args.request, "at": time.time()})
-    print(f"{args.request} requested for run {args.run_id} (honoured between jobs)")
+    print(send_request(home, args.run_id, run_config(home, args.run_id),
+                       run_info(home, args.run_id).state, args.request))
     return 0
 
 
@@ -266,7 +231,7 @@ def _control(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from coral.engine import validate_config_runs
+    from coral.run.lifecycle import validate_config_runs
 
     report = validate_config_runs(args.config, args.overrides, max(2, args.workers),
                                   handlers=args.handlers)
@@ -287,7 +252,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _cache_ls(args: argparse.Namespace) -> int:
-    from coral.runs import list_adapters
+    from coral.run.registry import list_adapters
 
     entries = list_adapters()
     if args.json:
@@ -304,7 +269,7 @@ def _cache_ls(args: argparse.Namespace) -> int:
 
 
 def _cache_prune(args: argparse.Namespace) -> int:
-    from coral.runs import prune
+    from coral.run.registry import prune
 
     removed = prune(unused=args.unused, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
@@ -315,7 +280,7 @@ def _cache_prune(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from coral.runs import export_adapter
+    from coral.run.registry import export_adapter
 
     out = export_adapter(args.run_id, args.genome_id, args.out)
     print(f"exported adapter of genome {args.genome_id} to {out}")

@@ -40,10 +40,10 @@ def _positive(text: str) -> float:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from coral.execution.jobs import Handlers
+    from coral.execution.transport import open_transport
+    from coral.execution.workers import DEFAULT_LEASE_SECONDS, Worker, expand_kinds
     from coral.home import Home
-    from coral.jobs import Handlers
-    from coral.transport import open_transport
-    from coral.workers import DEFAULT_LEASE_SECONDS, Worker, expand_kinds
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s coral-worker[%(process)d] %(levelname)s %(message)s")

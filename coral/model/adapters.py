@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coral.config import TrainingConfig
 from coral.errors import AdapterError
-from coral.genome import HeavyGenes
+from coral.evolution.genome import Genome, HeavyGenes
 from coral.hashing import content_hash
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -35,6 +35,11 @@ KEY_LENGTH = 24  # hex characters of sha256: 96 bits, folder names stay short
 def canonical_genes(genes: HeavyGenes) -> HeavyGenes:
     """Target modules as a sorted set: ('v_proj', 'q_proj') trains what the reverse trains."""
     return genes.model_copy(update={"target_modules": tuple(sorted(set(genes.target_modules)))})
+
+
+def gene_key(genome: Genome) -> str:
+    """Identifies the adapter within a run (base, data and training settings are fixed per run)."""
+    return content_hash(canonical_genes(genome.genes))
 
 
 def data_fingerprint(pairs: Sequence[tuple[str, str]]) -> str:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from coral.bench.loader import CORRECT, PROGRAMS, problem_names, read_text
-from coral.bench.prompts import FENCE
-from coral.bench.split import SPLIT_FILE, derive_split, read_split
+from coral.benchmark.loader import CORRECT, PROGRAMS, problem_names, read_text
+from coral.benchmark.prompts import FENCE
+from coral.benchmark.split import SPLIT_FILE, derive_split, read_split
 from coral.errors import BenchmarkError
 from coral.hashing import content_hash
 
@@ -135,7 +135,7 @@ def extract_functions(
 
 
 def _split_names(root: Path, split_path: Path | None) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
-    """(all problem names, train, eval) as coral.bench.split decides them, from the folder
+    """(all problem names, train, eval) as coral.benchmark.split decides them, from the folder
     listing alone: the evaluation programs are never opened."""
     if not (root / PROGRAMS).is_dir():
         raise BenchmarkError(f"benchmark directory not found or without {PROGRAMS}/: {root}")

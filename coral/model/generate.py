@@ -17,10 +17,10 @@ from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import GenerationConfig as HFGenerationConfig
 
-from coral.bench.prompts import END_OF_ANSWER
+from coral.benchmark.prompts import END_OF_ANSWER
 from coral.config import GenerationConfig
 from coral.errors import AdapterError, CoralError
-from coral.genome import Knobs
+from coral.evolution.genome import Knobs
 from coral.model.adapters import AdapterInfo, check_base, read_adapter
 from coral.model.loading import LoadedModel, quiet_peft_wrap, seeded, strip_adapters
 from coral.rng import torch_seed

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from coral.bench.prompts import build_prompt, build_target
+from coral.benchmark.prompts import build_prompt, build_target
 from coral.errors import CoralError
 from coral.hashing import content_hash
 from coral.model.corpus import Corpus, build_corpus, inject_bug

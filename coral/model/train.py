@@ -19,11 +19,11 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from coral.bench.problem import Problem
-from coral.bench.prompts import PromptStyle, build_prompt, build_target
+from coral.benchmark.problem import Problem
+from coral.benchmark.prompts import PromptStyle, build_prompt, build_target
 from coral.config import TrainingConfig
 from coral.errors import AdapterError
-from coral.genome import HeavyGenes
+from coral.evolution.genome import HeavyGenes
 from coral.home import Home
 from coral.model.adapters import (
     ADAPTER_WEIGHTS,

@@ -1,0 +1,1 @@
+"""Where jobs go: messages, job bodies, executors, workers and the queue transports."""

@@ -1,0 +1,432 @@
+"""Executors: submit batches of jobs, get their results back, lose nothing.
+
+`QueueExecutor` puts jobs on the `jobs-KIND` queues and is the only consumer of its run's
+results partition (`results`, partition = run id). It deduplicates results by job id (the first
+final result wins; a zombie's late duplicate is dropped), re-submits failed jobs with attempt+1
+up to `backend.max_retries`, and re-enqueues jobs whose worker died: a lease that expired, or a
+job that left the queue but was never leased (see `_check_leases`).
+`SerialExecutor` runs the same handlers in-process through the same bookkeeping: debugging and
+the equivalence check. Both are used from one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from coral.config import BackendConfig
+from coral.errors import CoralError, MessageError
+from coral.execution.jobs import (
+    CLAIMS_DICT,
+    EVENTS_QUEUE,
+    JOB_KINDS,
+    LEASES_DICT,
+    RESULTS_QUEUE,
+    Handlers,
+    WorkerContext,
+    job_queue,
+    lease_key,
+)
+from coral.execution.messages import Job, JobResult, decode, encode
+from coral.execution.transport.base import Transport
+from coral.execution.workers import LocalWorkerPool, WorkerLauncher, execute_job
+from coral.home import Home, check_run_id
+
+__all__ = [
+    "BatchFuture", "CacheStats", "Executor", "LocalWorkerPool", "QueueExecutor",
+    "SerialExecutor", "WorkerLauncher",
+]
+
+log = logging.getLogger("coral.execution.executor")
+
+STATES = ("queued", "running", "done", "failed")
+_PUT_CHUNK = 500  # jobs per put_many: well under the partition cap and the item size limit
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    hits: int  # train results with output cache_hit true
+    misses: int  # ... false (this executor's results)
+    entries: int  # adapters done in the shared claims dict (all runs)
+
+
+@dataclass
+class ExecutorStats:
+    retries: int = 0  # re-submissions after a failed result
+    lease_expiries: int = 0  # re-submissions (or final failures) after a worker vanished
+    duplicates_dropped: int = 0  # results for a job that already had its final result
+    stale_dropped: int = 0  # failed results of an attempt already superseded
+    rejected: int = 0  # results partition items that were not valid results, or not ours
+
+
+@dataclass
+class _Record:
+    job: Job  # the current attempt
+    seq: int  # dispatch order of the current attempt
+    state: str = "queued"
+    result: JobResult | None = None
+    taken_since: float | None = None  # monotonic: when we knew it had left the queue unleased
+    futures: list[BatchFuture] = field(default_factory=list)
+
+
+class BatchFuture:
+    """The results of one submitted batch: `result()` in submission order, or `as_completed()`."""
+
+    def __init__(self, executor: Executor, job_ids: list[str]) -> None:
+        self._executor = executor
+        self.job_ids = job_ids
+        self._completed: list[JobResult] = []  # completion order
+
+    def _complete(self, result: JobResult) -> None:
+        self._completed.append(result)
+
+    def done(self) -> bool:
+        return all(self._executor._records[j].result is not None for j in self.job_ids)
+
+    def result(self, timeout: float | None = None) -> list[JobResult]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            self._executor._wait(deadline, self)
+        return [self._executor._records[j].result for j in self.job_ids]
+
+    def as_completed(self, timeout: float | None = None) -> Iterator[JobResult]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        position = 0
+        while True:
+            while position < len(self._completed):
+                position += 1
+                yield self._completed[position - 1]
+            if self.done():
+                return
+            self._executor._wait(deadline, self)
+
+    def __len__(self) -> int:
+        return len(self.job_ids)
+
+
+class Executor(ABC):
+    """Bookkeeping shared by every executor; subclasses say how jobs travel and results come."""
+
+    def __init__(self, transport: Transport, run_id: str, backend: BackendConfig) -> None:
+        self.transport = transport
+        self.run_id = check_run_id(run_id)
+        self.backend = backend
+        self._claims = transport.dict(CLAIMS_DICT)
+        self.stats = ExecutorStats()
+        self._records: dict[str, _Record] = {}
+        self._seq = 0
+        self._finished: list[JobResult] = []  # completion order, for stream_results
+        self._streamed = 0
+        self._hits = 0
+        self._misses = 0
+
+    # ------------------------------------------------------------ submitting
+
+    def submit(self, jobs: Sequence[Job]) -> BatchFuture:
+        """Send jobs of this run; a job id already known shares that job's result (idempotent)."""
+        first: dict[str, Job] = {}
+        for job in jobs:  # check everything before anything is recorded or sent
+            if job.run_id != self.run_id:
+                raise CoralError(f"job {job.job_id}: run {job.run_id!r} submitted to run "
+                                 f"{self.run_id!r}'s executor")
+            record = self._records.get(job.job_id)
+            known = record.job if record is not None else first.setdefault(job.job_id, job)
+            if (known.kind, known.payload) != (job.kind, job.payload):
+                raise CoralError(f"job id {job.job_id!r} was already submitted with another "
+                                 "kind or payload")
+        future = BatchFuture(self, [job.job_id for job in jobs])
+        new: list[Job] = []
+        for job in jobs:
+            record = self._records.get(job.job_id)
+            if record is None:
+                record = self._records[job.job_id] = _Record(job=job, seq=self._next_seq())
+                new.append(job)
+            if record.result is not None:
+                future._complete(record.result)
+            elif future not in record.futures:
+                record.futures.append(future)
+        if new:
+            self._dispatch(new)
+        return future
+
+    def submit_batch(self, kind: str, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
+        """job id -> payload, all of one kind, in submission order."""
+        job_queue(kind)
+        return self.submit([Job(job_id=job_id, run_id=self.run_id, kind=kind,
+                                payload=dict(payload)) for job_id, payload in payloads.items()])
+
+    def submit_training_batch(self, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
+        return self.submit_batch("train", payloads)
+
+    def submit_generation_batch(self, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
+        return self.submit_batch("generate", payloads)
+
+    def submit_test_batch(self, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
+        return self.submit_batch("test", payloads)
+
+    # ------------------------------------------------------------ reading
+
+    def stream_results(self, timeout: float | None = None) -> Iterator[JobResult]:
+        """Final results in completion order, each once across calls; ends when none is pending."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            while self._streamed < len(self._finished):
+                self._streamed += 1
+                yield self._finished[self._streamed - 1]
+            if all(r.result is not None for r in self._records.values()):
+                return
+            self._wait(deadline, None)
+
+    def progress(self) -> dict[str, dict[str, int]]:
+        """Per kind (stage): how many jobs are queued, running, done, failed."""
+        out: dict[str, dict[str, int]] = {}
+        for record in self._records.values():
+            counts = out.setdefault(record.job.kind, dict.fromkeys(STATES, 0))
+            counts[record.state] += 1
+        return out
+
+    def cache_stats(self) -> CacheStats:
+        entries = sum(key.startswith("done:") for key in self._claims.keys())
+        return CacheStats(hits=self._hits, misses=self._misses, entries=entries)
+
+    @abstractmethod
+    def queue_stats(self) -> dict[str, int]: ...
+
+    def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        pass
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ for subclasses
+
+    @abstractmethod
+    def _dispatch(self, jobs: list[Job]) -> None:
+        """Send these jobs for execution (their records exist and are queued)."""
+
+    @abstractmethod
+    def _pump(self, deadline: float | None) -> None:
+        """Wait a little (never past deadline) for results and feed each to `_on_result`."""
+
+    def _wait(self, deadline: float | None, future: BatchFuture | None) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            jobs = future.job_ids if future else list(self._records)
+            waiting = sum(self._records[j].result is None for j in set(jobs))
+            raise TimeoutError(f"{waiting} of {len(set(jobs))} jobs of run {self.run_id} unfinished")
+        self._pump(deadline)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _on_result(self, result: JobResult) -> None:
+        record = self._records.get(result.job_id)
+        if record is None or result.run_id != self.run_id:
+            self.stats.rejected += 1
+            log.warning("run %s: dropped a result for unknown job %r", self.run_id, result.job_id)
+            return
+        if record.result is not None:
+            self.stats.duplicates_dropped += 1
+            return
+        if not result.ok and result.attempt != record.job.attempt:
+            self.stats.stale_dropped += 1  # that attempt was already given up; a newer one runs
+            return
+        if result.ok:
+            # Even from an older attempt: the first success wins, later ones are duplicates.
+            self._finish(record, result)
+        elif record.job.attempt < self.backend.max_retries:
+            self.stats.retries += 1
+            log.info("job %s failed (attempt %d), retrying: %s", result.job_id, result.attempt,
+                     result.error)
+            self._retry(record)
+        else:
+            self._finish(record, result)
+
+    def _retry(self, record: _Record) -> None:
+        record.job = record.job.model_copy(update={"attempt": record.job.attempt + 1})
+        record.seq = self._next_seq()
+        record.state = "queued"
+        record.taken_since = None
+        self._dispatch([record.job])
+
+    def _finish(self, record: _Record, result: JobResult) -> None:
+        record.result = result
+        record.state = "done" if result.ok else "failed"
+        if result.kind == "train" and result.ok:
+            hit = result.output.get("cache_hit")
+            if hit is True:
+                self._hits += 1
+            elif hit is False:
+                self._misses += 1
+        self._finished.append(result)
+        for future in record.futures:
+            future._complete(result)
+        record.futures.clear()
+
+
+class QueueExecutor(Executor):
+    """Jobs through a Transport to workers (local processes or Modal functions)."""
+
+    def __init__(
+        self, transport: Transport, run_id: str, backend: BackendConfig, *,
+        check_interval: float | None = None,
+    ) -> None:
+        super().__init__(transport, run_id, backend)
+        self.check_interval = check_interval or min(max(backend.lease_seconds / 4, 0.05), 5.0)
+        self._results = transport.queue(RESULTS_QUEUE)
+        self._leases = transport.dict(LEASES_DICT)
+        self._queues = {kind: transport.queue(job_queue(kind)) for kind in JOB_KINDS}
+        self._taken_seq: dict[str, int] = {}  # per kind: highest seq known to have left the queue
+        self._next_check = time.monotonic() + self.check_interval
+
+    def _dispatch(self, jobs: list[Job]) -> None:
+        by_kind: dict[str, list[str]] = {}
+        for job in jobs:
+            by_kind.setdefault(job.kind, []).append(encode(job))
+        for kind, items in by_kind.items():
+            for start in range(0, len(items), _PUT_CHUNK):
+                try:
+                    self._queues[kind].put_many(items[start:start + _PUT_CHUNK],
+                                                timeout=self.backend.submit_timeout)
+                except queue.Full:
+                    raise CoralError(
+                        f"queue {job_queue(kind)} stayed full for {self.backend.submit_timeout}s: "
+                        "are workers for it running?") from None
+
+    def _pump(self, deadline: float | None) -> None:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._check_leases()
+            self._next_check = now + self.check_interval
+        until = self._next_check if deadline is None else min(self._next_check, deadline)
+        self._receive(max(until - now, 0.001))
+
+    def _receive(self, timeout: float | None) -> None:
+        """Take what is in the results partition (waiting up to timeout; None: not at all)."""
+        try:
+            raws = self._results.get_many(256, block=timeout is not None, timeout=timeout,
+                                          partition=self.run_id)
+        except queue.Empty:
+            return
+        for raw in raws:
+            try:
+                result = decode(JobResult, raw)
+            except MessageError as exc:
+                self.stats.rejected += 1
+                log.error("run %s: dropped a results item: %s", self.run_id, exc)
+                continue
+            record = self._records.get(result.job_id)
+            if record is not None and result.attempt == record.job.attempt:
+                self._note_taken(record)
+            self._on_result(result)
+
+    def _note_taken(self, record: _Record) -> None:
+        kind = record.job.kind
+        self._taken_seq[kind] = max(self._taken_seq.get(kind, 0), record.seq)
+
+    def _check_leases(self) -> None:
+        """Re-enqueue jobs whose worker vanished.
+
+        A job has a lease while a worker runs it (from about a second in, see coral.execution.workers).
+        No lease and no result means still queued, just started, or taken by a worker that
+        died before leasing it. Queues are FIFO, so the job has left its queue once the queue
+        is empty or a later job of ours was leased or answered; if it stays unleased and
+        unanswered for lease_seconds after that, it is re-enqueued.
+        """
+        pending = [r for r in self._records.values() if r.result is None]
+        if not pending:
+            return
+        prefix = f"lease:{self.run_id}:"
+        leases = {k: v for k, v in self._leases.items() if k.startswith(prefix)}
+        # A worker delivers before it releases: a lease missing now has its result in the
+        # partition already, so reading the partition after the leases never misses it.
+        self._receive(None)
+        pending = [r for r in pending if r.result is None]
+        now_wall, now = time.time(), time.monotonic()
+        for record in pending:
+            if lease_key(self.run_id, record.job.job_id, record.job.attempt) in leases:
+                record.state = "running"
+                record.taken_since = None
+                self._note_taken(record)
+        empty: dict[str, bool] = {}
+        for record in pending:
+            job = record.job
+            key = lease_key(self.run_id, job.job_id, job.attempt)
+            lease = leases.get(key)
+            if lease is not None:
+                if float(lease.get("expires", 0.0)) < now_wall:
+                    self._expire(record, key, f"lease of {lease.get('owner', '?')} expired")
+                continue
+            if record.state != "running" and record.seq >= self._taken_seq.get(job.kind, 0):
+                if job.kind not in empty:
+                    empty[job.kind] = self._queues[job.kind].len() == 0
+                if not empty[job.kind]:
+                    continue  # may still be waiting in the queue
+            if record.taken_since is None:
+                record.taken_since = now
+            elif now - record.taken_since > self.backend.lease_seconds:
+                self._expire(record, key, "taken from the queue but not leased or answered")
+
+    def _expire(self, record: _Record, key: str, reason: str) -> None:
+        self.stats.lease_expiries += 1
+        try:
+            self._leases.pop(key)
+        except KeyError:
+            pass
+        job = record.job
+        if job.attempt < self.backend.max_retries:
+            log.warning("job %s attempt %d: %s; re-enqueued", job.job_id, job.attempt, reason)
+            self._retry(record)
+            return
+        now = time.time()
+        self._finish(record, JobResult(
+            job_id=job.job_id, run_id=job.run_id, kind=job.kind, attempt=job.attempt, ok=False,
+            error=f"worker lost: {reason}; gave up after {job.attempt + 1} attempt(s)",
+            worker="executor", started_at=now, finished_at=now, **job.ref(),
+        ))
+
+    def queue_stats(self) -> dict[str, int]:
+        """Depth of each job queue (all runs), and of this run's results and events partitions."""
+        stats = {job_queue(kind): q.len() for kind, q in self._queues.items()}
+        stats[RESULTS_QUEUE] = self._results.len(partition=self.run_id)
+        stats[EVENTS_QUEUE] = self.transport.queue(EVENTS_QUEUE).len(partition=self.run_id)
+        return stats
+
+
+class SerialExecutor(Executor):
+    """The same handlers, in this process, one job at a time, in submission order."""
+
+    def __init__(
+        self, transport: Transport, run_id: str, backend: BackendConfig, *,
+        handlers: Handlers | None = None, home: Home | None = None,
+    ) -> None:
+        super().__init__(transport, run_id, backend)
+        self.handlers = handlers or Handlers()
+        self.ctx = WorkerContext(transport, worker_id=f"serial:{self.run_id}", home=home,
+                                 claim_seconds=backend.lease_seconds)
+        self._pending: deque[Job] = deque()
+
+    def _dispatch(self, jobs: list[Job]) -> None:
+        self._pending.extend(jobs)
+
+    def _pump(self, deadline: float | None) -> None:
+        if not self._pending:
+            return
+        job = self._pending.popleft()
+        self._records[job.job_id].state = "running"
+        self._on_result(execute_job(job, job.kind, self.handlers, self.ctx))
+
+    def queue_stats(self) -> dict[str, int]:
+        stats = dict.fromkeys((job_queue(kind) for kind in JOB_KINDS), 0)
+        for job in self._pending:
+            stats[job_queue(job.kind)] += 1
+        return stats

@@ -1,0 +1,326 @@
+"""Workers: take a job, lease it, run its handler, deliver the result, release the lease.
+
+A worker is a loop over a Transport, so the same code runs as a local process
+(`coral worker --backend local`) or inside a Modal function. Queue gets have no acknowledgement
+(Modal's do not either); the lease `lease:RUN:JOB:ATTEMPT` in the `leases` dict, written once a
+job has run a moment and renewed every lease_seconds/3, lets the executor notice a dead worker
+and re-enqueue. The result goes out before the lease is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess  # nosec B404
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coral.errors import CoralError, MessageError
+from coral.execution.jobs import (
+    JOB_KINDS,
+    LEASES_DICT,
+    RESULTS_QUEUE,
+    Handlers,
+    Renewer,
+    WorkerContext,
+    job_queue,
+    lease_key,
+)
+from coral.execution.messages import Job, JobResult, decode, encode
+from coral.execution.transport.base import MAX_ITEM_BYTES, Transport
+from coral.home import Home
+
+log = logging.getLogger("coral.execution.workers")
+
+MAX_ERROR_CHARS = 500
+# backend.lease_seconds's default, repeated so a worker starts without loading the config
+# models (a test keeps the two equal).
+DEFAULT_LEASE_SECONDS = 120.0
+LEASE_DELAY = 1.0  # seconds a job runs before its lease is first written (see _serve)
+
+
+def default_worker_id() -> str:
+    return f"local:{socket.gethostname()}:{os.getpid()}"
+
+
+def one_line(exc: BaseException) -> str:
+    """'Type: first line of the message', bounded: what a failed JobResult carries."""
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return line[:MAX_ERROR_CHARS]
+
+
+@dataclass
+class WorkerStats:
+    done: int = 0  # jobs whose handler returned
+    failed: int = 0  # jobs whose handler raised (a failed result was delivered)
+    rejected: int = 0  # queue items that were not valid jobs (logged and dropped)
+
+
+class Worker:
+    """Serve jobs of `kinds` until `stop` is set or no work came for `idle_exit` seconds."""
+
+    def __init__(
+        self, transport: Transport, kinds: Sequence[str], *, handlers: Handlers | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS, idle_exit: float | None = None,
+        worker_id: str | None = None, home: Home | None = None,
+        stop: threading.Event | None = None, poll: float = 0.5,
+    ) -> None:
+        self.handlers = handlers or Handlers()
+        missing = [kind for kind in kinds if kind not in self.handlers.kinds()]
+        if not kinds or missing:
+            raise CoralError(
+                f"no handler for job kind(s) {', '.join(missing) or '(none given)'} "
+                f"(have: {', '.join(self.handlers.kinds())}; add more with --handlers module:attr)"
+            )
+        self.kinds = list(dict.fromkeys(kinds))
+        self.transport = transport
+        self.lease_seconds = lease_seconds
+        self.idle_exit = idle_exit
+        self.worker_id = worker_id or default_worker_id()
+        self.stop = stop or threading.Event()
+        self.poll = poll
+        self.stats = WorkerStats()
+        self.ctx = WorkerContext(
+            transport, worker_id=self.worker_id, home=home, claim_seconds=lease_seconds
+        )
+        self._queues = {kind: transport.queue(job_queue(kind)) for kind in self.kinds}
+        self._results = transport.queue(RESULTS_QUEUE)
+        self._leases = transport.dict(LEASES_DICT)
+        self._turn = 0
+
+    def run(self) -> WorkerStats:
+        log.info("worker %s serving %s", self.worker_id, ", ".join(self.kinds))
+        renewer = Renewer(self.lease_seconds / 3, name="coral-lease-renewer")
+        last_work = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                idle_left = None
+                if self.idle_exit is not None:
+                    idle_left = self.idle_exit - (time.monotonic() - last_work)
+                    if idle_left <= 0:
+                        log.info("worker %s: idle for %ss, exiting", self.worker_id, self.idle_exit)
+                        break
+                taken = self._take(self.poll if idle_left is None else min(self.poll, idle_left))
+                if taken is not None:
+                    self._serve(*taken, renewer)
+                    last_work = time.monotonic()
+        finally:
+            renewer.close()
+        log.info("worker %s stopped: %s", self.worker_id, self.stats)
+        return self.stats
+
+    def _take(self, wait: float) -> tuple[str, str] | None:
+        """One queue item and its kind, or None after about `wait` seconds without one."""
+        if len(self.kinds) > 1:  # a sweep first, so no kind waits behind another's timeout
+            for offset in range(len(self.kinds)):
+                kind = self.kinds[(self._turn + offset) % len(self.kinds)]
+                raw = self._queues[kind].get(block=False)
+                if raw is not None:
+                    self._turn += 1
+                    return kind, raw
+            wait /= len(self.kinds)
+        kind = self.kinds[self._turn % len(self.kinds)]
+        self._turn += 1
+        try:
+            raw = self._queues[kind].get(block=True, timeout=max(wait, 0.001))
+        except queue.Empty:
+            return None
+        return (kind, raw) if raw is not None else None
+
+    def _serve(self, kind: str, raw: str, renewer: Renewer) -> None:
+        try:
+            job = decode(Job, raw)
+        except MessageError as exc:
+            self.stats.rejected += 1
+            log.error("dropped an item of queue %s: %s (item starts %r)", job_queue(kind), exc,
+                      raw[:60])
+            return
+        key = lease_key(job.run_id, job.job_id, job.attempt)
+        leased: list[bool] = []
+
+        def renew() -> None:
+            self._leases.put(key, self._lease(job))
+            leased.append(True)
+
+        # The lease is written once the job has run LEASE_DELAY seconds, then renewed: a job
+        # that finishes sooner costs no lease writes. The executor gives a taken, unleased job
+        # lease_seconds before re-enqueueing it, so the delay never looks like a death.
+        renewer.set(renew, first=min(LEASE_DELAY, self.lease_seconds / 3))
+        try:
+            result = self._execute(kind, job)
+        finally:
+            renewer.set(None)
+        try:
+            self._results.put(encode(result), partition=job.run_id, timeout=self.lease_seconds)
+        except (queue.Full, ValueError, TypeError) as exc:
+            # The lease is left to expire: the executor re-enqueues the job when it can.
+            log.error("job %s: result not delivered: %s", job.job_id, exc)
+            return
+        if leased:
+            try:
+                self._leases.pop(key)
+            except KeyError:
+                pass
+
+    def _lease(self, job: Job) -> dict[str, Any]:
+        return {"owner": self.worker_id, "pid": os.getpid(), "attempt": job.attempt,
+                "expires": time.time() + self.lease_seconds}
+
+    def _execute(self, kind: str, job: Job) -> JobResult:
+        result = execute_job(job, kind, self.handlers, self.ctx)
+        if result.ok:
+            self.stats.done += 1
+        else:
+            self.stats.failed += 1
+        return result
+
+
+def execute_job(job: Job, kind: str, handlers: Handlers, ctx: WorkerContext) -> JobResult:
+    """Run one job's handler; any exception becomes a failed result with a one-line error."""
+    started = time.time()
+    base = {"job_id": job.job_id, "run_id": job.run_id, "kind": job.kind,
+            "attempt": job.attempt, "worker": ctx.worker_id, "started_at": started, **job.ref()}
+    try:
+        if job.kind != kind:
+            raise CoralError(f"job of kind {job.kind!r} arrived on queue {job_queue(kind)}")
+        output = handlers.get(kind)(job, ctx)
+        if not isinstance(output, dict):
+            raise TypeError(f"handler for {kind!r} returned {type(output).__name__}, not dict")
+        result = JobResult(ok=True, output=output, finished_at=time.time(), **base)
+        size = len(encode(result).encode("utf-8"))
+        if size > MAX_ITEM_BYTES:
+            raise CoralError(f"job output is {size} bytes; results are limited to "
+                             f"{MAX_ITEM_BYTES} (return paths, not data)")
+    except Exception as exc:
+        # A traceback helps with bugs; a CoralError is the user's input, one line says it all.
+        log.error("job %s (%s, attempt %d) failed: %s", job.job_id, kind, job.attempt,
+                  one_line(exc), exc_info=not isinstance(exc, CoralError))
+        return JobResult(ok=False, error=one_line(exc), finished_at=time.time(), **base)
+    return result
+
+
+def run_worker(transport: Transport, kinds: Sequence[str], **options: Any) -> WorkerStats:
+    """`Worker(transport, kinds, **options).run()`: the entry point a Modal function calls."""
+    return Worker(transport, kinds, **options).run()
+
+
+def expand_kinds(kinds: Sequence[str], handlers: Handlers) -> list[str]:
+    """'all' -> every kind that has a handler; 'a,b' -> a, b; unknown kinds -> CoralError."""
+    out: list[str] = []
+    for entry in kinds:
+        for kind in (k.strip() for k in entry.split(",")):
+            if kind == "all":
+                out.extend(handlers.kinds())
+            elif kind in JOB_KINDS:
+                out.append(kind)
+            else:
+                raise CoralError(f"unknown job kind {kind!r} (known: {', '.join(JOB_KINDS)}, all)")
+    return list(dict.fromkeys(out))
+
+
+# ------------------------------------------------------------------ launching workers
+
+
+class WorkerLauncher(ABC):
+    """Starts workers for a run and stops them at its end (local processes, Modal functions)."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    @abstractmethod
+    def alive(self) -> int:
+        """How many started workers are still running."""
+
+    def __enter__(self) -> WorkerLauncher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalWorkerPool(WorkerLauncher):
+    """N `coral worker --backend local` child processes sharing CORAL_HOME's queue database."""
+
+    def __init__(
+        self, home: Home | Path | str, n: int, kinds: Sequence[str], *,
+        handlers: str | None = None, lease_seconds: float | None = None,
+        idle_exit: float | None = None, log_dir: Path | None = None,
+        env: Mapping[str, str] | None = None, stop_grace: float = 10.0,
+    ) -> None:
+        if n < 1:
+            raise CoralError(f"a worker pool needs at least one worker, got {n}")
+        self.home = home if isinstance(home, Home) else Home(home)
+        self.n = n
+        self.kinds = list(kinds)
+        self.handlers = handlers
+        self.lease_seconds = lease_seconds
+        self.idle_exit = idle_exit
+        self.log_dir = log_dir or self.home.root / "logs"
+        self.env = dict(env or {})
+        self.stop_grace = stop_grace
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.log_paths: list[Path] = []
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "coral", "worker", "--backend", "local"]
+        for kind in self.kinds:
+            cmd += ["--kind", kind]
+        if self.handlers:
+            cmd += ["--handlers", self.handlers]
+        if self.lease_seconds is not None:
+            cmd += ["--lease-seconds", str(self.lease_seconds)]
+        if self.idle_exit is not None:
+            cmd += ["--idle-exit", str(self.idle_exit)]
+        return cmd
+
+    def start(self) -> None:
+        for _ in range(self.n):
+            self.start_one()
+
+    def start_one(self) -> subprocess.Popen[bytes]:
+        """One more worker (also how a caller replaces a dead one)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "CORAL_HOME": str(self.home.root)}
+        path = self.log_dir / f"worker-{os.getpid()}-{len(self.procs)}.log"
+        # An argument list, never a shell; the child keeps its own copy of the log descriptor.
+        with open(path, "ab") as out:
+            proc = subprocess.Popen(  # nosec B603
+                self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        self.procs.append(proc)
+        self.log_paths.append(path)
+        return proc
+
+    def alive(self) -> int:
+        return sum(proc.poll() is None for proc in self.procs)
+
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
+
+    def stop(self) -> None:
+        """SIGTERM (a worker finishes its current job), then SIGKILL after stop_grace seconds."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

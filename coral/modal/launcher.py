@@ -1,0 +1,229 @@
+"""Driving the deployed Modal app from CORAL: scale workers, submit runs, report status.
+
+`ModalLauncher` is the WorkerLauncher of the modal backend. Every `interval` seconds it looks at
+the job queues and spawns worker calls (train_worker, GenerateWorker.serve, test_worker) so
+that each waiting job has a worker on its way, up to `modal.max_containers` per function. A
+worker exits by itself after `modal.idle_seconds` without work, so `stop()` only stops spawning:
+the queues are shared by every run, and a worker may be serving another run's job.
+
+A spawned call counts as *starting* until it is seen owning a lease (worker id
+`modal:CALL_ID`); starting calls are matched against waiting jobs, so a slow cold start does
+not make the launcher spawn again for the same jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from coral.config import REPO_ROOT, Config, ModelConfig, apply_overrides, read_yaml, validate_config
+from coral.errors import ConfigError, CoralError
+from coral.execution.jobs import CLAIMS_DICT, EVENTS_QUEUE, JOB_KINDS, LEASES_DICT, RESULTS_QUEUE, job_queue
+from coral.execution.transport.modal_backend import ModalTransport, modal_api
+from coral.execution.workers import WorkerLauncher
+from coral.home import Home, new_run_id
+from coral.modal.constants import CONTAINER_HOME, CONTAINER_REPO
+
+log = logging.getLogger("coral.modal")
+
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "modal-codellama.yaml"
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    """The job kinds one deployed worker function serves."""
+
+    name: str
+    kinds: tuple[str, ...]
+    function: str  # a function name, or "Class.method"
+
+
+GROUPS = (
+    WorkerGroup("train", ("train",), "train_worker"),
+    WorkerGroup("generate", ("generate",), "GenerateWorker.serve"),
+    WorkerGroup("test", ("test", "echo"), "test_worker"),
+)
+
+
+def container_path(path: str) -> str:
+    """A local path as the containers see it: the checkout is at /root, CORAL_HOME on the
+    Volume. Paths elsewhere do not exist on Modal."""
+    local = Path(path).expanduser().resolve()
+    for root, mount in ((REPO_ROOT, CONTAINER_REPO), (Home().root, CONTAINER_HOME)):
+        if local == root or root in local.parents:
+            return str(PurePosixPath(mount) / local.relative_to(root).as_posix())
+    if str(local).startswith((CONTAINER_REPO + "/", CONTAINER_HOME + "/")):
+        return str(local)  # already a container path (the orchestrator runs on Modal)
+    raise ConfigError(
+        f"model.name {path!r}: a local model must live in the CORAL checkout or CORAL_HOME to "
+        "be visible on Modal; use a Hugging Face id instead"
+    )
+
+
+def container_model_json(model: ModelConfig) -> str:
+    """The `model` section as GenerateWorker's parameter, with paths as containers see them."""
+    name = model.name
+    if name.startswith((".", "/", "~")):
+        name = container_path(name)
+    return model.model_copy(update={"name": name}).model_dump_json()
+
+
+class ModalLauncher(WorkerLauncher):
+    """Spawns Modal worker calls as the job queues need them (see the module docstring)."""
+
+    def __init__(
+        self, transport: ModalTransport, config: Config, *, kinds: Sequence[str] | None = None,
+        interval: float = 2.0,
+    ) -> None:
+        if not isinstance(transport, ModalTransport):
+            raise CoralError(f"the Modal launcher needs the modal transport, got {transport.name}")
+        self.config = config
+        self.transport = transport
+        self.api = transport.api
+        wanted = set(kinds) if kinds is not None else set(JOB_KINDS)
+        self.groups = [g for g in GROUPS if wanted & set(g.kinds)]
+        if not self.groups:
+            raise CoralError(f"no Modal worker serves job kinds {sorted(wanted)}")
+        self.interval = interval
+        self._queues = {k: self.transport.queue(job_queue(k)) for g in self.groups for k in g.kinds}
+        self._leases = self.transport.dict(LEASES_DICT)
+        self._calls: dict[str, list[Any]] = {g.name: [] for g in self.groups}
+        self._seen_working: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.spawned = 0
+
+    def _function(self, group: WorkerGroup) -> Any:
+        app = self.config.modal.app_name
+        if "." in group.function:
+            cls_name, method = group.function.split(".", 1)
+            obj = self.api.Cls.from_name(app, cls_name)(model=container_model_json(self.config.model))
+            return getattr(obj, method)
+        return self.api.Function.from_name(app, group.function)
+
+    def _running(self, call: Any) -> bool:
+        try:
+            call.get(timeout=0)
+        except TimeoutError:
+            return True
+        except Exception as exc:  # a crashed worker: its job's lease expires, the executor retries
+            log.warning("modal worker %s ended with %s: %s", call.object_id,
+                        type(exc).__name__, exc)
+        return False
+
+    def scale(self) -> dict[str, int]:
+        """Spawn the calls the queues need now; how many were spawned, per group."""
+        with self._lock:
+            owners = {str(v.get("owner")) for _, v in self._leases.items() if isinstance(v, dict)}
+            spawned: dict[str, int] = {}
+            for group in self.groups:
+                calls = [c for c in self._calls[group.name] if self._running(c)]
+                for call in calls:
+                    if f"modal:{call.object_id}" in owners:
+                        self._seen_working.add(call.object_id)
+                starting = sum(c.object_id not in self._seen_working for c in calls)
+                depth = sum(self._queues[k].len() for k in group.kinds)
+                need = min(self.config.modal.max_containers - len(calls), depth - starting)
+                if need > 0:
+                    fn = self._function(group)
+                    for _ in range(need):
+                        calls.append(fn.spawn(self.config.modal.idle_seconds,
+                                              self.config.backend.lease_seconds))
+                    self.spawned += need
+                    log.info("spawned %d %s worker(s) for %d waiting job(s)", need, group.name,
+                             depth)
+                self._calls[group.name] = calls
+                spawned[group.name] = max(need, 0)
+            return spawned
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.scale()
+            except Exception as exc:  # a transient Modal error must not end scaling for good
+                log.warning("modal launcher: scaling failed: %s", exc)
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="coral-modal-launcher",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop spawning; running workers finish their job and exit after idle_seconds."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def alive(self) -> int:
+        with self._lock:
+            return sum(self._running(c) for calls in self._calls.values() for c in calls)
+
+
+# ------------------------------------------------------------------------- a whole run on Modal
+
+
+def submit_run(
+    config_path: str | Path, overrides: Sequence[str] = (), run_id: str | None = None, *,
+    api: Any = None,
+) -> tuple[str, str]:
+    """Start the orchestrator on Modal for this config; (run id, function call id).
+
+    The run lives on Modal from here on: closing the laptop does not stop it. The config file
+    must be inside the checkout, so its relative paths resolve the same way in the container.
+    """
+    path = Path(config_path).resolve()
+    data = apply_overrides(read_yaml(path), [*overrides, "backend.kind=modal"])
+    config = validate_config(data, base_dir=path.parent, source=str(path))  # fail here, not there
+    if REPO_ROOT not in path.parents:
+        raise ConfigError(f"{path}: a config run on Modal must live inside the CORAL checkout "
+                          f"({REPO_ROOT}), so its relative paths resolve there too")
+    run_id = run_id or new_run_id()
+    config_dir = str(PurePosixPath(CONTAINER_REPO) / path.parent.relative_to(REPO_ROOT).as_posix())
+    api = modal_api(api)
+    call = api.Function.from_name(config.modal.app_name, "orchestrator").spawn(
+        yaml.safe_dump(data, sort_keys=False), config_dir, run_id
+    )
+    return run_id, call.object_id
+
+
+# ------------------------------------------------------------------------------------ status
+
+
+def status(config: Config, *, api: Any = None) -> dict[str, Any]:
+    """Queue depths (all partitions), workers, and the adapter cache, as plain data."""
+    api = modal_api(api)
+    app = config.modal.app_name
+    transport = ModalTransport(app, api=api)
+    names = [job_queue(k) for k in JOB_KINDS] + [RESULTS_QUEUE, EVENTS_QUEUE]
+    queues = {name: transport.queue(name).len(total=True) for name in names}
+    now = time.time()
+    leases = [v for _, v in transport.dict(LEASES_DICT).items() if isinstance(v, dict)]
+    busy = sorted({str(v.get("owner")) for v in leases if float(v.get("expires", 0)) > now})
+    workers: dict[str, Any] = {"busy": len(busy)}
+    for group in GROUPS:
+        if "." in group.function:
+            continue  # Modal reports no container stats for a class
+        try:
+            stats = api.Function.from_name(app, group.function).get_current_stats()
+        except api.exception.NotFoundError:
+            raise CoralError(f"Modal app {app!r} is not deployed: run `coral modal deploy`") from None
+        workers[group.function] = {"running": stats.num_total_runners, "backlog": stats.backlog}
+    try:
+        adapters = len(api.Volume.from_name(config.modal.volume).listdir("adapters"))
+    except api.exception.NotFoundError:
+        adapters = 0  # nothing trained yet: the folder does not exist
+    done = sum(k.startswith("done:") for k in transport.dict(CLAIMS_DICT).keys())
+    return {"app": app, "queues": queues, "workers": workers,
+            "cache": {"adapters": adapters, "done_markers": done}}

@@ -1,0 +1,1 @@
+"""A run: the evolution pipeline, its lifecycle (start, resume, validate), events and checkpoints."""

@@ -1,0 +1,376 @@
+"""The evolution engine: a run's generations, pipelined through the executor's job stream.
+
+Per genome: train (or reuse the run's adapter for these heavy genes) -> generate every eval
+prompt x samples in one call -> one test job per (problem, sample). Each stage of a genome is
+submitted the moment its input arrives, driven by the executor's completion stream, so no genome
+waits for another between stages. When a generation's last test is in: objectives, gate +
+NSGA-II (Evolution.select), breeding (Evolution.breed), events, checkpoint.
+
+Determinism: everything that depends on completion order is buffered and emitted at the end of
+the generation in a canonical order (genome id, problem, sample); cache hits are counted by the
+engine (first request of a gene key in the run trains, every later one is a hit), not by which
+worker happened to find an adapter on disk; wall times live only under "timings" in events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from coral.benchmark.prompts import build_prompt
+from coral.config import Config
+from coral.errors import CoralError
+from coral.evolution.genome import Genome, Knobs
+from coral.evolution.selection import (
+    OBJECTIVES,
+    Evolution,
+    Scored,
+    genotype_diversity,
+    phenotype_diversity,
+    weighted_fitness,
+)
+from coral.execution.executor import Executor
+from coral.execution.messages import Job, JobResult
+from coral.execution.transport.base import Transport
+from coral.home import Home
+from coral.model.adapters import gene_key
+from coral.rng import stream_seed
+from coral.run import checkpoints as ckpt
+from coral.run.control import CONTROL_DICT, control_key
+from coral.run.events import EventLog
+from coral.run.registry import write_status
+from coral.sandbox.objectives import CandidateScore, aggregate
+
+log = logging.getLogger("coral.run.engine")
+
+BASELINE = "baseline"
+CONTROL_POLL = 0.5  # seconds between looks at the control dict while waiting
+
+
+def generation_seed(seed: int, generation: int, genome_id: str) -> int:
+    return stream_seed(seed, generation, genome_id, "generate") % (2**63 - 1)
+
+
+def baseline_knobs(config: Config) -> Knobs:
+    """Greedy decoding ignores the sampling knobs; the longest allowed answer is kept."""
+    return Knobs(temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0,
+                 max_new_tokens=max(config.knobs.max_new_tokens))
+
+
+class RunStopped(Exception):
+    """A stop request was honoured between jobs."""
+
+
+@dataclass
+class Task:
+    """One genome (or the baseline) moving through the stages within one generation."""
+
+    ident: str
+    genome: Genome | None  # None for the baseline
+    key: str | None  # gene key; None for the baseline
+    samples: int
+    texts: list[list[str]] | None = None
+    tests: dict[tuple[str, int], JobResult] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Problems:
+    """The run's benchmark as the engine needs it: eval prompts in order, split lists."""
+
+    root: str
+    train: list[str]
+    eval: list[str]
+    prompts: list[str]
+
+
+class EvolutionEngine:
+    def __init__(
+        self, config: Config, run_id: str, home: Home, executor: Executor, transport: Transport,
+        problems: Problems, *, threads: int, progress: Callable[[str, dict], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.home = home
+        self.executor = executor
+        self.transport = transport
+        self.problems = problems
+        self.threads = threads
+        self.progress = progress or (lambda kind, info: None)
+        self.control = transport.dict(CONTROL_DICT)
+        self.trained: dict[str, str] = {}  # gene key -> adapter cache key (this run)
+        self.baseline: dict[str, Any] | None = None
+        self.paused = False
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, resume: ckpt.Checkpoint | None = None) -> str:
+        """Run (or continue) to the end; returns the final state: finished or stopped."""
+        cfg = self.config
+        start_seq = resume.next_seq if resume else 0
+        self.events = EventLog(self.run_id, self.home.events_dir(self.run_id), self.transport,
+                               start_seq=start_seq)
+        if resume is None:
+            evo = Evolution(cfg)
+            population = evo.initial_population()
+            first = 0
+            self.events.emit("run_started", {
+                "strategy": cfg.strategy, "population": cfg.population,
+                "generations": cfg.generations, "seed": cfg.seed,
+                "train_problems": self.problems.train, "eval_problems": self.problems.eval,
+            })
+        else:
+            evo = Evolution.from_state(cfg, resume.evolution)
+            population = [Genome.model_validate(g) for g in resume.next_population]
+            first = resume.generation + 1
+            self.trained = {k: v for k, v in (tuple(x) for x in resume.trained_keys)}
+            self.baseline = resume.baseline
+        write_status(self.home, self.run_id, "running", generation=first)
+        try:
+            for generation in range(first, cfg.generations):
+                population = self._generation(evo, generation, population)
+        except RunStopped:
+            self.events.emit("run_stopped", {"reason": "stop requested"})
+            write_status(self.home, self.run_id, "stopped")
+            return "stopped"
+        self.events.emit("run_finished", {"generations": cfg.generations,
+                                          "survivors": [s.genome.id for s in evo.survivors]})
+        write_status(self.home, self.run_id, "finished", generation=cfg.generations - 1)
+        return "finished"
+
+    def _generation(self, evo: Evolution, generation: int, population: list[Genome]) -> list[Genome]:
+        started = time.time()
+        self.events.emit("generation_started", {
+            "genomes": [g.id for g in population], "strategy": self.config.strategy,
+        }, generation)
+        write_status(self.home, self.run_id, "running", generation=generation)
+        tasks, hits, misses = self._evaluate(generation, population)
+        scores = {t.ident: self._objectives(t) for t in tasks.values()}
+        scored = [Scored(g, {n: scores[g.id][n] for n in OBJECTIVES}) for g in population]
+        _, info = evo.select(generation, scored)
+        last = generation == self.config.generations - 1
+        children = [] if last else evo.breed(generation)
+        self._emit_generation(generation, population, tasks, scores, scored, evo, info,
+                              hits, misses, started)
+        ckpt.save(self.home.checkpoints_dir(self.run_id), ckpt.Checkpoint(
+            generation=generation,
+            population=[g.model_dump(mode="json") for g in population],
+            scores={g.id: scores[g.id] for g in population},
+            next_population=[g.model_dump(mode="json") for g in children],
+            evolution=evo.state(), next_seq=self.events.seq,
+            trained_keys=[[k, v] for k, v in sorted(self.trained.items())],
+            baseline=self.baseline,
+        ))
+        self.progress("generation", {"generation": generation, "seconds": time.time() - started})
+        return children
+
+    # ------------------------------------------------------------------ the pipeline
+
+    def _evaluate(self, generation: int, population: list[Genome]) -> tuple[dict[str, Task], int, int]:
+        """Every genome through its stages; returns tasks by id and (cache hits, misses)."""
+        samples = self.config.benchmark.samples
+        tasks = {g.id: Task(g.id, g, gene_key(g), samples) for g in population}
+        waiting: dict[str, list[Task]] = {}  # gene key -> tasks waiting for its train job
+        hits = misses = 0
+        for task in tasks.values():  # population order: canonical, so hits/misses are too
+            key = task.key or ""
+            if key in self.trained:
+                hits += 1
+                self._submit_generate(generation, task)
+            elif key in waiting:
+                hits += 1
+                waiting[key].append(task)
+            else:
+                misses += 1
+                waiting[key] = [task]
+                self._submit_train(generation, task)
+        if generation == 0 and self.baseline is None:
+            tasks[BASELINE] = Task(BASELINE, None, None, 1)
+            self._submit_generate(generation, tasks[BASELINE])
+        open_tests = {t.ident: len(self.problems.eval) * t.samples for t in tasks.values()}
+        while any(open_tests.values()):
+            for result in self._results():
+                kind, ident = self._route(result, generation)
+                if not result.ok:
+                    raise CoralError(f"{kind} job {result.job_id} failed after "
+                                     f"{result.attempt + 1} attempt(s): {result.error}")
+                if kind == "train":
+                    self.trained[ident] = result.output["cache_key"]
+                    for task in waiting.pop(ident, []):
+                        task.timings["train"] = result.finished_at - result.started_at
+                        self._submit_generate(generation, task)
+                elif kind == "generate":
+                    task = tasks[ident]
+                    task.texts = result.output["texts"]
+                    task.timings["generate"] = result.finished_at - result.started_at
+                    self._submit_tests(generation, task)
+                else:
+                    task = tasks[ident]
+                    task.tests[(result.problem or "", result.sample or 0)] = result
+                    open_tests[ident] -= 1
+                self.progress("job", self.executor.progress())
+        return tasks, hits, misses
+
+    def _results(self) -> Any:
+        """Completed jobs as they come; control requests are looked at between them."""
+        while True:
+            self._check_control()
+            try:
+                for result in self.executor.stream_results(timeout=CONTROL_POLL):
+                    yield result
+                    self._check_control()
+                return
+            except TimeoutError:
+                continue
+
+    def _check_control(self) -> None:
+        request = (self.control.get(control_key(self.run_id)) or {}).get("request")
+        if request == "stop":
+            raise RunStopped
+        if request == "pause" and not self.paused:
+            self.paused = True
+            self.events.emit("run_paused", {})
+            write_status(self.home, self.run_id, "paused")
+            self.progress("paused", {})
+        while self.paused:
+            time.sleep(CONTROL_POLL)
+            request = (self.control.get(control_key(self.run_id)) or {}).get("request")
+            if request == "stop":
+                raise RunStopped
+            if request == "continue":
+                self.paused = False
+                self.events.emit("run_continued", {})
+                write_status(self.home, self.run_id, "running")
+                self.progress("continued", {})
+
+    def _route(self, result: JobResult, generation: int) -> tuple[str, str]:
+        """(stage, subject) from the result's typed fields; the job id is never parsed."""
+        if result.generation != generation or not result.subject:
+            raise CoralError(f"unexpected job result {result.job_id!r} (generation "
+                             f"{result.generation}, subject {result.subject!r}) in generation "
+                             f"{generation}")
+        return result.kind, result.subject
+
+    def _payload_base(self) -> dict[str, Any]:
+        return {"model": self.config.model.model_dump(mode="json"), "threads": self.threads}
+
+    def _submit(self, kind: str, job_id: str, payload: dict[str, Any], generation: int,
+                subject: str) -> None:
+        self.executor.submit([Job(job_id=job_id, run_id=self.run_id, kind=kind, payload=payload,
+                                  generation=generation, subject=subject)])
+
+    def _submit_train(self, generation: int, task: Task) -> None:
+        assert task.genome is not None and task.key is not None
+        cfg = self.config
+        self._submit("train", f"g{generation:04d}:train:{task.key}", {
+            **self._payload_base(), "training": cfg.training.model_dump(mode="json"),
+            "genes": task.genome.genes.model_dump(mode="json"),
+            "benchmark_root": self.problems.root, "train_problems": self.problems.train,
+            "prompt_style": cfg.benchmark.prompt_style,
+        }, generation, task.key)
+
+    def _submit_generate(self, generation: int, task: Task) -> None:
+        cfg = self.config
+        baseline = task.genome is None
+        knobs = baseline_knobs(cfg) if baseline else task.genome.knobs
+        self._submit("generate", f"g{generation:04d}:gen:{task.ident}", {
+            **self._payload_base(), "generation": cfg.generation.model_dump(mode="json"),
+            "knobs": knobs.model_dump(mode="json"), "prompts": self.problems.prompts,
+            "samples": task.samples, "greedy": baseline,
+            "seed": generation_seed(cfg.seed, generation, task.ident),
+            "cache_key": None if baseline else self.trained[task.key or ""],
+        }, generation, task.ident)
+
+    def _submit_tests(self, generation: int, task: Task) -> None:
+        assert task.texts is not None
+        if len(task.texts) != len(self.problems.eval):
+            raise CoralError(f"generate job for {task.ident}: {len(task.texts)} answers for "
+                             f"{len(self.problems.eval)} prompts")
+        jobs = []
+        for name, answers in zip(self.problems.eval, task.texts, strict=True):
+            for sample, raw in enumerate(answers):
+                jobs.append(Job(job_id=f"g{generation:04d}:test:{task.ident}:{name}:{sample}",
+                                run_id=self.run_id, kind="test", generation=generation,
+                                subject=task.ident, problem=name, sample=sample, payload={
+                                    "benchmark_root": self.problems.root, "problem": name,
+                                    "raw": raw, "sandbox": self.config.sandbox.model_dump(mode="json"),
+                                }))
+        self.executor.submit(jobs)
+
+    # ------------------------------------------------------------------ scores and events
+
+    def _objectives(self, task: Task) -> dict[str, float]:
+        """coral.sandbox.objectives.aggregate over eval problems x samples (fixed@k with k = samples)."""
+
+        scores = []
+        for name in self.problems.eval:
+            for sample in range(task.samples):
+                o = task.tests[(name, sample)].output
+                scores.append(CandidateScore(problem=name, fixed=bool(o["passed_all"]), cases=(),
+                                             **{n: float(o["objectives"][n]) for n in OBJECTIVES}))
+        agg = aggregate(scores, task.samples)
+        out = {n: getattr(agg, n) for n in OBJECTIVES}
+        out["fixed_at_k"] = agg.fixed_at_k
+        out["fitness"] = weighted_fitness(out, self.config.objectives.weights)
+        return out
+
+    def _job_events(self, generation: int, task: Task) -> list[tuple[Any, dict, int]]:
+        out = []
+        for name in self.problems.eval:
+            for sample in range(task.samples):
+                result = task.tests[(name, sample)]
+                o = result.output
+                out.append(("job_finished", {
+                    "genome": task.ident, "problem": name, "sample": sample,
+                    "raw": (task.texts or [[]])[self.problems.eval.index(name)][sample],
+                    "candidate": o["candidate"], "cases": o["cases"],
+                    "objectives": o["objectives"], "passed_all": o["passed_all"],
+                    "timings": {"test": result.finished_at - result.started_at,
+                                "worker": result.worker, **task.timings},
+                }, generation))
+        return out
+
+    def _emit_generation(self, generation: int, population: list[Genome], tasks: dict[str, Task],
+                         scores: dict[str, dict[str, float]], scored: list[Scored],
+                         evo: Evolution, info: dict, hits: int, misses: int, started: float) -> None:
+        items: list[tuple[Any, dict, int | None]] = []
+        for ident in sorted(t for t in tasks if t != BASELINE):
+            items.extend(self._job_events(generation, tasks[ident]))
+        if BASELINE in tasks:
+            self.baseline = {"objectives": scores[BASELINE], "problems": {
+                name: tasks[BASELINE].tests[(name, 0)].output["passed_all"]
+                for name in self.problems.eval}}
+            items.extend(self._job_events(generation, tasks[BASELINE]))
+            items.append(("baseline_finished", {**self.baseline, "knobs": baseline_knobs(
+                self.config).model_dump(mode="json"), "greedy": True}, generation))
+        names = [*OBJECTIVES, "fixed_at_k", "fitness"]
+        ids = [g.id for g in population]
+        count, share = phenotype_diversity(scored)
+        items.append(("generation_finished", {
+            "genomes": {i: scores[i] for i in ids},
+            "best": {n: max(scores[i][n] for i in ids) for n in names},
+            "mean": {n: sum(scores[i][n] for i in ids) / len(ids) for n in names},
+            "genotype_diversity": genotype_diversity(population, self.config),
+            "phenotype_diversity": {"distinct": count, "share": share},
+            "cache": {"hits": hits, "misses": misses,
+                      "hit_rate": hits / (hits + misses) if hits + misses else 0.0},
+            "gate": info, "survivors": [s.genome.id for s in evo.survivors],
+            "timings": {"wall_seconds": time.time() - started,
+                        "cache_found_ready": self.executor.cache_stats().hits,
+                        "retries": self.executor.stats.retries},
+        }, generation))
+        self.events.emit_many(items)
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per job: the machine's cores shared by the run's workers."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def prompts_for(config: Config, problems: dict[str, Any], names: list[str]) -> list[str]:
+    style = config.benchmark.prompt_style
+    return [build_prompt(n, problems[n].buggy_source, style) for n in names]

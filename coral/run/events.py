@@ -1,0 +1,162 @@
+"""The run's event log: append-only JSONL segments under runs/RUN_ID/events/, the source of truth.
+
+Each event is written (and fsync'd) to the log first, then published on the run's events
+partition without blocking; a full or unreachable partition is skipped, because the ingestor
+catches up from the log by sequence number. Event ids are `run_id:seq` and the engine emits
+them in a canonical order, so a resumed run re-emits exactly the ids (and content) that the
+interrupted one would have: `coral resume` cuts the log back to its last checkpoint first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from coral.errors import CoralError, MessageError
+from coral.execution.jobs import EVENTS_QUEUE
+from coral.execution.messages import Event, EventType, decode, encode, event_id
+from coral.execution.transport.base import Transport
+
+log = logging.getLogger("coral.run.events")
+
+SEGMENT_BYTES = 4 * 1024 * 1024  # a new segment starts past this size: files stay readable
+SEGMENT_SUFFIX = ".jsonl"
+# Data keys whose content depends on the machine or on timing: recorded, never compared.
+RUNTIME_KEYS = ("timings", "runtime")
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:08d}{SEGMENT_SUFFIX}"
+
+
+def segments(events_dir: Path) -> list[Path]:
+    """Segment files in sequence order (names are zero-padded first sequence numbers)."""
+    if not events_dir.is_dir():
+        return []
+    return sorted(p for p in events_dir.iterdir() if p.suffix == SEGMENT_SUFFIX and p.stem.isdigit())
+
+
+def read_events(events_dir: Path, after: int = -1) -> Iterator[Event]:
+    """Events with seq > `after`, in order. A torn last line (a crash mid-write) is skipped."""
+    for path in segments(events_dir):
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.endswith("\n"):
+                    return  # torn tail: the writer was killed mid-line
+                try:
+                    event = decode(Event, line)
+                except MessageError as exc:
+                    raise CoralError(f"{path}:{number}: corrupt event ({exc})") from None
+                if event.seq > after:
+                    yield event
+
+
+def truncate(events_dir: Path, start_seq: int) -> int:
+    """Drop events with seq >= start_seq (and a torn last line); return how many were dropped.
+
+    Only `coral resume` needs this: events past the last checkpoint belong to a generation
+    that is about to be redone, and are re-emitted with the same ids and content.
+    """
+    dropped = 0
+    for path in segments(events_dir):
+        raw = path.read_bytes()
+        lines = raw.split(b"\n")
+        complete, torn = lines[:-1], lines[-1]
+        keep = []
+        for line in complete:
+            if decode(Event, line).seq < start_seq:
+                keep.append(line)
+        dropped += len(complete) - len(keep) + (1 if torn else 0)
+        if len(keep) == len(complete) and not torn:
+            continue
+        if not keep:
+            path.unlink()
+            continue
+        with open(path, "r+b") as handle:
+            handle.truncate(0)
+            handle.write(b"\n".join(keep) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    return dropped
+
+
+def science(event: Event) -> dict[str, Any]:
+    """What must be identical between two runs of one config: no run id, no timings."""
+    data = {k: v for k, v in event.data.items() if k not in RUNTIME_KEYS}
+    return {"seq": event.seq, "type": event.type, "generation": event.generation, "data": data}
+
+
+class EventLog:
+    """Appends events with gap-free sequence numbers; `next_seq` restores a resumed run."""
+
+    def __init__(self, run_id: str, events_dir: Path, transport: Transport | None = None,
+                 events_queue: str = EVENTS_QUEUE, start_seq: int = 0) -> None:
+        self.run_id = run_id
+        self.dir = events_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._publish_queue = transport.queue(events_queue) if transport is not None else None
+        truncate(self.dir, start_seq)
+        self.seq = start_seq
+        self.published = 0
+        self.skipped_publish = 0
+
+    def emit(self, type_: EventType, data: dict[str, Any] | None = None,
+             generation: int | None = None) -> Event:
+        return self.emit_many([(type_, data or {}, generation)])[0]
+
+    def emit_many(self, items: list[tuple[EventType, dict[str, Any], int | None]]) -> list[Event]:
+        """Log a batch (one fsync), then publish each without blocking."""
+        events = []
+        for type_, data, generation in items:
+            events.append(Event(event_id=event_id(self.run_id, self.seq), run_id=self.run_id,
+                                seq=self.seq, type=type_, generation=generation, data=data,
+                                wall_time=time.time()))
+            self.seq += 1
+        if events:
+            self._append(events)
+        for event in events:
+            self._publish(event)
+        return events
+
+    def _append(self, events: list[Event]) -> None:
+        files = segments(self.dir)
+        path = files[-1] if files else self.dir / segment_name(events[0].seq)
+        if path.exists() and path.stat().st_size >= SEGMENT_BYTES:
+            path = self.dir / segment_name(events[0].seq)
+        lines = "".join(encode(e) + "\n" for e in events)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _publish(self, event: Event) -> None:
+        if self._publish_queue is None:
+            return
+        try:
+            self._publish_queue.put(encode(event), block=False, partition=self.run_id)
+            self.published += 1
+        except (queue.Full, ValueError, TypeError, OSError, CoralError) as exc:
+            # Best effort by design: the log already holds the event.
+            self.skipped_publish += 1
+            log.debug("event %s not published: %s", event.event_id, exc)
+
+
+def summary(events_dir: Path) -> dict[str, Any]:
+    """Last event, counts per type and the highest generation seen: what `coral status` shows."""
+    counts: dict[str, int] = {}
+    last: Event | None = None
+    generation = None
+    for event in read_events(events_dir):
+        counts[event.type] = counts.get(event.type, 0) + 1
+        last = event
+        if event.type == "generation_finished":
+            generation = event.generation
+    return {"events": sum(counts.values()), "counts": counts,
+            "last": json.loads(encode(last)) if last else None,
+            "generations_finished": generation}

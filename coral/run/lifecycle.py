@@ -1,0 +1,208 @@
+"""Starting, resuming and validating runs: what `coral run`, `coral resume`, `coral validate`
+and the Modal orchestrator call. The pipeline itself is coral/run/engine.py.
+
+The worker launcher is chosen here for the local backends (serial: none; local: a process pool).
+Remote backends pass their own (`launcher=`): the Modal orchestrator hands in a ModalLauncher, so
+this layer never imports the Modal layer above it (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from coral.benchmark.loader import load_benchmark
+from coral.benchmark.split import split_for_config
+from coral.config import BackendConfig, Config, load_config
+from coral.errors import CoralError
+from coral.execution.executor import Executor, QueueExecutor, SerialExecutor
+from coral.execution.jobs import Handlers
+from coral.execution.transport import open_transport
+from coral.execution.transport.base import Transport
+from coral.execution.workers import LocalWorkerPool, WorkerLauncher
+from coral.home import Home, new_run_id
+from coral.run import checkpoints as ckpt
+from coral.run.control import CONTROL_DICT, control_key
+from coral.run.engine import EvolutionEngine, Problems, default_threads, prompts_for
+from coral.run.events import read_events
+from coral.run.registry import (
+    compare_runs,
+    effective_state,
+    read_json,
+    register_run,
+    run_config,
+    run_record,
+    write_status,
+)
+
+# Makes the worker launcher of a remote backend for one run: (transport, config) -> launcher.
+LauncherFactory = Callable[[Transport, Config], WorkerLauncher]
+
+# ---------------------------------------------------------------------- starting and resuming
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    state: str  # finished | stopped
+    wall_seconds: float
+    worker_pids: list[int]
+    retries: int
+    lease_expiries: int
+    cache_found_ready: int  # train jobs that found their adapter on disk (recorded only)
+
+
+def load_problems(config: Config, split: dict[str, list[str]] | None = None) -> Problems:
+    if split is None:
+        split = split_for_config(config).as_dict()
+    bench = {p.name: p for p in load_benchmark(config.benchmark.root)}
+    missing = [n for n in split["train"] + split["eval"] if n not in bench]
+    if missing:
+        raise CoralError(f"benchmark {config.benchmark.root} has no problem {missing[0]!r} "
+                         "named in the run's split")
+    return Problems(str(config.benchmark.root), list(split["train"]), list(split["eval"]),
+                    prompts_for(config, bench, list(split["eval"])))
+
+
+def resolve_config(source: Config | str | os.PathLike, overrides: list[str] | None = None,
+                   backend: str | None = None, workers: int | None = None) -> Config:
+
+    config = source if isinstance(source, Config) else load_config(source, overrides)
+    if isinstance(source, Config) and overrides:
+        raise CoralError("overrides apply to a config file, not to a Config object")
+    update: dict[str, Any] = {}
+    if backend is not None:
+        update["kind"] = backend
+    if workers is not None:
+        update["workers"] = workers
+    if update:
+        merged = BackendConfig.model_validate({**config.backend.model_dump(), **update})
+        config = config.model_copy(update={"backend": merged})
+    return config
+
+
+def run_from_config(
+    config: Config | str | os.PathLike, run_id: str | None = None, backend: str | None = None, *,
+    workers: int | None = None, overrides: list[str] | None = None, home: Home | None = None,
+    progress: Callable[[str, dict], None] | None = None, threads: int | None = None,
+    handlers: str | None = None, launcher: LauncherFactory | None = None,
+) -> RunResult:
+    """Register a new run and run it to the end: the CLI's and the Modal orchestrator's entry.
+
+    `handlers` ("module:attr", a dict kind -> body) replaces job bodies: tests and benchmarks.
+    """
+
+    config = resolve_config(config, overrides, backend, workers)
+    home = (home or Home()).ensure()
+    run_id = run_id or new_run_id()
+    problems = load_problems(config)
+    register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval}, handlers)
+    progress = progress or (lambda kind, info: None)
+    progress("registered", {"run_id": run_id})
+    return execute(config, run_id, home, problems, None, progress, threads, handlers, launcher)
+
+
+def resume_run(run_id: str, home: Home | None = None,
+               progress: Callable[[str, dict], None] | None = None,
+               threads: int | None = None, handlers: str | None = None,
+               launcher: LauncherFactory | None = None) -> RunResult:
+    """Continue an interrupted run from its last checkpoint (crash recovery)."""
+
+    home = home or Home()
+    config = run_config(home, run_id)
+    state = effective_state(read_json(home.run_dir(run_id) / "status.json"))
+    if state == "finished":
+        raise CoralError(f"run {run_id} already finished; nothing to resume")
+    if state in ("running", "paused", "starting"):
+        raise CoralError(f"run {run_id} is {state} (its orchestrator is alive); "
+                         f"use `coral continue {run_id}` for a paused run")
+    record = run_record(home, run_id)
+    problems = load_problems(config, record["split"])
+    handlers = handlers or record.get("handlers")
+    checkpoint = ckpt.latest(home.checkpoints_dir(run_id))
+    return execute(config, run_id, home, problems, checkpoint, progress, threads, handlers, launcher)
+
+
+def execute(config: Config, run_id: str, home: Home, problems: Problems,
+            resume: ckpt.Checkpoint | None, progress: Callable[[str, dict], None] | None,
+            threads: int | None, handlers: str | None = None,
+            launcher_factory: LauncherFactory | None = None) -> RunResult:
+
+    kind = config.backend.kind
+    started = time.time()
+    with open_transport(kind, home=home, config=config) as transport:
+        try:
+            transport.dict(CONTROL_DICT).pop(control_key(run_id))  # a stale request must not apply
+        except KeyError:
+            pass
+        launcher = None
+        executor: Executor
+        if kind == "serial":
+            executor = SerialExecutor(transport, run_id, config.backend, home=home,
+                                      handlers=Handlers.from_spec(handlers))
+        else:
+            executor = QueueExecutor(transport, run_id, config.backend)
+            launcher = _launcher(config, home, run_id, transport, handlers, launcher_factory)
+            launcher.start()
+        engine = EvolutionEngine(config, run_id, home, executor, transport, problems,
+                                 threads=threads or default_threads(config.backend.workers),
+                                 progress=progress)
+        try:
+            state = engine.run(resume)
+        except CoralError as exc:
+            if hasattr(engine, "events"):
+                engine.events.emit("run_failed", {"error": str(exc)})
+            write_status(home, run_id, "failed", error=str(exc))
+            raise
+        finally:
+            if launcher is not None:
+                launcher.stop()
+        pids = launcher.pids() if launcher is not None and hasattr(launcher, "pids") else [os.getpid()]
+        return RunResult(run_id, state, time.time() - started, pids, executor.stats.retries,
+                         executor.stats.lease_expiries, executor.cache_stats().hits)
+
+
+def _launcher(config: Config, home: Home, run_id: str, transport: Transport,
+              handlers: str | None, factory: LauncherFactory | None) -> WorkerLauncher:
+    kinds = ["train", "generate", "test"]
+    if config.backend.kind == "local":
+        return LocalWorkerPool(home, config.backend.workers, kinds, handlers=handlers,
+                               lease_seconds=config.backend.lease_seconds,
+                               log_dir=home.run_dir(run_id) / "workers")
+    if factory is None:
+        raise CoralError(f"backend {config.backend.kind!r} runs are started by `coral run`, which "
+                         "submits them to their own orchestrator")
+    return factory(transport, config)
+
+
+def validate_config_runs(config_path: str | os.PathLike, overrides: list[str] | None = None,
+                         workers: int = 2, home: Home | None = None,
+                         handlers: str | None = None) -> dict[str, Any]:
+    """Run one config with the serial executor and with >= 2 local workers; compare results.
+
+    Both runs use the same torch thread count, so CPU float sums cannot differ between them.
+    """
+
+    home = (home or Home()).ensure()
+    base = new_run_id()
+    threads = default_threads(workers)
+    report: dict[str, Any] = {}
+    for side, kind in (("serial", "serial"), ("queue", "local")):
+        config = resolve_config(config_path, overrides, kind, max(2, workers))
+        result = run_from_config(config, f"{base}-{side}", home=home, threads=threads,
+                                 handlers=handlers)
+        hits = misses = 0
+
+        for event in read_events(home.events_dir(result.run_id)):
+            if event.type == "generation_finished":
+                hits += event.data["cache"]["hits"]
+                misses += event.data["cache"]["misses"]
+        report[side] = {"run_id": result.run_id, "state": result.state,
+                        "wall_seconds": result.wall_seconds, "worker_pids": result.worker_pids,
+                        "retries": result.retries, "lease_expiries": result.lease_expiries,
+                        "cache_hit_rate": hits / (hits + misses) if hits + misses else 0.0}
+    report["identical"] = compare_runs(home, report["serial"]["run_id"], report["queue"]["run_id"])
+    return report

@@ -1,0 +1,294 @@
+"""The run registry: run directories under CORAL_HOME/runs, read without any database lock.
+
+runs/RUN_ID/config.yaml    resolved config, train/eval split, package versions (written once)
+runs/RUN_ID/status.json    state (starting, running, paused, finished, failed, stopped),
+                           orchestrator pid and host, current generation; replaced atomically
+`coral runs` and `coral status` read only these files and the event log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from coral.config import Config, config_to_dict, validate_config
+from coral.errors import AdapterError, CoralError
+from coral.evolution.genome import Genome
+from coral.home import Home
+from coral.model.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, METADATA, TEMP_PREFIX, gene_key, read_adapter
+from coral.run.checkpoints import PREFIX, latest, write_atomic
+from coral.run.events import read_events, science, summary
+
+STATES = ("starting", "running", "paused", "finished", "failed", "stopped")
+ACTIVE = ("starting", "running", "paused")
+VERSIONED = ("coral", "torch", "transformers", "peft", "numpy", "pydantic", "duckdb", "modal")
+
+# Run records are read on every dashboard refresh; libyaml's loader is ~10x faster than pure Python.
+_RECORD_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def ensure_new_run(home: Home, run_id: str) -> None:
+    """The one "run already exists" check (registration, and launches before they start)."""
+    if (home.run_dir(run_id) / "config.yaml").exists():
+        raise CoralError(f"run {run_id} already exists in {home.runs}; use `coral resume {run_id}`")
+
+
+def register_run(home: Home, run_id: str, config: Config, split: dict[str, list[str]],
+                 handlers: str | None = None) -> Path:
+    """Create the run directory with config.yaml; an existing run id is an error.
+
+    `handlers` (replacement job bodies: tests, benchmarks) is recorded so a resume uses them too.
+    """
+    ensure_new_run(home, run_id)
+    folder = home.run_dir(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"run_id": run_id, "created": time.time(), "config": config_to_dict(config),
+              "split": split, "versions": package_versions()}
+    if handlers is not None:
+        record["handlers"] = handlers
+    write_atomic(folder / "config.yaml", yaml.safe_dump(record, sort_keys=False))
+    write_status(home, run_id, "starting")
+    return folder
+
+
+def run_record(home: Home, run_id: str) -> dict[str, Any]:
+    path = home.run_config(run_id)
+    if not path.is_file():
+        raise CoralError(f"no run {run_id!r} in {home.runs}")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RECORD_LOADER)  # a safe loader
+    except yaml.YAMLError as exc:
+        raise CoralError(f"{path}: unreadable run record ({exc})") from None
+    if not isinstance(data, dict) or "config" not in data:
+        raise CoralError(f"{path}: not a run record (no 'config' key)")
+    return data
+
+
+def run_config(home: Home, run_id: str) -> Config:
+    return validate_config(run_record(home, run_id)["config"], home.run_dir(run_id),
+                           str(home.run_config(run_id)))
+
+
+def write_status(home: Home, run_id: str, state: str, **fields: Any) -> None:
+    if state not in STATES:
+        raise ValueError(f"unknown run state {state!r}")
+    path = home.run_dir(run_id) / "status.json"
+    previous = read_json(path)
+    record = {**previous, **fields, "state": state, "pid": os.getpid(),
+              "host": socket.gethostname(), "updated": time.time()}
+    write_atomic(path, json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    state: str  # a STATES entry, or "interrupted": active but its orchestrator is gone
+    generation: int | None
+    generations: int | None
+    strategy: str | None
+    backend: str | None
+    updated: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def effective_state(status: dict[str, Any]) -> str:
+    state = status.get("state", "unknown")
+    same_host = status.get("host") == socket.gethostname()
+    if state in ACTIVE and same_host and isinstance(status.get("pid"), int):
+        if not _pid_alive(status["pid"]):
+            return "interrupted"
+    return state
+
+
+def run_info(home: Home, run_id: str) -> RunInfo:
+    folder = home.run_dir(run_id)
+    status = read_json(folder / "status.json")
+    config = read_json_yaml(folder / "config.yaml").get("config", {})
+    return RunInfo(
+        run_id=run_id, state=effective_state(status), generation=status.get("generation"),
+        generations=config.get("generations"), strategy=config.get("strategy"),
+        backend=status.get("backend", (config.get("backend") or {}).get("kind")),
+        updated=status.get("updated"),
+    )
+
+
+def read_json_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RECORD_LOADER)  # a safe loader
+    except (FileNotFoundError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def list_runs(home: Home) -> list[RunInfo]:
+    """Every registered run, oldest first (run ids sort by creation time)."""
+    if not home.runs.is_dir():
+        return []
+    return [run_info(home, p.name) for p in sorted(home.runs.iterdir())
+            if (p / "config.yaml").is_file()]
+
+
+def run_status(home: Home, run_id: str) -> dict[str, Any]:
+    """status.json, the effective state, and an event-log summary."""
+    run_record(home, run_id)  # a clear error for unknown runs
+    folder = home.run_dir(run_id)
+    status = read_json(folder / "status.json")
+    return {**status, "run_id": run_id, "state": effective_state(status),
+            "log": summary(home.events_dir(run_id))}
+
+
+# ---------------------------------------------------------------------- comparing runs
+
+
+def run_science(home: Home, run_id: str) -> dict[str, Any]:
+    """What must match between two runs of one config: populations, scores, event sequence."""
+
+    folder = home.checkpoints_dir(run_id)
+    populations, scores = [], []
+    for path in sorted(folder.glob(f"{PREFIX}*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        populations.append([g for g in data["population"]])
+        scores.append(data["scores"])
+    events = [science(e) for e in read_events(home.events_dir(run_id))]
+    return {"populations": populations, "scores": scores,
+            "event_ids": [e["seq"] for e in events], "event_types": [e["type"] for e in events],
+            "events": events}
+
+
+def compare_runs(home: Home, a: str, b: str) -> dict[str, bool]:
+    """Event ids are RUN_ID:SEQ; across two runs the comparable part is the seq -> type list."""
+    x, y = run_science(home, a), run_science(home, b)
+    return {
+        "populations": x["populations"] == y["populations"],
+        "scores": x["scores"] == y["scores"],
+        "event_ids": (x["event_ids"], x["event_types"]) == (y["event_ids"], y["event_types"]),
+        "events": x["events"] == y["events"],
+    }
+
+
+# ---------------------------------------------------------------------- the adapter cache
+
+
+def list_adapters(home: Home | None = None) -> list[dict[str, Any]]:
+    """Cached adapters (key, size, genes) plus half-written or damaged entries, by name."""
+
+    home = home or Home()
+    out: list[dict[str, Any]] = []
+    if not home.adapters.is_dir():
+        return out
+    for folder in sorted(home.adapters.iterdir()):
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        entry: dict[str, Any] = {"key": folder.name, "bytes": size, "genes": None, "problem": None}
+        if folder.name.startswith(TEMP_PREFIX):
+            entry["problem"] = "half-written (a trainer died)"
+        else:
+            try:
+                entry["genes"] = read_adapter(folder).genes.model_dump(mode="json")
+            except AdapterError as exc:
+                entry["problem"] = f"damaged: {exc}"
+        out.append(entry)
+    return out
+
+
+def used_adapter_keys(home: Home) -> set[str]:
+    keys: set[str] = set()
+    for info in list_runs(home):
+        checkpoint = latest(home.checkpoints_dir(info.run_id))
+        if checkpoint is not None:
+            keys.update(cache_key for _, cache_key in checkpoint.trained_keys)
+    return keys
+
+
+def prune(home: Home | None = None, *, unused: bool = False, dry_run: bool = False,
+          ) -> list[tuple[str, str]]:
+    """Remove half-written and damaged adapters; with `unused`, also those no run used.
+
+    An active run may be training into a temp folder right now: temp folders younger than an
+    hour are kept.
+    """
+    import shutil
+
+    home = home or Home()
+    used = used_adapter_keys(home) if unused else set()
+    removed = []
+    for entry in list_adapters(home):
+        folder = home.adapters / entry["key"]
+        why = entry["problem"]
+        if why and why.startswith("half-written") and time.time() - folder.stat().st_mtime < 3600:
+            continue
+        if why is None and unused and entry["key"] not in used:
+            why = "no registered run used it"
+        if why is None:
+            continue
+        removed.append((entry["key"], why))
+        if not dry_run:
+            shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
+def export_adapter(run_id: str, genome_id: str, out: str | Path, home: Home | None = None) -> Path:
+    """Copy the adapter a run trained for `genome_id` to `out` as a standard peft folder."""
+    import shutil
+
+
+    home = home or Home()
+    run_record(home, run_id)
+    genome = None
+    for path in sorted(home.checkpoints_dir(run_id).glob(f"{PREFIX}*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for g in data["population"]:
+            candidate = Genome.model_validate(g)
+            if candidate.id == genome_id:
+                genome = candidate
+                trained = dict(tuple(x) for x in data["trained_keys"])
+    if genome is None:
+        raise CoralError(f"run {run_id} has no evaluated genome {genome_id!r}")
+    cache_key = trained.get(gene_key(genome))
+    if cache_key is None:
+        raise CoralError(f"run {run_id}: no adapter recorded for genome {genome_id}")
+    read_adapter(home.adapter_dir(cache_key))  # whole and intact, or AdapterError
+    target = Path(out)
+    if target.exists():
+        raise CoralError(f"--out {target}: already exists")
+    target.mkdir(parents=True)
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, METADATA):
+        shutil.copy2(home.adapter_dir(cache_key) / name, target / name)
+    return target

@@ -1,0 +1,1 @@
+"""Running untrusted candidate code: the box, the harness shipped into it, and the objectives."""

@@ -1,0 +1,293 @@
+"""The five objectives of a candidate fix, each in [0, 1], and their means per genome.
+
+Formulas and the reasons behind them: docs/objectives.md. In short, per candidate:
+
+    bugfix   = passed cases / cases                      (sandboxed run, coral.sandbox.runner)
+    syntax   = 1 if the program parses and compiles, else 0
+    style    = max(0, 1 - ruff violations / code lines)
+    security = 1 - min(1, sum of bandit severity weights / 9)
+    runtime  = mean over passed cases of min(1, reference steps / candidate steps)
+
+and style, security and runtime are 0 for a candidate that passes no case. Every number comes
+from a deterministic source (executed-line counts, not clocks), so the same candidate scores
+the same on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from math import comb
+from pathlib import Path
+
+from coral.benchmark.problem import Problem
+from coral.evolution.selection import OBJECTIVES
+from coral.sandbox.runner import CandidateRun, CaseResult, RunnerLimits, run_candidate
+
+RUFF_RULES = "E,W,F,B,C90"  # pycodestyle, pyflakes, bugbear, complexity: fixed, so stable
+RUFF_ARGS = ("--line-length", "100", "--target-version", "py311")
+BANDIT_SKIPS = "B101"  # assert: a fair self-check in a small program, not a vulnerability
+SEVERITY_WEIGHTS = {"LOW": 1.0, "MEDIUM": 3.0, "HIGH": 9.0}
+SECURITY_SCALE = 9.0  # one HIGH issue (or three MEDIUM) takes security to 0
+# Per-case step budget for candidates: a generous multiple of the reference's costliest case,
+# within a floor (tiny problems) and the runner's own cap.
+STEP_BUDGET_FACTOR, STEP_BUDGET_FLOOR = 100, 100_000
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    problem: str
+    bugfix: float
+    syntax: float
+    style: float
+    security: float
+    runtime: float
+    fixed: bool
+    cases: tuple[CaseResult, ...]
+    style_violations: tuple[str, ...] = ()  # ruff codes, one per violation
+    security_issues: tuple[str, ...] = ()  # "B602:HIGH", one per issue
+    error: str | None = None
+
+    def objectives(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in OBJECTIVES}
+
+
+@dataclass(frozen=True)
+class GenomeObjectives:
+    bugfix: float
+    syntax: float
+    style: float
+    security: float
+    runtime: float
+    fixed_at_k: float
+    k: int
+    problems: int
+    candidates: int
+
+    def objectives(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in OBJECTIVES}
+
+
+# --- reference costs ------------------------------------------------------------------------
+
+_reference_cache: dict[str, dict[str, int]] = {}
+_reference_lock = threading.Lock()
+
+
+def problem_key(problem: Problem) -> str:
+    """Content hash of everything that decides the reference run (not the problem's name)."""
+    cases = None if problem.json_cases is None else [(c.args, c.expected) for c in problem.json_cases]
+    content = [problem.name, problem.correct_source, cases, problem.pytest_source, problem.support_files]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def reference_steps(problem: Problem, limits: RunnerLimits | None = None) -> dict[str, int]:
+    """Steps per case of the problem's reference fix, run once per process and problem content.
+
+    This caches the *reference* (a property of the problem), never a candidate's result.
+    """
+    key = problem_key(problem)
+    with _reference_lock:
+        if key in _reference_cache:
+            return _reference_cache[key]
+    run = run_candidate(problem, problem.correct_source, limits)
+    steps = {c.case_id: c.steps for c in run.cases}
+    with _reference_lock:
+        _reference_cache[key] = steps
+    return steps
+
+
+def candidate_limits(reference: dict[str, int], base: RunnerLimits | None = None) -> RunnerLimits:
+    """Limits for candidates of a problem: the step budget follows the reference's cost."""
+    base = base or RunnerLimits()
+    budget = max(STEP_BUDGET_FLOOR, STEP_BUDGET_FACTOR * max(reference.values(), default=0))
+    return replace(base, step_budget=min(base.step_budget, budget))
+
+
+# --- per-candidate scores -------------------------------------------------------------------
+
+
+def runtime_score(cases: Sequence[CaseResult], reference: dict[str, int]) -> float:
+    ratios = [
+        min(1.0, max(1, reference[c.case_id]) / max(1, c.steps)) for c in cases if c.passed and c.case_id in reference
+    ]
+    return sum(ratios) / len(ratios) if ratios else 0.0
+
+
+def code_lines(source: str) -> int:
+    """Lines holding code: neither blank nor comment-only."""
+    return sum(1 for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+def score_run(
+    run: CandidateRun,
+    source: str,
+    reference: dict[str, int],
+    style: tuple[float, tuple[str, ...]],
+    security: tuple[float, tuple[str, ...]],
+) -> CandidateScore:
+    bugfix = run.passed / run.total if run.total else 0.0
+    any_pass = run.passed > 0  # an empty function is not a good fix, however tidy
+    return CandidateScore(
+        problem=run.problem,
+        bugfix=bugfix,
+        syntax=1.0 if run.syntax_ok else 0.0,
+        style=style[0] if any_pass else 0.0,
+        security=security[0] if any_pass else 0.0,
+        runtime=runtime_score(run.cases, reference) if any_pass else 0.0,
+        fixed=run.fixed,
+        cases=run.cases,
+        style_violations=style[1] if any_pass else (),
+        security_issues=security[1] if any_pass else (),
+        error=run.error,
+    )
+
+
+def score_candidate(
+    problem: Problem,
+    candidate_source: str,
+    reference_steps: dict[str, int] | None = None,
+    limits: RunnerLimits | None = None,
+) -> CandidateScore:
+    return score_candidates([(problem, candidate_source)], limits=limits, references=reference_steps)[0]
+
+
+def score_candidates(
+    items: Sequence[tuple[Problem, str]],
+    limits: RunnerLimits | None = None,
+    workers: int | None = None,
+    references: dict[str, int] | None = None,
+) -> list[CandidateScore]:
+    """Score many candidates: sandboxes in parallel, ruff and bandit once for the whole batch.
+
+    `references` (steps per case id) applies to every item; normally leave it None and the
+    reference fix of each problem is run once and cached.
+    """
+    workers = workers or max(1, os.cpu_count() or 1)
+    sources = [src for _, src in items]
+    # The linters run over every candidate while the sandboxes run (their start-up, bandit's
+    # above all, then costs no extra wall time); only those that pass a case use the result.
+    with ThreadPoolExecutor(2) as linters, ThreadPoolExecutor(workers) as pool:
+        style_future = linters.submit(style_scores, sources)
+        security_future = linters.submit(security_scores, sources)
+        if references is None:  # each distinct problem's reference once, before its candidates
+            problems = {problem_key(p): p for p, _ in items}
+            done = dict(zip(problems, pool.map(lambda p: reference_steps(p, limits), problems.values()), strict=True))
+            refs = [done[problem_key(p)] for p, _ in items]
+        else:
+            refs = [references] * len(items)
+        runs = list(
+            pool.map(
+                lambda it, ref: run_candidate(it[0], it[1], candidate_limits(ref, limits)),
+                items,
+                refs,
+            )
+        )
+        styles, securities = style_future.result(), security_future.result()
+    return [
+        score_run(run, src, ref, style, security)
+        for src, run, ref, style, security in zip(sources, runs, refs, styles, securities, strict=True)
+    ]
+
+
+# --- linters --------------------------------------------------------------------------------
+
+
+def _tool(name: str) -> list[str]:
+    """The tool next to our interpreter (the venv), else on PATH, else `python -m`."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which(name)
+    return [found] if found else [sys.executable, "-m", name]
+
+
+def _lint_batch(sources: Sequence[str], argv: list[str]) -> tuple[str, list[Path]]:
+    """Run a linter over one temp file per source (in order); return its stdout and the paths."""
+    with tempfile.TemporaryDirectory(prefix="coral-lint-") as tmp:
+        paths = [Path(tmp) / f"candidate_{i}.py" for i in range(len(sources))]
+        for path, source in zip(paths, sources, strict=True):
+            path.write_bytes(source.encode("utf-8", "replace"))  # a lone surrogate becomes "?"
+        proc = subprocess.run(  # fixed tool, our own temp files
+            argv + [str(p) for p in paths], cwd=tmp, capture_output=True, text=True, check=False
+        )
+        if proc.returncode not in (0, 1) or not proc.stdout.strip():  # 1: bandit found issues
+            raise RuntimeError(f"{' '.join(argv[:3])} failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
+        return proc.stdout, paths
+
+
+def style_scores(sources: Sequence[str]) -> list[tuple[float, tuple[str, ...]]]:
+    """ruff over all sources in one call; each file is linted on its own, so batching is exact."""
+    if not sources:
+        return []
+    argv = _tool("ruff") + ["check", "--no-cache", "--isolated", "--ignore-noqa", "--exit-zero"]
+    argv += ["--select", RUFF_RULES, *RUFF_ARGS, "--output-format", "json"]
+    out, paths = _lint_batch(sources, argv)
+    found: dict[str, list[str]] = defaultdict(list)
+    for item in json.loads(out):
+        found[Path(item["filename"]).name].append(item.get("code") or "syntax")
+    scores = []
+    for path, source in zip(paths, sources, strict=True):
+        codes = tuple(sorted(found[path.name]))
+        scores.append((max(0.0, 1.0 - len(codes) / max(1, code_lines(source))), codes))
+    return scores
+
+
+def security_scores(sources: Sequence[str]) -> list[tuple[float, tuple[str, ...]]]:
+    """bandit over all sources in one call (`# nosec` ignored: the candidate does not judge)."""
+    if not sources:
+        return []
+    argv = _tool("bandit") + ["-q", "-f", "json", "--ignore-nosec", "-s", BANDIT_SKIPS]
+    out, paths = _lint_batch(sources, argv)
+    found: dict[str, list[str]] = defaultdict(list)
+    for item in json.loads(out)["results"]:
+        found[Path(item["filename"]).name].append(f"{item['test_id']}:{item['issue_severity']}")
+    scores = []
+    for path in paths:
+        issues = tuple(sorted(found[path.name]))
+        weight = sum(SEVERITY_WEIGHTS.get(i.split(":")[1], 1.0) for i in issues)
+        scores.append((1.0 - min(1.0, weight / SECURITY_SCALE), issues))
+    return scores
+
+
+# --- per genome -----------------------------------------------------------------------------
+
+
+def fixed_at_k(samples: int, fixed: int, k: int) -> float:
+    """Chance that k of the samples, drawn without replacement, include a fixed one
+    (Chen et al. 2021's unbiased pass@k; with samples == k: 1 if any is fixed)."""
+    if samples - fixed < k:
+        return 1.0
+    return 1.0 - comb(samples - fixed, k) / comb(samples, k)
+
+
+def aggregate(scores: Sequence[CandidateScore], k: int) -> GenomeObjectives:
+    """Means over evaluation problems x samples (each problem weighs the same) and fixed@k.
+
+    `scores` holds every sample of every evaluation problem; they are grouped by problem name.
+    Each problem needs at least k samples.
+    """
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    groups: dict[str, list[CandidateScore]] = defaultdict(list)
+    for score in scores:
+        groups[score.problem].append(score)
+    if not groups:
+        raise ValueError("no scores to aggregate")
+    short = sorted(name for name, group in groups.items() if len(group) < k)
+    if short:
+        raise ValueError(f"fewer than k={k} samples for: {', '.join(short)}")
+    names = ("bugfix", "syntax", "style", "security", "runtime")
+    means = {n: sum(sum(getattr(s, n) for s in g) / len(g) for g in groups.values()) / len(groups) for n in names}
+    at_k = sum(fixed_at_k(len(g), sum(s.fixed for s in g), k) for g in groups.values()) / len(groups)
+    return GenomeObjectives(**means, fixed_at_k=at_k, k=k, problems=len(groups), candidates=len(scores))

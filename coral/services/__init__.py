@@ -1,0 +1,1 @@
+"""What the dashboard does that is not drawing: launching, controlling and exporting runs."""

@@ -1,0 +1,477 @@
+"""The ingestor: the one writer of store.duckdb (docs/architecture.md, "Contracts").
+
+Each cycle, per run: drain the run's events partition (live, best effort), read whatever the
+run's event log holds past the last read position (catch-up: after a restart, or where a publish
+was skipped), apply the contiguous events past the run's high-water mark (the ready events of
+several runs share one transaction), read new checkpoints for genome details, and now and then
+replace the read snapshot. Sealed log segments are parsed whole by DuckDB's NDJSON reader.
+
+Idempotent: an event with seq <= the mark is already stored. If it is stored with another type,
+the log was rewritten there (a stopped run resumed from its checkpoint) and the run is rewound.
+
+Events travel as frames (coral.store.store.FRAME_SCHEMA, one Arrow row per event): DuckDB parses a
+log chunk's lines in one query, and ordering, de-duplication and the contiguity check are numpy
+operations on the seq column, so a catch-up of a million events does no Python work per event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from coral.errors import CoralError
+from coral.execution.transport import open_transport
+from coral.home import Home
+from coral.run.checkpoints import PREFIX as CHECKPOINT_PREFIX
+from coral.run.events import segments
+from coral.run.registry import read_json_yaml
+from coral.store.store import Store, check_event, empty_frame, genome_row, snapshot_path
+
+log = logging.getLogger("coral.store.ingest")
+
+EVENTS_QUEUE = "events"
+DRAIN_BATCH = 1000
+APPLY_BATCH = 200_000  # events per transaction (several runs'): > a row group, bounds memory
+_SEQ = re.compile(rb'"seq":(\d+)')
+SEALED_BATCH = 32  # sealed segments per DuckDB read (x 4 MiB): parallel across files, bounded memory
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1)
+
+
+class LogTail:
+    """Reads one run's event log incrementally: (segment, byte offset) of the next unread line.
+
+    Complete lines go to DuckDB in one batch per read (`Store.parse_lines`); the offset moves
+    only past lines that parsed, so a corrupt line is named again on every read until fixed.
+    """
+
+    def __init__(self, events_dir: Path, store: Store) -> None:
+        self.dir = events_dir
+        self.store = store
+        self.segment: Path | None = None
+        self.offset = 0
+        self.line = 1  # number of the line at `offset` in its segment (for error messages)
+        self.next_seq: int | None = None  # seq of the line at `offset`, when known
+        self.rewritten = False  # set when the log shrank or changed under us (a resume)
+
+    def _seek(self, files: list[Path], after: int) -> None:
+        """Start at the last segment that can hold seq after + 1 (names are first seqs)."""
+        start = files[0]
+        for path in files:
+            if int(path.stem) <= after + 1:
+                start = path
+        self.segment, self.offset, self.line, self.next_seq = start, 0, 1, None
+
+    def read(self, after: int) -> pa.Table:
+        """A frame of the complete events with seq > after, in order; a torn last line waits."""
+        files = segments(self.dir)
+        if not files:
+            return empty_frame()
+        if self.segment not in files or self.segment is None:
+            if self.segment is not None:
+                self.rewritten = True
+            self._seek(files, after)
+        assert self.segment is not None
+        out: list[pa.Table] = []
+        resets, batch = 0, SEALED_BATCH
+        while True:
+            index = files.index(self.segment)
+            sealed = files[index:-1][:batch] if self.offset == 0 else []
+            whole = self._read_sealed(sealed, files[index + len(sealed)]) if sealed else None
+            if whole is None and len(sealed) > 1:
+                batch = 1  # one file of these is not clean: go file by file to find it
+                continue
+            if whole is not None:
+                out.append(whole.filter(pc.greater(whole.column("seq"), after)) if after >= 0 else whole)
+                chunk: bytes | None = b""
+            else:
+                chunk = self._chunk()
+            if chunk is None:  # the file changed below our offset: start over from the mark
+                resets += 1
+                if resets > 2:
+                    raise CoralError(f"{self.dir}: the event log keeps changing under the reader")
+                self.rewritten = True
+                files = segments(self.dir)
+                if not files:
+                    return empty_frame()
+                self._seek(files, after)
+                out.clear()
+                continue
+            if chunk:
+                out.append(self._parse(chunk, after))
+            index = files.index(self.segment)
+            if index + 1 >= len(files):
+                return pa.concat_tables(out) if out else empty_frame()
+            self.segment, self.offset, self.line = files[index + 1], 0, 1
+            self.next_seq = int(files[index + 1].stem)
+
+    def _read_sealed(self, paths: list[Path], following: Path) -> pa.Table | None:
+        """Sealed segments (a later one exists, so nothing is appended to them) read whole by
+        DuckDB's NDJSON reader in one call. None sends the caller to the line path, which waits
+        for a torn line, names a corrupt one and notices a rewrite: whenever a file does not end
+        with a newline or changed while it was read, or the events are not exactly the seqs
+        from the first file's name (the expected next seq) up to the following file's name."""
+        try:
+            before = [_stamp(p) for p in paths]
+            frame = self.store.parse_files(paths)
+            after = [_stamp(p) for p in paths]
+            ends = [_last_byte(p) for p in paths]
+        except FileNotFoundError:
+            return None
+        first, stop = int(paths[0].stem), int(following.stem)
+        if (frame is None or before != after or any(end != b"\n" for end in ends)
+                or (self.next_seq is not None and first != self.next_seq)
+                or not np.array_equal(frame.column("seq").to_numpy(), np.arange(first, stop))):
+            return None
+        self.segment, self.offset = paths[-1], before[-1][1]
+        self.line, self.next_seq = 1, stop  # the loop moves on to `following` next
+        return frame
+
+    def _chunk(self) -> bytes | None:
+        assert self.segment is not None
+        try:
+            with open(self.segment, "rb") as handle:
+                handle.seek(0, 2)
+                size = handle.tell()
+                if size < self.offset:
+                    return None
+                if size == self.offset:
+                    return b""
+                handle.seek(max(0, self.offset - 1))
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        if self.offset > 0:
+            if data[:1] != b"\n":  # our offset is no longer a line start: the file was rewritten
+                return None
+            data = data[1:]
+        end = data.rfind(b"\n") + 1
+        complete = data[:end]
+        if complete and self.next_seq is not None:
+            first = _SEQ.search(complete[:200])
+            if first is None or int(first.group(1)) != self.next_seq:
+                return None
+        return complete
+
+    def _parse(self, chunk: bytes, after: int) -> pa.Table:
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            number = self.line + chunk.count(b"\n", 0, exc.start)
+            raise CoralError(f"{self.segment}: corrupt event line {number} (not UTF-8)") from None
+        frame = self.store.parse_lines(text, str(self.segment), self.line)
+        self.offset += len(chunk)
+        self.line += frame.num_rows
+        self.next_seq = int(frame.column("seq")[-1].as_py()) + 1
+        return frame.filter(pc.greater(frame.column("seq"), after)) if after >= 0 else frame
+
+
+def _past(frame: pa.Table, last: int) -> pa.Table:
+    return frame.filter(pc.greater(frame.column("seq"), last)) if frame.num_rows else frame
+
+
+def _contiguous(frame: pa.Table, last: int) -> tuple[pa.Table, pa.Table]:
+    """(events last+1, last+2, ... without a gap; the rest, which waits), one row per seq:
+    of rows sharing a seq the later one wins."""
+    if not frame.num_rows:
+        return frame, frame
+    seqs = frame.column("seq").to_numpy()
+    order = np.argsort(seqs, kind="stable")
+    ordered = seqs[order]
+    keep = np.append(ordered[1:] != ordered[:-1], True)  # the last of each run of equal seqs
+    order, ordered = order[keep], ordered[keep]
+    breaks = np.flatnonzero(ordered != last + 1 + np.arange(len(ordered)))
+    cut = int(breaks[0]) if len(breaks) else len(ordered)
+    if cut == len(seqs) and np.array_equal(order, np.arange(len(seqs))):
+        return frame, frame.slice(0, 0)  # the common case: already in order, nothing waits
+    return frame.take(order[:cut]), frame.take(order[cut:])
+
+
+@dataclass
+class IngestStatus:
+    running: bool = False
+    cycles: int = 0
+    events: int = 0  # applied since start
+    live: int = 0  # of which arrived through the events partition
+    rewinds: int = 0
+    last_cycle: float | None = None
+    last_snapshot: float | None = None
+    last_error: str | None = None
+    waiting: dict[str, int] = field(default_factory=dict)  # run -> events held back by a gap
+
+
+class Ingestor:
+    """The store's single writer, for `coral ingest` and for the dashboard's one thread.
+
+    `transport_kind` None reads logs only (what coral.analysis does when no snapshot exists);
+    `db_path` ":memory:" keeps the store in memory and never snapshots.
+    """
+
+    def __init__(self, home: Home | None = None, transport_kind: str | None = "local", *,
+                 db_path: Path | str | None = None, snapshot_every: float = 2.0,
+                 interval: float = 0.5) -> None:
+        self.home = home or Home()
+        self.transport_kind = transport_kind
+        self.db_path = db_path if db_path is not None else self.home.store_db
+        self.snapshot_target = snapshot_path(self.home)
+        self.snapshot_every = snapshot_every
+        self.interval = interval
+        self.status = IngestStatus()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._tails: dict[str, LogTail] = {}
+        self._pending: dict[str, pa.Table] = {}  # live events past a gap (frames)
+        self._records: dict[str, dict[str, Any]] = {}
+        self._dirty = False
+        if str(self.db_path) != ":memory:":
+            self.home.root.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.db_path)
+        self._transport = None
+        self._queue = None
+        if transport_kind is not None:
+            self._transport = open_transport(transport_kind, home=self.home)
+            self._queue = self._transport.queue(EVENTS_QUEUE)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Ingestor:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return self
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="coral-ingest", daemon=True)
+            self.status.running = True
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+                self.status.last_error = None
+            except Exception as exc:  # keep ingesting the other runs; the error is shown
+                self.status.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.warning("ingest cycle failed: %s", self.status.last_error)
+            self._stop.wait(self.interval)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the thread, write a last snapshot, close the store and the transport."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.status.running = False
+        with self._lock:
+            if self._dirty and str(self.db_path) != ":memory:":
+                self.snapshot()
+            self.store.close()
+            if self._transport is not None:
+                self._transport.close()
+
+    close = stop
+
+    def __enter__(self) -> Ingestor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def last_snapshot_time(self) -> float | None:
+        return self.status.last_snapshot
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """Seconds since the snapshot readers see was written (None: none yet)."""
+        last = self.status.last_snapshot
+        return None if last is None else max(0.0, time.time() - last)
+
+    # ------------------------------------------------------------------ one cycle
+
+    def run_ids(self, marks: dict[str, int] | None = None) -> list[str]:
+        known = set(self.store.last_seqs() if marks is None else marks)
+        if self.home.runs.is_dir():
+            known.update(p.name for p in self.home.runs.iterdir() if (p / "config.yaml").is_file())
+        return sorted(known)
+
+    def run_once(self, snapshot: bool | None = None) -> int:
+        """One pass over every run; returns how many events were applied.
+
+        `snapshot` True forces one, False skips it, None writes one when due and changed.
+        """
+        with self._lock:
+            self._forget_deleted()
+            applied = 0
+            batch: list[tuple[str, pa.Table, dict[str, Any]]] = []
+            # Read once per cycle, not per run: each query costs a few ms (more when the GIL is
+            # contended), and a home holds many finished runs. Only this thread writes them.
+            marks = self.store.last_seqs()
+            checkpoints = self.store.checkpoint_generations()
+            try:
+                for run_id in self.run_ids(marks):
+                    ready = self._ingest_run(run_id, marks.get(run_id, -1))
+                    for start in range(0, ready.num_rows, APPLY_BATCH):
+                        batch.append((run_id, ready.slice(start, APPLY_BATCH), self._record(run_id)))
+                        if sum(b[1].num_rows for b in batch) >= APPLY_BATCH:
+                            applied += self._apply(batch)
+                    self._ingest_checkpoints(run_id, checkpoints.get(run_id, -1))
+            finally:
+                applied += self._apply(batch)
+            self.status.cycles += 1
+            self.status.last_cycle = time.time()
+            self.status.events += applied
+            due = self.status.last_snapshot is None or (
+                time.time() - self.status.last_snapshot >= self.snapshot_every)
+            if str(self.db_path) != ":memory:" and (snapshot or (snapshot is None and self._dirty and due)):
+                self.snapshot()
+            return applied
+
+    def _forget_deleted(self) -> None:
+        """A run whose folder is gone was deleted (the Runs page, or by hand): its rows go too.
+        Only runs whose config.yaml was read count, so a run seen live before its folder exists stays."""
+        for run_id in sorted(self.store.registered_runs()):
+            if not self.home.run_dir(run_id).exists():
+                log.info("run %s: folder deleted; removing it from the store", run_id)
+                self.store.forget(run_id)
+                for state in (self._tails, self._pending, self._records):
+                    state.pop(run_id, None)
+                self.status.waiting.pop(run_id, None)
+                self._dirty = True
+
+    def snapshot(self) -> Path:
+        with self._lock:
+            path = self.store.snapshot(self.snapshot_target)
+            self.status.last_snapshot = time.time()
+            self._dirty = False
+            return path
+
+    def _record(self, run_id: str) -> dict[str, Any]:
+        if run_id not in self._records:
+            record = read_json_yaml(self.home.run_config(run_id))
+            if not record:
+                return {}  # not written yet (or a run seen only live): read again next time
+            self._records[run_id] = record
+        return self._records[run_id]
+
+    def _drain(self, run_id: str) -> pa.Table:
+        """Live events of a run's partition as a frame; bad items are dropped (the log has them)."""
+        if self._queue is None:
+            return empty_frame()
+        good: list[str] = []
+        for _ in range(50):  # bounded, so one busy run cannot starve the others
+            items = self._queue.get_many(DRAIN_BATCH, block=False, partition=run_id)
+            for item in items:
+                try:
+                    event = check_event(json.loads(item), f"events partition {run_id}")
+                except (CoralError, json.JSONDecodeError) as exc:
+                    # The log holds every event; a bad live item costs nothing but latency.
+                    log.warning("dropped a live event for %s: %s", run_id, exc)
+                    continue
+                if event["run_id"] == run_id:
+                    good.append(item if isinstance(item, str) else json.dumps(event))
+            if len(items) < DRAIN_BATCH:
+                break
+        try:
+            return self.store.parse_lines(good, f"events partition {run_id}")
+        except CoralError as exc:
+            log.warning("dropped live events for %s: %s", run_id, exc)
+            return empty_frame()
+
+    def _ingest_run(self, run_id: str, last: int) -> pa.Table:
+        """The run's events ready to apply (contiguous past its mark); later ones wait in _pending."""
+        live = self._drain(run_id)
+        tail = self._tails.get(run_id)
+        if tail is None:
+            tail = self._tails[run_id] = LogTail(self.home.events_dir(run_id), self.store)
+        logged = tail.read(after=last)
+        if tail.rewritten:  # re-read it all, so what changed at or below the mark is seen
+            tail.rewritten = False
+            tail.segment = None
+            logged = tail.read(after=-1)
+        last = self._rewind_if_rewritten(run_id, pa.concat_tables([live, logged]), last)
+        live = _past(live, last)
+        self.status.live += live.num_rows
+        # Later sources win a seq held twice: pending (older live items) < live < the log.
+        pending = self._pending.get(run_id, empty_frame())
+        ready, rest = _contiguous(pa.concat_tables([_past(pending, last), live, _past(logged, last)]), last)
+        self._pending[run_id] = rest
+        if rest.num_rows:
+            self.status.waiting[run_id] = rest.num_rows
+        else:
+            self.status.waiting.pop(run_id, None)
+        return ready
+
+    def _apply(self, batch: list[tuple[str, pa.Table, dict[str, Any]]]) -> int:
+        """Apply and empty `batch`: several runs' events in one transaction (Store.apply_frames).
+        If that fails, each run is applied on its own, so one bad run holds back only itself."""
+        if not batch:
+            return 0
+        items = batch[:]
+        batch.clear()
+        try:
+            applied = self.store.apply_frames(items)
+        except CoralError:
+            if len({run_id for run_id, _, _ in items}) == 1:
+                raise
+            applied, failure = 0, None
+            for run_id in dict.fromkeys(r for r, _, _ in items):
+                try:
+                    applied += self.store.apply_frames([b for b in items if b[0] == run_id])
+                except CoralError as exc:
+                    failure = failure or exc
+            self._dirty = self._dirty or applied > 0
+            if failure is not None:
+                raise failure from None
+        self._dirty = self._dirty or applied > 0
+        return applied
+
+    def _rewind_if_rewritten(self, run_id: str, seen: pa.Table, last: int) -> int:
+        """Events at or below the mark must match what is stored; the first that does not
+        marks where the log was rewritten: forget from there and take the new events."""
+        old = seen.filter(pc.less_equal(seen.column("seq"), last))
+        seq = self.store.first_mismatch(run_id, old)
+        if seq is None:
+            return last
+        log.info("run %s: log rewritten at seq %d; rewinding the store", run_id, seq)
+        self.store.rewind(run_id, seq)
+        self.status.rewinds += 1
+        self._dirty = True
+        return seq - 1
+
+    def _ingest_checkpoints(self, run_id: str, done: int) -> None:
+        """Genome details (CA seed, genes, knobs, lineage) come from the run's checkpoints."""
+        folder = self.home.checkpoints_dir(run_id)
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.glob(f"{CHECKPOINT_PREFIX}*.json")):
+            stem = path.stem[len(CHECKPOINT_PREFIX):]
+            if not stem.isdigit() or int(stem) <= done:
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise CoralError(f"{path}: unreadable checkpoint ({exc})") from None
+            generation = int(data["generation"])
+            rows = [genome_row(run_id, generation, g) for g in data.get("population", [])]
+            rows += [genome_row(run_id, generation + 1, g) for g in data.get("next_population", [])]
+            self.store.add_genomes(run_id, rows, generation, self._record(run_id))
+            self._dirty = True

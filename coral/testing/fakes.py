@@ -1,0 +1,55 @@
+"""Deterministic stand-in job bodies: the engine's logic without a model or a sandbox.
+
+Loaded in worker processes with `--handlers coral.testing.fakes:HANDLERS`. Outputs are pure
+functions of the payload (as the real bodies are of payload + adapter), so any difference
+between runs points at the engine. CORAL_FAKE_SLEEP (seconds) slows every job, to kill or stop
+a run mid-generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Any
+
+from coral.execution.jobs import WorkerContext
+from coral.execution.messages import Job
+from coral.hashing import content_hash
+
+
+def _nap() -> None:
+    time.sleep(float(os.environ.get("CORAL_FAKE_SLEEP", "0")))
+
+
+def _unit(*parts: Any) -> float:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32
+
+
+def fake_train(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+    _nap()
+    return {"cache_key": "fake-" + content_hash(job.payload["genes"]), "cache_hit": False}
+
+
+def fake_generate(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+    _nap()
+    p = job.payload
+    return {"texts": [[f"{p['cache_key']}|{p['seed']}|{i}|{s}|{p['knobs']['temperature']}"
+                       for s in range(p["samples"])] for i in range(len(p["prompts"]))]}
+
+
+def fake_check(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+    _nap()
+    raw = job.payload["raw"]
+    passed = _unit(raw, "pass") < 0.4
+    objectives = {n: round(_unit(raw, n), 6) if passed else 0.0
+                  for n in ("bugfix", "style", "security", "runtime")}
+    objectives["syntax"] = round(_unit(raw, "syntax"), 6)
+    if passed:
+        objectives["bugfix"] = 1.0
+    return {"candidate": raw, "cases": [{"case": 0, "passed": passed, "reason": None, "steps": 1}],
+            "objectives": objectives, "passed_all": passed}
+
+
+HANDLERS = {"train": fake_train, "generate": fake_generate, "test": fake_check}
