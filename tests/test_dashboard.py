@@ -45,7 +45,7 @@ def test_launch_request_reads_the_config_and_builds_an_argument_list() -> None:
     edited = request.with_values(population=6, seed=3, strategy="random")
     assert edited.validate().population == 6 and edited.validate().strategy == "random"
     cmd = edited.command("r1", handlers="x:Y")
-    assert cmd[:4] == [sys.executable, "-m", "coral", "run"] and "--detach" in cmd
+    assert cmd[:4] == [sys.executable, "-m", "coral", "run"] and "--detach" not in cmd  # started detached
     assert cmd[cmd.index("--run-id") + 1] == "r1" and cmd[-2:] == ["--handlers", "x:Y"]
     sets = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
     assert "population=6" in sets and "seed=3" in sets and "strategy=random" in sets

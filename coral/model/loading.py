@@ -68,7 +68,7 @@ def weights_dir(model: ModelConfig) -> Path:
         if not folder.is_dir():
             raise ConfigError(f"model.name: folder not found: {folder}")
         return folder
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # only when a hub name is resolved
 
     cached = try_to_load_from_cache(model.name, "config.json")
     if not isinstance(cached, str):
@@ -152,7 +152,7 @@ def strip_adapters(model: torch.nn.Module) -> None:
     A safety net for failures halfway through injecting or merging: whatever happened, the
     shared base leaves a job with only its own modules.
     """
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer  # heavy (peft): only when adapters are merged
 
     wrapped = [name for name, mod in model.named_modules() if isinstance(mod, BaseTunerLayer)]
     # Outermost first; inner names vanish once their parent is replaced.
@@ -170,7 +170,7 @@ def strip_adapters(model: torch.nn.Module) -> None:
 
 
 def has_adapters(model: torch.nn.Module) -> bool:
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer  # heavy (peft): only when adapters are merged
 
     return any(isinstance(mod, BaseTunerLayer) for mod in model.modules())
 

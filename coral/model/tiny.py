@@ -292,8 +292,8 @@ def build_tiny(
 def _metadata(corpus: Corpus, spec: TinySpec, steps: int, seed: int, parameters: int,
               losses: list[float], accuracy: list[float], answer_tokens: int,
               seconds: float) -> dict:  # fmt: skip
-    import tokenizers
-    import transformers
+    import tokenizers  # heavy: only when the tiny model is built
+    import transformers  # heavy: only when the tiny model is built
 
     tail = losses[-50:]
     return {

@@ -6,13 +6,15 @@ everything here is testable without a browser and usable from a notebook. No Str
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from coral.benchmark.loader import PROGRAMS, read_text
 from coral.config import REPO_ROOT, Config, find_configs, load_config
@@ -205,7 +207,6 @@ def smoke_request() -> LaunchRequest:
 
 def choices(field: str) -> list[str]:
     """The allowed values of a Literal config field ("strategy", "backend.kind"), in order."""
-    from typing import get_args
 
     model: Any = Config
     *sections, name = field.split(".")
@@ -247,9 +248,8 @@ EXPORT_TABLES = ("run", "generations", "scores", "genomes", "evaluations", "base
 def export_parquet(run_id: str, out: Path | str | None = None, home: Home | None = None) -> Path:
     """One Parquet file per table of the run (coral.analysis.load_run), written aside and renamed
     into place, so a reader never sees half a folder. Default: CORAL_HOME/exports/RUN_ID/parquet."""
-    import tempfile
 
-    import pandas as pd
+    import pandas as pd  # heavy (pandas): only for an export
 
     from coral.analysis import load_run  # heavy (duckdb, pandas): imported when the store is read
 
@@ -277,7 +277,6 @@ def export_parquet(run_id: str, out: Path | str | None = None, home: Home | None
 
 
 def json_text(value: Any) -> str:
-    import json
 
     return json.dumps(value, sort_keys=True)
 

@@ -36,7 +36,7 @@ def open_transport(kind: str, home: Home | None = None, config: Config | None = 
     if kind == "modal":
         # Credentials are checked before any call: a missing token is one line naming
         # `modal setup`, not a minute of retries.
-        from coral.execution.transport.modal_backend import (
+        from coral.execution.transport.modal_backend import (  # heavy (modal): only on the Modal backend
             ModalTransport,  # heavy (modal): imported only on the Modal backend
         )
 

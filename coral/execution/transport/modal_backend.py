@@ -58,7 +58,7 @@ def modal_api(api: Any = None) -> Any:
     if api is not None:
         return api
     check_credentials()
-    import modal
+    import modal  # heavy (modal): only on the Modal backend
 
     return modal
 
