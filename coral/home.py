@@ -79,9 +79,15 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(6)}"
 
 
+def is_run_id(name: str) -> bool:
+    """Whether `name` is a valid run id. fullmatch, not match: `$` also matches before a
+    trailing newline, which let "run\n" through."""
+    return RUN_ID_PATTERN.fullmatch(name) is not None
+
+
 def check_run_id(run_id: str) -> str:
     """Run ids become folder names and queue partitions: allow only a safe alphabet."""
-    if not RUN_ID_PATTERN.match(run_id):
+    if not isinstance(run_id, str) or not is_run_id(run_id):
         raise CoralError(
             f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (at most 64)"
         )

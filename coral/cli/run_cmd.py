@@ -142,7 +142,8 @@ def _run(args: argparse.Namespace) -> int:
     from coral.run.lifecycle import resolve_config, run_from_config
 
     config = resolve_config(args.config, args.overrides, args.backend, args.workers)
-    run_id = check_run_id(args.run_id) if args.run_id else new_run_id()
+    # `is not None`: an empty --run-id is a mistake to report, not a request for a generated id.
+    run_id = check_run_id(args.run_id) if args.run_id is not None else new_run_id()
     if config.backend.kind == "modal":
         return _run_on_modal(args, run_id)
     if args.detach:

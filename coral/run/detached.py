@@ -17,7 +17,7 @@ from pathlib import Path
 
 from coral.config import REPO_ROOT
 from coral.home import Home
-from coral.run.registry import ensure_new_run
+from coral.run.registry import ensure_new_run, read_json
 
 ORCHESTRATOR_LOG = "orchestrator.log"
 
@@ -61,14 +61,19 @@ def log_tail(home: Home, run_id: str, lines: int = 20) -> list[str]:
 
 def wait_registered(home: Home, run_id: str, proc: subprocess.Popen[bytes],
                     timeout: float = 120.0) -> str | None:
-    """None once the child registered the run, else one line saying why it did not."""
+    """None once the child registered the run, else one line saying why it did not.
+
+    Registered means status.json names the child's pid: another process that registered this run
+    id first (two launches of one id) must not count as this child's success."""
     folder = home.run_dir(run_id)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (folder / "status.json").exists():
+        if read_json(folder / "status.json").get("pid") == proc.pid:
             return None
         if proc.poll() is not None:
-            tail = log_tail(home, run_id, 1)
-            return f"run {run_id} exited before registering: {tail[-1] if tail else 'no output'}"
+            # Its error line, not merely the last line: a second launch of one id shares the log.
+            tail = log_tail(home, run_id)
+            line = next((t for t in reversed(tail) if t.startswith("coral: error:")), tail[-1] if tail else None)
+            return f"run {run_id} exited before registering: {line or 'no output'}"
         time.sleep(0.1)
     return f"run {run_id} did not register within {timeout:.0f}s"

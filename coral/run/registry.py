@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -22,7 +24,7 @@ import yaml
 from coral.config import Config, config_to_dict, validate_config
 from coral.errors import AdapterError, CoralError
 from coral.evolution.genome import Genome
-from coral.home import Home
+from coral.home import Home, is_run_id
 from coral.model.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, METADATA, TEMP_PREFIX, gene_key, read_adapter
 from coral.run.checkpoints import PREFIX, latest, write_atomic
 from coral.run.events import read_events, science, summary
@@ -64,9 +66,28 @@ def register_run(home: Home, run_id: str, config: Config, split: dict[str, list[
               "split": split, "versions": package_versions()}
     if handlers is not None:
         record["handlers"] = handlers
-    write_atomic(folder / "config.yaml", yaml.safe_dump(record, sort_keys=False))
+    create_exclusive(folder / "config.yaml", yaml.safe_dump(record, sort_keys=False),
+                     f"run {run_id} already exists in {home.runs}; use `coral resume {run_id}`")
     write_status(home, run_id, "starting")
     return folder
+
+
+def create_exclusive(path: Path, text: str, exists: str) -> None:
+    """Write `text` to `path` whole, and only if no one else created `path` first: the record is
+    written aside and hard-linked into place, and link() fails when the name exists. Two
+    registrations of one run id (two `coral run --detach`) cannot both succeed."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            raise CoralError(exists) from None
+    finally:
+        os.unlink(temp)
 
 
 def run_record(home: Home, run_id: str) -> dict[str, Any]:
@@ -162,8 +183,15 @@ def list_runs(home: Home) -> list[RunInfo]:
     """Every registered run, oldest first (run ids sort by creation time)."""
     if not home.runs.is_dir():
         return []
-    return [run_info(home, p.name) for p in sorted(home.runs.iterdir())
-            if (p / "config.yaml").is_file()]
+    return [run_info(home, name) for name in run_folders(home)]
+
+
+def run_folders(home: Home) -> list[str]:
+    """Names of the folders under runs/ that are runs: a valid run id holding config.yaml.
+    Anything else (`runs/bad name/`, a stray file) is skipped, so it cannot break a listing."""
+    if not home.runs.is_dir():
+        return []
+    return sorted(p.name for p in home.runs.iterdir() if is_run_id(p.name) and (p / "config.yaml").is_file())
 
 
 def run_status(home: Home, run_id: str) -> dict[str, Any]:
@@ -244,7 +272,6 @@ def prune(home: Home | None = None, *, unused: bool = False, dry_run: bool = Fal
     An active run may be training into a temp folder right now: temp folders younger than an
     hour are kept.
     """
-    import shutil
 
     home = home or Home()
     used = used_adapter_keys(home) if unused else set()
@@ -266,7 +293,6 @@ def prune(home: Home | None = None, *, unused: bool = False, dry_run: bool = Fal
 
 def export_adapter(run_id: str, genome_id: str, out: str | Path, home: Home | None = None) -> Path:
     """Copy the adapter a run trained for `genome_id` to `out` as a standard peft folder."""
-    import shutil
 
 
     home = home or Home()

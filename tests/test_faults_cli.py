@@ -1,0 +1,79 @@
+"""Faults an operator meets at the command line, performed for real through the `coral` CLI:
+a run id registered twice at once, bad run ids, bad flags, corrupt files. Each must end in one
+line naming what is wrong (issue "Faults that still hurt", points 5, 6 and 8)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+FAKES = "coral.testing.fakes:HANDLERS"
+
+
+def coral(home: Path, *args: str, timeout: float = 60, env: dict[str, str] | None = None,
+          ) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    full.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.run([sys.executable, "-m", "coral", *args], cwd=REPO, env=full,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_line(done: subprocess.CompletedProcess, *needles: str) -> str:
+    """The command failed with exactly one `coral: error:` line holding every needle."""
+    assert done.returncode == 2, (done.returncode, done.stdout[-500:], done.stderr[-2000:])
+    assert done.stderr.startswith("coral: error: ") and done.stderr.count("\n") == 1, done.stderr[-2000:]
+    for needle in needles:
+        assert needle in done.stderr, (needle, done.stderr)
+    return done.stderr
+
+
+def test_two_detached_runs_of_one_id_one_succeeds(tmp_path: Path) -> None:
+    """Point 6: two `coral run --detach --run-id dup2` at once. Before, both said "registered;
+    running in the background" while the second child had failed with "already exists"."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO), "CORAL_FAKE_SLEEP": "0.05"})
+    cmd = [sys.executable, "-m", "coral", "run", str(SMOKE), "--run-id", "dup2", "--handlers", FAKES,
+           "--backend", "serial", "--detach"]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    failed = next(err for p, (_, err) in zip(procs, outs, strict=True) if p.returncode == 2)
+    assert failed.count("\n") == 1 and "already exists" in failed, failed
+    record = (home / "runs" / "dup2" / "config.yaml").read_text()
+    assert record.count("run_id: dup2") == 1  # one whole record, not two interleaved
+
+
+def test_run_registration_is_exclusive(tmp_path: Path) -> None:
+    """Four processes register one run id at the same moment: exactly one wins."""
+    code = ("import sys; from coral.config import load_config; from coral.home import Home; "
+            "from coral.run.registry import register_run; from coral.errors import CoralError\n"
+            "cfg = load_config(sys.argv[1]); import time; time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
+            "try:\n  register_run(Home(), 'same', cfg, {'train': [], 'eval': []}); print('won')\n"
+            "except CoralError as exc:\n  print('lost:', exc)")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODAL_")},
+           "CORAL_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    import time
+
+    start = str(time.time() + 2)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(SMOKE), start], env=env, stdout=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    lines = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert sorted(line.split(":")[0] for line in lines) == ["lost"] * 3 + ["won"], lines
+
+
+@pytest.mark.parametrize("run_id", ["", "run\n"])
+def test_a_bad_run_id_is_refused_not_replaced(tmp_path: Path, run_id: str) -> None:
+    """Point 8: `--run-id ''` was silently replaced by a generated id; "run\\n" passed the check."""
+    done = coral(tmp_path / "home", "run", str(SMOKE), "--run-id", run_id, "--handlers", FAKES,
+                 "--backend", "serial")
+    one_line(done, "invalid run id")
+    assert not (tmp_path / "home" / "runs").is_dir() or not any((tmp_path / "home" / "runs").iterdir())
