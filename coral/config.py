@@ -215,8 +215,15 @@ class ModalConfig(Section):
     timeout_test: int = Field(default=600, ge=10, le=86400)
     timeout_run: int = Field(default=86400, ge=60, le=86400)  # the orchestrator: a whole run
     retries: int = Field(default=1, ge=0, le=10)
-    max_containers: int = Field(default=8, ge=1, le=1000)  # per worker function
+    # Cost controls (docs/modal.md, "What a run costs"): GPU containers per worker class, CPU
+    # containers for tests, and how long an idle worker waits for a job before it exits.
+    max_containers: int = Field(default=8, ge=1, le=1000)  # per GPU worker class
+    max_containers_test: int = Field(default=16, ge=1, le=1000)  # test workers, and evaluate
     idle_seconds: int = Field(default=60, ge=2, le=3600)  # Modal's scaledown_window range
+    # A worker group whose calls fail this many times in a row before taking a job fails the run.
+    max_start_failures: int = Field(default=3, ge=1, le=100)
+    # Modal retries of a crashed orchestrator; each resumes the run from its last checkpoint.
+    orchestrator_retries: int = Field(default=2, ge=0, le=10)
     # Modal secrets for the GPU workers and the orchestrator (never the sandboxed test worker),
     # e.g. ["huggingface"] after `modal secret create huggingface HF_TOKEN=...`.
     secrets: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]] = []

@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 CUSTOM = ModalConfig(
     app_name="coral-test", volume="vol-test", gpu_train="A100-80GB", gpu_generate="L40S",
     timeout_train=1234, timeout_generate=567, timeout_test=89, timeout_run=4321, retries=3,
-    max_containers=5, idle_seconds=42, secrets=["huggingface"],
+    max_containers=5, max_containers_test=7, idle_seconds=42, secrets=["huggingface"],
+    orchestrator_retries=4,
 )
 
 
@@ -65,6 +66,9 @@ def settings(module: Any, name: str) -> dict[str, Any]:
                     for path, v in fn._spec.volumes.items()},
         "secrets": [re.search(r"from_name\('([^']+)'\)", s._rep).group(1)
                     for s in fn._spec.secrets],
+        "block_network": cells["block_network"],
+        "restrict_modal_access": cells["restrict_modal_access"],
+        "slim": fn._spec.image is synchronizer._translate_in(module.test_image),
     }
 
 
@@ -72,35 +76,43 @@ def test_every_function_takes_its_settings_from_the_config(app_with: Any) -> Non
     module = app_with(CUSTOM)
     assert synchronizer._translate_in(module.app).name == "coral-test"
     volume = {CONTAINER_HOME: "vol-test"}
-    worker = {"retries": 3, "max_containers": 5, "scaledown_window": 42}
-    assert settings(module, "train_worker") == {
-        "gpu": "A100-80GB", "timeout": 1234, "volumes": volume, "secrets": ["huggingface"],
-        **worker}
+    # A worker's loop exits after idle_seconds; its container then lingers Modal's minimum only.
+    open_ = {"block_network": False, "restrict_modal_access": False}
+    gpu = {"retries": 3, "max_containers": 5, "scaledown_window": 2, "slim": False, **open_}
+    cpu = {"retries": 3, "max_containers": 7, "scaledown_window": 2, "slim": True}
+    assert settings(module, "TrainWorker.*") == {
+        "gpu": "A100-80GB", "timeout": 1234, "volumes": volume, "secrets": ["huggingface"], **gpu}
     assert settings(module, "GenerateWorker.*") == {
-        "gpu": "L40S", "timeout": 567, "volumes": volume, "secrets": ["huggingface"], **worker}
-    # Untrusted candidate code runs in the test worker: no secrets, no Volume, no GPU.
+        "gpu": "L40S", "timeout": 567, "volumes": volume, "secrets": ["huggingface"], **gpu}
+    # The test worker feeds candidates to `evaluate`: neither gets secrets, a Volume or a GPU,
+    # and `evaluate`, where candidate code runs, has no network and no access to Modal objects.
     assert settings(module, "test_worker") == {
-        "gpu": None, "timeout": 89, "volumes": {}, "secrets": [], **worker}
+        "gpu": None, "timeout": 89, "volumes": {}, "secrets": [], **cpu, **open_}
+    assert settings(module, "evaluate") == {
+        "gpu": None, "timeout": 89, "volumes": {}, "secrets": [], **cpu,
+        "block_network": True, "restrict_modal_access": True}
     assert settings(module, "orchestrator") == {
-        "gpu": None, "timeout": 4321, "retries": 0, "max_containers": None,
-        "scaledown_window": None, "volumes": volume, "secrets": ["huggingface"]}
+        "gpu": None, "timeout": 4321, "retries": 4, "max_containers": None,
+        "scaledown_window": None, "volumes": volume, "secrets": ["huggingface"], "slim": False,
+        **open_}
 
 
 def test_the_default_import_deploys_the_resolved_config() -> None:
     config = coral.modal.app.app_config()
-    got = settings(coral.modal.app, "train_worker")
-    assert (got["gpu"], got["timeout"], got["max_containers"], got["scaledown_window"]) == (
-        config.gpu_train, config.timeout_train, config.max_containers, config.idle_seconds)
+    got = settings(coral.modal.app, "TrainWorker.*")
+    assert (got["gpu"], got["timeout"], got["max_containers"]) == (
+        config.gpu_train, config.timeout_train, config.max_containers)
     assert got["volumes"] == {CONTAINER_HOME: config.volume}
 
 
-def test_the_generation_worker_loads_its_model_once_per_container() -> None:
-    cls = synchronizer._translate_in(coral.modal.app.GenerateWorker)._user_cls
-    enter = _find_partial_methods_for_user_cls(cls, _PartialFunctionFlags.ENTER_POST_SNAPSHOT)
-    methods = _find_partial_methods_for_user_cls(cls, _PartialFunctionFlags.CALLABLE_INTERFACE)
-    assert list(enter) == ["load"]
-    assert list(methods) == ["serve"]
-    assert cls.__annotations__ == {"model": str}  # the class parameter: one pool per model
+def test_the_gpu_workers_load_their_model_once_per_container() -> None:
+    for worker in (coral.modal.app.TrainWorker, coral.modal.app.GenerateWorker):
+        cls = synchronizer._translate_in(worker)._user_cls
+        enter = _find_partial_methods_for_user_cls(cls, _PartialFunctionFlags.ENTER_POST_SNAPSHOT)
+        methods = _find_partial_methods_for_user_cls(cls, _PartialFunctionFlags.CALLABLE_INTERFACE)
+        assert list(enter) == ["load"]
+        assert list(methods) == ["serve"]
+        assert cls.__annotations__ == {"model": str}  # the class parameter: one pool per model
 
 
 def test_config_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -127,15 +139,14 @@ def test_bad_modal_settings_are_refused_before_deploying() -> None:
             ModalConfig(**bad)
 
 
-def test_image_pins_match_constraints() -> None:
-    pinned = {}
+def test_the_image_installs_what_constraints_pin() -> None:
+    pinned = set()
     for line in (REPO / "constraints.txt").read_text().splitlines():
         if "==" in line and not line.startswith("#"):
-            name, version = line.split("==")
-            pinned[name.strip().lower().replace("_", "-")] = version.strip()
-    for requirement in coral.modal.app.PINNED:
-        name, version = requirement.split("==")
-        assert pinned[name.lower().replace("_", "-")] == version, requirement
+            pinned.add(line.split("==")[0].strip().lower().replace("_", "-"))
+    packages = coral.modal.app.GPU_PACKAGES + coral.modal.app.TEST_PACKAGES
+    assert {p.lower().replace("_", "-") for p in packages} <= pinned  # pip -c fixes each
+    assert "torch" not in coral.modal.app.TEST_PACKAGES  # the test image stays slim
 
 
 _NO_NETWORK = """
@@ -158,5 +169,6 @@ def test_import_works_offline_without_a_token(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split(maxsplit=1) == [
         "offline",
-        json.dumps(["GenerateWorker.*", "orchestrator", "test_worker", "train_worker"])
+        json.dumps(["GenerateWorker.*", "TrainWorker.*", "evaluate", "orchestrator",
+                    "test_worker"])
         .replace('"', "'") + "\n"]

@@ -11,6 +11,7 @@ import json
 import queue
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,27 +137,101 @@ def test_functions_spawn_calls_within_max_containers() -> None:
     assert stats.num_total_runners <= 2 and stats.backlog + stats.num_total_runners == 5
     gate.set()
     assert [c.get(timeout=30) for c in calls] == [0, 2, 4, 6, 8]
-    assert api.deployed.functions[("app", "double_it")]._containers.peak == 2
+    assert api.deployed.functions[("app", "double_it")].pool.peak == 2
     assert sorted(seen) == sorted(c.object_id for c in calls)
     assert api.current_function_call_id() is None  # outside any call
     with pytest.raises(modal_exception.NotFoundError):
         api.Function.from_name("app", "missing")
 
 
-def test_class_parameters_reach_a_fresh_instance_per_call() -> None:
+def test_enter_runs_once_per_container_without_a_call_id() -> None:
     api = ModalDouble()
+    entered: list[str | None] = []
 
     class Model:
         def __init__(self, model: str) -> None:  # plays @modal.enter
+            entered.append(api.current_function_call_id())
             self.loaded = model
 
         def serve(self, suffix: str) -> str:
-            return self.loaded + suffix
+            return f"{self.loaded}{suffix}:{api.current_function_call_id()}"
 
     api.deployed.register_cls("app", "Model", Model, max_containers=1)
     obj = api.Cls.from_name("app", "Model")(model="tiny")
-    assert obj.serve.remote("!") == "tiny!"
-    assert obj.serve.spawn("?").get(timeout=30) == "tiny?"
+    first = obj.serve.spawn("!")
+    assert first.get(timeout=30) == f"tiny!:{first.object_id}"
+    second = obj.serve.spawn("?")
+    assert second.get(timeout=30) == f"tiny?:{second.object_id}"
+    assert entered == [None]  # one container, one @enter, and no input in it
+    other = api.Cls.from_name("app", "Model")(model="big")  # other parameters: other containers
+    assert other.serve.remote("") .startswith("big:")
+    assert entered == [None, None]
+
+
+def test_an_enter_that_raises_fails_an_input_with_its_error() -> None:
+    api = ModalDouble()
+
+    class Gated:
+        def __init__(self) -> None:
+            raise PermissionError("401: gated repo, no HF_TOKEN")
+
+        def serve(self) -> str:
+            return "never"
+
+    api.deployed.register_cls("app", "Gated", Gated, max_containers=1)
+    call = api.Cls.from_name("app", "Gated")().serve.spawn()
+    with pytest.raises(PermissionError, match="gated repo"):
+        call.get(timeout=30)
+
+
+def test_a_container_sees_other_containers_writes_only_after_reload(tmp_path: Path) -> None:
+    api = ModalDouble(volume_root=tmp_path)
+    api.Volume.from_name("vol", create_if_missing=True)
+    wrote, go = threading.Event(), threading.Event()
+
+    def writer() -> str:
+        volume = api.Volume.from_name("vol")
+        (volume.path / "adapter").write_text("weights")
+        volume.commit()
+        wrote.set()
+        return "ok"
+
+    def reader() -> list[bool]:
+        volume = api.Volume.from_name("vol")
+        seen = [(volume.path / "adapter").exists()]
+        go.wait(30)
+        seen.append((volume.path / "adapter").exists())  # committed, but not reloaded yet
+        with open(volume.path / "keep", "w"):  # an open file blocks reload, as on Modal
+            with pytest.raises(RuntimeError, match="open files"):
+                volume.reload()
+        volume.reload()
+        seen.append((volume.path / "adapter").exists())
+        return seen
+
+    api.deployed.register("app", "writer", writer, volumes=("vol",))
+    api.deployed.register("app", "reader", reader, volumes=("vol",))
+    read = api.Function.from_name("app", "reader").spawn()
+    time.sleep(0.2)  # the reader's container has mounted its view
+    assert api.Function.from_name("app", "writer").remote() == "ok"
+    go.set()
+    assert read.get(timeout=30) == [False, False, True]
+    assert (tmp_path / "vol" / "adapter").read_text() == "weights"  # the committed state
+    assert (tmp_path / "vol" / "keep").exists()  # reload committed the reader's pending write
+    with pytest.raises(RuntimeError, match="inside a container"):
+        api.Volume.from_name("vol").reload()
+
+
+def test_dict_entries_expire_after_seven_idle_days() -> None:
+    now = [1000.0]
+    api = ModalDouble(clock=lambda: now[0])
+    d = api.Dict.from_name("d", create_if_missing=True)
+    d.put("read", 1)
+    d.put("idle", 2)
+    now[0] += DAY * 6
+    assert d.get("read") == 1  # a read keeps an entry alive
+    assert sorted(d.keys()) == ["idle", "read"]  # listing does not
+    now[0] += DAY * 1.5
+    assert sorted(d.keys()) == ["read"] and d.get("idle") is None
 
 
 # ------------------------------------------------------------------ the transport on top
@@ -257,9 +332,8 @@ def test_status_reports_queues_workers_and_cache(tmp_path: Path) -> None:
     with pytest.raises(CoralError, match="not deployed: run `coral modal deploy`"):
         status(config, api=api)
     gate = threading.Event()
-    api.deployed.register("st", "train_worker", lambda: gate.wait(30), max_containers=1)
-    api.deployed.register("st", "test_worker", lambda: None)
-    train = api.Function.from_name("st", "train_worker")
+    api.deployed.register("st", "test_worker", lambda: gate.wait(30), max_containers=1)
+    train = api.Function.from_name("st", "test_worker")
     train.spawn(), train.spawn()
     t = ModalTransport("st", api=api)
     t.queue(job_queue("generate")).put_many(["a", "b"], partition="run-1")
@@ -269,14 +343,26 @@ def test_status_reports_queues_workers_and_cache(tmp_path: Path) -> None:
     t.dict(CLAIMS_DICT).put("done:abc", {"owner": "x"})
     for key in ("abc", "def"):
         (tmp_path / "volumes" / "vol" / "adapters" / key).mkdir(parents=True)
+    t.dict("containers").put("modal:fc-9", {"group": "generate", "run": "run-1", "jobs": 4,
+                                            "busy": False, "since": time.time() - 30,
+                                            "started": time.time() - 99})
+    t.dict("containers").put("modal:fc-8", {"group": "train", "run": "run-1", "busy": True,
+                                            "since": time.time(), "started": time.time()})
+    wait_for_backlog = time.monotonic() + 10
+    while train.get_current_stats().backlog != 1 and time.monotonic() < wait_for_backlog:
+        time.sleep(0.01)  # the first call has reached its container
     report = status(config, api=api)
     gate.set()
     assert report["queues"]["jobs-generate"] == 3
     assert report["queues"]["jobs-train"] == 0
     assert report["workers"]["busy"] == 1
-    assert report["workers"]["train_worker"] == {"running": 1, "backlog": 1}
+    assert report["workers"]["test_worker"] == {"running": 1, "backlog": 1}
     assert report["cache"] == {"adapters": 2, "done_markers": 1}
     from coral.cli.modal_cmd import format_status
 
     text = format_status(report, "vol")
     assert "jobs-generate 3" in text and "2 adapters on volume vol" in text
+    idle = next(c for c in report["containers"] if c["worker"] == "modal:fc-9")
+    assert 29 < idle["idle_seconds"] < 40 and not idle["stale"] and idle["jobs"] == 4
+    assert "idle 30s" in text or "idle 31s" in text
+    assert next(c for c in report["containers"] if c["worker"] == "modal:fc-8")["busy"]

@@ -23,8 +23,9 @@ from coral.execution.messages import Job, encode
 from coral.execution.transport.local import LocalTransport
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.hashing import content_hash
+from coral.home import Home
 from coral.modal.launcher import ModalLauncher, container_model_json, submit_run
-from coral.modal.runtime import ContainerWorker, orchestrate, serve
+from coral.modal.runtime import GenerateContainer, orchestrate, serve
 from coral.testing.modal_double import ModalDouble
 
 APP = "coral"
@@ -42,7 +43,7 @@ def setup(max_containers: int, gate: threading.Event | None = None) -> tuple[Mod
                                                                             ModalTransport,
                                                                             Config]:
     api = ModalDouble()
-    config = Config(modal=ModalConfig(max_containers=max_containers, idle_seconds=2),
+    config = Config(modal=ModalConfig(max_containers_test=max_containers, idle_seconds=2),
                     backend=BackendConfig(lease_seconds=2.0))
 
     def test_worker(idle_seconds: float, lease_seconds: float) -> dict[str, int]:
@@ -68,7 +69,7 @@ def test_workers_follow_queue_depth_up_to_the_cap_then_exit_when_idle() -> None:
     calls = {c.object_id for c in api.deployed.functions[(APP, "test_worker")].calls}
     assert {r.worker for r in results} <= {f"modal:{c}" for c in calls}
     wait_for(lambda: launcher.alive() == 0, "idle workers to exit")
-    assert api.deployed.functions[(APP, "test_worker")]._containers.peak == 3
+    assert api.deployed.functions[(APP, "test_worker")].pool.peak == 3
     assert launcher.scale() == {"test": 0}  # nothing waits: nothing starts
 
 
@@ -155,25 +156,31 @@ def test_a_container_preloads_its_model_and_syncs_the_volume_around_jobs(
         _PRELOADS.append(model.name)
         return ctx.resource(f"base:{content_hash(model)}", lambda: "loaded at enter")
 
-    monkeypatch.setattr("coral.execution.job_bodies._base", fake_base)
+    monkeypatch.setattr("coral.modal.runtime._base", fake_base)
     (tmp_path / "vol").mkdir()
     api = ModalDouble(volume_root=tmp_path)
     model = ModelConfig(name="some/model")
-    worker = ContainerWorker(["generate"], app_name=APP, volume_name="vol",
-                             handlers="test_modal_launcher:HANDLERS", worker_id="modal:w1",
-                             api=api)
-    worker.preload(model.model_dump_json())
+
+    def enter(model: str) -> GenerateContainer:
+        return GenerateContainer(model, app_name=APP, volume_name="vol", api=api,
+                                 handlers="test_modal_launcher:HANDLERS")
+
+    api.deployed.register_cls(APP, "GenerateWorker", enter, volumes=("vol",))
     volume = api.Volume.from_name("vol")
-    assert (_PRELOADS, volume.reloads, volume.commits) == (["some/model"], 1, 1)
-    queue = worker.transport.queue(job_queue("generate"))
+    queue = ModalTransport(APP, api=api).queue(job_queue("generate"))
     for i in range(3):
         queue.put(encode(Job(job_id=f"g{i}", run_id="run-v", kind="generate",
-                             payload={"model": model.model_dump(mode="json")})))
-    stats = worker.serve(idle_seconds=0.3, lease_seconds=1.0)
+                             payload={"model": model.model_dump(mode="json")})),
+                  partition="run-v")
+    worker = api.Cls.from_name(APP, "GenerateWorker")(model=model.model_dump_json())
+    stats = worker.serve.remote(0.3, 1.0, "run-v")
     assert stats["done"] == 3 and stats["failed"] == 0
-    assert (volume.reloads, volume.commits) == (4, 4)  # one more of each per job
-    results = worker.transport.queue("results").get_many(10, partition="run-v")
+    assert _PRELOADS == ["some/model"]
+    assert (volume.reloads, volume.commits) == (4, 4)  # at enter, then one of each per job
+    results = ModalTransport(APP, api=api).queue("results").get_many(10, partition="run-v")
     assert [json.loads(r)["output"]["base"] for r in results] == ["loaded at enter"] * 3
+    again = worker.serve.remote(0.3, 1.0, "run-v")  # the warm container: no second load
+    assert again["done"] == 0 and _PRELOADS == ["some/model"]
 
 
 def test_a_whole_run_goes_to_the_orchestrator(monkeypatch: pytest.MonkeyPatch,
@@ -202,15 +209,20 @@ def test_a_whole_run_goes_to_the_orchestrator(monkeypatch: pytest.MonkeyPatch,
 
     seen: list[Any] = []
 
-    def fake_run(config: Config, run_id: str) -> Result:
+    def fake_run(config: Config, run_id: str, **_: Any) -> Result:
         seen.append(config)
         return Result(run_id, "finished")
 
-    monkeypatch.setattr("coral.run.lifecycle.run_from_config", fake_run)
+    monkeypatch.setattr("coral.modal.runtime.run_from_config", fake_run)
     # In the container the checkout is /root; here REPO_ROOT plays it.
-    out = orchestrate(config_yaml, str(REPO_ROOT / "configs"), run_id,
-                      volume_name="coral-home", api=api)
+    api.deployed.register(APP, "orchestrate", lambda *args: orchestrate(
+        *args, volume_name="coral-home", api=api,
+        home=Home(api.Volume.from_name("coral-home").path)), volumes=("coral-home",))
+    out = api.Function.from_name(APP, "orchestrate").remote(
+        config_yaml, str(REPO_ROOT / "configs"), run_id)
     assert out == {"run_id": run_id, "state": "finished"}
     assert seen[0].benchmark.root == REPO_ROOT / "data" / "problems"  # resolved as on the laptop
     volume = api.Volume.from_name("coral-home")
-    assert (volume.reloads, volume.commits) == (1, 1)
+    assert (volume.reloads, volume.commits) == (1, 2)  # the orchestrator record, the end
+    record = json.loads((tmp_path / "coral-home" / "runs" / run_id / "modal.json").read_text())
+    assert [c["resumed"] for c in record["calls"]] == [False]

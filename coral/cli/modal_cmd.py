@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     modal = sub.add_parser("modal", help="deploy the Modal app, inspect its queues")
     modal_sub = modal.add_subparsers(dest="modal_command", required=True, metavar="ACTION")
     deploy = modal_sub.add_parser("deploy", help="deploy coral/modal/app.py with this config")
-    status = modal_sub.add_parser("status", help="queue depths, workers, adapter cache")
+    status = modal_sub.add_parser(
+        "status", help="queue depths, containers and their idle time, adapter cache")
     for parser in (deploy, status):
         parser.add_argument("config", nargs="?", help="a CORAL config (its `modal` section)")
         parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -87,10 +88,16 @@ def format_status(report: dict[str, Any], volume: str) -> str:
         for name, w in workers.items() if isinstance(w, dict)
     )
     cache = report["cache"]
-    return "\n".join([
+    lines = [
         f"app:     {report['app']}",
         f"queues:  {queues}",
         f"workers: {workers['busy']} busy; {functions}",
-        f"cache:   {cache['adapters']} adapters on volume {volume} "
-        f"({cache['done_markers']} done markers)",
-    ])
+    ]
+    for c in report.get("containers", []):
+        state = ("busy" if c["busy"] else f"idle {c['idle_seconds']:.0f}s"
+                 + (" (stale: gone without saying so)" if c["stale"] else ""))
+        lines.append(f"  {c['group']:9} {c['worker']:28} run {c['run'] or '-':14} "
+                     f"{c['jobs']:5} jobs  {state}")
+    lines.append(f"cache:   {cache['adapters']} adapters on volume {volume} "
+                 f"({cache['done_markers']} done markers)")
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ import queue
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,13 +274,20 @@ class Executor(ABC):
 
 
 class QueueExecutor(Executor):
-    """Jobs through a Transport to workers (local processes or Modal functions)."""
+    """Jobs through a Transport to workers (local processes or Modal functions).
+
+    `job_partition` puts this run's jobs in their own partition of each job queue (the modal
+    backend: the run id), so runs sharing the queues never take, count or wait for each other's
+    jobs; None uses the shared default partition (local workers serve any run).
+    """
 
     def __init__(
         self, transport: Transport, run_id: str, backend: BackendConfig, *,
-        check_interval: float | None = None,
+        check_interval: float | None = None, job_partition: str | None = None,
     ) -> None:
         super().__init__(transport, run_id, backend)
+        self.job_partition = job_partition
+        self._health: list[Callable[[], None]] = []
         self.check_interval = check_interval or min(max(backend.lease_seconds / 4, 0.05), 5.0)
         self._results = transport.queue(RESULTS_QUEUE)
         self._leases = transport.dict(LEASES_DICT)
@@ -296,15 +303,23 @@ class QueueExecutor(Executor):
             for start in range(0, len(items), _PUT_CHUNK):
                 try:
                     self._queues[kind].put_many(items[start:start + _PUT_CHUNK],
-                                                timeout=self.backend.submit_timeout)
+                                                timeout=self.backend.submit_timeout,
+                                                partition=self.job_partition)
                 except queue.Full:
                     raise CoralError(
                         f"queue {job_queue(kind)} stayed full for {self.backend.submit_timeout}s: "
                         "are workers for it running?") from None
 
+    def add_health_check(self, check: Callable[[], None]) -> None:
+        """`check()` runs with every lease check and raises (a CoralError) when the run cannot
+        go on, e.g. its workers keep failing to start: waiting for results ends with it."""
+        self._health.append(check)
+
     def _pump(self, deadline: float | None) -> None:
         now = time.monotonic()
         if now >= self._next_check:
+            for check in self._health:
+                check()
             self._check_leases()
             self._next_check = now + self.check_interval
         until = self._next_check if deadline is None else min(self._next_check, deadline)
@@ -368,7 +383,7 @@ class QueueExecutor(Executor):
                 continue
             if record.state != "running" and record.seq >= self._taken_seq.get(job.kind, 0):
                 if job.kind not in empty:
-                    empty[job.kind] = self._queues[job.kind].len() == 0
+                    empty[job.kind] = self._queues[job.kind].len(partition=self.job_partition) == 0
                 if not empty[job.kind]:
                     continue  # may still be waiting in the queue
             if record.taken_since is None:
@@ -395,8 +410,10 @@ class QueueExecutor(Executor):
         ))
 
     def queue_stats(self) -> dict[str, int]:
-        """Depth of each job queue (all runs), and of this run's results and events partitions."""
-        stats = {job_queue(kind): q.len() for kind, q in self._queues.items()}
+        """Depth of each job queue (this run's partition, or the shared one), and of this run's
+        results and events partitions."""
+        stats = {job_queue(kind): q.len(partition=self.job_partition)
+                 for kind, q in self._queues.items()}
         stats[RESULTS_QUEUE] = self._results.len(partition=self.run_id)
         stats[EVENTS_QUEUE] = self.transport.queue(EVENTS_QUEUE).len(partition=self.run_id)
         return stats

@@ -146,6 +146,10 @@ class WorkerContext:
         self.worker_id = worker_id
         self.home = home or Home()
         self.claim_seconds = claim_seconds
+        # Shared storage that others see only after an explicit sync (a Modal Volume): `publish`
+        # makes this process's writes visible, `refresh` shows it everyone's published writes.
+        self.publish: Callable[[], None] | None = None
+        self.refresh: Callable[[], None] | None = None
         self._resources: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -163,7 +167,7 @@ class WorkerContext:
         """`with ctx.claim(key, is_done=adapter_exists) as won:` see `claim`."""
         return claim(
             self.transport.dict(CLAIMS_DICT), cache_key, ttl or self.claim_seconds,
-            owner=self.worker_id, is_done=is_done,
+            owner=self.worker_id, is_done=is_done, publish=self.publish, refresh=self.refresh,
         )
 
 
@@ -218,6 +222,7 @@ class Renewer:
 def claim(
     claims: Dict, cache_key: str, ttl: float, *, owner: str,
     is_done: Callable[[], bool] | None = None, poll: float | None = None,
+    publish: Callable[[], None] | None = None, refresh: Callable[[], None] | None = None,
 ) -> Iterator[bool]:
     """Make one caller do the work for `cache_key`; the others wait for it and reuse it.
 
@@ -229,9 +234,13 @@ def claim(
     put-if-absent on the next generation key `claim:KEY:N+1`. If the block raises, the claim is
     released at once and a waiter takes over. Done = `is_done()` when given (the adapter folder
     is the truth: a deleted folder trains again), else the `done:KEY` marker.
+
+    On storage that needs explicit syncs (a Modal Volume), the winner calls `publish()` before it
+    marks the claim done, and a waiter calls `refresh()` before it takes a finished, released or
+    expired claim over: otherwise it would judge `is_done()` on a stale view and do the work again.
     """
     poll = poll if poll is not None else min(1.0, max(0.05, ttl / 20))
-    generation = _acquire(claims, cache_key, ttl, owner, is_done, poll)
+    generation = _acquire(claims, cache_key, ttl, owner, is_done, poll, refresh)
     if generation is None:
         yield False
         return
@@ -249,6 +258,8 @@ def claim(
         claims.put(key, {"owner": owner, "state": "released", "expires": 0.0})
         raise
     renewer.close()
+    if publish is not None:
+        publish()  # the work must be visible before anyone is told it is done
     claims.put(done_key(cache_key), {"owner": owner, "generation": generation})
     claims.put(key, {"owner": owner, "state": "done", "expires": 0.0})
 
@@ -256,12 +267,17 @@ def claim(
 def _acquire(
     claims: Dict, cache_key: str, ttl: float, owner: str,
     is_done: Callable[[], bool] | None, poll: float,
+    refresh: Callable[[], None] | None = None,
 ) -> int | None:
     """The generation this caller won, or None once the work is done by someone."""
+
+    def finished() -> bool:
+        return is_done() if is_done is not None else claims.contains(done_key(cache_key))
+
     generation = 0
+    refreshed = -1  # the last generation whose end this caller refreshed its view for
     while True:
-        finished = is_done() if is_done is not None else claims.contains(done_key(cache_key))
-        if finished:
+        if finished():
             return None
         while True:
             value = claims.get(claim_key(cache_key, generation))
@@ -272,5 +288,10 @@ def _acquire(
                 continue  # another caller created it first: read what it wrote
             if value.get("state") == "held" and value.get("expires", 0.0) > time.time():
                 break  # someone is working on it: wait, then look again
+            if refresh is not None and refreshed < generation:
+                refreshed = generation
+                refresh()  # the holder may have published the work: look with fresh eyes
+                if finished():
+                    return None
             generation += 1  # expired, released, or done-but-gone: the next generation decides
         time.sleep(poll)

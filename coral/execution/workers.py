@@ -73,9 +73,10 @@ class Worker:
         self, transport: Transport, kinds: Sequence[str], *, handlers: Handlers | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS, idle_exit: float | None = None,
         worker_id: str | None = None, home: Home | None = None,
-        stop: threading.Event | None = None, poll: float = 0.5,
+        stop: threading.Event | None = None, poll: float = 0.5, partition: str | None = None,
     ) -> None:
         self.handlers = handlers or Handlers()
+        self.partition = partition  # one run's jobs only (the modal backend), or the shared ones
         missing = [kind for kind in kinds if kind not in self.handlers.kinds()]
         if not kinds or missing:
             raise CoralError(
@@ -124,7 +125,7 @@ class Worker:
         if len(self.kinds) > 1:  # a sweep first, so no kind waits behind another's timeout
             for offset in range(len(self.kinds)):
                 kind = self.kinds[(self._turn + offset) % len(self.kinds)]
-                raw = self._queues[kind].get(block=False)
+                raw = self._queues[kind].get(block=False, partition=self.partition)
                 if raw is not None:
                     self._turn += 1
                     return kind, raw
@@ -132,7 +133,8 @@ class Worker:
         kind = self.kinds[self._turn % len(self.kinds)]
         self._turn += 1
         try:
-            raw = self._queues[kind].get(block=True, timeout=max(wait, 0.001))
+            raw = self._queues[kind].get(block=True, timeout=max(wait, 0.001),
+                                         partition=self.partition)
         except queue.Empty:
             return None
         return (kind, raw) if raw is not None else None

@@ -20,24 +20,17 @@ from coral.config import REPO_ROOT, ModalConfig, load_config
 from coral.errors import ConfigError
 from coral.modal.constants import CONFIG_ENV, CONTAINER_HOME, CONTAINER_REPO, SECTION_ENV
 from coral.modal.launcher import DEFAULT_CONFIG
-from coral.modal.runtime import ContainerWorker, orchestrate, serve
+from coral.modal.runtime import GenerateContainer, TrainContainer, orchestrate, serve_tests
+from coral.modal.runtime import evaluate as evaluate_job
 
-# Runtime dependencies, pinned exactly as in constraints.txt (a test checks they agree).
-PINNED = [
-    "numpy==2.4.6",
-    "pydantic==2.14.4",
-    "pydantic_core==2.50.5",
-    "PyYAML==6.0.4",
-    "torch==2.13.0",
-    "transformers==5.24.0",
-    "peft==0.21.2",
-    "accelerate==1.15.0",
-    "safetensors==0.8.0",
-    "tokenizers==0.23.3",
-    "huggingface_hub==2.4.0",
-    "ruff==0.17.6",
-    "bandit==1.9.4",
-]
+# Runtime dependencies by name; their versions, and those of everything they pull in, come from
+# constraints.txt (pip -c), so the image installs what the checkout was tested with. A test checks
+# every name here is pinned there.
+GPU_PACKAGES = ["numpy", "pydantic", "PyYAML", "torch", "transformers", "peft", "accelerate",
+                "safetensors", "tokenizers", "huggingface_hub", "ruff", "bandit"]
+# Test workers and `evaluate` score candidates: no torch, no CUDA, a fraction of the image.
+TEST_PACKAGES = ["numpy", "pydantic", "PyYAML", "ruff", "bandit"]
+CONSTRAINTS = f"{CONTAINER_REPO}/constraints.txt"
 
 
 def app_config() -> ModalConfig:
@@ -58,35 +51,52 @@ def app_config() -> ModalConfig:
 
 CONFIG = app_config()
 
-image = (
-    modal.Image.debian_slim(python_version="3.11")
-    .pip_install(*PINNED)
-    .env({
-        SECTION_ENV: CONFIG.model_dump_json(),
-        "CORAL_HOME": CONTAINER_HOME,
-        "HF_HOME": f"{CONTAINER_HOME}/models/huggingface",  # models download once, to the Volume
-        "PYTHONUNBUFFERED": "1",
-    })
-    .add_local_python_source("coral")
-)
-for _folder in ("data", "configs"):  # problems, the tiny model, configs: same layout as here
-    if (REPO_ROOT / _folder).is_dir():
-        image = image.add_local_dir(
-            REPO_ROOT / _folder, f"{CONTAINER_REPO}/{_folder}", ignore=["**/__pycache__"]
-        )
+def _image(packages: list[str]) -> modal.Image:
+    image = (
+        modal.Image.debian_slim(python_version="3.11")
+        .add_local_file(REPO_ROOT / "constraints.txt", CONSTRAINTS, copy=True)
+        .pip_install(*packages, extra_options=f"-c {CONSTRAINTS}")
+        .env({
+            SECTION_ENV: CONFIG.model_dump_json(),
+            "CORAL_HOME": CONTAINER_HOME,
+            "HF_HOME": f"{CONTAINER_HOME}/models/huggingface",  # models download once, to the Volume
+            "PYTHONUNBUFFERED": "1",
+        })
+        .add_local_python_source("coral")
+    )
+    for folder in ("data", "configs"):  # problems, the tiny model, configs: same layout as here
+        if (REPO_ROOT / folder).is_dir():
+            image = image.add_local_dir(
+                REPO_ROOT / folder, f"{CONTAINER_REPO}/{folder}", ignore=["**/__pycache__"]
+            )
+    return image
+
+
+image = _image(GPU_PACKAGES)
+test_image = _image(TEST_PACKAGES)
 
 volume = modal.Volume.from_name(CONFIG.volume, create_if_missing=True)
 VOLUMES: dict[str, Any] = {CONTAINER_HOME: volume}
-# Gated models need a token: only the GPU workers and the orchestrator get secrets. The test
-# worker runs untrusted candidate code, so it gets neither secrets nor the Volume.
+# Gated models need a token: only the GPU workers and the orchestrator get secrets. Untrusted
+# candidate code runs in `evaluate`, which gets no secrets, no Volume, no network and no access
+# to the app's queues and dicts; the test worker that feeds it gets no secrets and no Volume.
 secrets = [modal.Secret.from_name(name) for name in CONFIG.secrets]
 
 app = modal.App(CONFIG.app_name, image=image, include_source=False)
 
-WORKER_OPTIONS: dict[str, Any] = dict(
+# The worker loop exits after idle_seconds without a job; the container then lingers only
+# Modal's minimum scaledown window (idle GPU time is paid for, docs/modal.md).
+SCALEDOWN_SECONDS = 2
+GPU_OPTIONS: dict[str, Any] = dict(
     retries=CONFIG.retries,
     max_containers=CONFIG.max_containers,
-    scaledown_window=CONFIG.idle_seconds,
+    scaledown_window=SCALEDOWN_SECONDS,
+)
+TEST_OPTIONS: dict[str, Any] = dict(
+    image=test_image,
+    retries=CONFIG.retries,
+    max_containers=CONFIG.max_containers_test,
+    scaledown_window=SCALEDOWN_SECONDS,
 )
 
 
@@ -96,40 +106,54 @@ def _accept_for(timeout: int) -> float:
     return timeout / 2
 
 
-@app.function(gpu=CONFIG.gpu_train, timeout=CONFIG.timeout_train, volumes=VOLUMES,
-              secrets=secrets, **WORKER_OPTIONS)
-def train_worker(idle_seconds: float, lease_seconds: float) -> dict[str, int]:
-    return serve(("train",), app_name=CONFIG.app_name, volume_name=CONFIG.volume,
-                 idle_seconds=idle_seconds, lease_seconds=lease_seconds,
-                 accept_for=_accept_for(CONFIG.timeout_train))
-
-
-@app.cls(gpu=CONFIG.gpu_generate, timeout=CONFIG.timeout_generate, volumes=VOLUMES,
-         secrets=secrets, **WORKER_OPTIONS)
-class GenerateWorker:
-    # The run's `model` section as JSON: one container pool per base model.
+@app.cls(gpu=CONFIG.gpu_train, timeout=CONFIG.timeout_train, volumes=VOLUMES,
+         secrets=secrets, **GPU_OPTIONS)
+class TrainWorker:
+    # The run's `model` section as JSON: one container pool per base model, loaded once each.
     model: str = modal.parameter()
 
     @modal.enter()
     def load(self) -> None:
-        self.worker = ContainerWorker(("generate",), app_name=CONFIG.app_name,
-                                      volume_name=CONFIG.volume)
-        self.worker.preload(self.model)
+        self.body = TrainContainer(self.model, app_name=CONFIG.app_name, volume_name=CONFIG.volume,
+                                   accept_for=_accept_for(CONFIG.timeout_train))
 
     @modal.method()
-    def serve(self, idle_seconds: float, lease_seconds: float) -> dict[str, int]:
-        return self.worker.serve(idle_seconds=idle_seconds, lease_seconds=lease_seconds,
-                                 accept_for=_accept_for(CONFIG.timeout_generate))
+    def serve(self, idle_seconds: float, lease_seconds: float, run_id: str) -> dict[str, int]:
+        return self.body.serve(idle_seconds, lease_seconds, run_id)
 
 
-@app.function(cpu=2.0, timeout=CONFIG.timeout_test, **WORKER_OPTIONS)
-def test_worker(idle_seconds: float, lease_seconds: float) -> dict[str, int]:
-    return serve(("test", "echo"), app_name=CONFIG.app_name, volume_name=None,
-                 idle_seconds=idle_seconds, lease_seconds=lease_seconds,
-                 accept_for=_accept_for(CONFIG.timeout_test))
+@app.cls(gpu=CONFIG.gpu_generate, timeout=CONFIG.timeout_generate, volumes=VOLUMES,
+         secrets=secrets, **GPU_OPTIONS)
+class GenerateWorker:
+    model: str = modal.parameter()
+
+    @modal.enter()
+    def load(self) -> None:
+        self.body = GenerateContainer(self.model, app_name=CONFIG.app_name,
+                                      volume_name=CONFIG.volume,
+                                      accept_for=_accept_for(CONFIG.timeout_generate))
+
+    @modal.method()
+    def serve(self, idle_seconds: float, lease_seconds: float, run_id: str) -> dict[str, int]:
+        return self.body.serve(idle_seconds, lease_seconds, run_id)
 
 
-# No Modal retries: a crashed run resumes with `coral resume RUN_ID`, not by starting again.
-@app.function(timeout=CONFIG.timeout_run, volumes=VOLUMES, secrets=secrets, retries=0)
+@app.function(cpu=1.0, timeout=CONFIG.timeout_test, **TEST_OPTIONS)
+def test_worker(idle_seconds: float, lease_seconds: float, run_id: str) -> dict[str, int]:
+    return serve_tests(app_name=CONFIG.app_name, idle_seconds=idle_seconds,
+                       lease_seconds=lease_seconds, run_id=run_id,
+                       accept_for=_accept_for(CONFIG.timeout_test))
+
+
+@app.function(cpu=2.0, timeout=CONFIG.timeout_test, block_network=True,
+              restrict_modal_access=True, **TEST_OPTIONS)
+def evaluate(job: dict[str, Any]) -> dict[str, Any]:
+    return evaluate_job(job, network_blocked=True)
+
+
+# A retry after a crash resumes the run from its last checkpoint (orchestrate sees it on the
+# Volume), so a transient failure of the orchestrator's container does not end the run.
+@app.function(timeout=CONFIG.timeout_run, volumes=VOLUMES, secrets=secrets,
+              retries=CONFIG.orchestrator_retries)
 def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
     return orchestrate(config_yaml, config_dir, run_id, volume_name=CONFIG.volume)

@@ -1,4 +1,5 @@
-"""An in-memory double of the Modal API surface CORAL uses, for offline tests.
+"""An in-memory double of the Modal API surface CORAL uses: offline tests, and the modal side
+of `coral validate` (which is why it lives in the product, not in coral.testing).
 
 `ModalDouble()` stands in for the `modal` module: `Queue`, `Dict`, `Function`, `Cls`,
 `FunctionCall`, `Volume` and `exception`, with Modal's documented semantics (modal 1.6):
@@ -9,9 +10,20 @@
   `block=False` raises at once). A partition is cleared `partition_ttl` (24 h) after its last put,
   measured on an injectable clock. Partition keys are 1-64 bytes; None is the default partition.
 - Dict.put(k, v, skip_if_exists=True) returns True only to the caller that created the key.
-  No compare-and-swap, no per-key TTL.
+  No compare-and-swap. An entry neither read nor written for 7 days expires (same clock).
+  Values over 1 MiB raise RequestSizeError.
 - Named objects resolve lazily: `from_name(create_if_missing=False)` on a missing name fails on
   first use with NotFoundError, as Modal's lazy hydration does.
+- Functions run in containers (threads): an input goes to an idle container or starts a new one
+  (at most `max_containers`); a container serves inputs one at a time and exits after
+  `scaledown_window` idle seconds. A class's @enter (its factory) runs once per container, with
+  no function call id; `current_function_call_id()` is set only while an input runs. An @enter
+  that raises fails an input with its exception, and the container is gone.
+- Volumes: the committed state is a folder; each container mounts its own copy at start. Its
+  writes reach the Volume only at `commit()`; others' commits appear only after `reload()`, which
+  fails while the container holds a file of the view open or mapped. Where Modal is loose (it
+  also commits in the background and at exit) the double is strict: code that passes here does
+  not depend on timing there.
 
 State lives in a `DoubleStore`. To share it across processes (workers that a test kills with
 SIGKILL), `DoubleServer` hosts one store in a `multiprocessing.managers` server on 127.0.0.1
@@ -28,8 +40,10 @@ import os
 import queue
 import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -47,6 +61,7 @@ MAX_ITEM_BYTES = 1024 * 1024
 MAX_PARTITION_ITEMS = 5000
 MAX_PARTITION_BYTES = 64 * 1024 * 1024
 DEFAULT_PARTITION_TTL = 24 * 3600
+DICT_IDLE_TTL = 7 * 24 * 3600  # a Dict entry neither read nor written for 7 days expires
 # Blocking calls wait on the store in slices, as Modal's client re-issues long polls (50 s there):
 # a client killed mid-wait then holds the store for at most one slice.
 WAIT_SLICE = 0.5
@@ -109,6 +124,7 @@ class DoubleStore:
         self._cond = threading.Condition()
         self._queues: dict[str, dict[str, _Partition]] = {}
         self._dicts: dict[str, dict[str, str]] = {}
+        self._touched: dict[str, dict[str, float]] = {}  # dict -> key -> last read or write
 
     # clock: expiry is measured on it; blocking waits use real time
     def now(self) -> float:
@@ -207,14 +223,27 @@ class DoubleStore:
 
     # dicts ------------------------------------------------------------------------------------
     def _dict(self, name: str) -> dict[str, str]:
+        """The live entries of dict `name`: an entry not read or written for DICT_IDLE_TTL
+        seconds is gone, as on Modal (listing keys or items does not keep an entry alive)."""
         try:
-            return self._dicts[name]
+            data = self._dicts[name]
         except KeyError:
             raise LookupError(f"Dict {name!r} not found") from None
+        touched = self._touched.setdefault(name, {})
+        cutoff = self.now() - DICT_IDLE_TTL
+        for key in [k for k, t in touched.items() if t <= cutoff]:
+            data.pop(key, None)
+            del touched[key]
+        return data
+
+    def _touch(self, name: str, key: str) -> None:
+        self._touched.setdefault(name, {})[key] = self.now()
 
     def d_get(self, name: str, key: str) -> tuple[bool, str | None]:
         with self._cond:
             data = self._dict(name)
+            if key in data:
+                self._touch(name, key)
             return (key in data, data.get(key))
 
     def d_put(self, name: str, key: str, text: str, skip_if_exists: bool) -> bool:
@@ -223,6 +252,7 @@ class DoubleStore:
             if skip_if_exists and key in data:
                 return False
             data[key] = text
+            self._touch(name, key)
             return True
 
     def d_pop(self, name: str, key: str) -> tuple[bool, str | None]:
@@ -230,6 +260,7 @@ class DoubleStore:
             data = self._dict(name)
             if key not in data:
                 return (False, None)
+            self._touched.get(name, {}).pop(key, None)
             return (True, data.pop(key))
 
     def d_keys(self, name: str) -> list[str]:
@@ -243,6 +274,7 @@ class DoubleStore:
     def d_clear(self, name: str) -> None:
         with self._cond:
             self._dict(name).clear()
+            self._touched.pop(name, None)
 
 
 # ----------------------------------------------------------------------------- client handles
@@ -433,7 +465,10 @@ class _ObjectFactory:
 
 # ----------------------------------------------------------------------------------- functions
 
-_CURRENT = threading.local()  # the function call a double "container" thread is serving
+# What a double container thread is doing: `.container` (the DoubleContainer it belongs to) and
+# `.call_id` (the input it serves right now; None in @enter and between inputs, as on Modal).
+_CURRENT = threading.local()
+DEFAULT_SCALEDOWN = 60.0  # Modal's default scaledown_window
 
 
 class DoubleFunctionCall:
@@ -465,84 +500,187 @@ class DoubleFunctionCall:
         self.cancelled = True
 
 
-class _Containers:
-    """max_containers for one function or class: calls beyond it wait, as inputs wait on Modal."""
+@dataclass
+class _Input:
+    call: DoubleFunctionCall
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
 
-    def __init__(self, max_containers: int | None) -> None:
-        self._slots = threading.BoundedSemaphore(max_containers) if max_containers else None
-        self.lock = threading.Lock()
-        self.waiting = 0
-        self.running = 0
-        self.peak = 0  # most calls ever running at once (tests check the cap)
 
-    def run(self, call: DoubleFunctionCall, body: Callable[[], Any]) -> None:
-        if self._slots is not None:
-            self._slots.acquire()
+class DoubleContainer:
+    """One container of a function: a thread that runs @enter once, then serves inputs one at a
+    time until `scaledown_window` seconds pass without one. It mounts its own view of each
+    Volume the function declares."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, pool: _Pool) -> None:
+        self.container_id = f"ta-double-{next(self._ids):06d}"
+        self.pool = pool
+        self.views: dict[str, _View] = {}
+        self.instance: Any = None
+        self.inputs = 0  # inputs served
+        self.exited = threading.Event()
+
+
+class _Pool:
+    """The containers of one function (or one class with one set of parameters): inputs queue up
+    and go to an idle container, or to a new one while fewer than `max_containers` run."""
+
+    def __init__(
+        self, name: str, body: Callable[..., Any], *, enter: Callable[[], Any] | None,
+        max_containers: int | None, scaledown_window: float, volume_names: tuple[str, ...],
+        volumes: _VolumeFactory,
+    ) -> None:
+        self.name = name
+        self._body = body  # body(instance, *args, **kwargs)
+        self._enter = enter
+        self.max_containers = max_containers
+        self.scaledown_window = scaledown_window
+        self.volume_names = volume_names
+        self._volumes = volumes
+        self.lock = threading.Condition()
+        self._inputs: deque[_Input] = deque()
+        self.containers: list[DoubleContainer] = []  # live ones
+        self._idle = 0
+        self.started = 0  # containers ever started (each ran @enter once)
+        self.running = 0  # inputs running now
+        self.peak = 0  # most containers alive at once (tests check the cap)
+
+    def submit(self, item: _Input) -> None:
         with self.lock:
-            self.waiting -= 1
+            self._inputs.append(item)
+            self._scale()
+            self.lock.notify_all()
+
+    def _scale(self) -> None:
+        # Called with the lock held: start containers for inputs no idle container will take.
+        while self._idle < len(self._inputs) and (
+            self.max_containers is None or len(self.containers) < self.max_containers
+        ):
+            container = DoubleContainer(self)
+            self.containers.append(container)
+            self.started += 1
+            self.peak = max(self.peak, len(self.containers))
+            self._idle += 1  # counted idle until it takes its first input
+            threading.Thread(target=self._main, args=(container,), daemon=True,
+                             name=f"double-{self.name}-{container.container_id}").start()
+
+    def stats(self) -> tuple[int, int]:
+        with self.lock:
+            return len(self._inputs), len(self.containers)
+
+    def _take(self) -> _Input | None:
+        with self.lock:
+            deadline = time.monotonic() + self.scaledown_window
+            while not self._inputs:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.lock.wait(remaining)
+            self._idle -= 1
             self.running += 1
-            self.peak = max(self.peak, self.running)
-        _CURRENT.call_id = call.object_id
+            return self._inputs.popleft()
+
+    def _main(self, container: DoubleContainer) -> None:
+        _CURRENT.container, _CURRENT.call_id = container, None
         try:
-            if call.cancelled:
-                call._finish(None, _modal_exception().InputCancellation("cancelled before start"))
-                return
-            try:
-                call._finish(body(), None)
-            except BaseException as exc:  # delivered to .get(), as Modal does
-                call._finish(None, exc)
+            for name in self.volume_names:
+                container.views[name] = self._volumes.state(name).mount()
+            if self._enter is not None:
+                try:
+                    container.instance = self._enter()  # no input yet: no call id
+                except BaseException as exc:  # the container crashes; an input sees why
+                    self._fail_one(exc)
+                    return
+            while True:
+                item = self._take()
+                if item is None:
+                    return
+                self._serve(container, item)
+                with self.lock:
+                    self.running -= 1
+                    self._idle += 1
+        finally:
+            _CURRENT.container = _CURRENT.call_id = None
+            for view in container.views.values():
+                view.unmount()
+            with self.lock:
+                self.containers.remove(container)
+                self._idle -= 1
+                self._scale()  # inputs left behind by a crashed container get a new one
+            container.exited.set()
+
+    def _fail_one(self, exc: BaseException) -> None:
+        with self.lock:
+            item = self._inputs.popleft() if self._inputs else None
+        if item is not None:
+            item.call._finish(None, exc)
+
+    def _serve(self, container: DoubleContainer, item: _Input) -> None:
+        call = item.call
+        if call.cancelled:
+            call._finish(None, _modal_exception().InputCancellation("cancelled before start"))
+            return
+        _CURRENT.call_id = call.object_id
+        container.inputs += 1
+        try:
+            call._finish(self._body(container.instance, *item.args, **item.kwargs), None)
+        except BaseException as exc:  # delivered to .get(), as Modal does
+            call._finish(None, exc)
         finally:
             _CURRENT.call_id = None
-            with self.lock:
-                self.running -= 1
-            if self._slots is not None:
-                self._slots.release()
 
 
 class DoubleFunction:
-    """A deployed function; each spawned call runs in its own thread (its "container")."""
+    """A deployed function (or a class method): `spawn` queues an input for its containers."""
 
-    def __init__(
-        self, name: str, body: Callable[..., Any], containers: _Containers,
-        calls: list[DoubleFunctionCall],
-    ) -> None:
+    def __init__(self, name: str, pool: _Pool, deployed: _Deployed) -> None:
         self.name = name
-        self._body = body
-        self._containers = containers
-        self.calls = calls
+        self.pool = pool
+        self._deployed = deployed
+        self.calls: list[DoubleFunctionCall] = []
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self.spawn(*args, **kwargs).get()
 
     def spawn(self, *args: Any, **kwargs: Any) -> DoubleFunctionCall:
         call = DoubleFunctionCall()
-        with self._containers.lock:
-            self._containers.waiting += 1
-            self.calls.append(call)
-        threading.Thread(
-            target=self._containers.run, args=(call, lambda: self._body(*args, **kwargs)),
-            name=f"double-{self.name}", daemon=True,
-        ).start()
+        self.calls.append(call)
+        self._deployed.calls[call.object_id] = call
+        self.pool.submit(_Input(call, args, kwargs))
         return call
 
     def get_current_stats(self) -> FunctionCurrentStats:
         from modal.types import FunctionCurrentStats
 
-        c = self._containers
-        with c.lock:
-            return FunctionCurrentStats(backlog=c.waiting, num_total_runners=c.running,
-                                        num_running_inputs=c.running, input_headroom=0)
+        backlog, runners = self.pool.stats()
+        return FunctionCurrentStats(backlog=backlog, num_total_runners=runners,
+                                    num_running_inputs=self.pool.running, input_headroom=0)
 
 
 class DoubleCls:
-    """A deployed class: `Cls(**params).method.spawn(...)`; every call gets a fresh instance
-    (`factory(**params)`, which plays @modal.enter), sharing the class's container cap."""
+    """A deployed class: `Cls(**params).method.spawn(...)`. `factory(**params)` plays
+    @modal.enter: it runs once per container, before the container's first input and without a
+    call id. Each set of parameters has its own containers, as on Modal."""
 
-    def __init__(self, name: str, factory: Callable[..., Any], containers: _Containers) -> None:
+    def __init__(self, name: str, factory: Callable[..., Any], deployed: _Deployed,
+                 options: dict[str, Any]) -> None:
         self.name = name
         self._factory = factory
-        self.containers = containers
+        self._deployed = deployed
+        self._options = options
+        self.pools: dict[str, _Pool] = {}
         self.calls: list[DoubleFunctionCall] = []
+
+    def pool(self, params: dict[str, Any]) -> _Pool:
+        key = json.dumps(params, sort_keys=True)
+        if key not in self.pools:
+            self.pools[key] = _Pool(
+                f"{self.name}({key})", lambda obj, method, *a, **k: getattr(obj, method)(*a, **k),
+                enter=lambda: self._factory(**params), volumes=self._deployed.volumes,
+                **self._options)
+        return self.pools[key]
 
     def __call__(self, **params: Any) -> _DoubleObj:
         return _DoubleObj(self, params)
@@ -552,33 +690,49 @@ class _DoubleObj:
     def __init__(self, cls: DoubleCls, params: dict[str, Any]) -> None:
         self._cls, self._params = cls, params
 
-    def __getattr__(self, method: str) -> DoubleFunction:
+    def __getattr__(self, method: str) -> _BoundMethod:
         if method.startswith("_"):
             raise AttributeError(method)
-        cls, params = self._cls, self._params
+        return _BoundMethod(self._cls, self._cls.pool(self._params), method)
 
-        def body(*args: Any, **kwargs: Any) -> Any:
-            return getattr(cls._factory(**params), method)(*args, **kwargs)
 
-        return DoubleFunction(f"{cls.name}.{method}", body, cls.containers, cls.calls)
+class _BoundMethod(DoubleFunction):
+    def __init__(self, cls: DoubleCls, pool: _Pool, method: str) -> None:
+        super().__init__(f"{cls.name}.{method}", pool, cls._deployed)
+        self.calls = cls.calls
+        self._method = method
+
+    def spawn(self, *args: Any, **kwargs: Any) -> DoubleFunctionCall:
+        return super().spawn(self._method, *args, **kwargs)
 
 
 class _Deployed:
     """`api.Function` / `api.Cls` lookups, and what tests register as deployed."""
 
-    def __init__(self) -> None:
+    def __init__(self, volumes: _VolumeFactory) -> None:
+        self.volumes = volumes
         self.functions: dict[tuple[str, str], DoubleFunction] = {}
         self.classes: dict[tuple[str, str], DoubleCls] = {}
+        self.calls: dict[str, DoubleFunctionCall] = {}
 
-    def register(self, app_name: str, name: str, body: Callable[..., Any],
-                 max_containers: int | None = None) -> DoubleFunction:
-        fn = DoubleFunction(name, body, _Containers(max_containers), [])
+    def register(self, app_name: str, name: str, body: Callable[..., Any], *,
+                 max_containers: int | None = None, scaledown_window: float = DEFAULT_SCALEDOWN,
+                 volumes: tuple[str, ...] = ()) -> DoubleFunction:
+        """Deploy `body` as function `name`; its containers mount `volumes` (Volume names)."""
+        pool = _Pool(name, lambda _instance, *a, **k: body(*a, **k), enter=None,
+                     max_containers=max_containers, scaledown_window=scaledown_window,
+                     volume_names=tuple(volumes), volumes=self.volumes)
+        fn = DoubleFunction(name, pool, self)
         self.functions[(app_name, name)] = fn
         return fn
 
-    def register_cls(self, app_name: str, name: str, factory: Callable[..., Any],
-                     max_containers: int | None = None) -> DoubleCls:
-        cls = DoubleCls(name, factory, _Containers(max_containers))
+    def register_cls(self, app_name: str, name: str, factory: Callable[..., Any], *,
+                     max_containers: int | None = None,
+                     scaledown_window: float = DEFAULT_SCALEDOWN,
+                     volumes: tuple[str, ...] = ()) -> DoubleCls:
+        cls = DoubleCls(name, factory, self, dict(
+            max_containers=max_containers, scaledown_window=scaledown_window,
+            volume_names=tuple(volumes)))
         self.classes[(app_name, name)] = cls
         return cls
 
@@ -617,33 +771,177 @@ class _ClsFactory:
         return self._deployed.cls(app_name, name)
 
 
+class _FunctionCallFactory:
+    def __init__(self, deployed: _Deployed) -> None:
+        self._deployed = deployed
+
+    def from_id(self, function_call_id: str, client: Any = None) -> DoubleFunctionCall:
+        try:
+            return self._deployed.calls[function_call_id]
+        except KeyError:
+            raise _modal_exception().NotFoundError(
+                f"Function call {function_call_id!r} not found") from None
+
+
 # ------------------------------------------------------------------------------------- volumes
 
 
-class DoubleVolume:
-    """A Volume backed by a local folder; commit/reload are counted so tests can check them."""
+def _snapshot(root: Path) -> tuple[dict[str, tuple[int, int]], set[str]]:
+    """Files (relative path -> size, mtime_ns) and folders under root."""
+    files: dict[str, tuple[int, int]] = {}
+    dirs: set[str] = set()
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            dirs.add(rel)
+        else:
+            st = path.lstat()
+            files[rel] = (st.st_size, st.st_mtime_ns)
+    return files, dirs
 
-    def __init__(self, root: Path) -> None:
+
+def _open_paths_under(root: Path) -> list[str]:
+    """Files under root this process holds open or mapped (Modal refuses to reload then)."""
+    prefix = str(root) + os.sep
+    found: list[str] = []
+    fd_dir = Path("/proc/self/fd")
+    if fd_dir.is_dir():
+        for fd in fd_dir.iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                found.append(target)
+    maps = Path("/proc/self/maps")
+    if maps.is_file():
+        for line in maps.read_text(errors="replace").splitlines():
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith(prefix):
+                found.append(parts[5])
+    return sorted(set(found))
+
+
+class _VolumeState:
+    """A Volume's committed state: the folder `root`. Containers mount views of it."""
+
+    def __init__(self, name: str, root: Path) -> None:
+        self.name = name
         self.root = root
+        self.lock = threading.Lock()
         self.commits = 0
         self.reloads = 0
 
+    def mount(self) -> _View:
+        view = _View(self, Path(tempfile.mkdtemp(prefix=f"modal-double-{self.name}-")))
+        view.refresh()
+        return view
+
+
+class _View:
+    """One container's copy of a Volume: others' commits appear only after `reload`, and its
+    own writes reach the Volume only at `commit` (last writer wins per file, as on Modal)."""
+
+    def __init__(self, state: _VolumeState, path: Path) -> None:
+        self.state = state
+        self.path = path
+        self._files: dict[str, tuple[int, int]] = {}
+        self._dirs: set[str] = set()
+
+    def refresh(self) -> None:
+        with self.state.lock:
+            for child in self.path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            shutil.copytree(self.state.root, self.path, dirs_exist_ok=True)
+            self._files, self._dirs = _snapshot(self.path)
+
     def commit(self) -> None:
-        self.commits += 1
+        self._push()
+        with self.state.lock:
+            self.state.commits += 1
+
+    def _push(self) -> None:
+        files, dirs = _snapshot(self.path)
+        root = self.state.root
+        with self.state.lock:
+            for rel in set(self._files) - set(files):
+                (root / rel).unlink(missing_ok=True)
+            for rel in sorted(self._dirs - dirs, reverse=True):
+                shutil.rmtree(root / rel, ignore_errors=True)
+            for rel in sorted(dirs - self._dirs):
+                (root / rel).mkdir(parents=True, exist_ok=True)
+            for rel, stat in files.items():
+                if self._files.get(rel) != stat:
+                    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(self.path / rel, root / rel)
+        self._files, self._dirs = files, dirs
 
     def reload(self) -> None:
-        self.reloads += 1
+        held = _open_paths_under(self.path)
+        if held:
+            rel = Path(held[0]).relative_to(self.path).as_posix()
+            raise RuntimeError(
+                f"there are open files preventing the operation: {rel} is open in this container")
+        self._push()  # Modal may commit pending changes on reload; the double always does
+        self.refresh()
+        with self.state.lock:
+            self.state.reloads += 1
+
+    def unmount(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class DoubleVolume:
+    """A Volume handle. Inside a container that mounts it, `commit`/`reload` act on that
+    container's view and `path` is the view's folder (the mount point); elsewhere `path` is the
+    committed state and `listdir`/`read_file` read it, as Modal's API calls do."""
+
+    def __init__(self, state: _VolumeState) -> None:
+        self._state = state
+        self.name = state.name
+
+    def _view(self, what: str) -> _View:
+        container = getattr(_CURRENT, "container", None)
+        view = container.views.get(self.name) if container is not None else None
+        if view is None:
+            raise RuntimeError(f"Volume.{what}() can only be called inside a container that "
+                               f"mounts volume {self.name!r}")
+        return view
+
+    @property
+    def path(self) -> Path:
+        container = getattr(_CURRENT, "container", None)
+        view = container.views.get(self.name) if container is not None else None
+        return view.path if view is not None else self._state.root
+
+    @property
+    def commits(self) -> int:
+        return self._state.commits
+
+    @property
+    def reloads(self) -> int:
+        return self._state.reloads
+
+    def commit(self) -> None:
+        self._view("commit").commit()
+
+    def reload(self) -> None:
+        self._view("reload").reload()
 
     def listdir(self, path: str, *, recursive: bool = False) -> list[FileEntry]:
         from modal.types import FileEntry, FileEntryType
 
-        base = self.root / path.strip("/")
+        root = self._state.root
+        base = root / path.strip("/")
         if not base.exists():
             raise _modal_exception().NotFoundError(f"No such file or directory: {path}")
         children = sorted(base.rglob("*") if recursive else base.iterdir())
         return [
             FileEntry(
-                path=str(p.relative_to(self.root)),
+                path=str(p.relative_to(root)),
                 type=FileEntryType.DIRECTORY if p.is_dir() else FileEntryType.FILE,
                 mtime=int(p.stat().st_mtime),
                 size=0 if p.is_dir() else p.stat().st_size,
@@ -651,25 +949,36 @@ class DoubleVolume:
             for p in children
         ]
 
+    def read_file(self, path: str) -> Iterator[bytes]:
+        target = self._state.root / path.strip("/")
+        if not target.is_file():
+            raise _modal_exception().NotFoundError(f"No such file: {path}")
+        return iter([target.read_bytes()])
+
 
 class _VolumeFactory:
     def __init__(self, root: Path | None) -> None:
         self._root = root
-        self._volumes: dict[str, DoubleVolume] = {}
+        self._states: dict[str, _VolumeState] = {}
+        self._lock = threading.Lock()
 
-    def from_name(self, name: str, *, environment_name: str | None = None,
-                  create_if_missing: bool = False, **_: Any) -> DoubleVolume:
+    def state(self, name: str, create_if_missing: bool = False) -> _VolumeState:
         _check_name(name, "Volume")
         if self._root is None:
             raise _modal_exception().NotFoundError("this Modal double has no volume_root")
-        if name not in self._volumes:
-            path = self._root / name
-            if not path.exists():
-                if not create_if_missing:
-                    raise _modal_exception().NotFoundError(f"Volume {name!r} not found")
-                path.mkdir(parents=True)
-            self._volumes[name] = DoubleVolume(path)
-        return self._volumes[name]
+        with self._lock:
+            if name not in self._states:
+                path = self._root / name
+                if not path.exists():
+                    if not create_if_missing:
+                        raise _modal_exception().NotFoundError(f"Volume {name!r} not found")
+                    path.mkdir(parents=True)
+                self._states[name] = _VolumeState(name, path)
+            return self._states[name]
+
+    def from_name(self, name: str, *, environment_name: str | None = None,
+                  create_if_missing: bool = False, **_: Any) -> DoubleVolume:
+        return DoubleVolume(self.state(name, create_if_missing))
 
 
 # -------------------------------------------------------------------------------- the module
@@ -686,12 +995,13 @@ class ModalDouble:
         volume_root: Path | str | None = None,
     ) -> None:
         self.store = store if store is not None else DoubleStore(clock)
-        self.deployed = _Deployed()
+        self.Volume = _VolumeFactory(Path(volume_root) if volume_root is not None else None)
+        self.deployed = _Deployed(self.Volume)
         self.Queue = _ObjectFactory(self.store, DoubleQueue, "Queue")
         self.Dict = _ObjectFactory(self.store, DoubleDict, "Dict")
         self.Function = _FunctionFactory(self.deployed)
         self.Cls = _ClsFactory(self.deployed)
-        self.Volume = _VolumeFactory(Path(volume_root) if volume_root is not None else None)
+        self.FunctionCall = _FunctionCallFactory(self.deployed)
 
     @property
     def exception(self) -> ModuleType:
@@ -703,7 +1013,8 @@ class ModalDouble:
 
     @staticmethod
     def current_function_call_id() -> str | None:
-        """As modal.current_function_call_id: the call this thread serves, else None."""
+        """As modal.current_function_call_id: the input this container thread serves now;
+        None outside a container, in @enter, and between inputs."""
         return getattr(_CURRENT, "call_id", None)
 
 
@@ -733,7 +1044,7 @@ class DoubleServer:
         api = server.client()                          # this process
         connect(server.address, server.authkey)        # any other process
 
-    The server is `python -m coral.testing.modal_double`; it exits when this object stops it
+    The server is `python -m coral.modal.double`; it exits when this object stops it
     or when the process that started it dies (its stdin closes).
     """
 
@@ -745,7 +1056,7 @@ class DoubleServer:
 
     def start(self, timeout: float = 60.0) -> DoubleServer:
         process = self._process = subprocess.Popen(  # fixed argument list
-            [sys.executable, "-m", "coral.testing.modal_double"],
+            [sys.executable, "-m", "coral.modal.double"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         stdin, stdout = process.stdin, process.stdout

@@ -27,13 +27,15 @@ from coral.config import REPO_ROOT, Config, ModelConfig, apply_overrides, read_y
 from coral.errors import ConfigError, CoralError
 from coral.execution.jobs import CLAIMS_DICT, EVENTS_QUEUE, JOB_KINDS, LEASES_DICT, RESULTS_QUEUE, job_queue
 from coral.execution.transport.modal_backend import ModalTransport, modal_api
-from coral.execution.workers import WorkerLauncher
+from coral.execution.workers import WorkerLauncher, one_line
 from coral.home import Home, new_run_id
-from coral.modal.constants import CONTAINER_HOME, CONTAINER_REPO
+from coral.modal.constants import CONTAINER_HOME, CONTAINER_REPO, CONTAINERS_DICT
 
 log = logging.getLogger("coral.modal")
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "modal-codellama.yaml"
+HEARTBEAT_SLACK = 5.0  # seconds a container's status record may lag (its write interval)
+MAX_BACKOFF = 60.0  # seconds between spawn attempts of a group whose calls fail to start
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class WorkerGroup:
 
 
 GROUPS = (
-    WorkerGroup("train", ("train",), "train_worker"),
+    WorkerGroup("train", ("train",), "TrainWorker.serve"),
     WorkerGroup("generate", ("generate",), "GenerateWorker.serve"),
     WorkerGroup("test", ("test", "echo"), "test_worker"),
 )
@@ -76,67 +78,109 @@ def container_model_json(model: ModelConfig) -> str:
 
 
 class ModalLauncher(WorkerLauncher):
-    """Spawns Modal worker calls as the job queues need them (see the module docstring)."""
+    """Spawns Modal worker calls as run `run_id`'s job partitions need them (see the module
+    docstring), and gives up on a group whose calls keep failing before they take a job.
+
+    `model_paths="container"` turns a local model path into the path the containers see; the
+    Modal double runs in this machine's file system (`"local"`).
+    """
 
     def __init__(
         self, transport: ModalTransport, config: Config, *, kinds: Sequence[str] | None = None,
-        interval: float = 2.0,
+        interval: float = 2.0, run_id: str | None = None, backoff: float = 2.0,
+        model_paths: str = "container",
     ) -> None:
         if not isinstance(transport, ModalTransport):
             raise CoralError(f"the Modal launcher needs the modal transport, got {transport.name}")
         self.config = config
         self.transport = transport
         self.api = transport.api
+        self.run_id = run_id  # its jobs' partition; None: the shared default partition
         wanted = set(kinds) if kinds is not None else set(JOB_KINDS)
         self.groups = [g for g in GROUPS if wanted & set(g.kinds)]
         if not self.groups:
             raise CoralError(f"no Modal worker serves job kinds {sorted(wanted)}")
         self.interval = interval
+        self.backoff = backoff
+        self.model_json = (container_model_json(config.model) if model_paths == "container"
+                           else config.model.model_dump_json())
         self._queues = {k: self.transport.queue(job_queue(k)) for g in self.groups for k in g.kinds}
         self._leases = self.transport.dict(LEASES_DICT)
         self._calls: dict[str, list[Any]] = {g.name: [] for g in self.groups}
         self._seen_working: set[str] = set()
+        self._start_failures: dict[str, int] = {g.name: 0 for g in self.groups}
+        self._not_before: dict[str, float] = {g.name: 0.0 for g in self.groups}
+        self.failure: str | None = None  # why the run cannot go on (check() raises it)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.spawned = 0
 
+    def cap(self, group: WorkerGroup) -> int:
+        modal = self.config.modal
+        return modal.max_containers_test if group.name == "test" else modal.max_containers
+
     def _function(self, group: WorkerGroup) -> Any:
         app = self.config.modal.app_name
         if "." in group.function:
             cls_name, method = group.function.split(".", 1)
-            obj = self.api.Cls.from_name(app, cls_name)(model=container_model_json(self.config.model))
+            obj = self.api.Cls.from_name(app, cls_name)(model=self.model_json)
             return getattr(obj, method)
         return self.api.Function.from_name(app, group.function)
 
-    def _running(self, call: Any) -> bool:
+    def _ended(self, group: WorkerGroup, call: Any) -> bool:
+        """Whether `call` has ended; a call that failed before it was seen owning a lease is a
+        start failure of its group (gated model without its secret, out of memory, ...)."""
         try:
             call.get(timeout=0)
         except TimeoutError:
+            return False
+        except Exception as exc:
+            if call.object_id in self._seen_working:
+                log.warning("modal %s worker %s ended with %s", group.name, call.object_id,
+                            one_line(exc))
+                return True  # it worked: its job's lease expires and the executor retries
+            self._start_failures[group.name] += 1
+            n = self._start_failures[group.name]
+            log.warning("modal %s worker %s failed to start (%d in a row): %s", group.name,
+                        call.object_id, n, one_line(exc))
+            if n >= self.config.modal.max_start_failures and self.failure is None:
+                self.failure = (f"{group.name} workers failed to start {n} times in a row; "
+                                f"last error: {one_line(exc)}")
+            # Exponential backoff, so a broken image is not respawned every few seconds.
+            self._not_before[group.name] = time.monotonic() + min(
+                self.backoff * 2 ** (n - 1), MAX_BACKOFF)
             return True
-        except Exception as exc:  # a crashed worker: its job's lease expires, the executor retries
-            log.warning("modal worker %s ended with %s: %s", call.object_id,
-                        type(exc).__name__, exc)
-        return False
+        if call.object_id in self._seen_working:
+            self._start_failures[group.name] = 0
+        return True
 
     def scale(self) -> dict[str, int]:
-        """Spawn the calls the queues need now; how many were spawned, per group."""
+        """Spawn the calls this run's queues need now; how many were spawned, per group."""
         with self._lock:
             owners = {str(v.get("owner")) for _, v in self._leases.items() if isinstance(v, dict)}
             spawned: dict[str, int] = {}
             for group in self.groups:
-                calls = [c for c in self._calls[group.name] if self._running(c)]
+                calls = self._calls[group.name]
                 for call in calls:
                     if f"modal:{call.object_id}" in owners:
                         self._seen_working.add(call.object_id)
+                calls = [c for c in calls if not self._ended(group, c)]
                 starting = sum(c.object_id not in self._seen_working for c in calls)
-                depth = sum(self._queues[k].len() for k in group.kinds)
-                need = min(self.config.modal.max_containers - len(calls), depth - starting)
+                depth = sum(self._queues[k].len(partition=self.run_id) for k in group.kinds)
+                need = min(self.cap(group) - len(calls), depth - starting)
+                if self.failure is not None or time.monotonic() < self._not_before[group.name]:
+                    need = 0
+                elif self._start_failures[group.name]:
+                    need = min(need, 1)  # after a start failure, probe with one call at a time
                 if need > 0:
                     fn = self._function(group)
+                    args: tuple[Any, ...] = (self.config.modal.idle_seconds,
+                                             self.config.backend.lease_seconds)
+                    if self.run_id is not None:
+                        args += (self.run_id,)
                     for _ in range(need):
-                        calls.append(fn.spawn(self.config.modal.idle_seconds,
-                                              self.config.backend.lease_seconds))
+                        calls.append(fn.spawn(*args))
                     self.spawned += need
                     log.info("spawned %d %s worker(s) for %d waiting job(s)", need, group.name,
                              depth)
@@ -144,12 +188,18 @@ class ModalLauncher(WorkerLauncher):
                 spawned[group.name] = max(need, 0)
             return spawned
 
+    def check(self) -> None:
+        """Raise when the run cannot go on (see `failure`): the executor calls this while it
+        waits, so the run fails with the containers' error instead of waiting forever."""
+        if self.failure is not None:
+            raise CoralError(self.failure)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self.scale()
             except Exception as exc:  # a transient Modal error must not end scaling for good
-                log.warning("modal launcher: scaling failed: %s", exc)
+                log.warning("modal launcher: scaling failed: %s", one_line(exc))
             self._stop.wait(self.interval)
 
     def start(self) -> None:
@@ -168,7 +218,17 @@ class ModalLauncher(WorkerLauncher):
 
     def alive(self) -> int:
         with self._lock:
-            return sum(self._running(c) for calls in self._calls.values() for c in calls)
+            return sum(not self._quietly_ended(c) for calls in self._calls.values() for c in calls)
+
+    @staticmethod
+    def _quietly_ended(call: Any) -> bool:
+        try:
+            call.get(timeout=0)
+        except TimeoutError:
+            return False
+        except Exception:  # ended with an error: scale() counts and reports it
+            return True
+        return True
 
 
 # ------------------------------------------------------------------------- a whole run on Modal
@@ -202,7 +262,8 @@ def submit_run(
 
 
 def status(config: Config, *, api: Any = None) -> dict[str, Any]:
-    """Queue depths (all partitions), workers, and the adapter cache, as plain data."""
+    """Queue depths (all partitions), the serving containers with their idle time, function
+    stats, and the adapter cache, as plain data."""
     api = modal_api(api)
     app = config.modal.app_name
     transport = ModalTransport(app, api=api)
@@ -220,10 +281,21 @@ def status(config: Config, *, api: Any = None) -> dict[str, Any]:
         except api.exception.NotFoundError:
             raise CoralError(f"Modal app {app!r} is not deployed: run `coral modal deploy`") from None
         workers[group.function] = {"running": stats.num_total_runners, "backlog": stats.backlog}
+    containers = []
+    for worker_id, beat in transport.dict(CONTAINERS_DICT).items():
+        if not isinstance(beat, dict):
+            continue
+        idle = None if beat.get("busy") else now - float(beat.get("since", now))
+        # A serving call exits after idle_seconds idle; a record older than that is a crash.
+        stale = idle is not None and idle > config.modal.idle_seconds + 2 * HEARTBEAT_SLACK
+        containers.append({"worker": worker_id, "group": beat.get("group"), "run": beat.get("run"),
+                           "jobs": beat.get("jobs", 0), "busy": bool(beat.get("busy")),
+                           "idle_seconds": idle, "stale": stale,
+                           "age_seconds": now - float(beat.get("started", now))})
     try:
         adapters = len(api.Volume.from_name(config.modal.volume).listdir("adapters"))
     except api.exception.NotFoundError:
         adapters = 0  # nothing trained yet: the folder does not exist
     done = sum(k.startswith("done:") for k in transport.dict(CLAIMS_DICT).keys())
-    return {"app": app, "queues": queues, "workers": workers,
+    return {"app": app, "queues": queues, "workers": workers, "containers": containers,
             "cache": {"adapters": adapters, "done_markers": done}}

@@ -1,40 +1,59 @@
 """What runs inside Modal containers: the bodies that coral/modal/app.py's functions call.
 
 The app's functions hold no logic; everything here also runs offline against the Modal double
-(`api=ModalDouble(...)`), which is how the tests exercise it.
+(`api=ModalDouble(...)`), which is how the tests and `coral validate` exercise it.
 
-The Volume holds CORAL_HOME (adapters, runs, the Hugging Face cache). Containers see each
-other's writes only after the writer commits and the reader reloads, so every job runs between
-a reload and a commit.
+Modal facts this code is written against (docs/modal.md, "How it behaves"):
+- The Volume holds CORAL_HOME (adapters, runs, the Hugging Face cache). A container sees other
+  containers' writes only after they commit and it reloads, so every job runs between a reload
+  and a commit, and an adapter claim publishes (commits) before it says "done" and refreshes
+  (reloads) before a waiter decides the work is missing.
+- @modal.enter runs once per container, before any input: there is no function call id there.
+  A worker's id is `modal:CALL_ID`, taken when a call starts serving, so the launcher can match
+  lease owners to the calls it spawned.
+- Untrusted candidate code never runs in a container that can reach the app's queues, dicts,
+  Volume or secrets: the test worker hands each test job to the `evaluate` function (no network,
+  no Modal access, nothing mounted) and fails the job if that function is not there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import socket
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from coral.config import ModelConfig, validate_config
+from coral.errors import CoralError
 from coral.execution.job_bodies import _base
-from coral.execution.jobs import Handlers, WorkerContext
+from coral.execution.jobs import Handler, Handlers, WorkerContext
 from coral.execution.messages import Job
+from coral.execution.transport.base import Transport
 from coral.execution.transport.modal_backend import ModalTransport, modal_api
 from coral.execution.workers import Worker
+from coral.home import Home
+from coral.modal.constants import CONTAINERS_DICT, EVALUATE_FUNCTION
 from coral.modal.launcher import ModalLauncher
-from coral.run.lifecycle import run_from_config
+from coral.run.lifecycle import resume_run, run_from_config
 
 log = logging.getLogger("coral.modal")
 
+HEARTBEAT_SECONDS = 5.0  # a container's record in CONTAINERS_DICT is rewritten at most this often
+
+
 def container_worker_id(api: Any) -> str:
-    """'modal:FUNCTION_CALL_ID': the launcher matches lease owners to the calls it spawned."""
+    """'modal:FUNCTION_CALL_ID' of the call being served now (never called in @modal.enter)."""
     call_id = api.current_function_call_id()
-    return f"modal:{call_id or socket.gethostname()}"
+    if not call_id:
+        raise CoralError("no Modal function call id here: a worker id is taken when a call "
+                         "starts serving, never in @modal.enter")
+    return f"modal:{call_id}"
 
 
 def volume_synced(handler: Callable[[Job, WorkerContext], dict], volume: Any) -> Callable:
@@ -51,30 +70,89 @@ def volume_synced(handler: Callable[[Job, WorkerContext], dict], volume: Any) ->
     return run
 
 
-class ContainerWorker:
-    """One container's worker. Built once per container (in @modal.enter for the generation
-    class), so what it loads into its WorkerContext (the base model) serves every job after.
+class Heartbeat:
+    """What `coral modal status` shows for one serving call: its group and run, when it started,
+    jobs done, and whether it is busy or idle since when. Written at most every
+    HEARTBEAT_SECONDS (and at start and exit), so fast test jobs cost no dict write each."""
 
-    Without `volume_name` (the sandboxed test worker) no Volume is touched. `handlers` names
-    extra job bodies ("module:attr"), as `coral worker --handlers` does.
+    def __init__(self, transport: Transport, worker_id: str, group: str,
+                 run_id: str | None) -> None:
+        self._dict = transport.dict(CONTAINERS_DICT)
+        self.key = worker_id
+        now = time.time()
+        self.record: dict[str, Any] = {"group": group, "run": run_id, "started": now, "jobs": 0,
+                                       "busy": False, "since": now, "seen": now}
+        self._written = 0.0
+        self._write(force=True)
+
+    def _write(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._written < HEARTBEAT_SECONDS:
+            return
+        self.record["seen"] = now
+        try:
+            self._dict.put(self.key, self.record)
+            self._written = now
+        except Exception as exc:  # status is a convenience: never fail a job for it
+            log.warning("heartbeat of %s not written: %s", self.key, exc)
+
+    def job_started(self) -> None:
+        self.record.update(busy=True, since=time.time())
+        self._write()
+
+    def job_ended(self) -> None:
+        shown_busy = self._written >= self.record["since"]  # its start was written
+        self.record["jobs"] += 1
+        self.record.update(busy=False, since=time.time())
+        self._write(force=shown_busy)
+
+    def close(self) -> None:
+        try:
+            self._dict.pop(self.key)
+        except Exception:  # gone already, or Modal unreachable: status shows it stale
+            pass
+
+
+def _beating(handler: Handler, beat: Heartbeat) -> Handler:
+    def run(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+        beat.job_started()
+        try:
+            return handler(job, ctx)
+        finally:
+            beat.job_ended()
+
+    return run
+
+
+class ContainerWorker:
+    """One container's worker. Built once per container (in @modal.enter for the GPU classes),
+    so what it loads into its WorkerContext (the base model) serves every call after.
+
+    Without `volume_name` (the test worker) no Volume is touched. `handlers` names extra job
+    bodies ("module:attr", as `coral worker --handlers`) or maps kinds to them. `home` is
+    CORAL_HOME as this container sees it (default: the CORAL_HOME variable, the Volume's mount).
     """
 
     def __init__(
         self, kinds: Sequence[str], *, app_name: str, volume_name: str | None = None,
-        handlers: str | None = None, worker_id: str | None = None, api: Any = None,
+        handlers: str | Mapping[str, Handler | str] | None = None, api: Any = None,
+        home: Home | None = None, group: str | None = None,
     ) -> None:
         self.kinds = list(kinds)
+        self.group = group or "+".join(self.kinds)
         self.api = modal_api(api)
         self.transport = ModalTransport(app_name, api=self.api)
-        base = Handlers.from_spec(handlers)
+        base = Handlers(handlers) if isinstance(handlers, Mapping) else Handlers.from_spec(handlers)
         self.volume = self.api.Volume.from_name(volume_name) if volume_name else None
         self.handlers = base
+        # The id of whichever call serves next; set per call in serve().
+        self.ctx = WorkerContext(self.transport, worker_id="modal:starting", home=home)
         if self.volume is not None:
             self.handlers = Handlers(
                 {kind: volume_synced(base.get(kind), self.volume) for kind in self.kinds}
             )
-        self.worker_id = worker_id or container_worker_id(self.api)
-        self.ctx = WorkerContext(self.transport, worker_id=self.worker_id)
+            self.ctx.publish = self.volume.commit
+            self.ctx.refresh = self.volume.reload
 
     def preload(self, model_json: str) -> None:
         """Load the base model into this container's context now, not at the first job.
@@ -82,7 +160,6 @@ class ContainerWorker:
         Its files may be downloaded into the Volume's Hugging Face cache on the way; the commit
         shares them with the other containers.
         """
-
         if self.volume is not None:
             self.volume.reload()
         _base(self.ctx, ModelConfig.model_validate_json(model_json))
@@ -91,14 +168,20 @@ class ContainerWorker:
 
     def serve(
         self, *, idle_seconds: float, lease_seconds: float, accept_for: float | None = None,
+        partition: str | None = None, worker_id: str | None = None,
     ) -> dict[str, int]:
-        """Run the worker loop until `idle_seconds` pass without work; stop taking jobs
-        `accept_for` seconds in (so a job begun near the function's timeout is not killed)."""
-        stop = threading.Event()
-        worker = Worker(self.transport, self.kinds, handlers=self.handlers,
-                        lease_seconds=lease_seconds, idle_exit=idle_seconds,
-                        worker_id=self.worker_id, stop=stop)
+        """Run the worker loop over run `partition`'s jobs until `idle_seconds` pass without
+        work; stop taking jobs `accept_for` seconds in (so a job begun near the function's
+        timeout is not killed)."""
+        worker_id = worker_id or container_worker_id(self.api)
+        self.ctx.worker_id = worker_id
         self.ctx.claim_seconds = lease_seconds
+        beat = Heartbeat(self.transport, worker_id, self.group, partition)
+        handlers = Handlers({k: _beating(self.handlers.get(k), beat) for k in self.kinds})
+        stop = threading.Event()
+        worker = Worker(self.transport, self.kinds, handlers=handlers,
+                        lease_seconds=lease_seconds, idle_exit=idle_seconds,
+                        worker_id=worker_id, stop=stop, partition=partition)
         worker.ctx = self.ctx  # keep what this container has loaded
         timer = threading.Timer(accept_for, stop.set) if accept_for else None
         if timer is not None:
@@ -107,42 +190,164 @@ class ContainerWorker:
         try:
             return dataclasses.asdict(worker.run())
         finally:
+            beat.close()
             if timer is not None:
                 timer.cancel()
+
+
+class GroupContainer:
+    """The body of a GPU worker class: `__init__` is its @modal.enter (the base model loads once
+    per container), `serve` one spawned call. The app's classes only forward to these."""
+
+    kinds: tuple[str, ...] = ()
+
+    def __init__(
+        self, model_json: str, *, app_name: str, volume_name: str | None, api: Any = None,
+        home: Home | None = None, handlers: str | Mapping[str, Handler | str] | None = None,
+        preload: bool = True, accept_for: float | None = None,
+    ) -> None:
+        self.worker = ContainerWorker(self.kinds, app_name=app_name, volume_name=volume_name,
+                                      handlers=handlers, api=api, home=home)
+        self.accept_for = accept_for
+        if preload:
+            self.worker.preload(model_json)
+
+    def serve(self, idle_seconds: float, lease_seconds: float,
+              run_id: str | None = None) -> dict[str, int]:
+        return self.worker.serve(idle_seconds=idle_seconds, lease_seconds=lease_seconds,
+                                 accept_for=self.accept_for, partition=run_id)
+
+
+class TrainContainer(GroupContainer):
+    kinds = ("train",)
+
+
+class GenerateContainer(GroupContainer):
+    kinds = ("generate",)
 
 
 def serve(
     kinds: Sequence[str], *, app_name: str, idle_seconds: float, lease_seconds: float,
     volume_name: str | None = None, accept_for: float | None = None,
-    handlers: str | None = None, worker_id: str | None = None, api: Any = None,
+    handlers: str | Mapping[str, Handler | str] | None = None, worker_id: str | None = None,
+    api: Any = None, home: Home | None = None, partition: str | None = None,
 ) -> dict[str, int]:
-    """A fresh ContainerWorker's loop: the body of the train and test worker functions."""
+    """A fresh ContainerWorker's loop: the body of a worker function that loads nothing."""
     worker = ContainerWorker(kinds, app_name=app_name, volume_name=volume_name,
-                             handlers=handlers, worker_id=worker_id, api=api)
+                             handlers=handlers, api=api, home=home)
     return worker.serve(idle_seconds=idle_seconds, lease_seconds=lease_seconds,
-                        accept_for=accept_for)
+                        accept_for=accept_for, partition=partition, worker_id=worker_id)
+
+
+# ------------------------------------------------------------------ tests, isolated
+
+
+def isolated_tests(app_name: str, api: Any = None) -> Handler:
+    """The test worker's `test` handler: the job goes to the `evaluate` function, which has no
+    network and no access to the app's objects; without it the job fails, never runs here."""
+    api = modal_api(api)
+
+    def run(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+        try:
+            function = api.Function.from_name(app_name, EVALUATE_FUNCTION)
+            return cast(dict[str, Any], function.remote(job.model_dump(mode="json")))
+        except api.exception.NotFoundError:
+            raise CoralError(
+                f"candidate isolation unavailable: Modal function {EVALUATE_FUNCTION!r} of app "
+                f"{app_name!r} is not deployed; refusing to run untrusted code in the test "
+                "worker (run `coral modal deploy`)") from None
+
+    return run
+
+
+def serve_tests(*, app_name: str, idle_seconds: float, lease_seconds: float,
+                run_id: str | None = None, accept_for: float | None = None,
+                api: Any = None) -> dict[str, int]:
+    """The test worker function's body: test jobs go to `evaluate`; echo jobs run here."""
+    return serve(("test", "echo"), app_name=app_name, idle_seconds=idle_seconds,
+                 lease_seconds=lease_seconds, accept_for=accept_for, partition=run_id, api=api,
+                 handlers={"test": isolated_tests(app_name, api)})
+
+
+_EVALUATE_CONTEXTS: dict[str | None, WorkerContext] = {}
+
+
+def evaluate(job_json: dict[str, Any], *, network_blocked: bool,
+             handlers: str | None = None) -> dict[str, Any]:
+    """The `evaluate` function's body: one test job's output. The function is deployed with
+    `block_network=True` and `restrict_modal_access=True`, nothing mounted and no secrets
+    (`network_blocked`); anywhere else it runs candidates only where the sandbox has its
+    namespaces, and refuses otherwise."""
+    if not network_blocked:
+        from coral.sandbox.box import isolation_available
+
+        if not isolation_available():
+            raise CoralError("candidate isolation unavailable: no network block and no sandbox "
+                             "namespaces here; refusing to run untrusted code")
+    job = Job.model_validate(job_json)
+    if job.kind != "test":
+        raise CoralError(f"evaluate takes test jobs only, got a {job.kind} job")
+    ctx = _EVALUATE_CONTEXTS.get(handlers)
+    if ctx is None:
+        # No transport: this function may not reach the app's queues or dicts anyway. The
+        # context keeps the loaded benchmark between inputs of one container.
+        ctx = _EVALUATE_CONTEXTS[handlers] = WorkerContext(
+            cast(Transport, None), worker_id="modal:evaluate")
+    return Handlers.from_spec(handlers).get("test")(job, ctx)
+
+
+# ------------------------------------------------------------------ the orchestrator
+
+ORCHESTRATOR_RECORD = "modal.json"  # in the run's folder: the orchestrator calls it has had
 
 
 def orchestrate(
     config_yaml: str, config_dir: str, run_id: str, *, volume_name: str, api: Any = None,
+    home: Home | None = None, handlers: str | None = None,
+    progress: Callable[[str, dict], None] | None = None,
 ) -> dict[str, Any]:
-    """A whole run on Modal: validate the shipped config, then `coral.run.lifecycle.run_from_config`.
+    """A whole run on Modal: a new run from the shipped config, or, when the run is already on
+    the Volume (a Modal retry of a crashed orchestrator, or `coral resume RUN_ID`), its resume
+    from the last checkpoint. The Volume is committed after every generation, so a crash loses
+    at most the generation in flight.
 
     `config_dir` is the config file's folder as seen in the container, so relative paths in it
     resolve as they did on the laptop.
     """
-
     config = validate_config(
         yaml.safe_load(config_yaml) or {}, base_dir=Path(config_dir), source="config sent to Modal"
     )
     api = modal_api(api)
     volume = api.Volume.from_name(volume_name)
     volume.reload()
+    home = (home or Home()).ensure()
+    folder = home.run_dir(run_id)
+    registered = (folder / "config.yaml").exists()
+    record_path = folder / ORCHESTRATOR_RECORD
+    record = json.loads(record_path.read_text()) if record_path.exists() else {"calls": []}
+    record["calls"].append({"call": api.current_function_call_id(), "at": time.time(),
+                            "resumed": registered})
+    folder.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    volume.commit()
+
+    def on_progress(kind: str, info: dict) -> None:
+        if kind == "generation":
+            volume.commit()  # the checkpoint is written: make it survive this container
+        if progress is not None:
+            progress(kind, info)
+
+    def launcher(transport: Any, config: Any) -> ModalLauncher:
+        return ModalLauncher(transport, config, kinds=["train", "generate", "test"],
+                             run_id=run_id)
 
     try:
-        def launcher(transport: Any, config: Any) -> ModalLauncher:
-            return ModalLauncher(transport, config, kinds=["train", "generate", "test"])
-
-        return dataclasses.asdict(run_from_config(config, run_id=run_id, launcher=launcher))
+        if registered:
+            result = resume_run(run_id, home=home, progress=on_progress, handlers=handlers,
+                                launcher=launcher, orphaned=True)
+        else:
+            result = run_from_config(config, run_id=run_id, home=home, progress=on_progress,
+                                     handlers=handlers, launcher=launcher)
+        return dataclasses.asdict(result)
     finally:
         volume.commit()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,10 +90,13 @@ def run_from_config(
     workers: int | None = None, overrides: list[str] | None = None, home: Home | None = None,
     progress: Callable[[str, dict], None] | None = None, threads: int | None = None,
     handlers: str | None = None, launcher: LauncherFactory | None = None,
+    transport: Transport | None = None,
 ) -> RunResult:
     """Register a new run and run it to the end: the CLI's and the Modal orchestrator's entry.
 
     `handlers` ("module:attr", a dict kind -> body) replaces job bodies: tests and benchmarks.
+    `transport` replaces the backend's own (`coral validate` runs the modal backend on the
+    Modal double); the caller closes it.
     """
 
     config = resolve_config(config, overrides, backend, workers)
@@ -102,21 +106,26 @@ def run_from_config(
     register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval}, handlers)
     progress = progress or (lambda kind, info: None)
     progress("registered", {"run_id": run_id})
-    return execute(config, run_id, home, problems, None, progress, threads, handlers, launcher)
+    return execute(config, run_id, home, problems, None, progress, threads, handlers, launcher,
+                   transport)
 
 
 def resume_run(run_id: str, home: Home | None = None,
                progress: Callable[[str, dict], None] | None = None,
                threads: int | None = None, handlers: str | None = None,
-               launcher: LauncherFactory | None = None) -> RunResult:
-    """Continue an interrupted run from its last checkpoint (crash recovery)."""
+               launcher: LauncherFactory | None = None, orphaned: bool = False) -> RunResult:
+    """Continue an interrupted run from its last checkpoint (crash recovery).
+
+    `orphaned`: the caller knows the run's orchestrator is gone although its status says it
+    runs (a Modal container that crashed: its host and pid mean nothing here).
+    """
 
     home = home or Home()
     config = run_config(home, run_id)
     state = effective_state(read_json(home.run_dir(run_id) / "status.json"))
     if state == "finished":
         raise CoralError(f"run {run_id} already finished; nothing to resume")
-    if state in ("running", "paused", "starting"):
+    if state in ("running", "paused", "starting") and not orphaned:
         raise CoralError(f"run {run_id} is {state} (its orchestrator is alive); "
                          f"use `coral continue {run_id}` for a paused run")
     record = run_record(home, run_id)
@@ -129,11 +138,14 @@ def resume_run(run_id: str, home: Home | None = None,
 def execute(config: Config, run_id: str, home: Home, problems: Problems,
             resume: ckpt.Checkpoint | None, progress: Callable[[str, dict], None] | None,
             threads: int | None, handlers: str | None = None,
-            launcher_factory: LauncherFactory | None = None) -> RunResult:
+            launcher_factory: LauncherFactory | None = None,
+            given: Transport | None = None) -> RunResult:
 
     kind = config.backend.kind
     started = time.time()
-    with open_transport(kind, home=home, config=config) as transport:
+    opened = nullcontext(given) if given is not None else open_transport(kind, home=home,
+                                                                          config=config)
+    with opened as transport:
         try:
             transport.dict(CONTROL_DICT).pop(control_key(run_id))  # a stale request must not apply
         except KeyError:
@@ -144,8 +156,13 @@ def execute(config: Config, run_id: str, home: Home, problems: Problems,
             executor = SerialExecutor(transport, run_id, config.backend, home=home,
                                       handlers=Handlers.from_spec(handlers))
         else:
-            executor = QueueExecutor(transport, run_id, config.backend)
+            # Modal runs share the app's queues: each keeps its jobs in its own partition.
+            executor = QueueExecutor(transport, run_id, config.backend,
+                                     job_partition=run_id if kind == "modal" else None)
             launcher = _launcher(config, home, run_id, transport, handlers, launcher_factory)
+            check = getattr(launcher, "check", None)
+            if check is not None:  # e.g. workers that keep failing to start end the run
+                executor.add_health_check(check)
             launcher.start()
         engine = EvolutionEngine(config, run_id, home, executor, transport, problems,
                                  threads=threads or default_threads(config.backend.workers),

@@ -1,0 +1,185 @@
+"""A Modal run that works the first time: the faults of issue 21 ("#18"), each reproduced against
+the Modal double with Modal's real semantics (a Volume view per container, @enter once per
+container without a call id, per-run queue partitions) and the real container bodies."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coral.config import BackendConfig, Config, ModalConfig, ModelConfig
+from coral.errors import AdapterError, CoralError
+from coral.execution.executor import QueueExecutor
+from coral.execution.jobs import LEASES_DICT, WorkerContext, job_queue
+from coral.execution.messages import Job
+from coral.execution.transport.modal_backend import ModalTransport
+from coral.home import Home
+from coral.modal.double import ModalDouble
+from coral.modal.launcher import ModalLauncher
+from coral.modal.runtime import GenerateContainer, TrainContainer
+
+APP = "coral"
+VOLUME = "coral-home"
+TRAINED: list[str] = []  # one entry per training actually done (this process: the double's)
+
+
+def wait_for(what: Callable[[], Any], label: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := what()):
+        assert time.monotonic() < deadline, f"timed out waiting for {label}"
+        time.sleep(0.02)
+    return value
+
+
+def train_adapter_like(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+    """The shape of coral.execution.job_bodies.train: claim the key, train into CORAL_HOME's
+    adapter folder (aside, then rename), and trust the folder, not the claim, afterwards."""
+    key = job.payload["key"]
+    folder = ctx.home.adapter_dir(key)
+    with ctx.claim(key, ttl=2.0, is_done=lambda: (folder / "adapter.json").exists()) as won:
+        if won:
+            TRAINED.append(job.job_id)
+            time.sleep(float(job.payload.get("train_s", 0.6)))
+            tmp = folder.with_name(folder.name + ".tmp")
+            tmp.mkdir(parents=True)
+            (tmp / "adapter.json").write_text("{}")
+            os.rename(tmp, folder)
+    if not (folder / "adapter.json").exists():
+        raise AdapterError(f"adapter {key}: claim finished but {folder} is missing")
+    return {"won": won}
+
+
+HANDLERS = {"train": train_adapter_like}
+
+
+def deploy_train(api: ModalDouble, max_containers: int = 2) -> None:
+    """The app's TrainWorker class on the double: @enter builds the container's body once."""
+
+    def enter(model: str) -> TrainContainer:
+        home = Home(api.Volume.from_name(VOLUME).path)  # this container's mount of the Volume
+        return TrainContainer(model, app_name=APP, volume_name=VOLUME, api=api, home=home,
+                              handlers="test_modal_first_time:HANDLERS", preload=False)
+
+    api.deployed.register_cls(APP, "TrainWorker", enter, max_containers=max_containers,
+                              volumes=(VOLUME,), scaledown_window=1.0)
+
+
+# ------------------------------------------------------------------ 1: identical genes train once
+
+
+def test_identical_heavy_genes_on_two_containers_train_once(tmp_path: Path) -> None:
+    api = ModalDouble(volume_root=tmp_path)
+    api.Volume.from_name(VOLUME, create_if_missing=True)
+    deploy_train(api)
+    transport = ModalTransport(APP, api=api)
+    config = Config(modal=ModalConfig(max_containers=2, idle_seconds=2),
+                    backend=BackendConfig(lease_seconds=2.0))
+    TRAINED.clear()
+    executor = QueueExecutor(transport, "run-same", config.backend)
+    with ModalLauncher(transport, config, kinds=["train"], interval=0.05):
+        results = executor.submit_batch("train", {"a": {"key": "k1"}, "b": {"key": "k1"}}).result(60)
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert len({r.worker for r in results}) == 2  # both containers took one
+    assert TRAINED == ["a"] or TRAINED == ["b"]  # and one of them trained
+    assert sorted(r.output["won"] for r in results) == [False, True]
+    assert (tmp_path / VOLUME / "adapters" / "k1" / "adapter.json").exists()  # committed
+
+
+# ------------------------------------------------------------------ 3: generate workers scale
+
+
+def test_generate_workers_own_their_leases_so_the_launcher_scales(tmp_path: Path) -> None:
+    api = ModalDouble(volume_root=tmp_path)
+    api.Volume.from_name(VOLUME, create_if_missing=True)
+    gate = threading.Event()
+
+    def slow_generate(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+        gate.wait(30)
+        return {}
+
+    class Generate(GenerateContainer):  # the app's class body, with a stand-in model load
+        def __init__(self, model: str) -> None:
+            super().__init__(model, app_name=APP, volume_name=VOLUME, api=api,
+                             home=Home(api.Volume.from_name(VOLUME).path),
+                             handlers={"generate": slow_generate}, preload=False)
+
+    api.deployed.register_cls(APP, "GenerateWorker", Generate, max_containers=4,
+                              volumes=(VOLUME,), scaledown_window=1.0)
+    transport = ModalTransport(APP, api=api)
+    config = Config(model=ModelConfig(name="some/model"),
+                    modal=ModalConfig(max_containers=4, idle_seconds=2),
+                    backend=BackendConfig(lease_seconds=2.0))
+    executor = QueueExecutor(transport, "run-gen", config.backend, job_partition="run-gen")
+    launcher = ModalLauncher(transport, config, kinds=["generate"], run_id="run-gen")
+    first = executor.submit_batch("generate", {"g0": {}})
+    assert launcher.scale() == {"generate": 1}
+    lease = wait_for(lambda: [v for _, v in transport.dict(LEASES_DICT).items()], "a lease")[0]
+    calls = api.deployed.classes[(APP, "GenerateWorker")].calls
+    assert lease["owner"] == f"modal:{calls[0].object_id}"  # the call id, not the host name
+    second = executor.submit_batch("generate", {"g1": {}, "g2": {}})
+    assert launcher.scale() == {"generate": 2}  # the first call works: it covers no new job
+    gate.set()
+    assert all(r.ok for r in first.result(60) + second.result(60))
+
+
+# ------------------------------------------------------------------ 7: runs do not interfere
+
+
+def test_runs_sharing_the_queues_never_see_each_others_jobs(tmp_path: Path) -> None:
+    api = ModalDouble(volume_root=tmp_path)
+    api.Volume.from_name(VOLUME, create_if_missing=True)
+    deploy_train(api, max_containers=4)
+    transport = ModalTransport(APP, api=api)
+    config = Config(modal=ModalConfig(max_containers=4, idle_seconds=2),
+                    backend=BackendConfig(lease_seconds=1.0))
+    other = QueueExecutor(transport, "run-other", config.backend, job_partition="run-other")
+    other.submit_batch("train", {f"o{i}": {"key": f"o{i}"} for i in range(5)})  # nobody serves it
+    mine = QueueExecutor(transport, "run-mine", config.backend, job_partition="run-mine")
+    launcher = ModalLauncher(transport, config, kinds=["train"], run_id="run-mine")
+    assert launcher.scale() == {"train": 0}  # another run's waiting jobs start nothing here
+    future = mine.submit_batch("train", {"m0": {"key": "m0", "train_s": 0.0}})
+    # A worker takes the job and dies before leasing it: lost-job recovery must not wait for
+    # the other run's jobs to leave the shared queue.
+    taken = transport.queue(job_queue("train")).get(block=False, partition="run-mine")
+    assert taken is not None and '"m0"' in taken
+    assert launcher.scale() == {"train": 0}  # nothing of mine waits
+    with launcher:
+        results = future.result(timeout=30)
+    assert results[0].ok and results[0].attempt == 1 and mine.stats.lease_expiries == 1
+    assert transport.queue(job_queue("train")).len(partition="run-other") == 5  # untouched
+
+
+# ------------------------------------------------------------------ 4: start failures end the run
+
+
+def test_a_worker_that_crashes_at_start_fails_the_run_with_its_error(tmp_path: Path) -> None:
+    api = ModalDouble(volume_root=tmp_path)
+
+    class Gated:
+        def __init__(self, model: str) -> None:
+            raise PermissionError("401 Client Error: gated repo meta-llama/x, no HF_TOKEN")
+
+        def serve(self, *args: Any) -> dict[str, int]:
+            return {}
+
+    api.deployed.register_cls(APP, "GenerateWorker", Gated, max_containers=2, scaledown_window=1.0)
+    transport = ModalTransport(APP, api=api)
+    config = Config(model=ModelConfig(name="meta-llama/x"),
+                    modal=ModalConfig(max_containers=2, idle_seconds=2, max_start_failures=3),
+                    backend=BackendConfig(lease_seconds=1.0))
+    executor = QueueExecutor(transport, "run-gated", config.backend, job_partition="run-gated")
+    launcher = ModalLauncher(transport, config, kinds=["generate"], run_id="run-gated",
+                             interval=0.02, backoff=0.05)
+    executor.add_health_check(launcher.check)
+    future = executor.submit_batch("generate", {"g": {}})
+    with launcher, pytest.raises(CoralError, match="gated repo meta-llama/x") as failed:
+        future.result(timeout=30)
+    assert "generate workers failed to start 3 times" in str(failed.value)
+    assert launcher.spawned == 3  # bounded: no respawn every 2 s forever
+    assert len(str(failed.value).splitlines()) == 1
