@@ -25,8 +25,11 @@ for run_id in table["run_id"]:
 table = table.assign(duration_s=durations,
                      updated=pd.to_datetime(table["updated"], unit="s", utc=True))
 table = table.iloc[::-1]  # newest first
+# Runs the ingestor cannot read (a corrupt checkpoint or event line): the others are ingested.
+for bad, reason in table.dropna(subset=["unreadable"])[["run_id", "unreadable"]].itertuples(index=False):
+    st.warning(f"Run {bad} cannot be ingested: {reason}", icon="⚠️")
 st.dataframe(table[["run_id", "state", "generation", "generations", "generations_done",
-                    "best_fitness", "duration_s", "strategy", "backend", "updated"]],
+                    "best_fitness", "duration_s", "strategy", "backend", "updated", "unreadable"]],
              hide_index=True, key="runs-table")
 
 run_id = pick_run("Selected run", key="runs-picker")

@@ -190,7 +190,13 @@ def list_runs(home: Home | None = None) -> pd.DataFrame:
                                     max(g.best_fitness) AS best_fitness
                              FROM runs r LEFT JOIN generations g USING (run_id)
                              GROUP BY ALL""")
-    return runs.merge(stored, on="run_id", how="left")
+        # Why the ingestor cannot read a run (None: it can); a snapshot older than schema 4 has no table.
+        has_table = con.execute("SELECT count(*) FROM information_schema.tables "
+                                "WHERE table_name = 'unreadable' AND table_catalog = current_database()"
+                                ).fetchone()[0]
+        unreadable = (_df(con, "SELECT run_id, reason AS unreadable FROM unreadable") if has_table
+                      else pd.DataFrame(columns=["run_id", "unreadable"]))
+    return runs.merge(stored, on="run_id", how="left").merge(unreadable, on="run_id", how="left")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 
@@ -28,24 +29,33 @@ def _ingest(args: argparse.Namespace) -> int:
         raise CoralError(f"--interval must be positive, got {args.interval}")
     home = Home()
     ingestor = Ingestor(home, None if args.transport == "none" else args.transport)
+    shown: dict[str, str] = {}  # unreadable runs already reported
     try:
         applied = ingestor.run_once(snapshot=True)
-        _report(args, ingestor, applied)
+        _report(args, ingestor, applied, shown)
         while args.follow:
             time.sleep(args.interval)
             applied = ingestor.run_once()
-            if applied:
-                _report(args, ingestor, applied)
+            if applied or ingestor.status.unreadable != shown:
+                _report(args, ingestor, applied, shown)
     finally:
         ingestor.stop()
     return 0
 
 
-def _report(args: argparse.Namespace, ingestor: object, applied: int) -> None:
+def _report(args: argparse.Namespace, ingestor: object, applied: int, shown: dict[str, str]) -> None:
     counts = ingestor.store.counts()
     status = ingestor.status
     if args.json:
-        print(json.dumps({"applied": applied, "counts": counts, "waiting": status.waiting}), flush=True)
+        print(json.dumps({"applied": applied, "counts": counts, "waiting": status.waiting,
+                          "unreadable": status.unreadable}), flush=True)
     else:
         print(f"ingested {applied} events; store: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
               flush=True)
+    # A run that cannot be read holds back only itself; say so once per reason.
+    for run_id, reason in sorted(status.unreadable.items()):
+        if shown.get(run_id) != reason:
+            print(f"coral: warning: run {run_id} cannot be ingested (the others are): {reason}",
+                  file=sys.stderr, flush=True)
+    shown.clear()
+    shown.update(status.unreadable)

@@ -42,15 +42,38 @@ class Checkpoint:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], source: str = "checkpoint") -> Checkpoint:
+    def from_json(cls, data: Any, source: str = "checkpoint") -> Checkpoint:
+        """A checkpoint from parsed JSON; anything else is one CoralError naming `source`."""
+        if not isinstance(data, dict):
+            raise CoralError(f"{source}: not a checkpoint (a JSON {_json_kind(data)}, expected an object)")
         if data.get("schema") != SCHEMA:
             raise CoralError(f"{source}: checkpoint schema {data.get('schema')!r}, expected {SCHEMA}")
-        try:
-            return cls(**{k: data[k] for k in (
-                "generation", "population", "scores", "next_population", "evolution", "next_seq",
-                "trained_keys", "baseline")})
-        except KeyError as exc:
-            raise CoralError(f"{source}: checkpoint lacks {exc.args[0]!r}") from None
+        missing = [k for k in _FIELDS if k not in data]
+        if missing:
+            raise CoralError(f"{source}: checkpoint lacks {missing[0]!r}")
+        for key, kinds in _FIELDS.items():
+            value = data[key]
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                want = " or ".join(_json_kind(k()) if k is not type(None) else "null" for k in kinds)
+                raise CoralError(f"{source}: checkpoint field {key!r} is a JSON {_json_kind(value)}, "
+                                 f"expected {want}")
+        for key in ("population", "next_population"):
+            if not all(isinstance(g, dict) for g in data[key]):
+                raise CoralError(f"{source}: checkpoint field {key!r} holds something that is not a genome")
+        return cls(**{k: data[k] for k in _FIELDS})
+
+
+# Each field's JSON type(s): what the engine and the ingestor rely on when they read one.
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "generation": (int,), "population": (list,), "scores": (dict,), "next_population": (list,),
+    "evolution": (dict,), "next_seq": (int,), "trained_keys": (list,), "baseline": (dict, type(None)),
+}
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def checkpoint_path(folder: Path, generation: int) -> Path:
@@ -90,9 +113,17 @@ def latest(folder: Path) -> Checkpoint | None:
     files = sorted(p for p in folder.glob(f"{PREFIX}*.json") if p.stem[len(PREFIX):].isdigit())
     if not files:
         return None
-    path = files[-1]
+    return load(files[-1])
+
+
+def load(path: Path) -> Checkpoint:
+    """One checkpoint file; a file that is not one is a CoralError naming it (and the line)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CoralError(f"{path}: unreadable checkpoint ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise CoralError(f"{path}:{exc.lineno}: unreadable checkpoint ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise CoralError(f"{path}: unreadable checkpoint (not UTF-8 text)") from None
+    except OSError as exc:
+        raise CoralError(f"{path}: unreadable checkpoint ({exc.strerror})") from None
     return Checkpoint.from_json(data, str(path))

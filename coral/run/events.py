@@ -45,16 +45,24 @@ def segments(events_dir: Path) -> list[Path]:
 def read_events(events_dir: Path, after: int = -1) -> Iterator[Event]:
     """Events with seq > `after`, in order. A torn last line (a crash mid-write) is skipped."""
     for path in segments(events_dir):
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.endswith("\n"):
+        with open(path, "rb") as handle:  # bytes: a line that is not UTF-8 is named, not a traceback
+            for number, raw in enumerate(handle, 1):
+                if not raw.endswith(b"\n"):
                     return  # torn tail: the writer was killed mid-line
-                try:
-                    event = decode(Event, line)
-                except MessageError as exc:
-                    raise CoralError(f"{path}:{number}: corrupt event ({exc})") from None
+                event = _decode_line(raw, path, number)
                 if event.seq > after:
                     yield event
+
+
+def _decode_line(raw: bytes, path: Path, number: int) -> Event:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CoralError(f"{path}:{number}: corrupt event (not UTF-8 text)") from None
+    try:
+        return decode(Event, line)
+    except MessageError as exc:
+        raise CoralError(f"{path}:{number}: corrupt event ({exc})") from None
 
 
 def truncate(events_dir: Path, start_seq: int) -> int:
@@ -69,8 +77,8 @@ def truncate(events_dir: Path, start_seq: int) -> int:
         lines = raw.split(b"\n")
         complete, torn = lines[:-1], lines[-1]
         keep = []
-        for line in complete:
-            if decode(Event, line).seq < start_seq:
+        for number, line in enumerate(complete, 1):
+            if _decode_line(line, path, number).seq < start_seq:
                 keep.append(line)
         dropped += len(complete) - len(keep) + (1 if torn else 0)
         if len(keep) == len(complete) and not torn:

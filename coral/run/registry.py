@@ -27,6 +27,7 @@ from coral.evolution.genome import Genome
 from coral.home import Home, is_run_id
 from coral.model.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, METADATA, TEMP_PREFIX, gene_key, read_adapter
 from coral.run.checkpoints import PREFIX, latest, write_atomic
+from coral.run.checkpoints import load as load_checkpoint
 from coral.run.events import read_events, science, summary
 
 STATES = ("starting", "running", "paused", "finished", "failed", "stopped")
@@ -212,9 +213,9 @@ def run_science(home: Home, run_id: str) -> dict[str, Any]:
     folder = home.checkpoints_dir(run_id)
     populations, scores = [], []
     for path in sorted(folder.glob(f"{PREFIX}*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        populations.append([g for g in data["population"]])
-        scores.append(data["scores"])
+        point = load_checkpoint(path)
+        populations.append(list(point.population))
+        scores.append(point.scores)
     events = [science(e) for e in read_events(home.events_dir(run_id))]
     return {"populations": populations, "scores": scores,
             "event_ids": [e["seq"] for e in events], "event_types": [e["type"] for e in events],
@@ -299,12 +300,12 @@ def export_adapter(run_id: str, genome_id: str, out: str | Path, home: Home | No
     run_record(home, run_id)
     genome = None
     for path in sorted(home.checkpoints_dir(run_id).glob(f"{PREFIX}*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        for g in data["population"]:
+        point = load_checkpoint(path)
+        for g in point.population:
             candidate = Genome.model_validate(g)
             if candidate.id == genome_id:
                 genome = candidate
-                trained = dict(tuple(x) for x in data["trained_keys"])
+                trained = dict(tuple(x) for x in point.trained_keys)
     if genome is None:
         raise CoralError(f"run {run_id} has no evaluated genome {genome_id!r}")
     cache_key = trained.get(gene_key(genome))
@@ -314,7 +315,10 @@ def export_adapter(run_id: str, genome_id: str, out: str | Path, home: Home | No
     target = Path(out)
     if target.exists():
         raise CoralError(f"--out {target}: already exists")
-    target.mkdir(parents=True)
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, METADATA):
-        shutil.copy2(home.adapter_dir(cache_key) / name, target / name)
+    try:
+        target.mkdir(parents=True)
+        for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, METADATA):
+            shutil.copy2(home.adapter_dir(cache_key) / name, target / name)
+    except OSError as exc:
+        raise CoralError(f"--out {target}: cannot write there ({exc.strerror or exc})") from None
     return target

@@ -33,9 +33,10 @@ from coral.errors import CoralError
 from coral.execution.transport import open_transport
 from coral.home import Home
 from coral.run.checkpoints import PREFIX as CHECKPOINT_PREFIX
+from coral.run.checkpoints import load as load_checkpoint
 from coral.run.events import segments
-from coral.run.registry import read_json_yaml
-from coral.store.store import Store, check_event, empty_frame, genome_row, snapshot_path
+from coral.run.registry import read_json_yaml, run_folders
+from coral.store.store import Store, StoreWriteError, check_event, empty_frame, genome_row, snapshot_path
 
 log = logging.getLogger("coral.store.ingest")
 
@@ -72,6 +73,8 @@ class LogTail:
         self.line = 1  # number of the line at `offset` in its segment (for error messages)
         self.next_seq: int | None = None  # seq of the line at `offset`, when known
         self.rewritten = False  # set when the log shrank or changed under us (a resume)
+        # A corrupt line met after some good ones: those are returned, this is raised next time.
+        self.failure: CoralError | None = None
 
     def _seek(self, files: list[Path], after: int) -> None:
         """Start at the last segment that can hold seq after + 1 (names are first seqs)."""
@@ -117,7 +120,13 @@ class LogTail:
                 out.clear()
                 continue
             if chunk:
-                out.append(self._parse(chunk, after))
+                try:
+                    out.append(self._parse(chunk, after))
+                except CoralError as exc:
+                    if not out:
+                        raise
+                    self.failure = exc  # apply what came before the bad line; it waits at it
+                    return pa.concat_tables(out)
             index = files.index(self.segment)
             if index + 1 >= len(files):
                 return pa.concat_tables(out) if out else empty_frame()
@@ -217,6 +226,7 @@ class IngestStatus:
     last_snapshot: float | None = None
     last_error: str | None = None
     waiting: dict[str, int] = field(default_factory=dict)  # run -> events held back by a gap
+    unreadable: dict[str, str] = field(default_factory=dict)  # run -> why it cannot be ingested
 
 
 class Ingestor:
@@ -243,9 +253,11 @@ class Ingestor:
         self._pending: dict[str, pa.Table] = {}  # live events past a gap (frames)
         self._records: dict[str, dict[str, Any]] = {}
         self._dirty = False
+        self._write_failed = False
         if str(self.db_path) != ":memory:":
             self.home.root.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.db_path)
+        self.status.unreadable = self.store.unreadable()
         self._transport = None
         self._queue = None
         if transport_kind is not None:
@@ -281,11 +293,15 @@ class Ingestor:
             self._thread.join(timeout)
         self.status.running = False
         with self._lock:
-            if self._dirty and str(self.db_path) != ":memory:":
-                self.snapshot()
-            self.store.close()
-            if self._transport is not None:
-                self._transport.close()
+            try:
+                if self._dirty and not self._write_failed and str(self.db_path) != ":memory:":
+                    self.snapshot()
+            except CoralError as exc:  # the store failed already: that error is the one to show
+                log.warning("no last snapshot: %s", exc)
+            finally:
+                self.store.close()
+                if self._transport is not None:
+                    self._transport.close()
 
     close = stop
 
@@ -308,9 +324,9 @@ class Ingestor:
     # ------------------------------------------------------------------ one cycle
 
     def run_ids(self, marks: dict[str, int] | None = None) -> list[str]:
+        """Runs in the store and run folders; a folder whose name is not a run id is skipped."""
         known = set(self.store.last_seqs() if marks is None else marks)
-        if self.home.runs.is_dir():
-            known.update(p.name for p in self.home.runs.iterdir() if (p / "config.yaml").is_file())
+        known.update(run_folders(self.home))
         return sorted(known)
 
     def run_once(self, snapshot: bool | None = None) -> int:
@@ -318,6 +334,13 @@ class Ingestor:
 
         `snapshot` True forces one, False skips it, None writes one when due and changed.
         """
+        try:
+            return self._run_once(snapshot)
+        except StoreWriteError:
+            self._write_failed = True  # DuckDB refuses further writes: no last snapshot on stop
+            raise
+
+    def _run_once(self, snapshot: bool | None) -> int:
         with self._lock:
             self._forget_deleted()
             applied = 0
@@ -326,16 +349,28 @@ class Ingestor:
             # contended), and a home holds many finished runs. Only this thread writes them.
             marks = self.store.last_seqs()
             checkpoints = self.store.checkpoint_generations()
+            problems: dict[str, str] = {}  # run -> why it could not be read this cycle
             try:
                 for run_id in self.run_ids(marks):
-                    ready = self._ingest_run(run_id, marks.get(run_id, -1))
-                    for start in range(0, ready.num_rows, APPLY_BATCH):
-                        batch.append((run_id, ready.slice(start, APPLY_BATCH), self._record(run_id)))
-                        if sum(b[1].num_rows for b in batch) >= APPLY_BATCH:
-                            applied += self._apply(batch)
-                    self._ingest_checkpoints(run_id, checkpoints.get(run_id, -1))
+                    # One run's files cannot stop the others: its error is recorded, not raised.
+                    try:
+                        ready = self._ingest_run(run_id, marks.get(run_id, -1))
+                        for start in range(0, ready.num_rows, APPLY_BATCH):
+                            batch.append((run_id, ready.slice(start, APPLY_BATCH), self._record(run_id)))
+                            if sum(b[1].num_rows for b in batch) >= APPLY_BATCH:
+                                applied += self._apply(batch, problems)
+                        self._ingest_checkpoints(run_id, checkpoints.get(run_id, -1))
+                    except StoreWriteError:
+                        raise  # the store file, not this run
+                    except Exception as exc:
+                        problems.setdefault(run_id, self._unreadable_reason(run_id, exc))
+                    tail = self._tails.get(run_id)
+                    if tail is not None and tail.failure is not None:
+                        problems.setdefault(run_id, str(tail.failure))
+                        tail.failure = None
             finally:
-                applied += self._apply(batch)
+                applied += self._apply(batch, problems)
+            self._record_unreadable(problems)
             self.status.cycles += 1
             self.status.last_cycle = time.time()
             self.status.events += applied
@@ -420,29 +455,52 @@ class Ingestor:
             self.status.waiting.pop(run_id, None)
         return ready
 
-    def _apply(self, batch: list[tuple[str, pa.Table, dict[str, Any]]]) -> int:
+    def _apply(self, batch: list[tuple[str, pa.Table, dict[str, Any]]], problems: dict[str, str]) -> int:
         """Apply and empty `batch`: several runs' events in one transaction (Store.apply_frames).
-        If that fails, each run is applied on its own, so one bad run holds back only itself."""
+        If that fails, each run is applied on its own, so one bad run holds back only itself: its
+        error goes to `problems`, and it is read again from its mark next cycle."""
         if not batch:
             return 0
         items = batch[:]
         batch.clear()
         try:
             applied = self.store.apply_frames(items)
+        except StoreWriteError:
+            raise
         except CoralError:
-            if len({run_id for run_id, _, _ in items}) == 1:
-                raise
-            applied, failure = 0, None
+            applied = 0
             for run_id in dict.fromkeys(r for r, _, _ in items):
                 try:
                     applied += self.store.apply_frames([b for b in items if b[0] == run_id])
+                except StoreWriteError:
+                    raise
                 except CoralError as exc:
-                    failure = failure or exc
-            self._dirty = self._dirty or applied > 0
-            if failure is not None:
-                raise failure from None
+                    problems.setdefault(run_id, str(exc))
+                    self._tails.pop(run_id, None)  # what was read but not stored is read again
+                    self._pending.pop(run_id, None)
         self._dirty = self._dirty or applied > 0
         return applied
+
+    def _unreadable_reason(self, run_id: str, exc: Exception) -> str:
+        if isinstance(exc, CoralError):
+            return str(exc)
+        # Not a known kind of bad input: worth a traceback in the log, and one line in the store.
+        log.exception("run %s: cannot be ingested", run_id)
+        text = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+    def _record_unreadable(self, problems: dict[str, str]) -> None:
+        """Store what changed: newly unreadable runs (and new reasons), and runs readable again."""
+        known = self.status.unreadable
+        for run_id, reason in sorted(problems.items()):
+            if known.get(run_id) != reason:
+                log.info("run %s cannot be ingested: %s", run_id, reason)  # callers show it
+                self.store.set_unreadable(run_id, reason)
+                self._dirty = True
+        for run_id in sorted(set(known) - set(problems)):
+            self.store.set_unreadable(run_id, None)
+            self._dirty = True
+        self.status.unreadable = dict(problems)
 
     def _rewind_if_rewritten(self, run_id: str, seen: pa.Table, last: int) -> int:
         """Events at or below the mark must match what is stored; the first that does not
@@ -466,12 +524,13 @@ class Ingestor:
             stem = path.stem[len(CHECKPOINT_PREFIX):]
             if not stem.isdigit() or int(stem) <= done:
                 continue
+            point = load_checkpoint(path)
+            generation = point.generation
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise CoralError(f"{path}: unreadable checkpoint ({exc})") from None
-            generation = int(data["generation"])
-            rows = [genome_row(run_id, generation, g) for g in data.get("population", [])]
-            rows += [genome_row(run_id, generation + 1, g) for g in data.get("next_population", [])]
+                rows = [genome_row(run_id, generation, g) for g in point.population]
+                rows += [genome_row(run_id, generation + 1, g) for g in point.next_population]
+            except ValueError as exc:  # pydantic's ValidationError is one
+                raise CoralError(f"{path}: a genome of the checkpoint is not valid "
+                                 f"({str(exc).strip().splitlines()[0]})") from None
             self.store.add_genomes(run_id, rows, generation, self._record(run_id))
             self._dirty = True

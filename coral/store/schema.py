@@ -16,6 +16,7 @@ Tables and views (docs/store.md describes each column):
 - scores       one row per genome per generation: its objectives, fitness and whether it survived
 - genomes      one row per genome of a run: CA seed, heavy genes, knobs, lineage
 - baselines    the untuned model's scores (one row per run)
+- unreadable   runs the ingestor cannot read, with the reason (the others are ingested all the same)
 """
 
 from __future__ import annotations
@@ -138,6 +139,12 @@ MIGRATIONS.append([
     "ALTER TABLE events RENAME TO run_events",
     "DELETE FROM run_events WHERE type = 'job_finished'",
     *VIEWS,
+])
+
+# 4: a run the ingestor cannot read (a corrupt checkpoint, a bad event line) is recorded with the
+# reason instead of stopping the ingest of every other run; the dashboard's Runs page shows it.
+MIGRATIONS.append([
+    "CREATE TABLE unreadable (run_id VARCHAR PRIMARY KEY, reason VARCHAR NOT NULL, since DOUBLE)",
 ])
 
 SCHEMA_VERSION = len(MIGRATIONS)

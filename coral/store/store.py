@@ -2,10 +2,14 @@
 
 Only the ingestor (coral.store.ingest) opens the store file read-write; everyone else reads a
 snapshot that `Store.snapshot` replaces atomically (copy after CHECKPOINT, then os.replace), so
-no reader ever needs DuckDB's write lock. A batch of events becomes an Arrow table, inserted with
-one `INSERT ... SELECT` per table inside the same transaction that checks and advances the run's
-high-water mark: a crash leaves either the whole batch and its mark, or neither, and no event is
-stored twice (run_events and jobs have no primary key: the mark is their guard).
+no reader ever needs DuckDB's write lock. The writer holds `store.duckdb.lock` (an flock, with its
+PID inside) for its whole life, and the snapshot copy runs in a child process: a POSIX lock, which
+DuckDB's is, belongs to the process and is dropped when the process closes *any* descriptor of the
+file, so copying the file from the writer process ended DuckDB's lock at the first snapshot.
+A batch of events becomes an Arrow table, inserted with one `INSERT ... SELECT` per table inside
+the same transaction that checks and advances the run's high-water mark: a crash leaves either the
+whole batch and its mark, or neither, and no event is stored twice (run_events and jobs have no
+primary key: the mark is their guard).
 
 Hot path: DuckDB parses the JSON lines itself (`Store.parse_lines` / `parse_files` -> a frame,
 one Arrow row per event) and derives the jobs and run_events rows in SQL; a job is one row
@@ -16,13 +20,16 @@ the same parse, so stored JSON text is DuckDB's minified form either way.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import subprocess  # nosec B404 - cp with an argument list, never a shell
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +52,54 @@ class StoreError(CoralError):
     """The store file cannot be opened or holds something this CORAL cannot read."""
 
 
+class StoreWriteError(StoreError):
+    """A write to the store file itself failed (disk full, file size limit, I/O error): not the
+    fault of any one run, so the ingestor stops rather than blaming a run."""
+
+
+REBUILD_HINT = ("the store holds nothing the run logs do not: move it aside and `coral ingest` "
+                "rebuilds it from the logs")
+
+
+class WriterLock:
+    """The one-writer lock of a store file: an flock on PATH.lock, held open for the writer's
+    life, with the holder's PID written inside so a second writer can name it.
+
+    flock, not fcntl/lockf: an flock belongs to the open file description, so closing some other
+    descriptor of the file in this process does not release it.
+    """
+
+    def __init__(self, store_path: str) -> None:
+        self.path = Path(f"{store_path}.lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a+", encoding="utf-8")  # held for the writer's life
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.seek(0)
+            holder = self._handle.read().strip() or "unknown"
+            self._handle.close()
+            raise StoreError(f"the store {store_path} is in use by process {holder} (a `coral ingest` "
+                             "or a dashboard): one writer at a time; stop that one, or read the "
+                             "snapshot") from None
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(f"{os.getpid()}\n")
+        self._handle.flush()
+
+    def release(self) -> None:
+        self._handle.close()
+
+
 def snapshot_path(home: Home) -> Path:
     return home.root / SNAPSHOT_NAME
+
+
+def _cp() -> str:
+    path = shutil.which("cp")
+    if path is None:
+        raise StoreError("no `cp` on PATH: the store snapshot is copied with it")
+    return path
 
 
 def _dumps(value: Any) -> str:
@@ -225,19 +278,57 @@ class Store:
     def __init__(self, path: Path | str = ":memory:", *, read_only: bool = False) -> None:
         self.path = str(path)
         self.read_only = read_only
+        in_memory = self.path == ":memory:"
+        self._writer = None if read_only or in_memory else WriterLock(self.path)
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.Error as exc:
+            self._release()
             first = str(exc).splitlines()[0]
             if "lock" in first.lower():
-                first += " (another ingestor, a dashboard or `coral ingest`, holds it)"
+                first += " (another process holds it)"
+            elif not in_memory:
+                first += f"; {REBUILD_HINT}"
             raise StoreError(f"cannot open the store {self.path}: {first}") from None
         self._lock = threading.Lock()  # the store's own methods run one at a time
         self._configured: set[str] = set()  # runs whose row has its config: no upsert per batch
-        if read_only:
-            self.check_version()
-        else:
-            self.migrate()
+        try:
+            if read_only:
+                self.check_version()
+            else:
+                self.migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _release(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN ... COMMIT; on any error a ROLLBACK, whose own failure never hides the first one
+        (after a failed COMMIT no transaction is left to roll back). A DuckDB error becomes one
+        line naming the store file: a StoreWriteError when the file could not be written (at
+        COMMIT, or an I/O error), else a StoreError (what the batch held was refused)."""
+        committing = False
+        self.con.execute("BEGIN")
+        try:
+            yield self.con
+            committing = True
+            self.con.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # the transaction already ended: the error that matters is `exc`
+            if isinstance(exc, duckdb.Error):
+                text = str(exc).strip()
+                first = text.splitlines()[0] if text else type(exc).__name__
+                kind = StoreWriteError if committing or isinstance(exc, duckdb.IOException) else StoreError
+                raise kind(f"store {self.path}: a write failed and nothing of it was stored ({first})") from None
+            raise
 
     # ------------------------------------------------------------------ schema
 
@@ -253,7 +344,7 @@ class Store:
         version = self.version()
         if version > len(MIGRATIONS):
             raise StoreError(f"{self.path}: schema version {version} is newer than this CORAL "
-                             f"({len(MIGRATIONS)}); upgrade CORAL or rebuild the store")
+                             f"({len(MIGRATIONS)}); upgrade CORAL, or: {REBUILD_HINT}")
         return version
 
     def migrate(self) -> int:
@@ -262,15 +353,10 @@ class Store:
         self.con.execute("CREATE TABLE IF NOT EXISTS schema_version "
                          "(version INTEGER PRIMARY KEY, applied DOUBLE)")
         for number, steps in enumerate(MIGRATIONS[version:], start=version + 1):
-            self.con.execute("BEGIN")
-            try:
+            with self._transaction() as con:
                 for sql in steps:
-                    self.con.execute(sql)
-                self.con.execute("INSERT INTO schema_version VALUES (?, ?)", [number, time.time()])
-                self.con.execute("COMMIT")
-            except duckdb.Error:
-                self.con.execute("ROLLBACK")
-                raise
+                    con.execute(sql)
+                con.execute("INSERT INTO schema_version VALUES (?, ?)", [number, time.time()])
         return len(MIGRATIONS)
 
     # ------------------------------------------------------------------ writing
@@ -365,34 +451,35 @@ class Store:
         with self._lock:
             con = self.con
             con.register("_batch", frame)
-            con.execute("BEGIN")
             try:
-                # The guard that makes a row stored once (the big tables have no key): each run's
-                # events must start right past its mark read in this transaction, which then advances.
-                marks = self.last_seqs()
-                for run_id, part, record in batches:
-                    seqs = part.column("seq").to_numpy()
-                    last = marks.get(run_id, -1)
-                    if seqs[0] != last + 1 or not np.all(np.diff(seqs) == 1):
-                        raise StoreError(f"run {run_id}: events must continue at seq {last + 1} without gaps")
-                    marks[run_id] = int(seqs[-1])
-                    self._ensure_run(run_id, record)
-                con.execute(_RUN_EVENTS_INSERT)
-                self._insert_jobs()
-                self._insert_python_rows()
-                for run_id in dict.fromkeys(b[0] for b in batches):
-                    con.execute("INSERT INTO ingested (run_id, last_seq, updated) VALUES (?, ?, ?) "
-                                "ON CONFLICT (run_id) DO UPDATE SET last_seq = excluded.last_seq, "
-                                "updated = excluded.updated", [run_id, marks[run_id], time.time()])
-                    self._refresh_run(run_id)
-                con.execute("COMMIT")
+                with self._transaction():
+                    self._apply_batches(batches)
                 self._configured.update(r for r, _, record in batches if _has_config(record))  # once committed
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             finally:
                 con.unregister("_batch")
         return frame.num_rows
+
+    def _apply_batches(self, batches: list[tuple[str, pa.Table, dict[str, Any] | None]]) -> None:
+        """apply_frames' statements, inside its transaction, `_batch` registered."""
+        con = self.con
+        # The guard that makes a row stored once (the big tables have no key): each run's
+        # events must start right past its mark read in this transaction, which then advances.
+        marks = self.last_seqs()
+        for run_id, part, record in batches:
+            seqs = part.column("seq").to_numpy()
+            last = marks.get(run_id, -1)
+            if seqs[0] != last + 1 or not np.all(np.diff(seqs) == 1):
+                raise StoreError(f"run {run_id}: events must continue at seq {last + 1} without gaps")
+            marks[run_id] = int(seqs[-1])
+            self._ensure_run(run_id, record)
+        con.execute(_RUN_EVENTS_INSERT)
+        self._insert_jobs()
+        self._insert_python_rows()
+        for run_id in dict.fromkeys(b[0] for b in batches):
+            con.execute("INSERT INTO ingested (run_id, last_seq, updated) VALUES (?, ?, ?) "
+                        "ON CONFLICT (run_id) DO UPDATE SET last_seq = excluded.last_seq, "
+                        "updated = excluded.updated", [run_id, marks[run_id], time.time()])
+            self._refresh_run(run_id)
 
     def _insert_jobs(self) -> None:
         con = self.con
@@ -455,31 +542,31 @@ class Store:
 
     def rewind(self, run_id: str, seq: int) -> None:
         """Forget a run's events from `seq` on: its log was rewritten there (a resume)."""
-        with self._lock:
-            self.con.execute("BEGIN")
-            try:
-                for table in SEQ_TABLES:
-                    self.con.execute(f"DELETE FROM {table} WHERE run_id = ? AND seq >= ?", [run_id, seq])
-                self.con.execute("UPDATE ingested SET last_seq = ?, updated = ? WHERE run_id = ?",
-                                 [seq - 1, time.time(), run_id])
-                self._refresh_run(run_id)
-                self.con.execute("COMMIT")
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction() as con:
+            for table in SEQ_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE run_id = ? AND seq >= ?", [run_id, seq])
+            con.execute("UPDATE ingested SET last_seq = ?, updated = ? WHERE run_id = ?",
+                        [seq - 1, time.time(), run_id])
+            self._refresh_run(run_id)
 
     def forget(self, run_id: str) -> None:
         """Remove every row of a run (its folder was deleted), in one transaction."""
         with self._lock:
-            self.con.execute("BEGIN")
-            try:
-                for table in (*SEQ_TABLES, "genomes", "ingested", "runs"):
-                    self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
-                self.con.execute("COMMIT")
-                self._configured.discard(run_id)
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
+            with self._transaction() as con:
+                for table in (*SEQ_TABLES, "genomes", "ingested", "unreadable", "runs"):
+                    con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            self._configured.discard(run_id)
+
+    def set_unreadable(self, run_id: str, reason: str | None) -> None:
+        """Record why a run cannot be ingested (None: it can again). Its stored rows stay."""
+        with self._lock, self._transaction() as con:
+            con.execute("DELETE FROM unreadable WHERE run_id = ?", [run_id])
+            if reason is not None:
+                con.execute("INSERT INTO unreadable VALUES (?, ?, ?)", [run_id, reason, time.time()])
+
+    def unreadable(self) -> dict[str, str]:
+        """Run id -> why it cannot be ingested."""
+        return dict(self.con.execute("SELECT run_id, reason FROM unreadable").fetchall())
 
     def registered_runs(self) -> set[str]:
         """Runs the store has read a config.yaml for (their folder existed)."""
@@ -489,44 +576,49 @@ class Store:
                     record: dict[str, Any] | None = None) -> int:
         """Genomes (first generation wins) and, when given, the checkpoint they were read up to."""
         with self._lock:
-            self.con.execute("BEGIN")
-            try:
+            with self._transaction() as con:
                 self._ensure_run(run_id, record)
                 if rows:
-                    self.con.register("_batch_genomes", pa.Table.from_pylist(rows))
+                    con.register("_batch_genomes", pa.Table.from_pylist(rows))
                     try:
-                        self.con.execute("INSERT OR IGNORE INTO genomes BY NAME "
-                                         "SELECT * FROM _batch_genomes ORDER BY generation")
+                        con.execute("INSERT OR IGNORE INTO genomes BY NAME "
+                                    "SELECT * FROM _batch_genomes ORDER BY generation")
                     finally:
-                        self.con.unregister("_batch_genomes")
+                        con.unregister("_batch_genomes")
                 if checkpoint_generation is not None:
-                    self.con.execute(
+                    con.execute(
                         "INSERT INTO ingested (run_id, last_seq, checkpoint_generation, updated) "
                         "VALUES (?, -1, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
                         "checkpoint_generation = excluded.checkpoint_generation",
                         [run_id, checkpoint_generation, time.time()])
-                self.con.execute("COMMIT")
-                if _has_config(record):
-                    self._configured.add(run_id)
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
+            if _has_config(record):
+                self._configured.add(run_id)
         return len(rows)
 
     def snapshot(self, target: Path) -> Path:
         """Checkpoint, copy to a temp file beside `target`, rename over it: readers see whole files.
 
         Only the writer's own thread writes, and it is here, so the file does not change mid-copy.
+        The copy is made by `cp` in a child process: opening and closing the store file in this
+        process would drop DuckDB's POSIX lock on it (see the module docstring).
         """
         if self.path == ":memory:":
             raise StoreError("an in-memory store has no file to snapshot")
         with self._lock:
-            self.con.execute("CHECKPOINT")
+            try:
+                self.con.execute("CHECKPOINT")
+            except duckdb.Error as exc:
+                raise StoreWriteError(f"store {self.path}: CHECKPOINT failed "
+                                      f"({str(exc).strip().splitlines()[0]})") from None
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
             os.close(fd)
             try:
-                shutil.copyfile(self.path, temp)
+                done = subprocess.run([_cp(), "--", self.path, temp], capture_output=True,  # nosec B603
+                                      text=True, check=False)
+                if done.returncode != 0:
+                    why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+                    raise StoreWriteError(f"store {self.path}: the snapshot copy to {target} failed ({why})")
                 shutil.copymode(self.path, temp)  # mkstemp makes it 0600; readers need the store's mode
                 os.replace(temp, target)
             except BaseException:
@@ -539,4 +631,7 @@ class Store:
         return {n: int(self.con.execute(f"SELECT count(*) FROM {n}").fetchone()[0]) for n in names}
 
     def close(self) -> None:
-        self.con.close()
+        try:
+            self.con.close()
+        finally:
+            self._release()
