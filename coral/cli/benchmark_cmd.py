@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     split.add_argument("--json", action="store_true", help="print JSON")
     split.set_defaults(func=_split)
 
+    from coral.cli.benchmark_eval_cmd import register_actions
+
+    register_actions(bench_sub, DEFAULT_JOBS, _positive_int)
+
 
 def _positive_int(text: str) -> int:
     try:

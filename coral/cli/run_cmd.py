@@ -183,34 +183,45 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from coral.home import Home
-    from coral.run.registry import list_runs
+    from coral.run.progress import generations_done
+    from coral.run.registry import ACTIVE, list_runs
 
     runs = list_runs(Home())
     if args.json:
-        print(json.dumps([r.as_dict() for r in runs], indent=2))
+        print(json.dumps([{**r.as_dict(), "generations_done": generations_done(r.state, r.generation, r.generations)}
+                          for r in runs], indent=2))
         return 0
     if not runs:
         print("no runs")
         return 0
-    print(f"{'RUN':32} {'STATE':12} {'GEN':>7} {'STRATEGY':10} BACKEND")
+    # DONE counts finished generations; GEN is the running generation's number, 0-based like
+    # every generation number (events, store, charts): a 5-generation run runs 0..4 and ends 5/5.
+    print(f"{'RUN':32} {'STATE':12} {'DONE':>7} {'GEN':>4} {'STRATEGY':10} BACKEND")
     for r in runs:
-        gen = f"{r.generation if r.generation is not None else '-'}/{r.generations or '?'}"
-        print(f"{r.run_id:32} {r.state:12} {gen:>7} {r.strategy or '?':10} {r.backend or '?'}")
+        done = f"{generations_done(r.state, r.generation, r.generations)}/{r.generations or '?'}"
+        gen = str(r.generation) if r.state in ACTIVE and r.generation is not None else "-"
+        print(f"{r.run_id:32} {r.state:12} {done:>7} {gen:>4} {r.strategy or '?':10} {r.backend or '?'}")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from coral.home import Home
-    from coral.run.registry import run_status
+    from coral.run.progress import generations_done
+    from coral.run.registry import ACTIVE, run_info, run_status
 
     status = run_status(Home(), args.run_id)
+    info = run_info(Home(), args.run_id)
+    status["generations_done"] = generations_done(info.state, info.generation, info.generations)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
     log = status["log"]
     print(f"run {args.run_id}: {status['state']}")
-    print(f"  generation: {status.get('generation', '-')}, finished generations: "
-          f"{log['generations_finished'] if log['generations_finished'] is not None else 'none'}")
+    running = (f"generation {info.generation} running (0-based), "
+               if info.state in ACTIVE and info.generation is not None else "")
+    last = log["generations_finished"]
+    print(f"  {running}{status['generations_done']} of {info.generations or '?'} generations finished"
+          + (f" (last: generation {last})" if last is not None else ""))
     print(f"  events: {log['events']} ({', '.join(f'{k} {v}' for k, v in sorted(log['counts'].items()))})")
     if status.get("error"):
         print(f"  error: {status['error']}")

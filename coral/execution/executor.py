@@ -45,7 +45,8 @@ __all__ = [
 
 log = logging.getLogger("coral.execution.executor")
 
-STATES = ("queued", "running", "done", "failed")
+# held: taken by a worker that waits, without starting it, while the run is paused.
+STATES = ("queued", "running", "held", "done", "failed")
 _PUT_CHUNK = 500  # jobs per put_many: well under the partition cap and the item size limit
 
 
@@ -183,10 +184,13 @@ class Executor(ABC):
                 return
             self._wait(deadline, None)
 
-    def progress(self) -> dict[str, dict[str, int]]:
-        """Per kind (stage): how many jobs are queued, running, done, failed."""
+    def progress(self, generation: int | None = None) -> dict[str, dict[str, int]]:
+        """Per kind (stage): how many jobs are queued, running, held, done, failed (of one
+        generation's jobs when `generation` is given; every job of the run otherwise)."""
         out: dict[str, dict[str, int]] = {}
         for record in self._records.values():
+            if generation is not None and record.job.generation != generation:
+                continue
             counts = out.setdefault(record.job.kind, dict.fromkeys(STATES, 0))
             counts[record.state] += 1
         return out
@@ -197,6 +201,11 @@ class Executor(ABC):
 
     @abstractmethod
     def queue_stats(self) -> dict[str, int]: ...
+
+    def watch(self, timeout: float) -> None:
+        """Take in results and lease states for about `timeout` seconds without starting any
+        job: what a paused run does, so it knows what is still finishing."""
+        time.sleep(timeout)
 
     def close(self) -> None:  # noqa: B027 - an optional hook, empty by default
         pass
@@ -368,8 +377,9 @@ class QueueExecutor(Executor):
         pending = [r for r in pending if r.result is None]
         now_wall, now = time.time(), time.monotonic()
         for record in pending:
-            if lease_key(self.run_id, record.job.job_id, record.job.attempt) in leases:
-                record.state = "running"
+            lease = leases.get(lease_key(self.run_id, record.job.job_id, record.job.attempt))
+            if lease is not None:
+                record.state = "held" if isinstance(lease, dict) and lease.get("held") else "running"
                 record.taken_since = None
                 self._note_taken(record)
         empty: dict[str, bool] = {}
@@ -381,7 +391,7 @@ class QueueExecutor(Executor):
                 if float(lease.get("expires", 0.0)) < now_wall:
                     self._expire(record, key, f"lease of {lease.get('owner', '?')} expired")
                 continue
-            if record.state != "running" and record.seq >= self._taken_seq.get(job.kind, 0):
+            if record.state not in ("running", "held") and record.seq >= self._taken_seq.get(job.kind, 0):
                 if job.kind not in empty:
                     empty[job.kind] = self._queues[job.kind].len(partition=self.job_partition) == 0
                 if not empty[job.kind]:
@@ -408,6 +418,12 @@ class QueueExecutor(Executor):
             error=f"worker lost: {reason}; gave up after {job.attempt + 1} attempt(s)",
             worker="executor", started_at=now, finished_at=now, **job.ref(),
         ))
+
+    def watch(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_leases()
+            self._receive(max(deadline - time.monotonic(), 0.001))
 
     def queue_stats(self) -> dict[str, int]:
         """Depth of each job queue (this run's partition, or the shared one), and of this run's

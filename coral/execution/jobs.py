@@ -32,6 +32,14 @@ RESULTS_QUEUE = "results"  # partition = run id; only that run's executor consum
 EVENTS_QUEUE = "events"  # partition = run id; the engine publishes, the ingestor drains
 LEASES_DICT = "leases"
 CLAIMS_DICT = "claims"
+# Run id -> {"request": "pause" | "stop"}: workers start no job of a run held here (a paused
+# run's jobs wait unstarted; a stopped run's queued jobs are dropped). Written by run control
+# (coral/run/control.py), cleared when a run starts or finishes.
+HOLDS_DICT = "holds"
+
+
+def hold_key(run_id: str) -> str:
+    return f"hold:{run_id}"
 
 
 def job_queue(kind: str) -> str:

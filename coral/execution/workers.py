@@ -26,12 +26,14 @@ from typing import Any
 
 from coral.errors import CoralError, MessageError
 from coral.execution.jobs import (
+    HOLDS_DICT,
     JOB_KINDS,
     LEASES_DICT,
     RESULTS_QUEUE,
     Handlers,
     Renewer,
     WorkerContext,
+    hold_key,
     job_queue,
     lease_key,
 )
@@ -97,6 +99,7 @@ class Worker:
         self._queues = {kind: transport.queue(job_queue(kind)) for kind in self.kinds}
         self._results = transport.queue(RESULTS_QUEUE)
         self._leases = transport.dict(LEASES_DICT)
+        self._holds = transport.dict(HOLDS_DICT)
         self._turn = 0
 
     def run(self) -> WorkerStats:
@@ -148,6 +151,8 @@ class Worker:
                       raw[:60])
             return
         key = lease_key(job.run_id, job.job_id, job.attempt)
+        if self._hold_request(job.run_id) is not None and not self._wait_while_held(kind, raw, job, key, renewer):
+            return
         leased: list[bool] = []
 
         def renew() -> None:
@@ -169,6 +174,38 @@ class Worker:
             log.error("job %s: result not delivered: %s", job.job_id, exc)
             return
         if leased:
+            try:
+                self._leases.pop(key)
+            except KeyError:
+                pass
+
+    def _hold_request(self, run_id: str) -> str | None:
+        value = self._holds.get(hold_key(run_id))
+        return value.get("request") if isinstance(value, dict) else None
+
+    def _wait_while_held(self, kind: str, raw: str, job: Job, key: str, renewer: Renewer) -> bool:
+        """A paused run's job waits here unstarted, under a lease marked held (the executor
+        neither re-enqueues it nor counts it as running), until the run continues: True, run it
+        now. A stopped run's job is dropped, and a worker told to stop puts it back: False."""
+
+        def renew() -> None:
+            self._leases.put(key, {**self._lease(job), "held": True})
+
+        renew()
+        renewer.set(renew)
+        try:
+            while True:
+                request = self._hold_request(job.run_id)
+                if request is None:
+                    return True
+                if request == "stop":
+                    log.info("job %s: run %s stopped; dropped unstarted", job.job_id, job.run_id)
+                    return False
+                if self.stop.wait(self.poll):
+                    self._queues[kind].put(raw)
+                    return False
+        finally:
+            renewer.set(None)
             try:
                 self._leases.pop(key)
             except KeyError:

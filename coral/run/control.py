@@ -2,6 +2,10 @@
 
 A request is one entry in the transport's control dict, keyed by run id; the engine polls it
 (coral/run/engine.py) and clears a stale one when a run starts (coral/run/lifecycle.py).
+Pause and stop also hold the run's jobs at the workers (the holds dict, coral/execution/jobs.py):
+from the moment of the request no job of the run starts, of any stage, including jobs already
+queued; jobs already running finish. Continue lifts the hold. A run that ends stopped or failed
+leaves a stop hold, so its leftover queued jobs are dropped, not run.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import time
 
 from coral.config import Config
 from coral.errors import CoralError
+from coral.execution.jobs import HOLDS_DICT, hold_key
 from coral.execution.transport import open_transport
+from coral.execution.transport.base import Transport
 from coral.home import Home
 from coral.run.registry import ACTIVE
 
@@ -30,5 +36,32 @@ def send_request(home: Home, run_id: str, config: Config, state: str, request: s
         raise CoralError(f"run {run_id} is {state}; only a running or paused run takes {request}")
     kind = "local" if config.backend.kind == "serial" else config.backend.kind
     with open_transport(kind, home=home, config=config) as transport:
+        # The hold first: once the engine sees the request, no worker starts a job of the run.
+        set_hold(transport, run_id, None if request == "continue" else request)
         transport.dict(CONTROL_DICT).put(control_key(run_id), {"request": request, "at": time.time()})
-    return f"{request} requested for run {run_id} (honoured between jobs)"
+    if request == "continue":
+        return f"continue requested for run {run_id}"
+    return (f"{request} requested for run {run_id}: no new job starts; jobs already running "
+            "finish first")
+
+
+def set_hold(transport: Transport, run_id: str, request: str | None) -> None:
+    """Hold the run's jobs at the workers ("pause": they wait; "stop": they are dropped), or
+    lift the hold (None)."""
+    holds = transport.dict(HOLDS_DICT)
+    if request is None:
+        try:
+            holds.pop(hold_key(run_id))
+        except KeyError:
+            pass
+    else:
+        holds.put(hold_key(run_id), {"request": request, "at": time.time()})
+
+
+def clear_requests(transport: Transport, run_id: str) -> None:
+    """A run (re)starting: a stale request or hold from an earlier life must not apply."""
+    try:
+        transport.dict(CONTROL_DICT).pop(control_key(run_id))
+    except KeyError:
+        pass
+    set_hold(transport, run_id, None)

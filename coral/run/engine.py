@@ -42,6 +42,7 @@ from coral.rng import stream_seed
 from coral.run import checkpoints as ckpt
 from coral.run.control import CONTROL_DICT, control_key
 from coral.run.events import EventLog
+from coral.run.progress import ProgressWriter
 from coral.run.registry import write_status
 from coral.sandbox.objectives import CandidateScore, aggregate
 
@@ -105,6 +106,8 @@ class EvolutionEngine:
         self.trained: dict[str, str] = {}  # gene key -> adapter cache key (this run)
         self.baseline: dict[str, Any] | None = None
         self.paused = False
+        # Timing-dependent bookkeeping (runs/RUN_ID/progress.json), never in the event log.
+        self.live = ProgressWriter(home, run_id, config.generations, config.population)
 
     # ------------------------------------------------------------------ the run
 
@@ -165,6 +168,7 @@ class EvolutionEngine:
             trained_keys=[[k, v] for k, v in sorted(self.trained.items())],
             baseline=self.baseline,
         ))
+        self.live.generation_finished(generation)
         self.progress("generation", {"generation": generation, "seconds": time.time() - started})
         return children
 
@@ -192,9 +196,14 @@ class EvolutionEngine:
             tasks[BASELINE] = Task(BASELINE, None, None, 1)
             self._submit_generate(generation, tasks[BASELINE])
         open_tests = {t.ident: len(self.problems.eval) * t.samples for t in tasks.values()}
+        # Every job of the generation is known now: one train job per gene key not yet trained,
+        # one generate job per task, one test per task x eval problem x sample.
+        self.live.generation_started(generation, {"train": misses, "generate": len(tasks),
+                                                  "test": sum(open_tests.values())})
         while any(open_tests.values()):
             for result in self._results():
                 kind, ident = self._route(result, generation)
+                self.live.job_done(kind, result.ok, result.finished_at - result.started_at)
                 if not result.ok:
                     raise CoralError(f"{kind} job {result.job_id} failed after "
                                      f"{result.attempt + 1} attempt(s): {result.error}")
@@ -212,7 +221,13 @@ class EvolutionEngine:
                     task = tasks[ident]
                     task.tests[(result.problem or "", result.sample or 0)] = result
                     open_tests[ident] -= 1
-                self.progress("job", self.executor.progress())
+                    if open_tests[ident] == 0 and ident != BASELINE:
+                        # Shown the moment it lands; the events come in order at the generation's end.
+                        self.live.genome_scored(generation, ident, self._objectives(task))
+                counts = self.executor.progress(generation)
+                self.live.states(counts)
+                self.live.flush()
+                self.progress("job", counts)
         return tasks, hits, misses
 
     def _results(self) -> Any:
@@ -235,9 +250,16 @@ class EvolutionEngine:
             self.paused = True
             self.events.emit("run_paused", {})
             write_status(self.home, self.run_id, "paused")
+            self.live.paused(True)
             self.progress("paused", {})
         while self.paused:
-            time.sleep(CONTROL_POLL)
+            # Workers start nothing of this run while it is paused (coral/run/control.py); the
+            # executor keeps taking in what finishes, so the page can show what is still running.
+            self.executor.watch(CONTROL_POLL)
+            generation = self.live.data.get("generation")
+            if generation is not None:
+                self.live.states(self.executor.progress(generation))
+                self.live.flush()
             request = (self.control.get(control_key(self.run_id)) or {}).get("request")
             if request == "stop":
                 raise RunStopped
@@ -245,6 +267,7 @@ class EvolutionEngine:
                 self.paused = False
                 self.events.emit("run_continued", {})
                 write_status(self.home, self.run_id, "running")
+                self.live.paused(False)
                 self.progress("continued", {})
 
     def _route(self, result: JobResult, generation: int) -> tuple[str, str]:

@@ -26,7 +26,7 @@ from coral.execution.transport.base import Transport
 from coral.execution.workers import LocalWorkerPool, WorkerLauncher
 from coral.home import Home, new_run_id
 from coral.run import checkpoints as ckpt
-from coral.run.control import CONTROL_DICT, control_key
+from coral.run.control import clear_requests, set_hold
 from coral.run.engine import EvolutionEngine, Problems, default_threads, prompts_for
 from coral.run.events import read_events
 from coral.run.registry import (
@@ -146,10 +146,7 @@ def execute(config: Config, run_id: str, home: Home, problems: Problems,
     opened = nullcontext(given) if given is not None else open_transport(kind, home=home,
                                                                           config=config)
     with opened as transport:
-        try:
-            transport.dict(CONTROL_DICT).pop(control_key(run_id))  # a stale request must not apply
-        except KeyError:
-            pass
+        clear_requests(transport, run_id)
         launcher = None
         executor: Executor
         if kind == "serial":
@@ -167,6 +164,7 @@ def execute(config: Config, run_id: str, home: Home, problems: Problems,
         engine = EvolutionEngine(config, run_id, home, executor, transport, problems,
                                  threads=threads or default_threads(config.backend.workers),
                                  progress=progress)
+        state = "failed"
         try:
             state = engine.run(resume)
         except CoralError as exc:
@@ -175,6 +173,8 @@ def execute(config: Config, run_id: str, home: Home, problems: Problems,
             write_status(home, run_id, "failed", error=str(exc))
             raise
         finally:
+            # Leftover queued jobs of a stopped or failed run are dropped by the workers.
+            set_hold(transport, run_id, None if state == "finished" else "stop")
             if launcher is not None:
                 launcher.stop()
         pids = launcher.pids() if launcher is not None and hasattr(launcher, "pids") else [os.getpid()]

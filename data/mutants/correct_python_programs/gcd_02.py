@@ -1,0 +1,5 @@
+def gcd_02(a, b):
+    """Return the greatest common divisor of the non-negative integers a and b."""
+    while b:
+        a, b = b, a % b
+    return a

@@ -1,0 +1,19 @@
+def merge_sort_07(arr):
+    """Return a new list with the elements of arr in ascending order (merge sort)."""
+    if len(arr) <= 1:
+        return list(arr)
+    mid = len(arr) // 2
+    left = merge_sort_07(arr[:mid])
+    right = merge_sort_07(arr[mid:])
+    result = []
+    i = j = 0
+    while i < len(left) and j < len(right):
+        if left[i] <= right[j]:
+            result.append(left[i])
+            i += 1
+        else:
+            result.append(right[j])
+            j += 1
+    result.extend(left[i:])
+    result.extend(right[j:])
+    return result

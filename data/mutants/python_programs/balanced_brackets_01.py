@@ -1,0 +1,13 @@
+def balanced_brackets_01(s):
+    """Return True if the brackets (), [] and {} in s are balanced and properly nested.
+
+    Characters other than brackets are ignored.
+    """
+    pairs = {")": "(", "]": "[", "}": "{"}
+    for c in s:
+        if c in "([{":
+            stack.append(c)
+        elif c in pairs:
+            if not stack or stack.pop() != pairs[c]:
+                return False
+    return not stack

@@ -1,0 +1,6 @@
+def bitcount_07(n):
+    """Return the number of 1 bits in the binary representation of the integer n >= 0."""
+    while n:
+        n &= n - 1
+        count += 1
+    return count

@@ -1,0 +1,12 @@
+def bubble_sort_02(arr):
+    """Return a new list with the elements of arr in ascending order (bubble sort)."""
+    result = list(arr)
+    n = len(result)
+    for i in range(n):
+        for j in range(n - 1 - i):
+            if result[j] > result[j + 1]:
+                result[j], result[j + 1] = result[j + 1], result[j]
+                swapped = True
+        if not swapped:
+            break
+    return result

@@ -1,0 +1,9 @@
+def detect_cycle_07(head):
+    """Return True if following .successor links from head ever revisits a node (Floyd)."""
+    slow = fast = head
+    while fast.successor is not None:
+        slow = slow.successor
+        fast = fast.successor.successor
+        if slow is fast:
+            return True
+    return False

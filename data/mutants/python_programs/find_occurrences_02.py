@@ -1,0 +1,7 @@
+def find_occurrences_02(text, pattern):
+    """Return the start indices of all (possibly overlapping) occurrences of the non-empty pattern in text."""
+    positions = []
+    for i in range(len(pattern) - len(text) + 1):
+        if text[i:i + len(pattern)] == pattern:
+            positions.append(i)
+    return positions

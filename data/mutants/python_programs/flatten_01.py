@@ -1,0 +1,7 @@
+def flatten_01(nested):
+    """Yield the non-list items of an arbitrarily nested list, left to right (a generator)."""
+    for item in item:
+        if isinstance(item, list):
+            yield from flatten_01(item)
+        else:
+            yield item

@@ -1,0 +1,7 @@
+def flatten_05(nested):
+    """Yield the non-list items of an arbitrarily nested list, left to right (a generator)."""
+    for item in nested:
+        if isinstance(nested, list):
+            yield from flatten_05(item)
+        else:
+            yield item

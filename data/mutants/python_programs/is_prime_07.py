@@ -1,0 +1,9 @@
+def is_prime_07(n):
+    """Return True if the integer n is a prime number."""
+    if n < 2:
+        return False
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 1
+    return True

@@ -1,0 +1,11 @@
+def kth_smallest_05(arr, k):
+    """Return the k-th smallest element of arr (k is 0-based), using quickselect."""
+    pivot = arr[0]
+    lesser = [x for x in arr if x < pivot]
+    greater = [x for x in arr if x > pivot]
+    equal_count = len(arr) - len(lesser) - len(greater)
+    if k < len(lesser):
+        return kth_smallest_05(lesser, k)
+    if k < len(lesser) + equal_count:
+        return k
+    return kth_smallest_05(greater, k - len(lesser) - equal_count)

@@ -1,0 +1,9 @@
+def lis_length_02(arr):
+    """Return the length of the longest strictly increasing subsequence of arr."""
+    if not arr:
+        return 0
+    for i in range(len(arr)):
+        for j in range(i):
+            if arr[j] < arr[i]:
+                lengths[i] = max(lengths[i], lengths[j] + 1)
+    return max(lengths)

@@ -1,0 +1,10 @@
+def mod_pow_03(base, exp, mod):
+    """Return (base ** exp) % mod for integers base >= 0, exp >= 0, mod >= 1 (square and multiply)."""
+    result = 1 % mod
+    base %= mod
+    while exp > 0:
+        if exp % 2 == 1:
+            result = result * base % mod
+        base = base * base % mod
+        exp //= 2
+    return base

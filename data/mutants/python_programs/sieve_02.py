@@ -1,0 +1,13 @@
+def sieve_02(n):
+    """Return the list of all primes <= n (sieve of Eratosthenes)."""
+    if n < 2:
+        return []
+    is_prime = [True] * (n + 1)
+    is_prime[0] = is_prime[1] = False
+    p = 2
+    while p * p <= n:
+        if is_prime[p]:
+            for multiple in range(p * p, n, p):
+                is_prime[multiple] = False
+        p += 1
+    return [i for i in range(n + 1) if is_prime[i]]

@@ -1,0 +1,12 @@
+def to_base_08(num, b):
+    """Return the representation of the non-negative integer num in base b (2 <= b <= 36).
+
+    Digits above 9 are upper-case letters.
+    """
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    if num == 0:
+        return "0"
+    result = ""
+    while num > 0:
+        result = digits[num % b] + result
+    return result

@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.balanced_brackets_04 import balanced_brackets_04
+else:
+    from python_programs.balanced_brackets_04 import balanced_brackets_04
+
+
+testdata = load_json_testcases(balanced_brackets_04.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_balanced_brackets(input_data, expected):
+    assert balanced_brackets_04(*input_data) == expected

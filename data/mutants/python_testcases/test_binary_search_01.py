@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.binary_search_01 import binary_search_01
+else:
+    from python_programs.binary_search_01 import binary_search_01
+
+
+testdata = load_json_testcases(binary_search_01.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_binary_search(input_data, expected):
+    assert binary_search_01(*input_data) == expected

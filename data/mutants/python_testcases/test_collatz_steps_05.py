@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.collatz_steps_05 import collatz_steps_05
+else:
+    from python_programs.collatz_steps_05 import collatz_steps_05
+
+
+testdata = load_json_testcases(collatz_steps_05.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_collatz_steps(input_data, expected):
+    assert collatz_steps_05(*input_data) == expected

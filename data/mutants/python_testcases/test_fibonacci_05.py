@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.fibonacci_05 import fibonacci_05
+else:
+    from python_programs.fibonacci_05 import fibonacci_05
+
+
+testdata = load_json_testcases(fibonacci_05.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_fibonacci(input_data, expected):
+    assert fibonacci_05(*input_data) == expected

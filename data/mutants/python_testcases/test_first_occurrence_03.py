@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.first_occurrence_03 import first_occurrence_03
+else:
+    from python_programs.first_occurrence_03 import first_occurrence_03
+
+
+testdata = load_json_testcases(first_occurrence_03.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_first_occurrence(input_data, expected):
+    assert first_occurrence_03(*input_data) == expected

@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.gcd_05 import gcd_05
+else:
+    from python_programs.gcd_05 import gcd_05
+
+
+testdata = load_json_testcases(gcd_05.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_gcd(input_data, expected):
+    assert gcd_05(*input_data) == expected

@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.grid_paths_10 import grid_paths_10
+else:
+    from python_programs.grid_paths_10 import grid_paths_10
+
+
+testdata = load_json_testcases(grid_paths_10.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_grid_paths(input_data, expected):
+    assert grid_paths_10(*input_data) == expected

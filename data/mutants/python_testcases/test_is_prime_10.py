@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.is_prime_10 import is_prime_10
+else:
+    from python_programs.is_prime_10 import is_prime_10
+
+
+testdata = load_json_testcases(is_prime_10.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_is_prime(input_data, expected):
+    assert is_prime_10(*input_data) == expected

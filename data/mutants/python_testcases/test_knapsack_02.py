@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.knapsack_02 import knapsack_02
+else:
+    from python_programs.knapsack_02 import knapsack_02
+
+
+testdata = load_json_testcases(knapsack_02.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_knapsack(input_data, expected):
+    assert knapsack_02(*input_data) == expected

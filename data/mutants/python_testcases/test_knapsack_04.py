@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.knapsack_04 import knapsack_04
+else:
+    from python_programs.knapsack_04 import knapsack_04
+
+
+testdata = load_json_testcases(knapsack_04.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_knapsack(input_data, expected):
+    assert knapsack_04(*input_data) == expected

@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.knapsack_06 import knapsack_06
+else:
+    from python_programs.knapsack_06 import knapsack_06
+
+
+testdata = load_json_testcases(knapsack_06.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_knapsack(input_data, expected):
+    assert knapsack_06(*input_data) == expected

@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.kth_smallest_10 import kth_smallest_10
+else:
+    from python_programs.kth_smallest_10 import kth_smallest_10
+
+
+testdata = load_json_testcases(kth_smallest_10.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_kth_smallest(input_data, expected):
+    assert kth_smallest_10(*input_data) == expected

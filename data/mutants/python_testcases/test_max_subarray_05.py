@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.max_subarray_05 import max_subarray_05
+else:
+    from python_programs.max_subarray_05 import max_subarray_05
+
+
+testdata = load_json_testcases(max_subarray_05.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_max_subarray(input_data, expected):
+    assert max_subarray_05(*input_data) == expected

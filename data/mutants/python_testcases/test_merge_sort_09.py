@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.merge_sort_09 import merge_sort_09
+else:
+    from python_programs.merge_sort_09 import merge_sort_09
+
+
+testdata = load_json_testcases(merge_sort_09.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_merge_sort(input_data, expected):
+    assert merge_sort_09(*input_data) == expected

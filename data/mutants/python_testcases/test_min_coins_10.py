@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.min_coins_10 import min_coins_10
+else:
+    from python_programs.min_coins_10 import min_coins_10
+
+
+testdata = load_json_testcases(min_coins_10.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_min_coins(input_data, expected):
+    assert min_coins_10(*input_data) == expected

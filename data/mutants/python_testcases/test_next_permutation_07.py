@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.next_permutation_07 import next_permutation_07
+else:
+    from python_programs.next_permutation_07 import next_permutation_07
+
+
+testdata = load_json_testcases(next_permutation_07.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_next_permutation(input_data, expected):
+    assert next_permutation_07(*input_data) == expected

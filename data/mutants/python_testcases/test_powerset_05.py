@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.powerset_05 import powerset_05
+else:
+    from python_programs.powerset_05 import powerset_05
+
+
+testdata = load_json_testcases(powerset_05.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_powerset(input_data, expected):
+    assert powerset_05(*input_data) == expected

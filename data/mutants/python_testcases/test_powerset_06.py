@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.powerset_06 import powerset_06
+else:
+    from python_programs.powerset_06 import powerset_06
+
+
+testdata = load_json_testcases(powerset_06.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_powerset(input_data, expected):
+    assert powerset_06(*input_data) == expected

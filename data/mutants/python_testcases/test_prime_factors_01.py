@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.prime_factors_01 import prime_factors_01
+else:
+    from python_programs.prime_factors_01 import prime_factors_01
+
+
+testdata = load_json_testcases(prime_factors_01.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_prime_factors(input_data, expected):
+    assert prime_factors_01(*input_data) == expected

@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.rpn_eval_09 import rpn_eval_09
+else:
+    from python_programs.rpn_eval_09 import rpn_eval_09
+
+
+testdata = load_json_testcases(rpn_eval_09.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_rpn_eval(input_data, expected):
+    assert rpn_eval_09(*input_data) == expected

@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.to_base_06 import to_base_06
+else:
+    from python_programs.to_base_06 import to_base_06
+
+
+testdata = load_json_testcases(to_base_06.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_to_base(input_data, expected):
+    assert to_base_06(*input_data) == expected

@@ -1,0 +1,16 @@
+import pytest
+
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.triangle_min_path_06 import triangle_min_path_06
+else:
+    from python_programs.triangle_min_path_06 import triangle_min_path_06
+
+
+testdata = load_json_testcases(triangle_min_path_06.__name__)
+
+
+@pytest.mark.parametrize("input_data,expected", testdata)
+def test_triangle_min_path(input_data, expected):
+    assert triangle_min_path_06(*input_data) == expected
