@@ -185,7 +185,12 @@ class SandboxConfig(Section):
     max_processes: int = Field(default=32, ge=1)
     max_file_mb: int = Field(default=16, ge=1)
     max_output_bytes: int = Field(default=1_000_000, ge=1024)
-    step_budget: int = Field(default=1_000_000, ge=1000)  # line events per case
+    # Per-case budget of counted work (docs/sandbox.md "Cost"): budget_factor x the reference
+    # fix's cost of that case, within [budget_floor, budget_ceiling] CPU-seconds. The ceiling
+    # is also the reference's own budget: a reference slower than that is unsound.
+    budget_factor: float = Field(default=10.0, ge=1.0)
+    budget_floor: float = Field(default=0.1, gt=0)
+    budget_ceiling: float = Field(default=20.0, gt=0)
 
 
 class BackendConfig(Section):

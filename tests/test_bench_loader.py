@@ -48,8 +48,8 @@ def test_mini_bench_loads_sorted_with_quixbugs_quirks() -> None:
     assert [(c.index, c.args, c.expected) for c in gcd.json_cases] == [
         (0, [12, 18], 6), (1, [17, 5], 1), (2, [10, 0], 10), (3, [0, 7], 7)
     ]
-    # A JSON problem keeps its pytest file but needs no support files.
-    assert gcd.pytest_source is not None and gcd.support_files == {}
+    # A JSON problem keeps its pytest file, which runs as written: with its loader.
+    assert gcd.pytest_source is not None and set(gcd.support_files) == {"node.py", "load_testdata.py"}
 
     # A bare (non-list) argument is one positional argument, as QuixBugs' load_testdata does.
     bits = by_name["count_bits"]

@@ -7,7 +7,7 @@ import pytest
 from coral.benchmark.problem import JsonCase, Problem
 from coral.sandbox.runner import CandidateRun, RunnerLimits, check_problem, outputs_match, run_candidate
 
-FAST = RunnerLimits(step_budget=20_000, import_step_budget=20_000)
+FAST = RunnerLimits(budget_floor=0.05)
 
 
 def json_problem(name: str, correct: str, cases: list[tuple[list, object]], buggy: str = "") -> Problem:
@@ -43,7 +43,7 @@ def test_good_and_buggy_json_candidates() -> None:
     good = run_candidate(SORT, SORT.correct_source, FAST)
     assert good.fixed and good.syntax_ok and good.error is None and good.boxes == 1
     assert [c.case_id for c in good.cases] == ["case-0", "case-1", "case-2"]
-    assert all(c.steps >= 1 for c in good.cases)
+    assert good.meter is None or (good.cost > 0 and all(c.cost > 0 for c in good.cases))
     buggy = run_candidate(SORT, "def sort_desc(xs):\n    return sorted(xs)\n", FAST)
     assert [c.passed for c in buggy.cases] == [False, True, False]
     assert reasons(buggy) == ["wrong answer", None, "wrong answer"]
@@ -76,7 +76,7 @@ def test_expected_outputs_are_not_sent_into_the_box() -> None:
         "            return 'found'\n"
         "    return 'no'\n"
     )
-    run = run_candidate(problem, spy, RunnerLimits(step_budget=5_000_000))
+    run = run_candidate(problem, spy, FAST)
     assert reasons(run) == [None, "wrong answer"]
 
 
@@ -121,25 +121,31 @@ def test_a_crash_costs_only_its_case() -> None:
     assert run.boxes == 2  # one for cases 0-1, a fresh one from case 2
 
 
-def test_step_budget_is_deterministic_and_per_case() -> None:
+needs_meter = pytest.mark.skipif(
+    run_candidate(SORT, SORT.correct_source, FAST).meter is None, reason="no kernel counter here (docs/sandbox.md)"
+)
+
+
+@needs_meter
+def test_budget_stops_a_case_and_the_run_goes_on() -> None:
     loops = "def sort_desc(xs):\n    while len(xs) == 3:\n        pass\n    return sorted(xs, reverse=True)\n"
     run = run_candidate(SORT, loops, FAST)
-    assert reasons(run) == ["step budget exceeded", None, None]
-    assert run.cases[0].steps == FAST.step_budget and run.boxes == 2
-    # One-line loops produce no line events in CPython 3.11; the harness renumbers statements.
-    tight = run_candidate(SORT, "def sort_desc(xs):\n    while True: pass\n", FAST)
-    assert reasons(tight) == ["step budget exceeded"] * 3
-    again = run_candidate(SORT, loops, FAST)
-    assert [c.steps for c in again.cases] == [c.steps for c in run.cases]
+    assert reasons(run) == ["budget exceeded", None, None] and run.boxes == 2
+    # Nothing in the box counts: a loop the tracer of old could not see stops all the same.
+    tight = run_candidate(SORT, "import sys\nsys.settrace(None)\ndef sort_desc(xs):\n    while True: pass\n", FAST)
+    assert reasons(tight) == ["budget exceeded"] * 3 and tight.boxes == 3
+    spent = tight.cases[0].cost / 1e9 if tight.meter == "task-clock" else None
+    assert spent is None or FAST.budget_floor <= spent < 10 * FAST.budget_floor
 
 
-def test_steps_measure_work() -> None:
+@needs_meter
+def test_cost_measures_work_in_c_code_too() -> None:
     problem = json_problem("total", "", [([list(range(50))], 1225)])
-    loop = "def total(xs):\n    s = 0\n    for x in xs:\n        s += x\n    return s\n"
     builtin = "def total(xs):\n    return sum(xs)\n"
-    slow, fast = run_candidate(problem, loop, FAST), run_candidate(problem, builtin, FAST)
+    hidden = "def total(xs):\n    sum(range(1_000_000))\n    return sum(xs)\n"  # one line, much C work
+    fast, slow = run_candidate(problem, builtin, FAST), run_candidate(problem, hidden, FAST)
     assert slow.fixed and fast.fixed
-    assert fast.cases[0].steps == 1 and slow.cases[0].steps > 100
+    assert slow.cost > 5 * fast.cost and slow.cases[0].cost > 5 * fast.cases[0].cost
 
 
 NODE = """class Node:
@@ -243,16 +249,17 @@ def test_pytest_style_problem_with_node() -> None:
     ids += ["test_raises_on_bad_input", "test_approx_distance", "test_fixture"]
     assert [c.case_id for c in correct.cases] == ids
     assert correct.fixed, reasons(correct)
-    assert reasons(buggy) == [None, "step budget exceeded"] + [None] * 6
+    assert reasons(buggy) == [None, "budget exceeded"] + [None] * 6
 
 
 def test_pytest_style_failures_have_reasons() -> None:
     wrong = run_candidate(GRAPH, "def reachable(start, goal):\n    return False\n", FAST)
-    assert reasons(wrong)[0] == "AssertionError"
-    assert reasons(wrong)[5] == "AssertionError: DID NOT RAISE <class 'AttributeError'>"
+    assert reasons(wrong)[0] == "assert failed (line 20)"
+    assert reasons(wrong)[5] == "line 49: DID NOT RAISE builtins.AttributeError"
     missing = run_candidate(GRAPH, "x = 1\n", FAST)
     assert missing.error == "missing function reachable" and missing.total == 8
-    broken = Problem("reachable", "", REACHABLE, None, "import no_such_module\n", {})
+    broken_tests = "import no_such_module\nfrom python_programs.reachable import reachable\n"
+    broken = Problem("reachable", "", REACHABLE, None, broken_tests, {})
     run = run_candidate(broken, REACHABLE, FAST)
     assert run.error.startswith("collecting tests failed: ModuleNotFoundError")
     assert [c.case_id for c in run.cases] == ["<collection>"] and not run.passed
@@ -270,6 +277,9 @@ def test_pytest_style_failures_have_reasons() -> None:
     ids=["always-equal", "node-subclass", "patched-node", "patched-builtin"],
 )
 def test_pytest_style_cheats_fail(source: str) -> None:
+    """A patched class or builtin changes at most the values the box records, which are
+    compared outside: the cheat does no better than honestly returning True."""
     run = run_candidate(GRAPH, source, FAST)
-    assert not run.cases[0].passed and not run.fixed
+    honest = run_candidate(GRAPH, "def reachable(start, goal):\n    return True\n", FAST)
+    assert not run.fixed and run.passed <= honest.passed < honest.total
     assert all(c.reason for c in run.cases if not c.passed)

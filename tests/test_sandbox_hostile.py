@@ -29,7 +29,7 @@ from coral.sandbox.runner import CandidateRun, RunnerLimits, run_candidate
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "REFERENCE-SECRET-5b1e9a"
 # Small budgets keep the runaway cases quick; the safety nets are generous for a loaded machine.
-LIMITS = RunnerLimits(step_budget=50_000, import_step_budget=50_000, wall_seconds=60, cpu_seconds=20)
+LIMITS = RunnerLimits(budget_floor=0.1, wall_seconds=60, cpu_seconds=20)
 isolated = pytest.mark.skipif(not isolation_available(), reason="no namespaces here (docs/sandbox.md)")
 # Candidates that could hurt the host check first that they do not run as root (belt and
 # braces: the sandbox never runs anything as root).
@@ -126,13 +126,12 @@ def test_outside_tree_is_open_to_any_user(outside: Path) -> None:
 
 
 def test_infinite_loop_at_import() -> None:
-    assert_failed(run("while True:\n    pass\n"), "step budget exceeded while importing")
+    assert_failed(run("while True:\n    pass\n"), "budget exceeded while importing")
 
 
 def test_infinite_loop_at_call() -> None:
     result = run("def f(a, b):\n    while True: pass\n", cases=2)
-    assert_failed(result, "step budget exceeded")
-    assert [c.steps for c in result.cases] == [LIMITS.step_budget] * 2
+    assert_failed(result, "budget exceeded")
 
 
 def test_sleep_forever() -> None:
@@ -141,7 +140,9 @@ def test_sleep_forever() -> None:
 
 def test_cpu_burn_in_c_code_ignoring_sigxcpu() -> None:
     src = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\ndef f(a, b):\n    return sum(range(10**13))\n"
-    assert_failed(run(src, cpu_seconds=2), "killed: cpu_limit")
+    result = run(src, cpu_seconds=2)
+    # The kernel's count stops it at its budget; without a counter, the CPU limit does.
+    assert_failed(result, "budget exceeded" if result.meter else "killed: cpu_limit")
 
 
 def test_ignoring_signals_then_looping() -> None:
@@ -156,7 +157,7 @@ def test_ignoring_signals_then_looping() -> None:
         "        except BaseException:\n"
         "            pass\n"
     )
-    assert_failed(run(src), "step budget exceeded")
+    assert_failed(run(src), "budget exceeded")
 
 
 def test_deep_recursion() -> None:
@@ -198,7 +199,7 @@ def test_memory_bomb() -> None:
 
 def test_growing_memory() -> None:
     src = "def f(a, b):\n    xs = []\n    while True:\n        xs.append(' ' * 10**7)\n"
-    assert_failed(run(src), "MemoryError")
+    assert_failed(run(src, budget_floor=5), "MemoryError")
 
 
 @isolated  # without namespaces the box writes to the host's /tmp
@@ -217,14 +218,14 @@ def test_disk_fill() -> None:
         "                break\n"
         "    return 'filled' if n > 1000 else f'stopped at {n} MiB'\n"
     )
-    assert_failed(run(src, expected="filled", step_budget=1_000_000), "wrong answer")
+    assert_failed(run(src, expected="filled", budget_floor=5), "wrong answer")
 
 
 def test_output_flood_on_stdout_and_stderr() -> None:
     src = (
         "import os, sys\ndef f(a, b):\n    while True:\n        print('x' * 10000)\n        os.write(2, b'y' * 10000)\n"
     )
-    assert_failed(run(src), "step budget exceeded")
+    assert_failed(run(src), "budget exceeded")
 
 
 def test_output_flood_on_every_descriptor() -> None:
@@ -238,7 +239,7 @@ def test_output_flood_on_every_descriptor() -> None:
         "            except OSError:\n"
         "                pass\n"
     )
-    assert_failed(run(src, step_budget=10_000_000), "killed: output_limit")
+    assert_failed(run(src, budget_floor=20), "killed: output_limit")
 
 
 def test_non_utf8_output_and_result() -> None:
@@ -258,8 +259,8 @@ def test_non_utf8_output_and_result() -> None:
 
 
 def test_huge_return_value() -> None:
-    assert_failed(run("def f(a, b):\n    return 'x' * (10**8)\n"), "returned value too large")
-    assert_failed(run("def f(a, b):\n    return [[[[]]]] * 10**5\n"), "returned value too large")
+    assert_failed(run("def f(a, b):\n    return 'x' * (10**8)\n", budget_floor=5), "returned value too large")
+    assert_failed(run("def f(a, b):\n    return [[[[]]]] * 10**6\n", budget_floor=5), "returned value too large")
 
 
 # --- escaping the box -----------------------------------------------------------------------
@@ -310,7 +311,7 @@ def test_reading_the_reference_solution(outside: Path) -> None:
         "                    pass\n"
         "    return 'not found'\n"
     )
-    result = run(src, expected=reference.read_text(), args=[str(reference), 0], step_budget=20_000_000)
+    result = run(src, expected=reference.read_text(), args=[str(reference), 0], budget_floor=20)
     assert_failed(result, "wrong answer")
 
 
@@ -341,7 +342,7 @@ def test_reading_expected_outputs(outside: Path) -> None:
         "    return 'not found'\n"
     )
     json_file = outside / "json_testcases" / "f.json"
-    assert_failed(run(src, expected=SECRET, args=[str(json_file), 0], step_budget=5_000_000), "wrong answer")
+    assert_failed(run(src, expected=SECRET, args=[str(json_file), 0], budget_floor=5), "wrong answer")
 
 
 def test_reading_environment_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -390,7 +391,7 @@ def test_killing_the_parent() -> None:
         "        pass\n"
         "    while True: pass\n"
     )
-    assert_failed(run(src), "step budget exceeded")
+    assert_failed(run(src), "budget exceeded")
 
 
 def test_killing_its_process_group() -> None:
@@ -412,7 +413,7 @@ def test_kill_every_process_it_can() -> None:
         "        pass\n"
         "    while True: pass\n"
     )
-    assert_failed(run(src), "step budget exceeded")
+    assert_failed(run(src), "budget exceeded")
 
 
 def test_sys_exit_and_os_exit() -> None:
@@ -461,9 +462,10 @@ def test_always_equal_object_in_a_pytest_problem() -> None:
     )
     prob = Problem("f", "", "def f(a, b):\n    return a + b\n", None, tests, {})
     src = "class Yes:\n    def __eq__(self, other):\n        return True\ndef f(a, b):\n    return Yes()\n"
-    assert_failed(run_candidate(prob, src, LIMITS), "returned a Yes")
     nested = "class Yes(list):\n    def __eq__(self, other):\n        return True\ndef f(a, b):\n    return [Yes()]\n"
-    assert_failed(run_candidate(prob, nested, LIMITS), "returned a Yes")
+    for result in (run_candidate(prob, src, LIMITS), run_candidate(prob, nested, LIMITS)):
+        assert_failed(result, "line ")
+        assert all(c.reason.endswith(": a Yes, not plain data") for c in result.cases), result.cases
     assert run_candidate(prob, "def f(a, b):\n    return a + b\n", LIMITS).fixed  # the problem is sound
 
 

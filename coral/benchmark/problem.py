@@ -16,6 +16,7 @@ class JsonCase:
     index: int
     args: list[Any]
     expected: Any
+    bare: bool = False  # the file wrote a single argument bare (`[127, 7]`), not as a list
 
 
 @dataclass(frozen=True)

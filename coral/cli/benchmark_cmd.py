@@ -32,9 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS,
                        help=f"problems checked at once (default {DEFAULT_JOBS})")
-    check.add_argument("--step-budget", type=_positive_int, default=None, metavar="N",
-                       help="executed lines per case before it counts as non-terminating "
-                            "(default: the config's sandbox.step_budget)")
+    check.add_argument("--budget-ceiling", type=_positive_float, default=None, metavar="SECONDS",
+                       help="CPU-seconds a reference case may take, and the cap of every "
+                            "candidate's per-case budget (default: the config's "
+                            "sandbox.budget_ceiling)")
     check.add_argument("--config", type=Path, default=None,
                        help="take the sandbox limits from this config (default: the defaults "
                             "every run starts from)")
@@ -50,6 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     from coral.cli.benchmark_eval_cmd import register_actions
 
     register_actions(bench_sub, DEFAULT_JOBS, _positive_int)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -70,10 +81,13 @@ class ProblemCheck:
     buggy_passed: int
     buggy_total: int
     failing_reference_cases: list[str]  # "CASE_ID (reason)" of each case the reference fails
+    unrecordable: str | None = None  # why its tests cannot be judged outside the box
 
     @property
     def problems(self) -> list[str]:
         """Why this problem makes the benchmark unsound (empty when sound)."""
+        if self.unrecordable is not None:
+            return [self.unrecordable]
         found = []
         if self.correct_total == 0:
             found.append("no test case ran")
@@ -92,7 +106,7 @@ class ProblemCheck:
 
 
 def check_benchmark(
-    root: Path, jobs: int = DEFAULT_JOBS, step_budget: int | None = None,
+    root: Path, jobs: int = DEFAULT_JOBS, budget_ceiling: float | None = None,
     sandbox: SandboxConfig | None = None,
 ) -> list[ProblemCheck]:
     """Reference and buggy results for every problem, in name order."""
@@ -102,11 +116,11 @@ def check_benchmark(
     from coral.benchmark.loader import load_benchmark
 
     problems = load_benchmark(root)  # a malformed directory fails here, before any run
-    from coral.sandbox.runner import RunnerLimits, check_problem
+    from coral.sandbox.runner import UNRECORDABLE, RunnerLimits, check_problem
 
     limits = RunnerLimits.from_config(sandbox or SandboxConfig())  # the limits a run uses
-    if step_budget is not None:
-        limits = replace(limits, step_budget=step_budget)
+    if budget_ceiling is not None:
+        limits = replace(limits, budget_ceiling=budget_ceiling)
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bench-check") as pool:
         runs = list(pool.map(lambda p: check_problem(p, limits), problems))
     checks = []
@@ -120,13 +134,14 @@ def check_benchmark(
             buggy_passed=sum(c.passed for c in buggy.cases),
             buggy_total=len(buggy.cases),
             failing_reference_cases=failing,
+            unrecordable=correct.error if (correct.error or "").startswith(UNRECORDABLE) else None,
         ))
     return checks
 
 
 def _check(args: argparse.Namespace) -> int:
     sandbox = load_config(args.config).sandbox if args.config else None
-    checks = check_benchmark(args.root, args.jobs, args.step_budget, sandbox)
+    checks = check_benchmark(args.root, args.jobs, args.budget_ceiling, sandbox)
     unsound = [(c.name, why) for c in checks for why in c.problems]
     if args.json:
         print(json.dumps({"problems": [c.as_dict() for c in checks]}, indent=2))

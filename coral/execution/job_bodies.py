@@ -146,4 +146,4 @@ def runner_limits(sandbox: SandboxConfig) -> RunnerLimits:
 
 def _case(case: Any) -> dict[str, Any]:
     return {"case": case.case_id, "passed": bool(case.passed), "reason": case.reason,
-            "steps": case.steps}
+            "cost": case.cost}

@@ -42,14 +42,14 @@ BOX_WORKDIR = "/box"  # the working directory inside the box
 
 
 def _libc():
-    import ctypes
+    import ctypes  # the supervisor imports only what it needs before it execs (docs/sandbox.md)
 
     return ctypes.CDLL(None, use_errno=True)
 
 
 def _check(ret: int, what: str) -> None:
     if ret != 0:
-        import ctypes
+        import ctypes  # the supervisor imports only what it needs before it execs (docs/sandbox.md)
 
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
@@ -66,8 +66,8 @@ def _read_exact(fd: int, n: int) -> bytes:
 
 
 def _supervisor_main(status_fd: int) -> None:
-    import _signal
-    import marshal
+    import _signal  # the supervisor imports only what it needs before it execs (docs/sandbox.md)
+    import marshal  # the supervisor imports only what it needs before it execs (docs/sandbox.md)
 
     def report(**status: object) -> None:
         os.write(status_fd, marshal.dumps(status))
@@ -83,6 +83,11 @@ def _supervisor_main(status_fd: int) -> None:
             report(setup_error=str(exc))
             return
     err_r, err_w = os.pipe()  # close-on-exec: EOF without data means the exec happened
+    meter = cfg["meter"]
+    if meter is not None:
+        mark_r, mark_w = os.pipe()  # the box's marks (fd MARK_FD in the box)
+        ack_r, ack_w = os.pipe()  # one byte per mark, once counted (fd ACK_FD in the box)
+        go_r, go_w = os.pipe()  # the child waits on it until its counter is attached
     child = 0
 
     def on_term(signum: int, frame: object) -> None:
@@ -99,14 +104,44 @@ def _supervisor_main(status_fd: int) -> None:
         os.close(err_r)
         os.close(status_fd)
         try:
+            if meter is not None:
+                import fcntl
+
+                os.close(mark_r)
+                os.close(ack_w)
+                os.close(go_w)
+                os.read(go_r, 1)  # counted from here on: nothing of the box ran before
+                os.close(go_r)
+                # Out of the way of fds 3 and 4 first, then onto them (inheritable).
+                high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (err_w, mark_w, ack_r)]
+                for fd in (err_w, mark_w, ack_r):
+                    os.close(fd)
+                err_w = high[0]
+                os.dup2(high[1], MARK_FD)
+                os.dup2(high[2], ACK_FD)
+                os.close(high[1])
+                os.close(high[2])
             _box_exec(cfg)
         except BaseException as exc:  # anything here is a setup failure
             os.write(err_w, f"{type(exc).__name__}: {exc}".encode())
         os._exit(127)
     os.close(err_w)
+    counter, kind = -1, None
+    if meter is not None:
+        os.close(mark_w)
+        os.close(ack_r)
+        os.set_blocking(ack_w, False)
+        os.close(go_r)
+        counter, kind = _open_counter(child)
+        os.write(go_w, b"g")
+        os.close(go_w)
     err = b""
     while chunk := os.read(err_r, 4096):
         err += chunk
+    marks: list = []  # type: ignore[type-arg]
+    over = None
+    if meter is not None and not err:
+        over = _meter_loop(child, counter, kind, mark_r, ack_w, meter, marks)
     # Wait without reaping first: until it is reaped the pid (and its group id) cannot be
     # reused, so neither on_term nor the sweep below can hit an unrelated process.
     if hasattr(os, "waitid"):  # not on every Unix
@@ -121,13 +156,115 @@ def _supervisor_main(status_fd: int) -> None:
     if err:
         report(setup_error=err.decode(errors="replace"))
     else:
-        report(wait_status=wait_status, cpu=usage.ru_utime + usage.ru_stime)
+        # Read after the wait: counts of the box's exited processes are folded in by then.
+        end = _read_counter(counter) if counter >= 0 else None
+        report(wait_status=wait_status, cpu=usage.ru_utime + usage.ru_stime, meter=kind, marks=marks,
+               end=end, over=over)
+
+
+# perf_event_open(2): the kernel counts for the box's whole process tree (inherit), outside
+# anything the box can reach. Hardware instructions where the CPU exposes a counter to us,
+# else the task clock (CPU nanoseconds).
+_SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "riscv64": 241, "ppc64le": 319, "s390x": 331}
+_COUNTERS = (("instructions", 0, 1), ("task-clock", 1, 1))  # (kind, perf type, perf config)
+# Meter units per CPU-second, to turn budgets (CPU-seconds) into counts. Instructions: a
+# rough CPython rate, so a budget in instructions is about, not exactly, that many seconds.
+METER_RATES = {"instructions": 2e9, "task-clock": 1e9}
+MARK_FD = 3  # in the box: where the harness writes its marks (one decimal label per line)
+ACK_FD = 4  # in the box: a byte arrives here once a mark is counted
+
+
+def _open_counter(pid: int) -> tuple[int, str | None]:
+    number = _SYS_PERF_EVENT_OPEN.get(os.uname().machine)
+    if number is None or not sys.platform.startswith("linux"):
+        return -1, None
+    import ctypes  # the supervisor imports only what it needs before it execs (docs/sandbox.md)
+
+    libc = _libc()
+    for kind, type_, config in _COUNTERS:
+        attr = bytearray(128)  # perf_event_attr, PERF_ATTR_SIZE_VER7; the rest stays zero
+        attr[0:4] = type_.to_bytes(4, sys.byteorder)
+        attr[4:8] = len(attr).to_bytes(4, sys.byteorder)
+        attr[8:16] = config.to_bytes(8, sys.byteorder)
+        flags = (1 << 1) | (1 << 5) | (1 << 6)  # inherit, exclude_kernel, exclude_hv
+        attr[40:48] = flags.to_bytes(8, sys.byteorder)
+        buf = (ctypes.c_char * len(attr)).from_buffer(attr)
+        fd = libc.syscall(number, buf, pid, -1, -1, 8)  # PERF_FLAG_FD_CLOEXEC
+        if fd >= 0:
+            return fd, kind
+    return -1, None
+
+
+def _read_counter(fd: int) -> int:
+    return int.from_bytes(os.read(fd, 8), sys.byteorder)
+
+
+def _meter_loop(  # type: ignore[type-arg]
+    child: int, counter: int, kind: str | None, mark_r: int, ack_w: int, meter: dict, marks: list
+) -> object:
+    """Record the count at each mark; SIGKILL the box when a segment overruns its budget.
+
+    Marks are decimal labels, strictly increasing (others are ignored), at most max_marks;
+    each is acknowledged with a byte, so a harness that waits for it is counted exactly.
+    Returns the label of the segment that overran, or None. The box may write marks itself,
+    but that only moves cost between its own segments: the total is the kernel's.
+    """
+    import select  # the supervisor imports only what it needs before it execs (docs/sandbox.md)
+
+    try:
+        pidfd = os.pidfd_open(child)
+    except (AttributeError, OSError):
+        pidfd = -1
+    scale = METER_RATES.get(kind or "", 1e9)  # budgets come in CPU-seconds
+    budgets = {k: v * scale for k, v in meter["budgets"].items()}
+    default, cap = meter["default"] * scale, meter["max_marks"]
+    rate = scale * 10  # how fast the count can grow (a few busy threads); sets the poll interval
+    fds = [mark_r] + ([pidfd] if pidfd >= 0 else [])
+    pending, label, start = b"", None, 0
+    try:
+        while True:
+            timeout = 0.05
+            if counter >= 0 and label is not None:
+                left = budgets.get(label, default) - (_read_counter(counter) - start)
+                timeout = min(0.05, max(0.001, left / rate))
+            ready = select.select(fds, [], [], timeout)[0]
+            value = _read_counter(counter) if counter >= 0 else 0
+            if mark_r in ready:
+                data = os.read(mark_r, 4096)
+                if not data:
+                    fds.remove(mark_r)
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                pending = pending[-32:]
+                for line in lines:
+                    try:
+                        n = int(line)
+                    except ValueError:
+                        continue
+                    if len(marks) < cap and (label is None or n > label):
+                        marks.append((n, value))
+                        label, start = n, value
+                if lines:
+                    try:
+                        os.write(ack_w, b"a" * len(lines))
+                    except OSError:  # nobody reads them (BlockingIOError: a full pipe)
+                        pass
+            if pidfd < 0 and os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                return None
+            if pidfd in ready:
+                return None
+            if counter >= 0 and label is not None and value - start > budgets.get(label, default):
+                os.kill(child, 9)  # box PID 1: the kernel takes the rest of its namespace
+                return label
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 def _box_exec(cfg: dict) -> None:
     """In the forked child: build the box, drop privileges, exec. Returns only by raising."""
-    import _signal
-    import resource
+    import _signal  # the supervisor imports only what it needs before it execs (docs/sandbox.md)
+    import resource  # the supervisor imports only what it needs before it execs (docs/sandbox.md)
 
     lim, uid = cfg["limits"], cfg["uid"]
     if cfg["isolate"]:
@@ -271,12 +408,33 @@ class SandboxResult:
     stdout: bytes
     stderr: bytes
     # None, "wall_timeout", "cpu_limit", "memory_limit", "file_size_limit", "output_limit",
-    # "signal:N", or "supervisor_lost" (only without namespaces, where the box can kill it).
+    # "budget" (a Meter segment overran), "signal:N", or "supervisor_lost" (only without
+    # namespaces, where the box can kill it).
     killed_reason: str | None
     wall_seconds: float
     output_truncated: bool
     cpu_seconds: float = 0.0
     isolated: bool = False  # namespaces + unprivileged uid were in force
+    # With a Meter: the counter's kind ("instructions", "task-clock"; None when no counter
+    # could be opened), (label, count) at each accepted mark, the count when the box ended,
+    # and the label of the segment the supervisor stopped for overrunning its budget.
+    meter: str | None = None
+    marks: tuple[tuple[int, int], ...] = ()
+    meter_end: int | None = None
+    over_budget: int | None = None
+
+
+@dataclass(frozen=True)
+class Meter:
+    """Count the box's work outside it, and stop a segment that overruns its budget.
+
+    The command marks the start of each segment by writing a decimal label and a newline to
+    fd MARK_FD; labels must increase. budgets: CPU-seconds per label, `default` for others.
+    """
+
+    budgets: dict[int, float]
+    default: float
+    max_marks: int
 
 
 class SandboxSetupError(RuntimeError):
@@ -374,7 +532,9 @@ def _probe_isolation() -> bool:
     return res.returncode == 0
 
 
-def run_sandboxed(argv: list[str], files: dict[str, bytes], limits: SandboxLimits, stdin: bytes = b"") -> SandboxResult:
+def run_sandboxed(
+    argv: list[str], files: dict[str, bytes], limits: SandboxLimits, stdin: bytes = b"", meter: Meter | None = None
+) -> SandboxResult:
     """Run argv in a fresh box whose working directory holds only ``files``.
 
     argv[0] must be an absolute path visible in the box (system paths or the interpreter).
@@ -384,7 +544,7 @@ def run_sandboxed(argv: list[str], files: dict[str, bytes], limits: SandboxLimit
     for name in files:
         if name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
             raise ValueError(f"sandbox file names must be plain relative paths: {name!r}")
-    return _run(argv, files, limits, stdin, isolate=isolation_available())
+    return _run(argv, files, limits, stdin, isolate=isolation_available(), meter=meter)
 
 
 def _world_executable(path: str) -> bool:
@@ -396,7 +556,10 @@ def _world_executable(path: str) -> bool:
         return False
 
 
-def _run(argv: list[str], files: dict[str, bytes], limits: SandboxLimits, stdin: bytes, isolate: bool) -> SandboxResult:
+def _run(
+    argv: list[str], files: dict[str, bytes], limits: SandboxLimits, stdin: bytes, isolate: bool,
+    meter: Meter | None = None,
+) -> SandboxResult:
     uid = None
     if os.geteuid() == 0:
         # Without namespaces the box sees the host's paths: another uid must be able to run
@@ -419,6 +582,11 @@ def _run(argv: list[str], files: dict[str, bytes], limits: SandboxLimits, stdin:
             "files": files,
             "limits": dict(limits.__dict__),
             "bind": [p for p in _SYSTEM_PATHS if os.path.lexists(p)] + [sys.base_prefix],
+            "meter": None if meter is None else {
+                "budgets": {int(k): float(v) for k, v in meter.budgets.items()},
+                "default": float(meter.default),
+                "max_marks": int(meter.max_marks),
+            },
         }
         blob = marshal.dumps(config)
         code = _supervisor_code()
@@ -591,6 +759,9 @@ def _result(io: _PipeIO, killed: str | None, limits: SandboxLimits, isolate: boo
         return SandboxResult(None, stdout, stderr, reason, wall, io.truncated, 0.0, isolate)
     code = os.waitstatus_to_exitcode(status["wait_status"])
     cpu = float(status["cpu"])
+    over = status.get("over")
+    if over is not None and killed is None:
+        killed = "budget"
     if killed is None and code < 0:
         sig = -code
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= limits.cpu_seconds):
@@ -601,4 +772,6 @@ def _result(io: _PipeIO, killed: str | None, limits: SandboxLimits, isolate: boo
             killed = f"signal:{sig}"
     elif killed is None and code != 0 and stderr.rstrip().endswith(b"MemoryError"):
         killed = "memory_limit"
-    return SandboxResult(code, stdout, stderr, killed, wall, io.truncated, cpu, isolate)
+    marks = tuple((int(a), int(b)) for a, b in status.get("marks") or ())
+    return SandboxResult(code, stdout, stderr, killed, wall, io.truncated, cpu, isolate,
+                         status.get("meter"), marks, status.get("end"), over)

@@ -6,42 +6,38 @@ Formulas and the reasons behind them: docs/objectives.md. In short, per candidat
     syntax   = 1 if the program parses and compiles, else 0
     style    = max(0, 1 - ruff violations / code lines)
     security = 1 - min(1, sum of bandit severity weights / 9)
-    runtime  = mean over passed cases of min(1, reference steps / candidate steps)
+    runtime  = min(1, reference cost / candidate cost)       (whole runs, counted outside the box)
 
-and style, security and runtime are 0 for a candidate that passes no case. Every number comes
-from a deterministic source (executed-line counts, not clocks), so the same candidate scores
-the same on any machine.
+and style, security and runtime are 0 for a candidate that passes no case. Costs are counted
+by the kernel for the box's processes (docs/sandbox.md, "Cost"): instructions where the CPU
+exposes a counter (repeatable to a fraction of a percent), else CPU time (which varies with
+the machine and its load); the candidate can raise its cost, never lower it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from math import comb
 from pathlib import Path
 
 from coral.benchmark.problem import Problem
 from coral.evolution.selection import OBJECTIVES
-from coral.sandbox.runner import CandidateRun, CaseResult, RunnerLimits, run_candidate
+from coral.sandbox.runner import CandidateRun, CaseResult, RunnerLimits, problem_key, reference, run_candidate
 
 RUFF_RULES = "E,W,F,B,C90"  # pycodestyle, pyflakes, bugbear, complexity: fixed, so stable
 RUFF_ARGS = ("--line-length", "100", "--target-version", "py311")
 BANDIT_SKIPS = "B101"  # assert: a fair self-check in a small program, not a vulnerability
 SEVERITY_WEIGHTS = {"LOW": 1.0, "MEDIUM": 3.0, "HIGH": 9.0}
 SECURITY_SCALE = 9.0  # one HIGH issue (or three MEDIUM) takes security to 0
-# Per-case step budget for candidates: a generous multiple of the reference's costliest case,
-# within a floor (tiny problems) and the runner's own cap.
-STEP_BUDGET_FACTOR, STEP_BUDGET_FLOOR = 100, 100_000
 
 
 @dataclass(frozen=True)
@@ -78,50 +74,16 @@ class GenomeObjectives:
         return {name: getattr(self, name) for name in OBJECTIVES}
 
 
-# --- reference costs ------------------------------------------------------------------------
-
-_reference_cache: dict[str, dict[str, int]] = {}
-_reference_lock = threading.Lock()
-
-
-def problem_key(problem: Problem) -> str:
-    """Content hash of everything that decides the reference run (not the problem's name)."""
-    cases = None if problem.json_cases is None else [(c.args, c.expected) for c in problem.json_cases]
-    content = [problem.name, problem.correct_source, cases, problem.pytest_source, problem.support_files]
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=repr).encode()).hexdigest()
-
-
-def reference_steps(problem: Problem, limits: RunnerLimits | None = None) -> dict[str, int]:
-    """Steps per case of the problem's reference fix, run once per process and problem content.
-
-    This caches the *reference* (a property of the problem), never a candidate's result.
-    """
-    key = problem_key(problem)
-    with _reference_lock:
-        if key in _reference_cache:
-            return _reference_cache[key]
-    run = run_candidate(problem, problem.correct_source, limits)
-    steps = {c.case_id: c.steps for c in run.cases}
-    with _reference_lock:
-        _reference_cache[key] = steps
-    return steps
-
-
-def candidate_limits(reference: dict[str, int], base: RunnerLimits | None = None) -> RunnerLimits:
-    """Limits for candidates of a problem: the step budget follows the reference's cost."""
-    base = base or RunnerLimits()
-    budget = max(STEP_BUDGET_FLOOR, STEP_BUDGET_FACTOR * max(reference.values(), default=0))
-    return replace(base, step_budget=min(base.step_budget, budget))
-
-
 # --- per-candidate scores -------------------------------------------------------------------
 
 
-def runtime_score(cases: Sequence[CaseResult], reference: dict[str, int]) -> float:
-    ratios = [
-        min(1.0, max(1, reference[c.case_id]) / max(1, c.steps)) for c in cases if c.passed and c.case_id in reference
-    ]
-    return sum(ratios) / len(ratios) if ratios else 0.0
+def runtime_score(run: CandidateRun, reference_cost: int) -> float:
+    """min(1, reference cost / candidate cost), the costs of whole runs counted outside the
+    box (coral.sandbox.runner): per-case costs are not used, since a candidate can move cost
+    between its own cases but cannot lower the total. 0 when no case passes."""
+    if run.passed == 0:
+        return 0.0
+    return min(1.0, max(1, reference_cost) / max(1, run.cost))
 
 
 def code_lines(source: str) -> int:
@@ -132,7 +94,7 @@ def code_lines(source: str) -> int:
 def score_run(
     run: CandidateRun,
     source: str,
-    reference: dict[str, int],
+    reference_cost: int,
     style: tuple[float, tuple[str, ...]],
     security: tuple[float, tuple[str, ...]],
 ) -> CandidateScore:
@@ -144,7 +106,7 @@ def score_run(
         syntax=1.0 if run.syntax_ok else 0.0,
         style=style[0] if any_pass else 0.0,
         security=security[0] if any_pass else 0.0,
-        runtime=runtime_score(run.cases, reference) if any_pass else 0.0,
+        runtime=runtime_score(run, reference_cost) if any_pass else 0.0,
         fixed=run.fixed,
         cases=run.cases,
         style_violations=style[1] if any_pass else (),
@@ -153,25 +115,19 @@ def score_run(
     )
 
 
-def score_candidate(
-    problem: Problem,
-    candidate_source: str,
-    reference_steps: dict[str, int] | None = None,
-    limits: RunnerLimits | None = None,
-) -> CandidateScore:
-    return score_candidates([(problem, candidate_source)], limits=limits, references=reference_steps)[0]
+def score_candidate(problem: Problem, candidate_source: str, limits: RunnerLimits | None = None) -> CandidateScore:
+    return score_candidates([(problem, candidate_source)], limits=limits)[0]
 
 
 def score_candidates(
     items: Sequence[tuple[Problem, str]],
     limits: RunnerLimits | None = None,
     workers: int | None = None,
-    references: dict[str, int] | None = None,
 ) -> list[CandidateScore]:
     """Score many candidates: sandboxes in parallel, ruff and bandit once for the whole batch.
 
-    `references` (steps per case id) applies to every item; normally leave it None and the
-    reference fix of each problem is run once and cached.
+    Each distinct problem's reference fix runs once per process first (coral.sandbox.runner
+    caches it): it calibrates the candidates' budgets and is the runtime objective's yardstick.
     """
     workers = workers or max(1, os.cpu_count() or 1)
     sources = [src for _, src in items]
@@ -180,19 +136,10 @@ def score_candidates(
     with ThreadPoolExecutor(2) as linters, ThreadPoolExecutor(workers) as pool:
         style_future = linters.submit(style_scores, sources)
         security_future = linters.submit(security_scores, sources)
-        if references is None:  # each distinct problem's reference once, before its candidates
-            problems = {problem_key(p): p for p, _ in items}
-            done = dict(zip(problems, pool.map(lambda p: reference_steps(p, limits), problems.values()), strict=True))
-            refs = [done[problem_key(p)] for p, _ in items]
-        else:
-            refs = [references] * len(items)
-        runs = list(
-            pool.map(
-                lambda it, ref: run_candidate(it[0], it[1], candidate_limits(ref, limits)),
-                items,
-                refs,
-            )
-        )
+        problems = {problem_key(p): p for p, _ in items}
+        done = dict(zip(problems, pool.map(lambda p: reference(p, limits), problems.values()), strict=True))
+        refs = [done[problem_key(p)].run.cost for p, _ in items]
+        runs = list(pool.map(lambda it: run_candidate(it[0], it[1], limits), items))
         styles, securities = style_future.result(), security_future.result()
     return [
         score_run(run, src, ref, style, security)

@@ -1,11 +1,18 @@
-"""Run one candidate program against all of one problem's cases, in one sandbox.
+"""Run one candidate program against all of one problem's cases, and judge it outside the box.
 
-The box runs coral/sandbox/harness.py, which gets the candidate, the case *inputs* and the
-budgets on stdin and reports one line per case. Expected outputs of JSON cases never enter the
-box: the harness sends back what the candidate returned and this module compares. Pytest-style
-problems are judged in the box (the test file holds its own expectations).
+The box runs coral/sandbox/harness.py, which reports *values* only: what the candidate
+returned for each JSON case, or what each assert of a pytest-style test compared (the test is
+split by coral.sandbox.record so that expected values stay out of the candidate's box). This
+module compares them: JSON outputs with the case's expected value, recorded operands with
+what the reference fix's own box recorded for the same test. The cost of every case is
+counted by the kernel outside the box (coral.sandbox.box.Meter); the box can only move cost
+between its own cases, never lower the total.
 
-A case that exhausts its step budget, or a crash in the middle of a case (segfault, os._exit),
+Every problem's reference fix runs first (once per process and problem content): its run
+says whether the problem is sound, gives the expected operands of pytest-style tests, and
+calibrates the per-case budget (budget_factor x its cost, within [floor, ceiling]).
+
+A case that overruns its budget, or a crash in the middle of a case (segfault, os._exit),
 ends that box; the case fails with the reason and a fresh box continues from the next case, so
 one bad case never costs the others. A limit that is only a safety net (wall clock, CPU,
 output size) ends the whole run instead: all cases not yet reported fail with its name.
@@ -13,11 +20,13 @@ output size) ends the whole run instead: all cases not yet reported fail with it
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import marshal
 import math
 import secrets
+import threading
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -25,13 +34,14 @@ from typing import Any
 
 from coral.benchmark.problem import Problem
 from coral.config import SandboxConfig
-from coral.sandbox.box import SandboxLimits, SandboxResult, python_executable, run_sandboxed
+from coral.sandbox import record
+from coral.sandbox.box import METER_RATES, Meter, SandboxLimits, SandboxResult, python_executable, run_sandboxed
 
-STEP_BUDGET_REASON = "step budget exceeded"
+BUDGET_REASON = "budget exceeded"
 # Killed by a safety net: what follows would depend on the machine's speed, so stop there.
 _SAFETY_NETS = frozenset({"wall_timeout", "cpu_limit", "output_limit", "supervisor_lost"})
-REL_TOL, ABS_TOL = 1e-6, 1e-9  # float comparison of JSON outputs
-
+REL_TOL, ABS_TOL = 1e-6, 1e-9  # float comparison of JSON outputs (problems without a test file)
+UNRECORDABLE = "tests cannot be recorded"
 
 _DEFAULTS = SandboxConfig()  # the one definition of the limits: the config's sandbox section
 
@@ -41,10 +51,11 @@ class RunnerLimits:
     """The sandbox limits of one candidate run. Defaults are SandboxConfig's (docs/config.md),
     so `coral bench check` and a run with the default config use the same limits."""
 
-    step_budget: int = _DEFAULTS.step_budget  # executed lines per case: the deterministic stop
-    import_step_budget: int = _DEFAULTS.step_budget  # executed lines while importing the candidate
-    wall_seconds: float = _DEFAULTS.wall_seconds  # per box, safety net only
-    cpu_seconds: float = _DEFAULTS.cpu_seconds  # per box, safety net only
+    budget_factor: float = _DEFAULTS.budget_factor  # per-case budget: this x the reference's cost
+    budget_floor: float = _DEFAULTS.budget_floor  # CPU-seconds
+    budget_ceiling: float = _DEFAULTS.budget_ceiling  # CPU-seconds; the reference's own budget
+    wall_seconds: float = _DEFAULTS.wall_seconds  # per box, safety net only (plus the budgets)
+    cpu_seconds: float = _DEFAULTS.cpu_seconds  # per box, safety net only (plus the budgets)
     memory_mb: int = _DEFAULTS.memory_mb
     max_processes: int = _DEFAULTS.max_processes  # processes + threads
     max_file_mb: int = _DEFAULTS.max_file_mb
@@ -52,9 +63,9 @@ class RunnerLimits:
 
     @classmethod
     def from_config(cls, sandbox: SandboxConfig) -> RunnerLimits:
-        """A config's sandbox section (one step budget for import and for each case)."""
         return cls(
-            step_budget=sandbox.step_budget, import_step_budget=sandbox.step_budget,
+            budget_factor=sandbox.budget_factor, budget_floor=sandbox.budget_floor,
+            budget_ceiling=sandbox.budget_ceiling,
             wall_seconds=sandbox.wall_seconds, cpu_seconds=sandbox.cpu_seconds,
             memory_mb=sandbox.memory_mb, max_processes=sandbox.max_processes,
             max_file_mb=sandbox.max_file_mb, max_result_bytes=sandbox.max_output_bytes,
@@ -66,7 +77,7 @@ class CaseResult:
     case_id: str
     passed: bool
     reason: str | None  # why it failed; None when passed
-    steps: int  # executed lines: the case's deterministic runtime cost
+    cost: int  # counted work of this case (meter units; the box can move it between its cases)
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,12 @@ class CandidateRun:
     cases: tuple[CaseResult, ...]
     syntax_ok: bool
     error: str | None  # one line, for whole-program failures (syntax, import, collection)
-    boxes: int = 1  # sandboxes started (more than one only after crashes or step stops)
+    boxes: int = 1  # sandboxes started (more than one only after crashes or budget stops)
     wall_seconds: float = field(default=0.0, compare=False)  # shown, never selected on
+    # Counted work from just before the candidate's import to the end of each box, summed:
+    # what the runtime objective compares. Meter units: instructions, or CPU nanoseconds.
+    cost: int = field(default=0, compare=False)
+    meter: str | None = field(default=None, compare=False)
 
     @property
     def total(self) -> int:
@@ -90,31 +105,92 @@ class CandidateRun:
     def fixed(self) -> bool:
         return self.total > 0 and self.passed == self.total
 
-    @property
-    def steps(self) -> int:
-        return sum(c.steps for c in self.cases)
+
+@dataclass(frozen=True)
+class Reference:
+    """What the reference fix's run tells the trusted side about a problem."""
+
+    run: CandidateRun  # its verdicts: a sound problem's reference passes every case
+    ids: tuple[str, ...]  # every collected test (pytest-style) or case, by index
+    recording: record.Recording | None  # pytest-style: the split test (None: JSON cases)
+    items: tuple[int, ...]  # pytest-style: indices of the collected tests that are cases
+    records: dict[int, list[tuple[int, list[Any]]]]  # item -> decoded (site, operands)
+    costs: dict[int, int]  # cost per label (-1: compile and import)
+    meter: str | None
+
+
+def problem_key(problem: Problem) -> str:
+    """Content hash of everything that decides the reference run (not the problem's name)."""
+    cases = None if problem.json_cases is None else [(c.args, c.expected, c.bare) for c in problem.json_cases]
+    content = [problem.name, problem.correct_source, cases, problem.pytest_source, problem.support_files]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+_references: dict[tuple[str, float], Reference] = {}
+_reference_locks: dict[tuple[str, float], threading.Lock] = {}
+_references_lock = threading.Lock()
+
+
+def clear_reference_cache() -> None:
+    with _references_lock:
+        _references.clear()
+
+
+def reference(problem: Problem, limits: RunnerLimits | None = None) -> Reference:
+    """The reference fix's run, once per process, problem content and ceiling.
+
+    This caches the *reference* (a property of the problem), never a candidate's result.
+    """
+    limits = limits or RunnerLimits()
+    key = (problem_key(problem), limits.budget_ceiling)
+    with _references_lock:
+        if key in _references:
+            return _references[key]
+        lock = _reference_locks.setdefault(key, threading.Lock())
+    with lock:
+        with _references_lock:
+            if key in _references:
+                return _references[key]
+        ref = _run_reference(problem, limits)
+        with _references_lock:
+            _references[key] = ref
+        return ref
 
 
 def run_candidate(problem: Problem, candidate_source: str, limits: RunnerLimits | None = None) -> CandidateRun:
     """All of `problem`'s cases against `candidate_source` (which must define problem.name)."""
-    return _Session(problem, candidate_source, limits or RunnerLimits()).run()
+    limits = limits or RunnerLimits()
+    ref = reference(problem, limits)
+    if problem.pytest_source is not None and ref.recording is None:
+        return _unrecordable(problem, ref.run.error or UNRECORDABLE)
+    return _Session(problem, candidate_source, limits, ref).run()
 
 
 def check_problem(problem: Problem, limits: RunnerLimits | None = None) -> tuple[CandidateRun, CandidateRun]:
     """(reference fix, buggy program) runs: a sound problem fixes the first, not the second."""
-    return (
-        run_candidate(problem, problem.correct_source, limits),
-        run_candidate(problem, problem.buggy_source, limits),
-    )
+    ref = reference(problem, limits)
+    return ref.run, run_candidate(problem, problem.buggy_source, limits)
+
+
+def case_budgets(ref: Reference, limits: RunnerLimits) -> Meter:
+    """Per-case budgets in CPU-seconds: budget_factor x the reference's cost of the case."""
+    rate = METER_RATES.get(ref.meter or "", 1e9)
+
+    def budget(cost: int) -> float:
+        return min(limits.budget_ceiling, max(limits.budget_floor, limits.budget_factor * cost / rate))
+
+    budgets = {label: budget(cost) for label, cost in ref.costs.items()}
+    return Meter(budgets, limits.budget_floor if budgets else limits.budget_ceiling, 2 + len(budgets))
 
 
 def outputs_match(actual: Any, expected: Any) -> bool:
-    """Python's == on decoded JSON values, except that floats compare with a tolerance."""
+    """JSON cases of problems without a test file: Python's == on JSON values (tuples as
+    lists, dict subclasses as dicts), except that floats compare with a tolerance."""
     if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
         if isinstance(actual, float) or isinstance(expected, float):
             return math.isclose(actual, expected, rel_tol=REL_TOL, abs_tol=ABS_TOL)
         return actual == expected
-    if isinstance(actual, list) and isinstance(expected, (list, tuple)):
+    if isinstance(actual, (list, tuple)) and isinstance(expected, (list, tuple)):
         return len(actual) == len(expected) and all(outputs_match(a, e) for a, e in zip(actual, expected, strict=True))
     if isinstance(actual, dict) and isinstance(expected, dict):
         return actual.keys() == expected.keys() and all(outputs_match(actual[k], expected[k]) for k in expected)
@@ -142,89 +218,164 @@ def crash_reason(res: SandboxResult) -> str:
     return f"crashed: exit code {res.returncode}"
 
 
-class _Session:
-    """One candidate on one problem: as many boxes as crashes require, usually one."""
+def _unrecordable(problem: Problem, reason: str) -> CandidateRun:
+    return CandidateRun(problem.name, (CaseResult("<tests>", False, reason, 0),), False, reason, 0)
 
-    def __init__(self, problem: Problem, source: str, limits: RunnerLimits) -> None:
-        self.problem, self.source, self.limits = problem, source, limits
-        self.json = problem.json_cases
-        self.ids: list[str] | None = [f"case-{c.index}" for c in self.json] if self.json is not None else None
+
+def _run_reference(problem: Problem, limits: RunnerLimits) -> Reference:
+    recording = None
+    if problem.pytest_source is not None:
+        try:
+            recording = record.split_tests(problem.pytest_source, problem.name)
+        except (record.Unrecordable, SyntaxError) as exc:
+            error = f"{UNRECORDABLE}: {exc}"
+            return Reference(_unrecordable(problem, error), ("<tests>",), None, (), {}, {}, None)
+    ceiling = Meter({}, limits.budget_ceiling, 1 << 20)
+    session = _Session(problem, problem.correct_source, limits, None, recording=recording, meter=ceiling)
+    run = session.run()
+    items = tuple(i for i in session.order if i not in session.skipped)
+    ids = tuple(session.ids or ())
+    return Reference(run, ids, recording, items, session.ref_records, session.label_costs, run.meter)
+
+
+class _Session:
+    """One program on one problem: as many boxes as crashes require, usually one.
+
+    With `ref` None this is the reference's own run (full test source, real JSON data); it
+    keeps the operands its asserts recorded and which collected tests skipped.
+    """
+
+    def __init__(
+        self, problem: Problem, source: str, limits: RunnerLimits, ref: Reference | None,
+        recording: record.Recording | None = None, meter: Meter | None = None,
+    ) -> None:
+        self.problem, self.source, self.limits, self.ref = problem, source, limits, ref
+        self.recording = recording if ref is None else ref.recording
+        self.mode = "json" if problem.pytest_source is None else "pytest"
+        self.meter = meter if meter is not None else case_budgets(ref, limits)  # type: ignore[arg-type]
+        self.ids: list[str] | None = None
+        self.order: list[int] = []  # the case indices (collected tests) in run order
+        if self.mode == "json":
+            assert problem.json_cases is not None
+            self.order = list(range(len(problem.json_cases)))
+            self.ids = [f"case-{i}" for i in self.order]
+        elif ref is not None:
+            self.order = list(ref.items)
+            self.ids = list(ref.ids)
         self.results: dict[int, CaseResult] = {}
+        self.costs: dict[int, int] = {}
+        self.label_costs: dict[int, int] = {}
+        self.ref_records: dict[int, list[tuple[int, list[Any]]]] = {}
+        self.skipped: set[int] = set()
         self.syntax_ok: bool | None = None  # unknown until the box reports its compile
         self.error: str | None = None
-        self.boxes, self.wall = 0, 0.0
+        self.boxes, self.wall, self.total_cost, self.meter_kind = 0, 0.0, 0, None
 
     def run(self) -> CandidateRun:
-        start = 0
-        while self.ids is None or start < len(self.ids):
-            res, messages = self._box(start)
-            reached_cases, done, stopped = self._absorb(messages, start)
+        pos = 0
+        while self.ids is None or pos < len(self.order):
+            todo = self.order[pos:]
+            res, messages = self._box(todo)
+            reached, done = self._absorb(messages)
+            self._count(res)
             if self.ids is None:  # the trusted test file never finished collecting
-                self.ids = ["<collection>"]
+                self.ids, self.order = ["<collection>"], [0]
                 self.error = self.error or f"collecting tests: {crash_reason(res)}"
             if self.error is not None or done:
                 break
-            if not reached_cases:
-                self.error = f"crashed while importing: {crash_reason(res)}"
+            if not reached:
+                if res.over_budget == -1:
+                    self.error = f"{BUDGET_REASON} while importing"
+                else:
+                    self.error = f"crashed while importing: {crash_reason(res)}"
                 break
-            resume = self._next_index(start)
-            if stopped and resume > start:  # the last case ran out of steps: go on after it
-                start = resume
-            elif resume < len(self.ids):  # the case in progress took the box down
-                self._fail(resume, crash_reason(res))
-                start = resume + 1
-            else:
-                start = resume
+            pos = self._next(pos)
+            if pos >= len(self.order):
+                break
+            current = self.order[pos]
+            if res.over_budget is not None and res.over_budget == current:
+                self._fail(current, BUDGET_REASON)
+            else:  # the case in progress took the box down
+                self._fail(current, crash_reason(res))
+            pos += 1
             if res.killed_reason in _SAFETY_NETS:
                 self.error = f"not run after {crash_reason(res)}"
                 break
         return self._finish()
 
-    def _box(self, start: int) -> tuple[SandboxResult, list[dict[str, Any]]]:
+    def _next(self, pos: int) -> int:
+        while pos < len(self.order) and self.order[pos] in self.results:
+            pos += 1
+        return pos
+
+    def _box(self, todo: list[int]) -> tuple[SandboxResult, list[dict[str, Any]]]:
         nonce = secrets.token_hex(16)
         p, lim = self.problem, self.limits
+        reference_side = self.ref is None
         job = {
             "nonce": nonce,
             "name": p.name,
             "source": self.source,
-            "mode": "json" if self.json is not None else "pytest",
-            "inputs": [(i, c.args) for i, c in enumerate(self.json or ()) if i >= start],
-            "pytest_source": p.pytest_source or "",
-            "support_modules": [n[:-3] for n in p.support_files if n.endswith(".py")],
-            "start": start,
-            "step_budget": lim.step_budget,
-            "import_budget": lim.import_step_budget,
+            "mode": self.mode,
+            "inputs": [(i, p.json_cases[i].args) for i in todo] if self.mode == "json" else [],  # type: ignore[index]
+            "pytest_source": "" if self.recording is None else (
+                self.recording.reference_source if reference_side else self.recording.candidate_source),
+            "support_modules": [Path(n).stem for n in p.support_files if n.endswith(".py")],
+            # The reference's first box collects; every box after that knows the cases.
+            "items": todo if self.ids is not None else None,
             "max_result_bytes": lim.max_result_bytes,
         }
-        files = {name: text.encode() for name, text in p.support_files.items()}
+        files = {f"python_testcases/{name}": text.encode() for name, text in p.support_files.items()}
+        if p.json_cases is not None and self.mode == "pytest":
+            # The test's own loader reads this. Only the reference's box sees expected values.
+            lines = [json.dumps([c.args[0] if c.bare else c.args, c.expected if reference_side else None])
+                     for c in p.json_cases]
+            files[f"json_testcases/{p.name}.json"] = ("\n".join(lines) + "\n").encode()
         files["harness.pyc"] = _harness_pyc()
-        n_cases = len(self.json) if self.json is not None else 256
+        n_cases = len(todo) if self.ids is not None else 256
+        budget = sum(self.meter.budgets.get(i, self.meter.default) for i in todo) + self.meter.default
         box_limits = SandboxLimits(
-            cpu_seconds=lim.cpu_seconds,
-            wall_seconds=lim.wall_seconds,
+            cpu_seconds=lim.cpu_seconds + budget,
+            wall_seconds=lim.wall_seconds + 2 * budget,
             memory_mb=lim.memory_mb,
             max_processes=lim.max_processes,
             max_file_mb=lim.max_file_mb,
             max_output_bytes=(n_cases + 16) * (lim.max_result_bytes + 256),
         )
         argv = [python_executable(), "-S", "-B", "harness.pyc"]
-        res = run_sandboxed(argv, files, box_limits, marshal.dumps(job))
+        res = run_sandboxed(argv, files, box_limits, marshal.dumps(job), self.meter)
         self.boxes += 1
         self.wall += res.wall_seconds
         return res, _messages(res.stdout, nonce.encode())
 
-    def _absorb(self, messages: list[dict[str, Any]], start: int) -> tuple[bool, bool, bool]:
-        """Take in one box's reports: (reached the cases, finished, stopped on the budget)."""
-        reached = done = stopped = False
+    def _count(self, res: SandboxResult) -> None:
+        """Costs from the supervisor's counts: per label between marks, and the box's total."""
+        self.meter_kind = self.meter_kind or res.meter
+        marks, end = list(res.marks), res.meter_end
+        if res.meter is None or end is None:
+            self.total_cost += int(res.cpu_seconds * 1e9)  # no counter: the kernel's CPU time
+            return
+        if not marks:
+            return
+        self.total_cost += end - marks[0][1]
+        for (label, start), (_, stop) in zip(marks, marks[1:] + [(None, end)], strict=True):
+            self.label_costs[label] = self.label_costs.get(label, 0) + stop - start
+            if label >= 0:
+                self.costs[label] = self.costs.get(label, 0) + stop - start
+
+    def _absorb(self, messages: list[dict[str, Any]]) -> tuple[bool, bool]:
+        """Take in one box's reports: (reached the cases, finished)."""
+        reached = done = False
         for msg in messages:
             kind = msg.get("t")
-            if kind == "collected" and self.ids is None:
-                cases = msg.get("cases")
-                if isinstance(cases, list) and all(isinstance(c, str) for c in cases):
-                    self.ids = cases
+            if kind == "collected" and "error" in msg:  # the trusted test file is broken
+                self.error = self.error or _line(msg.get("error")) or "collecting tests failed"
+            elif kind == "collected" and self.ids is None and self.ref is None:
+                ids = msg.get("ids")
+                if isinstance(ids, list) and all(isinstance(c, str) for c in ids):
+                    self.ids, self.order = ids, list(range(len(ids)))
                 else:
-                    self.ids = ["<collection>"]
-                    self.error = _line(msg.get("error")) or "collecting tests failed"
+                    self.error = "collecting tests failed"
             elif kind == "compiled" and self.syntax_ok is None:
                 self.syntax_ok = msg.get("ok") is True
                 if not self.syntax_ok:
@@ -234,49 +385,153 @@ class _Session:
                     reached = True
                 else:
                     self.error = _line(msg.get("error")) or "import failed"
-            elif kind == "case" and reached:
-                stopped = self._case(msg, start) or stopped
+            elif kind in ("case", "item") and reached:
+                i = msg.get("i")
+                if type(i) is int and i in self.order and i not in self.results and i not in self.skipped:
+                    self._judge(i, msg)
             elif kind == "done" and reached:
                 done = True
-        return reached, done, stopped
+        return reached, done
 
-    def _case(self, msg: dict[str, Any], start: int) -> bool:
-        i, steps = msg.get("i"), msg.get("steps")
-        assert self.ids is not None  # ids are known before any case runs
-        if not (type(i) is int and start <= i < len(self.ids)) or i in self.results:
-            return False
-        steps = steps if type(steps) is int and steps >= 0 else 0
-        if "error" in msg:
-            self._fail(i, _line(msg["error"]) or "failed", steps)
-        elif self.json is not None:
-            if "out" not in msg:
-                return False
-            ok = outputs_match(msg["out"], self.json[i].expected)
-            self.results[i] = CaseResult(self.ids[i], ok, None if ok else "wrong answer", steps)
+    def _judge(self, i: int, msg: dict[str, Any]) -> None:
+        if self.mode == "json":
+            if "error" in msg:
+                self._fail(i, _line(msg["error"]) or "failed")
+            elif "out" in msg:
+                expected = self.problem.json_cases[i].expected  # type: ignore[index]
+                try:
+                    out = _plain(record.decode(msg["out"]))
+                except _BadValue as bad:
+                    self._fail(i, f"returned {bad.args[0]}")
+                    return
+                ok = outputs_match(out, expected)
+                self._set(i, ok, None if ok else "wrong answer")
+            return
+        end, records = msg.get("end"), msg.get("rec")
+        if not isinstance(records, list):
+            records = []
+        decoded = [(r[0], [record.decode(v) for v in r[1]]) for r in records
+                   if isinstance(r, list) and len(r) == 2 and type(r[0]) is int and isinstance(r[1], list)]
+        if end == "skip" and self.ref is None:
+            self.skipped.add(i)
+            return
+        if end != "ok":
+            self._fail(i, "skipped at run time" if end == "skip" else _line(msg.get("error")) or "failed")
+            return
+        if self.ref is None:
+            self.ref_records[i] = decoded
+            why = _verdict(self.recording, decoded, None)  # type: ignore[arg-type]
         else:
-            ok = msg.get("passed") is True
-            reason = None if ok else _line(msg.get("reason")) or "failed"
-            self.results[i] = CaseResult(self.ids[i], ok, reason, steps)
-        return msg.get("stop") is True
+            why = _verdict(self.recording, self.ref.records.get(i, []), decoded)  # type: ignore[arg-type]
+        self._set(i, why is None, why)
 
-    def _next_index(self, start: int) -> int:
-        i = start
-        while i in self.results:
-            i += 1
-        return i
+    def _set(self, i: int, passed: bool, reason: str | None) -> None:
+        self.results.setdefault(i, CaseResult(self._id(i), passed, reason, 0))
 
-    def _fail(self, i: int, reason: str, steps: int = 0) -> None:
+    def _fail(self, i: int, reason: str) -> None:
+        self._set(i, False, reason)
+
+    def _id(self, i: int) -> str:
         assert self.ids is not None
-        self.results.setdefault(i, CaseResult(self.ids[i], False, reason, steps))
+        return self.ids[i] if i < len(self.ids) else f"case-{i}"
 
     def _finish(self) -> CandidateRun:
         assert self.ids is not None
-        for i in range(len(self.ids)):
-            self._fail(i, self.error or "not reported")
-        cases = tuple(self.results[i] for i in range(len(self.ids)))
+        for i in self.order:
+            if i not in self.skipped:
+                self._fail(i, self.error or "not reported")
+        cases = tuple(
+            CaseResult(r.case_id, r.passed, r.reason, self.costs.get(i, 0))
+            for i in self.order if i not in self.skipped for r in (self.results[i],)
+        )
         # A box that died before compiling has not shown that the program compiles.
         syntax_ok = self.syntax_ok is True
-        return CandidateRun(self.problem.name, cases, syntax_ok, self.error, self.boxes, self.wall)
+        return CandidateRun(self.problem.name, cases, syntax_ok, self.error, self.boxes, self.wall,
+                            self.total_cost, self.meter_kind)
+
+
+def _verdict(
+    recording: record.Recording, reference: list[tuple[int, list[Any]]], candidate: list[tuple[int, list[Any]]] | None
+) -> str | None:
+    """None when every assert of one test holds, else why not.
+
+    `reference` holds every operand as the reference's box recorded them; `candidate` the
+    operands the candidate's box recorded (None: judge the reference itself). The candidate
+    must reach the same asserts in the same order as the reference did.
+    """
+    sites = recording.sites
+    if candidate is not None:
+        wanted = [site for site, _ in reference if sites.get(site) is not None and _recorded(sites[site])]
+        got = [site for site, _ in candidate]
+        if got != wanted:
+            k = next(k for k in range(len(got) + 1) if k >= len(wanted) or k >= len(got) or got[k] != wanted[k])
+            where = wanted[k] if k < len(wanted) else got[k]
+            line = sites[where].line if where in sites else 0
+            return f"the test took another path than with the reference (line {line})"
+        theirs = iter(candidate)
+    for site_id, values in reference:
+        site = sites.get(site_id)
+        if site is None:
+            return "unreadable record"
+        operands = list(values)
+        if candidate is not None and _recorded(site):
+            mine = next(theirs)[1]
+            if site.kind == "raises":
+                operands = operands[:2] + list(mine[:1])
+            else:
+                if len(mine) != len(site.cand):
+                    return "unreadable record"
+                for index, value in zip(site.cand, mine, strict=True):
+                    operands[index] = value
+        why = _check_site(site, operands)
+        if why is not None:
+            return why
+    return None
+
+
+def _recorded(site: record.Site) -> bool:
+    return site.kind == "raises" or bool(site.cand)
+
+
+def _check_site(site: record.Site, operands: list[Any]) -> str | None:
+    if site.kind == "raises":
+        if len(operands) != 3:
+            return "unreadable record"
+        why = record.raised_as_expected(operands[2], operands[0], operands[1])
+        return None if why is None else f"line {site.line}: {why}"
+    for value in operands:
+        if isinstance(value, record.Bad):
+            return f"line {site.line}: {value.reason}"
+    if site.kind == "cmp":
+        if len(operands) != 2:
+            return "unreadable record"
+        if record.holds(site.op, operands[0], operands[1]):
+            return None
+        return f"assert failed (line {site.line}, {site.op})"
+    if len(operands) != 1:
+        return "unreadable record"
+    return None if record.truthy(operands[0]) != site.negate else f"assert failed (line {site.line})"
+
+
+class _BadValue(Exception):
+    pass
+
+
+def _plain(value: Any) -> Any:
+    """A decoded JSON-case output as the JSON comparison sees it: tuples as lists; raises
+    _BadValue (with the reason) for anything JSON cannot hold."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        for k in value:
+            if type(k) is not str:
+                raise _BadValue(f"a dict with a {type(k).__name__} key")
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, record.Bad):
+        raise _BadValue(value.reason)
+    if isinstance(value, record.Obj | record.Approx | record.ExcClass | set | frozenset | bytes | complex):
+        raise _BadValue(f"a {type(value).__name__}, not JSON data")
+    return value
 
 
 def _messages(stdout: bytes, nonce: bytes) -> list[dict[str, Any]]:

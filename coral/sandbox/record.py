@@ -1,0 +1,604 @@
+"""Pytest-style tests split so that the verdict is decided outside the candidate's box.
+
+A test such as ``assert solve(g) == {"a": 0}`` holds its expected value in its source. The
+candidate's box must never see it, so each assert is rewritten (here, on the trusted side)
+into ``_coral_record(site, operands...)``:
+
+- an operand that depends on the candidate (it calls the candidate function, directly or
+  through the test's helpers, or reads a name bound from such a call or passed to one) is
+  recorded in the candidate's box;
+- an operand that does not (the expected value) is dropped from the candidate's copy of the
+  test, together with the statements that only computed it, and is evaluated only in the
+  reference's box, which runs the original test with the reference program;
+- `with pytest.raises(E, match=...)` records what the block raised; E and match are
+  evaluated in the reference's box only.
+
+The trusted side then compares the candidate's recorded operand with the reference box's
+recorded expected operand, with the test's own operator and pytest's meaning of
+`pytest.approx`. Parametrize values of arguments that only feed dropped operands are blanked
+(`None`) in the candidate's copy; JSON test data reaches the candidate's box with every
+expected value blanked. Docstrings are dropped (QuixBugs writes expected outputs in them).
+
+A test this cannot split (an assert in a helper, a chained comparison on the candidate's
+value, ...) makes the problem unrecordable, with the reason: `coral bench check` reports it.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+CANDIDATE_PACKAGES = ("python_programs", "correct_python_programs")
+# Calls an expected-value expression may make and still be dropped (no side effects).
+_PURE_CALLS = frozenset({"approx", "set", "frozenset", "dict", "list", "tuple", "sorted", "len", "range",
+                         "float", "int", "str", "bool", "abs", "min", "max", "sum", "reversed", "zip",
+                         "enumerate", "map", "defaultdict", "OrderedDict"})
+_OPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+        ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
+
+
+class Unrecordable(Exception):
+    """The test file cannot be split; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """One assert (or pytest.raises block) of the test file.
+
+    kind: "cmp" (op between operands 0 and 1), "truth" (operand 0 is truthy, or falsy when
+    negate), "raises". cand: which operands the candidate's box records (the reference's
+    box records all of them).
+    """
+
+    line: int
+    kind: str
+    op: str = ""
+    negate: bool = False
+    cand: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recording:
+    candidate_source: str
+    reference_source: str
+    sites: dict[int, Site]
+
+
+def split_tests(source: str, name: str) -> Recording:
+    """The two rewritten copies of a test file for candidate function `name`."""
+    tree = ast.parse(source)
+    candidate = _candidate_names(tree, name)
+    if not candidate:
+        raise Unrecordable(f"the test never imports {name} from python_programs")
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            raise Unrecordable(f"test classes are not supported ({node.name}, line {node.lineno})")
+    calling = _calling_functions(functions, candidate)
+    fixtures = {n for n, f in functions.items() if any(_is_fixture(d) for d in f.decorator_list)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert) and not _inside_function(node, tree):
+            raise Unrecordable(f"an assert outside a function (line {node.lineno})")
+    sites: dict[int, Site] = {}
+    plans: dict[int, dict[str, Any]] = {}  # id(node) -> how to rewrite it
+    helper_params: list[tuple[str, int, set[str]]] = []  # (helper, site, params its dropped operands read)
+    for func in functions.values():
+        start = {p for p in _params(func) if p in fixtures and p in calling}
+        tainted = _taint(func, candidate | calling, start, _imported(tree))
+        for node in ast.walk(func):
+            if isinstance(node, ast.Assert):
+                site = len(sites)
+                sites[site], plans[id(node)] = _plan_assert(node, tainted, candidate | calling, site)
+                if not func.name.startswith("test"):
+                    dropped = [e for i, e in enumerate(plans[id(node)]["operands"]) if i not in sites[site].cand]
+                    read = {n.id for e in dropped for n in ast.walk(e) if isinstance(n, ast.Name)}
+                    helper_params.append((func.name, site, read & set(_params(func))))
+            elif isinstance(node, ast.With | ast.AsyncWith) and any(_is_raises(i.context_expr) for i in node.items):
+                if len(node.items) != 1:
+                    raise Unrecordable(f"pytest.raises combined with another context (line {node.lineno})")
+                site = len(sites)
+                sites[site] = Site(node.lineno, "raises")
+                plans[id(node)] = {"site": site}
+            elif isinstance(node, ast.Lambda | ast.FunctionDef) and node is not func:
+                if any(isinstance(n, ast.Assert) for n in ast.walk(node)):
+                    raise Unrecordable(f"an assert inside a nested function (line {node.lineno})")
+        for node in ast.walk(func):
+            if _is_raises(node) and not _in_with_item(node, func):
+                raise Unrecordable(f"pytest.raises outside a with statement (line {node.lineno})")
+    reference = _Rewrite(plans, sites, candidate_side=False).visit(_copy_with_ids(tree, plans))
+    cand_tree = _Rewrite(plans, sites, candidate_side=True).visit(_copy_with_ids(tree, plans))
+    _drop_dead_code(cand_tree, candidate | calling)
+    _check_helper_params(cand_tree, helper_params, sites)
+    _blank_parametrize(cand_tree)
+    _strip_docstrings(cand_tree)
+    return Recording(ast.unparse(ast.fix_missing_locations(cand_tree)),
+                     ast.unparse(ast.fix_missing_locations(reference)), sites)
+
+
+# --- analysis -------------------------------------------------------------------------------
+
+
+def _candidate_names(tree: ast.Module, name: str) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module in {f"{p}.{name}" for p in CANDIDATE_PACKAGES} or node.module in CANDIDATE_PACKAGES:
+                names |= {a.asname or a.name for a in node.names if a.name == name}
+    return names
+
+
+def _mentions(node: ast.AST, names: set[str]) -> bool:
+    return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(node))
+
+
+def _calling_functions(functions: dict[str, ast.AST], candidate: set[str]) -> set[str]:
+    """Module functions that call the candidate, directly or through each other."""
+    calling: set[str] = set()
+    while True:
+        more = {n for n, f in functions.items() if n not in calling and _mentions(f, candidate | calling)}
+        if not more:
+            return calling
+        calling |= more
+
+
+def _is_fixture(decorator: ast.AST) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return (isinstance(target, ast.Attribute) and target.attr == "fixture") or (
+        isinstance(target, ast.Name) and target.id == "fixture")
+
+
+def _is_raises(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    f = node.func
+    return (isinstance(f, ast.Attribute) and f.attr == "raises") or (isinstance(f, ast.Name) and f.id == "raises")
+
+
+def _in_with_item(call: ast.AST, func: ast.AST) -> bool:
+    return any(isinstance(w, ast.With | ast.AsyncWith) and any(i.context_expr is call for i in w.items)
+               for w in ast.walk(func))
+
+
+def _inside_function(node: ast.AST, tree: ast.Module) -> bool:
+    for func in tree.body:
+        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef) and any(n is node for n in ast.walk(func)):
+            return True
+    return False
+
+
+def _check_helper_params(tree: ast.Module, helper_params: list[tuple[str, int, set[str]]],
+                         sites: dict[int, Site]) -> None:
+    """A helper's dropped expected operand may read its parameters only if the candidate's
+    copy still reads them too (they are inputs); otherwise its callers pass expected values."""
+    bodies = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}
+    for helper, site, params in helper_params:
+        func = bodies.get(helper)
+        used = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} \
+            if func is not None else set()
+        for param in sorted(params - used):
+            raise Unrecordable(f"the expected value of the assert at line {sites[site].line} comes from "
+                               f"{helper}'s parameter {param}, which its callers would pass into the box")
+
+
+def _params(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    a = func.args
+    return [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+
+
+def _own_parts(stmt: ast.stmt) -> list[ast.AST]:
+    """The expressions a statement itself evaluates (not its nested statements)."""
+    if isinstance(stmt, ast.For | ast.AsyncFor):
+        return [stmt.target, stmt.iter]
+    if isinstance(stmt, ast.While | ast.If):
+        return [stmt.test]
+    if isinstance(stmt, ast.With | ast.AsyncWith):
+        return list(stmt.items)
+    if isinstance(stmt, ast.Try):
+        return [h.type for h in stmt.handlers if h.type is not None]
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [stmt]
+    return [stmt]
+
+
+def _imported(tree: ast.Module) -> set[str]:
+    """Names of modules and classes the test imports (pytest, Node): calling their methods
+    does not make them depend on the candidate."""
+    return {(a.asname or a.name).split(".")[0] for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)
+            for a in n.names}
+
+
+def _stored(parts: list[ast.AST], sources: set[str], imported: set[str]) -> set[str]:
+    """Names a statement binds or may mutate: its targets, the objects whose methods it
+    calls, and whatever it hands to a candidate-calling function."""
+    out: set[str] = set()
+    for part in parts:
+        for n in ast.walk(part):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
+                out.add(n.id)
+            elif isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                out.add(n.name)
+            elif isinstance(n, ast.alias):
+                out.add((n.asname or n.name).split(".")[0])
+            elif isinstance(n, ast.Attribute | ast.Subscript) and isinstance(n.ctx, ast.Store | ast.Del):
+                out |= {b.id for b in ast.walk(n.value) if isinstance(b, ast.Name)}
+            elif isinstance(n, ast.Call):
+                if isinstance(n.func, ast.Attribute):
+                    out |= {b.id for b in ast.walk(n.func.value) if isinstance(b, ast.Name)} - imported
+                if _mentions(n.func, sources):
+                    for arg in [*n.args, *(k.value for k in n.keywords)]:
+                        out |= {b.id for b in ast.walk(arg) if isinstance(b, ast.Name)}
+    return out
+
+
+def _taint(func: ast.AST, sources: set[str], tainted: set[str], imported: set[str]) -> set[str]:
+    """Names of `func` whose values may depend on the candidate (flow-insensitive)."""
+    tainted = set(tainted)
+    statements = [n for n in ast.walk(func) if isinstance(n, ast.stmt) and n is not func]
+    while True:
+        before = len(tainted)
+        for stmt in statements:
+            parts = _own_parts(stmt)
+            if any(_mentions(p, sources | tainted) for p in parts):
+                tainted |= _stored(parts, sources, imported) - sources
+        if len(tainted) == before:
+            return tainted
+
+
+def _plan_assert(node: ast.Assert, tainted: set[str], sources: set[str], site: int) -> tuple[Site, dict[str, Any]]:
+    test = node.test
+    dep = sources | tainted
+    if isinstance(test, ast.Compare) and len(test.ops) == 1:
+        left, right = test.left, test.comparators[0]
+        cand = tuple(i for i, e in enumerate((left, right)) if _mentions(e, dep))
+        return Site(node.lineno, "cmp", _OPS[type(test.ops[0])], cand=cand), {
+            "site": site, "operands": [left, right]}
+    negate = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+    inner = test.operand if negate else test  # type: ignore[attr-defined]
+    if _mentions(inner, dep) and any(
+        isinstance(n, ast.Compare | ast.BoolOp | ast.IfExp | ast.comprehension) for n in ast.walk(inner)
+    ):
+        raise Unrecordable(f"cannot separate the expected value in the assert at line {node.lineno}")
+    cand = (0,) if _mentions(inner, dep) else ()
+    return Site(node.lineno, "truth", negate=negate, cand=cand), {"site": site, "operands": [inner]}
+
+
+# --- rewriting ------------------------------------------------------------------------------
+
+
+def _copy_with_ids(tree: ast.Module, plans: dict[int, dict[str, Any]]) -> ast.Module:
+    """A deep copy whose rewritten nodes keep their plans (keyed by the copies' ids)."""
+    memo: dict[int, Any] = {}
+    copied = copy.deepcopy(tree, memo)
+    for key in list(plans):
+        twin = memo.get(key)
+        if twin is not None:
+            plan = dict(plans[key])
+            if "operands" in plan:
+                plan["operands"] = [memo[id(e)] for e in plan["operands"]]
+            plans[id(twin)] = plan
+    return copied
+
+
+class _Rewrite(ast.NodeTransformer):
+    def __init__(self, plans: dict[int, dict[str, Any]], sites: dict[int, Site], candidate_side: bool) -> None:
+        self.plans, self.sites, self.candidate_side = plans, sites, candidate_side
+
+    def visit_Assert(self, node: ast.Assert) -> ast.AST:
+        plan = self.plans.get(id(node))
+        if plan is None:
+            return node
+        operands = plan["operands"]
+        if self.candidate_side:
+            operands = [operands[i] for i in self.sites[plan["site"]].cand]
+            if not operands:
+                return ast.copy_location(ast.Pass(), node)
+        call = ast.Call(ast.Name("_coral_record", ast.Load()), [ast.Constant(plan["site"]), *operands], [])
+        return ast.copy_location(ast.Expr(call), node)
+
+    def visit_With(self, node: ast.With) -> ast.AST:
+        self.generic_visit(node)
+        plan = self.plans.get(id(node))
+        if plan is None:
+            return node
+        call = node.items[0].context_expr
+        args: list[ast.expr] = [ast.Constant(plan["site"])]
+        if not self.candidate_side:
+            match = next((k.value for k in call.keywords if k.arg == "match"), ast.Constant(None))  # type: ignore[attr-defined]
+            args += [call.args[0], match]  # type: ignore[attr-defined]
+        node.items[0].context_expr = ast.Call(ast.Name("_coral_raises", ast.Load()), args, [])
+        return node
+
+
+def _drop_dead_code(tree: ast.Module, sources: set[str]) -> None:
+    """Remove assignments whose names nothing reads any more and that call nothing impure."""
+    while True:
+        loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        removed = False
+        for parent in ast.walk(tree):
+            for field in ("body", "orelse", "finalbody"):
+                body = getattr(parent, field, None)
+                if not isinstance(body, list):
+                    continue
+                keep = [s for s in body if not _dead(s, loads)]
+                if len(keep) != len(body):
+                    removed = True
+                    setattr(parent, field, keep or [ast.Pass()])
+        if not removed:
+            return
+
+
+def _dead(stmt: ast.AST, loads: set[str]) -> bool:
+    if not isinstance(stmt, ast.Assign | ast.AnnAssign) or stmt.value is None:
+        return False
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+    if not all(isinstance(t, ast.Name) and t.id not in loads for t in targets):
+        return False
+    for call in (n for n in ast.walk(stmt.value) if isinstance(n, ast.Call)):
+        f = call.func
+        fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+        if fname not in _PURE_CALLS:
+            return False
+    return True
+
+
+def _blank_parametrize(tree: ast.Module) -> None:
+    """Parametrize columns that the candidate's copy of a test no longer reads become None."""
+    for func in tree.body:
+        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        used = {n.id for n in ast.walk(func) if isinstance(n, ast.Name)}
+        for deco in func.decorator_list:
+            if not (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)
+                    and deco.func.attr == "parametrize" and deco.args):
+                continue
+            deco.keywords = [k for k in deco.keywords if k.arg != "ids"]  # ids may spell expected values
+            names_node = deco.args[0]
+            if not (isinstance(names_node, ast.Constant) and isinstance(names_node.value, str)):
+                raise Unrecordable(f"parametrize argnames of {func.name} are not a string literal")
+            names = [n.strip() for n in names_node.value.split(",") if n.strip()]
+            blank = [i for i, n in enumerate(names) if n not in used]
+            if not blank or len(deco.args) < 2:
+                continue
+            values = deco.args[1]
+            if not isinstance(values, ast.List | ast.Tuple):
+                if _json_data(values, tree):
+                    continue  # the box's JSON file carries no expected values
+                raise Unrecordable(f"parametrize values of {func.name} come from an expression the "
+                                   f"recorder cannot split (line {deco.lineno})")
+            for row in values.elts:
+                _blank_row(row, blank, len(names), func.name)
+
+
+def _json_data(node: ast.AST, tree: ast.Module) -> bool:
+    """Whether `node` is load_json_testcases(...) or a module name bound to it."""
+    if isinstance(node, ast.Call):
+        f = node.func
+        return (isinstance(f, ast.Name) and f.id == "load_json_testcases") or (
+            isinstance(f, ast.Attribute) and f.attr == "load_json_testcases")
+    if isinstance(node, ast.Name):
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == node.id for t in stmt.targets):
+                return _json_data(stmt.value, tree)
+    return False
+
+
+def _blank_row(row: ast.AST, blank: list[int], width: int, func: str) -> None:
+    if isinstance(row, ast.Call) and isinstance(row.func, ast.Attribute) and row.func.attr == "param":
+        row.keywords = [k for k in row.keywords if k.arg != "id"]
+        elts = row.args
+    elif width == 1:
+        elts = None
+    elif isinstance(row, ast.Tuple | ast.List):
+        elts = row.elts
+    else:
+        raise Unrecordable(f"a parametrize row of {func} is not a literal tuple (line {row.lineno})")  # type: ignore[attr-defined]
+    if elts is None:
+        raise Unrecordable(f"the only parametrize argument of {func} is never used by the test")
+    for i in blank:
+        if i < len(elts):
+            elts[i] = ast.Constant(None)
+
+
+def _strip_docstrings(tree: ast.Module) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+
+
+# --- decoding and comparing (trusted side) --------------------------------------------------
+
+
+class Bad:
+    """A value the box could not record: equal to nothing."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = object.__hash__
+
+
+@dataclass(frozen=True)
+class Obj:
+    """The n-th support-class object a test made: == is identity for these."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class Approx:
+    expected: Any
+    rel: float | None
+    abs: float | None
+
+
+@dataclass(frozen=True)
+class ExcClass:
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Raised:
+    """What a `with pytest.raises` block raised: the exception type's MRO names and str()."""
+
+    names: tuple[str, ...]
+    message: str
+
+
+class _Undecodable(Exception):
+    pass
+
+
+def decode(value: Any, depth: int = 0) -> Any:
+    """Recorded JSON back into comparable values; anything malformed becomes Bad."""
+    try:
+        return _decode(value, depth)
+    except (_Undecodable, TypeError, ValueError, RecursionError, OverflowError) as exc:
+        return Bad(f"unreadable record: {exc}"[:120])
+
+
+def _decode(v: Any, depth: int) -> Any:
+    if depth > 200:
+        raise _Undecodable("nested too deeply")
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if type(v) is list:
+        return [_decode(x, depth + 1) for x in v]
+    if type(v) is not dict or len(v) < 1:
+        raise _Undecodable("not a recorded value")
+    if "$x" in v:
+        return Bad(str(v["$x"])[:120])
+    if "$t" in v:
+        return tuple(_decode(x, depth + 1) for x in v["$t"])
+    if "$s" in v:
+        return {_decode(x, depth + 1) for x in v["$s"]}
+    if "$f" in v:
+        return frozenset(_decode(x, depth + 1) for x in v["$f"])
+    if "$d" in v:
+        return {_decode(k, depth + 1): _decode(x, depth + 1) for k, x in v["$d"]}
+    if "$b" in v:
+        return bytes.fromhex(v["$b"])
+    if "$c" in v:
+        return complex(*v["$c"])
+    if "$o" in v and type(v["$o"]) is int:
+        return Obj(v["$o"])
+    if "$a" in v:
+        rel, abs_ = v.get("rel"), v.get("abs")
+        if not all(t is None or type(t) in (int, float) for t in (rel, abs_)):
+            raise _Undecodable("bad approx tolerance")
+        return Approx(_decode(v["$a"], depth + 1), rel, abs_)
+    if "$e" in v:
+        return ExcClass(tuple(str(n) for n in v["$e"]))
+    if "$r" in v:
+        return Raised(tuple(str(n) for n in v["$r"]), str(v.get("m", "")))
+    raise _Undecodable("unknown tag")
+
+
+def _is_bool(x: Any) -> bool:
+    return type(x) is bool
+
+
+def approx_equal(spec: Approx, actual: Any) -> bool:
+    """pytest.approx's == (pytest 8/9): scalars, and flat sequences and mappings of them."""
+    expected = spec.expected
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and set(actual) == set(expected) and all(
+            approx_equal(Approx(expected[k], spec.rel, spec.abs), actual[k]) for k in expected)
+    if isinstance(expected, list | tuple):
+        if not isinstance(actual, list | tuple) or len(actual) != len(expected):
+            return False
+        return all(approx_equal(Approx(e, spec.rel, spec.abs), a) for e, a in zip(expected, actual, strict=True))
+    if _is_bool(expected) and not _is_bool(actual):
+        return False
+    if type(actual) not in (bool, int, float, complex) and not isinstance(actual, Obj | str | type(None) | list
+                                                                          | tuple | dict | set | frozenset | bytes):
+        return False
+    if actual == expected:
+        return True
+    numbers = (int, float, complex)
+    if _is_bool(expected) or not (type(expected) in numbers and type(actual) in numbers):
+        return False
+    if math.isnan(abs(expected)) or math.isinf(abs(expected)):
+        return False
+    tolerance = spec.abs if spec.abs is not None else 1e-12
+    if not (spec.rel is None and spec.abs is not None):
+        rel = spec.rel if spec.rel is not None else 1e-6
+        tolerance = max(rel * abs(expected), tolerance)
+    return abs(expected - actual) <= tolerance
+
+
+def equal(a: Any, b: Any) -> bool:
+    if isinstance(a, Bad) or isinstance(b, Bad):
+        return False
+    if isinstance(b, Approx):
+        return approx_equal(b, a)
+    if isinstance(a, Approx):
+        return approx_equal(a, b)
+    try:
+        return bool(a == b)
+    except RecursionError:
+        return False
+
+
+def _identical(a: Any, b: Any) -> bool:
+    if isinstance(a, Obj) or isinstance(b, Obj):
+        return a == b
+    if a is None or b is None or _is_bool(a) or _is_bool(b):
+        return a is b
+    return type(a) is type(b) and type(a) in (int, str) and a == b  # small ints and interned strings
+
+
+def holds(op: str, a: Any, b: Any) -> bool:
+    """Whether `a op b` holds for decoded values, as Python (and pytest.approx) would say."""
+    if isinstance(a, Bad) or isinstance(b, Bad):
+        return False
+    try:
+        if op == "==":
+            return equal(a, b)
+        if op == "!=":
+            return not equal(a, b)
+        if op == "is":
+            return _identical(a, b)
+        if op == "is not":
+            return not _identical(a, b)
+        if op in ("in", "not in"):
+            found = any(equal(a, x) for x in (b.keys() if isinstance(b, dict) else b)) if not isinstance(b, str) \
+                else isinstance(a, str) and a in b
+            return found if op == "in" else not found
+        if isinstance(a, Approx | Obj) or isinstance(b, Approx | Obj):
+            return False
+        return bool({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])
+    except (TypeError, RecursionError, KeyError):
+        return False
+
+
+def truthy(a: Any) -> bool:
+    if isinstance(a, Bad | Approx | ExcClass | Raised):
+        return False
+    return True if isinstance(a, Obj) else bool(a)
+
+
+def raised_as_expected(outcome: Any, expected: Any, match: Any) -> str | None:
+    """None when the block raised what pytest.raises(expected, match=match) accepts, else why."""
+    if not isinstance(expected, ExcClass):
+        return "the reference's pytest.raises argument is not an exception class"
+    if outcome is None:
+        return f"DID NOT RAISE {expected.names[0]}"
+    if not isinstance(outcome, Raised) or not outcome.names:
+        return "unreadable record"
+    if expected.names[0] not in outcome.names:
+        return f"raised {outcome.names[0][:60]}, not {expected.names[0]}"
+    if isinstance(match, str):
+        import re
+
+        if not re.search(match, outcome.message):
+            return f"pattern {match!r} not found"
+    return None
