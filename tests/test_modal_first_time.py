@@ -4,6 +4,7 @@ container without a call id, per-run queue partitions) and the real container bo
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -13,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from coral.config import BackendConfig, Config, ModalConfig, ModelConfig
+from coral.config import REPO_ROOT as REPO
+from coral.config import BackendConfig, Config, ModalConfig, ModelConfig, load_config
 from coral.errors import AdapterError, CoralError
 from coral.execution.executor import QueueExecutor
 from coral.execution.jobs import LEASES_DICT, WorkerContext, job_queue
@@ -21,8 +23,11 @@ from coral.execution.messages import Job
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
 from coral.modal.double import ModalDouble
-from coral.modal.launcher import ModalLauncher
-from coral.modal.runtime import GenerateContainer, TrainContainer
+from coral.modal.launcher import ModalLauncher, modal_run_status, resume_on_modal, submit_run
+from coral.modal.offline import deploy, local_path
+from coral.modal.runtime import GenerateContainer, TrainContainer, orchestrate
+from coral.run.events import read_events
+from coral.run.lifecycle import resume_run
 
 APP = "coral"
 VOLUME = "coral-home"
@@ -183,3 +188,51 @@ def test_a_worker_that_crashes_at_start_fails_the_run_with_its_error(tmp_path: P
     assert "generate workers failed to start 3 times" in str(failed.value)
     assert launcher.spawned == 3  # bounded: no respawn every 2 s forever
     assert len(str(failed.value).splitlines()) == 1
+
+
+# ------------------------------------------------------------------ 5: a Modal run resumes
+
+
+class Crash(BaseException):
+    """The orchestrator's container dying: nothing in the orchestrator handles it."""
+
+
+def test_a_crashed_modal_run_resumes_in_the_cloud(tmp_path: Path) -> None:
+    fakes = "coral.testing.fakes:HANDLERS"
+    api = ModalDouble(volume_root=tmp_path / "volumes")
+    config = load_config(REPO / "configs" / "smoke.yaml", ["backend.kind=modal"])
+    deploy(api, config, handlers=fakes, preload=False, network_blocked=True,
+           scaledown_window=0.5)
+    crashed: list[int] = []
+
+    def crash_once(kind: str, info: dict) -> None:
+        if kind == "generation" and not crashed:
+            crashed.append(info["generation"])
+            raise Crash
+
+    def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
+        return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=VOLUME, api=api,
+                           home=Home(api.Volume.from_name(VOLUME).path), handlers=fakes,
+                           progress=crash_once, model_paths="local")
+
+    api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,))
+    laptop = Home(tmp_path / "laptop")
+    run_id, first = submit_run(REPO / "configs" / "smoke.yaml", [], api=api, home=laptop)
+    with pytest.raises(Crash):
+        api.FunctionCall.from_id(first).get(timeout=120)
+    assert crashed == [0]
+    assert modal_run_status(run_id, api=api, home=laptop)["state"] == "running"  # as it died
+    with pytest.raises(CoralError, match="no run"):
+        resume_run(run_id, home=laptop)  # the laptop has no copy: the run is on the Volume
+    second = resume_on_modal(run_id, api=api, home=laptop)
+    assert api.FunctionCall.from_id(second).get(timeout=120)["state"] == "finished"
+    status = modal_run_status(run_id, api=api, home=laptop)
+    assert status["state"] == "finished" and status["orchestrator_calls"] == [first, second]
+    folder = tmp_path / "volumes" / VOLUME / "runs" / run_id
+    record = json.loads((folder / "modal.json").read_text())
+    assert [c["resumed"] for c in record["calls"]] == [False, True]
+    finished = [e.generation for e in read_events(folder / "events")
+                if e.type == "generation_finished"]
+    assert finished == [0, 1]  # generation 0 once (from its checkpoint), then generation 1
+    with pytest.raises(CoralError, match="already finished on Modal"):
+        resume_on_modal(run_id, api=api, home=laptop)

@@ -172,6 +172,14 @@ def _detach(args: argparse.Namespace, run_id: str, home: Any) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from coral.run.lifecycle import resume_run
 
+    if _on_modal(args.run_id):  # the run lives on the Volume: resume it there
+        from coral.modal.launcher import resume_on_modal
+
+        call = resume_on_modal(args.run_id)
+        print(args.run_id, flush=True)
+        print(f"run {args.run_id} resumes on Modal from its last checkpoint (orchestrator call "
+              f"{call}); follow it with `coral status {args.run_id}`")
+        return 0
     print(args.run_id, flush=True)
     result = resume_run(args.run_id, progress=Progress())
     print(f"run {args.run_id} {result.state} in {result.wall_seconds:.1f}s")
@@ -181,17 +189,31 @@ def _resume(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- registry and control
 
 
+def _on_modal(run_id: str) -> bool:
+    """A run submitted to Modal from here, with no local copy (docs/modal.md, "Resume")."""
+    from coral.home import Home
+    from coral.modal.launcher import modal_run_record
+
+    return modal_run_record(run_id) is not None and not Home().run_dir(run_id).exists()
+
+
 def _runs(args: argparse.Namespace) -> int:
     from coral.home import Home
+    from coral.modal.launcher import list_modal_runs
     from coral.run.progress import generations_done
     from coral.run.registry import ACTIVE, list_runs
 
     runs = list_runs(Home())
+    # Modal runs: their state lives on the Volume (`coral status RUN` reads it), so none here.
+    remote = [m for m in list_modal_runs() if not Home().run_dir(m["run_id"]).exists()]
     if args.json:
         print(json.dumps([{**r.as_dict(), "generations_done": generations_done(r.state, r.generation, r.generations)}
-                          for r in runs], indent=2))
+                          for r in runs] + [{"run_id": m["run_id"], "state": "on-modal",
+                                             "backend": "modal", "app": m["app"],
+                                             "orchestrator_calls": m["calls"]} for m in remote],
+                         indent=2))
         return 0
-    if not runs:
+    if not runs and not remote:
         print("no runs")
         return 0
     # DONE counts finished generations; GEN is the running generation's number, 0-based like
@@ -201,6 +223,9 @@ def _runs(args: argparse.Namespace) -> int:
         done = f"{generations_done(r.state, r.generation, r.generations)}/{r.generations or '?'}"
         gen = str(r.generation) if r.state in ACTIVE and r.generation is not None else "-"
         print(f"{r.run_id:32} {r.state:12} {done:>7} {gen:>4} {r.strategy or '?':10} {r.backend or '?'}")
+    for m in remote:
+        print(f"{m['run_id']:32} {'on-modal':12} {'?':>7} {'-':>4} {'?':10} modal "
+              f"(app {m['app']}; `coral status {m['run_id']}`)")
     return 0
 
 
@@ -209,6 +234,19 @@ def _status(args: argparse.Namespace) -> int:
     from coral.run.progress import generations_done
     from coral.run.registry import ACTIVE, run_info, run_status
 
+    if _on_modal(args.run_id):
+        from coral.modal.launcher import modal_run_status
+
+        remote = modal_run_status(args.run_id)
+        if args.json:
+            print(json.dumps(remote, indent=2, default=str))
+            return 0
+        print(f"run {args.run_id}: {remote.get('state')} on Modal (generation "
+              f"{remote.get('generation', '-')}, as last committed to the Volume)")
+        print(f"  orchestrator calls: {', '.join(remote['orchestrator_calls'])}")
+        if remote.get("error"):
+            print(f"  error: {remote['error']}")
+        return 0
     status = run_status(Home(), args.run_id)
     info = run_info(Home(), args.run_id)
     status["generations_done"] = generations_done(info.state, info.generation, info.generations)

@@ -13,7 +13,9 @@ not make the launcher spawn again for the same jobs.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -234,28 +236,112 @@ class ModalLauncher(WorkerLauncher):
 # ------------------------------------------------------------------------- a whole run on Modal
 
 
-def submit_run(
-    config_path: str | Path, overrides: Sequence[str] = (), run_id: str | None = None, *,
-    api: Any = None,
-) -> tuple[str, str]:
-    """Start the orchestrator on Modal for this config; (run id, function call id).
+def modal_runs_dir(home: Home | None = None) -> Path:
+    """Where this machine notes the runs it submitted to Modal (the runs themselves live on the
+    Volume): `coral runs`, `coral status` and `coral resume` start here."""
+    return (home or Home()).root / "modal-runs"
 
-    The run lives on Modal from here on: closing the laptop does not stop it. The config file
-    must be inside the checkout, so its relative paths resolve the same way in the container.
-    """
+
+def modal_run_record(run_id: str, home: Home | None = None) -> dict[str, Any] | None:
+    path = modal_runs_dir(home) / f"{run_id}.json"
+    if not path.is_file():
+        return None
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def list_modal_runs(home: Home | None = None) -> list[dict[str, Any]]:
+    folder = modal_runs_dir(home)
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))]
+
+
+def _note(record: dict[str, Any], home: Home | None) -> None:
+    folder = modal_runs_dir(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{record['run_id']}.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / f"{record['run_id']}.json")
+
+
+def _shipped(config_path: str | Path, overrides: Sequence[str]) -> tuple[dict[str, Any], Config,
+                                                                          str]:
     path = Path(config_path).resolve()
     data = apply_overrides(read_yaml(path), [*overrides, "backend.kind=modal"])
     config = validate_config(data, base_dir=path.parent, source=str(path))  # fail here, not there
     if REPO_ROOT not in path.parents:
         raise ConfigError(f"{path}: a config run on Modal must live inside the CORAL checkout "
                           f"({REPO_ROOT}), so its relative paths resolve there too")
-    run_id = run_id or new_run_id()
     config_dir = str(PurePosixPath(CONTAINER_REPO) / path.parent.relative_to(REPO_ROOT).as_posix())
+    return data, config, config_dir
+
+
+def submit_run(
+    config_path: str | Path, overrides: Sequence[str] = (), run_id: str | None = None, *,
+    api: Any = None, home: Home | None = None,
+) -> tuple[str, str]:
+    """Start the orchestrator on Modal for this config; (run id, function call id).
+
+    The run lives on Modal from here on: closing the laptop does not stop it. The config file
+    must be inside the checkout, so its relative paths resolve the same way in the container.
+    """
+    data, config, config_dir = _shipped(config_path, overrides)
+    run_id = run_id or new_run_id()
     api = modal_api(api)
     call = api.Function.from_name(config.modal.app_name, "orchestrator").spawn(
         yaml.safe_dump(data, sort_keys=False), config_dir, run_id
     )
+    _note({"run_id": run_id, "config": str(Path(config_path).resolve()),
+           "overrides": list(overrides), "app": config.modal.app_name,
+           "volume": config.modal.volume, "calls": [call.object_id],
+           "submitted": time.time()}, home)
     return run_id, call.object_id
+
+
+def resume_on_modal(run_id: str, *, api: Any = None, home: Home | None = None) -> str:
+    """`coral resume RUN_ID` for a Modal run: a new orchestrator call, which finds the run on the
+    Volume and resumes it from its last checkpoint; its call id. Refused while the previous
+    orchestrator call still runs (two would drive one run)."""
+    record = modal_run_record(run_id, home)
+    if record is None:
+        raise CoralError(f"no Modal run {run_id!r} was submitted from here "
+                         f"({modal_runs_dir(home)})")
+    data, config, config_dir = _shipped(record["config"], record.get("overrides", []))
+    api = modal_api(api)
+    last = record["calls"][-1]
+    try:
+        api.FunctionCall.from_id(last).get(timeout=0)
+    except TimeoutError:
+        raise CoralError(f"run {run_id} is still running on Modal (orchestrator call {last}); "
+                         "nothing to resume") from None
+    except api.exception.NotFoundError:
+        pass  # Modal keeps call records for a limited time: long gone
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # it crashed (with whatever its container raised): resume
+        log.info("run %s: the last orchestrator call ended with %s", run_id, one_line(exc))
+    if modal_run_status(run_id, api=api, home=home).get("state") == "finished":
+        raise CoralError(f"run {run_id} already finished on Modal; nothing to resume")
+    call = api.Function.from_name(config.modal.app_name, "orchestrator").spawn(
+        yaml.safe_dump(data, sort_keys=False), config_dir, run_id
+    )
+    record["calls"].append(call.object_id)
+    _note(record, home)
+    return str(call.object_id)
+
+
+def modal_run_status(run_id: str, *, api: Any = None, home: Home | None = None) -> dict[str, Any]:
+    """A Modal run's status.json as committed on the Volume (at least once per generation)."""
+    record = modal_run_record(run_id, home)
+    if record is None:
+        raise CoralError(f"no Modal run {run_id!r} was submitted from here")
+    api = modal_api(api)
+    try:
+        chunks = api.Volume.from_name(record["volume"]).read_file(f"runs/{run_id}/status.json")
+        status = json.loads(b"".join(chunks))
+    except api.exception.NotFoundError:
+        status = {"state": "submitted"}  # the orchestrator has not committed anything yet
+    return {**status, "backend": "modal", "orchestrator_calls": record["calls"]}
 
 
 # ------------------------------------------------------------------------------------ status

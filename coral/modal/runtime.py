@@ -304,7 +304,7 @@ ORCHESTRATOR_RECORD = "modal.json"  # in the run's folder: the orchestrator call
 def orchestrate(
     config_yaml: str, config_dir: str, run_id: str, *, volume_name: str, api: Any = None,
     home: Home | None = None, handlers: str | None = None,
-    progress: Callable[[str, dict], None] | None = None,
+    progress: Callable[[str, dict], None] | None = None, model_paths: str = "container",
 ) -> dict[str, Any]:
     """A whole run on Modal: a new run from the shipped config, or, when the run is already on
     the Volume (a Modal retry of a crashed orchestrator, or `coral resume RUN_ID`), its resume
@@ -339,15 +339,16 @@ def orchestrate(
 
     def launcher(transport: Any, config: Any) -> ModalLauncher:
         return ModalLauncher(transport, config, kinds=["train", "generate", "test"],
-                             run_id=run_id)
+                             run_id=run_id, model_paths=model_paths)
 
     try:
+        transport = ModalTransport(config.modal.app_name, api=api)
         if registered:
             result = resume_run(run_id, home=home, progress=on_progress, handlers=handlers,
-                                launcher=launcher, orphaned=True)
+                                launcher=launcher, orphaned=True, transport=transport)
         else:
             result = run_from_config(config, run_id=run_id, home=home, progress=on_progress,
-                                     handlers=handlers, launcher=launcher)
+                                     handlers=handlers, launcher=launcher, transport=transport)
         return dataclasses.asdict(result)
     finally:
         volume.commit()

@@ -113,7 +113,8 @@ def run_from_config(
 def resume_run(run_id: str, home: Home | None = None,
                progress: Callable[[str, dict], None] | None = None,
                threads: int | None = None, handlers: str | None = None,
-               launcher: LauncherFactory | None = None, orphaned: bool = False) -> RunResult:
+               launcher: LauncherFactory | None = None, orphaned: bool = False,
+               transport: Transport | None = None) -> RunResult:
     """Continue an interrupted run from its last checkpoint (crash recovery).
 
     `orphaned`: the caller knows the run's orchestrator is gone although its status says it
@@ -132,7 +133,8 @@ def resume_run(run_id: str, home: Home | None = None,
     problems = load_problems(config, record["split"])
     handlers = handlers or record.get("handlers")
     checkpoint = ckpt.latest(home.checkpoints_dir(run_id))
-    return execute(config, run_id, home, problems, checkpoint, progress, threads, handlers, launcher)
+    return execute(config, run_id, home, problems, checkpoint, progress, threads, handlers, launcher,
+                   transport)
 
 
 def execute(config: Config, run_id: str, home: Home, problems: Problems,

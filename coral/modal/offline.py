@@ -1,0 +1,72 @@
+"""The Modal app deployed on the Modal double: the same functions as coral/modal/app.py, with the
+same bodies (coral/modal/runtime.py), containers as threads and the Volume in a local folder.
+
+`coral validate` runs the modal backend here, and the tests run whole Modal runs here. What the
+decorators in app.py declare (GPU, timeouts, block_network, ...) is checked by tests of app.py;
+this module mirrors the wiring: which body each function runs, what it mounts, its container cap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from coral.config import REPO_ROOT, Config
+from coral.home import Home
+from coral.modal.constants import CONTAINER_REPO, EVALUATE_FUNCTION
+from coral.modal.double import ModalDouble
+from coral.modal.runtime import GenerateContainer, TrainContainer, evaluate, orchestrate, serve_tests
+
+
+def local_path(container_path: str) -> str:
+    """A path in the image (the checkout is /root there) as it is here, where REPO_ROOT is it."""
+    if container_path == CONTAINER_REPO or container_path.startswith(CONTAINER_REPO + "/"):
+        return str(REPO_ROOT) + container_path[len(CONTAINER_REPO):]
+    return container_path
+
+
+def deploy(
+    api: ModalDouble, config: Config, *, handlers: str | None = None, preload: bool = True,
+    network_blocked: bool = False, scaledown_window: float = 2.0,
+) -> None:
+    """Register the app's functions for `config.modal` on `api` (which needs a volume_root).
+
+    `handlers` replaces job bodies everywhere ("module:attr"), as `coral run --handlers` does.
+    `network_blocked` says whether `evaluate` may count on a network block it cannot have here;
+    False (the truth on this machine) makes it insist on the sandbox's namespaces instead.
+    """
+    modal = config.modal
+    app, volume = modal.app_name, modal.volume
+    api.Volume.from_name(volume, create_if_missing=True)
+
+    def home() -> Home:
+        return Home(Path(api.Volume.from_name(volume).path))  # this container's mount
+
+    def train(model: str) -> TrainContainer:
+        return TrainContainer(model, app_name=app, volume_name=volume, api=api, home=home(),
+                              handlers=handlers, preload=preload)
+
+    def generate(model: str) -> GenerateContainer:
+        return GenerateContainer(model, app_name=app, volume_name=volume, api=api, home=home(),
+                                 handlers=handlers, preload=preload)
+
+    def test_worker(idle_seconds: float, lease_seconds: float,
+                    run_id: str | None = None) -> dict[str, int]:
+        return serve_tests(app_name=app, idle_seconds=idle_seconds, lease_seconds=lease_seconds,
+                           run_id=run_id, api=api)
+
+    def evaluate_job(job: dict[str, Any]) -> dict[str, Any]:
+        return evaluate(job, network_blocked=network_blocked, handlers=handlers)
+
+    def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
+        return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=volume, api=api,
+                           home=home(), handlers=handlers, model_paths="local")
+
+    gpu = dict(max_containers=modal.max_containers, scaledown_window=scaledown_window,
+               volumes=(volume,))
+    cpu = dict(max_containers=modal.max_containers_test, scaledown_window=scaledown_window)
+    api.deployed.register_cls(app, "TrainWorker", train, **gpu)
+    api.deployed.register_cls(app, "GenerateWorker", generate, **gpu)
+    api.deployed.register(app, "test_worker", test_worker, **cpu)
+    api.deployed.register(app, EVALUATE_FUNCTION, evaluate_job, **cpu)
+    api.deployed.register(app, "orchestrator", orchestrator, volumes=(volume,))
