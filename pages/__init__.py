@@ -17,6 +17,7 @@ from coral.errors import CoralError
 from coral.home import Home
 from coral.run.registry import list_runs
 from coral.services.dashboard import launch_run, smoke_request
+from coral.services.live import default_run
 
 LIVE_PAGE = "pages/live.py"
 LAUNCH_PAGE = "pages/launch.py"
@@ -72,6 +73,8 @@ def pick_run(label: str = "Run", key: str = "run_picker") -> str | None:
     if not ids:
         return None
     current = st.session_state.get("run_id")
+    if current not in ids:  # first look: the newest active run, else the newest finished one
+        current = default_run(home())
     index = ids.index(current) if current in ids else 0
     run_id = st.selectbox(label, ids, index=index, key=key)
     st.session_state["run_id"] = run_id

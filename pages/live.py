@@ -1,10 +1,12 @@
-"""Live run: status, stage progress, queues, controls, and charts that refresh by themselves."""
+"""Live run: status, the running generation's progress, controls, each genome as it lands, and
+per-generation curves; all refresh by themselves."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -12,18 +14,20 @@ import streamlit as st
 
 from coral import analysis
 from coral.analysis import figures
+from coral.analysis.live import genomes_chart, points_frame
 from coral.errors import CoralError
 from coral.home import Home
+from coral.run.control import CONTROL_REQUESTS
+from coral.run.progress import RATE_WINDOW, read_progress
 from coral.run.registry import ACTIVE, run_info
 from coral.services.dashboard import (
-    CONTROL_REQUESTS,
     STAGES,
     launch_state,
     queue_depths,
     request_control,
     run_error,
-    stage_progress,
 )
+from coral.services.live import LiveView, duration_words, live_view
 from pages import empty_state, home, ingestor, pick_run
 
 REFRESH_SECONDS = 1.0  # status, progress and buttons
@@ -60,16 +64,6 @@ if run_id is None:
     st.stop()
 
 
-def _throughput(run_id: str, done: int) -> float | None:
-    """Test jobs finished per second since the previous refresh (this browser session)."""
-    now = time.monotonic()
-    last = st.session_state.get(f"tp-{run_id}")
-    st.session_state[f"tp-{run_id}"] = (now, done)
-    if last is None or done < last[1] or now <= last[0]:
-        return None  # first look, or a new generation reset the counts
-    return (done - last[1]) / (now - last[0])
-
-
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _curves(run_id: str, home_root: str, snapshot_time: float) -> analysis.RunCurves:
     # One read per run and snapshot, shared by every open tab.
@@ -100,15 +94,32 @@ def _figure(run_id: str, snapshot_time: float | None) -> Any:
     return _chart(run_id, _digest(curves), curves)
 
 
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s ago" if seconds < 90 else f"{seconds / 60:.0f} min ago"
+
+
+def _rate(value: float | None) -> str:
+    return "" if value is None else f" · {value:.1f}/s over the last {RATE_WINDOW:.0f} s"
+
+
 @st.fragment(run_every=REFRESH_SECONDS)
 def live(run_id: str) -> None:
-    info = run_info(home(), run_id)
-    gen = "-" if info.generation is None else info.generation + 1
-    cols = st.columns(4)
+    view = live_view(run_id, home())
+    info = view.info
+    cols = st.columns(5)
     cols[0].metric("State", info.state)
-    cols[1].metric("Generation", f"{gen} / {info.generations or '?'}")
-    lag = ingestor().lag_seconds
-    cols[2].metric("Store snapshot age", "-" if lag is None else f"{lag:.1f} s")
+    # Generation numbers are 0-based everywhere (charts, store, CLI); finished ones are counted.
+    cols[1].metric("Running generation", "-" if view.running_generation is None else view.running_generation)
+    cols[2].metric("Generations finished", f"{view.finished_generations} / {info.generations or '?'}")
+    if view.active:
+        left = duration_words(view.seconds_left) if view.seconds_left is not None else "estimating"
+        cols[3].metric("Time left (estimate)", left if info.state == "running" else "paused")
+    if view.last_update is not None:
+        if view.active:
+            cols[4].metric("Last update", _ago(max(0.0, time.time() - view.last_update)))
+        else:
+            ended = datetime.fromtimestamp(view.last_update, tz=UTC).strftime("%H:%M:%S UTC")
+            cols[4].metric(f"{info.state.capitalize()} at", ended)
     if info.state == "failed":
         st.error(f"run failed: {run_error(run_id, home()) or 'no error recorded'}")
     if info.state == "interrupted":
@@ -126,15 +137,38 @@ def live(run_id: str) -> None:
             except CoralError as exc:
                 st.error(str(exc))
 
-    if info.state in ACTIVE:
-        progress = stage_progress(run_id, home())
+    if not view.active:
+        return
+    if info.state == "paused" and view.stages:
+        left = view.finishing()
+        st.warning(f"Paused: no job of this run starts until Continue. Still running (started "
+                   f"before the pause): {left['running']}; held unstarted by workers: "
+                   f"{left['held']}; queued: {left['queued']}.", icon=":material/pause:")
+    if view.stages:
+        g = view.running_generation
         for stage in STAGES:
-            done, total = progress.get(stage, (0, 0))
-            st.progress(done / total if total else 0.0, text=f"{stage}: {done}/{total} jobs")
-        depths = queue_depths(run_id, home())
-        rate = _throughput(run_id, progress.get("test", (0, 0))[0])
-        cols[3].metric("Test jobs / s", "-" if rate is None else f"{rate:.1f}")
-        st.caption("Queued jobs: " + ", ".join(f"{k} {v}" for k, v in depths.items()))
+            counts = view.stages[stage]
+            done, total = counts.get("done", 0) + counts.get("failed", 0), counts.get("total", 0)
+            text = f"generation {g} · {stage}: {done}/{total} jobs{_rate(view.rates.get(stage))}"
+            st.progress(min(1.0, done / total) if total else 1.0, text=text)
+        scored = view.generation_genomes()
+        if scored:
+            fitness = [x["fitness"] for x in scored]
+            st.caption(f"Generation {g} so far: {len(scored)} of {info_population(view)} genomes "
+                       f"scored; best fitness {max(fitness):.3f}, mean {sum(fitness) / len(fitness):.3f}")
+    else:
+        st.caption("Starting: loading the model and the benchmark, starting workers.")
+    depths = queue_depths(run_id, home())
+    st.caption("Queued jobs (every run's): " + ", ".join(f"{k} {v}" for k, v in depths.items()))
+
+
+def info_population(view: LiveView) -> int | str:
+    return (view.progress or {}).get("population", "?")
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _genomes_figure(run_id: str, digest: tuple[Any, ...], _points: pd.DataFrame, running: int | None) -> Any:
+    return genomes_chart(_points, running)
 
 
 # The chart in its own fragment: a slow rebuild never delays the status and the buttons above.
@@ -142,17 +176,30 @@ def live(run_id: str) -> None:
 # the cached figure re-sent (its spec is unchanged, so the browser does not redraw it).
 @st.fragment(run_every=CHART_SECONDS)
 def charts(run_id: str) -> None:
+    # Each genome as it lands, straight from the engine's progress record (no store round trip).
+    progress = read_progress(home(), run_id)
+    points = points_frame(progress)
+    info = run_info(home(), run_id)
+    running = info.generation if info.state in ACTIVE else None
+    if not points.empty:
+        digest = (len(points), float(points["seconds"].iloc[-1]), running)
+        st.plotly_chart(_genomes_figure(run_id, digest, points, running), key="live-genomes")
+    elif info.state in ACTIVE:
+        st.info("No genome scored yet: each genome is plotted the moment its last test is in.")
     try:
         fig = _figure(run_id, ingestor().last_snapshot_time)
     except CoralError as exc:
         fig, why = None, f" ({exc})"
     else:
         why = ""
-    if fig is None:
-        st.info(f"No generation in the store yet{why}. Charts appear when the first generation "
-                "finishes.")
-        return
-    st.plotly_chart(fig, key="live-curves")
+    if fig is not None:
+        st.plotly_chart(fig, key="live-curves")
+    elif info.state in ACTIVE:
+        st.info(f"No generation in the store yet{why}: the per-generation curves appear when "
+                "generation 0 finishes.")
+    else:
+        st.info(f"This run {info.state} before its first generation finished{why}, so it has no "
+                "per-generation curves.")
 
 
 live(run_id)

@@ -96,8 +96,12 @@ def test_every_page_renders_a_finished_run(finished_home: Path,
     monkeypatch.setenv("CORAL_HOME", str(finished_home))
     at = page("pages/live.py")
     assert "No runs yet" not in texts(at)
-    assert at.metric[0].value == "finished" and at.metric[1].value == "3 / 3"
-    (chart,) = at.get("plotly_chart")  # one figure of eight panels
+    # 0-based generation numbers, finished generations counted: nothing runs, 3 of 3 finished.
+    assert [m.value for m in at.metric[:3]] == ["finished", "-", "3 / 3"]
+    genomes, chart = at.get("plotly_chart")  # each genome as it landed; one figure of eight panels
+    points = json.loads(genomes.proto.spec)["data"]
+    assert sum(len(t["y"]) for t in points) == 4 * 3  # population 4, 3 generations
+    assert [t["name"] for t in points] == ["generation 0", "generation 1", "generation 2"]
     spec = json.loads(chart.proto.spec)
     titles = [a["text"] for a in spec["layout"]["annotations"] if a["text"].startswith("<b>")]
     assert [t.split()[0] for t in titles] == ["<b>fitness", "<b>bugfix", "<b>style", "<b>security",
