@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from coral.benchmark.problem import JsonCase, Problem
+from coral.sandbox import objectives, record
 from coral.sandbox.box import isolation_available, sandbox_uid_range
 from coral.sandbox.runner import CandidateRun, RunnerLimits, run_candidate
 
@@ -31,6 +32,11 @@ SECRET = "REFERENCE-SECRET-5b1e9a"
 # Small budgets keep the runaway cases quick; the safety nets are generous for a loaded machine.
 LIMITS = RunnerLimits(budget_floor=0.1, wall_seconds=60, cpu_seconds=20)
 isolated = pytest.mark.skipif(not isolation_available(), reason="no namespaces here (docs/sandbox.md)")
+needs_meter = pytest.mark.skipif(
+    run_candidate(Problem("f", "", "def f(a, b):\n    return a + b\n", (JsonCase(0, [1, 2], 3),)),
+                  "def f(a, b):\n    return a + b\n").meter is None,
+    reason="no kernel counter here (docs/sandbox.md)",
+)
 # Candidates that could hurt the host check first that they do not run as root (belt and
 # braces: the sandbox never runs anything as root).
 NOT_ROOT = "    if os.getuid() == 0:\n        return 'refusing to run as root'\n"
@@ -473,3 +479,224 @@ def test_syntax_error() -> None:
     result = run("def f(a, b)\n    return a + b\n")
     assert_failed(result, "syntax error")
     assert not result.syntax_ok
+
+
+# --- forging verdicts, reading expected values, tampering with the cost -------------------------
+# Each candidate below is wrong when honest (it cannot compute the answers: they are arbitrary
+# strings only the tests know) and tries to cheat; every one must score bugfix 0 and runtime 0.
+
+PICK_TESTS = '''import pytest
+from node import Node
+from load_testdata import load_json_testcases
+
+if pytest.use_correct:
+    from correct_python_programs.pick import pick
+else:
+    from python_programs.pick import pick
+
+
+def test_literal():
+    """Expected output: EXPECTED-L1-9f3e"""
+    node = Node("a")
+    expected = "EXPECTED-L1-9f3e"
+    assert pick(node, 1) == expected
+
+
+def test_inline():
+    assert pick(Node("b"), 2) == "EXPECTED-L2-77aa"
+
+
+@pytest.mark.parametrize("key,expected", [(3, "EXPECTED-P3-1b2c"), (4, "EXPECTED-P4-5d6e")])
+def test_param(key, expected):
+    assert pick(Node("c"), key) == expected
+
+
+@pytest.mark.parametrize("input_data,expected", load_json_testcases("pick"))
+def test_json(input_data, expected):
+    assert pick(Node("d"), *input_data) == pytest.approx(expected)
+'''
+PICK_ANSWERS = {1: "EXPECTED-L1-9f3e", 2: "EXPECTED-L2-77aa", 3: "EXPECTED-P3-1b2c", 4: "EXPECTED-P4-5d6e",
+                5: "EXPECTED-J5-0a0a", 6: "EXPECTED-J6-0b0b"}
+PICK_NODE = "class Node:\n    def __init__(self, value=None, successor=None):\n        self.value = value\n" \
+    "        self.successor = successor\n"
+PICK_LOADER = (
+    "import json\nfrom pathlib import Path\n\n\ndef load_json_testcases(name):\n"
+    "    path = Path(__file__).resolve().parent.parent / 'json_testcases' / f'{name}.json'\n"
+    "    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]\n"
+)
+PICK = Problem(
+    "pick", "def pick(node, key):\n    return 'no idea'\n",
+    f"def pick(node, key):\n    return {PICK_ANSWERS!r}[key]\n",
+    (JsonCase(0, [5], PICK_ANSWERS[5]), JsonCase(1, [6], PICK_ANSWERS[6])),
+    PICK_TESTS, {"node.py": PICK_NODE, "load_testdata.py": PICK_LOADER},
+)
+JSON_PICK = Problem("f", "", "", tuple(JsonCase(i, [i, 0], f"EXPECTED-J{i}-c0de") for i in range(3)))
+# Build the marker at run time: a literal would put it in the candidate's own source.
+_PREFIX = "''.join(['EXPEC', 'TED-'])"
+
+SEARCH_EVERYWHERE = (
+    "import gc, os, sys, types\n"
+    "def _strings(value, depth=0):\n"
+    "    if depth > 4:\n"
+    "        return\n"
+    "    if isinstance(value, str):\n"
+    "        yield value\n"
+    "    elif isinstance(value, types.CodeType):\n"
+    "        for c in value.co_consts:\n"
+    "            yield from _strings(c, depth + 1)\n"
+    "    elif isinstance(value, dict):\n"
+    "        for k, v in list(value.items()):\n"
+    "            yield from _strings(k, depth + 1)\n"
+    "            yield from _strings(v, depth + 1)\n"
+    "    elif isinstance(value, (list, tuple, set, frozenset)):\n"
+    "        for v in list(value):\n"
+    "            yield from _strings(v, depth + 1)\n"
+    "    elif isinstance(value, types.FunctionType):\n"
+    "        yield from _strings(value.__code__, depth + 1)\n"
+    "        yield from _strings(value.__defaults__ or (), depth + 1)\n"
+    "def _found():\n"
+    "    prefix = " + _PREFIX + "\n"
+    "    frame = sys._getframe(1)\n"
+    "    while frame is not None:  # the test's frames: locals, globals, code constants\n"
+    "        for where in (frame.f_locals, frame.f_globals, frame.f_code):\n"
+    "            for s in _strings(where):\n"
+    "                if s.startswith(prefix):\n"
+    "                    yield s\n"
+    "        frame = frame.f_back\n"
+    "    for obj in gc.get_objects():  # the whole heap\n"
+    "        for s in _strings(obj):\n"
+    "            if s.startswith(prefix):\n"
+    "                yield s\n"
+    "    for root, _, files in os.walk('/box'):  # the test files and data in the box\n"
+    "        for name in files:\n"
+    "            text = open(os.path.join(root, name), 'rb').read().decode('latin-1')\n"
+    "            if prefix in text:\n"
+    "                yield text[text.index(prefix):][:16]\n"
+)
+SPY = SEARCH_EVERYWHERE + (
+    "def pick(node, key):\n"
+    "    return next(_found(), 'not found')\n"
+    "def f(a, b):\n"
+    "    return next(_found(), 'not found')\n"
+)
+# Every descriptor, every token-like string in the heap, verdict-shaped lines for every case
+# (old and new report shapes), written before the harness reports; marks to move cost.
+FORGER = (
+    "import gc, os, re, json\n"
+    "def _forge():\n"
+    "    tokens = {m for o in gc.get_objects() if isinstance(o, dict) for v in list(o.values())\n"
+    "              if isinstance(v, str) for m in re.findall(r'\\b[0-9a-f]{32}\\b', v)}\n"
+    "    lines = []\n"
+    "    for t in tokens:\n"
+    "        for i in range(8):\n"
+    "            for msg in ({'t': 'case', 'i': i, 'passed': True, 'steps': 0, 'cost': 0},\n"
+    "                        {'t': 'item', 'i': i, 'end': 'ok', 'rec': [], 'passed': True, 'cost': 0},\n"
+    "                        {'t': 'item', 'i': i, 'end': 'ok', 'rec': [[s, [True]] for s in range(8)]}):\n"
+    "                lines.append(t + ' ' + json.dumps(msg))\n"
+    "        lines.append(t + ' ' + json.dumps({'t': 'done'}))\n"
+    "    data = ('\\n'.join(lines) + '\\n').encode()\n"
+    "    for fd in range(3, 64):\n"
+    "        try:\n"
+    "            os.write(fd, data if fd != 3 else b'100\\n200\\n')\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "def pick(node, key):\n"
+    "    _forge()\n"
+    "    return 'forged'\n"
+    "def f(a, b):\n"
+    "    _forge()\n"
+    "    return 'forged'\n"
+)
+# The step counter of old lived in the candidate's interpreter; nothing in the box counts now.
+METER_TAMPER = (
+    "import os, sys, threading\n"
+    "sys.settrace(None)\n"
+    "threading.settrace(None)\n"
+    "for fd in (3, 4):\n"
+    "    try:\n"
+    "        os.close(fd)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "def pick(node, key):\n"
+    "    sum(range(200_000))\n"
+    "    return 'slow and wrong'\n"
+    "def f(a, b):\n"
+    "    sum(range(200_000))\n"
+    "    return 'slow and wrong'\n"
+)
+PATCHER = (
+    "import builtins, sys\n"
+    "class Yes(str):\n"
+    "    def __eq__(self, other):\n"
+    "        return True\n"
+    "    __hash__ = str.__hash__\n"
+    "def _patch():\n"
+    "    builtins.isinstance = lambda *a: True\n"
+    "    pytest = sys.modules.get('pytest')\n"
+    "    if pytest is not None:\n"
+    "        pytest.approx = lambda *a, **k: Yes()\n"
+    "    for name, module in list(sys.modules.items()):\n"
+    "        if name.startswith('test_'):\n"
+    "            module._coral_record = lambda *a: None\n"
+    "def pick(node, key):\n"
+    "    _patch()\n"
+    "    return Yes('x')\n"
+    "def f(a, b):\n"
+    "    _patch()\n"
+    "    return Yes('x')\n"
+)
+ALWAYS_EQUAL = (
+    "class Eq:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
+    "def pick(node, key):\n    return Eq()\n"
+    "def f(a, b):\n    return [Eq()]\n"
+)
+RAISING_EQ = (
+    "class Boom:\n    def __eq__(self, other):\n        raise ValueError('no')\n    __hash__ = object.__hash__\n"
+    "def pick(node, key):\n    return Boom()\n"
+    "def f(a, b):\n    return {'k': Boom()}\n"
+)
+EXITING_EQ = (
+    "import sys\n"
+    "class Bye:\n    def __eq__(self, other):\n        sys.exit(0)\n    __hash__ = object.__hash__\n"
+    "def pick(node, key):\n    return Bye()\n"
+    "def f(a, b):\n    return Bye()\n"
+)
+CHEATS = {"spy": SPY, "forger": FORGER, "meter-tamper": METER_TAMPER, "patcher": PATCHER,
+          "always-equal": ALWAYS_EQUAL, "raising-eq": RAISING_EQ, "exiting-eq": EXITING_EQ}
+
+
+@isolated  # the spy walks the box's filesystem: without namespaces that is the host's
+def test_cheats_score_zero() -> None:
+    assert run_candidate(PICK, PICK.correct_source, LIMITS).fixed  # the problems are sound
+    assert run_candidate(JSON_PICK, "def f(a, b):\n    return f'EXPECTED-J{a}-c0de'\n", LIMITS).fixed
+    # The spy finds what is there: an answer that is also an input is found and passes.
+    given = PICK_TESTS.split("def test_literal")[0] + (
+        "def test_answer_is_an_input():\n    assert pick(Node('EXPECTED-IN-1234'), 0) == 'EXPECTED-IN-1234'\n")
+    control = Problem("pick", "", "def pick(node, key):\n    return node.value\n", None, given, PICK.support_files)
+    assert run_candidate(control, SPY, LIMITS).fixed
+    items = [(problem, src) for problem in (PICK, JSON_PICK) for src in CHEATS.values()]
+    scores = objectives.score_candidates(items, limits=LIMITS)
+    for (problem, _), name, score in zip(items, list(CHEATS) * 2, scores, strict=True):
+        assert (score.bugfix, score.runtime, score.fixed) == (0.0, 0.0, False), (problem.name, name, score.cases)
+        assert all(c.reason for c in score.cases), (problem.name, name, score.cases)
+
+
+def test_expected_values_are_not_in_the_candidates_test_copy() -> None:
+    """What the candidate's box gets: no expected value in the test, its data or its ids."""
+    recording = record.split_tests(PICK.pytest_source, "pick")
+    assert "EXPECTED" not in recording.candidate_source
+    assert recording.reference_source.count("EXPECTED") >= 4  # the reference's box: all of them
+
+
+@needs_meter
+def test_tampering_with_the_meter_does_not_lower_the_cost() -> None:
+    slow = "def f(a, b):\n    sum(range(300_000))\n    return f'EXPECTED-J{a}-c0de'\n"
+    tamper = METER_TAMPER.split("def pick")[0] + slow
+    marks = "    for _ in range(50):\n        os.write(3, b'9999\\n')\n"  # the meter's marks, forged
+    forge = "import os\n" + slow.replace("    sum(", marks + "    sum(")
+    honest, tampered, forged = (run_candidate(JSON_PICK, src, LIMITS) for src in (slow, tamper, forge))
+    assert honest.fixed and tampered.fixed and forged.fixed
+    assert tampered.cost > 0.5 * honest.cost and forged.cost > 0.5 * honest.cost
+    reference_cost = run_candidate(JSON_PICK, "def f(a, b):\n    return f'EXPECTED-J{a}-c0de'\n", LIMITS).cost
+    for run in (honest, tampered, forged):
+        assert objectives.runtime_score(run, reference_cost) < 0.5
