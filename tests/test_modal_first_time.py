@@ -236,3 +236,58 @@ def test_a_crashed_modal_run_resumes_in_the_cloud(tmp_path: Path) -> None:
     assert finished == [0, 1]  # generation 0 once (from its checkpoint), then generation 1
     with pytest.raises(CoralError, match="already finished on Modal"):
         resume_on_modal(run_id, api=api, home=laptop)
+
+
+# ------------------------------------------------------------------ 8: events in batches
+
+
+def test_a_generations_events_reach_modal_in_a_dozen_puts(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from coral.modal import double
+    from coral.run.events import EventLog
+
+    puts: list[int] = []
+    original = double.DoubleQueue.put_many
+
+    def counting(self: Any, vs: list[Any], *args: Any, **kwargs: Any) -> None:
+        puts.append(len(vs))
+        original(self, vs, *args, **kwargs)
+
+    monkeypatch.setattr(double.DoubleQueue, "put_many", counting)
+    transport = ModalTransport(APP, api=ModalDouble())
+    log = EventLog("run-ev", tmp_path / "events", transport)
+    big = {"blob": "x" * 700_000}  # two of these never share a request
+    items = [("job_finished", {"i": i}, 0) for i in range(2600)]
+    log.emit_many([*items[:10], ("job_finished", big, 0), ("job_finished", big, 0), *items[10:]])
+    assert len(puts) <= 13 and sum(puts) == 2602 and log.published == 2602
+    got = transport.queue("events").get_many(5000, block=False, partition="run-ev")
+    assert [json.loads(g)["seq"] for g in got] == list(range(2602))  # all, in order
+
+
+def test_transient_modal_errors_are_retried_then_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modal import exception as modal_exception
+
+    from coral.execution.transport import modal_backend
+    from coral.execution.transport.base import TransportError
+    from coral.modal import double
+
+    monkeypatch.setattr(modal_backend, "RETRY_DELAYS", (0.0, 0.0, 0.0))
+    failures = [2]
+    original = double.DoubleQueue.put_many
+
+    def flaky(self: Any, *args: Any, **kwargs: Any) -> None:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise modal_exception.ConnectionError("connection reset by peer")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(double.DoubleQueue, "put_many", flaky)
+    transport = ModalTransport(APP, api=ModalDouble())
+    q = transport.queue("jobs-echo")
+    q.put("a")  # two drops, then through
+    assert q.get(block=False) == "a"
+    failures[0] = 10
+    with pytest.raises(TransportError) as failed:
+        q.put("b")
+    assert str(failed.value) == ("Modal queue jobs-echo.put_many failed 4 times: "
+                                 "ConnectionError: connection reset by peer")

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         control.set_defaults(func=_control, request=name)
 
     validate = sub.add_parser(
-        "validate", help="run a config serially and on >= 2 local workers; results must match")
+        "validate", help="run a config serially, on >= 2 local workers and on the Modal double; "
+        "results must match")
     validate.add_argument("config")
     validate.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY=VALUE")
@@ -281,10 +282,11 @@ def _control(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from coral.run.lifecycle import validate_config_runs
+    from coral.modal.validate import validate_everywhere
 
-    report = validate_config_runs(args.config, args.overrides, max(2, args.workers),
-                                  handlers=args.handlers)
+    report = validate_everywhere(args.config, args.overrides, max(2, args.workers),
+                                 handlers=args.handlers)
+    same = report["identical_to_serial"]
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -293,9 +295,17 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{side:7} run {r['run_id']}: {r['wall_seconds']:.1f}s, worker pids "
                   f"{r['worker_pids']}, cache-hit rate {r['cache_hit_rate']:.2f}, "
                   f"retries {r['retries']}")
-        for key in ("populations", "scores", "event_ids", "events"):
-            print(f"{key:12} {'identical' if report['identical'][key] else 'DIFFERENT'}")
-    return 0 if all(report["identical"].values()) else 1
+        r = report["modal"]
+        print(f"{'modal':7} run {r['run_id']}: {r['wall_seconds']:.1f}s on the Modal double, "
+              f"retries {r['retries']}")
+        for side in ("queue", "modal"):
+            differing = ", ".join(k for k, v in same[side].items() if not v)
+            where = report["first_difference"][side] or differing
+            print(f"{side:7} " + ("identical to serial" if not differing
+                                   else f"DIFFERENT from serial: {where}"))
+        if all(all(v.values()) for v in same.values()):
+            print("serial, local and modal (double): identical")
+    return 0 if all(all(v.values()) for v in same.values()) else 1
 
 
 # ---------------------------------------------------------------------- cache and export

@@ -469,6 +469,9 @@ class _ObjectFactory:
 # `.call_id` (the input it serves right now; None in @enter and between inputs, as on Modal).
 _CURRENT = threading.local()
 DEFAULT_SCALEDOWN = 60.0  # Modal's default scaledown_window
+# Real containers are processes; here they are threads, and model loading patches process-wide
+# state (transformers' meta-device init), so @enter runs one container at a time.
+_ENTER_LOCK = threading.Lock()
 
 
 class DoubleFunctionCall:
@@ -589,7 +592,8 @@ class _Pool:
                 container.views[name] = self._volumes.state(name).mount()
             if self._enter is not None:
                 try:
-                    container.instance = self._enter()  # no input yet: no call id
+                    with _ENTER_LOCK:
+                        container.instance = self._enter()  # no input yet: no call id
                 except BaseException as exc:  # the container crashes; an input sees why
                     self._fail_one(exc)
                     return

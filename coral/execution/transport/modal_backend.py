@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,50 @@ def object_name(app_name: str, name: str) -> str:
 def _partition(partition: str | None) -> str | None:
     key = check_partition(partition)  # same rule on both backends: 1..64 bytes, or None
     return None if partition is None else key
+
+
+# Seconds to wait before each retry of a call that failed with a transient Modal error.
+RETRY_DELAYS = (0.5, 1.0, 2.0)
+
+
+def transient_errors(api: Any) -> tuple[type[BaseException], ...]:
+    """Modal's errors that a retry may cure: the network, the service, its own timeouts."""
+    exc = api.exception
+    return (exc.ConnectionError, exc.InternalError, exc.ServiceError, exc.InternalFailure,
+            exc.TimeoutError)
+
+
+class _Retrying:
+    """A Modal Queue or Dict handle whose calls are retried on transient errors (RETRY_DELAYS),
+    then fail with one TransportError line: one dropped connection must not fail a run. A
+    retried put may land twice; executors drop duplicate results and jobs by id."""
+
+    def __init__(self, handle: Any, transient: tuple[type[BaseException], ...], what: str,
+                 delays: tuple[float, ...] | None = None) -> None:
+        self._handle, self._transient, self._what = handle, transient, what
+        self._delays = RETRY_DELAYS if delays is None else delays
+
+    def __getattr__(self, method: str) -> Any:
+        target = getattr(self._handle, method)
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            attempt = 0
+            while True:
+                try:
+                    out = target(*args, **kwargs)
+                    # Streams (Dict.keys/items) are read here, so their errors retry too.
+                    return list(out) if isinstance(out, Iterator) else out
+                except self._transient as exc:
+                    if attempt == len(self._delays):
+                        first = (str(exc).strip().splitlines() or [""])[0]
+                        raise TransportError(f"Modal {self._what}.{method} failed {attempt + 1} "
+                                             f"times: {type(exc).__name__}: {first}") from None
+                    time.sleep(self._delays[attempt])
+                    attempt += 1
+
+        return call
 
 
 class ModalQueue(Queue):
@@ -171,6 +217,7 @@ class ModalTransport(Transport):
         self.app_name = app_name
         object_name(app_name, "q")  # a bad app name fails here, before any network call
         self.api = modal_api(api)
+        self._transient = transient_errors(self.api)
         self.environment_name = environment_name
         self._lookup: dict[str, Any] = {"environment_name": environment_name,
                                         "create_if_missing": True}
@@ -179,8 +226,8 @@ class ModalTransport(Transport):
 
     def queue(self, name: str) -> ModalQueue:
         handle = self.api.Queue.from_name(object_name(self.app_name, name), **self._lookup)
-        return ModalQueue(handle, name)
+        return ModalQueue(_Retrying(handle, self._transient, f"queue {name}"), name)
 
     def dict(self, name: str) -> ModalDict:
         handle = self.api.Dict.from_name(object_name(self.app_name, name), **self._lookup)
-        return ModalDict(handle, name)
+        return ModalDict(_Retrying(handle, self._transient, f"dict {name}"), name)
