@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from coral.cli import main
 from coral.config import REPO_ROOT
 from coral.home import Home
+from coral.modal.costs import run_costs
 from coral.modal.validate import first_difference, validate_everywhere
 from coral.run.lifecycle import run_from_config
 
@@ -31,3 +35,24 @@ def test_the_first_differing_event_is_named(tmp_path: Path) -> None:
     where = first_difference(home, "seed00000000", "seed10000000")
     assert where is not None and where.startswith("event ") and "differs" in where
     assert first_difference(home, "seed00000000", "seed00000000") is None
+
+
+def test_a_runs_own_accounting_gives_its_gpu_and_cpu_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CORAL_FAKE_SLEEP", "0.02")  # every fake job takes at least 20 ms
+    home = Home(tmp_path / "home")
+    run_from_config(SMOKE, "cost00000000", "serial", overrides=["generations=1"], home=home,
+                    handlers=FAKES)
+    costs = run_costs(home.events_dir("cost00000000"))
+    n = costs["genome_evaluations"]
+    assert n >= 4 and costs["tests"] == n * 6  # smoke: 6 eval problems x 1 sample per genome
+    assert 1 <= costs["trainings"] <= n
+    assert costs["gpu_seconds"]["generate"] >= 0.02 * n
+    assert costs["gpu_seconds"]["train"] >= 0.02 * costs["trainings"]
+    assert costs["cpu_seconds"]["test"] >= 0.02 * costs["tests"]
+    assert costs["per_genome"]["gpu_seconds"] == pytest.approx(costs["gpu_seconds"]["total"] / n)
+    monkeypatch.setenv("CORAL_HOME", str(home.root))
+    assert main(["modal", "cost", "cost00000000"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"run cost00000000: {n} genome evaluations") and "GPU seconds" in out

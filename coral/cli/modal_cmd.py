@@ -1,4 +1,5 @@
-"""coral modal deploy [CONFIG] | coral modal status [CONFIG]: the Modal app and its queues.
+"""coral modal deploy [CONFIG] | status [CONFIG] | cost RUN_ID: the Modal app, its queues and
+containers, and what a run's jobs took.
 
 CONFIG defaults to configs/modal-codellama.yaml when it exists, else the built-in defaults;
 only its `modal` section matters here. Both check for credentials before touching Modal.
@@ -30,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print JSON")
     deploy.set_defaults(func=_deploy)
     status.set_defaults(func=_status)
+    cost = modal_sub.add_parser(
+        "cost", help="GPU and CPU seconds of a run's jobs, from its events (any backend)")
+    cost.add_argument("run_id")
+    cost.add_argument("--json", action="store_true", help="print JSON")
+    cost.set_defaults(func=_cost)
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -101,3 +107,26 @@ def format_status(report: dict[str, Any], volume: str) -> str:
     lines.append(f"cache:   {cache['adapters']} adapters on volume {volume} "
                  f"({cache['done_markers']} done markers)")
     return "\n".join(lines)
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from coral.errors import CoralError
+    from coral.home import Home, check_run_id
+    from coral.modal.costs import run_costs
+
+    events = Home().events_dir(check_run_id(args.run_id))
+    if not events.is_dir():
+        raise CoralError(f"no events for run {args.run_id} in {events.parent} (a Modal run's "
+                         "folder is on the Volume: `modal volume get VOLUME runs/RUN_ID`)")
+    report = run_costs(events)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    gpu, per = report["gpu_seconds"], report["per_genome"]
+    print(f"run {args.run_id}: {report['genome_evaluations']} genome evaluations, "
+          f"{report['trainings']} trainings, {report['tests']} tests")
+    print(f"  GPU seconds: train {gpu['train']:.1f}, generate {gpu['generate']:.1f}, "
+          f"total {gpu['total']:.1f} ({per['gpu_seconds']:.2f} per genome)")
+    print(f"  CPU seconds: test {report['cpu_seconds']['test']:.1f} "
+          f"({per['test_cpu_seconds']:.2f} per genome); idle and start-up time not included")
+    return 0
