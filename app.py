@@ -19,6 +19,7 @@ PAGES = [
     st.Page("pages/live.py", title="Live run", icon=":material/monitoring:"),
     st.Page("pages/pareto.py", title="Pareto & genomes", icon=":material/scatter_plot:"),
     st.Page("pages/compare.py", title="Compare runs", icon=":material/compare_arrows:"),
+    st.Page("pages/lineage.py", title="Lineage", icon=":material/account_tree:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/list:"),
 ]
 st.navigation(PAGES).run()

@@ -21,6 +21,7 @@ from coral.services.live import default_run
 
 LIVE_PAGE = "pages/live.py"
 LAUNCH_PAGE = "pages/launch.py"
+COMPARE_PAGE = "pages/compare.py"
 
 # Streamlit runs a full gc.collect() after every script run, fragment reruns included. With the
 # Live page's fragments (about three runs a second) that was a third of the server's CPU, holding

@@ -22,7 +22,8 @@ from coral.run.registry import run_info
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 FAKES = "coral.testing.fakes:HANDLERS"
-PAGES = ["pages/launch.py", "pages/live.py", "pages/pareto.py", "pages/compare.py", "pages/runs.py"]
+PAGES = ["pages/launch.py", "pages/live.py", "pages/pareto.py", "pages/compare.py", "pages/lineage.py",
+         "pages/runs.py"]
 TIMEOUT = 60
 
 
@@ -41,6 +42,7 @@ def finished_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("dash") / "home"
     fake_run(home, "run-a")
     fake_run(home, "run-b", "--set", "seed=7", "--set", "generations=3")
+    fake_run(home, "run-c", "--set", "seed=1")  # a replicate of run-a: same config, another seed
     return home
 
 
@@ -75,6 +77,11 @@ def texts(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
+def table_with(at: AppTest, column: str):  # noqa: ANN201 - a DataFrame
+    """The first dataframe on the page that has `column` (dataframes have no widget keys here)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
 def visit(at: AppTest, path: str) -> AppTest:
     at.switch_page(path).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -84,7 +91,8 @@ def visit(at: AppTest, path: str) -> AppTest:
 def test_every_page_renders_with_no_runs() -> None:
     at = page(PAGES[0])
     assert [b.label for b in at.button] == ["Start run"]
-    assert at.selectbox(key="launch_config").value == "local.yaml"
+    assert at.selectbox(key="launch_config").value == "quick.yaml"
+    assert "Expected duration: about" in texts(at)
     for path in PAGES[1:]:
         visit(at, path)
         assert "No runs yet" in texts(at), path
@@ -96,12 +104,12 @@ def test_every_page_renders_a_finished_run(finished_home: Path,
     monkeypatch.setenv("CORAL_HOME", str(finished_home))
     at = page("pages/live.py")
     assert "No runs yet" not in texts(at)
-    # 0-based generation numbers, finished generations counted: nothing runs, 3 of 3 finished.
-    assert [m.value for m in at.metric[:3]] == ["finished", "-", "3 / 3"]
+    # The newest finished run (run-c); 0-based generation numbers, finished generations counted.
+    assert [m.value for m in at.metric[:3]] == ["finished", "-", "2 / 2"]
     genomes, chart = at.get("plotly_chart")  # each genome as it landed; one figure of eight panels
     points = json.loads(genomes.proto.spec)["data"]
-    assert sum(len(t["y"]) for t in points) == 4 * 3  # population 4, 3 generations
-    assert [t["name"] for t in points] == ["generation 0", "generation 1", "generation 2"]
+    assert sum(len(t["y"]) for t in points) == 4 * 2  # population 4, 2 generations
+    assert [t["name"] for t in points] == ["generation 0", "generation 1"]
     spec = json.loads(chart.proto.spec)
     titles = [a["text"] for a in spec["layout"]["annotations"] if a["text"].startswith("<b>")]
     assert [t.split()[0] for t in titles] == ["<b>fitness", "<b>bugfix", "<b>style", "<b>security",
@@ -115,13 +123,29 @@ def test_every_page_renders_a_finished_run(finished_home: Path,
     assert "generated fix" in shown and "(buggy)" in shown  # the diff
     assert len(at.get("image")) == 2  # the CA seed grid and its final grid
 
-    visit(at, "pages/compare.py")
-    assert len(at.get("plotly_chart")) == 1
-    assert set(at.dataframe[1].value["key"]) >= {"seed", "generations"}  # config keys that differ
+    visit(at, "pages/compare.py")  # opens on the newest run's replicates: run-c and run-a
+    assert at.multiselect(key="compare-runs").value == ["run-c", "run-a"]
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert [t.get("fill") for t in traces[:1]] == ["toself"]  # the 95% band over the two seeds
+    assert "2 seeds" in traces[1]["name"] and traces[2]["name"].startswith("baseline")
+    groups = table_with(at, "seeds")
+    assert list(groups["runs"]) == [2] and list(groups["seeds"]) == ["0, 1"]
+    at.multiselect(key="compare-runs").select("run-b").run()
+    assert len(table_with(at, "seeds")) == 2  # run-b's config is another group
+    assert set(table_with(at, "key")["key"]) >= {"seed", "generations"}  # config keys that differ
+
+    visit(at, "pages/lineage.py")
+    (graph,) = at.get("plotly_chart")
+    spec = json.loads(graph.proto.spec)
+    path = table_with(at, "depth")
+    assert path["depth"].tolist() == list(range(len(path))) and path["generation"].iloc[-1] == 0
+    assert path["generation"].is_monotonic_decreasing
+    assert any(t["name"] == "path of the fitter parent" and len(t["x"]) == 3 * (len(path) - 1)
+               for t in spec["data"])
 
     visit(at, "pages/runs.py")
     table = at.dataframe[0].value
-    assert list(table["run_id"]) == ["run-b", "run-a"]
+    assert list(table["run_id"]) == ["run-c", "run-b", "run-a"]
     assert set(table["state"]) == {"finished"} and table["best_fitness"].notna().all()
 
 
@@ -135,18 +159,29 @@ def test_pareto_page_switches_to_three_objectives(finished_home: Path,
     assert "scatter3d" in fig
 
 
-def test_launch_form_rejects_invalid_values_with_a_clear_line() -> None:
+def test_launch_form_rejects_invalid_values_with_a_clear_line(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))  # no credentials
     at = page("pages/launch.py")
-    at.number_input(key="population-local.yaml").set_value(1)
-    at.button[0].click().run()
+    at.number_input(key="population-quick.yaml").set_value(1).run()
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "population" in errors[0] and "greater than or equal to 2" in errors[0]
+    assert at.button(key="start-run").disabled
     assert not Home().runs.exists() or not any(Home().runs.iterdir())  # nothing launched
 
-    at.number_input(key="population-local.yaml").set_value(4)
-    at.number_input(key="workers-local.yaml").set_value(0)
-    at.button[0].click().run()
+    at.number_input(key="population-quick.yaml").set_value(4)
+    at.number_input(key="workers-quick.yaml").set_value(0).run()
     assert "backend.workers" in at.error[0].value
+
+    # Checked before anything is registered: a model folder that is not there, Modal credentials.
+    at.number_input(key="workers-quick.yaml").set_value(2)
+    at.text_input(key="model-quick.yaml").set_value("./no-such-model").run()
+    assert at.error[0].value.startswith("model folder not found:") and at.button(key="start-run").disabled
+    at.text_input(key="model-quick.yaml").set_value("../data/models/tiny-code")
+    at.selectbox(key="backend-quick.yaml").set_value("modal").run()
+    assert at.number_input(key="workers-quick.yaml").disabled  # Modal scales its own workers
+    assert "no Modal credentials" in at.error[0].value
+    assert not Home().runs.exists() or not any(Home().runs.iterdir())
 
 
 def test_launch_form_starts_a_detached_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,7 +189,7 @@ def test_launch_form_starts_a_detached_run(monkeypatch: pytest.MonkeyPatch) -> N
     at.selectbox(key="launch_config").set_value("smoke.yaml").run()
     at.number_input(key="generations-smoke.yaml").set_value(1)
     at.selectbox(key="backend-smoke.yaml").set_value("serial")
-    at.button[0].click().run()
+    at.button(key="start-run").click().run()
     assert not at.exception and not at.error
     run_id = at.session_state["run_id"]
     assert "Live run" in texts(at)  # switched to the live page

@@ -1,9 +1,13 @@
 """Reading runs for people: the store's queries, Plotly figures and notebook helpers.
 
 `coral.analysis.list_runs(...)` and friends are the query functions (coral/analysis/queries.py),
-re-exported here so notebooks and pages write `from coral import analysis`.
+re-exported here so notebooks and pages write `from coral import analysis`; so are replicates
+(replicate_groups, replicate_curves), lineage (lineage, best_path) and the per-genome points of
+a running run (genome_points).
 """
 
+from coral.analysis.lineage import best_path, lineage
+from coral.analysis.live import genome_points
 from coral.analysis.queries import (
     CURVE_COLUMNS,
     RunCurves,
@@ -22,12 +26,14 @@ from coral.analysis.queries import (
     pareto,
     run_curves,
 )
+from coral.analysis.replicates import replicate_curves, replicate_groups
 
 __all__ = [
     "CURVE_COLUMNS",
     "RunCurves",
     "RunData",
     "baseline",
+    "best_path",
     "cache_curve",
     "compare_runs",
     "connect",
@@ -35,9 +41,13 @@ __all__ = [
     "fitness_curves",
     "front_hypervolume",
     "genome_detail",
+    "genome_points",
     "hypervolume",
+    "lineage",
     "list_runs",
     "load_run",
     "pareto",
+    "replicate_curves",
+    "replicate_groups",
     "run_curves",
 ]

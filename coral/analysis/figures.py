@@ -172,18 +172,23 @@ def pareto_figure(run_id: str, generation: int, objectives: Sequence[str] = ("bu
     names = list(objectives)
     points = analysis.pareto(run_id, generation, names, home)
     fig = go.Figure()
-    for on_front, label in ((False, "dominated"), (True, "Pareto front")):
+    # The front is what matters: dark and large; dominated genomes light and small behind it.
+    styles = {False: ("dominated", "#a9c4e0", 7), True: ("Pareto front", "#08306b", 11)}
+    for on_front in (False, True):
+        label, color, size = styles[on_front]
         part = points[points["on_front"] == on_front]
+        marker = {"color": color, "size": size if len(names) == 2 else size * 0.6}
         if len(names) == 2:
             fig.add_trace(go.Scatter(x=part[names[0]], y=part[names[1]], mode="markers", name=label,
-                                     text=part["genome_id"]))
+                                     text=part["genome_id"], marker=marker))
         else:
             fig.add_trace(go.Scatter3d(x=part[names[0]], y=part[names[1]], z=part[names[2]],
-                                       mode="markers", name=label, text=part["genome_id"]))
+                                       mode="markers", name=label, text=part["genome_id"], marker=marker))
     if len(names) == 2:
         fig.update_layout(xaxis_title=names[0], yaxis_title=names[1])
     else:
-        fig.update_layout(scene={"xaxis_title": names[0], "yaxis_title": names[1], "zaxis_title": names[2]})
+        fig.update_layout(scene={"xaxis_title": names[0], "yaxis_title": names[1], "zaxis_title": names[2]},
+                          height=720, margin={"l": 0, "r": 0, "t": 50, "b": 0})
     fig.update_layout(title=f"generation {generation}: {' vs '.join(names)}")
     return fig
 

@@ -25,6 +25,7 @@ from coral.home import Home, check_run_id, new_run_id
 from coral.run.control import send_request
 from coral.run.detached import log_tail, run_command, start_detached
 from coral.run.registry import ACTIVE, read_json, read_json_yaml, run_config, run_info, run_record
+from coral.services.live import preflight
 
 CONFIG_DIR = REPO_ROOT / "configs"
 SMOKE_CONFIG = CONFIG_DIR / "smoke.yaml"
@@ -91,7 +92,7 @@ def launch_run(request: LaunchRequest, home: Home | None = None,
     `handlers` ("module:attr") replaces the job bodies, as `coral run --handlers` does: tests
     launch runs that finish in seconds (`coral dashboard --handlers` hands it to the pages).
     """
-    request.validate()
+    preflight(request.validate())  # model folder, benchmark, Modal credentials: before registering
     home = (home or Home()).ensure()
     run_id = check_run_id(run_id) if run_id else new_run_id()
     _LAUNCHERS[run_id] = start_detached(home, run_id, request.command(run_id, handlers))

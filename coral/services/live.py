@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from coral.config import Config
+from coral.errors import CoralError
 from coral.home import Home
 from coral.run.progress import STAGES, generations_done, rates, read_progress, seconds_left
 from coral.run.registry import ACTIVE, RunInfo, list_runs, read_json, run_info
@@ -92,6 +94,29 @@ def default_run(home: Home | None = None) -> str | None:
 
 # ---------------------------------------------------------------------- before a launch
 
+DEFAULT_CONFIG = "quick.yaml"  # the Launch page's first choice: first genome plotted within ~30 s
+
+
+def preflight(config: Config) -> None:
+    """What can be checked before a run is registered, so a launch fails at once with one line
+    instead of seconds later in a log: the model folder (a local path; Modal resolves its own),
+    the benchmark and its split, Modal credentials for the Modal backend."""
+    from coral.benchmark.split import split_for_config
+
+    name = config.model.name
+    if config.backend.kind != "modal" and name.startswith("/"):
+        folder = Path(name)
+        if not folder.is_dir():
+            raise CoralError(f"model folder not found: {name} (Model takes a hub id or a local folder)")
+        if not (folder / "config.json").is_file():
+            raise CoralError(f"{name} is not a model folder (no config.json in it)")
+    split_for_config(config)  # the benchmark folder, its problems and the split: one line if wrong
+    if config.backend.kind == "modal":
+        from coral.execution.transport.modal_backend import check_credentials
+
+        check_credentials()
+
+
 
 def jobs_per_generation(config: Config, eval_problems: int) -> dict[str, int]:
     """At most this many jobs per generation: a train job per genome (fewer with cache hits),
@@ -101,7 +126,8 @@ def jobs_per_generation(config: Config, eval_problems: int) -> dict[str, int]:
 
 
 def _measured(home: Home, model: str) -> tuple[dict[str, float], str] | None:
-    """Mean job times and parallelism of this home's newest finished run of the same model."""
+    """Mean job times and parallelism of this home's newest finished run of the same model
+    (with the real job bodies)."""
     for info in reversed(list_runs(home)):
         if info.state != "finished":
             continue
@@ -110,8 +136,9 @@ def _measured(home: Home, model: str) -> tuple[dict[str, float], str] | None:
             continue
         from coral.run.registry import run_record
 
-        if (run_record(home, info.run_id)["config"].get("model") or {}).get("name") != model:
-            continue
+        record = run_record(home, info.run_id)
+        if record.get("handlers") or (record["config"].get("model") or {}).get("name") != model:
+            continue  # stand-in job bodies (tests) or another model: their times say nothing here
         done, busy = progress["jobs_done"], progress["busy"]
         if not all(done.get(s) for s in STAGES):
             continue

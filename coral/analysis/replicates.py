@@ -1,0 +1,160 @@
+"""Replicates: runs of one config that differ only in their seed, grouped and summarised.
+
+A claim about a config needs several seeds: `replicate_curves` gives, per group and generation,
+the mean over seeds of a per-generation statistic with a 95% interval (Student's t over the
+seeds that reached that generation), and the group's mean baseline (the untuned model).
+Groups are found from the configs themselves (`config_group`), so runs launched from the CLI
+group with runs launched from the dashboard. The same tables feed the Compare page and notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from coral.errors import CoralError
+from coral.hashing import content_hash
+from coral.home import Home
+from coral.store.schema import METRICS
+
+# Keys that do not change what a run computes: the seed is what replicates vary; the backend
+# (serial, local workers, Modal) gives identical results (`coral validate`).
+NOT_SCIENCE = ("seed", "backend")
+# Two-sided 95% Student's t quantiles by degrees of freedom; beyond 30 the normal 1.96 is
+# within 2%. (No scipy dependency for one table.)
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+STATS = ("best", "mean")
+
+
+def t95(df: int) -> float:
+    if df < 1:
+        raise CoralError("a 95% interval needs at least two seeds")
+    return _T95[df - 1] if df <= len(_T95) else 1.96
+
+
+def config_group(config: dict[str, Any]) -> str:
+    """The replicate group of a resolved config: a hash of everything but seed and backend."""
+    return content_hash({k: v for k, v in config.items() if k not in NOT_SCIENCE})[:10]
+
+
+def group_label(config: dict[str, Any]) -> str:
+    model = str((config.get("model") or {}).get("name", "?")).rstrip("/").rsplit("/", 1)[-1]
+    return (f"{config.get('strategy', '?')}, population {config.get('population', '?')}, "
+            f"{config.get('generations', '?')} generations, {model}")
+
+
+def replicate_groups(run_ids: Sequence[str] | None = None, home: Home | None = None) -> pd.DataFrame:
+    """Runs with their replicate group: run_id, group, label, seed, state, generations_done.
+    Every run in the store when run_ids is None; an id the store does not know is an error."""
+    from coral.analysis.queries import connect
+
+    with connect(home) as con:
+        frame = con.execute("SELECT run_id, config, state, generations_done FROM runs "
+                            "ORDER BY run_id").df()
+    if run_ids is not None:
+        wanted = list(dict.fromkeys(run_ids))
+        missing = [r for r in wanted if r not in set(frame["run_id"])]
+        if missing:
+            raise CoralError(f"no run {missing[0]!r} in the store (not ingested yet, or a wrong id)")
+        frame = frame.set_index("run_id").loc[wanted].reset_index()
+    configs = [json.loads(c) if c else {} for c in frame["config"]]
+    return pd.DataFrame({
+        "run_id": frame["run_id"], "group": [config_group(c) for c in configs],
+        "label": [group_label(c) for c in configs], "seed": [c.get("seed") for c in configs],
+        "state": frame["state"], "generations_done": frame["generations_done"].fillna(0).astype(int),
+    })
+
+
+def replicate_curves(run_ids: Sequence[str], metric: str = "fitness", stat: str = "best",
+                     home: Home | None = None) -> dict[str, Any]:
+    """Per replicate group and generation: seeds (n), mean, 95% interval (lo, hi; NaN with one
+    seed) of `stat`_`metric` over the group's runs; the group's mean baseline for the metric;
+    and the runs left out (no finished generation in the store) with the reason.
+
+    Returns {"curves": DataFrame(group, label, generation, n, mean, lo, hi),
+             "groups": replicate_groups(...), "baselines": {group: value or None},
+             "left_out": [(run_id, why)]}.
+    """
+    from coral.analysis.queries import connect
+
+    if metric not in METRICS:
+        raise CoralError(f"unknown objective {metric!r} (known: {', '.join(METRICS)})")
+    if stat not in STATS:
+        raise CoralError(f"unknown statistic {stat!r} (known: {', '.join(STATS)})")
+    if not run_ids:
+        raise CoralError("replicate_curves needs at least one run id")
+    groups = replicate_groups(run_ids, home)
+    ids = list(groups["run_id"])
+    with connect(home) as con:
+        values = con.execute(f"SELECT run_id, generation, {stat}_{metric} AS value FROM generations "
+                             "WHERE list_contains(?, run_id) ORDER BY run_id, generation", [ids]).df()
+        base = con.execute(f"SELECT run_id, {metric} AS value FROM baselines "
+                           "WHERE list_contains(?, run_id)", [ids]).df()
+    have = set(values["run_id"])
+    left_out = [(r, f"{s}: no finished generation in the store yet" if s in ("running", "paused", "starting")
+                 else f"{s} before its first generation finished")
+                for r, s in zip(groups["run_id"], groups["state"], strict=True) if r not in have]
+    merged = values.merge(groups[["run_id", "group", "label"]], on="run_id")
+    rows = []
+    for (group, label, generation), part in merged.groupby(["group", "label", "generation"], sort=True):
+        n, mean = len(part), float(part["value"].mean())
+        half = t95(n - 1) * float(part["value"].std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+        rows.append({"group": group, "label": label, "generation": int(generation), "n": n,
+                     "mean": mean, "lo": mean - half, "hi": mean + half})
+    curves = pd.DataFrame(rows, columns=["group", "label", "generation", "n", "mean", "lo", "hi"])
+    base = base.merge(groups[["run_id", "group"]], on="run_id")
+    baselines = {g: (float(part["value"].mean()) if part["value"].notna().any() else None)
+                 for g, part in base.groupby("group")}
+    return {"metric": metric, "stat": stat, "curves": curves, "groups": groups,
+            "baselines": baselines, "left_out": left_out}
+
+
+_PALETTE = ("#0068c9", "#ff2b2b", "#29b09d", "#ff8700", "#7defa1", "#6d3fc0", "#d5dae5", "#83c9ff")
+
+
+def _rgba(color: str, alpha: float) -> str:
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def replicate_chart(result: dict[str, Any]) -> go.Figure:
+    """Each group's mean over seeds as a line, its 95% interval as a band, its baseline dashed."""
+    curves = result["curves"]
+    fig = go.Figure()
+    for index, (group, part) in enumerate(curves.groupby("group", sort=True)):
+        color = _PALETTE[index % len(_PALETTE)]
+        seeds = int(part["n"].max())
+        name = f"{part['label'].iloc[0]} ({seeds} seed{'s' if seeds != 1 else ''}) [{group}]"
+        x = list(part["generation"])
+        band = part.dropna(subset=["lo", "hi"])
+        if not band.empty:
+            bx = list(band["generation"])
+            fig.add_trace(go.Scatter(x=bx + bx[::-1], y=list(band["hi"]) + list(band["lo"])[::-1],
+                                     fill="toself", fillcolor=_rgba(color, 0.2), line={"width": 0},
+                                     hoverinfo="skip", legendgroup=group, showlegend=False,
+                                     name=f"{group} 95% interval"))
+        fig.add_trace(go.Scatter(x=x, y=list(part["mean"]), mode="lines+markers", name=name,
+                                 legendgroup=group, line={"color": color},
+                                 customdata=list(part["n"]),
+                                 hovertemplate="generation %{x}: %{y:.3f} (%{customdata} seeds)"))
+        base = result["baselines"].get(group)
+        if base is not None:
+            fig.add_trace(go.Scatter(x=[min(x), max(x)], y=[base, base], mode="lines",
+                                     line={"color": color, "dash": "dash"}, legendgroup=group,
+                                     name=f"baseline [{group}]"))
+    fig.update_layout(title=f"{result['stat']} {result['metric']}: mean over seeds, 95% interval",
+                      xaxis_title="generation", yaxis_title=f"{result['stat']} {result['metric']}",
+                      height=460, legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def replicate_figure(run_ids: Sequence[str], metric: str = "fitness", stat: str = "best",
+                     home: Home | None = None) -> go.Figure:
+    return replicate_chart(replicate_curves(run_ids, metric, stat, home))

@@ -1,0 +1,44 @@
+"""Lineage: where a genome came from (parents, how each was made, the generation each was
+evaluated in) as a graph, and the path of the run's best genome back to the first generation."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from coral.analysis.lineage import best_genome_id, genome_ids, lineage, lineage_chart
+from coral.errors import CoralError
+from pages import empty_state, home, pick_run
+
+st.title("Lineage")
+run_id = pick_run()
+if run_id is None:
+    empty_state("lineage")
+    st.stop()
+
+try:
+    best = best_genome_id(run_id, home())
+    path = lineage(run_id, best, home())
+except CoralError as exc:
+    st.info(f"{exc}. The lineage appears once the run's first generation has finished.")
+    st.stop()
+
+st.caption("x: the generation a genome was evaluated in; a line joins each parent to its child; "
+           "the thick line follows the fitter parent back to a genome that had none (generation 0, "
+           "or a fresh random one). Hover a point for its id, origin and fitness.")
+ids = genome_ids(run_id, home())
+choice = st.selectbox("Genome (fittest first; the first is the run's best)", ids,
+                      index=ids.index(best) if best in ids else 0, key=f"lineage-genome-{run_id}")
+try:
+    frame = path if choice == best else lineage(run_id, choice, home())
+except CoralError as exc:
+    st.error(str(exc))
+    st.stop()
+title = f"ancestry of {'the best genome ' if choice == best else 'genome '}{choice}"
+st.plotly_chart(lineage_chart(frame, title), key="lineage-chart")
+
+st.subheader("Path back to the first generation" + (" (the run's best)" if choice == best else ""))
+steps = frame[frame["on_path"]].sort_values("depth")
+st.dataframe(steps[["depth", "genome_id", "generation", "origin", "fitness", "parents"]],
+             hide_index=True, key="lineage-path")
+with st.expander(f"All {len(frame)} ancestors"):
+    st.dataframe(frame, hide_index=True, key="lineage-table")
