@@ -1,9 +1,10 @@
-"""coral bench mutate ROOT --out DIR [--per-problem N] [--seed S] [--jobs N] [--split FILE].
+"""coral bench mutate ROOT --out DIR ...; coral bench eval ROOT [--model M] [--adapter DIR] ...
 
 `mutate` derives bug instances from each problem's reference fix (coral.benchmark.mutate) and
 keeps those the problem's tests fail in the sandbox (coral.sandbox.judge). The output is a
 benchmark in the same QuixBugs layout: `coral bench check`, `coral bench split` and runs read it
-like any other. Registered under `coral bench` by coral.cli.benchmark_cmd.
+like any other. `eval` scores one model (and optional adapter) on a benchmark with the stages
+a run uses (coral.run.evaluate). Registered under `coral bench` by coral.cli.benchmark_cmd.
 """
 
 from __future__ import annotations
@@ -36,6 +37,25 @@ def register_actions(
                         help="split file (default: ROOT/split.json, else the derived split)")
     mutate.set_defaults(func=_mutate)
 
+    evaluate = bench_sub.add_parser(
+        "eval", help="evaluate one model (and optional adapter) on a benchmark: fixed@k, bugfix"
+    )
+    evaluate.add_argument("root", type=Path, help="benchmark directory")
+    evaluate.add_argument("--model", default=None, metavar="M",
+                          help="model folder or hub id (default: the config's model.name)")
+    evaluate.add_argument("--adapter", type=Path, default=None, metavar="DIR",
+                          help="adapter folder to merge into the model (e.g. coral export-adapter)")
+    evaluate.add_argument("--samples", type=positive_int, default=None, metavar="K",
+                          help="answers per problem, k of fixed@k (default: benchmark.samples)")
+    evaluate.add_argument("--split", choices=("eval", "train", "all"), default="eval",
+                          help="which problems (default eval)")
+    evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed")
+    evaluate.add_argument("--config", type=Path, default=None,
+                          help="knob ranges, generation, sandbox and model settings from this "
+                               "config (default: the built-in defaults)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(func=_eval)
+
 
 def _non_negative_int(text: str) -> int:
     try:
@@ -63,4 +83,33 @@ def _mutate(args: argparse.Namespace) -> int:
         if info["instances"] < args.per_problem:
             print(f"  {name}: {info['instances']} of {args.per_problem} (no further mutant fails "
                   "its tests)")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from coral.config import Config, ModelConfig, load_config
+    from coral.run.evaluate import evaluate_model
+
+    config = load_config(args.config) if args.config else Config()
+    if args.model is not None:
+        name = args.model
+        if Path(name).expanduser().exists():  # a local folder: absolute, like config paths
+            name = str(Path(name).expanduser().resolve())
+        model = ModelConfig.model_validate({**config.model.model_dump(), "name": name})
+        config = config.model_copy(update={"model": model})
+    samples = args.samples or config.benchmark.samples
+    result = evaluate_model(args.root, config, adapter=args.adapter, samples=samples,
+                            split=args.split, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    width = max([len("problem")] + [len(p["name"]) for p in result["problems"]])
+    print(f"{'problem':<{width}}  fixed  bugfix")
+    for row in result["problems"]:
+        print(f"{row['name']:<{width}}  {'yes' if row['fixed'] else 'no':>5}  {row['bugfix']:.3f}")
+    print(f"fixed@{result['k']}: {result['fixed']}/{result['total']} problems; mean bugfix "
+          f"{result['bugfix']:.3f} +/- {result['bugfix_se']:.3f} (SE over problems); "
+          f"model {result['model']}" + (f", adapter {result['adapter']}" if result["adapter"] else ""))
     return 0

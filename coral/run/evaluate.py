@@ -1,0 +1,159 @@
+"""Evaluate one model (and optional adapter) on a benchmark: `coral bench eval`, baselines, bench/.
+
+The same stages a run's genome goes through (prompt -> generate -> extract -> sandboxed tests
+-> objectives), in one process and without a run: every problem of the chosen split x `samples`
+answers, scored by coral.sandbox.objectives. `echo` candidates (the buggy program returned
+unchanged) go through the same scoring, so the floor every model has to beat is measured the
+same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from coral.benchmark.extract import extract_candidate
+from coral.benchmark.loader import load_benchmark
+from coral.benchmark.mutate import read_manifest
+from coral.benchmark.problem import Problem
+from coral.benchmark.prompts import build_prompt
+from coral.benchmark.split import load_split
+from coral.config import Config, KnobSpace
+from coral.errors import CoralError
+from coral.evolution.genome import Knobs
+from coral.evolution.selection import OBJECTIVES
+from coral.sandbox.objectives import CandidateScore, fixed_at_k, score_candidates
+from coral.sandbox.runner import RunnerLimits
+
+SplitChoice = Literal["eval", "train", "all"]
+SPLITS: tuple[str, ...] = ("eval", "train", "all")
+
+
+def default_knobs(space: KnobSpace) -> Knobs:
+    """The knobs an untuned model gets (no-adapter baseline, `coral bench eval`): the middle of
+    each sampling range, no repetition penalty (its low end), the longest answer allowed."""
+    return Knobs(
+        temperature=round((space.temperature[0] + space.temperature[1]) / 2, 6),
+        top_p=round((space.top_p[0] + space.top_p[1]) / 2, 6),
+        top_k=int(round((space.top_k[0] + space.top_k[1]) / 2)),
+        repetition_penalty=space.repetition_penalty[0],
+        max_new_tokens=max(space.max_new_tokens),
+    )
+
+
+def select_problems(root: Path, split: SplitChoice, split_path: Path | None = None) -> list[Problem]:
+    """The problems of one side of the benchmark's split (or all), in name order."""
+    if split not in SPLITS:
+        raise CoralError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    problems = load_benchmark(root)
+    if split == "all":
+        return problems
+    chosen = set(getattr(load_split(root, split_path), split))
+    return [p for p in problems if p.name in chosen]
+
+
+def echo_answer(problem: Problem) -> str:
+    """The buggy program, fenced as a model would answer: the echo baseline's one answer."""
+    return f"{problem.buggy_source.strip()}\n```\n"
+
+
+@dataclass(frozen=True)
+class ProblemResult:
+    name: str
+    family: str
+    samples: tuple[CandidateScore, ...]
+
+    @property
+    def fixed(self) -> bool:
+        return any(s.fixed for s in self.samples)
+
+    def mean(self, objective: str) -> float:
+        return sum(getattr(s, objective) for s in self.samples) / len(self.samples)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "fixed": self.fixed,
+                "bugfix": self.mean("bugfix"), "fixed_samples": sum(s.fixed for s in self.samples),
+                **{o: self.mean(o) for o in OBJECTIVES if o != "bugfix"}}
+
+
+def score_answers(
+    problems: Sequence[Problem], answers: Sequence[Sequence[str]], limits: RunnerLimits,
+    root: Path | None = None,
+) -> list[ProblemResult]:
+    """Extract and score answers[i][j] (problem i, sample j); families from ROOT/mutants.json."""
+    items = [(p, extract_candidate(raw, p.name, p.buggy_source))
+             for p, group in zip(problems, answers, strict=True) for raw in group]
+    scores = score_candidates(items, limits=limits)
+    manifest = read_manifest(root) if root is not None else None
+    family = {str(i["name"]): str(i["family"]) for i in manifest["instances"]} if manifest else {}
+    by_problem: dict[str, list[CandidateScore]] = defaultdict(list)
+    for score in scores:
+        by_problem[score.problem].append(score)
+    return [ProblemResult(p.name, family.get(p.name, p.name), tuple(by_problem[p.name]))
+            for p in problems]
+
+
+def summarise(results: Sequence[ProblemResult], k: int) -> dict[str, Any]:
+    """fixed@k, objective means with standard errors over problems, and per-problem rows."""
+    if not results:
+        raise CoralError("no problems to evaluate")
+    out: dict[str, Any] = {"k": k, "fixed": sum(r.fixed for r in results), "total": len(results)}
+    out["fixed_at_k"] = sum(fixed_at_k(len(r.samples), sum(s.fixed for s in r.samples), k)
+                            for r in results) / len(results)
+    for objective in OBJECTIVES:
+        mean, se = mean_se([r.mean(objective) for r in results])
+        out[objective] = mean
+        out[f"{objective}_se"] = se
+    out["problems"] = [r.as_dict() for r in results]
+    return out
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample sd / sqrt n; 0 for fewer than two values)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def evaluate_model(
+    root: Path, config: Config, *, adapter: Path | None = None, samples: int = 1,
+    split: SplitChoice = "eval", seed: int = 0, knobs: Knobs | None = None,
+    split_path: Path | None = None,
+) -> dict[str, Any]:
+    """Generate `samples` answers per problem with config.model (+ adapter) and score them."""
+    from coral.model.generate import generate_for_genome
+    from coral.model.loading import load_base_model
+
+    if adapter is not None and not Path(adapter).is_dir():
+        raise CoralError(f"adapter folder not found: {adapter}")
+    problems = select_problems(root, split, split_path)
+    knobs = knobs or default_knobs(config.knobs)
+    style = config.benchmark.prompt_style
+    rows = [build_prompt(p.name, p.buggy_source, style) for p in problems for _ in range(samples)]
+    base = load_base_model(config.model)
+    texts = generate_for_genome(base, adapter, rows, knobs, seed, config.generation)
+    answers = [texts[i * samples:(i + 1) * samples] for i in range(len(problems))]
+    results = score_answers(problems, answers, RunnerLimits.from_config(config.sandbox), root)
+    summary = summarise(results, samples)
+    return {**{k: summary[k] for k in ("k", "fixed", "total")},
+            "model": config.model.name, "adapter": str(adapter) if adapter else None,
+            "split": split, "seed": seed, "knobs": knobs.model_dump(mode="json"),
+            **{k: v for k, v in summary.items() if k not in ("k", "fixed", "total")}}
+
+
+def evaluate_echo(root: Path, config: Config, split: SplitChoice = "eval",
+                  split_path: Path | None = None) -> dict[str, Any]:
+    """The echo baseline: every problem answered with its own buggy program."""
+    problems = select_problems(root, split, split_path)
+    answers = [[echo_answer(p)] for p in problems]
+    results = score_answers(problems, answers, RunnerLimits.from_config(config.sandbox), root)
+    return {**summarise(results, 1), "model": "echo", "split": split}
