@@ -3,14 +3,15 @@
 Candidates are every problem's buggy program and its reference fix. The evaluator side is
 coral.sandbox.objectives.score_candidates: a sandbox per candidate running all its cases, ruff and
 bandit once per batch, all five objectives; reference runs are recomputed every round (the
-per-process cache is cleared) and no candidate result is ever reused. The pytest side runs
-`python -m pytest -q python_testcases/test_NAME.py` (buggy) and the same with `--correct`, one
+per-process cache is cleared) and no candidate result is ever reused. Each reference run is the
+trusted half of its problem's verdicts (recorded expected operands) and calibrates budgets.
+The pytest side runs `python -m pytest -q python_testcases/test_NAME.py` (buggy) and the same with `--correct`, one
 problem at a time, in data/problems. Rounds alternate between the two so that both see the
 same machine load; the medians are compared.
 
     python bench/evaluator.py [--rounds 3] [--workers N] [--record]
 
---record appends the result to bench/RESULTS.md. Target: evaluator >= 10x pytest.
+--record appends the result to bench/RESULTS.md. Target: evaluator >= 20x pytest.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from coral.benchmark.loader import load_benchmark
 from coral.benchmark.problem import Problem
 from coral.sandbox import objectives
 from coral.sandbox.box import isolation_available
+from coral.sandbox.runner import clear_reference_cache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +38,7 @@ ROOT = REPO / "data" / "problems"
 
 def evaluator_round(problems: list[Problem], workers: int) -> dict[str, float]:
     """Seconds for the buggy programs, then the reference fixes, each side one batch."""
-    objectives._reference_cache.clear()  # a fresh process would pay for the references too
+    clear_reference_cache()  # a fresh process would pay for the references too
     times = {}
     for side in ("buggy", "correct"):
         items = [(p, p.buggy_source if side == "buggy" else p.correct_source) for p in problems]
