@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     except CoralError as exc:
         print(f"coral: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # The system refused a file operation (a folder that cannot be made, a full disk): what
+        # the user can act on is the path and the reason, not a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"coral: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("coral: interrupted", file=sys.stderr)
         return 130

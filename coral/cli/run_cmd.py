@@ -140,9 +140,10 @@ def _run_on_modal(args: argparse.Namespace, run_id: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from coral.home import Home, check_run_id, new_run_id
-    from coral.run.lifecycle import resolve_config, run_from_config
+    from coral.run.lifecycle import check_model, resolve_config, run_from_config
 
     config = resolve_config(args.config, args.overrides, args.backend, args.workers)
+    check_model(config)  # here too, so `--detach` reports it rather than its child
     # `is not None`: an empty --run-id is a mistake to report, not a request for a generated id.
     run_id = check_run_id(args.run_id) if args.run_id is not None else new_run_id()
     if config.backend.kind == "modal":
@@ -151,7 +152,14 @@ def _run(args: argparse.Namespace) -> int:
         return _detach(args, run_id, Home())
     print(run_id, flush=True)
     result = run_from_config(config, run_id, progress=Progress(), handlers=args.handlers)
-    print(f"run {run_id} {result.state} in {result.wall_seconds:.1f}s")
+    return _ended(run_id, result)
+
+
+def _ended(run_id: str, result: Any) -> int:
+    """The run's last line: how it ended; a stopped run (`coral stop`, SIGTERM, Ctrl-C) resumes."""
+    print(f"run {run_id} {result.state} in {result.wall_seconds:.1f}s", flush=True)
+    if result.state == "stopped":
+        print(f"`coral resume {run_id}` continues it", flush=True)
     return 0 if result.state == "finished" else 3
 
 
@@ -183,8 +191,7 @@ def _resume(args: argparse.Namespace) -> int:
         return 0
     print(args.run_id, flush=True)
     result = resume_run(args.run_id, progress=Progress())
-    print(f"run {args.run_id} {result.state} in {result.wall_seconds:.1f}s")
-    return 0 if result.state == "finished" else 3
+    return _ended(args.run_id, result)
 
 
 # ---------------------------------------------------------------------- registry and control

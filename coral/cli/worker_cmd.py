@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -42,7 +43,7 @@ def _positive(text: str) -> float:
 def _worker(args: argparse.Namespace) -> int:
     from coral.execution.jobs import Handlers
     from coral.execution.transport import open_transport
-    from coral.execution.workers import DEFAULT_LEASE_SECONDS, Worker, expand_kinds
+    from coral.execution.workers import DEFAULT_LEASE_SECONDS, PARENT_ENV, Worker, die_with_parent, expand_kinds
     from coral.home import Home
 
     logging.basicConfig(level=logging.INFO,
@@ -57,6 +58,10 @@ def _worker(args: argparse.Namespace) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
+    parent = os.environ.get(PARENT_ENV)
+    if parent:  # a run's pool worker: it dies with its engine, which alone handles Ctrl-C
+        die_with_parent(int(parent))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     with open_transport(args.backend, home=home) as transport:
         worker = Worker(transport, kinds, handlers=handlers, lease_seconds=lease,
                         idle_exit=args.idle_exit, home=home, stop=stop)

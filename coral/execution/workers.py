@@ -283,6 +283,9 @@ class WorkerLauncher(ABC):
     def alive(self) -> int:
         """How many started workers are still running."""
 
+    def check(self) -> None:  # noqa: B027 - optional: launchers that can watch their workers do
+        """Called by the engine between jobs: replace dead workers, or raise WorkersLost."""
+
     def __enter__(self) -> WorkerLauncher:
         self.start()
         return self
@@ -291,17 +294,63 @@ class WorkerLauncher(ABC):
         self.stop()
 
 
+class WorkersLost(CoralError):
+    """Every worker of a pool died and its restart budget is spent: the run cannot go on."""
+
+
+def local_worker_cap() -> int:
+    """The most local workers a run may start: twice the CPU cores, at least 4. Each worker is a
+    Python process with its own model copy and torch threads; far more than the cores only
+    thrash (1024 asked for on 2 cores spawned 431 before the engine wrote an event)."""
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
+PARENT_ENV = "CORAL_PARENT_PID"  # set for a pool's workers: they die with that process
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process (SIGKILL) when process `parent` ends, so an engine killed with kill -9
+    leaves no orphans. Linux: the kernel's parent-death signal. Everywhere: a thread that
+    watches the parent pid (it also covers a parent that died before prctl ran)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="coral-parent-watch", daemon=True).start()
+
+
 class LocalWorkerPool(WorkerLauncher):
-    """N `coral worker --backend local` child processes sharing CORAL_HOME's queue database."""
+    """N `coral worker --backend local` child processes sharing CORAL_HOME's queue database.
+
+    `check()` (the engine calls it between jobs) replaces a worker that died, up to
+    `max_restarts` replacements in all (default 2 x N), and raises WorkersLost once no worker is
+    left and none may be started. Workers die with the process that started them."""
 
     def __init__(
         self, home: Home | Path | str, n: int, kinds: Sequence[str], *,
         handlers: str | None = None, lease_seconds: float | None = None,
         idle_exit: float | None = None, log_dir: Path | None = None,
         env: Mapping[str, str] | None = None, stop_grace: float = 10.0,
+        max_restarts: int | None = None, run_id: str | None = None,
     ) -> None:
         if n < 1:
             raise CoralError(f"a worker pool needs at least one worker, got {n}")
+        if n > local_worker_cap():
+            raise CoralError(f"{n} local workers is more than this machine's cap of {local_worker_cap()} "
+                             f"(2 x {os.cpu_count()} CPU cores, at least 4)")
+        self.max_restarts = 2 * n if max_restarts is None else max_restarts
+        self.restarts = 0
+        self._seen_dead: set[int] = set()  # pids of dead workers already handled by check()
+        self.run_id = run_id  # named in WorkersLost: the run to resume
         self.home = home if isinstance(home, Home) else Home(home)
         self.n = n
         self.kinds = list(kinds)
@@ -333,7 +382,7 @@ class LocalWorkerPool(WorkerLauncher):
     def start_one(self) -> subprocess.Popen[bytes]:
         """One more worker (also how a caller replaces a dead one)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env, "CORAL_HOME": str(self.home.root)}
+        env = {**os.environ, **self.env, "CORAL_HOME": str(self.home.root), PARENT_ENV: str(os.getpid())}
         path = self.log_dir / f"worker-{os.getpid()}-{len(self.procs)}.log"
         # An argument list, never a shell; the child keeps its own copy of the log descriptor.
         with open(path, "ab") as out:
@@ -350,6 +399,29 @@ class LocalWorkerPool(WorkerLauncher):
 
     def pids(self) -> list[int]:
         return [proc.pid for proc in self.procs]
+
+    def check(self) -> None:
+        """Replace each worker that died since the last look, while restarts remain; WorkersLost
+        once none is alive and none may be started (the run then fails, and resumes later)."""
+        for proc in list(self.procs):
+            if proc.poll() is None or proc.pid in self._seen_dead:
+                continue
+            self._seen_dead.add(proc.pid)
+            code = proc.returncode
+            how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            if self.restarts < self.max_restarts:
+                self.restarts += 1
+                log.warning("worker %d %s; starting a replacement (%d of %d restarts)", proc.pid, how,
+                            self.restarts, self.max_restarts)
+                self.start_one()
+            else:
+                log.warning("worker %d %s; no restart left (%d used)", proc.pid, how, self.max_restarts)
+        if self.procs and self.alive() == 0:
+            last = self.procs[-1].returncode
+            how = f"killed by signal {-last}" if last is not None and last < 0 else f"exit status {last}"
+            raise WorkersLost(f"every local worker died ({len(self.procs)} started, {self.restarts} of them "
+                              f"replacements; the last: {how}); worker logs: {self.log_dir}"
+                              + (f"; `coral resume {self.run_id}` continues the run" if self.run_id else ""))
 
     def stop(self) -> None:
         """SIGTERM (a worker finishes its current job), then SIGKILL after stop_grace seconds."""

@@ -106,6 +106,8 @@ class EvolutionEngine:
         self.trained: dict[str, str] = {}  # gene key -> adapter cache key (this run)
         self.baseline: dict[str, Any] | None = None
         self.paused = False
+        # Set by lifecycle.execute on SIGTERM/SIGINT: the run stops between jobs, resumable.
+        self.interrupted: str | None = None
         # Timing-dependent bookkeeping (runs/RUN_ID/progress.json), never in the event log.
         self.live = ProgressWriter(home, run_id, config.generations, config.population)
 
@@ -136,8 +138,8 @@ class EvolutionEngine:
         try:
             for generation in range(first, cfg.generations):
                 population = self._generation(evo, generation, population)
-        except RunStopped:
-            self.events.emit("run_stopped", {"reason": "stop requested"})
+        except RunStopped as stop:
+            self.events.emit("run_stopped", {"reason": str(stop) or "stop requested"})
             write_status(self.home, self.run_id, "stopped")
             return "stopped"
         self.events.emit("run_finished", {"generations": cfg.generations,
@@ -243,6 +245,8 @@ class EvolutionEngine:
                 continue
 
     def _check_control(self) -> None:
+        if self.interrupted:
+            raise RunStopped(self.interrupted)
         request = (self.control.get(control_key(self.run_id)) or {}).get("request")
         if request == "stop":
             raise RunStopped
@@ -261,6 +265,8 @@ class EvolutionEngine:
                 self.live.states(self.executor.progress(generation))
                 self.live.flush()
             request = (self.control.get(control_key(self.run_id)) or {}).get("request")
+            if self.interrupted:
+                raise RunStopped(self.interrupted)
             if request == "stop":
                 raise RunStopped
             if request == "continue":

@@ -9,21 +9,25 @@ this layer never imports the Modal layer above it (docs/architecture.md).
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from coral.benchmark.loader import load_benchmark
 from coral.benchmark.split import split_for_config
-from coral.config import BackendConfig, Config, load_config
-from coral.errors import CoralError
+from coral.config import BackendConfig, Config, describe_error, load_config
+from coral.errors import ConfigError, CoralError
 from coral.execution.executor import Executor, QueueExecutor, SerialExecutor
 from coral.execution.jobs import Handlers
 from coral.execution.transport import open_transport
 from coral.execution.transport.base import Transport
-from coral.execution.workers import LocalWorkerPool, WorkerLauncher
+from coral.execution.workers import LocalWorkerPool, WorkerLauncher, local_worker_cap
 from coral.home import Home, new_run_id
 from coral.run import checkpoints as ckpt
 from coral.run.control import clear_requests, set_hold
@@ -79,10 +83,31 @@ def resolve_config(source: Config | str | os.PathLike, overrides: list[str] | No
         update["kind"] = backend
     if workers is not None:
         update["workers"] = workers
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers {workers}: a run needs at least one worker")
     if update:
-        merged = BackendConfig.model_validate({**config.backend.model_dump(), **update})
+        try:
+            merged = BackendConfig.model_validate({**config.backend.model_dump(), **update})
+        except ValidationError as exc:
+            raise ConfigError(f"backend.{describe_error(exc)}") from None
         config = config.model_copy(update={"backend": merged})
+    if config.backend.kind == "local" and config.backend.workers > local_worker_cap():
+        raise ConfigError(f"backend.workers={config.backend.workers}: at most {local_worker_cap()} local "
+                          f"workers on this machine (2 x {os.cpu_count()} CPU cores, at least 4)")
     return config
+
+
+def check_model(config: Config) -> None:
+    """A model given as a local path must be a model folder, checked before a run is registered
+    (it failed three attempts later, in a worker). Hub ids are left to the loader. Only for the
+    backends that run here: a Modal run's paths are its containers'."""
+    name = config.model.name
+    if config.backend.kind == "modal" or not os.path.isabs(name):
+        return
+    if not os.path.isdir(name):
+        raise ConfigError(f"model.name {name}: no such folder")
+    if not os.path.isfile(os.path.join(name, "config.json")):
+        raise ConfigError(f"model.name {name}: not a model folder (no config.json)")
 
 
 def run_from_config(
@@ -103,6 +128,7 @@ def run_from_config(
     home = (home or Home()).ensure()
     run_id = run_id or new_run_id()
     problems = load_problems(config)
+    check_model(config)
     register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval}, handlers)
     progress = progress or (lambda kind, info: None)
     progress("registered", {"run_id": run_id})
@@ -168,7 +194,8 @@ def execute(config: Config, run_id: str, home: Home, problems: Problems,
                                  progress=progress)
         state = "failed"
         try:
-            state = engine.run(resume)
+            with _stop_on_signals(engine):
+                state = engine.run(resume)
         except CoralError as exc:
             if hasattr(engine, "events"):
                 engine.events.emit("run_failed", {"error": str(exc)})
@@ -184,13 +211,37 @@ def execute(config: Config, run_id: str, home: Home, problems: Problems,
                          executor.stats.lease_expiries, executor.cache_stats().hits)
 
 
+@contextmanager
+def _stop_on_signals(engine: EvolutionEngine) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the run between jobs, as `coral stop` does: the run ends
+    "stopped", its pool is stopped, and `coral resume` continues it. A second signal acts as it
+    would have (the process ends; its workers die with it). Signals reach only the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop(signum: int, frame: object) -> None:
+        engine.interrupted = signal.Signals(signum).name
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    for sig in previous:
+        signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _launcher(config: Config, home: Home, run_id: str, transport: Transport,
               handlers: str | None, factory: LauncherFactory | None) -> WorkerLauncher:
     kinds = ["train", "generate", "test"]
     if config.backend.kind == "local":
         return LocalWorkerPool(home, config.backend.workers, kinds, handlers=handlers,
                                lease_seconds=config.backend.lease_seconds,
-                               log_dir=home.run_dir(run_id) / "workers")
+                               log_dir=home.run_dir(run_id) / "workers", run_id=run_id)
     if factory is None:
         raise CoralError(f"backend {config.backend.kind!r} runs are started by `coral run`, which "
                          "submits them to their own orchestrator")

@@ -1,0 +1,230 @@
+"""Faults of a running engine and its local worker pool, performed for real on `coral run` with
+the stand-in job bodies (coral/testing/fakes.py): kill -9 of the engine, SIGTERM and Ctrl-C of
+the engine, kill -9 of one worker, every worker killed as it starts, and a pool far larger than
+the machine (issue "Faults that still hurt", points 2, 3 and 7). After each stop or failure,
+`coral resume` must give the same run as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coral.execution.workers import local_worker_cap
+from coral.home import Home
+from coral.run.registry import compare_runs
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+FAKES = "coral.testing.fakes:HANDLERS"
+# smoke.yaml's two generations at 0.05 s a job: long enough to hurt mid-way, short enough to redo.
+SHAPE: list[str] = []
+LEASE = ["--set", "backend.lease_seconds=2"]  # a lost job is re-enqueued within seconds
+
+
+def env_for(home: Path, sleep: str = "0.05") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update(CORAL_HOME=str(home), PYTHONPATH=str(REPO), CORAL_FAKE_SLEEP=sleep)
+    return env
+
+
+def coral(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "coral", *args], cwd=REPO, env=env_for(home),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_run(home: Path, run_id: str, *extra: str) -> subprocess.Popen[str]:
+    """`coral run` in its own session (so a test can signal its whole group, as a terminal does)."""
+    with open(home.parent / f"{run_id}.out", "w") as out:  # the child keeps its own copy
+        return subprocess.Popen([sys.executable, "-m", "coral", "run", str(SMOKE), "--run-id", run_id,
+                                 "--handlers", FAKES, *SHAPE, *LEASE, *extra], cwd=REPO, env=env_for(home),
+                                stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def output(home: Path, run_id: str) -> str:
+    return (home.parent / f"{run_id}.out").read_text()
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet counts as dead)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return False
+    return fields[0] != "Z"
+
+
+def workers_of(pid: int) -> list[int]:
+    """Live `coral worker` children of process `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(stat[1]) == pid and stat[0] != "Z" and b"worker" in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def wait_for(what: Callable[[], Any], label: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := what()):
+        assert time.monotonic() < deadline, f"timed out waiting for {label}"
+        time.sleep(0.05)
+    return value
+
+
+def checkpoints(home: Path, run_id: str) -> int:
+    return len(list((home / "runs" / run_id / "checkpoints").glob("gen-*.json")))
+
+
+def status(home: Path, run_id: str) -> dict[str, Any]:
+    return json.loads((home / "runs" / run_id / "status.json").read_text())
+
+
+def events(home: Path, run_id: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for path in sorted((home / "runs" / run_id / "events").glob("*.jsonl"))
+            for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run (serial: the same science, in seconds), made once."""
+    root = tmp_path_factory.mktemp("reference") / "home"
+    done = subprocess.run([sys.executable, "-m", "coral", "run", str(SMOKE), "--run-id", "reference",
+                           "--handlers", FAKES, "--backend", "serial", *SHAPE], cwd=REPO,
+                          env=env_for(root, "0"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root / "runs" / "reference"
+
+
+@pytest.fixture
+def home(tmp_path: Path, reference: Path) -> Path:
+    """A home holding the reference run, to compare with."""
+    root = tmp_path / "home"
+    shutil.copytree(reference, root / "runs" / "reference")
+    return root
+
+
+def identical_to_reference(root: Path, run_id: str) -> None:
+    assert compare_runs(Home(root), "reference", run_id) == dict.fromkeys(
+        ("populations", "scores", "event_ids", "events"), True)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def test_kill_9_of_the_engine_takes_its_workers_along(home: Path) -> None:
+    """Point 3: after kill -9 of `coral run` its workers kept running with parent PID 1."""
+    proc = start_run(home, "orphans")
+    try:
+        workers = wait_for(lambda: len(w := workers_of(proc.pid)) == 2 and w, "two workers")
+        wait_for(lambda: checkpoints(home, "orphans") >= 1, "the first checkpoint")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        wait_for(lambda: not any(alive(pid) for pid in workers), "the workers to die", timeout=10)
+    finally:
+        for pid in workers_of(1) + [p for p in locals().get("workers", []) if alive(p)]:
+            os.kill(pid, signal.SIGKILL)
+        stop(proc)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+def test_sigterm_or_ctrl_c_stops_the_run_resumably(home: Path, how: str) -> None:
+    """Point 3: `coral run` killed with SIGTERM left its workers running and the run "running".
+    Now it stops its pool, records "stopped", and `coral resume` finishes the same run. Ctrl-C
+    reaches the whole process group, workers included: only the engine acts on it."""
+    proc = start_run(home, "signalled")
+    try:
+        workers = wait_for(lambda: len(w := workers_of(proc.pid)) == 2 and w, "two workers")
+        wait_for(lambda: checkpoints(home, "signalled") >= 1, "the first checkpoint")
+        if how == "SIGTERM":
+            os.kill(proc.pid, signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 3, output(home, "signalled")
+    finally:
+        stop(proc)
+    text = output(home, "signalled")
+    assert "run signalled stopped in" in text and "`coral resume signalled` continues it" in text
+    assert "Traceback" not in text
+    assert not any(alive(pid) for pid in workers)
+    assert status(home, "signalled")["state"] == "stopped"
+    assert events(home, "signalled")[-1]["type"] == "run_stopped"
+    assert events(home, "signalled")[-1]["data"]["reason"] == how
+    resumed = coral(home, "resume", "signalled")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    identical_to_reference(home, "signalled")
+
+
+def test_a_dead_worker_is_replaced(home: Path) -> None:
+    """Point 2: a worker killed with kill -9 was never replaced (one of two dead turned a 44 s
+    generation into 352 s). Now the pool starts another and the run ends as it should."""
+    proc = start_run(home, "replaced")
+    try:
+        first = wait_for(lambda: len(w := workers_of(proc.pid)) == 2 and w, "two workers")
+        wait_for(lambda: checkpoints(home, "replaced") >= 1, "the first checkpoint")
+        os.kill(first[0], signal.SIGKILL)
+        later = wait_for(lambda: len(w := workers_of(proc.pid)) == 2 and w != first and w,
+                         "a replacement worker", timeout=30)
+        assert first[0] not in later and first[1] in later
+        assert proc.wait(120) == 0, output(home, "replaced")
+    finally:
+        stop(proc)
+    identical_to_reference(home, "replaced")
+
+
+def test_when_no_worker_can_run_the_run_fails_in_bounded_time_and_resumes(home: Path) -> None:
+    """Point 2: a run whose workers all died hung "running" forever. Here every worker is killed
+    as soon as it appears: the pool replaces them up to its restart budget (2 x 2), then the run
+    fails with one line, and `coral resume` finishes the same run."""
+    proc = start_run(home, "doomed")
+    killed: set[int] = set()
+    try:
+        wait_for(lambda: workers_of(proc.pid), "a worker")
+        started = time.monotonic()
+        while proc.poll() is None:
+            assert time.monotonic() - started < 60, f"still running; killed {len(killed)} workers"
+            for pid in workers_of(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            time.sleep(0.05)
+    finally:
+        stop(proc)
+    assert proc.returncode == 2, output(home, "doomed")
+    assert len(killed) == 2 + 4  # the first two and four replacements, no more
+    errors = [line for line in output(home, "doomed").splitlines() if line.startswith("coral: error:")]
+    assert len(errors) == 1 and "every local worker died" in errors[0], output(home, "doomed")
+    assert "`coral resume doomed` continues the run" in errors[0]
+    assert "Traceback" not in output(home, "doomed")
+    assert status(home, "doomed")["state"] == "failed"
+    resumed = coral(home, "resume", "doomed")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    identical_to_reference(home, "doomed")
+
+
+def test_a_pool_larger_than_the_machine_is_refused(tmp_path: Path) -> None:
+    """Point 7: `--set backend.workers=1024` on 2 cores spawned 431 workers before the engine
+    wrote one event. Now the cap (2 x cores, at least 4) is one line, before anything starts."""
+    cap = local_worker_cap()
+    for args in (["--workers", str(cap + 1)], ["--set", f"backend.workers={cap * 8}"]):
+        done = coral(tmp_path / "home", "run", str(SMOKE), "--handlers", FAKES, *args, timeout=60)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+        assert f"at most {cap} local workers" in done.stderr
+    assert not (tmp_path / "home" / "runs").exists() or not any((tmp_path / "home" / "runs").iterdir())
