@@ -23,7 +23,13 @@ from coral.execution.messages import Job
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
 from coral.modal.double import ModalDouble
-from coral.modal.launcher import ModalLauncher, modal_run_status, resume_on_modal, submit_run
+from coral.modal.launcher import (
+    ModalLauncher,
+    modal_run_status,
+    resume_on_modal,
+    status,
+    submit_run,
+)
 from coral.modal.offline import deploy, local_path
 from coral.modal.runtime import GenerateContainer, TrainContainer, orchestrate
 from coral.run.events import read_events
@@ -129,6 +135,9 @@ def test_generate_workers_own_their_leases_so_the_launcher_scales(tmp_path: Path
     assert lease["owner"] == f"modal:{calls[0].object_id}"  # the call id, not the host name
     second = executor.submit_batch("generate", {"g1": {}, "g2": {}})
     assert launcher.scale() == {"generate": 2}  # the first call works: it covers no new job
+    api.deployed.register(APP, "test_worker", lambda *a: {})  # status reads its stats
+    shown = {c["worker"]: c for c in status(config, api=api)["containers"]}
+    assert shown[lease["owner"]]["busy"] and shown[lease["owner"]]["run"] == "run-gen"
     gate.set()
     assert all(r.ok for r in first.result(60) + second.result(60))
 
@@ -291,3 +300,41 @@ def test_transient_modal_errors_are_retried_then_one_line(monkeypatch: pytest.Mo
         q.put("b")
     assert str(failed.value) == ("Modal queue jobs-echo.put_many failed 4 times: "
                                  "ConnectionError: connection reset by peer")
+
+
+# ------------------------------------------------------------------ 2: candidates run isolated
+
+
+def test_test_jobs_run_only_in_the_isolated_evaluate_function(tmp_path: Path) -> None:
+    from coral.modal.constants import EVALUATE_FUNCTION
+    from coral.modal.runtime import evaluate, serve_tests
+    from coral.sandbox.box import isolation_available
+
+    api = ModalDouble()
+    api.deployed.register(APP, "test_worker", lambda *a: serve_tests(
+        app_name=APP, idle_seconds=a[0], lease_seconds=a[1], run_id=a[2], api=api),
+        scaledown_window=0.5)
+    transport = ModalTransport(APP, api=api)
+    config = Config(modal=ModalConfig(max_containers_test=1, idle_seconds=2),
+                    backend=BackendConfig(lease_seconds=2.0, max_retries=0))
+    executor = QueueExecutor(transport, "run-iso", config.backend, job_partition="run-iso")
+    payload = {"raw": "x", "problem": "p"}
+    with ModalLauncher(transport, config, kinds=["test"], run_id="run-iso", interval=0.05):
+        refused = executor.submit_batch("test", {"t0": payload}).result(30)[0]
+        # Not deployed: the test worker fails the job rather than run the candidate itself.
+        assert not refused.ok and "candidate isolation unavailable" in (refused.error or "")
+        ran: list[str | None] = []
+
+        def isolated(job: dict[str, Any]) -> dict[str, Any]:
+            ran.append(api.current_function_call_id())  # a call of its own
+            return {"echo": job["payload"]["raw"]}
+
+        api.deployed.register(APP, EVALUATE_FUNCTION, isolated)
+        done = executor.submit_batch("test", {"t1": payload}).result(30)[0]
+    assert done.ok and done.output == {"echo": "x"} and ran and ran[0] is not None
+    job = Job(job_id="t2", run_id="r", kind="test", payload=payload).model_dump(mode="json")
+    with pytest.raises(CoralError, match="evaluate takes test jobs only"):
+        evaluate({**job, "kind": "echo"}, network_blocked=True)
+    if not isolation_available():  # no namespaces and no network block: refuse
+        with pytest.raises(CoralError, match="candidate isolation unavailable"):
+            evaluate(job, network_blocked=False)

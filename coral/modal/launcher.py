@@ -371,11 +371,14 @@ def status(config: Config, *, api: Any = None) -> dict[str, Any]:
     for worker_id, beat in transport.dict(CONTAINERS_DICT).items():
         if not isinstance(beat, dict):
             continue
-        idle = None if beat.get("busy") else now - float(beat.get("since", now))
+        # Busy: it holds a live lease (renewed while a job runs). The record itself is written
+        # at most every few seconds, so its own busy flag may lag a short job.
+        is_busy = worker_id in busy
+        idle = None if is_busy else now - float(beat.get("since", now))
         # A serving call exits after idle_seconds idle; a record older than that is a crash.
         stale = idle is not None and idle > config.modal.idle_seconds + 2 * HEARTBEAT_SLACK
         containers.append({"worker": worker_id, "group": beat.get("group"), "run": beat.get("run"),
-                           "jobs": beat.get("jobs", 0), "busy": bool(beat.get("busy")),
+                           "jobs": beat.get("jobs", 0), "busy": is_busy,
                            "idle_seconds": idle, "stale": stale,
                            "age_seconds": now - float(beat.get("started", now))})
     try:
