@@ -116,6 +116,7 @@ def test_validate_reports_identical(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert all(report["identical"].values())
+    assert all(report["identical_to_serial"]["modal"].values())  # the Modal double too
     assert len(report["queue"]["worker_pids"]) == 2
     assert report["serial"]["worker_pids"] != report["queue"]["worker_pids"]
 
