@@ -114,12 +114,35 @@ def test_score_of_correct_buggy_and_slow_candidates() -> None:
     assert slow.fixed and 0 < slow.runtime < 0.8
 
 
-def test_a_candidate_passing_nothing_scores_zero_beyond_syntax() -> None:
+def test_objectives_from_code_alone_are_not_gated_on_tests() -> None:
+    """Syntax, style and security say something about a candidate that passes nothing; only
+    runtime needs a passing case. Style is judged against the reference, security against the
+    buggy program: adding risk loses, matching the reference's tidiness scores 1."""
     empty = score_candidate(TOTAL, "def total(xs):\n    return None\n", limits=FAST)
-    assert empty.objectives() == {"bugfix": 0.0, "syntax": 1.0, "style": 0.0, "security": 0.0, "runtime": 0.0}
+    assert empty.objectives() == {"bugfix": 0.0, "syntax": 1.0, "style": 1.0, "security": 1.0, "runtime": 0.0}
     broken = score_candidate(TOTAL, "def total(xs:\n", limits=FAST)
-    assert broken.objectives() == dict.fromkeys(("bugfix", "syntax", "style", "security", "runtime"), 0.0)
+    assert (broken.bugfix, broken.syntax, broken.runtime) == (0.0, 0.0, 0.0)
+    assert broken.style < 1.0  # ruff reports the syntax error as a violation
     assert broken.error.startswith("syntax error")
+    risky = "import os\ndef total(xs):\n    return eval('sum(xs)')\n"  # fixes it, with risk
+    untidy = "def total(xs):\n    s = 0\n    for x in xs:\n        s += x\n    l = s ;  return l\n"
+    nothing = score_candidate(TOTAL, "", limits=FAST)
+    r, u = score_candidates([(TOTAL, risky), (TOTAL, untidy)], limits=FAST)
+    assert r.fixed and r.security == 0.0
+    assert "policy:exec-call" in r.security_issues and "policy:risky-import" in r.security_issues
+    assert u.fixed and u.style == pytest.approx(1 - 2 / 5) and u.security == 1.0  # E702, E741
+    assert (nothing.syntax, nothing.style) == (0.0, 0.0)
+
+
+def test_security_is_relative_to_the_buggy_program() -> None:
+    """A risky construct the buggy program already has costs nothing; one more does."""
+    shown = Problem("total", buggy_source="import os\ndef total(xs):\n    return sum(xs[1:])\n",
+                    correct_source=CORRECT, json_cases=TOTAL.json_cases)
+    same, more = score_candidates([
+        (shown, "import os\ndef total(xs):\n    return sum(xs)\n"),
+        (shown, "import os\nimport sys\ndef total(xs):\n    return sum(xs)\n"),
+    ], limits=FAST)
+    assert same.security == 1.0 and more.security == pytest.approx(1 - 3 / 9)
 
 
 # Verdicts that would vary from run to run without the harness's seeding of `random` and

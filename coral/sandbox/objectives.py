@@ -3,12 +3,14 @@
 Formulas and the reasons behind them: docs/objectives.md. In short, per candidate:
 
     bugfix   = passed cases / cases                      (sandboxed run, coral.sandbox.runner)
-    syntax   = 1 if the program parses and compiles, else 0
-    style    = max(0, 1 - ruff violations / code lines)
-    security = 1 - min(1, sum of bandit severity weights / 9)
+    syntax   = 1 if the code compiles, else 0              (code alone, coral.sandbox.quality)
+    style    = 1 - max(0, violation density - the reference's)             (code alone, ruff)
+    security = 1 - min(1, max(0, risk - the buggy program's risk) / 9)
+               (code alone: bandit weights + the AST policy of coral.sandbox.quality)
     runtime  = min(1, reference cost / candidate cost)       (whole runs, counted outside the box)
 
-and style, security and runtime are 0 for a candidate that passes no case. Costs are counted
+Only runtime needs a passing case (0 without one: there is no like-for-like cost to compare);
+syntax, style and security are computed for every candidate, never gated on tests. Costs are counted
 by the kernel for the box's processes (docs/sandbox.md, "Cost"): instructions where the CPU
 exposes a counter (repeatable to a fraction of a percent), else CPU time (which varies with
 the machine and its load); the candidate can raise its cost, never lower it.
@@ -16,12 +18,14 @@ the machine and its load); the candidate can raise its cost, never lower it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +35,14 @@ from pathlib import Path
 
 from coral.benchmark.problem import Problem
 from coral.evolution.selection import OBJECTIVES
+from coral.sandbox.quality import (
+    relative_security,
+    relative_style,
+    risk,
+    risk_findings,
+    syntax_score,
+    violation_density,
+)
 from coral.sandbox.runner import CandidateRun, CaseResult, RunnerLimits, problem_key, reference, run_candidate
 
 RUFF_RULES = "E,W,F,B,C90"  # pycodestyle, pyflakes, bugbear, complexity: fixed, so stable
@@ -98,20 +110,64 @@ def score_run(
     style: tuple[float, tuple[str, ...]],
     security: tuple[float, tuple[str, ...]],
 ) -> CandidateScore:
-    bugfix = run.passed / run.total if run.total else 0.0
-    any_pass = run.passed > 0  # an empty function is not a good fix, however tidy
+    """`style` and `security` are already relative (relative_quality); none of them is gated."""
     return CandidateScore(
         problem=run.problem,
-        bugfix=bugfix,
-        syntax=1.0 if run.syntax_ok else 0.0,
-        style=style[0] if any_pass else 0.0,
-        security=security[0] if any_pass else 0.0,
-        runtime=runtime_score(run, reference_cost) if any_pass else 0.0,
+        bugfix=run.passed / run.total if run.total else 0.0,
+        syntax=syntax_score(source),
+        style=style[0],
+        security=security[0],
+        runtime=runtime_score(run, reference_cost),
         fixed=run.fixed,
         cases=run.cases,
-        style_violations=style[1] if any_pass else (),
-        security_issues=security[1] if any_pass else (),
+        style_violations=style[1],
+        security_issues=security[1],
         error=run.error,
+    )
+
+
+# The problem's own programs, linted once per process and problem content: the reference's
+# violation density (style's yardstick) and the buggy program's risk (security's).
+_own: dict[str, tuple[float, float]] = {}
+_own_lock = threading.Lock()
+
+
+def own_key(problem: Problem) -> str:
+    """problem_key covers what decides the reference run; the buggy program matters here too."""
+    return hashlib.sha256(f"{problem_key(problem)}\0{problem.buggy_source}".encode()).hexdigest()
+
+
+def own_quality(problems: Sequence[Problem]) -> dict[str, tuple[float, float]]:
+    """own_key -> (reference violation density, buggy program risk), cached."""
+    with _own_lock:
+        todo = {own_key(p): p for p in problems if own_key(p) not in _own}
+    if todo:
+        refs = [p.correct_source for p in todo.values()]
+        bugs = [p.buggy_source for p in todo.values()]
+        styles, risks = style_scores(refs), security_scores(bugs)
+        with _own_lock:
+            for key, src, (_, codes), bug, (_, issues) in zip(
+                todo, refs, styles, bugs, risks, strict=True
+            ):
+                _own[key] = (violation_density(len(codes), code_lines(src)),
+                             risk(bandit_weight(issues), risk_findings(bug)))
+    with _own_lock:
+        return {own_key(p): _own[own_key(p)] for p in problems}
+
+
+def relative_quality(
+    source: str, own: tuple[float, float],
+    style: tuple[float, tuple[str, ...]], security: tuple[float, tuple[str, ...]],
+) -> tuple[tuple[float, tuple[str, ...]], tuple[float, tuple[str, ...]]]:
+    """(style, security) of a candidate against its problem's reference and buggy program;
+    the issue lists carry ruff codes, and bandit ids plus policy findings ("policy:CODE")."""
+    lines = code_lines(source)
+    findings = risk_findings(source)
+    candidate_risk = risk(bandit_weight(security[1]), findings)
+    return (
+        (relative_style(violation_density(len(style[1]), lines), own[0], lines), style[1]),
+        (relative_security(candidate_risk, own[1]),
+         tuple(sorted(security[1] + tuple(f"policy:{f}" for f in findings)))),
     )
 
 
@@ -132,18 +188,21 @@ def score_candidates(
     workers = workers or max(1, os.cpu_count() or 1)
     sources = [src for _, src in items]
     # The linters run over every candidate while the sandboxes run (their start-up, bandit's
-    # above all, then costs no extra wall time); only those that pass a case use the result.
+    # above all, then costs no extra wall time).
     with ThreadPoolExecutor(2) as linters, ThreadPoolExecutor(workers) as pool:
         style_future = linters.submit(style_scores, sources)
         security_future = linters.submit(security_scores, sources)
+        own_future = linters.submit(own_quality, [p for p, _ in items])
         problems = {problem_key(p): p for p, _ in items}
         done = dict(zip(problems, pool.map(lambda p: reference(p, limits), problems.values()), strict=True))
         refs = [done[problem_key(p)].run.cost for p, _ in items]
         runs = list(pool.map(lambda it: run_candidate(it[0], it[1], limits), items))
-        styles, securities = style_future.result(), security_future.result()
+        styles, securities, own = style_future.result(), security_future.result(), own_future.result()
+    relative = [relative_quality(src, own[own_key(p)], style, security)
+                for (p, src), style, security in zip(items, styles, securities, strict=True)]
     return [
         score_run(run, src, ref, style, security)
-        for src, run, ref, style, security in zip(sources, runs, refs, styles, securities, strict=True)
+        for src, run, ref, (style, security) in zip(sources, runs, refs, relative, strict=True)
     ]
 
 
@@ -202,9 +261,14 @@ def security_scores(sources: Sequence[str]) -> list[tuple[float, tuple[str, ...]
     scores = []
     for path in paths:
         issues = tuple(sorted(found[path.name]))
-        weight = sum(SEVERITY_WEIGHTS.get(i.split(":")[1], 1.0) for i in issues)
-        scores.append((1.0 - min(1.0, weight / SECURITY_SCALE), issues))
+        scores.append((1.0 - min(1.0, bandit_weight(issues) / SECURITY_SCALE), issues))
     return scores
+
+
+def bandit_weight(issues: Sequence[str]) -> float:
+    """Sum of severity weights of bandit issues ("B602:HIGH"); other entries count nothing."""
+    return sum(SEVERITY_WEIGHTS.get(i.split(":")[1], 1.0) for i in issues
+               if ":" in i and not i.startswith("policy:"))
 
 
 # --- per genome -----------------------------------------------------------------------------
