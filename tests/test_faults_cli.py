@@ -77,3 +77,41 @@ def test_a_bad_run_id_is_refused_not_replaced(tmp_path: Path, run_id: str) -> No
                  "--backend", "serial")
     one_line(done, "invalid run id")
     assert not (tmp_path / "home" / "runs").is_dir() or not any((tmp_path / "home" / "runs").iterdir())
+
+
+@pytest.fixture
+def finished(tmp_path: Path) -> Path:
+    """A home with one finished run "done" (serial backend, stand-in job bodies)."""
+    home = tmp_path / "home"
+    done = coral(home, "run", str(SMOKE), "--run-id", "done", "--handlers", FAKES, "--backend", "serial")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return home
+
+
+def test_binary_bytes_in_an_event_segment_are_one_line(finished: Path) -> None:
+    """Point 5: `coral status` died with a UnicodeDecodeError traceback."""
+    segment = sorted((finished / "runs" / "done" / "events").glob("*.jsonl"))[0]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    segment.write_bytes(b"".join(lines[:3]) + b"\xff\xfe\x00garbage\n" + b"".join(lines[4:]))
+    one_line(coral(finished, "status", "done"), f"{segment}:4: corrupt event (not UTF-8 text)")
+
+
+def test_a_checkpoint_that_is_a_json_list_is_one_line(finished: Path) -> None:
+    """Point 5: resume died with AttributeError ('list' object has no attribute 'get')."""
+    point = sorted((finished / "runs" / "done" / "checkpoints").glob("gen-*.json"))[-1]
+    point.write_text("[]\n")
+    status = finished / "runs" / "done" / "status.json"
+    status.write_text(status.read_text().replace('"finished"', '"stopped"'))  # resumable again
+    one_line(coral(finished, "resume", "done"), f"{point}: not a checkpoint (a JSON list, expected an object)")
+
+
+def test_bad_flags_and_a_missing_model_are_one_line_and_register_nothing(tmp_path: Path) -> None:
+    """Points 5 and 8: `--workers -3` was a pydantic ValidationError traceback; a wrong
+    model.name registered the run and failed three attempts later, in a worker."""
+    home = tmp_path / "home"
+    one_line(coral(home, "run", str(SMOKE), "--workers", "-3", "--handlers", FAKES),
+             "--workers -3: a run needs at least one worker")
+    one_line(coral(home, "run", str(SMOKE), "--run-id", "nomodel", "--handlers", FAKES,
+                   "--set", "model.name=./no-such-model"),
+             f"model.name {REPO / 'configs' / 'no-such-model'}: no such folder")
+    assert not (home / "runs" / "nomodel").exists()
