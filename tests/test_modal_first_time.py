@@ -338,3 +338,28 @@ def test_test_jobs_run_only_in_the_isolated_evaluate_function(tmp_path: Path) ->
     if not isolation_available():  # no namespaces and no network block: refuse
         with pytest.raises(CoralError, match="candidate isolation unavailable"):
             evaluate(job, network_blocked=False)
+
+
+def test_a_run_whose_workers_cannot_start_fails_with_their_error_in_its_events(
+    tmp_path: Path,
+) -> None:
+    fakes = "coral.testing.fakes:HANDLERS"
+    api = ModalDouble(volume_root=tmp_path / "volumes")
+    overrides = ["backend.lease_seconds=4", "modal.max_start_failures=2"]
+    config = load_config(REPO / "configs" / "smoke.yaml", ["backend.kind=modal", *overrides])
+    deploy(api, config, handlers=fakes, preload=False, network_blocked=True,
+           scaledown_window=0.5)
+
+    class Gated:
+        def __init__(self, model: str) -> None:
+            raise PermissionError("401 Client Error: gated repo, no HF_TOKEN")
+
+    api.deployed.register_cls(APP, "TrainWorker", Gated, max_containers=2)
+    laptop = Home(tmp_path / "laptop")
+    run_id, call = submit_run(REPO / "configs" / "smoke.yaml", overrides, api=api, home=laptop)
+    out = api.FunctionCall.from_id(call).get(timeout=120)  # returned: Modal does not retry it
+    assert out["state"] == "failed" and "train workers failed to start 2 times" in out["error"]
+    events = list(read_events(tmp_path / "volumes" / VOLUME / "runs" / run_id / "events"))
+    failed = [e for e in events if e.type == "run_failed"]
+    assert len(failed) == 1 and "gated repo, no HF_TOKEN" in failed[0].data["error"]
+    assert modal_run_status(run_id, api=api, home=laptop)["state"] == "failed"

@@ -153,8 +153,6 @@ class ModalLauncher(WorkerLauncher):
             self._not_before[group.name] = time.monotonic() + min(
                 self.backoff * 2 ** (n - 1), MAX_BACKOFF)
             return True
-        if call.object_id in self._seen_working:
-            self._start_failures[group.name] = 0
         return True
 
     def scale(self) -> dict[str, int]:
@@ -165,8 +163,9 @@ class ModalLauncher(WorkerLauncher):
             for group in self.groups:
                 calls = self._calls[group.name]
                 for call in calls:
-                    if f"modal:{call.object_id}" in owners:
+                    if f"modal:{call.object_id}" in owners and call.object_id not in self._seen_working:
                         self._seen_working.add(call.object_id)
+                        self._start_failures[group.name] = 0  # this group's calls can start
                 calls = [c for c in calls if not self._ended(group, c)]
                 starting = sum(c.object_id not in self._seen_working for c in calls)
                 depth = sum(self._queues[k].len(partition=self.run_id) for k in group.kinds)

@@ -350,5 +350,9 @@ def orchestrate(
             result = run_from_config(config, run_id=run_id, home=home, progress=on_progress,
                                      handlers=handlers, launcher=launcher, transport=transport)
         return dataclasses.asdict(result)
+    except CoralError as exc:
+        # The run failed for a reason a retry would meet again (its events and status say
+        # which): returned, not raised, so Modal does not retry it. `coral resume` may, later.
+        return {"run_id": run_id, "state": "failed", "error": str(exc)}
     finally:
         volume.commit()
