@@ -89,7 +89,7 @@ def test_every_function_takes_its_settings_from_the_config(app_with: Any) -> Non
     assert settings(module, "test_worker") == {
         "gpu": None, "timeout": 89, "volumes": {}, "secrets": [], **cpu, **open_}
     assert settings(module, "evaluate") == {
-        "gpu": None, "timeout": 89, "volumes": {}, "secrets": [], **cpu,
+        "gpu": None, "timeout": 89, "volumes": {}, "secrets": [], **cpu, "scaledown_window": 42,
         "block_network": True, "restrict_modal_access": True}
     assert settings(module, "orchestrator") == {
         "gpu": None, "timeout": 4321, "retries": 4, "max_containers": None,

@@ -145,8 +145,10 @@ def test_worker(idle_seconds: float, lease_seconds: float, run_id: str) -> dict[
                        accept_for=_accept_for(CONFIG.timeout_test))
 
 
+# No loop keeps `evaluate` warm between a generation's test jobs: its containers idle for
+# idle_seconds instead (CPU time, cheap next to a cold start per test).
 @app.function(cpu=2.0, timeout=CONFIG.timeout_test, block_network=True,
-              restrict_modal_access=True, **TEST_OPTIONS)
+              restrict_modal_access=True, **{**TEST_OPTIONS, "scaledown_window": CONFIG.idle_seconds})
 def evaluate(job: dict[str, Any]) -> dict[str, Any]:
     return evaluate_job(job, network_blocked=True)
 

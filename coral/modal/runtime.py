@@ -250,12 +250,15 @@ def isolated_tests(app_name: str, api: Any = None) -> Handler:
     def run(job: Job, ctx: WorkerContext) -> dict[str, Any]:
         try:
             function = api.Function.from_name(app_name, EVALUATE_FUNCTION)
-            return cast(dict[str, Any], function.remote(job.model_dump(mode="json")))
+            hydrate = getattr(function, "hydrate", None)  # Modal looks names up lazily
+            if hydrate is not None:
+                hydrate()
         except api.exception.NotFoundError:
             raise CoralError(
                 f"candidate isolation unavailable: Modal function {EVALUATE_FUNCTION!r} of app "
                 f"{app_name!r} is not deployed; refusing to run untrusted code in the test "
                 "worker (run `coral modal deploy`)") from None
+        return cast(dict[str, Any], function.remote(job.model_dump(mode="json")))
 
     return run
 
