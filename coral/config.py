@@ -170,12 +170,12 @@ class TrainingConfig(Section):
     steps: int = Field(default=20, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
     batch_size: int = Field(default=4, ge=1)
-    max_length: int = Field(default=512, ge=16)
+    max_length: int = Field(default=1024, ge=16)  # prompt + answer; QuixBugs' longest pair fits
 
 
 class GenerationConfig(Section):
     batch_size: int = Field(default=64, ge=1)  # rows per forward pass within one genome's call
-    max_prompt_length: int = Field(default=512, ge=16)
+    max_prompt_length: int = Field(default=1024, ge=16)  # QuixBugs' longest prompt is 545 tokens
 
 
 class SandboxConfig(Section):

@@ -110,6 +110,15 @@ def check_model(config: Config) -> None:
         raise ConfigError(f"model.name {name}: not a model folder (no config.json)")
 
 
+def check_run_lengths(config: Config, problems: Problems) -> None:
+    """Every prompt, training pair and reference answer of the split fits its limit
+    (coral.model.lengths), before the run is registered."""
+    from coral.model.lengths import check_lengths  # deferred: it loads the tokenizer
+
+    bench = {p.name: p for p in load_benchmark(config.benchmark.root)}
+    check_lengths(config, bench, problems.train, problems.eval)
+
+
 def run_from_config(
     config: Config | str | os.PathLike, run_id: str | None = None, backend: str | None = None, *,
     workers: int | None = None, overrides: list[str] | None = None, home: Home | None = None,
@@ -129,6 +138,7 @@ def run_from_config(
     run_id = run_id or new_run_id()
     problems = load_problems(config)
     check_model(config)
+    check_run_lengths(config, problems)
     register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval}, handlers)
     progress = progress or (lambda kind, info: None)
     progress("registered", {"run_id": run_id})

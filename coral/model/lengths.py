@@ -1,0 +1,65 @@
+"""Prompt and answer lengths checked before a run starts, in the model's own tokens.
+
+A prompt over `generation.max_prompt_length` stops generation in a worker, after the run has
+started; a training pair over `training.max_length` loses its answer's tail; a reference answer
+over the largest `knobs.max_new_tokens` can never be written whole. Each is one clear error
+before the run is registered, naming the longest offending problem, its length and the key to
+raise (docs/config.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from coral.benchmark.problem import Problem
+from coral.benchmark.prompts import build_prompt, build_target
+from coral.config import Config
+from coral.errors import ConfigError
+
+
+def check_lengths(config: Config, problems: Mapping[str, Problem], train: Sequence[str], evaluate: Sequence[str],
+                  count: Callable[[str], int] | None = None) -> None:
+    """Raise ConfigError if any prompt, training pair or reference answer of the run's split
+    does not fit its limit. `count` (tokens of a text) defaults to the model's tokenizer; a
+    hub model not in the local cache is left to the worker's own check."""
+    if count is None:
+        count = _token_counter(config)
+        if count is None:
+            return
+    style = config.benchmark.prompt_style
+    prompts = {n: build_prompt(n, problems[n].buggy_source, style) for n in {*train, *evaluate}}
+    answers = {n: build_target(problems[n].buggy_source, problems[n].correct_source) for n in {*train, *evaluate}}
+
+    def longest(names: Sequence[str], text: Callable[[str], str]) -> tuple[int, str]:
+        return max(((count(text(n)), n) for n in sorted(set(names))), default=(0, ""))
+
+    length, name = longest([*train, *evaluate], prompts.__getitem__)
+    limit = config.generation.max_prompt_length
+    if length > limit:
+        raise ConfigError(f"problem {name}: its prompt is {length} tokens, over generation.max_prompt_length="
+                          f"{limit}; raise generation.max_prompt_length to at least {length}")
+    length, name = longest(evaluate, answers.__getitem__)
+    limit = max(config.knobs.max_new_tokens)
+    if length > limit:
+        raise ConfigError(f"problem {name}: its reference answer is {length} tokens, over the largest "
+                          f"knobs.max_new_tokens ({limit}); raise knobs.max_new_tokens to at least {length}")
+    length, name = longest(train, lambda n: prompts[n] + answers[n])
+    limit = config.training.max_length
+    if length > limit:
+        raise ConfigError(f"problem {name}: its training pair is {length} tokens, over training.max_length="
+                          f"{limit}; raise training.max_length to at least {length}")
+
+
+def _token_counter(config: Config) -> Callable[[str], int] | None:
+    from transformers import AutoTokenizer  # deferred: transformers costs seconds to import
+
+    name = config.model.name
+    local = name.startswith((".", "/", "~")) or Path(name).is_dir()  # as coral.model.loading.is_local
+    if local and not (Path(name).expanduser() / "config.json").is_file():
+        return None  # not a model folder: check_model says so
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except OSError:
+        return None  # a hub id not downloaded yet: the worker checks each prompt it encodes
+    return lambda text: len(tokenizer(text, add_special_tokens=True)["input_ids"])
