@@ -1,5 +1,6 @@
 """Lineage: where a genome came from (parents, how each was made, the generation each was
-evaluated in) as a graph, and the path of the run's best genome back to the first generation."""
+evaluated in) as a graph, and the path of the run's final best (the best of its last generation)
+back to the first generation."""
 
 from __future__ import annotations
 
@@ -26,17 +27,17 @@ st.caption("x: the generation a genome was evaluated in; a line joins each paren
            "the thick line follows the fitter parent back to a genome that had none (generation 0, "
            "or a fresh random one). Hover a point for its id, origin and fitness.")
 ids = genome_ids(run_id, home())
-choice = st.selectbox("Genome (fittest first; the first is the run's best)", ids,
+choice = st.selectbox("Genome (default: the final best, the best of the last generation)", ids,
                       index=ids.index(best) if best in ids else 0, key=f"lineage-genome-{run_id}")
 try:
     frame = path if choice == best else lineage(run_id, choice, home())
 except CoralError as exc:
     st.error(str(exc))
     st.stop()
-title = f"ancestry of {'the best genome ' if choice == best else 'genome '}{choice}"
+title = f"ancestry of {'the final best, genome ' if choice == best else 'genome '}{choice}"
 st.plotly_chart(lineage_chart(frame, title), key="lineage-chart")
 
-st.subheader("Path back to the first generation" + (" (the run's best)" if choice == best else ""))
+st.subheader("Path back to the first generation" + (" (the final best)" if choice == best else ""))
 steps = frame[frame["on_path"]].sort_values("depth")
 st.dataframe(steps[["depth", "genome_id", "generation", "origin", "fitness", "parents"]],
              hide_index=True, key="lineage-path")

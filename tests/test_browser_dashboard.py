@@ -1,6 +1,8 @@
 """The dashboard in a real browser: Playwright driving Debian's Chromium against
-`streamlit run app.py` on 127.0.0.1. Launches a run from the page, sees a live chart gain a
-point without a reload, presses Stop, sees the state change; screenshots every page.
+`coral dashboard` on 127.0.0.1. Launches a run from the page, sees a genome's point before its
+generation ends and the charts grow without a reload, pauses (the progress stays put: the queue
+is held), continues, stops; launches two replicates and sees them grouped on Compare; sees a
+lineage drawn; screenshots every page to artifacts/screenshots/.
 
 The run uses stand-in job bodies (`coral dashboard --handlers`, test-only) so it takes seconds.
 Needs a Chromium: `apt-get install chromium-headless-shell` (or `chromium`). Without one the
@@ -9,6 +11,7 @@ test is skipped, except under CI=true, where a missing browser is a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -25,11 +28,17 @@ from coral.testing.browser import BROWSER_ARGS, BROWSERS, find_browser
 REPO = Path(__file__).resolve().parents[1]
 FAKES = "coral.testing.fakes:HANDLERS"
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
-# Markers drawn for the first trace (best fitness) of the first Plotly chart on the page.
-POINTS_JS = """() => {
-  const chart = document.querySelector('[data-testid="stPlotlyChart"]');
-  const trace = chart && chart.querySelector('.scatterlayer .trace');
+# Markers drawn in the Live page's per-genome chart (every trace), and in the first trace (best
+# fitness) of its per-generation curves.
+GENOMES_JS = """() => document.querySelectorAll('.st-key-live-genomes .scatterlayer .trace .points path').length"""
+CURVES_JS = """() => {
+  const trace = document.querySelector('.st-key-live-curves .scatterlayer .trace');
   return trace ? trace.querySelectorAll('.points path').length : 0;
+}"""
+METRIC_JS = """(label) => {
+  const metric = [...document.querySelectorAll('[data-testid="stMetric"]')]
+    .find(m => m.innerText.startsWith(label));
+  return metric ? metric.querySelector('[data-testid="stMetricValue"]').innerText : '';
 }"""
 
 
@@ -56,7 +65,9 @@ def server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     env.update({"CORAL_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO),
-                "CORAL_FAKE_SLEEP": "0.01"})
+                # Each stand-in job takes 0.3 s: a generation of the quick config lasts seconds,
+                # long enough to see genomes land before it ends, and to pause it.
+                "CORAL_FAKE_SLEEP": "0.3"})
     log = open(tmp_path / "streamlit.log", "wb")  # closed below
     proc = subprocess.Popen([sys.executable, "-m", "coral", "dashboard", "--port", str(port),
                              "--handlers", FAKES],
@@ -85,7 +96,30 @@ def server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_launch_watch_live_and_stop_in_a_browser(browser_path: str, server: str) -> None:
+def run_state(home: Path, run_id: str) -> str | None:
+    try:
+        return json.loads((home / "runs" / run_id / "status.json").read_text())["state"]
+    except FileNotFoundError:
+        return None  # still registering
+
+
+def counts(bar: str) -> str:
+    """A progress bar's job counts ("generation 1 · test: 12/48 jobs"), without its rate, which
+    keeps changing while paused (the window slides)."""
+    return bar.split(" jobs")[0]
+
+
+def _number(page, label: str, value: int) -> None:
+    """Type into a number input and commit it (Enter), as a user would."""
+    field = page.get_by_role("spinbutton", name=label)
+    field.fill(str(value))
+    field.press("Enter")
+    page.wait_for_timeout(400)  # the page reruns with the new value
+
+
+def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, server: str,
+                                                        tmp_path: Path) -> None:
+    """One server, one long run and one pair of replicates for everything (CI time is tight)."""
     from playwright.sync_api import expect, sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -98,43 +132,88 @@ def test_launch_watch_live_and_stop_in_a_browser(browser_path: str, server: str)
             t0 = time.monotonic()
             page.goto(server)
             expect(page.get_by_role("heading", name="Launch a run")).to_be_visible()
+            expect(page.get_by_text("Expected duration: about")).to_be_visible()
+            expect(page.get_by_text("Deploy")).to_have_count(0)  # toolbarMode = viewer
             page.screenshot(path=SCREENSHOTS / "launch.png", full_page=True)
 
-            # Pick the smoke config, make it long enough to stop mid-run, start it.
-            page.get_by_test_id("stSelectbox").filter(has_text="Config").click()
-            page.get_by_role("option", name="smoke.yaml").click()
-            generations = page.get_by_role("spinbutton", name="Generations")
-            expect(generations).to_have_count(1)  # the old config's form is gone
-            expect(generations).to_have_value("2")
-            generations.fill("400")  # long enough to be running when Stop is pressed
-            page.get_by_role("spinbutton", name="Population").fill("2")
+            # The quick config (the default), long enough to watch, pause and stop.
+            _number(page, "Generations", 400)
+            _number(page, "Population", 12)  # generation 0: 103 jobs, ~16 s on two workers
             page.get_by_role("button", name="Start run").click()
-
             expect(page.get_by_role("heading", name="Live run")).to_be_visible()
-            print(f"live page after {time.monotonic() - t0:.1f}s")
             page.evaluate("() => { window.__coralNoReload = true; }")
-            page.wait_for_function(f"({POINTS_JS})() >= 1", timeout=90_000)
-            first = page.evaluate(POINTS_JS)
-            print(f"first point after {time.monotonic() - t0:.1f}s")
-            page.wait_for_function(f"({POINTS_JS})() > {first}", timeout=90_000)
+            # A genome's point appears while generation 0 is still running (before any
+            # per-generation curve exists): read both in one go.
+            page.wait_for_function(f"({GENOMES_JS})() >= 1", timeout=90_000)
+            points, finished = page.evaluate(f"() => [({GENOMES_JS})(), ({METRIC_JS})('Generations finished')]")
+            print(f"first genome point after {time.monotonic() - t0:.1f}s: {points} point(s), finished {finished}")
+            assert points >= 1 and finished.startswith("0 /"), (points, finished)
+            page.screenshot(path=SCREENSHOTS / "live-mid-generation.png", full_page=True)
+            page.wait_for_function(f"({GENOMES_JS})() > {points}", timeout=60_000)
+            page.wait_for_function(f"({CURVES_JS})() >= 1", timeout=60_000)  # generation 0 done
             assert page.evaluate("() => window.__coralNoReload === true"), "the page reloaded"
-            # The fragment swaps the chart when a generation lands: picture it once it is drawn again.
-            page.wait_for_function(f"({POINTS_JS})() >= 1", timeout=30_000)
             page.screenshot(path=SCREENSHOTS / "live.png", full_page=True)
 
+            # Pause: nothing of the run starts; what was queued stays queued.
+            page.locator("[class*='st-key-pause-'] button").click()
+            state = page.get_by_test_id("stMetric").filter(has_text="State")
+            expect(state).to_contain_text("paused")
+            notice = page.get_by_text("Paused: no job of this run starts until Continue")
+            expect(notice).to_be_visible()
+            bars = page.get_by_test_id("stProgress")
+            page.wait_for_timeout(2000)  # jobs started before the pause finish
+            before = [counts(text) for text in bars.all_inner_texts()]
+            page.wait_for_timeout(3000)
+            after = [counts(text) for text in bars.all_inner_texts()]
+            assert before == after and any("test:" in b for b in after), (before, after)
+            page.screenshot(path=SCREENSHOTS / "live-paused.png", full_page=True)
+            page.locator("[class*='st-key-continue-'] button").click()
+            expect(state).to_contain_text("running")
+            deadline = time.monotonic() + 30
+            while [counts(text) for text in bars.all_inner_texts()] == after:  # work moves again
+                assert time.monotonic() < deadline, "nothing moved after Continue"
+                page.wait_for_timeout(300)
             # By widget key: the toolbar has a "Stop" button of its own (the script's).
             page.locator("[class*='st-key-stop-'] button").click()
-            state = page.get_by_test_id("stMetric").filter(has_text="State")
-            expect(state).to_contain_text("stopped", timeout=60_000)
-            page.screenshot(path=SCREENSHOTS / "live-stopped.png", full_page=True)
+            expect(state).to_contain_text("stopped")
+            expect(page.get_by_test_id("stMetric").filter(has_text="Stopped at")).to_be_visible()
 
-            for slug, heading in (("pareto", "Pareto front & genomes"), ("compare", "Compare runs"),
+            # Replicates: two seeds of one config in one action, grouped on the Compare page.
+            page.goto(server)
+            expect(page.get_by_role("heading", name="Launch a run")).to_be_visible()
+            _number(page, "Generations", 2)
+            _number(page, "Population", 2)
+            _number(page, "Replicates (seeds)", 2)
+            page.get_by_role("button", name="Start 2 runs").click()
+            expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+            home = tmp_path / "home"
+            replicates = sorted(p.name for p in (home / "runs").iterdir())[-2:]
+            deadline = time.monotonic() + 90
+            while not all(run_state(home, r) == "finished" for r in replicates):
+                assert time.monotonic() < deadline, "the replicates did not finish"
+                time.sleep(0.5)
+            page.wait_for_timeout(1500)  # the store ingests the last generation
+            page.reload()
+            expect(page.get_by_text("2 seeds").first).to_be_visible()  # one group of two
+            expect(page.locator(".st-key-compare-chart .scatterlayer .trace").first).to_be_visible()
+            page.wait_for_timeout(1000)
+            page.screenshot(path=SCREENSHOTS / "compare-replicates.png", full_page=True)
+
+            page.goto(f"{server}/lineage")
+            expect(page.get_by_role("heading", name="Lineage", exact=True)).to_be_visible()
+            expect(page.get_by_text("Path back to the first generation")).to_be_visible()
+            page.wait_for_function("() => document.querySelectorAll("
+                                   "'.st-key-lineage-chart .scatterlayer .points path').length >= 1")
+            page.wait_for_timeout(1000)
+            page.screenshot(path=SCREENSHOTS / "lineage.png", full_page=True)
+
+            for slug, heading in (("live", "Live run"), ("pareto", "Pareto front & genomes"),
                                   ("runs", "Runs")):
                 page.goto(f"{server}/{slug}")
                 expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
                 expect(page.get_by_test_id("stException")).to_have_count(0)
                 page.wait_for_timeout(1500)  # let charts draw before the picture
-                page.screenshot(path=SCREENSHOTS / f"{slug}.png", full_page=True)
+                page.screenshot(path=SCREENSHOTS / f"{slug}-finished.png", full_page=True)
             expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
         except BaseException:
             page.screenshot(path=SCREENSHOTS / "failure.png", full_page=True)

@@ -4,8 +4,8 @@ the initial population.
 
 Read from the store's `genomes` table (origin and parents come from the run's checkpoints) and
 `scores`. Parents are survivors of earlier generations, so a parent can be older than the
-generation before its child. "The run's best" is the genome with the highest fitness in any
-generation (ties: earliest generation, then id), the one the Runs page exports.
+generation before its child. "The run's final best" is the genome with the highest fitness in
+the run's last scored generation (ties: id): the end point whose ancestry a run is about.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def best_genome_id(run_id: str, home: Home | None = None) -> str:
     from coral.analysis.queries import connect
 
     with connect(home) as con:
-        row = con.execute("SELECT genome_id FROM scores WHERE run_id = ? "
-                          "ORDER BY fitness DESC, generation, genome_id LIMIT 1", [run_id]).fetchone()
+        row = con.execute("SELECT genome_id FROM scores WHERE run_id = $1 AND generation = "
+                          "(SELECT max(generation) FROM scores WHERE run_id = $1) "
+                          "ORDER BY fitness DESC, genome_id LIMIT 1", [run_id]).fetchone()
     if row is None:
         raise CoralError(f"run {run_id} has no scored genome yet")
     return str(row[0])
@@ -68,7 +69,7 @@ def _fitness(row: dict[str, Any]) -> float:
 
 
 def lineage(run_id: str, genome_id: str | None = None, home: Home | None = None) -> pd.DataFrame:
-    """The genome (default: the run's best) and all its ancestors, one row each: generation
+    """The genome (default: the run's final best) and all its ancestors, one row each: generation
     evaluated in, origin (ca, random, grid, crossover, mutation:...), parents, best fitness,
     depth (0 = the genome, 1 = its parents, ...) and on_path (on the fitter-parent path back to
     a genome with no parents). Youngest first."""
@@ -103,7 +104,7 @@ def lineage(run_id: str, genome_id: str | None = None, home: Home | None = None)
 
 
 def best_path(run_id: str, home: Home | None = None) -> pd.DataFrame:
-    """The run's best genome back to the initial population, one row per step (best first)."""
+    """The run's final best genome back to the initial population, one row per step (it first)."""
     frame = lineage(run_id, None, home)
     return frame[frame["on_path"]].sort_values("depth", ignore_index=True)
 
@@ -149,7 +150,7 @@ def lineage_chart(frame: pd.DataFrame, title: str = "") -> go.Figure:
             customdata=list(zip(part["genome_id"], part["origin"], fitness, strict=True)),
             hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>fitness %{customdata[2]}"
                           "<extra>generation %{x}</extra>"))
-    fig.update_layout(title=title, height=460, xaxis={"title": "generation", "dtick": 1},
+    fig.update_layout(title=title, height=460, xaxis={"title": "generation", "dtick": 1}, showlegend=True,
                       yaxis={"visible": False}, legend={"orientation": "h", "y": -0.15})
     return fig
 
