@@ -27,7 +27,7 @@ from coral.services.dashboard import (
     request_control,
     run_error,
 )
-from coral.services.live import LiveView, duration_words, live_view
+from coral.services.live import duration_words, live_view
 from pages import empty_state, home, ingestor, pick_run
 
 REFRESH_SECONDS = 1.0  # status, progress and buttons
@@ -154,16 +154,12 @@ def live(run_id: str) -> None:
         scored = view.generation_genomes()
         if scored:
             fitness = [x["fitness"] for x in scored]
-            st.caption(f"Generation {g} so far: {len(scored)} of {info_population(view)} genomes "
+            st.caption(f"Generation {g} so far: {len(scored)} genome{'s' if len(scored) != 1 else ''} "
                        f"scored; best fitness {max(fitness):.3f}, mean {sum(fitness) / len(fitness):.3f}")
     else:
         st.caption("Starting: loading the model and the benchmark, starting workers.")
     depths = queue_depths(run_id, home())
     st.caption("Queued jobs (every run's): " + ", ".join(f"{k} {v}" for k, v in depths.items()))
-
-
-def info_population(view: LiveView) -> int | str:
-    return (view.progress or {}).get("population", "?")
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
