@@ -212,6 +212,10 @@ class ModalConfig(Section):
     # Queues are named APP-jobs-generate etc.; Modal names are at most 64 characters.
     app_name: str = Field(default="coral", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
     volume: str = Field(default="coral-home", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # The Hugging Face cache, on a Volume of its own: a loaded model keeps its weight files
+    # mapped, and a Volume cannot be reloaded with files open (docs/modal.md, "Volume sync").
+    models_volume: str = Field(default="coral-models",
+                               pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     # Modal GPU strings: "H100", "A100-80GB", "L40S", "H100:2" (count), "H100!" (no upgrade).
     gpu_train: str = Field(default="H100", pattern=r"^[A-Za-z0-9-]+!?(:[1-8])?$")
     gpu_generate: str = Field(default="H100", pattern=r"^[A-Za-z0-9-]+!?(:[1-8])?$")
