@@ -112,3 +112,18 @@ def test_bundled_benchmark_is_sound() -> None:
     for entry in problems:
         assert entry["correct"]["passed"] == entry["correct"]["total"] >= 5, entry
         assert entry["buggy"]["passed"] < entry["buggy"]["total"], entry
+
+
+def test_tests_that_cannot_be_recorded_are_reported(tmp_path: Path) -> None:
+    """A test whose expected value cannot be kept out of the candidate's box is not trusted:
+    the problem is unsound, with the reason."""
+    root = _two_problem_copy(tmp_path)
+    (root / "python_testcases" / "test_mean.py").write_text(
+        "import pytest\nfrom python_programs.mean import mean\n\n\n"
+        "def test_between():\n    assert 1 < mean([1, 2, 3]) < 3\n"
+    )
+    result = run_coral("bench", "check", str(root), *FAST, timeout=240)
+    assert result.returncode == 1
+    assert ("coral: unsound: mean: tests cannot be recorded: cannot separate the expected value in the "
+            "assert at line 6") in result.stdout
+    assert "2 problems: 1 sound, 1 unsound" in result.stdout

@@ -523,8 +523,8 @@ def approx_equal(spec: Approx, actual: Any) -> bool:
         return False
     if actual == expected:
         return True
-    numbers = (int, float, complex)
-    if _is_bool(expected) or not (type(expected) in numbers and type(actual) in numbers):
+    numbers = (int, float, complex)  # bools included, as pytest's Complex check includes them
+    if _is_bool(expected) or not (isinstance(expected, numbers) and isinstance(actual, numbers)):
         return False
     if math.isnan(abs(expected)) or math.isinf(abs(expected)):
         return False
