@@ -85,6 +85,10 @@ def test_export_adapter_and_cache(smoke, tmp_path: Path) -> None:
     assert pruned.returncode == 0 and "would remove 0 entries" in pruned.stdout
     missing = coral(home, "export-adapter", run_id, "nope", "--out", str(tmp_path / "x"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    # A destination the system refuses (issue "Faults that still hurt", point 5: a traceback).
+    denied = coral(home, "export-adapter", run_id, genome_id, "--out", "/proc/coral-export")
+    assert denied.returncode == 2 and denied.stderr.count("\n") == 1, denied.stderr[-2000:]
+    assert denied.stderr.startswith("coral: error: --out /proc/coral-export: cannot write there")
 
 
 def test_detach_pause_continue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

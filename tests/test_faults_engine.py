@@ -125,8 +125,12 @@ def identical_to_reference(root: Path, run_id: str) -> None:
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
+    """Kill what this test started: the run's process group (engine and workers), even when
+    the engine is gone and only (orphaned) workers are left in it."""
+    try:
         os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     proc.wait(30)
 
 
@@ -140,9 +144,7 @@ def test_kill_9_of_the_engine_takes_its_workers_along(home: Path) -> None:
         proc.wait(10)
         wait_for(lambda: not any(alive(pid) for pid in workers), "the workers to die", timeout=10)
     finally:
-        for pid in workers_of(1) + [p for p in locals().get("workers", []) if alive(p)]:
-            os.kill(pid, signal.SIGKILL)
-        stop(proc)
+        stop(proc)  # on failure, the orphans too: they are still in the run's process group
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
@@ -228,3 +230,28 @@ def test_a_pool_larger_than_the_machine_is_refused(tmp_path: Path) -> None:
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
         assert f"at most {cap} local workers" in done.stderr
     assert not (tmp_path / "home" / "runs").exists() or not any((tmp_path / "home" / "runs").iterdir())
+
+
+def test_a_dead_workers_job_does_not_wait_out_its_lease(tmp_path: Path) -> None:
+    """Point 2, the rest of the 44 s -> 352 s generation: the job a dead worker held waited for
+    its lease to run out (lease_seconds, 120 s by default). Once the pool has seen the worker
+    die, the executor re-enqueues its job at the next lease check, and a replacement runs it."""
+    from coral.config import BackendConfig
+    from coral.execution.executor import LocalWorkerPool, QueueExecutor
+    from coral.execution.jobs import LEASES_DICT, lease_key
+    from coral.execution.transport import open_transport
+
+    home = Home(tmp_path / "home").ensure()
+    backend = BackendConfig(lease_seconds=60.0, max_retries=2)  # far longer than the test may take
+    with open_transport("local", home=home) as transport, \
+            LocalWorkerPool(home, 2, ["echo"], lease_seconds=60.0) as pool:
+        executor = QueueExecutor(transport, "run-dead", backend, check_interval=0.2)
+        executor.add_health_check(pool.check)
+        future = executor.submit_batch("echo", {"slow": {"sleep_s": 2.5}, "fast": {"v": 1}})
+        leases = transport.dict(LEASES_DICT)
+        lease = wait_for(lambda: leases.get(lease_key("run-dead", "slow", 0)), "the slow job's lease")
+        os.kill(lease["pid"], signal.SIGKILL)
+        results = future.result(timeout=30)  # well inside the 60 s lease
+        assert [(r.job_id, r.ok) for r in results] == [("slow", True), ("fast", True)]
+        assert results[0].attempt == 1 and not results[0].worker.endswith(f":{lease['pid']}")
+        assert executor.stats.lease_expiries == 1 and pool.restarts == 1 and pool.alive() == 2

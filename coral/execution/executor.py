@@ -35,7 +35,7 @@ from coral.execution.jobs import (
 )
 from coral.execution.messages import Job, JobResult, decode, encode
 from coral.execution.transport.base import Transport
-from coral.execution.workers import LocalWorkerPool, WorkerLauncher, execute_job
+from coral.execution.workers import LocalWorkerPool, WorkerLauncher, execute_job, lease_owner_dead
 from coral.home import Home, check_run_id
 
 __all__ = [
@@ -390,6 +390,8 @@ class QueueExecutor(Executor):
             if lease is not None:
                 if float(lease.get("expires", 0.0)) < now_wall:
                     self._expire(record, key, f"lease of {lease.get('owner', '?')} expired")
+                elif lease_owner_dead(lease):  # no need to wait out the lease of a known death
+                    self._expire(record, key, f"worker {lease.get('owner', '?')} died")
                 continue
             if record.state not in ("running", "held") and record.seq >= self._taken_seq.get(job.kind, 0):
                 if job.kind not in empty:

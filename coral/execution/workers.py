@@ -54,6 +54,24 @@ def default_worker_id() -> str:
     return f"local:{socket.gethostname()}:{os.getpid()}"
 
 
+def lease_owner_dead(lease: Any) -> bool:
+    """Whether a lease's worker is a local process of this machine that no longer exists: its
+    job need not wait for the lease to run out (lease_seconds, 120 s by default). A dead child
+    counts once its parent has reaped it (the pool's check does, just before the lease check)."""
+    if not isinstance(lease, dict) or not str(lease.get("owner", "")).startswith(f"local:{socket.gethostname()}:"):
+        return False
+    pid = lease.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def one_line(exc: BaseException) -> str:
     """'Type: first line of the message', bounded: what a failed JobResult carries."""
     text = str(exc).strip().splitlines()
