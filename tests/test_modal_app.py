@@ -24,7 +24,7 @@ from modal._utils.async_utils import synchronizer
 import coral.modal.app
 from coral.config import ModalConfig
 from coral.errors import ConfigError
-from coral.modal.constants import CONFIG_ENV, CONTAINER_HOME, SECTION_ENV
+from coral.modal.constants import CONFIG_ENV, CONTAINER_HOME, MODELS_HOME, SECTION_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def settings(module: Any, name: str) -> dict[str, Any]:
 def test_every_function_takes_its_settings_from_the_config(app_with: Any) -> None:
     module = app_with(CUSTOM)
     assert synchronizer._translate_in(module.app).name == "coral-test"
-    volume = {CONTAINER_HOME: "vol-test"}
+    volume = {CONTAINER_HOME: "vol-test", MODELS_HOME: "coral-models"}
     # A worker's loop exits after idle_seconds; its container then lingers Modal's minimum only.
     open_ = {"block_network": False, "restrict_modal_access": False}
     gpu = {"retries": 3, "max_containers": 5, "scaledown_window": 2, "slim": False, **open_}
@@ -102,7 +102,7 @@ def test_the_default_import_deploys_the_resolved_config() -> None:
     got = settings(coral.modal.app, "TrainWorker.*")
     assert (got["gpu"], got["timeout"], got["max_containers"]) == (
         config.gpu_train, config.timeout_train, config.max_containers)
-    assert got["volumes"] == {CONTAINER_HOME: config.volume}
+    assert got["volumes"] == {CONTAINER_HOME: config.volume, MODELS_HOME: config.models_volume}
 
 
 def test_the_gpu_workers_load_their_model_once_per_container() -> None:

@@ -363,3 +363,59 @@ def test_a_run_whose_workers_cannot_start_fails_with_their_error_in_its_events(
     failed = [e for e in events if e.type == "run_failed"]
     assert len(failed) == 1 and "gated repo, no HF_TOKEN" in failed[0].data["error"]
     assert modal_run_status(run_id, api=api, home=laptop)["state"] == "failed"
+
+
+# ------------------------------------------------------------------ a loaded model blocks reload
+
+
+def test_a_loaded_model_on_its_own_volume_leaves_job_reloads_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model loaded on CPU keeps its safetensors file mapped (transformers does); Modal then
+    refuses to reload that file's Volume. With the Hugging Face cache on the adapters' Volume
+    every job's reload failed; on a Volume of its own, jobs reload the adapters' Volume freely."""
+    import mmap
+
+    def mapped_base(ctx: WorkerContext, model: ModelConfig) -> Any:
+        path = Path(model.name) / "model.safetensors"
+        with open(path, "rb") as handle:  # the file closes; the mapping stays, as with torch
+            weights = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return ctx.resource("base", lambda: weights)
+
+    monkeypatch.setattr("coral.modal.runtime._base", mapped_base)
+    api = ModalDouble(volume_root=tmp_path)
+    for name in (VOLUME, "models"):
+        (tmp_path / name / "hub" / "m").mkdir(parents=True)
+        (tmp_path / name / "hub" / "m" / "model.safetensors").write_bytes(b"\0" * 4096)
+
+    def deploy_generate(cls_name: str, models_volume: str | None) -> None:
+        mounts = (VOLUME, models_volume or VOLUME)
+
+        def enter(model: str) -> GenerateContainer:
+            where = api.Volume.from_name(mounts[1]).path / "hub" / "m"  # HF_HOME's volume
+            return GenerateContainer(
+                ModelConfig(name=str(where)).model_dump_json(), app_name=APP,
+                volume_name=VOLUME, api=api, home=Home(api.Volume.from_name(VOLUME).path),
+                handlers={"generate": lambda job, ctx: {"ok": True}},
+                models_volume_name=models_volume)
+
+        api.deployed.register_cls(APP, cls_name, enter, volumes=tuple(dict.fromkeys(mounts)))
+
+    queue = ModalTransport(APP, api=api).queue(job_queue("generate"))
+    deploy_generate("Shared", None)
+    deploy_generate("Separate", "models")
+    results: dict[str, Any] = {}
+    for cls_name in ("Shared", "Separate"):
+        queue.put(encode_job(cls_name), partition=cls_name)
+        worker = api.Cls.from_name(APP, cls_name)(model="m")
+        results[cls_name] = worker.serve.remote(0.3, 1.0, cls_name)
+    assert results["Shared"]["failed"] == 1  # reload refused: the mapped weights are open
+    failed = json.loads(ModalTransport(APP, api=api).queue("results").get(partition="Shared"))
+    assert "open files preventing the operation" in failed["error"]
+    assert results["Separate"] == {"done": 1, "failed": 0, "rejected": 0}
+
+
+def encode_job(run_id: str) -> str:
+    from coral.execution.messages import encode
+
+    return encode(Job(job_id="g", run_id=run_id, kind="generate"))

@@ -158,15 +158,17 @@ def test_a_container_preloads_its_model_and_syncs_the_volume_around_jobs(
 
     monkeypatch.setattr("coral.modal.runtime._base", fake_base)
     (tmp_path / "vol").mkdir()
+    (tmp_path / "models").mkdir()
     api = ModalDouble(volume_root=tmp_path)
     model = ModelConfig(name="some/model")
 
     def enter(model: str) -> GenerateContainer:
         return GenerateContainer(model, app_name=APP, volume_name="vol", api=api,
-                                 handlers="test_modal_launcher:HANDLERS")
+                                 handlers="test_modal_launcher:HANDLERS",
+                                 models_volume_name="models")
 
-    api.deployed.register_cls(APP, "GenerateWorker", enter, volumes=("vol",))
-    volume = api.Volume.from_name("vol")
+    api.deployed.register_cls(APP, "GenerateWorker", enter, volumes=("vol", "models"))
+    volume, models = api.Volume.from_name("vol"), api.Volume.from_name("models")
     queue = ModalTransport(APP, api=api).queue(job_queue("generate"))
     for i in range(3):
         queue.put(encode(Job(job_id=f"g{i}", run_id="run-v", kind="generate",
@@ -176,7 +178,8 @@ def test_a_container_preloads_its_model_and_syncs_the_volume_around_jobs(
     stats = worker.serve.remote(0.3, 1.0, "run-v")
     assert stats["done"] == 3 and stats["failed"] == 0
     assert _PRELOADS == ["some/model"]
-    assert (volume.reloads, volume.commits) == (4, 4)  # at enter, then one of each per job
+    assert (volume.reloads, volume.commits) == (3, 3)  # one of each per job
+    assert (models.reloads, models.commits) == (0, 1)  # the download, shared once
     results = ModalTransport(APP, api=api).queue("results").get_many(10, partition="run-v")
     assert [json.loads(r)["output"]["base"] for r in results] == ["loaded at enter"] * 3
     again = worker.serve.remote(0.3, 1.0, "run-v")  # the warm container: no second load

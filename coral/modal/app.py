@@ -18,7 +18,7 @@ import modal
 
 from coral.config import REPO_ROOT, ModalConfig, load_config
 from coral.errors import ConfigError
-from coral.modal.constants import CONFIG_ENV, CONTAINER_HOME, CONTAINER_REPO, SECTION_ENV
+from coral.modal.constants import CONFIG_ENV, CONTAINER_HOME, CONTAINER_REPO, MODELS_HOME, SECTION_ENV
 from coral.modal.launcher import DEFAULT_CONFIG
 from coral.modal.runtime import GenerateContainer, TrainContainer, orchestrate, serve_tests
 from coral.modal.runtime import evaluate as evaluate_job
@@ -59,7 +59,7 @@ def _image(packages: list[str]) -> modal.Image:
         .env({
             SECTION_ENV: CONFIG.model_dump_json(),
             "CORAL_HOME": CONTAINER_HOME,
-            "HF_HOME": f"{CONTAINER_HOME}/models/huggingface",  # models download once, to the Volume
+            "HF_HOME": f"{MODELS_HOME}/huggingface",  # models download once, to their Volume
             "PYTHONUNBUFFERED": "1",
         })
         .add_local_python_source("coral")
@@ -76,7 +76,8 @@ image = _image(GPU_PACKAGES)
 test_image = _image(TEST_PACKAGES)
 
 volume = modal.Volume.from_name(CONFIG.volume, create_if_missing=True)
-VOLUMES: dict[str, Any] = {CONTAINER_HOME: volume}
+models = modal.Volume.from_name(CONFIG.models_volume, create_if_missing=True)
+VOLUMES: dict[str, Any] = {CONTAINER_HOME: volume, MODELS_HOME: models}
 # Gated models need a token: only the GPU workers and the orchestrator get secrets. Untrusted
 # candidate code runs in `evaluate`, which gets no secrets, no Volume, no network and no access
 # to the app's queues and dicts; the test worker that feeds it gets no secrets and no Volume.
@@ -115,6 +116,7 @@ class TrainWorker:
     @modal.enter()
     def load(self) -> None:
         self.body = TrainContainer(self.model, app_name=CONFIG.app_name, volume_name=CONFIG.volume,
+                                   models_volume_name=CONFIG.models_volume,
                                    accept_for=_accept_for(CONFIG.timeout_train))
 
     @modal.method()
@@ -131,6 +133,7 @@ class GenerateWorker:
     def load(self) -> None:
         self.body = GenerateContainer(self.model, app_name=CONFIG.app_name,
                                       volume_name=CONFIG.volume,
+                                      models_volume_name=CONFIG.models_volume,
                                       accept_for=_accept_for(CONFIG.timeout_generate))
 
     @modal.method()

@@ -36,19 +36,20 @@ def deploy(
     False (the truth on this machine) makes it insist on the sandbox's namespaces instead.
     """
     modal = config.modal
-    app, volume = modal.app_name, modal.volume
+    app, volume, models = modal.app_name, modal.volume, modal.models_volume
     api.Volume.from_name(volume, create_if_missing=True)
+    api.Volume.from_name(models, create_if_missing=True)
 
     def home() -> Home:
         return Home(Path(api.Volume.from_name(volume).path))  # this container's mount
 
     def train(model: str) -> TrainContainer:
         return TrainContainer(model, app_name=app, volume_name=volume, api=api, home=home(),
-                              handlers=handlers, preload=preload)
+                              handlers=handlers, preload=preload, models_volume_name=models)
 
     def generate(model: str) -> GenerateContainer:
         return GenerateContainer(model, app_name=app, volume_name=volume, api=api, home=home(),
-                                 handlers=handlers, preload=preload)
+                                 handlers=handlers, preload=preload, models_volume_name=models)
 
     def test_worker(idle_seconds: float, lease_seconds: float,
                     run_id: str | None = None) -> dict[str, int]:
@@ -63,10 +64,10 @@ def deploy(
                            home=home(), handlers=handlers, model_paths="local")
 
     gpu = dict(max_containers=modal.max_containers, scaledown_window=scaledown_window,
-               volumes=(volume,))
+               volumes=(volume, models))
     cpu = dict(max_containers=modal.max_containers_test, scaledown_window=scaledown_window)
     api.deployed.register_cls(app, "TrainWorker", train, **gpu)
     api.deployed.register_cls(app, "GenerateWorker", generate, **gpu)
     api.deployed.register(app, "test_worker", test_worker, **cpu)
     api.deployed.register(app, EVALUATE_FUNCTION, evaluate_job, **cpu)
-    api.deployed.register(app, "orchestrator", orchestrator, volumes=(volume,))
+    api.deployed.register(app, "orchestrator", orchestrator, volumes=(volume, models))

@@ -137,6 +137,7 @@ class ContainerWorker:
         self, kinds: Sequence[str], *, app_name: str, volume_name: str | None = None,
         handlers: str | Mapping[str, Handler | str] | None = None, api: Any = None,
         home: Home | None = None, group: str | None = None,
+        models_volume_name: str | None = None,
     ) -> None:
         self.kinds = list(kinds)
         self.group = group or "+".join(self.kinds)
@@ -144,6 +145,9 @@ class ContainerWorker:
         self.transport = ModalTransport(app_name, api=self.api)
         base = Handlers(handlers) if isinstance(handlers, Mapping) else Handlers.from_spec(handlers)
         self.volume = self.api.Volume.from_name(volume_name) if volume_name else None
+        # The Hugging Face cache: never reloaded here (the loaded model keeps its files mapped),
+        # committed once after a download so later containers mount it with the model.
+        self.models = self.api.Volume.from_name(models_volume_name) if models_volume_name else None
         self.handlers = base
         # The id of whichever call serves next; set per call in serve().
         self.ctx = WorkerContext(self.transport, worker_id="modal:starting", home=home)
@@ -157,14 +161,12 @@ class ContainerWorker:
     def preload(self, model_json: str) -> None:
         """Load the base model into this container's context now, not at the first job.
 
-        Its files may be downloaded into the Volume's Hugging Face cache on the way; the commit
-        shares them with the other containers.
+        Its files may be downloaded into the models Volume's Hugging Face cache on the way; the
+        commit shares them with containers that start later.
         """
-        if self.volume is not None:
-            self.volume.reload()
         _base(self.ctx, ModelConfig.model_validate_json(model_json))
-        if self.volume is not None:
-            self.volume.commit()
+        if self.models is not None:
+            self.models.commit()
 
     def serve(
         self, *, idle_seconds: float, lease_seconds: float, accept_for: float | None = None,
@@ -205,9 +207,11 @@ class GroupContainer:
         self, model_json: str, *, app_name: str, volume_name: str | None, api: Any = None,
         home: Home | None = None, handlers: str | Mapping[str, Handler | str] | None = None,
         preload: bool = True, accept_for: float | None = None,
+        models_volume_name: str | None = None,
     ) -> None:
         self.worker = ContainerWorker(self.kinds, app_name=app_name, volume_name=volume_name,
-                                      handlers=handlers, api=api, home=home)
+                                      handlers=handlers, api=api, home=home,
+                                      models_volume_name=models_volume_name)
         self.accept_for = accept_for
         if preload:
             self.worker.preload(model_json)
