@@ -128,6 +128,8 @@ def test_local_model_paths_become_container_paths() -> None:
     assert json.loads(container_model_json(inside))["name"] == "/root/data/models/tiny-code"
     with pytest.raises(ConfigError, match="visible on Modal"):
         container_model_json(ModelConfig(name="/opt/elsewhere/model"))
+    with pytest.raises(ConfigError, match="reloads"):  # CORAL_HOME: the adapters' Volume
+        container_model_json(ModelConfig(name=str(Home().root / "models" / "mine")))
 
 
 def test_the_launcher_needs_the_modal_transport(tmp_path: Path) -> None:

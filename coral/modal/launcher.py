@@ -57,17 +57,24 @@ GROUPS = (
 
 
 def container_path(path: str) -> str:
-    """A local path as the containers see it: the checkout is at /root, CORAL_HOME on the
-    Volume. Paths elsewhere do not exist on Modal."""
+    """A local model path as the containers see it: the checkout is at /root. CORAL_HOME is
+    the adapters' Volume, which every job reloads, and a loaded model keeps its files mapped
+    (docs/modal.md, "Volume sync"): a model there would block every reload, so it is refused.
+    Paths elsewhere do not exist on Modal."""
     local = Path(path).expanduser().resolve()
-    for root, mount in ((REPO_ROOT, CONTAINER_REPO), (Home().root, CONTAINER_HOME)):
-        if local == root or root in local.parents:
-            return str(PurePosixPath(mount) / local.relative_to(root).as_posix())
-    if str(local).startswith((CONTAINER_REPO + "/", CONTAINER_HOME + "/")):
+    if local == REPO_ROOT or REPO_ROOT in local.parents:
+        return str(PurePosixPath(CONTAINER_REPO) / local.relative_to(REPO_ROOT).as_posix())
+    if str(local).startswith(CONTAINER_REPO + "/"):
         return str(local)  # already a container path (the orchestrator runs on Modal)
+    home = Home().root
+    if local == home or home in local.parents or str(local).startswith(CONTAINER_HOME + "/"):
+        raise ConfigError(
+            f"model.name {path!r}: a model under CORAL_HOME would sit on the Volume every job "
+            "reloads, which Modal refuses while the model's files are mapped; use a Hugging Face "
+            "id, or a path in the CORAL checkout")
     raise ConfigError(
-        f"model.name {path!r}: a local model must live in the CORAL checkout or CORAL_HOME to "
-        "be visible on Modal; use a Hugging Face id instead"
+        f"model.name {path!r}: a local model must live in the CORAL checkout to be visible on "
+        "Modal; use a Hugging Face id instead"
     )
 
 
