@@ -22,9 +22,10 @@ from coral.hashing import content_hash
 from coral.home import Home
 from coral.store.schema import METRICS
 
-# Keys that do not change what a run computes: the seed is what replicates vary; the backend
-# (serial, local workers, Modal) gives identical results (`coral validate`).
-NOT_SCIENCE = ("seed", "backend")
+# Keys that do not change what a run computes: the seed is what replicates vary; where jobs run
+# (backend: serial, local workers, Modal; modal: its app and volume names) gives identical
+# results (`coral validate`).
+NOT_SCIENCE = ("seed", "backend", "modal")
 # Two-sided 95% Student's t quantiles by degrees of freedom; beyond 30 the normal 1.96 is
 # within 2%. (No scipy dependency for one table.)
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -40,7 +41,7 @@ def t95(df: int) -> float:
 
 
 def config_group(config: dict[str, Any]) -> str:
-    """The replicate group of a resolved config: a hash of everything but seed and backend."""
+    """The replicate group of a resolved config: a hash of everything but NOT_SCIENCE."""
     return content_hash({k: v for k, v in config.items() if k not in NOT_SCIENCE})[:10]
 
 
