@@ -34,7 +34,7 @@ from coral.errors import CoralError
 from coral.execution.job_bodies import _base
 from coral.execution.jobs import Handler, Handlers, WorkerContext
 from coral.execution.messages import Job
-from coral.execution.transport.base import Transport
+from coral.execution.transport.base import Transport, TransportError
 from coral.execution.transport.modal_backend import ModalTransport, modal_api
 from coral.execution.workers import Worker
 from coral.home import Home
@@ -357,6 +357,8 @@ def orchestrate(
             result = run_from_config(config, run_id=run_id, home=home, progress=on_progress,
                                      handlers=handlers, launcher=launcher, transport=transport)
         return dataclasses.asdict(result)
+    except TransportError:
+        raise  # Modal unreachable for a while: Modal's retry of this call resumes the run
     except CoralError as exc:
         # The run failed for a reason a retry would meet again (its events and status say
         # which): returned, not raised, so Modal does not retry it. `coral resume` may, later.
