@@ -22,7 +22,7 @@ from coral.errors import ConfigError, CoralError
 from coral.execution.jobs import EVENTS_QUEUE, job_queue
 from coral.execution.transport import open_transport
 from coral.home import Home, check_run_id, new_run_id
-from coral.run.control import send_request
+from coral.run.control import CONTROL_REQUESTS, send_request
 from coral.run.detached import log_tail, run_command, start_detached
 from coral.run.registry import ACTIVE, read_json, read_json_yaml, run_config, run_info, run_record
 from coral.services.live import preflight
@@ -128,6 +128,8 @@ def launch_state(run_id: str, home: Home | None = None) -> LaunchState:
 
 def request_control(run_id: str, request: str, home: Home | None = None) -> str:
     """Pause, continue or stop: a request in the transport dict, as `coral pause|continue|stop`."""
+    if request not in CONTROL_REQUESTS:  # before the run is looked up: the request is the error
+        raise CoralError(f"unknown run control {request!r} (known: {', '.join(CONTROL_REQUESTS)})")
     home = home or Home()
     return send_request(home, run_id, run_config(home, run_id), run_info(home, run_id).state, request)
 
