@@ -132,3 +132,32 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         assert done.returncode == 2, args
         assert done.stderr.startswith("coral: error: ") and done.stderr.count("\n") == 1
         assert "Traceback" not in done.stderr
+
+
+def test_smoke_objectives_are_not_gated_and_the_summary_lists_baselines(smoke) -> None:
+    """Syntax, style and security are scored for every candidate (runtime alone needs a
+    passing case); the run's summary names both baselines and the objectives that never moved."""
+    home, run_id, _ = smoke
+    folder = home / "runs" / run_id
+    events = [json.loads(line) for p in sorted((folder / "events").glob("*.jsonl"))
+              for line in p.read_text().splitlines()]
+    jobs = [e["data"] for e in events if e["type"] == "job_finished"]
+    genomes = [j for j in jobs if j["genome"] not in ("baseline", "echo")]
+    failing = [j["objectives"] for j in jobs if not any(c["passed"] for c in j["cases"])]
+    assert failing and all(o["runtime"] == 0.0 for o in failing)
+    # Not gated: a candidate that passes nothing still gets its code's security (gated, it was 0)
+    # and syntax is the compiler's verdict on the candidate's code, whatever the tests said.
+    assert any(o["security"] > 0 for o in failing)
+    from coral.sandbox.quality import syntax_score
+
+    assert all(j["objectives"]["syntax"] == syntax_score(j["candidate"]) for j in jobs)
+    echo = [j for j in jobs if j["genome"] == "echo"]
+    assert echo and all(j["objectives"]["security"] == 1.0 and j["objectives"]["syntax"] == 1.0
+                        for j in echo)  # the buggy program itself: no added risk
+    summary = events[-1]["data"]["summary"]
+    assert set(summary["baselines"]) == {"baseline", "echo"}
+    assert all(set(v) >= {"bugfix", "fixed_at_k"} for v in summary["baselines"].values())
+    constant = [n for n in ("bugfix", "style", "security", "runtime", "syntax")
+                if len({j["objectives"][n] for j in genomes}) == 1]
+    assert summary["no_information"] == constant
+    assert {n for n, v in summary["objectives"].items() if v == "no information"} == set(constant)

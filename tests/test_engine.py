@@ -73,7 +73,7 @@ def test_generation_event_content() -> None:
     assert all(e.event_id == f"r:{e.seq:08d}" for e in events)
     gen0 = [e for e in events if e.type == "job_finished" and e.generation == 0]
     keys = [(e.data["genome"], e.data["problem"], e.data["sample"]) for e in gen0]
-    genomes = [k for k in keys if k[0] != "baseline"]
+    genomes = [k for k in keys if k[0] not in ("baseline", "echo")]
     assert genomes == sorted(genomes)  # canonical order, not completion order
     finished = next(e for e in events if e.type == "generation_finished")
     for field in ("best", "mean", "genotype_diversity", "phenotype_diversity", "cache", "gate"):
@@ -81,7 +81,50 @@ def test_generation_event_content() -> None:
     assert set(finished.data["best"]) >= {"bugfix", "style", "security", "runtime", "syntax",
                                           "fixed_at_k", "fitness"}
     baseline = next(e for e in events if e.type == "baseline_finished")
-    assert baseline.data["greedy"] is True and "objectives" in baseline.data
+    assert baseline.data["greedy"] is False and "objectives" in baseline.data["echo"]
+
+
+def test_noise_control_baselines_and_summary() -> None:
+    """Common random numbers within a generation, survivors evaluated again on the next
+    generation's seed with averaged scores and counts, both baselines at the genomes' sample
+    count and seed, and a summary naming the baselines and any constant objective."""
+    config = load_config(SMOKE, ["generations=3", "benchmark.samples=2"])
+    run_from_config(config, "noise", backend="serial", handlers=FAKES)
+    events = list(read_events(Home().events_dir("noise")))
+    jobs = [e for e in events if e.type == "job_finished"]
+    # fake_generate writes the seed into each answer: one seed per generation, for every genome
+    # and the no-adapter baseline; another seed in the next generation.
+    seeds = {g: {j.data["raw"].split("|")[1] for j in jobs if j.generation == g
+                 and j.data["genome"] != "echo"} for g in range(3)}
+    assert all(len(v) == 1 for v in seeds.values()) and len(set.union(*seeds.values())) == 3
+    assert {j.data["sample"] for j in jobs if j.data["genome"] == "baseline"} == {0, 1}
+    finished = {e.generation: e.data for e in events if e.type == "generation_finished"}
+    survivors0 = finished[0]["survivors"]
+    started1 = next(e.data for e in events if e.type == "generation_started" and e.generation == 1)
+    assert finished[1]["reevaluated"] == [i for i in survivors0 if i not in started1["genomes"]]
+    assert set(finished[1]["genomes"]) == set(started1["genomes"]) | set(survivors0)
+    for genome_id in survivors0:
+        assert finished[1]["evaluations"][genome_id] == 2
+        # The mean of its two evaluations, each the genome's mean over its own test jobs.
+        per_gen = []
+        for g in (0, 1):
+            mine = [j.data["objectives"]["bugfix"] for j in jobs
+                    if j.generation == g and j.data["genome"] == genome_id]
+            per_gen.append(sum(mine) / len(mine))
+        assert finished[1]["genomes"][genome_id]["bugfix"] == pytest.approx(sum(per_gen) / 2)
+    new = [i for i in finished[1]["genomes"] if i not in survivors0]
+    assert new and all(finished[1]["evaluations"][i] == 1 for i in new)
+    baseline = next(e for e in events if e.type == "baseline_finished").data
+    assert baseline["samples"] == 2 and baseline["echo"]["samples"] == 1
+    summary = events[-1].data["summary"]
+    assert summary["baselines"]["baseline"] == baseline["objectives"]
+    assert summary["baselines"]["echo"] == baseline["echo"]["objectives"]
+    # The fake tester gates style, security and runtime on passing: never constant here, but
+    # syntax is drawn per answer, so the constant list must be computed, not assumed.
+    values = {n: {j.data["objectives"][n] for j in jobs if j.data["genome"] not in ("baseline", "echo")}
+              for n in ("bugfix", "style", "security", "runtime", "syntax")}
+    assert summary["no_information"] == [n for n, v in values.items() if len(v) == 1]
+    assert all(v["evaluations"] >= 1 for v in summary["survivors"].values())
 
 
 def test_same_heavy_genes_is_a_counted_cache_hit(monkeypatch: pytest.MonkeyPatch) -> None:

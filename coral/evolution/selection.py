@@ -125,9 +125,13 @@ def phenotype_diversity(scored: list[Scored]) -> tuple[int, float]:
 class Evolution:
     """Strategy-aware population stepping: evolution (NSGA-II), random, or grid."""
 
-    def __init__(self, config: Config, survivors: list[Scored] | None = None) -> None:
+    def __init__(self, config: Config, survivors: list[Scored] | None = None,
+                 evaluations: dict[str, dict[str, Any]] | None = None) -> None:
         self.config = config
         self.survivors: list[Scored] = list(survivors or [])
+        # Noise control (docs/engine.md): genome id -> {"count": n, "sums": {metric: total}}
+        # over its evaluations so far; kept for the survivors, which are evaluated again.
+        self.evaluations: dict[str, dict[str, Any]] = dict(evaluations or {})
 
     def _rng(self, generation: int, purpose: str) -> np.random.Generator:
         return stream(self.config.seed, purpose, generation=generation)
@@ -145,6 +149,24 @@ class Evolution:
         make = operators.random_genome if strategy == "random" else operators.from_ca
         return _distinct([make(self.config, rng) for _ in range(n)])
 
+    def fold(self, scores: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """Fold each genome's new evaluation into the mean over all of its evaluations and
+        return those means; survivors among them carry the new means into selection."""
+        means: dict[str, dict[str, float]] = {}
+        for genome_id, new in scores.items():
+            entry = self.evaluations.get(genome_id, {"count": 0, "sums": {}})
+            sums = {k: entry["sums"].get(k, 0.0) + float(v) for k, v in new.items()}
+            count = entry["count"] + 1
+            self.evaluations[genome_id] = {"count": count, "sums": sums}
+            means[genome_id] = {k: v / count for k, v in sums.items()}
+        self.survivors = [Scored(s.genome, {n: means[s.genome.id][n] for n in OBJECTIVES})
+                          if s.genome.id in means else s for s in self.survivors]
+        return means
+
+    def count(self, genome_id: str) -> int:
+        """How many evaluations a genome's scores average (0 if never folded)."""
+        return int(self.evaluations.get(genome_id, {}).get("count", 0))
+
     def select(self, generation: int, evaluated: list[Scored]) -> tuple[list[Scored], dict]:
         """Survivors of generation g from last survivors + this generation's evaluated genomes."""
         pool = _dedupe(self.survivors + evaluated)
@@ -152,6 +174,9 @@ class Evolution:
         objectives = np.array([s.vector() for s in gated])
         keep = nsga2.select_survivors(objectives, min(self.config.population, len(gated)))
         self.survivors = [gated[i] for i in keep]
+        kept = {s.genome.id for s in self.survivors}
+        # Only survivors are evaluated again; the others' running sums are of no further use.
+        self.evaluations = {k: v for k, v in self.evaluations.items() if k in kept}
         info = {"gate_threshold": threshold, "gated_out": len(pool) - len(gated),
                 "pool": len(pool), "survivors": len(self.survivors)}
         return self.survivors, info
@@ -187,11 +212,13 @@ class Evolution:
         return children
 
     def state(self) -> dict[str, Any]:
-        return {"survivors": [s.to_json() for s in self.survivors]}
+        return {"survivors": [s.to_json() for s in self.survivors],
+                "evaluations": {k: self.evaluations[k] for k in sorted(self.evaluations)}}
 
     @classmethod
     def from_state(cls, config: Config, state: dict[str, Any]) -> Evolution:
-        return cls(config, [Scored.from_json(s) for s in state["survivors"]])
+        return cls(config, [Scored.from_json(s) for s in state["survivors"]],
+                   state.get("evaluations") or {})
 
 
 def _dedupe(scored: list[Scored]) -> list[Scored]:

@@ -6,6 +6,13 @@ submitted the moment its input arrives, driven by the executor's completion stre
 waits for another between stages. When a generation's last test is in: objectives, gate +
 NSGA-II (Evolution.select), breeding (Evolution.breed), events, checkpoint.
 
+Noise control (docs/engine.md): every genome of a generation samples with the same seed (common
+random numbers: the same prompt gets the same random draws whichever genome answers it); the
+survivors of generation g-1 are evaluated again in g on that generation's fresh seed, and a
+genome's scores are the mean over all its evaluations (Evolution.fold), the count recorded.
+Baselines run in generation 0 on the same problems, sample count and seed: the model without an
+adapter at the config's default knobs, and echo (the buggy program returned unchanged).
+
 Determinism: everything that depends on completion order is buffered and emitted at the end of
 the generation in a canonical order (genome id, problem, sample); cache hits are counted by the
 engine (first request of a gene key in the run trains, every later one is a hit), not by which
@@ -21,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coral.benchmark.loader import load_benchmark
 from coral.benchmark.prompts import build_prompt
 from coral.config import Config
 from coral.errors import CoralError
@@ -41,25 +49,28 @@ from coral.model.adapters import gene_key
 from coral.rng import stream_seed
 from coral.run import checkpoints as ckpt
 from coral.run.control import CONTROL_DICT, control_key
-from coral.run.events import EventLog
+from coral.run.evaluate import default_knobs, echo_answer
+from coral.run.events import EventLog, read_events
 from coral.run.progress import ProgressWriter
 from coral.run.registry import write_status
 from coral.sandbox.objectives import CandidateScore, aggregate
 
 log = logging.getLogger("coral.run.engine")
 
-BASELINE = "baseline"
+BASELINE = "baseline"  # the model without an adapter, at the config's default knobs
+ECHO = "echo"  # the buggy program returned unchanged
+BASELINES = (BASELINE, ECHO)
 CONTROL_POLL = 0.5  # seconds between looks at the control dict while waiting
 
 
-def generation_seed(seed: int, generation: int, genome_id: str) -> int:
-    return stream_seed(seed, generation, genome_id, "generate") % (2**63 - 1)
+def generation_seed(seed: int, generation: int) -> int:
+    """One sampling seed per generation, shared by all its genomes (common random numbers)."""
+    return stream_seed(seed, generation, None, "generate") % (2**63 - 1)
 
 
 def baseline_knobs(config: Config) -> Knobs:
-    """Greedy decoding ignores the sampling knobs; the longest allowed answer is kept."""
-    return Knobs(temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0,
-                 max_new_tokens=max(config.knobs.max_new_tokens))
+    """The no-adapter baseline samples like a genome, at the default knobs of the config."""
+    return default_knobs(config.knobs)
 
 
 class RunStopped(Exception):
@@ -71,8 +82,8 @@ class Task:
     """One genome (or the baseline) moving through the stages within one generation."""
 
     ident: str
-    genome: Genome | None  # None for the baseline
-    key: str | None  # gene key; None for the baseline
+    genome: Genome | None  # None for the baselines
+    key: str | None  # gene key; None for the baselines
     samples: int
     texts: list[list[str]] | None = None
     tests: dict[tuple[str, int], JobResult] = field(default_factory=dict)
@@ -143,9 +154,25 @@ class EvolutionEngine:
             write_status(self.home, self.run_id, "stopped")
             return "stopped"
         self.events.emit("run_finished", {"generations": cfg.generations,
-                                          "survivors": [s.genome.id for s in evo.survivors]})
+                                          "survivors": [s.genome.id for s in evo.survivors],
+                                          "summary": self._summary(evo)})
         write_status(self.home, self.run_id, "finished", generation=cfg.generations - 1)
         return "finished"
+
+    def _summary(self, evo: Evolution) -> dict[str, Any]:
+        """What a reader of the run needs beside its curves: the baselines, the survivors'
+        averaged scores and evaluation counts, and the objectives that said nothing."""
+        base = self.baseline or {}
+        constant = _constant_objectives(self.home.events_dir(self.run_id))
+        return {
+            "baselines": {BASELINE: base.get("objectives"),
+                          ECHO: (base.get("echo") or {}).get("objectives")},
+            "survivors": {s.genome.id: {**s.objectives, "evaluations": evo.count(s.genome.id)}
+                          for s in evo.survivors},
+            "objectives": {n: "no information" if n in constant else "informative"
+                           for n in OBJECTIVES},
+            "no_information": constant,
+        }
 
     def _generation(self, evo: Evolution, generation: int, population: list[Genome]) -> list[Genome]:
         started = time.time()
@@ -153,18 +180,23 @@ class EvolutionEngine:
             "genomes": [g.id for g in population], "strategy": self.config.strategy,
         }, generation)
         write_status(self.home, self.run_id, "running", generation=generation)
-        tasks, hits, misses = self._evaluate(generation, population)
-        scores = {t.ident: self._objectives(t) for t in tasks.values()}
+        ids = {g.id for g in population}
+        again = [s.genome for s in evo.survivors if s.genome.id not in ids]
+        tasks, hits, misses = self._evaluate(generation, population + again)
+        raw = {t.ident: self._objectives(t) for t in tasks.values()}
+        scores = {**{b: raw[b] for b in BASELINES if b in raw},
+                  **evo.fold({i: raw[i] for i in raw if i not in BASELINES})}
+        counts = {i: evo.count(i) for i in scores if i not in BASELINES}
         scored = [Scored(g, {n: scores[g.id][n] for n in OBJECTIVES}) for g in population]
         _, info = evo.select(generation, scored)
         last = generation == self.config.generations - 1
         children = [] if last else evo.breed(generation)
-        self._emit_generation(generation, population, tasks, scores, scored, evo, info,
-                              hits, misses, started)
+        self._emit_generation(generation, population + again, tasks, scores, scored, evo, info,
+                              hits, misses, started, counts, [g.id for g in again])
         ckpt.save(self.home.checkpoints_dir(self.run_id), ckpt.Checkpoint(
             generation=generation,
             population=[g.model_dump(mode="json") for g in population],
-            scores={g.id: scores[g.id] for g in population},
+            scores={g.id: scores[g.id] for g in population + again},
             next_population=[g.model_dump(mode="json") for g in children],
             evolution=evo.state(), next_seq=self.events.seq,
             trained_keys=[[k, v] for k, v in sorted(self.trained.items())],
@@ -195,12 +227,16 @@ class EvolutionEngine:
                 waiting[key] = [task]
                 self._submit_train(generation, task)
         if generation == 0 and self.baseline is None:
-            tasks[BASELINE] = Task(BASELINE, None, None, 1)
+            tasks[BASELINE] = Task(BASELINE, None, None, samples)
             self._submit_generate(generation, tasks[BASELINE])
+            # Echo is deterministic: one sample says all that more would.
+            tasks[ECHO] = Task(ECHO, None, None, 1, texts=self._echo_texts())
+            self._submit_tests(generation, tasks[ECHO])
         open_tests = {t.ident: len(self.problems.eval) * t.samples for t in tasks.values()}
         # Every job of the generation is known now: one train job per gene key not yet trained,
         # one generate job per task, one test per task x eval problem x sample.
-        self.live.generation_started(generation, {"train": misses, "generate": len(tasks),
+        generate = sum(1 for t in tasks if t != ECHO)  # echo answers without a model
+        self.live.generation_started(generation, {"train": misses, "generate": generate,
                                                   "test": sum(open_tests.values())})
         while any(open_tests.values()):
             for result in self._results():
@@ -223,7 +259,7 @@ class EvolutionEngine:
                     task = tasks[ident]
                     task.tests[(result.problem or "", result.sample or 0)] = result
                     open_tests[ident] -= 1
-                    if open_tests[ident] == 0 and ident != BASELINE:
+                    if open_tests[ident] == 0 and ident not in BASELINES:
                         # Shown the moment it lands; the events come in order at the generation's end.
                         self.live.genome_scored(generation, ident, self._objectives(task))
                 counts = self.executor.progress(generation)
@@ -302,6 +338,10 @@ class EvolutionEngine:
             "prompt_style": cfg.benchmark.prompt_style,
         }, generation, task.key)
 
+    def _echo_texts(self) -> list[list[str]]:
+        problems = {p.name: p for p in load_benchmark(self.problems.root)}
+        return [[echo_answer(problems[name])] for name in self.problems.eval]
+
     def _submit_generate(self, generation: int, task: Task) -> None:
         cfg = self.config
         baseline = task.genome is None
@@ -309,8 +349,8 @@ class EvolutionEngine:
         self._submit("generate", f"g{generation:04d}:gen:{task.ident}", {
             **self._payload_base(), "generation": cfg.generation.model_dump(mode="json"),
             "knobs": knobs.model_dump(mode="json"), "prompts": self.problems.prompts,
-            "samples": task.samples, "greedy": baseline,
-            "seed": generation_seed(cfg.seed, generation, task.ident),
+            "samples": task.samples, "greedy": False,
+            "seed": generation_seed(cfg.seed, generation),
             "cache_key": None if baseline else self.trained[task.key or ""],
         }, generation, task.ident)
 
@@ -347,6 +387,12 @@ class EvolutionEngine:
         out["fitness"] = weighted_fitness(out, self.config.objectives.weights)
         return out
 
+    def _baseline_record(self, task: Task, objectives: dict[str, float]) -> dict[str, Any]:
+        """Objectives, samples and, per problem, whether any sample fixed it."""
+        return {"objectives": objectives, "samples": task.samples, "problems": {
+            name: any(task.tests[(name, s)].output["passed_all"] for s in range(task.samples))
+            for name in self.problems.eval}}
+
     def _job_events(self, generation: int, task: Task) -> list[tuple[Any, dict, int]]:
         out = []
         for name in self.problems.eval:
@@ -365,22 +411,27 @@ class EvolutionEngine:
 
     def _emit_generation(self, generation: int, population: list[Genome], tasks: dict[str, Task],
                          scores: dict[str, dict[str, float]], scored: list[Scored],
-                         evo: Evolution, info: dict, hits: int, misses: int, started: float) -> None:
+                         evo: Evolution, info: dict, hits: int, misses: int, started: float,
+                         counts: dict[str, int], again: list[str]) -> None:
+        """`population` holds this generation's genomes and the survivors evaluated again;
+        `scores` are means over each genome's evaluations, `counts` how many."""
         items: list[tuple[Any, dict, int | None]] = []
-        for ident in sorted(t for t in tasks if t != BASELINE):
+        for ident in sorted(t for t in tasks if t not in BASELINES):
             items.extend(self._job_events(generation, tasks[ident]))
         if BASELINE in tasks:
-            self.baseline = {"objectives": scores[BASELINE], "problems": {
-                name: tasks[BASELINE].tests[(name, 0)].output["passed_all"]
-                for name in self.problems.eval}}
+            self.baseline = {**self._baseline_record(tasks[BASELINE], scores[BASELINE]),
+                             "knobs": baseline_knobs(self.config).model_dump(mode="json"),
+                             "greedy": False, "seed": generation_seed(self.config.seed, generation),
+                             "echo": self._baseline_record(tasks[ECHO], scores[ECHO])}
             items.extend(self._job_events(generation, tasks[BASELINE]))
-            items.append(("baseline_finished", {**self.baseline, "knobs": baseline_knobs(
-                self.config).model_dump(mode="json"), "greedy": True}, generation))
+            items.extend(self._job_events(generation, tasks[ECHO]))
+            items.append(("baseline_finished", self.baseline, generation))
         names = [*OBJECTIVES, "fixed_at_k", "fitness"]
         ids = [g.id for g in population]
         count, share = phenotype_diversity(scored)
         items.append(("generation_finished", {
             "genomes": {i: scores[i] for i in ids},
+            "evaluations": {i: counts[i] for i in ids}, "reevaluated": again,
             "best": {n: max(scores[i][n] for i in ids) for n in names},
             "mean": {n: sum(scores[i][n] for i in ids) / len(ids) for n in names},
             "genotype_diversity": genotype_diversity(population, self.config),
@@ -393,6 +444,21 @@ class EvolutionEngine:
                         "retries": self.executor.stats.retries},
         }, generation))
         self.events.emit_many(items)
+
+
+def _constant_objectives(events_dir: Any) -> list[str]:
+    """Objectives whose candidate-level value never changed over the run's genomes' tests:
+    they carry no information about any genome (baselines left out)."""
+    low: dict[str, float] = {}
+    high: dict[str, float] = {}
+    for event in read_events(events_dir):
+        if event.type != "job_finished" or event.data.get("genome") in BASELINES:
+            continue
+        for name in OBJECTIVES:
+            value = float(event.data["objectives"][name])
+            low[name] = min(low.get(name, value), value)
+            high[name] = max(high.get(name, value), value)
+    return [n for n in OBJECTIVES if n in low and high[n] - low[n] < 1e-12]
 
 
 def default_threads(workers: int) -> int:
