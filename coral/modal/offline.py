@@ -8,10 +8,13 @@ this module mirrors the wiring: which body each function runs, what it mounts, i
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 from coral.config import REPO_ROOT, Config
+from coral.execution.jobs import Handler, Handlers, WorkerContext
+from coral.execution.messages import Job
 from coral.home import Home
 from coral.modal.constants import CONTAINER_REPO, EVALUATE_FUNCTION
 from coral.modal.double import ModalDouble
@@ -25,16 +28,36 @@ def local_path(container_path: str) -> str:
     return container_path
 
 
+# Containers here are threads of one process, and torch's random generator and thread pool are
+# per process: two jobs running at once would draw from one generator, which real containers
+# (processes) never do. `one_job_at_a_time` runs jobs under this lock, for `coral validate`.
+_JOBS = threading.Lock()
+
+
+def _one_at_a_time(handler: Handler) -> Handler:
+    def run(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+        with _JOBS:
+            return handler(job, ctx)
+
+    return run
+
+
 def deploy(
     api: ModalDouble, config: Config, *, handlers: str | None = None, preload: bool = True,
     network_blocked: bool = False, scaledown_window: float = 2.0,
+    one_job_at_a_time: bool = False,
 ) -> None:
     """Register the app's functions for `config.modal` on `api` (which needs a volume_root).
 
     `handlers` replaces job bodies everywhere ("module:attr"), as `coral run --handlers` does.
     `network_blocked` says whether `evaluate` may count on a network block it cannot have here;
     False (the truth on this machine) makes it insist on the sandbox's namespaces instead.
+    `one_job_at_a_time`: see _JOBS.
     """
+    bodies: Any = handlers
+    if one_job_at_a_time:
+        table = Handlers.from_spec(handlers)
+        bodies = {kind: _one_at_a_time(table.get(kind)) for kind in ("train", "generate")}
     modal = config.modal
     app, volume, models = modal.app_name, modal.volume, modal.models_volume
     api.Volume.from_name(volume, create_if_missing=True)
@@ -45,11 +68,11 @@ def deploy(
 
     def train(model: str) -> TrainContainer:
         return TrainContainer(model, app_name=app, volume_name=volume, api=api, home=home(),
-                              handlers=handlers, preload=preload, models_volume_name=models)
+                              handlers=bodies, preload=preload, models_volume_name=models)
 
     def generate(model: str) -> GenerateContainer:
         return GenerateContainer(model, app_name=app, volume_name=volume, api=api, home=home(),
-                                 handlers=handlers, preload=preload, models_volume_name=models)
+                                 handlers=bodies, preload=preload, models_volume_name=models)
 
     def test_worker(idle_seconds: float, lease_seconds: float,
                     run_id: str | None = None) -> dict[str, int]:

@@ -18,7 +18,12 @@ from coral.modal.launcher import ModalLauncher
 from coral.modal.offline import deploy
 from coral.run.engine import default_threads
 from coral.run.events import read_events, science
-from coral.run.lifecycle import resolve_config, run_from_config, validate_config_runs
+from coral.run.lifecycle import (
+    RunResult,
+    resolve_config,
+    run_from_config,
+    validate_config_runs,
+)
 from coral.run.registry import compare_runs
 
 
@@ -37,6 +42,24 @@ def first_difference(home: Home, a: str, b: str) -> str | None:
     return None
 
 
+def run_on_double(config_path: str | os.PathLike, overrides: list[str] | None, workers: int,
+                  home: Home, run_id: str, handlers: str | None = None) -> RunResult:
+    """One run of the config on the modal backend, on the Modal double (a temporary Volume)."""
+    config = resolve_config(config_path, overrides, "modal", max(2, workers))
+    with tempfile.TemporaryDirectory(prefix="coral-validate-modal-") as volumes:
+        api = ModalDouble(volume_root=Path(volumes))
+        deploy(api, config, handlers=handlers, preload=handlers is None, one_job_at_a_time=True)
+        transport = ModalTransport(config.modal.app_name, api=api)
+
+        def launcher(transport: ModalTransport, config: Any) -> ModalLauncher:
+            return ModalLauncher(transport, config, kinds=["train", "generate", "test"],
+                                 run_id=run_id, model_paths="local", interval=0.2)
+
+        return run_from_config(config, run_id, home=home, handlers=handlers,
+                               threads=default_threads(workers), launcher=launcher,
+                               transport=transport)
+
+
 def validate_everywhere(config_path: str | os.PathLike, overrides: list[str] | None = None,
                         workers: int = 2, home: Home | None = None,
                         handlers: str | None = None) -> dict[str, Any]:
@@ -46,19 +69,7 @@ def validate_everywhere(config_path: str | os.PathLike, overrides: list[str] | N
     report = validate_config_runs(config_path, overrides, workers, home=home, handlers=handlers)
     serial = report["serial"]["run_id"]
     run_id = serial.removesuffix("-serial") + "-modal"
-    config = resolve_config(config_path, overrides, "modal", max(2, workers))
-    with tempfile.TemporaryDirectory(prefix="coral-validate-modal-") as volumes:
-        api = ModalDouble(volume_root=Path(volumes))
-        deploy(api, config, handlers=handlers, preload=handlers is None)
-        transport = ModalTransport(config.modal.app_name, api=api)
-
-        def launcher(transport: ModalTransport, config: Any) -> ModalLauncher:
-            return ModalLauncher(transport, config, kinds=["train", "generate", "test"],
-                                 run_id=run_id, model_paths="local", interval=0.2)
-
-        result = run_from_config(config, run_id, home=home, handlers=handlers,
-                                 threads=default_threads(workers), launcher=launcher,
-                                 transport=transport)
+    result = run_on_double(config_path, overrides, workers, home, run_id, handlers)
     report["modal"] = {"run_id": run_id, "state": result.state,
                        "wall_seconds": result.wall_seconds, "retries": result.retries,
                        "lease_expiries": result.lease_expiries}
