@@ -74,7 +74,11 @@ class GeneSpace(Section):
 
     ranks: list[Annotated[int, Field(ge=1, le=1024)]] = Field(default=[2, 4, 8, 16], min_length=1)
     alphas: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default=[4, 8, 16, 32], min_length=1)
-    dropout: FloatRange = (0.0, 0.2)
+    # A few levels, not a range: equal heavy genes then recur and share one adapter (a
+    # continuous dropout made nearly every adapter unique: 3 cache hits in 40).
+    dropout: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
+        default=[0.0, 0.05, 0.1], min_length=1
+    )
     target_modules: list[list[str]] = Field(
         default=[["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj"]], min_length=1
     )
@@ -85,8 +89,6 @@ class GeneSpace(Section):
         for modules in self.target_modules:
             if not modules:
                 raise ValueError("genes.target_modules: every module set needs at least one module")
-        if not (0.0 <= self.dropout[0] and self.dropout[1] < 1.0):
-            raise ValueError("genes.dropout: must lie in [0, 1)")
         return self
 
 

@@ -25,7 +25,8 @@ def test_every_candidate_appears_over_200_seeds() -> None:
     k = [mapping.knobs(f, knobs) for f in features_of(200)]
     assert {x.max_new_tokens for x in k} == {64, 128, 256}
     assert all(knobs.temperature[0] <= x.temperature <= knobs.temperature[1] for x in k)
-    assert len({x.top_k for x in k}) > 20 and len({g.dropout for g in genes}) > 20
+    assert len({x.top_k for x in k}) > 20
+    assert {g.dropout for g in genes} == set(WIDE.dropout)  # levels, so equal genes recur
 
 
 def test_mapping_is_a_function_of_behaviour() -> None:

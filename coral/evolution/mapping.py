@@ -47,7 +47,7 @@ def heavy_genes(features: CAFeatures, space: GeneSpace) -> HeavyGenes:
     return HeavyGenes(
         rank=pick(space.ranks, unit(features, "rank")),
         alpha=pick(space.alphas, unit(features, "alpha")),
-        dropout=scale(*space.dropout, unit(features, "dropout")),
+        dropout=pick(sorted(space.dropout), unit(features, "dropout")),
         target_modules=tuple(pick(space.target_modules, unit(features, "target_modules"))),
         adapter_type=pick(space.adapter_types, unit(features, "adapter_type")),
     )

@@ -54,13 +54,14 @@ def random_gene_value(name: str, config: Config, rng: np.random.Generator) -> An
         "alpha": g.alphas,
         "target_modules": [list(m) for m in g.target_modules],
         "adapter_type": list(g.adapter_types),
+        "dropout": sorted(g.dropout),
         "max_new_tokens": k.max_new_tokens,
     }
     if name in choices:
         return choices[name][int(rng.integers(len(choices[name])))]
     if name == "top_k":
         return int(rng.integers(k.top_k[0], k.top_k[1] + 1))
-    low, high = {"dropout": g.dropout, "temperature": k.temperature, "top_p": k.top_p,
+    low, high = {"temperature": k.temperature, "top_p": k.top_p,
                  "repetition_penalty": k.repetition_penalty}[name]
     return round(float(rng.uniform(low, high)), 6)
 
@@ -76,7 +77,7 @@ def grid_points(config: Config) -> list[dict[str, Any]]:
     """The `grid` baseline: every combination of the heavy-gene candidates, knobs at mid-range."""
     g, k = config.genes, config.knobs
     mid = {
-        "dropout": round(sum(g.dropout) / 2, 6),
+        "dropout": sorted(g.dropout)[(len(g.dropout) - 1) // 2],  # the middle level
         "temperature": round(sum(k.temperature) / 2, 6),
         "top_p": round(sum(k.top_p) / 2, 6),
         "top_k": (k.top_k[0] + k.top_k[1]) // 2,

@@ -85,7 +85,7 @@ def gene_distance_vector(genome: Genome, config: Config) -> list[tuple[str, floa
     return [
         ("o", ordinal(g.ranks, genes.rank)),
         ("o", ordinal(g.alphas, genes.alpha)),
-        ("o", span(g.dropout, genes.dropout)),
+        ("o", ordinal(sorted(g.dropout), genes.dropout)),
         ("c", float(modules.index(list(genes.target_modules))) if list(genes.target_modules)
          in modules else -1.0),
         ("c", float(genes.adapter_type == "dora")),
