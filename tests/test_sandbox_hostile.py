@@ -694,9 +694,12 @@ def test_tampering_with_the_meter_does_not_lower_the_cost() -> None:
     tamper = METER_TAMPER.split("def pick")[0] + slow
     marks = "    for _ in range(50):\n        os.write(3, b'9999\\n')\n"  # the meter's marks, forged
     forge = "import os\n" + slow.replace("    sum(", marks + "    sum(")
-    honest, tampered, forged = (run_candidate(JSON_PICK, src, LIMITS) for src in (slow, tamper, forge))
-    assert honest.fixed and tampered.fixed and forged.fixed
-    assert tampered.cost > 0.5 * honest.cost and forged.cost > 0.5 * honest.cost
+    # prctl(PR_TASK_PERF_EVENTS_DISABLE) would stop every counter on the task: seccomp says EPERM.
+    disable = "import ctypes\nassert ctypes.CDLL(None).prctl(31, 0, 0, 0, 0) == -1\n" + slow
+    runs = [run_candidate(JSON_PICK, src, LIMITS) for src in (slow, tamper, forge, disable)]
+    honest = runs[0]
+    assert all(run.fixed for run in runs), [run.error for run in runs]
+    assert all(run.cost > 0.5 * honest.cost for run in runs[1:]), [run.cost for run in runs]
     reference_cost = run_candidate(JSON_PICK, "def f(a, b):\n    return f'EXPECTED-J{a}-c0de'\n", LIMITS).cost
-    for run in (honest, tampered, forged):
+    for run in runs:
         assert objectives.runtime_score(run, reference_cost) < 0.5

@@ -299,9 +299,54 @@ def _box_exec(cfg: dict) -> None:
         _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
         # Set after the uid change, which clears it.
         _check(libc.prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0), "prctl(pdeathsig)")
+        if cfg["meter"] is not None:
+            _forbid_disabling_counters(libc)
     for sig in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM):
         _signal.signal(sig, _signal.SIG_DFL)  # ignored signals would survive the exec
     os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
+
+
+# seccomp: the one syscall that could stop the supervisor's counter from inside is
+# prctl(PR_TASK_PERF_EVENTS_DISABLE), which disables every counter attached to the caller,
+# whoever opened it. It fails with EPERM in the box; another ABI's syscalls (x32, i386) kill.
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 157), "aarch64": (0xC00000B7, 167)}  # (AUDIT_ARCH, prctl)
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_PR_TASK_PERF_EVENTS_DISABLE, _PR_TASK_PERF_EVENTS_ENABLE = 31, 32
+
+
+def _forbid_disabling_counters(libc) -> None:  # type: ignore[no-untyped-def]
+    import ctypes
+
+    arch = _SECCOMP_ARCH.get(os.uname().machine)
+    if arch is None:
+        return  # unknown syscall numbers: documented gap (docs/sandbox.md, "Cost")
+    audit_arch, prctl = arch
+    ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
+    allow, kill, eperm = 0x7FFF0000, 0x80000000, 0x00050000 | 1
+    program = [
+        (ld, 0, 0, 4),  # seccomp_data.arch
+        (jeq, 1, 0, audit_arch),
+        (ret, 0, 0, kill),
+        (ld, 0, 0, 0),  # seccomp_data.nr
+        (jset, 0, 1, 0x40000000),  # x32 numbers
+        (ret, 0, 0, kill),
+        (jeq, 0, 3, prctl),
+        (ld, 0, 0, 16),  # args[0], low 32 bits
+        (jeq, 2, 0, _PR_TASK_PERF_EVENTS_DISABLE),
+        (jeq, 1, 0, _PR_TASK_PERF_EVENTS_ENABLE),
+        (ret, 0, 0, allow),
+        (ret, 0, 0, eperm),
+    ]
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+    filters = (Filter * len(program))(*[Filter(*f) for f in program])
+    prog = Program(len(program), filters)
+    _check(libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "prctl(seccomp)")
 
 
 def _mount(src: str | None, dst: str, fstype: str | None, flags: int, data: str | None) -> None:

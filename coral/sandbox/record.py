@@ -65,6 +65,10 @@ class Recording:
     candidate_source: str
     reference_source: str
     sites: dict[int, Site]
+    # The site of QuixBugs' usual JSON test (one test, parametrized over load_json_testcases,
+    # asserting `NAME(*input_data) OP expected`): the candidate's box then calls NAME on each
+    # case's input directly, which is what the test does, without running the test file.
+    call_site: int | None = None
 
 
 def split_tests(source: str, name: str) -> Recording:
@@ -115,7 +119,49 @@ def split_tests(source: str, name: str) -> Recording:
     _blank_parametrize(cand_tree)
     _strip_docstrings(cand_tree)
     return Recording(ast.unparse(ast.fix_missing_locations(cand_tree)),
-                     ast.unparse(ast.fix_missing_locations(reference)), sites)
+                     ast.unparse(ast.fix_missing_locations(reference)), sites,
+                     _call_site(tree, candidate, sites, plans))
+
+
+def _call_site(tree: ast.Module, candidate: set[str], sites: dict[int, Site],
+               plans: dict[int, dict[str, Any]]) -> int | None:
+    """The site of a test that only calls the candidate on each JSON input and compares."""
+    tests = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
+            tests.append(node)
+        elif isinstance(node, ast.If) and _only_imports(node.body) and _only_imports(node.orelse):
+            continue
+        elif not (_only_imports([node]) or (isinstance(node, ast.Assign) and _json_data(node.value, tree))):
+            return None  # anything else at module level (helpers, fixtures, code) runs in the test
+    if len(tests) != 1:
+        return None
+    func = tests[0]
+    body = func.body[1:] if func.body and isinstance(func.body[0], ast.Expr) else func.body
+    params = _params(func)
+    if len(func.decorator_list) != 1 or len(params) != 2 or len(body) != 1 or not isinstance(body[0], ast.Assert):
+        return None
+    deco = func.decorator_list[0]
+    if not (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "parametrize"
+            and len(deco.args) == 2 and not deco.keywords and isinstance(deco.args[0], ast.Constant)
+            and [n.strip() for n in str(deco.args[0].value).split(",")] == params
+            and _json_data(deco.args[1], tree)):
+        return None
+    plan = plans.get(id(body[0]))
+    if plan is None or "operands" not in plan:
+        return None
+    site = plan["site"]
+    call = plan["operands"][0]
+    if not (sites[site].kind == "cmp" and sites[site].cand == (0,) and isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name) and call.func.id in candidate and not call.keywords
+            and len(call.args) == 1 and isinstance(call.args[0], ast.Starred)
+            and isinstance(call.args[0].value, ast.Name) and call.args[0].value.id == params[0]):
+        return None
+    return site
+
+
+def _only_imports(body: list[ast.stmt]) -> bool:
+    return all(isinstance(n, ast.Import | ast.ImportFrom) for n in body)
 
 
 # --- analysis -------------------------------------------------------------------------------

@@ -252,6 +252,14 @@ class _Session:
         self.problem, self.source, self.limits, self.ref = problem, source, limits, ref
         self.recording = recording if ref is None else ref.recording
         self.mode = "json" if problem.pytest_source is None else "pytest"
+        # QuixBugs' usual JSON test only calls the function on each input and compares: the
+        # candidate's box makes that call directly (no test file, no JSON loader to import)
+        # and the assert is judged as the test's, against the reference box's operand.
+        cases = problem.json_cases
+        self.call_site = None
+        if (ref is not None and self.recording is not None and self.recording.call_site is not None
+                and cases is not None and not any(c.bare for c in cases) and len(ref.ids) == len(cases)):
+            self.call_site = self.recording.call_site
         self.meter = meter if meter is not None else case_budgets(ref, limits)  # type: ignore[arg-type]
         self.ids: list[str] | None = None
         self.order: list[int] = []  # the case indices (collected tests) in run order
@@ -316,8 +324,10 @@ class _Session:
             "nonce": nonce,
             "name": p.name,
             "source": self.source,
-            "mode": self.mode,
-            "inputs": [(i, p.json_cases[i].args) for i in todo] if self.mode == "json" else [],  # type: ignore[index]
+            "mode": "json" if self.call_site is not None else self.mode,
+            "inputs": [(i, p.json_cases[i].args) for i in todo]  # type: ignore[index]
+            if self.mode == "json" or self.call_site is not None else [],
+            "lists": self.call_site is None,  # JSON cases compare a generator's items; a test does not
             "pytest_source": "" if self.recording is None else (
                 self.recording.reference_source if reference_side else self.recording.candidate_source),
             "support_modules": [Path(n).stem for n in p.support_files if n.endswith(".py")],
@@ -394,6 +404,14 @@ class _Session:
         return reached, done
 
     def _judge(self, i: int, msg: dict[str, Any]) -> None:
+        if self.call_site is not None:
+            if "error" in msg:
+                self._fail(i, _line(msg["error"]) or "failed")
+            elif "out" in msg:
+                mine = [(self.call_site, [record.decode(msg["out"])])]
+                why = _verdict(self.recording, self.ref.records.get(i, []), mine)  # type: ignore[arg-type,union-attr]
+                self._set(i, why is None, why)
+            return
         if self.mode == "json":
             if "error" in msg:
                 self._fail(i, _line(msg["error"]) or "failed")
