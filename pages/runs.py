@@ -8,7 +8,8 @@ import streamlit as st
 
 from coral import analysis
 from coral.errors import CoralError
-from coral.run.registry import export_adapter
+from coral.run.progress import generations_done
+from coral.run.registry import ACTIVE, export_adapter
 from coral.services.dashboard import best_genome, delete_run, export_parquet, run_times
 from pages import empty_state, home, pick_run
 
@@ -28,9 +29,28 @@ table = table.iloc[::-1]  # newest first
 # Runs the ingestor cannot read (a corrupt checkpoint or event line): the others are ingested.
 for bad, reason in table.dropna(subset=["unreadable"])[["run_id", "unreadable"]].itertuples(index=False):
     st.warning(f"Run {bad} cannot be ingested: {reason}", icon="⚠️")
-st.dataframe(table[["run_id", "state", "generation", "generations", "generations_done",
-                    "best_fitness", "duration_s", "strategy", "backend", "updated", "unreadable"]],
-             hide_index=True, key="runs-table")
+# Generation numbers are 0-based; "finished" counts finished generations of the configured total.
+done = [generations_done(state, generation, total) for state, generation, total
+        in zip(table["state"], table["generation"], table["generations"], strict=True)]
+table = table.assign(
+    finished=[f"{d} / {int(t) if pd.notna(t) else '?'}" for d, t in zip(done, table["generations"], strict=True)],
+    running=[str(int(g)) if s in ACTIVE and pd.notna(g) else "-"
+             for s, g in zip(table["state"], table["generation"], strict=True)])
+columns = ["run_id", "state", "finished", "running", "best_fitness", "duration_s", "strategy", "backend",
+           "updated"]
+if table["unreadable"].notna().any():
+    columns.append("unreadable")
+# Narrow columns, so the table fits a 1400 px window next to the sidebar.
+small = {name: st.column_config.Column(width="small") for name in columns if name != "run_id"}
+st.dataframe(table[columns], hide_index=True, key="runs-table", width="stretch",
+             column_config={"run_id": st.column_config.Column("run", width="medium"),
+                            "best_fitness": st.column_config.NumberColumn("best fitness", width="small",
+                                                                          format="%.3f"),
+                            "duration_s": st.column_config.NumberColumn("duration (s)", width="small",
+                                                                        format="%.0f"),
+                            "updated": st.column_config.DatetimeColumn(width="small", format="MMM D, HH:mm"),
+                            **{k: v for k, v in small.items()
+                               if k not in ("best_fitness", "duration_s", "updated")}})
 
 run_id = pick_run("Selected run", key="runs-picker")
 assert run_id is not None  # the table is not empty
