@@ -88,7 +88,10 @@ def test_export_adapter_and_cache(smoke, tmp_path: Path) -> None:
     # A destination the system refuses (issue "Faults that still hurt", point 5: a traceback).
     denied = coral(home, "export-adapter", run_id, genome_id, "--out", "/proc/coral-export")
     assert denied.returncode == 2 and denied.stderr.count("\n") == 1, denied.stderr[-2000:]
-    assert denied.stderr.startswith("coral: error: --out /proc/coral-export: cannot write there")
+    # Words that fit the dashboard's Runs page as well as the CLI (no flag names).
+    assert denied.stderr.startswith("coral: error: destination /proc/coral-export: cannot write there")
+    again = coral(home, "export-adapter", run_id, genome_id, "--out", str(out))
+    assert again.returncode == 2 and f"destination {out} already exists" in again.stderr
 
 
 def test_detach_pause_continue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -98,16 +98,19 @@ def test_stop_from_the_dashboard_stops_a_running_run(monkeypatch: pytest.MonkeyP
     assert set(depths) == {"train", "generate", "test", "events"}
 
 
-def test_a_launch_that_fails_before_registering_says_why(tmp_path: Path) -> None:
-    # A benchmark folder that does not exist fails in the launcher, before the run registers.
+def test_a_launch_with_a_missing_benchmark_or_model_is_refused_before_registering(tmp_path: Path) -> None:
+    # Checked before anything starts: no run folder, no launcher, one line naming the problem.
     config = tmp_path / "broken.yaml"
-    config.write_text(SMOKE_CONFIG.read_text().replace("../data/problems", str(tmp_path / "nope")))
+    text = SMOKE_CONFIG.read_text().replace("../data/problems", str(tmp_path / "nope"))
+    config.write_text(text.replace("../data/models", str(SMOKE_CONFIG.parent.parent / "data" / "models")))
     request = LaunchRequest.from_config(config).with_values(backend="serial")
-    run_id = launch_run(request, run_id="dash-broken", handlers=FAKES)
-    state = wait_for(lambda: (s := launch_state(run_id)).state != "launching" and s,
-                     what="the launch to fail")
-    assert state.state == "failed to start", state
-    assert state.message.startswith("coral: error:") and "nope" in state.message
+    with pytest.raises(CoralError, match="nope") as caught:
+        launch_run(request, run_id="dash-broken", handlers=FAKES)
+    assert "\n" not in str(caught.value)
+    model = LaunchRequest.from_config(SMOKE_CONFIG).with_values(model=str(tmp_path / "no-model"))
+    with pytest.raises(CoralError, match="model folder not found"):
+        launch_run(model, run_id="dash-no-model", handlers=FAKES)
+    assert not Home().run_dir("dash-broken").exists() and not Home().run_dir("dash-no-model").exists()
 
 
 def test_unknown_control_and_unknown_run_are_errors() -> None:

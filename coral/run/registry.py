@@ -314,11 +314,11 @@ def export_adapter(run_id: str, genome_id: str, out: str | Path, home: Home | No
     read_adapter(home.adapter_dir(cache_key))  # whole and intact, or AdapterError
     target = Path(out)
     if target.exists():
-        raise CoralError(f"--out {target}: already exists")
+        raise CoralError(f"destination {target} already exists (pick a folder that does not)")
     try:
         target.mkdir(parents=True)
         for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, METADATA):
             shutil.copy2(home.adapter_dir(cache_key) / name, target / name)
     except OSError as exc:
-        raise CoralError(f"--out {target}: cannot write there ({exc.strerror or exc})") from None
+        raise CoralError(f"destination {target}: cannot write there ({exc.strerror or exc})") from None
     return target
