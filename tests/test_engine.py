@@ -230,3 +230,19 @@ def test_checkpoint_is_written_atomically(tmp_path: Path) -> None:
     (tmp_path / "gen-00002.json").write_text(json.dumps(point.to_json() | {"generation": 2}))
     assert ckpt.latest(tmp_path).generation == 3
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_analysis_reads_both_baselines_and_evaluation_counts() -> None:
+    from coral import analysis
+
+    run_from_config(SMOKE, "seen", backend="serial", handlers=FAKES)
+    events = list(read_events(Home().events_dir("seen")))
+    recorded = next(e.data for e in events if e.type == "baseline_finished")
+    both = analysis.baselines("seen")
+    assert both["echo"] == recorded["echo"]
+    assert both["baseline"]["objectives"] == recorded["objectives"]
+    counts = analysis.evaluation_counts("seen")
+    last = next(e.data for e in reversed(events) if e.type == "generation_finished")
+    assert dict(zip(counts[counts.generation == 1].genome_id, counts[counts.generation == 1].evaluations,
+                    strict=True)) == last["evaluations"]
+    assert analysis.mean_se([0.0, 1.0]) == (0.5, 0.5)

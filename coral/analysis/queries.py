@@ -28,15 +28,16 @@ from coral.evolution import ca
 from coral.evolution.genome import CASeed
 from coral.evolution.pareto import front_ranks, hypervolume
 from coral.home import Home
+from coral.run.evaluate import mean_se as _mean_se
 from coral.run.registry import list_runs as registered
 from coral.store.ingest import Ingestor
 from coral.store.schema import METRICS, OBJECTIVES, SCHEMA_VERSION
 from coral.store.store import snapshot_path
 
 __all__ = [
-    "CURVE_COLUMNS", "RunCurves", "RunData", "baseline", "cache_curve", "compare_runs", "connect",
-    "diversity_curves", "fitness_curves", "front_hypervolume", "genome_detail", "hypervolume", "list_runs",
-    "load_run", "pareto", "run_curves",
+    "CURVE_COLUMNS", "RunCurves", "RunData", "baseline", "baselines", "cache_curve", "compare_runs",
+    "connect", "diversity_curves", "evaluation_counts", "fitness_curves", "front_hypervolume",
+    "genome_detail", "hypervolume", "list_runs", "load_run", "mean_se", "pareto", "run_curves",
 ]
 
 _from_logs: dict[Path, Any] = {}  # home root -> in-memory Ingestor (logs only)
@@ -293,6 +294,40 @@ def baseline(run_id: str, home: Home | None = None) -> dict[str, Any] | None:
     with connect(home) as con:
         _check_run(con, run_id)
         return _baseline(con, run_id)
+
+
+def baselines(run_id: str, home: Home | None = None) -> dict[str, dict[str, Any] | None]:
+    """Both baselines of a run (docs/engine.md), each {objectives, samples, problems, ...}:
+    "baseline", the model without adapter at the config's default knobs, and "echo", the buggy
+    program returned unchanged. None for one the run does not have (runs from before echo)."""
+    with connect(home) as con:
+        _check_run(con, run_id)
+        row = _df(con, """SELECT data FROM run_events WHERE run_id = ? AND type = 'baseline_finished'
+                          ORDER BY seq DESC LIMIT 1""", [run_id])
+    if row.empty:
+        return {"baseline": None, "echo": None}
+    data = json.loads(row.iloc[0]["data"])
+    plain = {k: v for k, v in data.items() if k != "echo"}
+    return {"baseline": plain, "echo": data.get("echo")}
+
+
+def evaluation_counts(run_id: str, home: Home | None = None) -> pd.DataFrame:
+    """generation, genome_id, evaluations: how many evaluations each genome's scores average
+    (noise control: survivors are evaluated again each generation, docs/engine.md)."""
+    with connect(home) as con:
+        _check_run(con, run_id)
+        rows = _df(con, """SELECT generation, data FROM run_events
+                           WHERE run_id = ? AND type = 'generation_finished' ORDER BY generation""",
+                   [run_id])
+    out = [(int(r.generation), genome, int(count)) for r in rows.itertuples()
+           for genome, count in sorted((json.loads(r.data).get("evaluations") or {}).items())]
+    return pd.DataFrame(out, columns=["generation", "genome_id", "evaluations"])
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample sd / sqrt n; 0 below two values): what the
+    analysis reports wherever it averages over problems, samples or seeds."""
+    return _mean_se(values)
 
 
 # ---------------------------------------------------------------------- genomes
