@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from coral.config import REPO_ROOT, BackendConfig, Config, ModalConfig, ModelConfig
+from coral.config import REPO_ROOT, BackendConfig, Config, ModalConfig, ModelConfig, load_config
 from coral.errors import ConfigError, CoralError
 from coral.execution.executor import QueueExecutor
 from coral.execution.jobs import job_queue
@@ -226,7 +226,8 @@ def test_a_whole_run_goes_to_the_orchestrator(monkeypatch: pytest.MonkeyPatch,
     out = api.Function.from_name(APP, "orchestrate").remote(
         config_yaml, str(REPO_ROOT / "configs"), run_id)
     assert out == {"run_id": run_id, "state": "finished"}
-    assert seen[0].benchmark.root == REPO_ROOT / "data" / "problems"  # resolved as on the laptop
+    laptop = load_config(REPO_ROOT / "configs" / "local.yaml")
+    assert seen[0].benchmark.root == laptop.benchmark.root  # resolved as on the laptop
     volume = api.Volume.from_name("coral-home")
     assert (volume.reloads, volume.commits) == (1, 2)  # the orchestrator record, the end
     record = json.loads((tmp_path / "coral-home" / "runs" / run_id / "modal.json").read_text())

@@ -48,7 +48,8 @@ def test_a_runs_own_accounting_gives_its_gpu_and_cpu_seconds(
     n = costs["genome_evaluations"]
     assert n >= 4 and costs["tests"] == n * 6  # smoke: 6 eval problems x 1 sample per genome
     assert 1 <= costs["trainings"] <= n
-    assert costs["gpu_seconds"]["generate"] >= 0.02 * n
+    assert costs["generations"] == n - 1  # the echo baseline generates nothing
+    assert costs["gpu_seconds"]["generate"] >= 0.02 * costs["generations"]
     assert costs["gpu_seconds"]["train"] >= 0.02 * costs["trainings"]
     assert costs["cpu_seconds"]["test"] >= 0.02 * costs["tests"]
     assert costs["per_genome"]["gpu_seconds"] == pytest.approx(costs["gpu_seconds"]["total"] / n)

@@ -27,12 +27,16 @@ def run_costs(events_dir: Path) -> dict[str, Any]:
         key = (event.generation, str(event.data.get("genome")))
         genomes.setdefault(key, {stage: float(timings[stage])
                                  for stage in ("train", "generate") if stage in timings})
-    train = sum(g.get("train", 0.0) for g in genomes.values())
+    # Genomes that waited for one train job (same heavy genes) all carry its duration: one
+    # (generation, duration) pair is one job, as two jobs never last the same microseconds.
+    trainings = {(gen, g["train"]) for (gen, _), g in genomes.items() if "train" in g}
+    train = sum(seconds for _, seconds in trainings)
     generate = sum(g.get("generate", 0.0) for g in genomes.values())
     n = len(genomes)
     return {
         "genome_evaluations": n,
-        "trainings": sum("train" in g for g in genomes.values()),
+        "trainings": len(trainings),
+        "generations": sum("generate" in g for g in genomes.values()),  # generate jobs
         "tests": tests,
         "gpu_seconds": {"train": train, "generate": generate, "total": train + generate},
         "cpu_seconds": {"test": test_seconds},
