@@ -1,6 +1,8 @@
 """Each genome's result as it lands: the points of a run's progress record (coral/run/progress.py)
 as a table and a Plotly scatter. The store has these scores too, but only once their generation
-has finished; the Live page draws them the moment a genome's last test is in."""
+has finished; the Live page draws them the moment a genome's last test is in. A point is one
+evaluation: a survivor evaluated again in a later generation gets a point there too, while the
+store records its mean over evaluations (docs/engine.md)."""
 
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def genomes_chart(points: pd.DataFrame, running: int | None = None, height: int 
             color = GENERATION_COLORS[index % len(GENERATION_COLORS)]
             traces.append(_trace(part, label, color, 11 if generation == running else 7))
     layout = {"height": height, "margin": {"l": 50, "r": 20, "t": 40, "b": 45},
-              "title": {"text": "each genome's fitness as it lands"},
+              "title": {"text": "each genome's fitness as it lands (one point per evaluation)"},
               "xaxis": {"title": {"text": "seconds since the run started"}, "automargin": False},
               "yaxis": {"title": {"text": "fitness"}, "automargin": False},
               "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"}}
