@@ -220,7 +220,7 @@ class Worker:
                     log.info("job %s: run %s stopped; dropped unstarted", job.job_id, job.run_id)
                     return False
                 if self.stop.wait(self.poll):
-                    self._queues[kind].put(raw)
+                    self._queues[kind].put(raw, partition=self.partition)  # its run's partition
                     return False
         finally:
             renewer.set(None)
