@@ -101,6 +101,21 @@ for other in ("random", "grid"):
     print(f"evolution − {other}: {differences[other]['difference']:+.4f}"
           + (f" ± {1.96 * se:.4f} (95%)" if se is not None else " (one run on a side: no error bar)"))
 
+# %% [markdown]
+# ## Replicate groups (the Compare page's bands)
+# Runs whose configs differ only in seed (and where jobs ran) form a group; per generation, the
+# mean over the group's seeds of the best metric, with a 95% Student-t interval (NaN with one
+# seed), and the group's mean baseline. Runs without a finished generation are left out, named.
+
+# %%
+from coral.analysis.replicates import replicate_chart  # noqa: E402 - this section's only figure
+
+replicates = analysis.replicate_curves(RUN_IDS, METRIC, "best", home)
+display(replicates["groups"])
+for run_id, why in replicates["left_out"]:
+    print(f"left out: {run_id} ({why})")
+replicate_chart(replicates)
+
 # %%
 KEY_NUMBERS = {
     "metric": result["metric"],
@@ -110,6 +125,7 @@ KEY_NUMBERS = {
     "strategies": strategies,
     "evolution_minus": differences,
     "config_diff_keys": sorted(result["config_diff"]),
+    "replicate_groups": replicates["groups"].groupby("group")["run_id"].apply(sorted).to_dict(),
 }
 display(KEY_NUMBERS)
 

@@ -227,6 +227,8 @@ def test_cache_notebook_matches_engine_counts_and_logs(executed, store_home: Hom
 def test_compare_notebook_groups_strategies_across_seeds(executed, store_home: Home) -> None:
     got = executed["05_compare_runs"][0]
     assert got["run_ids"] == list(RUNS) and got["config_diff_keys"] == ["seed", "strategy"]
+    # Replicates: the two evolution seeds are one group; each other strategy is its own.
+    assert sorted(got["replicate_groups"].values()) == [["evo-s0", "evo-s1"], ["grid-s0"], ["random-s0"]]
     best = {}
     for run_id in RUNS:
         curves = analysis.fitness_curves(run_id, ["fitness"], store_home)
