@@ -171,7 +171,7 @@ def test_enter_runs_once_per_container_without_a_call_id() -> None:
     assert entered == [None, None]
 
 
-def test_an_enter_that_raises_fails_an_input_with_its_error() -> None:
+def test_an_enter_that_raises_fails_an_input_with_its_error(tmp_path: Path) -> None:
     api = ModalDouble()
 
     class Gated:
@@ -185,6 +185,10 @@ def test_an_enter_that_raises_fails_an_input_with_its_error() -> None:
     call = api.Cls.from_name("app", "Gated")().serve.spawn()
     with pytest.raises(PermissionError, match="gated repo"):
         call.get(timeout=30)
+    mounts = ModalDouble(volume_root=tmp_path)  # a Volume that does not exist: no container
+    mounts.deployed.register("app", "f", lambda: "never", volumes=("missing",))
+    with pytest.raises(modal_exception.NotFoundError, match="missing"):
+        mounts.Function.from_name("app", "f").spawn().get(timeout=30)
 
 
 def test_a_container_sees_other_containers_writes_only_after_reload(tmp_path: Path) -> None:

@@ -588,15 +588,15 @@ class _Pool:
     def _main(self, container: DoubleContainer) -> None:
         _CURRENT.container, _CURRENT.call_id = container, None
         try:
-            for name in self.volume_names:
-                container.views[name] = self._volumes.state(name).mount()
-            if self._enter is not None:
-                try:
+            try:
+                for name in self.volume_names:
+                    container.views[name] = self._volumes.state(name).mount()
+                if self._enter is not None:
                     with _ENTER_LOCK:
                         container.instance = self._enter()  # no input yet: no call id
-                except BaseException as exc:  # the container crashes; an input sees why
-                    self._fail_one(exc)
-                    return
+            except BaseException as exc:  # the container crashes at start; an input sees why
+                self._fail_one(exc)
+                return
             while True:
                 item = self._take()
                 if item is None:
