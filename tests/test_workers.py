@@ -323,3 +323,18 @@ def test_the_worker_default_lease_matches_the_config_default() -> None:
     from coral.execution.workers import DEFAULT_LEASE_SECONDS
 
     assert BackendConfig().lease_seconds == DEFAULT_LEASE_SECONDS
+
+
+def test_later_stages_are_served_first(transport: Transport) -> None:
+    """A worker finishes what is under way (tests, then generation) before it trains another
+    genome: results, and the Live page's per-genome points, come as early as they can."""
+    for kind in ("train", "generate", "test"):  # queued in pipeline order, before the worker starts
+        transport.queue(job_queue(kind)).put(encode(job(f"{kind}-1", kind)))
+    handlers = {kind: (lambda j, ctx: {}) for kind in ("train", "generate", "test")}
+    worker, thread = serve(transport, ["train", "generate", "test"], handlers)
+    try:
+        order = [r.kind for r in results(transport, n=3)]
+    finally:
+        worker.stop.set()
+        thread.join(10)
+    assert order == ["test", "generate", "train"]

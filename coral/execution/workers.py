@@ -50,6 +50,9 @@ DEFAULT_LEASE_SECONDS = 120.0
 LEASE_DELAY = 1.0  # seconds a job runs before its lease is first written (see _serve)
 
 
+STAGE_ORDER = ("train", "generate", "test")  # a genome's pipeline, first to last
+
+
 def default_worker_id() -> str:
     return f"local:{socket.gethostname()}:{os.getpid()}"
 
@@ -104,6 +107,11 @@ class Worker:
                 f"(have: {', '.join(self.handlers.kinds())}; add more with --handlers module:attr)"
             )
         self.kinds = list(dict.fromkeys(kinds))
+        # Later stages first: a genome that is trained and generated is finished before the next
+        # one is trained, so its scores (and the Live page's point) come as early as they can;
+        # an earlier stage is served whenever the later ones are empty.
+        self._sweep = sorted(self.kinds, key=lambda k: STAGE_ORDER.index(k) if k in STAGE_ORDER else -1,
+                             reverse=True)
         self.transport = transport
         self.lease_seconds = lease_seconds
         self.idle_exit = idle_exit
@@ -144,11 +152,9 @@ class Worker:
     def _take(self, wait: float) -> tuple[str, str] | None:
         """One queue item and its kind, or None after about `wait` seconds without one."""
         if len(self.kinds) > 1:  # a sweep first, so no kind waits behind another's timeout
-            for offset in range(len(self.kinds)):
-                kind = self.kinds[(self._turn + offset) % len(self.kinds)]
+            for kind in self._sweep:
                 raw = self._queues[kind].get(block=False, partition=self.partition)
                 if raw is not None:
-                    self._turn += 1
                     return kind, raw
             wait /= len(self.kinds)
         kind = self.kinds[self._turn % len(self.kinds)]
