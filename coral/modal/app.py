@@ -120,7 +120,8 @@ class TrainWorker:
                                    accept_for=_accept_for(CONFIG.timeout_train))
 
     @modal.method()
-    def serve(self, idle_seconds: float, lease_seconds: float, run_id: str) -> dict[str, int]:
+    def serve(self, idle_seconds: float, lease_seconds: float,
+              run_id: str | None = None) -> dict[str, int]:
         return self.body.serve(idle_seconds, lease_seconds, run_id)
 
 
@@ -137,12 +138,14 @@ class GenerateWorker:
                                       accept_for=_accept_for(CONFIG.timeout_generate))
 
     @modal.method()
-    def serve(self, idle_seconds: float, lease_seconds: float, run_id: str) -> dict[str, int]:
+    def serve(self, idle_seconds: float, lease_seconds: float,
+              run_id: str | None = None) -> dict[str, int]:
         return self.body.serve(idle_seconds, lease_seconds, run_id)
 
 
 @app.function(cpu=1.0, timeout=CONFIG.timeout_test, **TEST_OPTIONS)
-def test_worker(idle_seconds: float, lease_seconds: float, run_id: str) -> dict[str, int]:
+def test_worker(idle_seconds: float, lease_seconds: float,
+                run_id: str | None = None) -> dict[str, int]:
     return serve_tests(app_name=CONFIG.app_name, idle_seconds=idle_seconds,
                        lease_seconds=lease_seconds, run_id=run_id,
                        accept_for=_accept_for(CONFIG.timeout_test))
