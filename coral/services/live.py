@@ -20,10 +20,12 @@ from coral.home import Home
 from coral.run.progress import STAGES, generations_done, rates, read_progress, seconds_left
 from coral.run.registry import ACTIVE, RunInfo, list_runs, read_json, run_info
 
-# Reference job times (seconds, 2 CPU cores, the bundled tiny model, 2 local workers), measured
-# by bench/dashboard.py (bench/RESULTS.md): used by `expected_seconds` when this home has no
-# finished run of the same model to measure from. "start": model load and worker start-up.
-REFERENCE = {"train": 4.0, "generate": 3.0, "test": 0.4, "start": 8.0, "parallel": 1.6}
+# Reference job times (mean seconds per job) and parallelism, used by `expected_seconds` until
+# this home has a finished run of the same model to measure from: a `configs/smoke.yaml` run with
+# the bundled tiny model on 2 local workers, 2 CPU cores at load average ~10 (a shared machine;
+# bench/RESULTS.md, 2026-12-03), so the estimate errs long on an idle laptop. "start": launch to
+# the first job (orchestrator start, benchmark load).
+REFERENCE = {"train": 21.7, "generate": 7.6, "test": 2.8, "start": 5.0, "parallel": 1.96}
 
 
 @dataclass
