@@ -26,8 +26,9 @@ value, ...) makes the problem unrecordable, with the reason: `coral bench check`
 from __future__ import annotations
 
 import ast
-import copy
+import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +72,20 @@ class Recording:
     call_site: int | None = None
 
 
+_split_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=256)
 def split_tests(source: str, name: str) -> Recording:
-    """The two rewritten copies of a test file for candidate function `name`."""
+    """The two rewritten copies of a test file for candidate function `name` (once per
+    process and file: Recording is immutable)."""
+    # One at a time: in the evaluator, deep copies of two trees in two threads once failed with
+    # "dictionary changed size during iteration"; copies are fresh parses now, and the lock stays.
+    with _split_lock:
+        return _split(source, name)
+
+
+def _split(source: str, name: str) -> Recording:
     tree = ast.parse(source)
     candidate = _candidate_names(tree, name)
     if not candidate:
@@ -112,8 +125,8 @@ def split_tests(source: str, name: str) -> Recording:
         for node in ast.walk(func):
             if _is_raises(node) and not _in_with_item(node, func):
                 raise Unrecordable(f"pytest.raises outside a with statement (line {node.lineno})")
-    reference = _Rewrite(plans, sites, candidate_side=False).visit(_copy_with_ids(tree, plans))
-    cand_tree = _Rewrite(plans, sites, candidate_side=True).visit(_copy_with_ids(tree, plans))
+    reference = _Rewrite(plans, sites, candidate_side=False).visit(_copy_with_ids(tree, plans, source))
+    cand_tree = _Rewrite(plans, sites, candidate_side=True).visit(_copy_with_ids(tree, plans, source))
     _drop_dead_code(cand_tree, candidate | calling)
     _check_helper_params(cand_tree, helper_params, sites)
     _blank_parametrize(cand_tree)
@@ -314,16 +327,17 @@ def _plan_assert(node: ast.Assert, tainted: set[str], sources: set[str], site: i
 # --- rewriting ------------------------------------------------------------------------------
 
 
-def _copy_with_ids(tree: ast.Module, plans: dict[int, dict[str, Any]]) -> ast.Module:
-    """A deep copy whose rewritten nodes keep their plans (keyed by the copies' ids)."""
-    memo: dict[int, Any] = {}
-    copied = copy.deepcopy(tree, memo)
+def _copy_with_ids(tree: ast.Module, plans: dict[int, dict[str, Any]], source: str) -> ast.Module:
+    """A fresh parse of the same source whose rewritten nodes get their plans (keyed by the new
+    nodes' ids). Parsing again, not deep-copying: the two trees walk in the same order."""
+    copied = ast.parse(source)
+    twins = {id(a): b for a, b in zip(ast.walk(tree), ast.walk(copied), strict=True)}
     for key in list(plans):
-        twin = memo.get(key)
+        twin = twins.get(key)
         if twin is not None:
             plan = dict(plans[key])
             if "operands" in plan:
-                plan["operands"] = [memo[id(e)] for e in plan["operands"]]
+                plan["operands"] = [twins[id(e)] for e in plan["operands"]]
             plans[id(twin)] = plan
     return copied
 
