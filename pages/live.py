@@ -118,8 +118,8 @@ def live(run_id: str) -> None:
         if view.active:
             cols[4].metric("Last update", _ago(max(0.0, time.time() - view.last_update)))
         else:
-            ended = datetime.fromtimestamp(view.last_update, tz=UTC).strftime("%H:%M:%S UTC")
-            cols[4].metric(f"{info.state.capitalize()} at", ended)
+            ended = datetime.fromtimestamp(view.last_update, tz=UTC).strftime("%H:%M:%S")
+            cols[4].metric(f"{info.state.capitalize()} at (UTC)", ended)
     if info.state == "failed":
         st.error(f"run failed: {run_error(run_id, home()) or 'no error recorded'}")
     if info.state == "interrupted":

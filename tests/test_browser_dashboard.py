@@ -134,6 +134,7 @@ def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, serve
             expect(page.get_by_role("heading", name="Launch a run")).to_be_visible()
             expect(page.get_by_text("Expected duration: about")).to_be_visible()
             expect(page.get_by_text("Deploy")).to_have_count(0)  # toolbarMode = viewer
+            expect(page.get_by_role("spinbutton", name="Replicates (seeds)")).to_be_visible()
             page.screenshot(path=SCREENSHOTS / "launch.png", full_page=True)
 
             # The quick config (the default), long enough to watch, pause and stop.
@@ -176,7 +177,7 @@ def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, serve
             # By widget key: the toolbar has a "Stop" button of its own (the script's).
             page.locator("[class*='st-key-stop-'] button").click()
             expect(state).to_contain_text("stopped")
-            expect(page.get_by_test_id("stMetric").filter(has_text="Stopped at")).to_be_visible()
+            expect(page.get_by_test_id("stMetric").filter(has_text="Stopped at (UTC)")).to_be_visible()
 
             # Replicates: two seeds of one config in one action, grouped on the Compare page.
             page.goto(server)
@@ -207,10 +208,12 @@ def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, serve
             page.wait_for_timeout(1000)
             page.screenshot(path=SCREENSHOTS / "lineage.png", full_page=True)
 
-            for slug, heading in (("live", "Live run"), ("pareto", "Pareto front & genomes"),
-                                  ("runs", "Runs")):
+            for slug, heading, shown in (("live", "Live run", "stPlotlyChart"),
+                                         ("pareto", "Pareto front & genomes", "stPlotlyChart"),
+                                         ("runs", "Runs", "stDataFrame")):
                 page.goto(f"{server}/{slug}")
                 expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+                expect(page.get_by_test_id(shown).first).to_be_visible()
                 expect(page.get_by_test_id("stException")).to_have_count(0)
                 page.wait_for_timeout(1500)  # let charts draw before the picture
                 page.screenshot(path=SCREENSHOTS / f"{slug}-finished.png", full_page=True)
