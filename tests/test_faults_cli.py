@@ -5,6 +5,7 @@ line naming what is wrong (issue "Faults that still hurt", points 5, 6 and 8).""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,13 +80,19 @@ def test_a_bad_run_id_is_refused_not_replaced(tmp_path: Path, run_id: str) -> No
     assert not (tmp_path / "home" / "runs").is_dir() or not any((tmp_path / "home" / "runs").iterdir())
 
 
-@pytest.fixture
-def finished(tmp_path: Path) -> Path:
-    """A home with one finished run "done" (serial backend, stand-in job bodies)."""
-    home = tmp_path / "home"
+@pytest.fixture(scope="module")
+def finished_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("finished") / "home"
     done = coral(home, "run", str(SMOKE), "--run-id", "done", "--handlers", FAKES, "--backend", "serial")
     assert done.returncode == 0, done.stderr[-2000:]
     return home
+
+
+@pytest.fixture
+def finished(finished_once: Path, tmp_path: Path) -> Path:
+    """A home of its own with one finished run "done" (serial backend, stand-in job bodies)."""
+    shutil.copytree(finished_once, tmp_path / "home")
+    return tmp_path / "home"
 
 
 def test_binary_bytes_in_an_event_segment_are_one_line(finished: Path) -> None:
