@@ -9,6 +9,7 @@ and re-enqueue. The result goes out before the lease is released.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import queue
@@ -337,8 +338,6 @@ def die_with_parent(parent: int) -> None:
     leaves no orphans. Linux: the kernel's parent-death signal. Everywhere: a thread that
     watches the parent pid (it also covers a parent that died before prctl ran)."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
