@@ -52,6 +52,13 @@ def test_ingest_from_logs_matches_the_log(template_home: Path, tmp_path: Path) -
                        sum(c["passed"] for c in first["cases"]), len(first["cases"]))
         state = con.execute("SELECT state, generations_done FROM runs WHERE run_id='alpha'").fetchone()
         assert state == ("finished", 3)
+        # Noise control and baselines: evaluation counts per genome, the echo baseline.
+        counts = {(e["generation"], g): c for e in finished for g, c in e["data"]["evaluations"].items()}
+        stored = {(g, i): c for g, i, c in con.execute(
+            "SELECT generation, genome_id, evaluations FROM scores WHERE run_id='alpha'").fetchall()}
+        assert stored == counts and max(stored.values()) >= 2
+        echo = con.execute("SELECT echo FROM baselines WHERE run_id='alpha'").fetchone()[0]
+        assert json.loads(echo) == next(e for e in events if e["type"] == "baseline_finished")["data"]["echo"]
         checkpoint_ids = set()
         for path in home.checkpoints_dir("alpha").glob("gen-*.json"):
             data = json.loads(path.read_text())

@@ -13,9 +13,10 @@ Tables and views (docs/store.md describes each column):
 - evaluations  view over jobs: one row per candidate (genome x problem x sample): objectives,
                fixed, cases passed
 - generations  one row per finished generation: best/mean per objective, diversity, cache, gate
-- scores       one row per genome per generation: its objectives, fitness and whether it survived
+- scores       one row per genome per generation: its objectives (means over its evaluations),
+               fitness, the number of evaluations and whether it survived
 - genomes      one row per genome of a run: CA seed, heavy genes, knobs, lineage
-- baselines    the untuned model's scores (one row per run)
+- baselines    the untuned model's scores (one row per run), the echo baseline's as JSON
 - unreadable   runs the ingestor cannot read, with the reason (the others are ingested all the same)
 """
 
@@ -145,6 +146,13 @@ MIGRATIONS.append([
 # reason instead of stopping the ingest of every other run; the dashboard's Runs page shows it.
 MIGRATIONS.append([
     "CREATE TABLE unreadable (run_id VARCHAR PRIMARY KEY, reason VARCHAR NOT NULL, since DOUBLE)",
+])
+
+# 5: noise control and baselines (docs/engine.md): how many evaluations a genome's scores average,
+# and the echo baseline (the buggy program unchanged) beside the no-adapter one.
+MIGRATIONS.append([
+    "ALTER TABLE scores ADD COLUMN evaluations INTEGER",
+    "ALTER TABLE baselines ADD COLUMN echo JSON",
 ])
 
 SCHEMA_VERSION = len(MIGRATIONS)

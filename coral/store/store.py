@@ -155,10 +155,12 @@ def _generation_rows(rows: _Rows, run_id: str, seq: int, generation: int, d: dic
     })
     rows.add("generations", row)
     survivors = set(d.get("survivors") or [])
+    counts = d.get("evaluations") or {}
     for genome_id, metrics in sorted((d.get("genomes") or {}).items()):
         rows.add("scores", {"run_id": run_id, "generation": generation, "genome_id": genome_id,
                             "seq": seq, **{m: metrics.get(m) for m in METRICS},
-                            "survived": genome_id in survivors})
+                            "survived": genome_id in survivors,
+                            "evaluations": counts.get(genome_id, 1)})
 
 
 _JOB = {"genome": "VARCHAR", "problem": "VARCHAR", "sample": "INTEGER", "raw": "VARCHAR", "candidate": "VARCHAR",
@@ -256,7 +258,8 @@ def _python_rows(rows: _Rows, run_id: str, seq: int, type_: str, gen: int | None
         objectives = d.get("objectives", {})
         rows.add("baselines", {"run_id": run_id, "seq": seq, "generation": gen,
                                **{m: objectives.get(m) for m in METRICS},
-                               "problems": _dumps(d.get("problems", {}))})
+                               "problems": _dumps(d.get("problems", {})),
+                               "echo": _dumps(d["echo"]) if d.get("echo") else None})
 
 
 def genome_row(run_id: str, generation: int, genome: dict[str, Any]) -> dict[str, Any]:
