@@ -30,7 +30,10 @@ FAKES = "coral.testing.fakes:HANDLERS"
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 # Markers drawn in the Live page's per-genome chart (every trace), and in the first trace (best
 # fitness) of its per-generation curves.
-GENOMES_JS = """() => document.querySelectorAll('.st-key-live-genomes .scatterlayer .trace .points path').length"""
+# Per Plotly plot, the largest count: while Streamlit swaps a figure, the old plot can be mounted
+# beside the new one, or gone before the new one is drawn.
+GENOMES_JS = """() => Math.max(0, ...[...document.querySelectorAll('.st-key-live-genomes .js-plotly-plot')]
+  .map(p => p.querySelectorAll('.scatterlayer .trace .points path').length))"""
 CURVES_JS = """() => {
   const trace = document.querySelector('.st-key-live-curves .scatterlayer .trace');
   return trace ? trace.querySelectorAll('.points path').length : 0;
@@ -145,8 +148,10 @@ def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, serve
             page.evaluate("() => { window.__coralNoReload = true; }")
             # A genome's point appears while generation 0 is still running (before any
             # per-generation curve exists): read both in one go.
-            page.wait_for_function(f"({GENOMES_JS})() >= 1", timeout=90_000)
-            points, finished = page.evaluate(f"() => [({GENOMES_JS})(), ({METRIC_JS})('Generations finished')]")
+            points, finished = page.wait_for_function(
+                f"() => {{ const n = ({GENOMES_JS})(); "
+                f"return n >= 1 ? [n, ({METRIC_JS})('Generations finished')] : null; }}",
+                timeout=90_000).json_value()
             print(f"first genome point after {time.monotonic() - t0:.1f}s: {points} point(s), finished {finished}")
             assert points >= 1 and finished.startswith("0 /"), (points, finished)
             page.screenshot(path=SCREENSHOTS / "live-mid-generation.png", full_page=True)
