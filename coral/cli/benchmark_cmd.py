@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--config", type=Path, default=None,
                        help="take the sandbox limits from this config (default: the defaults "
                             "every run starts from)")
+    check.add_argument("--model", default=None, metavar="M",
+                       help="also report the problems whose reference or buggy body is in model "
+                            "folder M's training manifest (contamination)")
     check.set_defaults(func=_check)
 
     split = bench_sub.add_parser("split", help="print the train/eval split")
@@ -143,13 +146,36 @@ def _check(args: argparse.Namespace) -> int:
     sandbox = load_config(args.config).sandbox if args.config else None
     checks = check_benchmark(args.root, args.jobs, args.budget_ceiling, sandbox)
     unsound = [(c.name, why) for c in checks for why in c.problems]
+    contamination = _contamination(args.root, args.model) if args.model else None
     if args.json:
-        print(json.dumps({"problems": [c.as_dict() for c in checks]}, indent=2))
+        extra = {} if contamination is None else {
+            "contaminated": contamination["contaminated"], "contamination": contamination}
+        print(json.dumps({"problems": [c.as_dict() for c in checks], **extra}, indent=2))
     else:
         _print_table(checks)
+        if contamination is not None:
+            print(_contamination_line(contamination))
     for name, why in unsound:
         print(f"coral: unsound: {name}: {why}", file=sys.stderr if args.json else sys.stdout)
     return 1 if unsound else 0
+
+
+def _contamination(root: Path, model: str) -> dict[str, Any]:
+    from coral.benchmark.contamination import report
+    from coral.benchmark.loader import load_benchmark
+
+    return report(load_benchmark(root), model)
+
+
+def _contamination_line(found: dict[str, Any]) -> str:
+    if not found["manifest"]:
+        return (f"contamination: unknown ({found['model']} has no training manifest, "
+                "coral_training_manifest.json)")
+    names = found["contaminated"]
+    if not names:
+        return f"contamination: none ({found['programs']} programs in the training manifest)"
+    return (f"contamination: {len(names)} problem(s) whose reference or buggy body the model "
+            f"trained on: {' '.join(names)}")
 
 
 def _print_table(checks: list[ProblemCheck]) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coral.benchmark.contamination import report
 from coral.benchmark.loader import load_benchmark
 from coral.benchmark.prompts import build_prompt
 from coral.config import Config
@@ -138,6 +139,7 @@ class EvolutionEngine:
                 "strategy": cfg.strategy, "population": cfg.population,
                 "generations": cfg.generations, "seed": cfg.seed,
                 "train_problems": self.problems.train, "eval_problems": self.problems.eval,
+                "contaminated": self._contaminated(),
             })
         else:
             evo = Evolution.from_state(cfg, resume.evolution)
@@ -172,7 +174,15 @@ class EvolutionEngine:
             "objectives": {n: "no information" if n in constant else "informative"
                            for n in OBJECTIVES},
             "no_information": constant,
+            "contaminated": self._contaminated(),
         }
+
+    def _contaminated(self) -> list[str] | None:
+        """Eval problems whose reference or buggy body is in the model's training manifest;
+        None when the model has none (unknown). docs/benchmark.md, "Contamination"."""
+        names = set(self.problems.eval)
+        problems = [p for p in load_benchmark(self.problems.root) if p.name in names]
+        return report(problems, self.config.model.name)["contaminated"]
 
     def _generation(self, evo: Evolution, generation: int, population: list[Genome]) -> list[Genome]:
         started = time.time()
