@@ -155,6 +155,11 @@ def fresh_seed(seed: int, index: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run are first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="LOG",
+                        help="print one table from the last JSON line of each log (runs of "
+                             "different seeds in parallel processes), run nothing")
     parser.add_argument("--population", type=int, default=3)
     parser.add_argument("--generations", type=int, default=2)
     parser.add_argument("--per-family", type=int, default=1)
@@ -162,6 +167,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=6, help="adapter training steps")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge)
 
     import torch
 
@@ -178,7 +185,7 @@ def main() -> int:
             "benchmark.samples=1"])
         bench = Bench(base_config, train, evaluation, home)
         echo = bench.echo()  # deterministic: the same on every seed
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for strategy in ("evolution", "random"):
                 config = base_config.model_copy(update={"seed": seed, "strategy": strategy})
                 result = run_strategy(bench, config, args.fresh)
@@ -193,6 +200,23 @@ def main() -> int:
             rows["echo"].append({"recorded_bugfix": echo["bugfix"], **{
                 f"fresh_{n}": echo[n] for n in ("bugfix", "fixed_at_k", "fitness", "syntax")}})
             print_table(rows, bench, args, train, evaluation, started, cpu0)
+    return 0
+
+
+def merge(logs: list[Path]) -> int:
+    """One table over the runs recorded in several logs (each log's last JSON line)."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for log in logs:
+        last = [line for line in log.read_text().splitlines() if line.startswith("{")][-1]
+        for name, results in json.loads(last)["runs"].items():
+            rows.setdefault(name, []).extend(results)
+    print(f"{len(rows['evolution'])} seeds from {len(logs)} logs")
+    print(" | ".join(("strategy", "recorded bugfix", "fresh bugfix", "fresh fixed@1",
+                      "fresh fitness", "fresh syntax")))
+    for name, results in rows.items():
+        cells = [mean_se([r[key] for r in results]) for key in (
+            "recorded_bugfix", "fresh_bugfix", "fresh_fixed_at_k", "fresh_fitness", "fresh_syntax")]
+        print(" | ".join([name] + [f"{m:.3f} ± {s:.3f}" for m, s in cells]))
     return 0
 
 
