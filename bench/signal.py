@@ -48,7 +48,7 @@ from coral.home import Home  # noqa: E402
 from coral.rng import stream_seed  # noqa: E402
 from coral.run.engine import generation_seed  # noqa: E402
 from coral.run.evaluate import default_knobs, echo_answer, mean_se, score_answers, summarise  # noqa: E402
-from coral.sandbox.runner import RunnerLimits  # noqa: E402
+from coral.sandbox.runner import RunnerLimits, reference  # noqa: E402
 
 MUTANTS = REPO / "data" / "mutants"
 CONFIG = REPO / "configs" / "local.yaml"
@@ -81,6 +81,8 @@ class Bench:
         self.prompts = [build_prompt(p.name, p.buggy_source, config.benchmark.prompt_style)
                         for p in evaluation]
         self.limits = RunnerLimits.from_config(config.sandbox)
+        for problem in evaluation:  # one at a time: the pytest-style split is not thread-safe
+            reference(problem, self.limits)
         self.adapters: dict[str, Path] = {}
         self.evaluations = 0
         self.trained = 0

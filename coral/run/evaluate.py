@@ -27,7 +27,7 @@ from coral.errors import CoralError
 from coral.evolution.genome import Knobs
 from coral.evolution.selection import OBJECTIVES
 from coral.sandbox.objectives import CandidateScore, fixed_at_k, score_candidates
-from coral.sandbox.runner import RunnerLimits
+from coral.sandbox.runner import RunnerLimits, reference
 
 SplitChoice = Literal["eval", "train", "all"]
 SPLITS: tuple[str, ...] = ("eval", "train", "all")
@@ -87,6 +87,10 @@ def score_answers(
     """Extract and score answers[i][j] (problem i, sample j); families from ROOT/mutants.json."""
     items = [(p, extract_candidate(raw, p.name, p.buggy_source))
              for p, group in zip(problems, answers, strict=True) for raw in group]
+    for problem in problems:
+        # The references first, one at a time (each is cached): splitting a pytest-style test
+        # file raced when several problems did it at once in score_candidates' threads.
+        reference(problem, limits)
     scores = score_candidates(items, limits=limits)
     manifest = read_manifest(root) if root is not None else None
     family = {str(i["name"]): str(i["family"]) for i in manifest["instances"]} if manifest else {}
