@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 
 from coral.benchmark.problem import Problem
 from coral.errors import BenchmarkError
@@ -22,11 +23,15 @@ class SandboxJudge:
         self.limits = limits or RunnerLimits()
         self._checked: set[str] = set()
         self._lock = threading.Lock()
+        self._pytest_lock = threading.Lock()
         self.runs = 0
 
     def __call__(self, family: Problem, instance: Problem) -> tuple[int, int]:
         self.check_family(family)
-        run = run_candidate(instance, instance.buggy_source, self.limits)
+        with self._pytest_lock if not instance.uses_json_cases else nullcontext():
+            # Splitting pytest-style test files raced across threads (record._copy_with_ids):
+            # those problems are judged one at a time; JSON-case problems in parallel.
+            run = run_candidate(instance, instance.buggy_source, self.limits)
         with self._lock:
             self.runs += 1
         return run.passed, run.total
@@ -35,7 +40,8 @@ class SandboxJudge:
         with self._lock:
             if family.name in self._checked:
                 return
-        run = run_candidate(family, family.correct_source, self.limits)
+        with self._pytest_lock if not family.uses_json_cases else nullcontext():
+            run = run_candidate(family, family.correct_source, self.limits)
         if not run.fixed:
             failing = next((c for c in run.cases if not c.passed), None)
             why = f"{failing.case_id} ({failing.reason})" if failing else run.error or "no case ran"
