@@ -191,7 +191,7 @@ class SandboxConfig(Section):
     # fix's cost of that case, within [budget_floor, budget_ceiling] CPU-seconds. The ceiling
     # is also the reference's own budget: a reference slower than that is unsound.
     budget_factor: float = Field(default=10.0, ge=1.0)
-    budget_floor: float = Field(default=0.1, gt=0)
+    budget_floor: float = Field(default=0.05, gt=0)
     budget_ceiling: float = Field(default=20.0, gt=0)
 
 

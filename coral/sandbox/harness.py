@@ -192,6 +192,38 @@ def _encoded(value: object, limit: int) -> object:
 # --- JSON cases -----------------------------------------------------------------------------
 
 
+def _run_call(fn, job) -> None:  # type: ignore[no-untyped-def]
+    """The reference's box for QuixBugs' usual JSON test: per case, the call the test makes and
+    the test's expected operand, recorded as the test's assert would record them."""
+    call, limit = job["call"], job["max_result_bytes"]
+    names, shim = call["args"], sys.modules["pytest"]
+    expected = compile(call["expected"], TEST_FILE, "eval", dont_inherit=True)
+    for index, args, value in job["inputs"]:
+        _mark(index)
+        try:
+            operands = [fn(*args), eval(expected, {"pytest": shim, names[0]: args, names[1]: value})]
+        except _Skipped:
+            _emit(t="item", i=index, rec=[], end="skip", error=None)
+            continue
+        except BaseException as exc:
+            _emit(t="item", i=index, rec=[], end="error", error=_describe(exc))
+            continue
+        _emit(t="item", i=index, rec=[[call["site"], [_encoded(v, limit) for v in operands]]], end="ok", error=None)
+
+
+def _call_ids(job) -> list[str]:  # type: ignore[no-untyped-def]
+    """The ids the test's parametrize gives its cases (as _collect does)."""
+    call, ids, seen = job["call"], [], set()
+    for index, args, value in job["inputs"]:
+        pid = "-".join(_param_id(v, n, index) for n, v in zip(call["args"], (args, value), strict=True))
+        case_id = f"{call['test']}[{pid}]"
+        while case_id in seen:
+            case_id += "_"
+        seen.add(case_id)
+        ids.append(case_id)
+    return ids
+
+
 def _run_json(fn, job) -> None:  # type: ignore[no-untyped-def]
     limit = job["max_result_bytes"]
     for index, args in job["inputs"]:
@@ -541,6 +573,10 @@ def main() -> None:
     sys.modules["python_programs"] = sys.modules["correct_python_programs"] = package
     if job["mode"] == "pytest":
         _run_pytest(job)
+    elif job.get("call"):
+        sys.modules["pytest"] = _pytest_module()
+        _emit(t="collected", ids=_call_ids(job))
+        _run_call(_import_candidate(job), job)
     else:
         _run_json(_import_candidate(job), job)
     _emit(t="done")

@@ -70,6 +70,12 @@ class Recording:
     # asserting `NAME(*input_data) OP expected`): the candidate's box then calls NAME on each
     # case's input directly, which is what the test does, without running the test file.
     call_site: int | None = None
+    # With call_site: the test's name, its two argument names, and the assert's expected operand
+    # when it reads only those and pytest.approx (the reference's box then evaluates it per
+    # case without the test file); None otherwise.
+    call_test: str = ""
+    call_args: tuple[str, ...] = ()
+    call_expected: str | None = None
 
 
 _split_lock = threading.Lock()
@@ -131,13 +137,14 @@ def _split(source: str, name: str) -> Recording:
     _check_helper_params(cand_tree, helper_params, sites)
     _blank_parametrize(cand_tree)
     _strip_docstrings(cand_tree)
+    shape = _call_site(tree, candidate, sites, plans)
+    site, test, args, expected = shape if shape is not None else (None, "", (), None)
     return Recording(ast.unparse(ast.fix_missing_locations(cand_tree)),
-                     ast.unparse(ast.fix_missing_locations(reference)), sites,
-                     _call_site(tree, candidate, sites, plans))
+                     ast.unparse(ast.fix_missing_locations(reference)), sites, site, test, args, expected)
 
 
 def _call_site(tree: ast.Module, candidate: set[str], sites: dict[int, Site],
-               plans: dict[int, dict[str, Any]]) -> int | None:
+               plans: dict[int, dict[str, Any]]) -> tuple[int, str, tuple[str, ...], str | None] | None:
     """The site of a test that only calls the candidate on each JSON input and compares."""
     tests = []
     for node in tree.body:
@@ -170,7 +177,13 @@ def _call_site(tree: ast.Module, candidate: set[str], sites: dict[int, Site],
             and len(call.args) == 1 and isinstance(call.args[0], ast.Starred)
             and isinstance(call.args[0].value, ast.Name) and call.args[0].value.id == params[0]):
         return None
-    return site
+    expected = plan["operands"][1]
+    names = {n.id for n in ast.walk(expected) if isinstance(n, ast.Name)}
+    attributes = {n.attr for n in ast.walk(expected) if isinstance(n, ast.Attribute)}
+    calls_ok = all(isinstance(c.func, ast.Attribute) and c.func.attr == "approx"
+                   for c in ast.walk(expected) if isinstance(c, ast.Call))
+    standalone = names <= {*params, "pytest"} and attributes <= {"approx"} and calls_ok
+    return site, func.name, tuple(params), ast.unparse(expected) if standalone else None
 
 
 def _only_imports(body: list[ast.stmt]) -> bool:

@@ -260,6 +260,9 @@ class _Session:
         if (ref is not None and self.recording is not None and self.recording.call_site is not None
                 and cases is not None and not any(c.bare for c in cases) and len(ref.ids) == len(cases)):
             self.call_site = self.recording.call_site
+        # The reference's own box for the same tests: the call plus the test's expected operand.
+        self.reference_call = (ref is None and self.recording is not None and self.recording.call_expected is not None
+                               and cases is not None and not any(c.bare for c in cases))
         self.meter = meter if meter is not None else case_budgets(ref, limits)  # type: ignore[arg-type]
         self.ids: list[str] | None = None
         self.order: list[int] = []  # the case indices (collected tests) in run order
@@ -324,9 +327,15 @@ class _Session:
             "nonce": nonce,
             "name": p.name,
             "source": self.source,
-            "mode": "json" if self.call_site is not None else self.mode,
+            "mode": "json" if self.call_site is not None or self.reference_call else self.mode,
             "inputs": [(i, p.json_cases[i].args) for i in todo]  # type: ignore[index]
-            if self.mode == "json" or self.call_site is not None else [],
+            if self.mode == "json" or self.call_site is not None else
+            [(i, p.json_cases[i].args, p.json_cases[i].expected) for i in (todo if self.ids is not None  # type: ignore[index]
+             else range(len(p.json_cases)))] if self.reference_call else [],  # type: ignore[arg-type]
+            "call": None if not self.reference_call else {
+                "site": self.recording.call_site, "test": self.recording.call_test,  # type: ignore[union-attr]
+                "args": list(self.recording.call_args), "expected": self.recording.call_expected,  # type: ignore[union-attr]
+            },
             "lists": self.call_site is None,  # JSON cases compare a generator's items; a test does not
             "pytest_source": "" if self.recording is None else (
                 self.recording.reference_source if reference_side else self.recording.candidate_source),
