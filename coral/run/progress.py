@@ -8,7 +8,8 @@ every finished generation (for the time-left estimate). Nothing reads this file 
 anything; it is replaced whole (temp file + rename), so a reader never sees half of it.
 
 Generation numbers are 0-based everywhere (events, store, charts, CLI): "generation 3" is the
-fourth; "3/5 finished" counts finished generations (docs/engine.md, "Generation numbers").
+fourth; "3/5 finished" counts finished generations (docs/engine.md, "Generation numbers and the
+progress record").
 """
 
 from __future__ import annotations
