@@ -37,8 +37,8 @@ def problems(names: list[str] | None = None) -> list[Problem]:
 def _corpus() -> list[str]:
     texts = []
     for name, (buggy, fixed) in SOURCES.items():
-        texts.append(build_prompt(name, buggy) + build_target(fixed))
-        texts.append(build_prompt(name, buggy, "instruct") + build_target(fixed))
+        texts.append(build_prompt(name, buggy) + build_target(buggy, fixed))
+        texts.append(build_prompt(name, buggy, "instruct") + build_target(buggy, fixed))
     return texts * 4
 
 

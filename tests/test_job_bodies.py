@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import coral.execution.job_bodies as bodies
-from coral.benchmark.prompts import build_prompt
+from coral.benchmark.prompts import build_prompt, build_target
 from coral.config import GenerationConfig, ModelConfig, SandboxConfig, TrainingConfig
 from coral.errors import MessageError
 from coral.execution.jobs import BUILTIN_HANDLERS, Handlers, WorkerContext
@@ -80,6 +80,21 @@ def test_test_body_scores_fix_and_bug(setting) -> None:
     assert bad["passed_all"] is False and bad["objectives"]["bugfix"] < 1.0
     assert set(good["objectives"]) == {"bugfix", "syntax", "style", "security", "runtime"}
     assert good["cases"] and all(c["passed"] for c in good["cases"])
+
+
+def test_test_body_applies_edits_and_records_bad_ones(setting) -> None:
+    _, _, ctx = setting
+    fixed = (MINI / "correct_python_programs" / "gcd.py").read_text()
+    buggy = (MINI / "python_programs" / "gcd.py").read_text()
+    payload = {"benchmark_root": str(MINI), "problem": "gcd",
+               "sandbox": SandboxConfig().model_dump(mode="json")}
+    edit = bodies.test(_job("test", {**payload, "raw": build_target(buggy, fixed)}), ctx)
+    assert edit["passed_all"] is True and edit["extraction"] == {"method": "edit", "reason": ""}
+    out_of_range = "@@ 999\n    return 0\n```\n"
+    bad = bodies.test(_job("test", {**payload, "raw": out_of_range}), ctx)
+    assert bad["extraction"]["method"] == "bad_edit" and "past the end" in bad["extraction"]["reason"]
+    assert bad["passed_all"] is False and bad["objectives"]["syntax"] == 0.0
+    assert bad["candidate"] == "@@ 999\n    return 0\n"  # scored as written, not the buggy program
 
 
 def test_bad_payload_is_one_clear_error(setting) -> None:

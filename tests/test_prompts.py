@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ast
-
 import pytest
 from conftest import REPO
 
-from coral.benchmark.extract import extract_candidate
+from coral.benchmark.extract import extract
 from coral.benchmark.loader import load_benchmark
-from coral.benchmark.prompts import END_OF_ANSWER, build_prompt, build_target, strip_module_strings
+from coral.benchmark.prompts import END_OF_ANSWER, build_prompt, build_target
 from coral.errors import BenchmarkError
 
 BUGGY = "def gcd(a, b):\n    if b == 0:\n        return a\n    return gcd(a % b, b)\n"
@@ -20,12 +18,19 @@ if (REPO / "data" / "problems" / "python_programs").is_dir():
 
 
 @pytest.mark.parametrize("style", ["base", "instruct"])
-def test_prompt_shows_name_and_code_and_opens_a_fence(style: str) -> None:
+def test_prompt_shows_name_and_numbered_code_and_opens_a_fence(style: str) -> None:
     prompt = build_prompt("gcd", BUGGY, style)
-    assert "`gcd`" in prompt
-    assert "```python\n" + BUGGY.rstrip("\n") + "\n```" in prompt
-    assert prompt.endswith("```python\n")
+    assert "`gcd`" in prompt and "@@ N" in prompt
+    assert "```python\n1| def gcd(a, b):\n2|     if b == 0:\n" in prompt
+    assert "4|     return gcd(a % b, b)\n```" in prompt
+    assert prompt.endswith("```\n")
     assert prompt == build_prompt("gcd", "\n" + BUGGY + "\n\n", style)
+
+
+def test_line_numbers_align_and_blank_lines_carry_no_trailing_space() -> None:
+    source = "\n".join(f"x{i} = {i}" for i in range(1, 10)) + "\n\ny = 0\n"
+    prompt = build_prompt("f", source)
+    assert " 9| x9 = 9\n10|\n11| y = 0\n```" in prompt
 
 
 def test_styles_differ_and_default_is_base() -> None:
@@ -41,33 +46,29 @@ def test_unknown_style_and_fence_in_source_are_rejected() -> None:
     with pytest.raises(BenchmarkError, match="gcd: buggy program contains"):
         build_prompt("gcd", BUGGY + "s = '```'\n")
     with pytest.raises(BenchmarkError, match="fixed program contains"):
-        build_target(FIXED + "s = '```'\n")
+        build_target(BUGGY, FIXED + "s = '```'\n")
+    with pytest.raises(BenchmarkError, match="no edit"):
+        build_target(BUGGY, BUGGY)
 
 
-def test_target_is_the_fix_without_description_then_the_closing_fence() -> None:
-    target = build_target(FIXED)
-    assert target.endswith("\n" + END_OF_ANSWER + "\n")
-    assert "Euclid" not in target
-    assert "gcd(b, a % b)" in target
-    body = target.removesuffix(END_OF_ANSWER + "\n")
-    assert ast.dump(ast.parse(body)) == ast.dump(ast.parse(strip_module_strings(FIXED)))
-
-
-def test_strip_module_strings_keeps_code_and_function_docstrings() -> None:
-    source = 'import os\n"""module"""\ndef f():\n    """doc"""\n    return 1\n"s"; x = 2\n'
-    stripped = strip_module_strings(source)
-    assert '"""module"""' not in stripped
-    assert '"""doc"""' in stripped and '"s"; x = 2' in stripped
-    assert strip_module_strings("def broken(:\n") == "def broken(:\n"
+def test_target_is_the_line_edit_then_the_closing_fence() -> None:
+    # Lines added at the end belong to the hunk of the line before them.
+    assert build_target(BUGGY, FIXED) == (
+        '@@ 4\n    return gcd(b, a % b)\n\n\n"""\nEuclid.\n"""\n' + END_OF_ANSWER + "\n"
+    )
+    only_line = BUGGY.replace("gcd(a % b, b)", "gcd(b, a % b)")
+    assert build_target(BUGGY, only_line) == "@@ 4\n    return gcd(b, a % b)\n" + END_OF_ANSWER + "\n"
 
 
 @pytest.mark.parametrize("root", BENCHES, ids=lambda p: p.name)
-def test_training_pair_round_trips_through_extraction(root) -> None:
-    """What the model learns to write after the prompt extracts back to the reference fix."""
+@pytest.mark.parametrize("style", ["base", "instruct"])
+def test_training_pair_round_trips_through_extraction(root, style: str) -> None:
+    """What the model learns to write after the prompt extracts back to the reference fix, byte
+    for byte (as the prompt numbers it: no blank lines at either end)."""
     for problem in load_benchmark(root):
-        prompt = build_prompt(problem.name, problem.buggy_source)
-        answer = build_target(problem.correct_source) + "### Buggy\nmore text the model rambles"
-        candidate = extract_candidate(answer, problem.name, problem.buggy_source)
-        expected = strip_module_strings(problem.correct_source)
-        assert ast.dump(ast.parse(candidate)) == ast.dump(ast.parse(expected)), problem.name
+        prompt = build_prompt(problem.name, problem.buggy_source, style)
+        answer = build_target(problem.buggy_source, problem.correct_source) + "### Buggy\nmore text"
+        result = extract(answer, problem.name, problem.buggy_source)
+        assert result.method == "edit", problem.name
+        assert result.source == problem.correct_source.strip("\n") + "\n", problem.name
         assert prompt.count("```") == 3  # opens, closes the buggy block, opens the answer

@@ -1,4 +1,5 @@
-"""Synthetic bug injection: one line, one change, a program that still parses, reproducible."""
+"""Synthetic bugs for the tiny model: mutate.py's classes, one line, a program that still parses,
+reproducible."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ import difflib
 
 import pytest
 
-from coral.model.corpus import BUG_KINDS, bug_sites, inject_bug
+from coral.benchmark.mutate import BUG_CLASSES
+from coral.model.corpus import inject_bug
 from coral.rng import stream
 
 FUNCTIONS = [
     "def f(xs, n):\n    total = 0\n    for i in range(1, n):\n        if xs[i] < total and i != 2:\n"
     "            total += xs[i] * 2\n    return total - 1\n",
     "def g(a, b):\n    while b:\n        a, b = b, a % b\n    return a\n",
-    "def h(items):\n    seen = set()\n    out = []\n    for x in items:\n        if x not in seen:\n"
-    "            seen.add(x)\n            out.append(x)\n    return out\n",
+    "def h(items):\n    seen = set()\n    out = []\n    for x in items:\n        if not x in seen:\n"
+    "            seen.add(x)\n            out.append(sorted(x[1:3]))\n    return out\n",
     "def k(node, key):\n    if node is None or not key:\n        return None\n"
-    "    return node.value[key] + node.offset\n",
+    "    flag = True\n    return node.value[key] + node.offset + 1\n",
 ]
 
 
@@ -32,9 +34,11 @@ def test_one_line_one_change(source: str) -> None:
         assert result is not None
         buggy, bug = result
         changed = _changed_lines(source, buggy)
-        assert len(changed) == 2, changed  # one line out, one line in
-        assert changed[0][2:] == bug.before and changed[1][2:] == bug.after
         assert source.splitlines()[bug.line - 1] == bug.before
+        if bug.kind == "missing_line":
+            assert changed == ["- " + bug.before] and bug.after == ""
+        else:
+            assert changed == ["- " + bug.before, "+ " + bug.after]
         assert ast.dump(ast.parse(buggy)) != ast.dump(ast.parse(source))
 
 
@@ -46,23 +50,18 @@ def test_deterministic_per_stream() -> None:
         assert len({r[0] for r in first if r}) > 1  # different streams give different bugs
 
 
-def test_every_kind_occurs() -> None:
-    kinds = {site.kind for source in FUNCTIONS for site in bug_sites(source)}
-    assert kinds == set(BUG_KINDS)
-    drawn = {inject_bug(s, stream(i, "kinds"))[1].kind for s in FUNCTIONS for i in range(40)}
-    assert drawn == set(BUG_KINDS)
+def test_classes_are_mutates_and_spread() -> None:
+    drawn = {inject_bug(s, stream(i, "kinds"))[1].kind for s in FUNCTIONS for i in range(60)}
+    assert drawn <= set(BUG_CLASSES)
+    # A class is drawn uniformly among those a function offers, so most classes show up.
+    assert len(drawn) >= 12, drawn
 
 
-def test_exact_sites() -> None:
-    source = "def f(a, b):\n    return (a) <= b\n"
-    (site,) = [s for s in bug_sites(source) if s.kind == "comparison"]
-    assert source.splitlines()[1].encode()[site.start : site.end] == b"<="
-    spaced = "def f(a, b):\n    return a is  not b\n"
-    (site,) = [s for s in bug_sites(spaced) if s.kind == "comparison"]
-    assert spaced.splitlines()[1].encode()[site.start : site.end] == b"is  not"
-
-
-def test_no_site_means_none() -> None:
+def test_no_mutation_means_none_and_fstrings_stay() -> None:
     assert inject_bug("def f():\n    pass\n", stream(0, "none")) is None
-    # Nothing inside f-strings is touched (positions there are unreliable before 3.12).
-    assert inject_bug("def f():\n    return f'{1 + 2}'\n", stream(0, "none")) is None
+    # Nothing inside f-strings is touched (positions there are unreliable before 3.12): that
+    # line can only be deleted.
+    source = "def f(x):\n    y = f'{x + 2}'\n    return x\n"
+    bugs = [inject_bug(source, stream(i, "fstring"))[1] for i in range(30)]
+    assert all(b.kind == "missing_line" for b in bugs if b.line == 2)
+    assert any(b.line == 3 for b in bugs)

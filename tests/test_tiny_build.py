@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_coral
 
-from coral.model.tiny import META_FILE, TinySpec, build_tiny
+from coral.benchmark.bodies import HASH_VERSION, function_hashes
+from coral.benchmark.loader import load_benchmark
+from coral.model.tiny import MANIFEST_FILE, META_FILE, TinySpec, build_tiny
 
 PROBLEMS = REPO / "data" / "problems"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -56,6 +58,14 @@ def test_cli_build_is_offline_and_loads(tmp_path: Path) -> None:
     for name in split["eval"]:  # evaluation programs are never read into the corpus
         assert not any(label.endswith(f"/{name}.py") for label in labels), name
         assert name in meta["excluded_names"]
+    # The manifest lists what was trained on; no eval reference's body is among it.
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    trained = {p["hash"] for p in manifest["programs"]}
+    assert {p["name"] for p in manifest["programs"] if p["origin"].startswith("problems/")} == set(split["train"])
+    assert len(trained) > 1000 and manifest["hash"] == HASH_VERSION
+    for problem in load_benchmark(PROBLEMS):
+        hashes = set(function_hashes(problem.correct_source).values())
+        assert bool(hashes & trained) == (problem.name in split["train"]), problem.name
 
     os.environ["HF_HUB_OFFLINE"] = "1"  # set by conftest too; load exactly as workers do
     from transformers import AutoModelForCausalLM, AutoTokenizer

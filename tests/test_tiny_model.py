@@ -1,23 +1,32 @@
-"""The committed tiny model: loads offline through coral.model.loading and writes Python."""
+"""The committed tiny model: loads offline through coral.model.loading, answers in line edits and
+fixes held-out bugs."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
 from conftest import REPO
 
-from coral.benchmark.extract import extract_candidate
+from coral.benchmark.bodies import function_hashes
+from coral.benchmark.extract import extract, extract_candidate
 from coral.benchmark.loader import load_benchmark
 from coral.benchmark.prompts import build_prompt
 from coral.benchmark.split import load_split
 from coral.config import GenerationConfig, ModelConfig
 from coral.evolution.genome import Knobs
-from coral.model.tiny import META_FILE
+from coral.model.tiny import MANIFEST_FILE, META_FILE
+from coral.sandbox.runner import run_candidate
 
 MODEL = REPO / "data" / "models" / "tiny-code"
 PROBLEMS = REPO / "data" / "problems"
+INSTANCES = REPO / "data" / "mutants"
+# Measured on the committed model (2026-12-03): greedy, all 6 first training problems get an
+# edit that applies; the first 12 held-out instances x 5 answers at seed 0 fix one
+# (balanced_brackets_06; seed 1 fixes two). The rate over all held-out instances is in
+# bench/RESULTS.md.
+EDITS_AT_LEAST = 5
+HELD_OUT_COUNT, HELD_OUT_K, HELD_OUT_SEED = 12, 5, 0
 
 
 def test_committed_model_is_small_and_described() -> None:
@@ -29,27 +38,53 @@ def test_committed_model_is_small_and_described() -> None:
     assert set(split["eval"]) <= set(meta["excluded_names"])
     total = sum(p.stat().st_size for p in MODEL.iterdir())
     assert total < 15 * 2**20
+    assert meta["recipe"].startswith("coral.model.tiny v2")
 
 
-def test_greedy_answers_parse_at_least_sometimes() -> None:
+def test_manifest_shows_no_eval_family_was_trained_on() -> None:
+    trained = {p["hash"] for p in json.loads((MODEL / MANIFEST_FILE).read_text())["programs"]}
+    split = load_split(INSTANCES)
+    by_name = {p.name: p for p in load_benchmark(INSTANCES)}
+    for side, expected in ((split.eval, False), (split.train, True)):
+        for name in side:
+            hashes = set(function_hashes(by_name[name].correct_source).values())
+            assert bool(hashes & trained) is expected, name
+
+
+def test_greedy_answers_are_line_edits_that_apply() -> None:
     from coral.model.generate import generate_for_genome
     from coral.model.loading import load_base_model
 
     base = load_base_model(ModelConfig(name=str(MODEL), device="cpu"))
     train = set(load_split(PROBLEMS).train)
     problems = [p for p in load_benchmark(PROBLEMS) if p.name in train][:6]
-    knobs = Knobs(temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0, max_new_tokens=160)
+    knobs = Knobs(temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0, max_new_tokens=96)
     raw = generate_for_genome(base, None, [build_prompt(p.name, p.buggy_source) for p in problems],
                               knobs, seed=0, generation=GenerationConfig(), greedy=True)  # fmt: skip
-    parsed = 0
-    for problem, text in zip(problems, raw, strict=True):
-        candidate = extract_candidate(text, problem.name, problem.buggy_source)
-        try:
-            tree = ast.parse(candidate)
-        except SyntaxError:
-            continue
-        parsed += any(isinstance(n, ast.FunctionDef) and n.name == problem.name for n in tree.body)
-    assert parsed >= 2, raw
+    methods = [extract(text, p.name, p.buggy_source).method for p, text in zip(problems, raw, strict=True)]
+    assert methods.count("edit") >= EDITS_AT_LEAST, raw
+
+
+def test_fixes_held_out_instances() -> None:
+    """The first held-out instances by name (families never trained on), k answers each with a
+    fixed seed: at least one is fixed (bench/tiny_model.py measures the rate on all of them)."""
+    from coral.model.generate import generate_for_genome
+    from coral.model.loading import load_base_model
+
+    base = load_base_model(ModelConfig(name=str(MODEL), device="cpu"))
+    held_out = set(load_split(INSTANCES).eval)
+    instances = sorted((p for p in load_benchmark(INSTANCES) if p.name in held_out), key=lambda p: p.name)
+    chosen = instances[:HELD_OUT_COUNT]
+    knobs = Knobs(temperature=0.6, top_p=0.9, top_k=55, repetition_penalty=1.0, max_new_tokens=96)
+    prompts = [build_prompt(p.name, p.buggy_source) for p in chosen for _ in range(HELD_OUT_K)]
+    raw = generate_for_genome(base, None, prompts, knobs, seed=HELD_OUT_SEED, generation=GenerationConfig())
+    fixed = set()
+    for index, text in enumerate(raw):
+        problem = chosen[index // HELD_OUT_K]
+        if problem.name not in fixed and run_candidate(problem, extract_candidate(text, problem.name,
+                                                                                  problem.buggy_source)).fixed:
+            fixed.add(problem.name)
+    assert fixed, raw
 
 
 def test_adapters_change_what_the_model_writes(tmp_path: Path) -> None:

@@ -1,10 +1,16 @@
 """Turn raw model output into a candidate module defining the problem's function.
 
-Never executes anything: all checks go through `ast`. Handles fenced code (```python or bare
-```), bare code, prose before/after, a second fence or junk after the function, an answer cut
-off before its closing fence, and an answer that is only the function body (the signature is
-re-attached from the buggy program). The result keeps the buggy program's imports, helper
-functions, classes and constants, unless the answer redefines them, so it is a whole module.
+An answer holding line edits (a line starting with `@@`, coral.benchmark.edits) is applied to the
+buggy program; an edit that is malformed, out of range or has no program to apply to is a
+failed candidate: its text is returned as written (it starts with `@@`, so it never parses) with
+the reason recorded, never the buggy program unchanged.
+
+Otherwise the answer is whole code. Never executes anything: all checks go through `ast`.
+Handles fenced code (```python or bare ```), bare code, prose before/after, a second fence or
+junk after the function, an answer cut off before its closing fence, and an answer that is only
+the function body (the signature is re-attached from the buggy program). The result keeps the
+buggy program's imports, helper functions, classes and constants, unless the answer redefines
+them, so it is a whole module.
 
 When nothing usable is found the first non-empty piece of the output is returned as-is, so the
 syntax objective scores what the model actually wrote instead of a repaired guess.
@@ -18,7 +24,9 @@ import textwrap
 from dataclasses import dataclass
 from typing import Literal
 
-Method = Literal["code", "body", "unparsed", "raw", "empty"]
+from coral.benchmark.edits import EditError, edit_answer, is_edit
+
+Method = Literal["edit", "bad_edit", "code", "body", "unparsed", "raw", "empty"]
 
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 # Column-0 lines worth trying as the start of code; prose ("Here is the fix:") is skipped.
@@ -43,7 +51,8 @@ class Part:
 @dataclass(frozen=True)
 class Extraction:
     source: str  # the candidate module ("" when the output was empty)
-    method: Method  # how it was found: parsed code, re-attached body, unparsable def, raw text
+    method: Method  # how it was found: edit applied, parsed code, re-attached body, ... raw text
+    reason: str = ""  # why a bad_edit failed
 
 
 def extract_candidate(raw: str, name: str, buggy_source: str | None = None) -> str:
@@ -56,6 +65,9 @@ def extract(raw: str, name: str, buggy_source: str | None = None) -> Extraction:
     if not name.isidentifier():
         raise ValueError(f"problem name must be a Python identifier, got {name!r}")
     segments = _segments(_normalise_newlines(raw))
+    edit = next((s for s in segments if is_edit(s)), None)
+    if edit is not None:
+        return _apply(edit, buggy_source)
     buggy = _buggy_info(buggy_source, name)
     found: list[list[Part]] = []
     for segment in segments:
@@ -78,6 +90,18 @@ def extract(raw: str, name: str, buggy_source: str | None = None) -> Extraction:
         if segment.strip():
             return Extraction(segment.strip("\n") + "\n", "raw")
     return Extraction("", "empty")
+
+
+def _apply(segment: str, buggy_source: str | None) -> Extraction:
+    lines = segment.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("@@"))
+    written = "\n".join(lines[start:]).strip("\n") + "\n"
+    if buggy_source is None:
+        return Extraction(written, "bad_edit", "an edit needs the buggy program to apply to")
+    try:
+        return Extraction(edit_answer(segment, buggy_source), "edit")
+    except EditError as exc:
+        return Extraction(written, "bad_edit", str(exc))
 
 
 # ------------------------------------------------------------------ segments and parts

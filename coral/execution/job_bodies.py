@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coral.benchmark.extract import extract_candidate
+from coral.benchmark.extract import extract
 from coral.benchmark.loader import load_benchmark
 from coral.config import GenerationConfig, ModelConfig, SandboxConfig, TrainingConfig
 from coral.errors import AdapterError, MessageError
@@ -123,10 +123,14 @@ def test(job: Job, ctx: WorkerContext) -> dict[str, Any]:
     raw = _field(job, "raw", str)
     sandbox = SandboxConfig.model_validate(job.payload.get("sandbox") or {})
     started = time.time()
-    candidate = extract_candidate(raw, name, problem.buggy_source)
+    extraction = extract(raw, name, problem.buggy_source)
+    candidate = extraction.source
     score = score_candidate(problem, candidate, limits=runner_limits(sandbox))
     return {
         "candidate": candidate,
+        # How the candidate was found (an applied line edit, whole code, ...) and, for an edit
+        # that could not be applied, why: it is scored as written, never as the buggy program.
+        "extraction": {"method": extraction.method, "reason": extraction.reason},
         "cases": [_case(c) for c in score.cases],
         "objectives": {n: score_value for n, score_value in (
             ("bugfix", score.bugfix), ("syntax", score.syntax), ("style", score.style),

@@ -14,10 +14,21 @@ import sysconfig
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from coral.benchmark.loader import CORRECT, PROGRAMS, problem_names, read_text
+from coral.benchmark.mutate import (
+    BUG_CLASSES,
+    _blocks,
+    _delete_line,
+    _local_names,
+    _parents,
+    _splice,
+    _untouchable,
+    _variants,
+)
 from coral.benchmark.prompts import FENCE
 from coral.benchmark.split import SPLIT_FILE, derive_split, read_split
 from coral.errors import BenchmarkError
@@ -224,179 +235,65 @@ def build_corpus(
 
 # ---------------------------------------------------------------- synthetic bug injection
 
-# Operator swaps: the kinds of one-token slips QuixBugs is made of.
-_BINOP_SWAPS: dict[type, tuple[str, str]] = {
-    ast.Add: ("+", "-"), ast.Sub: ("-", "+"), ast.Mult: ("*", "+"), ast.FloorDiv: ("//", "/"),
-    ast.Div: ("/", "//"), ast.Mod: ("%", "//"), ast.LShift: ("<<", ">>"),
-    ast.RShift: (">>", "<<"), ast.BitAnd: ("&", "|"), ast.BitOr: ("|", "&"),
-    ast.BitXor: ("^", "&"), ast.Pow: ("**", "*"),
-}  # fmt: skip
-_CMP_SWAPS: dict[type, tuple[str, tuple[str, ...]]] = {
-    ast.Lt: ("<", ("<=", ">")), ast.LtE: ("<=", ("<", ">=")), ast.Gt: (">", (">=", "<")),
-    ast.GtE: (">=", (">", "<=")), ast.Eq: ("==", ("!=",)), ast.NotEq: ("!=", ("==",)),
-    ast.Is: ("is", ("is not",)), ast.IsNot: ("is not", ("is",)),
-    ast.In: ("in", ("not in",)), ast.NotIn: ("not in", ("in",)),
-}  # fmt: skip
-BUG_KINDS = ("operator", "comparison", "boolean", "constant", "bound", "variable", "drop_term")
-
-
-@dataclass(frozen=True)
-class BugSite:
-    """Replace bytes [start, end) of one line (UTF-8 offsets, as ast reports) with `options`."""
-
-    kind: str
-    line: int  # 1-based
-    start: int
-    end: int
-    options: tuple[str, ...]
+# The bug classes and operators are those of `coral bench mutate` (coral.benchmark.mutate), so the
+# tiny model trains on the kind of bug the held-out instances carry. mutate.mutants() lists every
+# mutation of a program (hundreds of parses); here one is drawn lazily: a class uniformly among
+# those the function offers (mutate's instances go round-robin over classes too), then a site.
+BUG_KINDS = BUG_CLASSES
 
 
 @dataclass(frozen=True)
 class Bug:
-    kind: str
+    kind: str  # one of coral.benchmark.mutate.BUG_CLASSES
     line: int  # 1-based line of the function that changed
     before: str
-    after: str
+    after: str  # "" for a deleted line
 
 
-def _segment(lines: list[bytes], node: ast.AST) -> str | None:
-    """The node's text if it sits on one line, else None (the bug must touch one line only)."""
-    if getattr(node, "lineno", None) is None or node.lineno != node.end_lineno:
-        return None
-    return lines[node.lineno - 1][node.col_offset : node.end_col_offset].decode()
-
-
-def _gap_site(
-    lines: list[bytes],
-    kind: str,
-    left: ast.AST,
-    right: ast.AST,
-    symbol: str,
-    options: tuple[str, ...],
-) -> BugSite | None:
-    """The operator between two operands on one line, found exactly (parentheses allowed)."""
-    if left.end_lineno != right.lineno or left.lineno != right.end_lineno:
-        return None
-    gap = lines[left.end_lineno - 1][left.end_col_offset : right.col_offset].decode()
-    operator = gap.strip(" ()")
-    if operator.split() != symbol.split():  # `is  not` may be spelled with extra spaces
-        return None
-    offset = left.end_col_offset + len(gap[: gap.index(operator)].encode())
-    span = len(operator.encode())
-    return BugSite(kind, left.end_lineno, offset, offset + span, options)
-
-
-def _local_names(function: ast.FunctionDef) -> list[str]:
-    names = {a.arg for a in (*function.args.posonlyargs, *function.args.args,
-                             *function.args.kwonlyargs)}  # fmt: skip
-    for node in ast.walk(function):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-    return sorted(names)
-
-
-def bug_sites(source: str) -> list[BugSite]:
-    """Every place one synthetic bug can go, in source order."""
+def _candidates(source: str) -> tuple[dict[str, list[tuple[Any, Any]]], Any, list[str], Any]:
     tree = ast.parse(source)
-    lines = [line.encode() for line in source.splitlines()]
-    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
-    local = sorted({name for f in functions for name in _local_names(f)})
-    # Positions inside f-strings are unreliable before Python 3.12: never mutate there.
-    in_fstring = {id(n) for j in ast.walk(tree) if isinstance(j, ast.JoinedStr)
-                  for n in ast.walk(j)}  # fmt: skip
-    sites: list[BugSite | None] = []
-    for node in ast.walk(tree):
-        if id(node) in in_fstring:
-            continue
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOP_SWAPS:
-            symbol, swap = _BINOP_SWAPS[type(node.op)]
-            sites.append(_gap_site(lines, "operator", node.left, node.right, symbol, (swap,)))
-            left = _segment(lines, node.left)
-            if isinstance(node.op, (ast.Add, ast.Sub)) and left and _segment(lines, node):
-                sites.append(BugSite("drop_term", node.lineno, node.col_offset,
-                                     node.end_col_offset, (left,)))  # fmt: skip
-        elif isinstance(node, ast.AugAssign) and type(node.op) in _BINOP_SWAPS:
-            symbol, swap = _BINOP_SWAPS[type(node.op)]
-            sites.append(_gap_site(lines, "operator", node.target, node.value, symbol + "=",
-                                   (swap + "=",)))  # fmt: skip
-        elif isinstance(node, ast.Compare):
-            operands = [node.left, *node.comparators]
-            for i, op in enumerate(node.ops):
-                if type(op) in _CMP_SWAPS:
-                    symbol, swaps = _CMP_SWAPS[type(op)]
-                    sites.append(_gap_site(lines, "comparison", operands[i], operands[i + 1],
-                                           symbol, swaps))  # fmt: skip
-        elif isinstance(node, ast.BoolOp):
-            symbol, swap = ("and", "or") if isinstance(node.op, ast.And) else ("or", "and")
-            for a, b in zip(node.values, node.values[1:], strict=False):
-                sites.append(_gap_site(lines, "boolean", a, b, symbol, (swap,)))
-        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            operand = _segment(lines, node.operand)
-            if operand and _segment(lines, node):
-                sites.append(BugSite("drop_term", node.lineno, node.col_offset,
-                                     node.end_col_offset, (operand,)))  # fmt: skip
-        elif isinstance(node, ast.Constant) and type(node.value) is int:
-            text = _segment(lines, node)
-            if text and text.isdigit():
-                value = int(text)
-                options = (str(value + 1), str(value - 1)) if value > 0 else (str(value + 1),)
-                sites.append(BugSite("constant", node.lineno, node.col_offset,
-                                     node.end_col_offset, options))  # fmt: skip
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and (node.func.id == "range" and 1 <= len(node.args) <= 3 and not node.keywords)
-        ):
-            stop = node.args[0] if len(node.args) == 1 else node.args[1]
-            text = _segment(lines, stop)
-            if text and not isinstance(stop, ast.Constant):
-                sites.append(BugSite("bound", stop.lineno, stop.col_offset, stop.end_col_offset,
-                                     (f"{text} + 1", f"{text} - 1")))  # fmt: skip
-        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Name):
-            text = _segment(lines, node.slice)
-            if text:
-                s = node.slice
-                sites.append(BugSite("bound", s.lineno, s.col_offset, s.end_col_offset,
-                                     (f"{text} + 1", f"{text} - 1")))  # fmt: skip
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in local:
-            others = tuple(n for n in local if n != node.id)
-            if others and _segment(lines, node):
-                sites.append(BugSite("variable", node.lineno, node.col_offset,
-                                     node.end_col_offset, others))  # fmt: skip
-    found = [s for s in sites if s is not None]
-    return sorted(found, key=lambda s: (s.line, s.start, s.kind, s.end))
-
-
-def apply_site(source: str, site: BugSite, option: str) -> str:
-    lines = source.splitlines()
-    raw = lines[site.line - 1].encode()
-    lines[site.line - 1] = (raw[: site.start] + option.encode() + raw[site.end :]).decode()
-    return "\n".join(lines)
+    lines = source.splitlines(keepends=True)
+    parents = _parents(tree)
+    skip = _untouchable(tree)
+    by_class: dict[str, list[tuple[Any, Any]]] = {c: [] for c in BUG_CLASSES}
+    for function in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+        local = _local_names(function)
+        for node in ast.walk(function):
+            if id(node) in skip or node is function:
+                continue
+            for bug_class, new in _variants(node, parents, local):
+                by_class[bug_class].append((node, new))
+        for block in _blocks(function):
+            if len(block) >= 2:
+                by_class["missing_line"] += [(stmt, None) for stmt in block if id(stmt) not in skip]
+    return by_class, tree, lines, parents
 
 
 def inject_bug(source: str, rng: np.random.Generator) -> tuple[str, Bug] | None:
-    """One synthetic bug on one line: a kind chosen uniformly, then a site, then a variant.
-
-    Returns None when no site gives a program that parses and differs from the original.
-    The same source and generator state always give the same bug.
-    """
-    source = source.strip("\n")
-    sites = bug_sites(source)
-    original = ast.dump(ast.parse(source))
-    by_kind = {k: [s for s in sites if s.kind == k] for k in BUG_KINDS}
-    kinds = [k for k in BUG_KINDS if by_kind[k]]
-    while kinds:
-        kind = kinds.pop(int(rng.integers(len(kinds))))
-        candidates = by_kind[kind]
-        for index in rng.permutation(len(candidates)):
-            site = candidates[int(index)]
-            option = site.options[int(rng.integers(len(site.options)))]
-            buggy = apply_site(source, site, option)
+    """One bug of one class on one line of `source` (a class drawn uniformly among those it
+    offers, then a site); the result parses and its syntax tree differs from the original.
+    None when no mutation does. The same source and generator state give the same bug."""
+    source = source.strip("\n") + "\n"
+    by_class, tree, lines, parents = _candidates(source)
+    original = ast.dump(tree)
+    classes = [c for c in BUG_CLASSES if by_class[c]]
+    while classes:
+        kind = classes.pop(int(rng.integers(len(classes))))
+        options = by_class[kind]
+        for index in rng.permutation(len(options)):
+            node, new = options[int(index)]
+            if new is None:
+                text = _delete_line(lines, node)
+            else:
+                text = _splice(tree, lines, parents, node, new)
+            if text is None:
+                continue
             try:
-                changed = ast.dump(ast.parse(buggy)) != original
+                if ast.dump(ast.parse(text)) == original:
+                    continue
             except SyntaxError:
                 continue
-            if changed:
-                before = source.splitlines()[site.line - 1]
-                return buggy, Bug(kind, site.line, before, buggy.splitlines()[site.line - 1])
+            before = lines[node.lineno - 1].rstrip("\n")
+            after = "" if new is None else text.splitlines()[node.lineno - 1]
+            return text, Bug(kind, node.lineno, before, after)
     return None

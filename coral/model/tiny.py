@@ -2,11 +2,13 @@
 
 Recipe (`coral model build-tiny`): corpus (stdlib functions + training split, coral.model.corpus)
 -> byte-level BPE tokenizer -> LlamaForCausalLM trained on
-build_prompt(name, buggy) -> build_target(original) + EOS, with loss on the answer only; the
-buggy side carries one injected synthetic bug. It opens with pure copying of random strings
-(the circuit repair needs most) and mixes in a little copying, unchanged functions and plain
-next-token LM. Everything is seeded from coral.rng, data order included, so the same corpus,
-seed and steps give the same weights on the same device type. docs/tiny_model.md has the why.
+build_prompt(name, buggy) -> build_target(buggy, original) + EOS (a line edit), with loss on the
+answer only; the buggy side carries one bug of the classes `coral bench mutate` uses. It opens
+with pure copying of random strings (the circuit that copies the fixed line needs it) and mixes
+in a little copying and plain next-token LM. Everything is seeded from coral.rng, data order
+included, so the same corpus, seed and steps give the same weights on the same device type.
+The model folder carries a manifest of every program trained on (name, origin, normalised-body
+hash) for the contamination report. docs/tiny_model.md has the why.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+from coral.benchmark.bodies import HASH_VERSION, function_hashes
 from coral.benchmark.prompts import build_prompt, build_target
 from coral.errors import CoralError
 from coral.hashing import content_hash
@@ -33,6 +36,7 @@ from coral.model.tokenizer import SPECIAL_TOKENS, as_transformers, train_tokeniz
 from coral.rng import stream, torch_seed
 
 META_FILE = "coral_tiny_meta.json"
+MANIFEST_FILE = "coral_training_manifest.json"
 IGNORE = -100  # label value the loss skips
 
 
@@ -50,22 +54,19 @@ class TinySpec:
     # first half of the copying circuit: without them a model this small takes far longer to
     # learn to copy (measured: random-string copying learnt in ~350 steps with, none in 400 without).
     attention_bias: bool = True
-    steps: int = 4000
+    steps: int = 1800
     batch_tokens: int = 2048  # padded tokens per optimiser step
     learning_rate: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
-    max_example_tokens: int = 560  # longer examples are skipped (prefer short functions)
+    max_example_tokens: int = 640  # longer examples are skipped (prefer short functions)
     problem_bug_share: float = 0.07  # a synthetic bug in a training-split fixed program
     lm_share: float = 0.05  # plain next-token LM on a stdlib function
-    # A correct function in the prompt, copied unchanged: when nothing looks wrong, the model
-    # learns to leave the code alone rather than change a line at random.
-    clean_share: float = 0.10
     # Real training-split bugs are left to the adapters (coral.model.train): a base that had
     # memorised them would leave LoRA nothing to learn from them.
     # First steps: pure copying of random strings, until 10 steps in a row predict at least
     # `copy_learnt` of the copy, at most `copy_steps` steps and half the schedule.
-    copy_steps: int = 800
+    copy_steps: int = 500
     copy_learnt: float = 0.9
     copy_share: float = 0.05  # and afterwards, this share of the examples stays random copying
     copy_min_length: int = 16
@@ -114,8 +115,6 @@ class ExampleStream:
                 if draw < spec.lm_share:
                     ids = self.encode(function.source.strip("\n") + "\n") + [self.eos]
                     example = Example(ids, 0)
-                elif draw < spec.lm_share + spec.clean_share:
-                    example = self._repair(function.name, function.source, function.source)
                 else:
                     example = self._synthetic(function.name, function.source)
             if example is not None and len(example.ids) <= spec.max_example_tokens:
@@ -127,7 +126,7 @@ class ExampleStream:
 
     def _repair(self, name: str, buggy: str, fixed: str) -> Example:
         prompt = self.encode(build_prompt(name, buggy))
-        return Example(prompt + self.encode(build_target(fixed)) + [self.eos], len(prompt))
+        return Example(prompt + self.encode(build_target(buggy, fixed)) + [self.eos], len(prompt))
 
 
 def copy_examples(spec: TinySpec, seed: int) -> Iterator[Example]:
@@ -231,12 +230,27 @@ def build_tiny(
         f"{len(corpus.files)} files, fingerprint {corpus.fingerprint[:16]} "
         f"({time.time() - started:.0f}s)")  # fmt: skip
 
-    texts = [f.source for f in corpus.functions]
-    picks = stream(seed, "tiny-build/tokenizer").permutation(len(texts))[: spec.tokenizer_texts]
-    # The prompt template is in every example: repeating it makes its words single tokens.
-    template = [build_prompt(p.name, p.buggy) + build_target(p.fixed) for p in corpus.pairs] * 20
-    raw = train_tokenizer([texts[int(i)] for i in sorted(picks)] + template, spec.vocab_size)
+    functions = corpus.functions
+    picks = stream(seed, "tiny-build/tokenizer").permutation(len(functions))[: spec.tokenizer_texts]
+    # Functions as the prompt shows them (numbered lines, the template's words in every one) and
+    # as answers write them (plain lines).
+    texts = [text for i in sorted(picks) for text in
+             (build_prompt(functions[int(i)].name, functions[int(i)].source), functions[int(i)].source)]
+    template = [build_prompt(p.name, p.buggy) + build_target(p.buggy, p.fixed) for p in corpus.pairs]
+    raw = train_tokenizer(texts + template, spec.vocab_size)
     tokenizer = as_transformers(raw)
+    # One thread: the same float reduction order on every machine (so the same weights), and on
+    # a shared 2-core machine one thread trained 5x faster than two (docs/tiny_model.md).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(out_dir, corpus, raw, tokenizer, spec, steps, seed, started, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(out_dir: Path, corpus: Corpus, raw, tokenizer, spec: TinySpec, steps: int, seed: int,
+           started: float, log: Callable[[str], None]) -> dict:  # fmt: skip
     eos = tokenizer.eos_token_id
 
     def encode(text: str) -> list[int]:
@@ -284,7 +298,7 @@ def build_tiny(
     meta = _metadata(corpus, spec, steps, seed, parameters, losses, accuracy, answer_tokens,
                      time.time() - started)  # fmt: skip
     meta["copy_steps_used"] = copy_steps_used
-    _save(out_dir, model, tokenizer, meta)
+    _save(out_dir, model, tokenizer, meta, training_manifest(corpus))
     log(f"saved {out_dir} ({meta['build_seconds']:.0f}s)")
     return meta
 
@@ -297,7 +311,7 @@ def _metadata(corpus: Corpus, spec: TinySpec, steps: int, seed: int, parameters:
 
     tail = losses[-50:]
     return {
-        "recipe": "coral.model.tiny v1",
+        "recipe": "coral.model.tiny v2 (line edits)",
         "seed": seed,
         "steps": steps,
         "spec": asdict(spec),
@@ -324,7 +338,19 @@ def _metadata(corpus: Corpus, spec: TinySpec, steps: int, seed: int, parameters:
     }  # fmt: skip
 
 
-def _save(out_dir: Path, model: LlamaForCausalLM, tokenizer, meta: dict) -> None:
+def training_manifest(corpus: Corpus) -> dict:
+    """Every program the build trains on: name, origin and normalised-body hash
+    (coral.benchmark.bodies), for the contamination report."""
+    programs = []
+    for function in corpus.functions:
+        hashes = function_hashes(function.source)
+        programs.append({"name": function.name, "origin": function.origin,
+                         "hash": hashes.get(function.name, "")})  # fmt: skip
+    return {"version": 1, "hash": HASH_VERSION, "corpus_fingerprint": corpus.fingerprint,
+            "train_problems": list(corpus.train_names), "programs": programs}  # fmt: skip
+
+
+def _save(out_dir: Path, model: LlamaForCausalLM, tokenizer, meta: dict, manifest: dict) -> None:
     """Write next to out_dir, then swap it in: a crash never leaves half a model behind."""
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".building")
@@ -338,6 +364,7 @@ def _save(out_dir: Path, model: LlamaForCausalLM, tokenizer, meta: dict) -> None
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
     (staging / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest) + "\n", encoding="utf-8")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)

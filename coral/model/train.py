@@ -48,7 +48,8 @@ SEED_ROOT = 0  # adapter seeds come from the cache key alone, not from any run's
 
 def training_pairs(problems: Sequence[Problem], style: PromptStyle = "base") -> list[tuple[str, str]]:
     """(prompt, target) for each TRAINING-split problem, with the template evaluation uses."""
-    return [(build_prompt(p.name, p.buggy_source, style), build_target(p.correct_source)) for p in problems]
+    return [(build_prompt(p.name, p.buggy_source, style), build_target(p.buggy_source, p.correct_source))
+            for p in problems]
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str, max_length: int) -> tuple[list[int], int]:
