@@ -96,6 +96,9 @@ def truncate(events_dir: Path, start_seq: int) -> int:
 def science(event: Event) -> dict[str, Any]:
     """What must be identical between two runs of one config: no run id, no timings."""
     data = {k: v for k, v in event.data.items() if k not in RUNTIME_KEYS}
+    if isinstance(data.get("cases"), list):  # a case's cost is measured work (docs/sandbox.md)
+        data["cases"] = [{k: v for k, v in c.items() if k != "cost"} if isinstance(c, dict) else c
+                         for c in data["cases"]]
     return {"seq": event.seq, "type": event.type, "generation": event.generation, "data": data}
 
 

@@ -90,13 +90,24 @@ class GenomeObjectives:
 # --- per-candidate scores -------------------------------------------------------------------
 
 
+# The meter is a measurement: CPU time where the machine has no instruction counter, and the
+# same program measured twice on a loaded 2-core machine differed by up to 1.8x (bench/RESULTS.md).
+# Selection must repeat exactly (docs/architecture.md, "Determinism"), so the runtime objective
+# is banded by powers of two: "within 2x of the reference" is 1, then 0.5, 0.25, 0.125. Noise
+# moves a score only for a candidate whose cost sits near a band edge.
+RUNTIME_BANDS = ((2.0, 1.0), (4.0, 0.5), (8.0, 0.25))
+RUNTIME_FLOOR = 0.125  # beyond 8x (the per-case budget, 10x by default, ends most such runs)
+
+
 def runtime_score(run: CandidateRun, reference_cost: int) -> float:
-    """min(1, reference cost / candidate cost), the costs of whole runs counted outside the
-    box (coral.sandbox.runner): per-case costs are not used, since a candidate can move cost
-    between its own cases but cannot lower the total. 0 when no case passes."""
+    """The candidate's whole-run cost relative to the reference's, banded (RUNTIME_BANDS): costs
+    are counted outside the box (coral.sandbox.runner); per-case costs are not used, since a
+    candidate can move cost between its own cases but cannot lower the total. 0 when no case
+    passes."""
     if run.passed == 0:
         return 0.0
-    return min(1.0, max(1, reference_cost) / max(1, run.cost))
+    ratio = max(1, run.cost) / max(1, reference_cost)
+    return next((score for edge, score in RUNTIME_BANDS if ratio <= edge), RUNTIME_FLOOR)
 
 
 def code_lines(source: str) -> int:
