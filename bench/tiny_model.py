@@ -1,34 +1,39 @@
-"""How good and how fast the offline tiny model is, on the evaluation split.
+"""How good and how fast the offline tiny model is, on held-out bug instances and problems.
 
-    python bench/tiny_model.py                  # data/models/tiny-code, default config
-    python bench/tiny_model.py --model DIR --samples 2 --repeats 3
+    python bench/tiny_model.py                        # data/models/tiny-code, k=5
+    python bench/tiny_model.py --model DIR --reevals 3 --adapters 4
 
-Rows: (a) echo, the buggy program returned unchanged (it passes every case the bug does not
-touch: the bar to beat); (b) the tiny model with no adapter, greedy and sampled; (c) LoRA/DoRA
-adapters with a few gene settings, trained on the TRAINING split through coral.model.train.
-Columns: mean bugfix (fraction of cases passed, averaged over problems x samples), fixed@k
-(problems where one of k samples passes every case), syntax (candidates that parse).
-Timings: median wall seconds of one adapter training job and of one genome's generation
-(eval problems x samples in one generate_for_genome call). Prints a table, then one JSON line.
+Held-out instances: the eval side of data/mutants (`coral bench mutate data/problems`, families
+the model never trained on). Rows: echo (the buggy program unchanged: fixes nothing, passes
+every case the bug does not touch); the model without adapter, greedy and sampled at k (fixed@k:
+an instance counts when one of its k answers passes every case), re-evaluated with `--reevals`
+seeds for the noise; the bundled eval problems (data/problems) at k; LoRA/DoRA adapters with
+`--adapters` heavy-gene settings trained through coral.model.train on the TRAIN side of
+data/mutants (one pair per instance), each re-evaluated like the base. Knobs: the middle of the
+default knob ranges (what an untuned genome gets). Timings: median wall seconds of one genome's
+generation over the held-out instances x k and of one adapter training job. Prints a table,
+then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from coral.benchmark.extract import extract_candidate
+from coral.benchmark.extract import extract
 from coral.benchmark.loader import load_benchmark
 from coral.benchmark.problem import Problem
 from coral.benchmark.prompts import build_prompt
 from coral.benchmark.split import load_split
-from coral.config import Config, ModelConfig
+from coral.config import REPO_ROOT, Config, ModelConfig
 from coral.evolution.genome import HeavyGenes, Knobs
 from coral.home import Home
 from coral.model.adapters import adapter_cache_key, data_fingerprint
@@ -37,81 +42,159 @@ from coral.model.loading import LoadedModel, load_base_model
 from coral.model.train import train_adapter, training_pairs
 from coral.sandbox.runner import run_candidate
 
+INSTANCES = REPO_ROOT / "data" / "mutants"
+PROBLEMS = REPO_ROOT / "data" / "problems"
+ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTERS = {
     "lora r4 qv": HeavyGenes(rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"),
                              adapter_type="lora"),
-    "lora r8 qkvo": HeavyGenes(rank=8, alpha=16, dropout=0.05,
-                               target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-                               adapter_type="lora"),
-    "lora r16 all": HeavyGenes(rank=16, alpha=32, dropout=0.0,
-                               target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                               "up_proj", "down_proj"), adapter_type="lora"),
+    "lora r16 all": HeavyGenes(rank=16, alpha=32, dropout=0.0, target_modules=ALL, adapter_type="lora"),
+    "lora r8 mlp a64": HeavyGenes(rank=8, alpha=64, dropout=0.0,
+                                  target_modules=("gate_proj", "up_proj", "down_proj"), adapter_type="lora"),
     "dora r8 qv": HeavyGenes(rank=8, alpha=16, dropout=0.0, target_modules=("q_proj", "v_proj"),
                              adapter_type="dora"),
+    "lora r2 o": HeavyGenes(rank=2, alpha=2, dropout=0.1, target_modules=("o_proj",), adapter_type="lora"),
 }  # fmt: skip
-KNOBS = Knobs(temperature=0.3, top_p=0.95, top_k=40, repetition_penalty=1.0, max_new_tokens=256)
+
+
+def default_knobs(config: Config) -> Knobs:
+    """The middle of each knob range, no repetition penalty, the longest answer allowed."""
+    space = config.knobs
+    return Knobs(temperature=round(sum(space.temperature) / 2, 6), top_p=round(sum(space.top_p) / 2, 6),
+                 top_k=int(round(sum(space.top_k) / 2)), repetition_penalty=space.repetition_penalty[0],
+                 max_new_tokens=max(space.max_new_tokens))  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Score:
-    bugfix: float
-    fixed_at_k: int
-    syntax: float
+    fixed: int  # problems fixed by at least one of k answers
+    total: int
+    bugfix: float  # mean share of cases passed over problems x answers
+    syntax: float  # share of candidates that compile
+    edits: float  # share of answers that were line edits applied to the program
+    bad_edits: float  # share of answers that were edits that could not be applied
+
+    @property
+    def rate(self) -> float:
+        return self.fixed / self.total
 
 
-def score(problems: list[Problem], candidates: list[str], samples: int) -> Score:
-    """Candidates come problem by problem, `samples` each (the order generate is called in)."""
-    fractions, parsed, fixed = [], [], 0
-    for index, problem in enumerate(problems):
-        runs = [run_candidate(problem, c) for c in candidates[index * samples : (index + 1) * samples]]
-        fractions += [r.passed / r.total if r.total else 0.0 for r in runs]
-        parsed += [r.syntax_ok for r in runs]
-        fixed += any(r.fixed for r in runs)
-    return Score(statistics.fmean(fractions), fixed, statistics.fmean(parsed))
+class Scorer:
+    """Runs candidates in the sandbox, each distinct (problem, candidate) once."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, str], tuple[int, int, bool]] = {}
+
+    def run(self, items: list[tuple[Problem, str]]) -> list[tuple[int, int, bool]]:
+        todo = {(p.name, c): (p, c) for p, c in items if (p.name, c) not in self.cache}
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for key, result in zip(todo, pool.map(lambda pc: self._one(*pc), todo.values()), strict=True):
+                self.cache[key] = result
+        return [self.cache[(p.name, c)] for p, c in items]
+
+    @staticmethod
+    def _one(problem: Problem, candidate: str) -> tuple[int, int, bool]:
+        try:
+            compile(candidate, problem.name, "exec")
+        except (SyntaxError, ValueError):
+            return 0, 1, False  # cannot pass anything: no need to run it
+        run = run_candidate(problem, candidate)
+        return run.passed, run.total, run.fixed
 
 
-def model_rows(
-    base: LoadedModel, adapter: Path | None, problems: list[Problem], config: Config, seed: int,
-    greedy: bool,
-) -> tuple[Score, float]:
-    samples = 1 if greedy else config.benchmark.samples
-    prompts = [build_prompt(p.name, p.buggy_source, config.benchmark.prompt_style)
-               for p in problems for _ in range(samples)]  # fmt: skip
+def score(scorer: Scorer, problems: list[Problem], raws: list[str], samples: int) -> Score:
+    """Answers come problem by problem, `samples` each (the order generate is called in)."""
+    owners = [p for p in problems for _ in range(samples)]
+    found = [extract(raw, p.name, p.buggy_source) for raw, p in zip(raws, owners, strict=True)]
+    runs = scorer.run([(p, f.source) for p, f in zip(owners, found, strict=True)])
+    fixed = sum(any(r[2] for r in runs[i * samples : (i + 1) * samples]) for i in range(len(problems)))
+    compiles = []
+    for f in found:
+        try:
+            compile(f.source, "c", "exec")
+            compiles.append(True)
+        except (SyntaxError, ValueError):
+            compiles.append(False)
+    return Score(fixed, len(problems), statistics.fmean(p / t if t else 0.0 for p, t, _ in runs),
+                 statistics.fmean(compiles), statistics.fmean(f.method == "edit" for f in found),
+                 statistics.fmean(f.method == "bad_edit" for f in found))  # fmt: skip
+
+
+def evaluate(base: LoadedModel, adapter: Path | None, problems: list[Problem], config: Config,
+             knobs: Knobs, samples: int, seed: int, greedy: bool, scorer: Scorer) -> tuple[Score, float]:  # fmt: skip
+    style = config.benchmark.prompt_style
+    prompts = [build_prompt(p.name, p.buggy_source, style) for p in problems for _ in range(samples)]
     started = time.perf_counter()
-    raw = generate_for_genome(base, adapter, prompts, KNOBS, seed, config.generation, greedy=greedy)
+    raws = generate_for_genome(base, adapter, prompts, knobs, seed, config.generation, greedy=greedy)
     seconds = time.perf_counter() - started
-    candidates = [extract_candidate(text, p.name, p.buggy_source)
-                  for text, p in zip(raw, (p for p in problems for _ in range(samples)), strict=True)]  # fmt: skip
-    return score(problems, candidates, samples), seconds
+    result = score(scorer, problems, raws, samples)
+    print(f"  ({len(problems)}x{samples}, seed {seed}, adapter {adapter is not None}: fixed {result.fixed}, "
+          f"generation {seconds:.1f}s)", flush=True)  # fmt: skip
+    return result, seconds
+
+
+def echo(scorer: Scorer, problems: list[Problem]) -> Score:
+    return score(scorer, problems, [f"```python\n{p.buggy_source}```\n" for p in problems], 1)
+
+
+def side(root: Path, name: str) -> list[Problem]:
+    chosen = set(getattr(load_split(root), name))
+    return [p for p in load_benchmark(root) if p.name in chosen]
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return mean, se
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: config's)")
-    parser.add_argument("--repeats", type=int, default=3, help="sampled generations timed per row")
-    parser.add_argument("--adapters", type=int, default=len(ADAPTERS), help="how many gene settings")
+    parser.add_argument("--samples", type=int, default=5, help="k: answers per instance")
+    parser.add_argument("--reevals", type=int, default=2, help="sampled re-evaluations (seeds) per row")
+    parser.add_argument("--adapters", type=int, default=4, help="how many heavy-gene settings")
+    parser.add_argument("--instances", type=Path, default=INSTANCES, help="held-out instance benchmark")
+    parser.add_argument("--limit", type=int, default=None, help="first N held-out instances only (smoke runs)")
     args = parser.parse_args(argv)
     config = Config()
     model = ModelConfig(name=str(args.model or config.model.name), device="cpu")
     base = load_base_model(model)
-    root = config.benchmark.root
-    split = load_split(root, config.benchmark.split)
-    by_name = {p.name: p for p in load_benchmark(root)}
-    evaluation = [by_name[n] for n in split.eval]
-    pairs = training_pairs([by_name[n] for n in split.train], config.benchmark.prompt_style)
-    k = config.benchmark.samples
-
-    rows: list[tuple[str, Score]] = []
-    echo = score(evaluation, [p.buggy_source for p in evaluation for _ in range(k)], k)
-    rows.append(("echo (buggy program unchanged)", echo))
+    knobs = default_knobs(config)
+    k = args.samples
+    held_out, train = side(args.instances, "eval")[: args.limit], side(args.instances, "train")
+    problems = side(PROBLEMS, "eval")
+    pairs = training_pairs(train, config.benchmark.prompt_style)
+    scorer = Scorer()
+    rows: dict[str, dict] = {}
     generation_times: list[float] = []
-    greedy, _ = model_rows(base, None, evaluation, config, 0, greedy=True)
-    rows.append(("tiny, no adapter, greedy", greedy))
-    for repeat in range(args.repeats):
-        sampled, seconds = model_rows(base, None, evaluation, config, repeat, greedy=False)
+
+    def row(label: str, scores: list[Score]) -> None:
+        mean, se = mean_se([s.rate for s in scores])
+        rows[label] = {"fixed": [s.fixed for s in scores], "total": scores[0].total, "rate": mean,
+                       "rate_se": se, "bugfix": statistics.fmean(s.bugfix for s in scores),
+                       "syntax": statistics.fmean(s.syntax for s in scores),
+                       "edits": statistics.fmean(s.edits for s in scores),
+                       "bad_edits": statistics.fmean(s.bad_edits for s in scores)}  # fmt: skip
+        print(f"{label:34} fixed {'/'.join(map(str, rows[label]['fixed'])):>11} of {scores[0].total:<3} "
+              f"rate {mean:.3f} (se {se:.3f}) bugfix {rows[label]['bugfix']:.3f} syntax "
+              f"{rows[label]['syntax']:.2f} edits {rows[label]['edits']:.2f} bad {rows[label]['bad_edits']:.2f}",
+              flush=True)  # fmt: skip
+
+    print(f"model {model.name}: {len(held_out)} held-out instances, {len(problems)} eval problems, "
+          f"k={k}, knobs {knobs.model_dump()}, {len(pairs)} adapter training pairs, "
+          f"training.steps={config.training.steps}", flush=True)  # fmt: skip
+    row("echo, held-out instances", [echo(scorer, held_out)])
+    row("echo, eval problems", [echo(scorer, problems)])
+    row("no adapter greedy, instances", [evaluate(base, None, held_out, config, knobs, 1, 0, True, scorer)[0]])
+    sampled = []
+    for seed in range(args.reevals):
+        result, seconds = evaluate(base, None, held_out, config, knobs, k, seed, False, scorer)
+        sampled.append(result)
         generation_times.append(seconds)
-        if repeat == 0:
-            rows.append((f"tiny, no adapter, sampled k={k}", sampled))
+    row(f"no adapter k={k}, instances", sampled)
+    row(f"no adapter k={k}, eval problems",
+        [evaluate(base, None, problems, config, knobs, k, 0, False, scorer)[0]])
 
     train_times: list[float] = []
     with tempfile.TemporaryDirectory(prefix="coral-bench-") as tmp:
@@ -121,24 +204,27 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             info = train_adapter(base, genes, pairs, config.training, home, key)
             train_times.append(time.perf_counter() - started)
-            sampled, seconds = model_rows(base, info.path, evaluation, config, 0, greedy=False)
-            generation_times.append(seconds)
-            rows.append((f"{label}, sampled k={k}", sampled))
+            scores = []
+            for seed in range(args.reevals):
+                result, seconds = evaluate(base, info.path, held_out, config, knobs, k, seed, False, scorer)
+                scores.append(result)
+                generation_times.append(seconds)
+            row(f"{label} k={k}, instances", scores)
 
-    print(f"model {model.name}: {len(evaluation)} eval problems x {k} samples, "
-          f"{len(pairs)} training pairs, training.steps={config.training.steps}")  # fmt: skip
-    print(f"{'row':40} {'bugfix':>7} {'fixed@' + str(k):>8} {'syntax':>7}")
-    for label, result in rows:
-        print(f"{label:40} {result.bugfix:7.3f} {result.fixed_at_k:>5}/{len(evaluation):<2} "
-              f"{result.syntax:7.2f}")  # fmt: skip
+    settings = [label for label in rows if label.endswith(f"k={k}, instances")]
+    best = max(settings, key=lambda label: rows[label]["rate"])
+    worst = min(settings, key=lambda label: rows[label]["rate"])
+    gap = rows[best]["rate"] - rows[worst]["rate"]
+    gap_se = math.hypot(rows[best]["rate_se"], rows[worst]["rate_se"])
+    print(f"settings spread: best {best} {rows[best]['rate']:.3f}, worst {worst} {rows[worst]['rate']:.3f}, "
+          f"gap {gap:.3f} vs 2 x se(gap) {2 * gap_se:.3f}")  # fmt: skip
     train_median = statistics.median(train_times) if train_times else float("nan")
-    print(f"median adapter training job: {train_median:.1f}s over {len(train_times)}; "
-          f"median genome generation ({len(evaluation)}x{k}, max_new_tokens="
-          f"{KNOBS.max_new_tokens}): {statistics.median(generation_times):.1f}s "
-          f"over {len(generation_times)}")  # fmt: skip
-    print(json.dumps({"rows": {label: vars(r) for label, r in rows},
-                      "train_seconds_median": train_median,
-                      "generate_seconds_median": statistics.median(generation_times)}))  # fmt: skip
+    gen_median = statistics.median(generation_times)
+    print(f"median adapter training job {train_median:.1f}s over {len(train_times)}; median genome "
+          f"generation ({len(held_out)}x{k}) {gen_median:.1f}s over {len(generation_times)}")  # fmt: skip
+    print(json.dumps({"rows": rows, "train_seconds_median": train_median, "generate_seconds_median": gen_median,
+                      "spread": {"best": best, "worst": worst, "gap": gap, "gap_se": gap_se},
+                      "knobs": knobs.model_dump(), "k": k}))  # fmt: skip
     return 0
 
 
