@@ -1,7 +1,7 @@
 """Does evolution find anything? Evolution vs random search vs no adapter vs echo, same budget.
 
-    python bench/signal.py                      # 3 seeds, population 3, 2 generations
-    python bench/signal.py --seeds 5 --generations 4 --per-family 2
+    python bench/evolution_signal.py                      # 3 seeds, population 3, 2 generations
+    python bench/evolution_signal.py --seeds 5 --generations 4 --per-family 2
 
 Held-out problems: the first `--per-family` instances of every eval family of data/mutants
 (`coral bench mutate data/problems`); adapters train on the first `--per-family` instances of
