@@ -28,6 +28,7 @@ import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from coral.benchmark.bodies import HASH_VERSION, function_hashes
+from coral.benchmark.contamination import MANIFEST_FILE
 from coral.benchmark.prompts import build_prompt, build_target
 from coral.errors import CoralError
 from coral.hashing import content_hash
@@ -36,7 +37,6 @@ from coral.model.tokenizer import SPECIAL_TOKENS, as_transformers, train_tokeniz
 from coral.rng import stream, torch_seed
 
 META_FILE = "coral_tiny_meta.json"
-MANIFEST_FILE = "coral_training_manifest.json"
 IGNORE = -100  # label value the loss skips
 
 
