@@ -119,10 +119,13 @@ class Queue(ABC):
         partition: str | None = None,
     ) -> None: ...
 
-    @abstractmethod
     def get(
         self, *, block: bool = True, timeout: float | None = None, partition: str | None = None
-    ) -> str | None: ...
+    ) -> str | None:
+        """One item, or None (non-blocking, empty); a blocking get past `timeout` raises
+        queue.Empty, as get_many does."""
+        items = self.get_many(1, block=block, timeout=timeout, partition=partition)
+        return items[0] if items else None
 
     @abstractmethod
     def get_many(

@@ -183,12 +183,6 @@ class LocalQueue(Queue):
         if done is None:
             raise queue.Full(f"queue {self.name!r} partition {part!r} holds {MAX_PARTITION_ITEMS}")
 
-    def get(
-        self, *, block: bool = True, timeout: float | None = None, partition: str | None = None
-    ) -> str | None:
-        items = self.get_many(1, block=block, timeout=timeout, partition=partition)
-        return items[0] if items else None
-
     def get_many(
         self, n_values: int, *, block: bool = True, timeout: float | None = None,
         partition: str | None = None,

@@ -142,12 +142,6 @@ class ModalQueue(Queue):
         else:  # Modal warns when a timeout comes with block=False
             self._q.put_many(items, False, partition=key)
 
-    def get(
-        self, *, block: bool = True, timeout: float | None = None, partition: str | None = None
-    ) -> str | None:
-        items = self.get_many(1, block=block, timeout=timeout, partition=partition)
-        return items[0] if items else None
-
     def get_many(
         self, n_values: int, *, block: bool = True, timeout: float | None = None,
         partition: str | None = None,
