@@ -136,7 +136,7 @@ def _run(source: str, name: str, *args: object) -> object:
     """Our own reference code (not a candidate's), run here to write the expected values."""
     namespace: dict[str, object] = {}
     exec(source, namespace)
-    return namespace[name](*args)  # type: ignore[operator]
+    return namespace[name](*args)
 
 
 def _problem(root: Path, name: str, correct: str, buggy: str, test: str, cases: list[list[object]] | None) -> None:
@@ -180,7 +180,7 @@ def build_clone(root: Path) -> Path:
              JSON_TEST.format(name="longest_common_subsequence",
                               body="    assert longest_common_subsequence(*input_data) == expected"), lcs)
 
-    expected = dict(_run(SHORTEST, "shortest_path_lengths", 6, SHORTEST_GRAPH))  # type: ignore[call-overload]
+    expected = dict(_run(SHORTEST, "shortest_path_lengths", 6, SHORTEST_GRAPH))
     test = (
         "import pytest\n\nif pytest.use_correct:\n"
         "    from correct_python_programs.shortest_path_lengths import shortest_path_lengths\n"
@@ -195,7 +195,7 @@ def build_clone(root: Path) -> Path:
         "    result = shortest_path_lengths(5, graph)\n\n"
         "    expected = dict(_EXPECTED2)\n"
         "    assert result == expected\n\n\n"
-        f"_EXPECTED2 = {dict(_run(SHORTEST, 'shortest_path_lengths', 5, LINEAR))!r}\n"  # type: ignore[call-overload]
+        f"_EXPECTED2 = {dict(_run(SHORTEST, 'shortest_path_lengths', 5, LINEAR))!r}\n"
         .replace("inf", "float('inf')")
     )
     _problem(root, "shortest_path_lengths", SHORTEST,

@@ -138,7 +138,7 @@ def _supervisor_main(status_fd: int) -> None:
     err = b""
     while chunk := os.read(err_r, 4096):
         err += chunk
-    marks: list = []  # type: ignore[type-arg]
+    marks: list = []
     over = None
     if meter is not None and not err:
         over = _meter_loop(child, counter, kind, mark_r, ack_w, meter, marks)
@@ -199,7 +199,7 @@ def _read_counter(fd: int) -> int:
     return int.from_bytes(os.read(fd, 8), sys.byteorder)
 
 
-def _meter_loop(  # type: ignore[type-arg]
+def _meter_loop(
     child: int, counter: int, kind: str | None, mark_r: int, ack_w: int, meter: dict, marks: list
 ) -> object:
     """Record the count at each mark; SIGKILL the box when a segment overruns its budget.
@@ -314,7 +314,7 @@ _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _PR_TASK_PERF_EVENTS_DISABLE, _PR_TASK_PERF_EVENTS_ENABLE = 31, 32
 
 
-def _forbid_disabling_counters(libc) -> None:  # type: ignore[no-untyped-def]
+def _forbid_disabling_counters(libc) -> None:
     import ctypes
 
     arch = _SECCOMP_ARCH.get(os.uname().machine)

@@ -48,11 +48,11 @@ _SCALARS = (type(None), bool, int, float, str)
 class _Out:
     fd = -1
     nonce = b""
-    encode = None  # type: ignore[var-annotated]
+    encode = None
 
 
 def _emit(**msg: object) -> None:
-    _write(_Out.encode(msg))  # type: ignore[misc]
+    _write(_Out.encode(msg))
 
 
 def _write(line: str) -> None:
@@ -74,7 +74,7 @@ def _mark(label: int) -> None:
         pass
 
 
-def _json_encoder():  # type: ignore[no-untyped-def]
+def _json_encoder():
     """Compact ASCII JSON without importing json (its decoder pulls in re: ~20 ms a box)."""
     try:
         import _json
@@ -92,7 +92,7 @@ def _describe(exc: BaseException) -> str:
     """One line. The candidate's __str__ may run here: it costs the case, nothing more."""
     name = type(exc).__name__
     if type(exc) in (SyntaxError, IndentationError, TabError):  # made by the compiler
-        return f"{name}: {exc.msg} (line {exc.lineno})"[:200]  # type: ignore[attr-defined]
+        return f"{name}: {exc.msg} (line {exc.lineno})"[:200]
     try:
         if all(type(a) in _SCALARS for a in exc.args):
             text = str(exc).strip().splitlines()
@@ -123,18 +123,18 @@ class _Objects:
     """Support-class objects (node.Node) numbered in the order the test makes them, so that
     identity (what == means for them) is comparable across boxes."""
 
-    classes: frozenset = frozenset()  # type: ignore[type-arg]
-    numbers: dict = {}  # type: ignore[type-arg]  # id(obj) -> (n, obj): kept alive for the item
+    classes: frozenset = frozenset()
+    numbers: dict = {}  # id(obj) -> (n, obj): kept alive for the item
 
     @classmethod
     def reset(cls) -> None:
         cls.numbers = {}
 
 
-def _numbering(cls_):  # type: ignore[no-untyped-def]
+def _numbering(cls_):
     init = cls_.__init__
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs):
         numbers = _Objects.numbers
         numbers.setdefault(id(self), (len(numbers), self))
         init(self, *args, **kwargs)
@@ -144,7 +144,7 @@ def _numbering(cls_):  # type: ignore[no-untyped-def]
 
 def _encode(value: object, room: list[int], depth: int = 0) -> object:
     kind = type(value)
-    room[0] -= len(value) if kind is str else 1  # type: ignore[arg-type]
+    room[0] -= len(value) if kind is str else 1
     if room[0] < 0:
         raise _Reject("value too large")
     if kind in _SCALARS:
@@ -152,25 +152,25 @@ def _encode(value: object, room: list[int], depth: int = 0) -> object:
     if depth > _MAX_DEPTH:
         raise _Reject("value nested too deeply")
     if kind is list or (isinstance(value, list) and kind.__eq__ is list.__eq__):
-        return [_encode(v, room, depth + 1) for v in list.__iter__(value)]  # type: ignore[arg-type]
+        return [_encode(v, room, depth + 1) for v in list.__iter__(value)]
     if kind is tuple:
-        return {"$t": [_encode(v, room, depth + 1) for v in value]}  # type: ignore[attr-defined]
+        return {"$t": [_encode(v, room, depth + 1) for v in value]}
     if isinstance(value, dict) and kind.__eq__ is dict.__eq__:  # defaultdict, OrderedDict's parent
         return {"$d": [[_encode(k, room, depth + 1), _encode(v, room, depth + 1)] for k, v in dict.items(value)]}
     if kind is set or kind is frozenset:
-        return {"$s" if kind is set else "$f": [_encode(v, room, depth + 1) for v in value]}  # type: ignore[attr-defined]
+        return {"$s" if kind is set else "$f": [_encode(v, room, depth + 1) for v in value]}
     if kind is bytes:
-        room[0] -= len(value)  # type: ignore[arg-type]
-        return {"$b": value.hex()}  # type: ignore[attr-defined]
+        room[0] -= len(value)
+        return {"$b": value.hex()}
     if kind is complex:
-        return {"$c": [value.real, value.imag]}  # type: ignore[attr-defined]
+        return {"$c": [value.real, value.imag]}
     if kind in _Objects.classes:
         entry = _Objects.numbers.get(id(value))
         if entry is None or entry[1] is not value:
             raise _Reject(f"a {kind.__name__} the test did not make through its class")
         return {"$o": entry[0]}
     if kind is _Approx:
-        return {"$a": _encode(value.expected, room, depth + 1), "rel": value.rel, "abs": value.abs}  # type: ignore[attr-defined]
+        return {"$a": _encode(value.expected, room, depth + 1), "rel": value.rel, "abs": value.abs}
     if isinstance(value, type) and issubclass(value, BaseException):
         return {"$e": _exception_names(value)}
     raise _Reject(f"a {kind.__name__}, not plain data")
@@ -192,7 +192,7 @@ def _encoded(value: object, limit: int) -> object:
 # --- JSON cases -----------------------------------------------------------------------------
 
 
-def _run_call(fn, job) -> None:  # type: ignore[no-untyped-def]
+def _run_call(fn, job) -> None:
     """The reference's box for QuixBugs' usual JSON test: per case, the call the test makes and
     the test's expected operand, recorded as the test's assert would record them."""
     call, limit = job["call"], job["max_result_bytes"]
@@ -211,7 +211,7 @@ def _run_call(fn, job) -> None:  # type: ignore[no-untyped-def]
         _emit(t="item", i=index, rec=[[call["site"], [_encoded(v, limit) for v in operands]]], end="ok", error=None)
 
 
-def _call_ids(job) -> list[str]:  # type: ignore[no-untyped-def]
+def _call_ids(job) -> list[str]:
     """The ids the test's parametrize gives its cases (as _collect does)."""
     call, ids, seen = job["call"], [], set()
     for index, args, value in job["inputs"]:
@@ -224,7 +224,7 @@ def _call_ids(job) -> list[str]:  # type: ignore[no-untyped-def]
     return ids
 
 
-def _run_json(fn, job) -> None:  # type: ignore[no-untyped-def]
+def _run_json(fn, job) -> None:
     limit = job["max_result_bytes"]
     for index, args in job["inputs"]:
         _mark(index)
@@ -237,12 +237,12 @@ def _run_json(fn, job) -> None:  # type: ignore[no-untyped-def]
             continue
         out = _encoded(value, limit)
         try:
-            text = _Out.encode(out)  # type: ignore[misc]
+            text = _Out.encode(out)
         except (ValueError, RecursionError, MemoryError) as exc:  # e.g. a 5000-digit int
-            text = _Out.encode({"$x": f"unencodable: {exc}"[:200]})  # type: ignore[misc]
+            text = _Out.encode({"$x": f"unencodable: {exc}"[:200]})
         if len(text) > limit:
             text = '{"$x":"value too large"}'
-        _write(_Out.encode({"t": "case", "i": index})[:-1] + ',"out":' + text + "}")  # type: ignore[misc]
+        _write(_Out.encode({"t": "case", "i": index})[:-1] + ',"out":' + text + "}")
 
 
 # --- pytest-style problems -------------------------------------------------------------------
@@ -269,7 +269,7 @@ class _Param:
 class _Mark:
     """pytest.mark.NAME: usable bare (@pytest.mark.slow) or called (@pytest.mark.skip(...))."""
 
-    def __init__(self, name: str, args: tuple = (), kwargs: dict | None = None) -> None:  # type: ignore[type-arg]
+    def __init__(self, name: str, args: tuple = (), kwargs: dict | None = None) -> None:
         self.name, self.args, self.kwargs = name, args, kwargs or {}
 
     def __call__(self, *args: object, **kwargs: object) -> object:
@@ -287,7 +287,7 @@ class _MarkFactory:
 class _Approx:
     """pytest.approx as data: the trusted side applies pytest's rule to what is recorded."""
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
     def __init__(
         self, expected: object, rel: float | None = None, abs: float | None = None, nan_ok: bool = False
@@ -307,13 +307,13 @@ class _Raises:
     checks it against E, which only the reference's box evaluates) and swallows it, as
     pytest does when it matches; a mismatch fails the case there."""
 
-    def __init__(self, item: list, site: int, *expected: object) -> None:  # type: ignore[type-arg]
+    def __init__(self, item: list, site: int, *expected: object) -> None:
         self.item, self.site, self.expected = item, site, expected
 
     def __enter__(self) -> "_Raises":
         return self
 
-    def __exit__(self, kind, value, tb) -> bool:  # type: ignore[no-untyped-def]
+    def __exit__(self, kind, value, tb) -> bool:
         if kind is not None and issubclass(kind, (_Skipped, _Failed)):
             return False
         outcome = None if kind is None else {"$r": _exception_names(kind), "m": _message(value)}
@@ -322,7 +322,7 @@ class _Raises:
         return True
 
 
-def _fixture(func=None, **options):  # type: ignore[no-untyped-def]
+def _fixture(func=None, **options):
     if func is None:
         return lambda f: _fixture(f, **options)
     func.__dict__["_coral_fixture"] = bool(options.get("autouse")) or "plain"
@@ -351,7 +351,7 @@ def _pytest_module() -> types.ModuleType:
         skip=_skip,
         fail=_fail,
     )
-    _skip.Exception = _Skipped  # type: ignore[attr-defined]
+    _skip.Exception = _Skipped
     return shim
 
 
@@ -363,16 +363,16 @@ def _param_id(value: object, argname: str, index: int) -> str:
     return f"{argname}{index}"
 
 
-def _skipped(marks: list) -> bool:  # type: ignore[type-arg]
+def _skipped(marks: list) -> bool:
     for mark in marks:
         if mark.name == "skip" or (mark.name == "skipif" and mark.args and mark.args[0]):
             return True
     return False
 
 
-def _collect(module: types.ModuleType) -> list:  # type: ignore[type-arg]
+def _collect(module: types.ModuleType) -> list:
     """(case id, test function, parameters) in file order, parametrize expanded."""
-    cases: list = []  # type: ignore[type-arg]
+    cases: list = []
     seen: set[str] = set()
     for name, func in list(vars(module).items()):
         if not name.startswith("test") or type(func) is not types.FunctionType:
@@ -380,7 +380,7 @@ def _collect(module: types.ModuleType) -> list:  # type: ignore[type-arg]
         marks = func.__dict__.get("pytestmark", [])
         if _skipped(marks):
             continue
-        combos: list = [([], {})]  # type: ignore[type-arg]
+        combos: list = [([], {})]
         # pytest applies decorators bottom-up, and ids follow the nearest decorator first.
         for mark in marks:
             if mark.name == "parametrize":
@@ -394,7 +394,7 @@ def _collect(module: types.ModuleType) -> list:  # type: ignore[type-arg]
     return cases
 
 
-def _expand(mark: _Mark) -> list:  # type: ignore[type-arg]
+def _expand(mark: _Mark) -> list:
     argnames = mark.args[0] if mark.args else mark.kwargs["argnames"]
     values = mark.args[1] if len(mark.args) > 1 else mark.kwargs["argvalues"]
     names = [n.strip() for n in argnames.split(",")] if isinstance(argnames, str) else argnames
@@ -415,10 +415,10 @@ def _expand(mark: _Mark) -> list:  # type: ignore[type-arg]
     return out
 
 
-def _call_test(func, params: dict, module: types.ModuleType) -> None:  # type: ignore[no-untyped-def,type-arg]
+def _call_test(func, params: dict, module: types.ModuleType) -> None:
     fixtures = {n: f for n, f in vars(module).items() if callable(f) and "_coral_fixture" in getattr(f, "__dict__", {})}
-    teardown: list = []  # type: ignore[type-arg]
-    cache: dict = {}  # type: ignore[type-arg]  # one value per fixture per test, as pytest
+    teardown: list = []
+    cache: dict = {}  # one value per fixture per test, as pytest
 
     def value_of(name: str, depth: int = 0) -> object:
         if name in cache:
@@ -446,17 +446,17 @@ def _call_test(func, params: dict, module: types.ModuleType) -> None:  # type: i
             next(gen, None)
 
 
-def _proxy(name: str, target: list):  # type: ignore[no-untyped-def,type-arg]
+def _proxy(name: str, target: list):
     """What the test imports as the candidate function; target[0] is set after collection."""
 
-    def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def call(*args, **kwargs):
         return target[0](*args, **kwargs)
 
     call.__name__ = call.__qualname__ = name
     return call
 
 
-def _run_pytest(job) -> None:  # type: ignore[no-untyped-def]
+def _run_pytest(job) -> None:
     name, target = job["name"], [None]
     sys.modules["pytest"] = _pytest_module()
     proxy_module = types.ModuleType(f"python_programs.{name}")
@@ -467,7 +467,7 @@ def _run_pytest(job) -> None:  # type: ignore[no-untyped-def]
     test = types.ModuleType(f"test_{name}")
     test.__file__ = TEST_FILE
     sys.modules[test.__name__] = test
-    item: list = []  # type: ignore[type-arg]  # the records of the item being run
+    item: list = []  # the records of the item being run
     limit = job["max_result_bytes"]
 
     def record(site: int, *values: object) -> None:
@@ -486,7 +486,7 @@ def _run_pytest(job) -> None:  # type: ignore[no-untyped-def]
     for module in job["support_modules"]:
         for value in list(vars(sys.modules.get(module, types)).values()):
             if isinstance(value, type) and value.__module__ == module:
-                value.__init__ = _numbering(value)  # type: ignore[misc]
+                value.__init__ = _numbering(value)
                 classes.add(value)
     _Objects.classes = frozenset(classes)
     target[0] = _import_candidate(job)
@@ -512,7 +512,7 @@ def _run_pytest(job) -> None:  # type: ignore[no-untyped-def]
 # --- entry point ----------------------------------------------------------------------------
 
 
-def _read_job() -> dict:  # type: ignore[type-arg]
+def _read_job() -> dict:
     chunks = []
     while chunk := os.read(0, 1 << 16):
         chunks.append(chunk)
@@ -527,7 +527,7 @@ def _isolate_stdio() -> None:
     os.close(null)
 
 
-def _import_candidate(job) -> object:  # type: ignore[no-untyped-def]
+def _import_candidate(job) -> object:
     """Compile and import; on failure report it and exit. Returns the candidate function."""
     _mark(-1)  # the candidate's cost starts here: nothing of it has run yet
     try:
@@ -569,7 +569,7 @@ def main() -> None:
     # Support files (node.py, load_testdata.py) sit in python_testcases/, as in QuixBugs.
     sys.path[:0] = [os.path.join(os.getcwd(), "python_testcases"), os.getcwd()]
     package = types.ModuleType("python_programs")
-    package.__path__ = []  # type: ignore[attr-defined]  # nothing to find on disk
+    package.__path__ = []  # nothing to find on disk
     sys.modules["python_programs"] = sys.modules["correct_python_programs"] = package
     if job["mode"] == "pytest":
         _run_pytest(job)

@@ -328,7 +328,7 @@ def _plan_assert(node: ast.Assert, tainted: set[str], sources: set[str], site: i
         return Site(node.lineno, "cmp", _OPS[type(test.ops[0])], cand=cand), {
             "site": site, "operands": [left, right]}
     negate = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
-    inner = test.operand if negate else test  # type: ignore[attr-defined]
+    inner = test.operand if negate else test
     if _mentions(inner, dep) and any(
         isinstance(n, ast.Compare | ast.BoolOp | ast.IfExp | ast.comprehension) for n in ast.walk(inner)
     ):
@@ -379,8 +379,8 @@ class _Rewrite(ast.NodeTransformer):
         call = node.items[0].context_expr
         args: list[ast.expr] = [ast.Constant(plan["site"])]
         if not self.candidate_side:
-            match = next((k.value for k in call.keywords if k.arg == "match"), ast.Constant(None))  # type: ignore[attr-defined]
-            args += [call.args[0], match]  # type: ignore[attr-defined]
+            match = next((k.value for k in call.keywords if k.arg == "match"), ast.Constant(None))
+            args += [call.args[0], match]
         node.items[0].context_expr = ast.Call(ast.Name("_coral_raises", ast.Load()), args, [])
         return node
 
@@ -467,7 +467,7 @@ def _blank_row(row: ast.AST, blank: list[int], width: int, func: str) -> None:
     elif isinstance(row, ast.Tuple | ast.List):
         elts = row.elts
     else:
-        raise Unrecordable(f"a parametrize row of {func} is not a literal tuple (line {row.lineno})")  # type: ignore[attr-defined]
+        raise Unrecordable(f"a parametrize row of {func} is not a literal tuple (line {row.lineno})")
     if elts is None:
         raise Unrecordable(f"the only parametrize argument of {func} is never used by the test")
     for i in blank:

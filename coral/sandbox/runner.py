@@ -263,7 +263,7 @@ class _Session:
         # The reference's own box for the same tests: the call plus the test's expected operand.
         self.reference_call = (ref is None and self.recording is not None and self.recording.call_expected is not None
                                and cases is not None and not any(c.bare for c in cases))
-        self.meter = meter if meter is not None else case_budgets(ref, limits)  # type: ignore[arg-type]
+        self.meter = meter if meter is not None else case_budgets(ref, limits)
         self.ids: list[str] | None = None
         self.order: list[int] = []  # the case indices (collected tests) in run order
         if self.mode == "json":
@@ -328,13 +328,13 @@ class _Session:
             "name": p.name,
             "source": self.source,
             "mode": "json" if self.call_site is not None or self.reference_call else self.mode,
-            "inputs": [(i, p.json_cases[i].args) for i in todo]  # type: ignore[index]
+            "inputs": [(i, p.json_cases[i].args) for i in todo]
             if self.mode == "json" or self.call_site is not None else
-            [(i, p.json_cases[i].args, p.json_cases[i].expected) for i in (todo if self.ids is not None  # type: ignore[index]
-             else range(len(p.json_cases)))] if self.reference_call else [],  # type: ignore[arg-type]
+            [(i, p.json_cases[i].args, p.json_cases[i].expected) for i in (todo if self.ids is not None
+             else range(len(p.json_cases)))] if self.reference_call else [],
             "call": None if not self.reference_call else {
-                "site": self.recording.call_site, "test": self.recording.call_test,  # type: ignore[union-attr]
-                "args": list(self.recording.call_args), "expected": self.recording.call_expected,  # type: ignore[union-attr]
+                "site": self.recording.call_site, "test": self.recording.call_test,
+                "args": list(self.recording.call_args), "expected": self.recording.call_expected,
             },
             "lists": self.call_site is None,  # JSON cases compare a generator's items; a test does not
             "pytest_source": "" if self.recording is None else (
@@ -418,14 +418,14 @@ class _Session:
                 self._fail(i, _line(msg["error"]) or "failed")
             elif "out" in msg:
                 mine = [(self.call_site, [record.decode(msg["out"])])]
-                why = _verdict(self.recording, self.ref.records.get(i, []), mine)  # type: ignore[arg-type,union-attr]
+                why = _verdict(self.recording, self.ref.records.get(i, []), mine)
                 self._set(i, why is None, why)
             return
         if self.mode == "json":
             if "error" in msg:
                 self._fail(i, _line(msg["error"]) or "failed")
             elif "out" in msg:
-                expected = self.problem.json_cases[i].expected  # type: ignore[index]
+                expected = self.problem.json_cases[i].expected
                 try:
                     out = _plain(record.decode(msg["out"]))
                 except _BadValue as bad:
@@ -447,9 +447,9 @@ class _Session:
             return
         if self.ref is None:
             self.ref_records[i] = decoded
-            why = _verdict(self.recording, decoded, None)  # type: ignore[arg-type]
+            why = _verdict(self.recording, decoded, None)
         else:
-            why = _verdict(self.recording, self.ref.records.get(i, []), decoded)  # type: ignore[arg-type]
+            why = _verdict(self.recording, self.ref.records.get(i, []), decoded)
         self._set(i, why is None, why)
 
     def _set(self, i: int, passed: bool, reason: str | None) -> None:
