@@ -21,34 +21,27 @@ Prints the table and one JSON line; the figures go in bench/RESULTS.md by hand.
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
-# This file is named like the standard library's `signal`, and Python puts the script's folder
-# first on sys.path: without this, `import signal` anywhere (subprocess does) would load it.
-_HERE = __import__("os").path.dirname(__import__("os").path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if __import__("os").path.abspath(p or ".") != _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from coral.benchmark.loader import load_benchmark
+from coral.benchmark.mutate import read_manifest
+from coral.benchmark.prompts import build_prompt
+from coral.config import Config, load_config
+from coral.evolution.genome import Genome, Knobs
+from coral.evolution.selection import OBJECTIVES, Evolution, Scored, weighted_fitness
+from coral.home import Home
+from coral.rng import stream_seed
+from coral.run.engine import generation_seed
+from coral.run.evaluate import default_knobs, echo_answer, mean_se, score_answers, summarise
+from coral.sandbox.runner import RunnerLimits, reference
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from coral.benchmark.loader import load_benchmark  # noqa: E402
-from coral.benchmark.mutate import read_manifest  # noqa: E402
-from coral.benchmark.prompts import build_prompt  # noqa: E402
-from coral.config import Config, load_config  # noqa: E402
-from coral.evolution.genome import Genome, Knobs  # noqa: E402
-from coral.evolution.selection import OBJECTIVES, Evolution, Scored, weighted_fitness  # noqa: E402
-from coral.home import Home  # noqa: E402
-from coral.rng import stream_seed  # noqa: E402
-from coral.run.engine import generation_seed  # noqa: E402
-from coral.run.evaluate import default_knobs, echo_answer, mean_se, score_answers, summarise  # noqa: E402
-from coral.sandbox.runner import RunnerLimits, reference  # noqa: E402
 
 MUTANTS = REPO / "data" / "mutants"
 CONFIG = REPO / "configs" / "local.yaml"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from test_store_support import REPO, copy_runs, log_events, store_rows, template_home  # noqa: F401
+from test_store_support import REPO, copy_runs, log_events, store_rows
 
 from coral import analysis
 from coral.home import Home
@@ -41,7 +41,7 @@ def one_line(done: subprocess.CompletedProcess, *needles: str) -> None:
         assert needle in done.stderr, (needle, done.stderr)
 
 
-def test_the_writer_keeps_its_lock_after_snapshots(template_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_the_writer_keeps_its_lock_after_snapshots(template_home: Path, tmp_path: Path) -> None:
     """Point 1: the snapshot copied store.duckdb in the writer process, which dropped DuckDB's
     POSIX lock; a second `coral ingest --follow` then opened the store and wrote too."""
     home = copy_runs(template_home, tmp_path)
@@ -67,7 +67,7 @@ def test_the_writer_keeps_its_lock_after_snapshots(template_home: Path, tmp_path
             assert len(store_rows(ing.store.con, run_id)["events"]) == len(log_events(home, run_id))
 
 
-def test_one_bad_run_does_not_block_the_others(template_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_one_bad_run_does_not_block_the_others(template_home: Path, tmp_path: Path) -> None:
     """Point 4: a corrupt checkpoint (a JSON list) aborted `coral ingest` for every run (a good
     run got 0 rows, no snapshot); a folder `runs/bad name/` broke `coral runs` and the ingestor."""
     home = copy_runs(template_home, tmp_path)
@@ -106,7 +106,7 @@ def test_one_bad_run_does_not_block_the_others(template_home: Path, tmp_path: Pa
         assert ing.store.unreadable() == {} and ing.status.unreadable == {}
 
 
-def test_the_runs_page_shows_an_unreadable_run(template_home: Path, tmp_path: Path,  # noqa: F811
+def test_the_runs_page_shows_an_unreadable_run(template_home: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
 
@@ -130,7 +130,7 @@ def _limit_file_size(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
-def test_a_failed_commit_is_one_line_with_the_real_cause(template_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_failed_commit_is_one_line_with_the_real_cause(template_home: Path, tmp_path: Path) -> None:
     """Point 5: a COMMIT the file system refused (here a 40 KB file size limit, as a full disk
     would) was followed by a ROLLBACK that failed too ("no transaction is active"), and that
     traceback hid the real error."""
@@ -145,7 +145,7 @@ def test_a_failed_commit_is_one_line_with_the_real_cause(template_home: Path, tm
     assert "rollback" not in done.stderr.lower()
 
 
-def test_a_corrupt_store_says_it_is_rebuilt_from_the_logs(template_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_corrupt_store_says_it_is_rebuilt_from_the_logs(template_home: Path, tmp_path: Path) -> None:
     """Point 8: the corrupt-store error did not say that the store can be rebuilt from the logs."""
     home = copy_runs(template_home, tmp_path)
     home.store_db.write_bytes(b"this is not a DuckDB file" * 100)
