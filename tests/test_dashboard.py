@@ -23,7 +23,6 @@ from coral.services.dashboard import (
     launch_state,
     queue_depths,
     request_control,
-    stage_progress,
 )
 
 FAKES = "coral.testing.fakes:HANDLERS"
@@ -118,16 +117,6 @@ def test_unknown_control_and_unknown_run_are_errors() -> None:
         request_control("any", "explode")
     with pytest.raises(CoralError, match="no run"):
         delete_run("nope")
-
-
-def test_stage_progress_reads_the_orchestrator_log() -> None:
-    folder = Home().ensure().run_dir("p1")
-    folder.mkdir(parents=True)
-    (folder / "orchestrator.log").write_text(
-        "p1\ntrain 1/4  generate 0/4\ngeneration 0 done in 1.0s\n"
-        "train 4/4  generate 3/4 (1 running)  test 10/76\n", encoding="utf-8")
-    assert stage_progress("p1") == {"train": (4, 4), "generate": (3, 4), "test": (10, 76)}
-    assert stage_progress("p2") == {}
 
 
 def test_coral_dashboard_serves_app_py_on_loopback() -> None:

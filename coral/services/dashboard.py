@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -135,23 +134,6 @@ def request_control(run_id: str, request: str, home: Home | None = None) -> str:
 
 
 # ---------------------------------------------------------------------- progress
-
-
-_STAGE_COUNT = re.compile(r"\b(train|generate|test) (?:\[[#.]*\] )?(\d+)/(\d+)")
-
-
-def stage_progress(run_id: str, home: Home | None = None) -> dict[str, tuple[int, int]]:
-    """Jobs done / submitted per stage in the current generation, from the orchestrator's log.
-
-    The engine reports stage progress only to its progress callback, which a detached run
-    prints to orchestrator.log (`coral.cli.run_cmd.Progress`); that line is the only record.
-    """
-    home = home or Home()
-    for line in reversed(log_tail(home, run_id, 50)):
-        found = _STAGE_COUNT.findall(line)
-        if found:
-            return {stage: (int(done), int(total)) for stage, done, total in found}
-    return {}
 
 
 def queue_depths(run_id: str, home: Home | None = None) -> dict[str, int]:
