@@ -151,30 +151,46 @@ def test_seeded_sampling_is_deterministic(base: LoadedModel, adapter_a: AdapterI
     assert len(generate_for_genome(base, adapter_a.path, prompts, knobs, 7, small)) == len(prompts)
 
 
-def test_knobs_steer_generation(base: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_knobs_steer_generation(base: LoadedModel) -> None:
     # top_k=1 sampling is argmax whatever the temperature: top_k reaches the sampler.
     top1 = KNOBS.model_copy(update={"top_k": 1, "temperature": 2.0, "max_new_tokens": 8})
     assert generate_for_genome(base, None, EVAL, top1, 3, GENERATION) == greedy(base, None, knobs=top1)
+    # So does a near-zero top_p (the one most likely token is always kept).
+    narrow = KNOBS.model_copy(update={"top_p": 1e-6, "temperature": 2.0, "max_new_tokens": 8})
+    assert generate_for_genome(base, None, EVAL, narrow, 3, GENERATION) == greedy(base, None, knobs=narrow)
+    # Same seed, other temperature: other text (the temperature reaches the sampler).
+    warm, hot = (KNOBS.model_copy(update={"temperature": t, "max_new_tokens": 8}) for t in (0.7, 3.0))
+    assert generate_for_genome(base, None, EVAL, warm, 3, GENERATION) != generate_for_genome(
+        base, None, EVAL, hot, 3, GENERATION
+    )
     # repetition_penalty changes what greedy decoding picks.
     penalised = KNOBS.model_copy(update={"repetition_penalty": 2.5})
     assert greedy(base, None, knobs=penalised) != greedy(base, None)
-    # Every knob reaches generate, and max_new_tokens bounds the new tokens per row.
-    calls = []
-    real = base.model.generate
 
-    def spy(**kwargs):
-        out = real(**kwargs)
-        calls.append((kwargs["generation_config"], out.shape[1] - kwargs["input_ids"].shape[1]))
-        return out
 
-    monkeypatch.setattr(base.model, "generate", spy)
-    knobs = Knobs(temperature=0.7, top_p=0.9, top_k=20, repetition_penalty=1.1, max_new_tokens=3)
-    texts = generate_for_genome(base, None, EVAL, knobs, 3, GENERATION)
-    assert len(texts) == len(EVAL) and len(calls) == 2  # 6 rows in chunks of 4
-    for config, new_tokens in calls:
-        assert new_tokens <= 3 and config.do_sample
-        assert (config.temperature, config.top_p, config.top_k) == (0.7, 0.9, 20)
-        assert (config.repetition_penalty, config.max_new_tokens) == (1.1, 3)
+def test_decoding_is_transformers_greedy_decoding(base: LoadedModel) -> None:
+    """The decoding loop (a prompt read once for all its rows, rows leaving the batch as they
+    end, prompts of different lengths left-padded together) gives what transformers' own
+    `generate` gives for each prompt alone, repetition penalty included."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    from coral.model.generate import cut_at_end
+
+    prompts = EVAL + EVAL[:3]  # repeated prompts share one prompt cache
+    for penalty in (1.0, 1.3):
+        knobs = KNOBS.model_copy(update={"repetition_penalty": penalty, "max_new_tokens": 12})
+        ours = generate_for_genome(base, None, prompts, knobs, 0, GENERATION, greedy=True, ignore_eos=True)
+        theirs = []
+        for prompt in prompts:
+            ids = torch.tensor([base.tokenizer(prompt)["input_ids"]])
+            settings = HFGenerationConfig(max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                                          repetition_penalty=penalty, pad_token_id=0, eos_token_id=2)  # fmt: skip
+            out = base.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=settings)
+            text = base.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True,
+                                         clean_up_tokenization_spaces=False)  # fmt: skip
+            theirs.append(cut_at_end(text))
+        assert ours == theirs
+    assert len(set(ours)) > 1  # not a degenerate comparison of empty answers
 
 
 def test_damaged_or_missing_adapter_is_an_error(base: LoadedModel, adapter_a: AdapterInfo, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ base never carries one genome's adapter into the next job.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,14 +16,21 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
-from transformers import GenerationConfig as HFGenerationConfig
+from transformers import DynamicCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from coral.benchmark.prompts import END_OF_ANSWER
 from coral.config import GenerationConfig
 from coral.errors import AdapterError, CoralError
 from coral.evolution.genome import Knobs
 from coral.model.adapters import AdapterInfo, check_base, read_adapter
-from coral.model.loading import LoadedModel, quiet_peft_wrap, seeded, strip_adapters
+from coral.model.loading import LoadedModel, quiet_peft_wrap, strip_adapters
 from coral.rng import torch_seed
 
 
@@ -76,13 +84,17 @@ def generate_for_genome(
     if not prompts:
         return []
     encoded = encode_prompts(base, prompts, generation.max_prompt_length)
-    texts: list[str] = []
+    # Rows sorted by prompt length (stable), so a batch pads to similar lengths; the answers go
+    # back to the caller's order at the end.
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    texts: dict[int, str] = {}
     with base.lock, merged_adapter(base, adapter_dir), torch.inference_mode():
-        for index, start in enumerate(range(0, len(encoded), generation.batch_size)):
-            chunk = encoded[start : start + generation.batch_size]
+        for index, start in enumerate(range(0, len(order), generation.batch_size)):
+            rows = order[start : start + generation.batch_size]
             chunk_seed = torch_seed(seed, "generate", f"chunk-{index}")
-            texts.extend(_generate_chunk(base, chunk, knobs, chunk_seed, greedy, ignore_eos))
-    return texts
+            answers = _generate_chunk(base, [encoded[i] for i in rows], knobs, chunk_seed, greedy, ignore_eos)
+            texts.update(zip(rows, answers, strict=True))
+    return [texts[i] for i in range(len(encoded))]
 
 
 def encode_prompts(base: LoadedModel, prompts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -109,6 +121,21 @@ def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
+def _warpers(knobs: Knobs, greedy: bool) -> LogitsProcessorList:
+    """The knobs as transformers' own logits processors, in the order `generate` applies them."""
+    steps = LogitsProcessorList()
+    if knobs.repetition_penalty != 1.0:
+        steps.append(RepetitionPenaltyLogitsProcessor(knobs.repetition_penalty))
+    if not greedy:
+        if knobs.temperature != 1.0:
+            steps.append(TemperatureLogitsWarper(knobs.temperature))
+        if knobs.top_k > 0:
+            steps.append(TopKLogitsWarper(knobs.top_k))
+        if knobs.top_p < 1.0:
+            steps.append(TopPLogitsWarper(knobs.top_p))
+    return steps
+
+
 def _generate_chunk(
     base: LoadedModel,
     rows: Sequence[list[int]],
@@ -117,32 +144,85 @@ def _generate_chunk(
     greedy: bool,
     ignore_eos: bool,
 ) -> list[str]:
-    tokenizer = base.tokenizer
-    ids, mask = _left_pad(rows, tokenizer.pad_token_id)
-    settings = {
-        "max_new_tokens": knobs.max_new_tokens,
-        "repetition_penalty": knobs.repetition_penalty,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "do_sample": not greedy,
-    }
-    if not greedy:
-        settings |= {"temperature": knobs.temperature, "top_p": knobs.top_p, "top_k": knobs.top_k}
-    if ignore_eos:
-        settings["min_new_tokens"] = knobs.max_new_tokens
-    else:
-        settings["stop_strings"] = [END_OF_ANSWER]
-    with seeded(base.device, seed):
-        out = base.model.generate(
-            input_ids=ids.to(base.device),
-            attention_mask=mask.to(base.device),
-            generation_config=HFGenerationConfig(**settings),
-            tokenizer=tokenizer,
-        )
-    new = out[:, ids.shape[1] :].cpu()
+    """Decode one batch: each distinct prompt is read once (the samples of a prompt share its
+    key/value cache), then every row samples token by token until it ends.
+
+    A row ends at end-of-sequence, after the end-of-answer marker, when it repeats itself (see
+    `_looping`) or at max_new_tokens. Ended rows leave the batch, so an answer stuck in a loop
+    costs its own steps, not its whole batch's.
+    """
+    model, tokenizer, device = base.model, base.tokenizer, base.device
+    distinct: dict[tuple[int, ...], int] = {}
+    source = torch.tensor([distinct.setdefault(tuple(r), len(distinct)) for r in rows], device=device)
+    ids, mask = (t.to(device) for t in _left_pad([list(r) for r in distinct], tokenizer.pad_token_id))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                use_cache=True, logits_to_keep=1)  # fmt: skip
+    cache.batch_select_indices(source)
+    logits = out.logits[source, -1].float()
+    seen, mask, position = ids[source], mask[source], positions[source, -1:] + 1
+    warpers = _warpers(knobs, greedy)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    live = list(range(len(rows)))  # batch row -> row of the chunk
+    answers: list[list[int]] = [[] for _ in rows]
+    for step in range(knobs.max_new_tokens):
+        scores = warpers(seen, logits)
+        if ignore_eos:  # as transformers' min_new_tokens: end-of-sequence is never chosen
+            scores[:, tokenizer.eos_token_id] = -math.inf
+        if greedy:
+            token = scores.argmax(-1)
+        else:
+            token = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
+        keep = []
+        for batch_row, (row, value) in enumerate(zip(live, token.tolist(), strict=True)):
+            answers[row].append(value)
+            if ignore_eos or not _ended(tokenizer, answers[row]):
+                keep.append(batch_row)
+        if not keep or step + 1 == knobs.max_new_tokens:
+            break
+        if len(keep) < len(live):
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            live = [live[i] for i in keep]
+            token, seen, mask, position = token[index], seen[index], mask[index], position[index]
+        seen = torch.cat([seen, token[:, None]], 1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                    cache=cache, use_cache=True)  # fmt: skip
+        logits, position = out.logits[:, -1].float(), position + 1
+    eos = tokenizer.eos_token_id
     # No "clean-up" of spaces: it would rewrite code (e.g. "f(a , b)" -> "f(a, b)").
     decode = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
-    return [cut_at_end(tokenizer.decode(row, **decode)) for row in new]
+    return [cut_at_end(tokenizer.decode(_before_eos(answer, eos), **decode)) for answer in answers]
+
+
+# An answer whose last LOOP_NGRAM tokens already occurred LOOP_REPEATS times before is stuck
+# (a small model's failure: the same phrase over and over), never a real edit, and would
+# otherwise run to max_new_tokens.
+LOOP_NGRAM = 12
+LOOP_REPEATS = 2
+
+
+def _ended(tokenizer, answer: list[int]) -> bool:
+    """End-of-sequence, the end-of-answer marker just written, or a loop."""
+    if answer[-1] == tokenizer.eos_token_id:
+        return True
+    if END_OF_ANSWER in tokenizer.decode(answer[-6:], skip_special_tokens=True):
+        return True
+    return _looping(answer)
+
+
+def _looping(answer: list[int]) -> bool:
+    n = LOOP_NGRAM
+    if len(answer) < n * (LOOP_REPEATS + 1):
+        return False
+    tail = answer[-n:]
+    return sum(answer[i : i + n] == tail for i in range(len(answer) - n)) >= LOOP_REPEATS
+
+
+def _before_eos(row: list[int], eos: int) -> list[int]:
+    return row[: row.index(eos)] if eos in row else row
 
 
 def cut_at_end(text: str) -> str:
