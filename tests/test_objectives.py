@@ -30,19 +30,34 @@ TOTAL = Problem(
 )
 
 
-def run_of(passed: list[bool], cost: int) -> CandidateRun:
+MS = 1_000_000  # task-clock nanoseconds in a millisecond of CPU: the meter's resolution
+
+
+def run_of(passed: list[bool], cost: float, meter: str | None = "task-clock") -> CandidateRun:
     cases = tuple(CaseResult(f"c{i}", p, None if p else "wrong answer", 0) for i, p in enumerate(passed))
-    return CandidateRun("p", cases, True, None, cost=cost)
+    return CandidateRun("p", cases, True, None, cost=int(cost), meter=meter)
 
 
 def test_runtime_score_bands_the_ratio_of_whole_run_costs() -> None:
-    assert runtime_score(run_of([True, True, False], 40), 10) == 0.5  # 4x the reference's work
-    assert runtime_score(run_of([True], 5), 10) == 1.0  # cheaper than the reference: capped
+    assert runtime_score(run_of([True, True, False], 40 * MS), 10 * MS) == 0.5  # 4x the reference's work
+    assert runtime_score(run_of([True], 5 * MS), 10 * MS) == 1.0  # cheaper than the reference: capped
     # Measurement noise within a band changes nothing: 1.0x and 1.8x the reference score alike.
-    assert runtime_score(run_of([True], 10), 10) == runtime_score(run_of([True], 18), 10) == 1.0
-    assert [runtime_score(run_of([True], c), 10) for c in (21, 41, 81, 500)] == [0.5, 0.25, 0.125, 0.125]
-    assert runtime_score(run_of([False], 5), 10) == 0.0  # nothing passed: no runtime
+    assert runtime_score(run_of([True], 10 * MS), 10 * MS) == runtime_score(run_of([True], 18 * MS), 10 * MS) == 1.0
+    costs = (21 * MS, 41 * MS, 81 * MS, 500 * MS)
+    assert [runtime_score(run_of([True], c), 10 * MS) for c in costs] == [0.5, 0.25, 0.125, 0.125]
+    assert runtime_score(run_of([False], 5 * MS), 10 * MS) == 0.0  # nothing passed: no runtime
     assert runtime_score(run_of([True], 0), 0) == 1.0
+
+
+def test_runtime_below_the_meters_resolution_is_as_fast_as_the_reference() -> None:
+    # Measured by `coral validate` (2026-12-03): one candidate at 0.41 ms and 0.57 ms of task
+    # clock in two runs, against a reference of about 0.25 ms: across the 2x edge without a floor.
+    assert runtime_score(run_of([True], 0.41 * MS), 0.25 * MS) == runtime_score(run_of([True], 0.57 * MS), 0.25 * MS)
+    assert runtime_score(run_of([True], 0.9 * MS), 0.1 * MS) == 1.0  # 9x, but all under 1 ms
+    assert runtime_score(run_of([True], 3 * MS), 0.1 * MS) == 0.5  # 3 ms against the 1 ms floor
+    # On a hardware counter the resolution is 2M instructions (1 ms at the meter's 2e9/s).
+    assert runtime_score(run_of([True], 1.9e6, "instructions"), 1e5) == 1.0
+    assert runtime_score(run_of([True], 5e6, "instructions"), 1e5) == 0.5  # 2.5x the floor
 
 
 def test_code_lines_skip_blanks_and_comments() -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from coral.benchmark.problem import Problem
 from coral.evolution.selection import OBJECTIVES
+from coral.sandbox.box import METER_RATES
 from coral.sandbox.quality import (
     relative_security,
     relative_style,
@@ -97,16 +98,22 @@ class GenomeObjectives:
 # moves a score only for a candidate whose cost sits near a band edge.
 RUNTIME_BANDS = ((2.0, 1.0), (4.0, 0.5), (8.0, 0.25))
 RUNTIME_FLOOR = 0.125  # beyond 8x (the per-case budget, 10x by default, ends most such runs)
+# The meter's resolution, in CPU-seconds: less work than this is not told apart. Without a
+# hardware counter the meter is the task clock, and the same sub-millisecond program measured
+# twice differs by up to 2x (a cache miss, a busy sibling core): below this, "as fast as the
+# reference" is all that can be said, on every backend alike.
+RUNTIME_RESOLUTION = 0.001
 
 
 def runtime_score(run: CandidateRun, reference_cost: int) -> float:
-    """The candidate's whole-run cost relative to the reference's, banded (RUNTIME_BANDS): costs
-    are counted outside the box (coral.sandbox.runner); per-case costs are not used, since a
-    candidate can move cost between its own cases but cannot lower the total. 0 when no case
-    passes."""
+    """The candidate's whole-run cost relative to the reference's, both raised to the meter's
+    resolution (RUNTIME_RESOLUTION), banded (RUNTIME_BANDS): costs are counted outside the box
+    (coral.sandbox.runner); per-case costs are not used, since a candidate can move cost between
+    its own cases but cannot lower the total. 0 when no case passes."""
     if run.passed == 0:
         return 0.0
-    ratio = max(1, run.cost) / max(1, reference_cost)
+    floor = max(1, int(RUNTIME_RESOLUTION * METER_RATES.get(run.meter or "", 1e9)))
+    ratio = max(floor, run.cost) / max(floor, reference_cost)
     return next((score for edge, score in RUNTIME_BANDS if ratio <= edge), RUNTIME_FLOOR)
 
 
