@@ -133,6 +133,36 @@ def evaluate(base: LoadedModel, adapter: Path | None, problems: list[Problem], c
     return result, seconds
 
 
+def transformers_generate(base: LoadedModel, prompts: list[str], knobs: Knobs, seed: int,
+                          batch_size: int) -> list[str]:  # fmt: skip
+    """The baseline: transformers' own `generate` over left-padded chunks, as coral.model.generate
+    did before its own decoding loop (every sample re-reads its prompt; a row stuck in a loop
+    holds its chunk until max_new_tokens)."""
+    import torch
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    from coral.benchmark.prompts import END_OF_ANSWER
+    from coral.model.generate import cut_at_end
+
+    tokenizer, texts = base.tokenizer, []
+    settings = HFGenerationConfig(max_new_tokens=knobs.max_new_tokens, do_sample=True,
+                                  temperature=knobs.temperature, top_p=knobs.top_p, top_k=knobs.top_k,
+                                  repetition_penalty=knobs.repetition_penalty, stop_strings=[END_OF_ANSWER],
+                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    torch.manual_seed(seed)
+    for start in range(0, len(prompts), batch_size):
+        rows = [tokenizer(p)["input_ids"] for p in prompts[start : start + batch_size]]
+        width = max(map(len, rows))
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        with torch.inference_mode():
+            out = base.model.generate(input_ids=ids, attention_mask=mask, generation_config=settings,
+                                      tokenizer=tokenizer)  # fmt: skip
+        texts += [cut_at_end(tokenizer.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+                  for row in out[:, width:]]  # fmt: skip
+    return texts
+
+
 def echo(scorer: Scorer, problems: list[Problem]) -> Score:
     return score(scorer, problems, [f"```python\n{p.buggy_source}```\n" for p in problems], 1)
 
@@ -155,8 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reevals", type=int, default=2, help="sampled re-evaluations (seeds) per row")
     parser.add_argument("--adapters", type=int, default=4, help="how many heavy-gene settings")
     parser.add_argument("--instances", type=Path, default=INSTANCES, help="held-out instance benchmark")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: what each of 2 workers gets on 2 cores)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip timing transformers' generate on the same rows (the ratio's baseline)")
     parser.add_argument("--limit", type=int, default=None, help="first N held-out instances only (smoke runs)")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     config = Config()
     model = ModelConfig(name=str(args.model or config.model.name), device="cpu")
     base = load_base_model(model)
@@ -193,6 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         sampled.append(result)
         generation_times.append(seconds)
     row(f"no adapter k={k}, instances", sampled)
+    baseline_seconds = float("nan")
+    if not args.no_baseline:
+        prompts = [build_prompt(p.name, p.buggy_source, config.benchmark.prompt_style)
+                   for p in held_out for _ in range(k)]  # fmt: skip
+        started = time.perf_counter()
+        baseline = transformers_generate(base, prompts, knobs, 0, config.generation.batch_size)
+        baseline_seconds = time.perf_counter() - started
+        rows_scored = score(scorer, held_out, baseline, k)
+        print(f"  baseline (transformers' generate, chunks of {config.generation.batch_size}): "
+              f"{baseline_seconds:.1f}s, fixed {rows_scored.fixed}; ours {generation_times[0]:.1f}s: ratio "
+              f"{baseline_seconds / generation_times[0]:.1f}x", flush=True)  # fmt: skip
     row(f"no adapter k={k}, eval problems",
         [evaluate(base, None, problems, config, knobs, k, 0, False, scorer)[0]])
 
@@ -222,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     gen_median = statistics.median(generation_times)
     print(f"median adapter training job {train_median:.1f}s over {len(train_times)}; median genome "
           f"generation ({len(held_out)}x{k}) {gen_median:.1f}s over {len(generation_times)}")  # fmt: skip
+    print(f"baseline generation (transformers' generate) {baseline_seconds:.1f}s; ratio to our first "
+          f"no-adapter pass {baseline_seconds / generation_times[0]:.1f}x")  # fmt: skip
     print(json.dumps({"rows": rows, "train_seconds_median": train_median, "generate_seconds_median": gen_median,
+                      "baseline_generate_seconds": baseline_seconds,
                       "spread": {"best": best, "worst": worst, "gap": gap, "gap_se": gap_se},
                       "knobs": knobs.model_dump(), "k": k}))  # fmt: skip
     return 0

@@ -21,9 +21,9 @@ from coral.sandbox.runner import run_candidate
 MODEL = REPO / "data" / "models" / "tiny-code"
 PROBLEMS = REPO / "data" / "problems"
 INSTANCES = REPO / "data" / "mutants"
-# Measured on the committed model (2026-12-03): greedy, all 6 first training problems get an
-# edit that applies; the first 12 held-out instances x 5 answers at seed 0 fix one
-# (balanced_brackets_06; seed 1 fixes two). The rate over all held-out instances is in
+# Measured on the committed model (2026-12-03, 8,000 steps): greedy, all 6 first training
+# problems get an edit that applies; the first 12 held-out instances x 5 answers fix two at seed 0
+# and at seed 1 (balanced_brackets_02 and _06). The rate over all held-out instances is in
 # bench/RESULTS.md.
 EDITS_AT_LEAST = 5
 HELD_OUT_COUNT, HELD_OUT_K, HELD_OUT_SEED = 12, 5, 0
@@ -104,8 +104,9 @@ def test_adapters_change_what_the_model_writes(tmp_path: Path) -> None:
     pairs = training_pairs([by_name[n] for n in split.train])
     evaluation = [by_name[n] for n in split.eval][:6]
     prompts = [build_prompt(p.name, p.buggy_source) for p in evaluation]
-    # A well-trained base resists a few small steps: train hard enough to move greedy answers.
-    training = TrainingConfig(steps=12, learning_rate=2e-2, batch_size=4)
+    # A well-trained base resists a few small steps: train hard enough to move greedy answers,
+    # not so hard that it blows up (2e-2 did on the 8,000-step model: loss 0.28 -> 0.46).
+    training = TrainingConfig(steps=12, learning_rate=5e-3, batch_size=4)
     knobs = Knobs(temperature=0.5, top_p=0.95, top_k=40, repetition_penalty=1.0, max_new_tokens=128)
     genes = [
         HeavyGenes(rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"), adapter_type="lora"),

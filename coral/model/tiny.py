@@ -54,7 +54,7 @@ class TinySpec:
     # first half of the copying circuit: without them a model this small takes far longer to
     # learn to copy (measured: random-string copying learnt in ~350 steps with, none in 400 without).
     attention_bias: bool = True
-    steps: int = 1800
+    steps: int = 8000
     batch_tokens: int = 2048  # padded tokens per optimiser step
     learning_rate: float = 3e-3
     warmup_steps: int = 100
