@@ -161,13 +161,15 @@ def main() -> int:
     parser.add_argument("--fresh", type=int, default=1, help="fresh seeds for the final re-evaluation")
     parser.add_argument("--steps", type=int, default=6, help="adapter training steps")
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: seeds run as parallel processes on 2 cores)")
     args = parser.parse_args()
     if args.merge:
         return merge(args.merge)
 
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     train, evaluation = subset(args.per_family)
     started = time.time()
     cpu0 = time.process_time()
