@@ -148,8 +148,8 @@ def _generate_chunk(
     key/value cache), then every row samples token by token until it ends.
 
     A row ends at end-of-sequence, after the end-of-answer marker, when it repeats itself (see
-    `_looping`) or at max_new_tokens. Ended rows leave the batch, so an answer stuck in a loop
-    costs its own steps, not its whole batch's.
+    `_looping`) or at max_new_tokens. Ended rows leave the batch (in halvings), so an answer
+    stuck in a loop costs its own steps, not its whole batch's.
     """
     model, tokenizer, device = base.model, base.tokenizer, base.device
     distinct: dict[tuple[int, ...], int] = {}
@@ -166,6 +166,7 @@ def _generate_chunk(
     generator = torch.Generator(device=device).manual_seed(seed)
     live = list(range(len(rows)))  # batch row -> row of the chunk
     answers: list[list[int]] = [[] for _ in rows]
+    ended = [False] * len(rows)
     for step in range(knobs.max_new_tokens):
         scores = warpers(seen, logits)
         if ignore_eos:  # as transformers' min_new_tokens: end-of-sequence is never chosen
@@ -174,14 +175,16 @@ def _generate_chunk(
             token = scores.argmax(-1)
         else:
             token = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
-        keep = []
-        for batch_row, (row, value) in enumerate(zip(live, token.tolist(), strict=True)):
-            answers[row].append(value)
-            if ignore_eos or not _ended(tokenizer, answers[row]):
-                keep.append(batch_row)
+        for row, value in zip(live, token.tolist(), strict=True):
+            if not ended[row]:
+                answers[row].append(value)
+                ended[row] = not ignore_eos and _ended(tokenizer, answers[row])
+        keep = [batch_row for batch_row, row in enumerate(live) if not ended[row]]
         if not keep or step + 1 == knobs.max_new_tokens:
             break
-        if len(keep) < len(live):
+        # Ended rows leave once they are half the batch: selecting rows copies the whole cache
+        # (gigabytes for a 7B model), so it happens log2(batch) times at most, not once a row.
+        if len(keep) <= len(live) // 2:
             index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
             live = [live[i] for i in keep]
