@@ -276,3 +276,14 @@ def test_bad_inputs_fail_with_one_line(base: LoadedModel, home: Home) -> None:
 
 def test_shared_base_model_loads_once(model_config: ModelConfig) -> None:
     assert shared_base_model(model_config) is shared_base_model(model_config)
+
+
+def test_an_answer_stuck_in_a_loop_ends() -> None:
+    from coral.model.generate import LOOP_NGRAM, _looping
+
+    phrase = list(range(10, 10 + LOOP_NGRAM))  # e.g. ' in the sorted list arr[i] == x'
+    assert not _looping([5, 6] + phrase + phrase)  # said twice: could be code
+    assert _looping([5, 6] + phrase + [7] + phrase + phrase)  # the third time: stuck
+    assert not _looping(list(range(200)))  # long but never repeating
+    # A short period repeats many times within the window: `[len(b)][len(b)]...`
+    assert _looping([1, 2, 3, 4] * 12)
