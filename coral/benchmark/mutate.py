@@ -108,44 +108,66 @@ class Instance:
 # ---------------------------------------------------------------------- finding mutations
 
 
-def mutants(source: str) -> list[Mutant]:
-    """Every single-line mutation of the functions in `source` that parses and changes the
-    syntax tree, in source order, without duplicates."""
+@dataclass(frozen=True)
+class Site:
+    """One possible bug: `node` replaced by `new` (None: its line deleted)."""
+
+    bug_class: str
+    node: ast.AST
+    new: ast.AST | None
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A program as mutations see it; `apply` writes one site's bug into its text."""
+
+    tree: ast.Module
+    lines: list[str]
+    parents: dict[int, tuple[ast.AST, str, int | None]]
+
+    def apply(self, site: Site) -> str | None:
+        """The mutated text, or None when the site cannot be written as one line's change."""
+        if site.new is None:
+            return _delete_line(self.lines, site.node)
+        return _splice(self.tree, self.lines, self.parents, site.node, site.new)
+
+
+def mutation_sites(source: str) -> tuple[Parsed, list[Site]]:
+    """Every place a bug class applies in the functions of `source`, in source-walk order
+    (each function's expression and statement variants, then its deletable lines).
+    `mutants` tries them all; the tiny model's corpus (coral.model.corpus) draws one."""
     tree = ast.parse(source)
-    lines = source.splitlines(keepends=True)
-    parents = _parents(tree)
+    parsed = Parsed(tree, source.splitlines(keepends=True), _parents(tree))
     skip = _untouchable(tree)
-    original = ast.dump(tree)
-    seen = {original}
-    found: list[Mutant] = []
+    sites: list[Site] = []
     for function in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
         local = _local_names(function)
         for node in ast.walk(function):
-            if id(node) in skip or node is function:
-                continue
-            for bug_class, new in _variants(node, parents, local):
-                text = _splice(tree, lines, parents, node, new)
-                if text is None:
-                    continue
-                dump = ast.dump(ast.parse(text))
-                if dump in seen:
-                    continue
-                seen.add(dump)
-                found.append(Mutant(bug_class, node.lineno, text))
+            if id(node) not in skip and node is not function:
+                sites += [Site(c, node, new) for c, new in _variants(node, parsed.parents, local)]
         for block in _blocks(function):
-            if len(block) < 2:
-                continue
-            for stmt in block:
-                text = _delete_line(lines, stmt)
-                if text is None or id(stmt) in skip:
-                    continue
-                try:
-                    dump = ast.dump(ast.parse(text))
-                except SyntaxError:
-                    continue
-                if dump not in seen:
-                    seen.add(dump)
-                    found.append(Mutant("missing_line", stmt.lineno, text))
+            if len(block) >= 2:
+                sites += [Site("missing_line", stmt, None) for stmt in block if id(stmt) not in skip]
+    return parsed, sites
+
+
+def mutants(source: str) -> list[Mutant]:
+    """Every single-line mutation of the functions in `source` that parses and changes the
+    syntax tree, in source order, without duplicates."""
+    parsed, sites = mutation_sites(source)
+    seen = {ast.dump(parsed.tree)}
+    found: list[Mutant] = []
+    for site in sites:
+        text = parsed.apply(site)
+        if text is None:
+            continue
+        try:
+            dump = ast.dump(ast.parse(text))
+        except SyntaxError:
+            continue
+        if dump not in seen:
+            seen.add(dump)
+            found.append(Mutant(site.bug_class, site.node.lineno, text))
     return sorted(found, key=lambda m: (m.line, BUG_CLASSES.index(m.bug_class), m.source))
 
 

@@ -14,21 +14,11 @@ import sysconfig
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from coral.benchmark.loader import CORRECT, PROGRAMS, problem_names, read_text
-from coral.benchmark.mutate import (
-    BUG_CLASSES,
-    _blocks,
-    _delete_line,
-    _local_names,
-    _parents,
-    _splice,
-    _untouchable,
-    _variants,
-)
+from coral.benchmark.mutate import BUG_CLASSES, Site, mutation_sites
 from coral.benchmark.prompts import FENCE
 from coral.benchmark.split import SPLIT_FILE, derive_split, read_split
 from coral.errors import BenchmarkError
@@ -250,42 +240,23 @@ class Bug:
     after: str  # "" for a deleted line
 
 
-def _candidates(source: str) -> tuple[dict[str, list[tuple[Any, Any]]], Any, list[str], Any]:
-    tree = ast.parse(source)
-    lines = source.splitlines(keepends=True)
-    parents = _parents(tree)
-    skip = _untouchable(tree)
-    by_class: dict[str, list[tuple[Any, Any]]] = {c: [] for c in BUG_CLASSES}
-    for function in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
-        local = _local_names(function)
-        for node in ast.walk(function):
-            if id(node) in skip or node is function:
-                continue
-            for bug_class, new in _variants(node, parents, local):
-                by_class[bug_class].append((node, new))
-        for block in _blocks(function):
-            if len(block) >= 2:
-                by_class["missing_line"] += [(stmt, None) for stmt in block if id(stmt) not in skip]
-    return by_class, tree, lines, parents
-
-
 def inject_bug(source: str, rng: np.random.Generator) -> tuple[str, Bug] | None:
     """One bug of one class on one line of `source` (a class drawn uniformly among those it
     offers, then a site); the result parses and its syntax tree differs from the original.
     None when no mutation does. The same source and generator state give the same bug."""
     source = source.strip("\n") + "\n"
-    by_class, tree, lines, parents = _candidates(source)
-    original = ast.dump(tree)
+    parsed, sites = mutation_sites(source)
+    original = ast.dump(parsed.tree)
+    by_class: dict[str, list[Site]] = {c: [] for c in BUG_CLASSES}
+    for site in sites:
+        by_class[site.bug_class].append(site)
     classes = [c for c in BUG_CLASSES if by_class[c]]
     while classes:
         kind = classes.pop(int(rng.integers(len(classes))))
         options = by_class[kind]
         for index in rng.permutation(len(options)):
-            node, new = options[int(index)]
-            if new is None:
-                text = _delete_line(lines, node)
-            else:
-                text = _splice(tree, lines, parents, node, new)
+            site = options[int(index)]
+            text = parsed.apply(site)
             if text is None:
                 continue
             try:
@@ -293,7 +264,8 @@ def inject_bug(source: str, rng: np.random.Generator) -> tuple[str, Bug] | None:
                     continue
             except SyntaxError:
                 continue
-            before = lines[node.lineno - 1].rstrip("\n")
-            after = "" if new is None else text.splitlines()[node.lineno - 1]
-            return text, Bug(kind, node.lineno, before, after)
+            line = site.node.lineno
+            before = parsed.lines[line - 1].rstrip("\n")
+            after = "" if site.new is None else text.splitlines()[line - 1]
+            return text, Bug(kind, line, before, after)
     return None
