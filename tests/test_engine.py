@@ -143,7 +143,7 @@ def test_same_heavy_genes_is_a_counted_cache_hit(monkeypatch: pytest.MonkeyPatch
     gen0 = next(e for e in events if e.type == "generation_finished" and e.generation == 0)
     population = ckpt.latest(Home().checkpoints_dir("twins")).population
     first = next(p for p in ckpt_points("twins") if p.generation == 0).population
-    distinct = len({json.dumps(g["genes"], sort_keys=True) for g in first})
+    distinct = len({g.genes for g in first})
     assert population and distinct <= 3
     assert gen0.data["cache"]["misses"] == distinct  # one train job per distinct gene set
     assert gen0.data["cache"]["hits"] == 4 - distinct >= 1

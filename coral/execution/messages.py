@@ -118,4 +118,11 @@ def decode(model: type[M], raw: str | bytes) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(message)"
-        raise MessageError(f"{model.__name__} message: {where}: {first['msg']}") from None
+        raise MessageError(f"{model.__name__} message{_which_job(data)}: {where}: {first['msg']}") from None
+
+
+def _which_job(data: dict[str, Any]) -> str:
+    """' (job ID, kind KIND)' when the message names them, so a bad job is found by its id."""
+    parts = [f"{name} {data[key]!r}" for key, name in (("job_id", "job"), ("kind", "kind"))
+             if isinstance(data.get(key), str)]
+    return f" ({', '.join(parts)})" if parts else ""

@@ -262,10 +262,10 @@ def _python_rows(rows: _Rows, run_id: str, seq: int, type_: str, gen: int | None
                                "echo": _dumps(d["echo"]) if d.get("echo") else None})
 
 
-def genome_row(run_id: str, generation: int, genome: dict[str, Any]) -> dict[str, Any]:
-    """A genome as checkpoints (and generation_started, where it carries them) hold it."""
+def genome_row(run_id: str, generation: int, genome: Genome | dict[str, Any]) -> dict[str, Any]:
+    """A genome (or its JSON, as generation_started carries it where it does) as a genomes row."""
 
-    g = Genome.model_validate(genome)
+    g = genome if isinstance(genome, Genome) else Genome.model_validate(genome)
     return {"run_id": run_id, "genome_id": g.id, "generation": generation, **g.genes.model_dump(),
             "target_modules": list(g.genes.target_modules), **g.knobs.model_dump(),
             "origin": g.origin, "parents": list(g.parents), "overrides": _dumps(g.overrides),
