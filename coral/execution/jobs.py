@@ -68,7 +68,8 @@ def done_key(cache_key: str) -> str:
 
 # A built-in body returns its kind's output model (coral.execution.payloads); a handler given with
 # --handlers may return a plain JSON object, checked when the engine reads it.
-Handler = Callable[[Job, "WorkerContext"], BaseModel | dict[str, Any]]
+HandlerOutput = BaseModel | dict[str, Any]
+Handler = Callable[[Job, "WorkerContext"], HandlerOutput]
 
 # Built-in bodies as "module:attr", imported on first use so a test-only worker never imports
 # torch. Train/generate/test bodies register here.

@@ -150,7 +150,8 @@ def _validate(model: type[P], data: Any, job_id: str, kind: str, what: str) -> P
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         field = f"{what} field {where!r}" if where else what
-        raise MessageError(f"{kind} job {job_id}: {field}: {first['msg']}") from None
+        why = first["msg"].removeprefix("Value error, ")  # our own validators' words, as written
+        raise MessageError(f"{kind} job {job_id}: {field}: {why}") from None
 
 
 def job_for(payload: Contract, *, job_id: str, run_id: str, generation: int = 0, subject: str = "",

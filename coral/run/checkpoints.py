@@ -28,12 +28,12 @@ class Checkpoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    generation: int = Field(ge=0)  # the generation this checkpoint closes
+    generation: int = Field(ge=0, strict=True)  # the generation this checkpoint closes
     population: list[Genome]  # genomes evaluated in `generation`
     scores: dict[str, dict[str, float]]  # genome id -> objectives (+ fixed@k)
     next_population: list[Genome]  # genomes of generation + 1
     evolution: dict[str, Any]  # Evolution.state(): Evolution's own, restored by Evolution.from_state
-    next_seq: int = Field(ge=0)  # the sequence number of the next event
+    next_seq: int = Field(ge=0, strict=True)  # the sequence number of the next event
     # (gene key, adapter cache key) of every adapter this run has asked for, sorted
     trained_keys: list[tuple[str, str]] = Field(default_factory=list)
     baseline: dict[str, Any] | None = None  # the baseline_finished event's data

@@ -257,6 +257,7 @@ class Ingestor:
         if str(self.db_path) != ":memory:":
             self.home.root.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.db_path)
+        self._dirty = self.store.columns_added > 0  # readers' snapshot lacks the new columns
         self.status.unreadable = self.store.unreadable()
         self._transport = None
         self._queue = None

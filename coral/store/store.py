@@ -41,7 +41,17 @@ import pyarrow.compute as pc
 from coral.errors import CoralError
 from coral.evolution.genome import Genome
 from coral.home import Home
-from coral.store.schema import LIFECYCLE, METRICS, MIGRATIONS, OBJECTIVES, SEQ_TABLES, usual_event_id
+from coral.store.schema import (
+    LIFECYCLE,
+    METRICS,
+    MIGRATIONS,
+    OBJECTIVES,
+    SCHEMA_VERSION,
+    SEQ_TABLES,
+    evaluations_view,
+    objective_columns,
+    usual_event_id,
+)
 
 SNAPSHOT_NAME = "store.snapshot.duckdb"
 EVENT_TYPES = frozenset({*LIFECYCLE, "generation_started", "generation_finished",
@@ -295,6 +305,7 @@ class Store:
             raise StoreError(f"cannot open the store {self.path}: {first}") from None
         self._lock = threading.Lock()  # the store's own methods run one at a time
         self._configured: set[str] = set()  # runs whose row has its config: no upsert per batch
+        self.columns_added = 0  # columns the objective set needed on opening: the snapshot is stale
         try:
             if read_only:
                 self.check_version()
@@ -360,7 +371,23 @@ class Store:
                 for sql in steps:
                     con.execute(sql)
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [number, time.time()])
+        if len(MIGRATIONS) == SCHEMA_VERSION:  # objective_columns describes the latest schema's tables
+            self._follow_objectives()
         return len(MIGRATIONS)
+
+    def _follow_objectives(self) -> None:
+        """Columns for every objective (and metric) of the declared set, added where missing."""
+        have = self.con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                "WHERE table_schema = 'main'").fetchall()
+        existing = {(str(t), str(c)) for t, c in have}
+        missing = [(t, c) for t, cols in objective_columns().items() for c in cols if (t, c) not in existing]
+        self.columns_added = len(missing)
+        if not missing:
+            return
+        with self._transaction() as con:
+            for table, column in missing:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column} DOUBLE")
+            con.execute(evaluations_view(OBJECTIVES))
 
     # ------------------------------------------------------------------ writing
 
