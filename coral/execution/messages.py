@@ -47,7 +47,8 @@ class JobRef(Message):
 
 
 class Job(JobRef):
-    """One unit of work. `payload` is the job body's input, described per kind in docs."""
+    """One unit of work. `payload` is the job body's input: per kind, the JSON of a model of
+    coral.execution.payloads (built with `job_for`, read with `payload_of`); echo's is free."""
 
     job_id: str = Field(min_length=1, max_length=200)
     run_id: str
@@ -70,7 +71,7 @@ class JobResult(JobRef):
     kind: JobKind
     attempt: int = Field(ge=0)
     ok: bool
-    output: dict[str, Any] = Field(default_factory=dict)
+    output: dict[str, Any] = Field(default_factory=dict)  # per kind, a payloads model's JSON (`output_of`)
     error: str | None = None  # one line, when ok is False
     worker: str = ""  # e.g. "local:hostname:pid" or "modal:function-call-id"
     started_at: float = 0.0  # wall clock, recorded, never decides anything
