@@ -18,6 +18,7 @@ from typing import Any
 
 from coral.config import load_config
 from coral.evolution.genome import Genome
+from coral.evolution.selection import OBJECTIVES
 from coral.execution.executor import QueueExecutor
 from coral.execution.jobs import WorkerContext
 from coral.execution.messages import Job
@@ -54,7 +55,7 @@ def sleep_generate(job: Job, ctx: WorkerContext) -> dict[str, Any]:
 def sleep_test(job: Job, ctx: WorkerContext) -> dict[str, Any]:
     time.sleep(TEST_SECONDS)
     value = (sum(job.payload["raw"].encode()) % 97) / 96
-    objectives = dict.fromkeys(("bugfix", "style", "security", "runtime", "syntax"), value)
+    objectives = dict.fromkeys(OBJECTIVES, value)
     return {"candidate": job.payload["raw"], "cases": [], "objectives": objectives,
             "passed_all": value > 0.5}
 
@@ -72,8 +73,10 @@ class BenchEngine(EvolutionEngine):
 
     def _submit_train(self, generation: int, task: Task) -> None:
         index = self._order[task.ident]
-        self._submit("train", f"g{generation:04d}:train:{task.key}",
-                     {"sleep_s": TRAIN_SECONDS[index % len(TRAIN_SECONDS)]})
+        # Not the train body's payload: sleep_train's own, so the job is built here directly.
+        self.executor.submit([Job(job_id=f"g{generation:04d}:train:{task.key}", run_id=self.run_id,
+                                  kind="train", payload={"sleep_s": TRAIN_SECONDS[index % len(TRAIN_SECONDS)]},
+                                  generation=generation, subject=task.key or "")])
 
     def _evaluate(self, generation: int, population: list[Genome]) -> Any:
         self._order = {g.id: i for i, g in enumerate(population)}
@@ -121,7 +124,8 @@ class BarrierEngine(BenchEngine):
 def run_engine(cls: type[BenchEngine], home: Home, run_id: str, generations: int) -> list[float]:
     config = load_config(REPO / "configs" / "smoke.yaml", [
         f"generations={generations}", "population=8", "benchmark.samples=1",
-        f"benchmark.root={REPO / 'tests' / 'fixtures' / 'mini_bench'}"])
+        f"benchmark.root={REPO / 'tests' / 'fixtures' / 'mini_bench'}",
+        f"benchmark.split={REPO / 'tests' / 'fixtures' / 'mini_bench' / 'split.json'}"])  # not smoke's
     problems = load_problems(config)
     register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval})
     with open_transport("local", home=home) as transport:

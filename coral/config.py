@@ -7,6 +7,7 @@ paths written inside a config resolve relative to the config file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -378,3 +379,15 @@ def find_configs(directory: Path) -> list[tuple[Path, Config | None, str | None]
         except ConfigError as exc:
             found.append((path, None, str(exc)))
     return found
+
+
+def check_model_folder(name: str) -> None:
+    """A model named by an absolute path must be a saved model folder (config.json in it), else one
+    ConfigError line; hub ids (and the paths a remote backend resolves) are left to the loader. The
+    one model-folder check: `coral run` and the dashboard's launch both ask it before registering."""
+    if not os.path.isabs(name):
+        return
+    if not os.path.isdir(name):
+        raise ConfigError(f"model folder not found: {name} (model.name takes a hub id or a local folder)")
+    if not os.path.isfile(os.path.join(name, "config.json")):
+        raise ConfigError(f"model.name {name}: not a model folder (no config.json in it)")

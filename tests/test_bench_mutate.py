@@ -11,14 +11,8 @@ import pytest
 from conftest import REPO, run_coral
 
 from coral.benchmark.loader import load_benchmark
-from coral.benchmark.mutate import (
-    BUG_CLASSES,
-    families,
-    mutants,
-    read_manifest,
-    rename,
-    source_digest,
-)
+from coral.benchmark.mutate import families, read_manifest, source_digest
+from coral.benchmark.mutations import BUG_CLASSES, mutants, rename
 from coral.benchmark.split import load_split
 from coral.cli import main
 from coral.sandbox.judge import SandboxJudge

@@ -1,10 +1,12 @@
 """CORAL_HOME, run ids, content hashes, random streams and JSON messages."""
 
 import pickle
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from coral.errors import MessageError
 from coral.execution.messages import SCHEMA_VERSION, Event, Job, JobResult, decode, encode, event_id
@@ -89,3 +91,107 @@ def test_pickle_is_never_accepted() -> None:
     job = Job(job_id="j", run_id="r", kind="test")
     with pytest.raises(MessageError):
         decode(Job, pickle.dumps(job))
+
+
+def test_a_bad_envelope_names_its_job() -> None:
+    with pytest.raises(MessageError, match=r"^Job message \(job 'j9', kind 'test'\): extra: Extra inputs"):
+        decode(Job, '{"job_id": "j9", "run_id": "r", "kind": "test", "extra": 1}')
+    with pytest.raises(MessageError, match=r"^JobResult message \(job 'j9', kind 'train'\): ok: Field required"):
+        decode(JobResult, '{"job_id": "j9", "run_id": "r", "kind": "train", "attempt": 0}')
+
+
+def _train_payload() -> dict:
+    from coral.config import ModelConfig, TrainingConfig
+
+    return {"model": ModelConfig().model_dump(mode="json"), "threads": 2,
+            "training": TrainingConfig().model_dump(mode="json"),
+            "genes": {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"], "adapter_type": "lora"},
+            "benchmark_root": "/b", "train_problems": ["gcd"], "prompt_style": "base"}
+
+
+def test_payloads_and_outputs_are_typed_per_kind() -> None:
+    """The engine submits a model, a body reads the same model back, through one JSON message."""
+    from coral.execution.payloads import TrainOutput, TrainPayload, job_for, output_of, payload_of
+
+    payload = TrainPayload.model_validate(_train_payload())
+    job = decode(Job, encode(job_for(payload, job_id="g0000:train:k", run_id="r", subject="k")))
+    assert (job.kind, job.subject) == ("train", "k")
+    read = payload_of(job, TrainPayload)
+    assert read == payload and read.genes.target_modules == ("q_proj",)
+    with pytest.raises(ValidationError, match="frozen"):
+        read.genes = payload.genes  # type: ignore[misc]
+    result = JobResult(job_id=job.job_id, run_id="r", kind="train", attempt=0, ok=True,
+                       output={"cache_key": "abc", "cache_hit": True})
+    assert output_of(decode(JobResult, encode(result)), TrainOutput).cache_key == "abc"
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"genes": {"rank": 0}}, "train job j: payload field 'genes.rank': Input should be greater than or equal to 1"),
+        ({"prompt_style": "chatty"}, "train job j: payload field 'prompt_style': Input should be 'base' or 'instruct'"),
+        ({"train_problems": "gcd"}, "train job j: payload field 'train_problems': Input should be a valid list"),
+        ({"surprise": 1}, "train job j: payload field 'surprise': Extra inputs are not permitted"),
+    ],
+)
+def test_a_payload_that_does_not_fit_names_job_kind_and_field(change: dict, needle: str) -> None:
+    from coral.execution.payloads import TrainPayload, payload_of
+
+    payload = _train_payload()
+    for key, value in change.items():
+        payload[key] = {**payload[key], **value} if isinstance(payload.get(key), dict) else value
+    with pytest.raises(MessageError) as err:
+        payload_of(Job(job_id="j", run_id="r", kind="train", payload=payload), TrainPayload)
+    assert str(err.value).startswith(needle) and "\n" not in str(err.value)
+
+
+def test_outputs_are_checked_against_the_kind_and_the_objective_set() -> None:
+    from coral.evolution.selection import OBJECTIVES
+    from coral.execution.payloads import GenerateOutput, TestOutput, TrainOutput, output_json, output_of
+
+    def result(kind: str, output: dict, ok: bool = True) -> JobResult:
+        return JobResult(job_id="t1", run_id="r", kind=kind, attempt=0, ok=ok, output=output)
+
+    good = {"candidate": "x", "cases": [{"case": "0", "passed": True, "reason": None, "cost": 3}],
+            "objectives": dict.fromkeys(OBJECTIVES, 1.0), "passed_all": True}
+    assert output_of(result("test", good), TestOutput).cases[0].cost == 3
+    known = ", ".join(OBJECTIVES)
+    for objectives, needle in ((dict.fromkeys(OBJECTIVES[1:], 1.0), f"lacks objective '{OBJECTIVES[0]}'"),
+                               ({**dict.fromkeys(OBJECTIVES, 1.0), "speed": 1.0},
+                                f"unknown objective 'speed' (known: {known})"),
+                               ({**dict.fromkeys(OBJECTIVES, 1.0), "style": 1.5},
+                                "objective 'style' is 1.5, outside [0, 1]")):
+        with pytest.raises(MessageError, match=rf"^test job t1: output field 'objectives': {re.escape(needle)}$"):
+            output_of(result("test", {**good, "objectives": objectives}), TestOutput)
+    with pytest.raises(MessageError, match="^generate job t1: output field 'texts': Field required"):
+        output_of(result("generate", {"text": []}), GenerateOutput)
+    with pytest.raises(MessageError, match="^test job t1: failed, it has no output"):
+        output_of(result("test", {}, ok=False), TestOutput)
+    with pytest.raises(MessageError, match="TrainOutput is not the output of that kind"):
+        output_of(result("test", good), TrainOutput)
+    # a body that returns another kind's model fails its job with one line
+    with pytest.raises(MessageError, match="^test job t1: the handler returned TrainOutput, not TestOutput"):
+        output_json("test", "t1", TrainOutput(cache_key="k", cache_hit=False))
+    assert output_json("train", "t1", TrainOutput(cache_key="k", cache_hit=False))["cache_key"] == "k"
+
+
+def test_checkpoint_trained_keys_are_pairs_and_bad_fields_are_named(tmp_path: Path) -> None:
+    import json
+
+    from coral.errors import CoralError
+    from coral.run import checkpoints as ckpt
+
+    point = ckpt.Checkpoint(generation=0, population=[], scores={}, next_population=[], evolution={},
+                            next_seq=4, trained_keys=[("gene-a", "cache-a"), ("gene-b", "cache-b")])
+    path = ckpt.save(tmp_path, point)
+    on_disk = json.loads(path.read_text())
+    assert on_disk["trained_keys"] == [["gene-a", "cache-a"], ["gene-b", "cache-b"]] and on_disk["schema"] == 1
+    back = ckpt.load(path)
+    assert back == point and dict(back.trained_keys) == {"gene-a": "cache-a", "gene-b": "cache-b"}
+    for change, needle in (({"trained_keys": [["only-one"]]}, "checkpoint field 'trained_keys.0.1': Field required"),
+                           ({"next_seq": "7"}, "checkpoint field 'next_seq': Input should be a valid integer"),
+                           ({"generation": True}, "checkpoint field 'generation': Input should be a valid integer"),
+                           ({"population": [{"genes": {}}]}, "checkpoint field 'population.0.seed'")):
+        path.write_text(json.dumps({**on_disk, **change}))
+        with pytest.raises(CoralError, match=f"^{path}: {needle}"):
+            ckpt.load(path)

@@ -143,7 +143,7 @@ def test_same_heavy_genes_is_a_counted_cache_hit(monkeypatch: pytest.MonkeyPatch
     gen0 = next(e for e in events if e.type == "generation_finished" and e.generation == 0)
     population = ckpt.latest(Home().checkpoints_dir("twins")).population
     first = next(p for p in ckpt_points("twins") if p.generation == 0).population
-    distinct = len({json.dumps(g["genes"], sort_keys=True) for g in first})
+    distinct = len({g.genes for g in first})
     assert population and distinct <= 3
     assert gen0.data["cache"]["misses"] == distinct  # one train job per distinct gene set
     assert gen0.data["cache"]["hits"] == 4 - distinct >= 1
@@ -246,3 +246,26 @@ def test_analysis_reads_both_baselines_and_evaluation_counts() -> None:
     assert dict(zip(counts[counts.generation == 1].genome_id, counts[counts.generation == 1].evaluations,
                     strict=True)) == last["evaluations"]
     assert analysis.mean_se([0.0, 1.0]) == (0.5, 0.5)
+
+
+def _check_without_syntax(job, ctx):  # a --handlers test body whose output lacks an objective
+    from coral.testing.fakes import fake_check
+
+    out = fake_check(job, ctx).model_dump(mode="json")
+    del out["objectives"]["syntax"]
+    return out
+
+
+LACKING = {"train": "coral.testing.fakes:fake_train", "generate": "coral.testing.fakes:fake_generate",
+           "test": _check_without_syntax}
+
+
+def test_an_output_the_engine_cannot_read_fails_the_run_naming_job_and_field() -> None:
+    from coral.errors import CoralError
+
+    with pytest.raises(CoralError) as err:
+        run_from_config(SMOKE, "lacking", backend="serial", handlers="tests.test_engine:LACKING")
+    message = str(err.value)
+    assert "\n" not in message and "test job g0000:test:" in message
+    assert message.endswith("output field 'objectives': lacks objective 'syntax'")
+    assert run_status(Home(), "lacking")["state"] == "failed"

@@ -120,5 +120,6 @@ def test_bad_flags_and_a_missing_model_are_one_line_and_register_nothing(tmp_pat
              "--workers -3: a run needs at least one worker")
     one_line(coral(home, "run", str(SMOKE), "--run-id", "nomodel", "--handlers", FAKES,
                    "--set", "model.name=./no-such-model"),
-             f"model.name {REPO / 'configs' / 'no-such-model'}: no such folder")
+             f"model folder not found: {REPO / 'configs' / 'no-such-model'} "
+             "(model.name takes a hub id or a local folder)")
     assert not (home / "runs" / "nomodel").exists()

@@ -12,6 +12,7 @@ from coral.config import GenerationConfig, ModelConfig, SandboxConfig, TrainingC
 from coral.errors import MessageError
 from coral.execution.jobs import BUILTIN_HANDLERS, Handlers, WorkerContext
 from coral.execution.messages import Job
+from coral.execution.payloads import ExtractionInfo
 from coral.execution.transport.local import LocalTransport
 from coral.home import Home
 from tests.model_fixtures import build_tiny_model
@@ -53,19 +54,19 @@ def test_train_then_generate(setting) -> None:
                "prompt_style": "base"}
     first = bodies.train(_job("train", payload), ctx)
     again = bodies.train(_job("train", payload), ctx)
-    assert first["cache_hit"] is False and again["cache_hit"] is True
-    assert first["cache_key"] == again["cache_key"]
-    assert (home.adapter_dir(first["cache_key"]) / "adapter_model.safetensors").is_file()
+    assert first.cache_hit is False and again.cache_hit is True
+    assert first.cache_key == again.cache_key
+    assert (home.adapter_dir(first.cache_key) / "adapter_model.safetensors").is_file()
 
     prompts = [build_prompt("gcd", "def gcd(a, b):\n    return a\n")] * 2
     gen = {"model": model.model_dump(mode="json"), "threads": 1, "prompts": prompts, "samples": 3,
            "generation": GenerationConfig().model_dump(mode="json"), "knobs": KNOBS, "seed": 7,
-           "cache_key": first["cache_key"], "greedy": False}
+           "cache_key": first.cache_key, "greedy": False}
     out = bodies.generate(_job("generate", gen), ctx)
-    assert [len(row) for row in out["texts"]] == [3, 3]
-    assert bodies.generate(_job("generate", gen), ctx)["texts"] == out["texts"]  # seeded
+    assert [len(row) for row in out.texts] == [3, 3]
+    assert bodies.generate(_job("generate", gen), ctx).texts == out.texts  # seeded
     base = bodies.generate(_job("generate", {**gen, "cache_key": None, "greedy": True}), ctx)
-    assert len(base["texts"]) == 2
+    assert len(base.texts) == 2
 
 
 def test_test_body_scores_fix_and_bug(setting) -> None:
@@ -76,10 +77,10 @@ def test_test_body_scores_fix_and_bug(setting) -> None:
                "sandbox": SandboxConfig().model_dump(mode="json")}
     good = bodies.test(_job("test", {**payload, "raw": fixed.split('"""')[0] + "```\n"}), ctx)
     bad = bodies.test(_job("test", {**payload, "raw": buggy}), ctx)
-    assert good["passed_all"] is True and good["objectives"]["bugfix"] == 1.0
-    assert bad["passed_all"] is False and bad["objectives"]["bugfix"] < 1.0
-    assert set(good["objectives"]) == {"bugfix", "syntax", "style", "security", "runtime"}
-    assert good["cases"] and all(c["passed"] for c in good["cases"])
+    assert good.passed_all is True and good.objectives["bugfix"] == 1.0
+    assert bad.passed_all is False and bad.objectives["bugfix"] < 1.0
+    assert set(good.objectives) == {"bugfix", "syntax", "style", "security", "runtime"}
+    assert good.cases and all(c.passed for c in good.cases)
 
 
 def test_test_body_applies_edits_and_records_bad_ones(setting) -> None:
@@ -89,17 +90,23 @@ def test_test_body_applies_edits_and_records_bad_ones(setting) -> None:
     payload = {"benchmark_root": str(MINI), "problem": "gcd",
                "sandbox": SandboxConfig().model_dump(mode="json")}
     edit = bodies.test(_job("test", {**payload, "raw": build_target(buggy, fixed)}), ctx)
-    assert edit["passed_all"] is True and edit["extraction"] == {"method": "edit", "reason": ""}
+    assert edit.passed_all is True and edit.extraction == ExtractionInfo(method="edit", reason="")
     out_of_range = "@@ 999\n    return 0\n```\n"
     bad = bodies.test(_job("test", {**payload, "raw": out_of_range}), ctx)
-    assert bad["extraction"]["method"] == "bad_edit" and "past the end" in bad["extraction"]["reason"]
-    assert bad["passed_all"] is False and bad["objectives"]["syntax"] == 0.0
-    assert bad["candidate"] == "@@ 999\n    return 0\n"  # scored as written, not the buggy program
+    assert bad.extraction is not None and bad.extraction.method == "bad_edit"
+    assert "past the end" in bad.extraction.reason
+    assert bad.passed_all is False and bad.objectives["syntax"] == 0.0
+    assert bad.candidate == "@@ 999\n    return 0\n"  # scored as written, not the buggy program
 
 
 def test_bad_payload_is_one_clear_error(setting) -> None:
     _, _, ctx = setting
-    with pytest.raises(MessageError, match="payload field 'problem'"):
+    with pytest.raises(MessageError, match="^test job j: payload field 'problem': Field required$"):
         bodies.test(_job("test", {"benchmark_root": str(MINI), "raw": ""}), ctx)
+    genes = {**GENES, "rank": 0}
+    with pytest.raises(MessageError, match=r"^train job t7: payload field 'genes\.rank': Input should be greater"):
+        bodies.train(_job("train", {"model": {"name": "x"}, "training": {}, "genes": genes,
+                                    "benchmark_root": str(MINI), "train_problems": [],
+                                    "prompt_style": "base"}, job_id="t7"), ctx)
     with pytest.raises(MessageError, match="unknown problem 'nope'"):
         bodies.test(_job("test", {"benchmark_root": str(MINI), "problem": "nope", "raw": ""}), ctx)

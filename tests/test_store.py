@@ -152,3 +152,51 @@ def test_migrations_keep_every_row_and_store_a_job_once(tmp_path: Path, monkeypa
     odd = {**job, "seq": 3, "event_id": "from-elsewhere", "data": {**job["data"], "problem": "z"}}
     store.apply("r", [odd])  # an id other than RUN_ID:SEQ is kept, not derived
     assert store.con.execute("SELECT event_id FROM events WHERE seq = 3").fetchall() == [("from-elsewhere",)]
+
+
+_NEW_OBJECTIVE = """
+import json, sys
+from pydantic import Field
+import coral.config as config
+
+class Weights(config.ObjectiveWeights):  # what adding an objective's weight in coral/config.py does
+    novelty: float = Field(default=0.5, ge=0.0)
+
+config.ObjectiveWeights = Weights
+from coral.evolution.selection import OBJECTIVES
+from coral.store.store import Store
+
+store = Store(sys.argv[1])
+job = {"event_id": "r:00000002", "run_id": "r", "seq": 2, "type": "job_finished", "generation": 0,
+       "wall_time": 0.0, "data": {"genome": "g", "problem": "q", "sample": 0, "cases": [],
+       "objectives": {**dict.fromkeys(OBJECTIVES, 0.25), "novelty": 0.75}}}
+store.apply("r", [job])
+print(json.dumps({"objectives": OBJECTIVES, "added": store.columns_added, "rows": store.con.execute(
+    "SELECT problem, bugfix, novelty FROM evaluations ORDER BY seq").fetchall(), "columns": sorted(
+    t + "." + c for t, c in store.con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                            "WHERE column_name LIKE '%novelty%'").fetchall())}))
+store.close()
+"""
+
+
+def test_a_new_objective_needs_no_store_migration(tmp_path: Path) -> None:
+    """The objective set is declared once (coral.config.ObjectiveWeights): a store written before an
+    objective existed gains its columns on opening, old rows NULL, new rows stored."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.duckdb"
+    store = Store(path)
+    old = {**_event(1, "job_finished"), "generation": 0, "data": {
+        "genome": "g", "problem": "p", "sample": 0, "cases": [], "objectives": {"bugfix": 0.5}}}
+    store.apply("r", [_event(0), old])
+    store.close()
+    done = subprocess.run([sys.executable, "-c", _NEW_OBJECTIVE, str(path)], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["objectives"][-1] == "novelty" and out["added"] == 5  # jobs, scores, baselines, best_ and mean_
+    assert out["rows"] == [["p", 0.5, None], ["q", 0.25, 0.75]]
+    assert {"jobs.novelty", "scores.novelty", "baselines.novelty", "generations.best_novelty",
+            "generations.mean_novelty", "evaluations.novelty"} <= set(out["columns"])
+    assert Store(path).columns_added == 0  # the current set's columns are all there (extra ones stay)

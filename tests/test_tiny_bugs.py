@@ -8,7 +8,7 @@ import difflib
 
 import pytest
 
-from coral.benchmark.mutate import BUG_CLASSES
+from coral.benchmark.mutations import BUG_CLASSES
 from coral.model.corpus import inject_bug
 from coral.rng import stream
 

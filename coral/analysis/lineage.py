@@ -153,9 +153,3 @@ def lineage_chart(frame: pd.DataFrame, title: str = "") -> go.Figure:
     fig.update_layout(title=title, height=460, xaxis={"title": "generation", "dtick": 1}, showlegend=True,
                       yaxis={"visible": False}, legend={"orientation": "h", "y": -0.15})
     return fig
-
-
-def lineage_figure(run_id: str, genome_id: str | None = None, home: Home | None = None) -> go.Figure:
-    frame = lineage(run_id, genome_id, home)
-    root = frame.loc[frame["depth"] == 0, "genome_id"].iloc[0]
-    return lineage_chart(frame, f"ancestry of genome {root} (run {run_id})")

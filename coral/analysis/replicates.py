@@ -154,8 +154,3 @@ def replicate_chart(result: dict[str, Any]) -> go.Figure:
                       xaxis_title="generation", yaxis_title=f"{result['stat']} {result['metric']}",
                       height=460, legend={"orientation": "h", "y": -0.2})
     return fig
-
-
-def replicate_figure(run_ids: Sequence[str], metric: str = "fitness", stat: str = "best",
-                     home: Home | None = None) -> go.Figure:
-    return replicate_chart(replicate_curves(run_ids, metric, stat, home))

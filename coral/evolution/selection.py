@@ -18,7 +18,9 @@ from coral.evolution import nsga2, operators
 from coral.evolution.genome import Genome
 from coral.rng import stream
 
-OBJECTIVES = ("bugfix", "style", "security", "runtime", "syntax")
+# The objective set, declared once: the fields of the config's objective weights, in their order.
+# Job outputs, events, the store's columns and the figures all follow it (docs/objectives.md).
+OBJECTIVES: tuple[str, ...] = tuple(ObjectiveWeights.model_fields)
 
 
 @dataclass(frozen=True)

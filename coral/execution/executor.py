@@ -165,9 +165,6 @@ class Executor(ABC):
     def submit_training_batch(self, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
         return self.submit_batch("train", payloads)
 
-    def submit_generation_batch(self, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
-        return self.submit_batch("generate", payloads)
-
     def submit_test_batch(self, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
         return self.submit_batch("test", payloads)
 
@@ -271,7 +268,7 @@ class Executor(ABC):
         record.result = result
         record.state = "done" if result.ok else "failed"
         if result.kind == "train" and result.ok:
-            hit = result.output.get("cache_hit")
+            hit = result.output.get("cache_hit")  # a --handlers train body may omit it: not counted
             if hit is True:
                 self._hits += 1
             elif hit is False:

@@ -1,8 +1,9 @@
 """Job bodies and what they share: where jobs flow, the kind -> handler registry, the
 per-process WorkerContext, and the adapter claim that makes identical heavy genes train once.
 
-A handler is `handler(job, ctx) -> dict` (the JobResult output). It runs in a worker process (or
-in-process under SerialExecutor); it raises to fail the job. Per-process resources (the loaded
+A handler is `handler(job, ctx) -> output` (the JobResult output: the kind's output model,
+coral.execution.payloads). It runs in a worker process (or in-process under SerialExecutor);
+it raises to fail the job. Per-process resources (the loaded
 base model, a tokenizer) live in `ctx.resource(name, factory)`, created on first use and kept for
 the process's life: a base model loads once per worker by construction.
 """
@@ -16,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from coral.errors import CoralError, MessageError
 from coral.execution.messages import Job
@@ -63,7 +66,10 @@ def done_key(cache_key: str) -> str:
 
 # ------------------------------------------------------------------ handlers
 
-Handler = Callable[[Job, "WorkerContext"], dict[str, Any]]
+# A built-in body returns its kind's output model (coral.execution.payloads); a handler given with
+# --handlers may return a plain JSON object, checked when the engine reads it.
+HandlerOutput = BaseModel | dict[str, Any]
+Handler = Callable[[Job, "WorkerContext"], HandlerOutput]
 
 # Built-in bodies as "module:attr", imported on first use so a test-only worker never imports
 # torch. Train/generate/test bodies register here.

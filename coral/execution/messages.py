@@ -47,7 +47,8 @@ class JobRef(Message):
 
 
 class Job(JobRef):
-    """One unit of work. `payload` is the job body's input, described per kind in docs."""
+    """One unit of work. `payload` is the job body's input: per kind, the JSON of a model of
+    coral.execution.payloads (built with `job_for`, read with `payload_of`); echo's is free."""
 
     job_id: str = Field(min_length=1, max_length=200)
     run_id: str
@@ -70,7 +71,7 @@ class JobResult(JobRef):
     kind: JobKind
     attempt: int = Field(ge=0)
     ok: bool
-    output: dict[str, Any] = Field(default_factory=dict)
+    output: dict[str, Any] = Field(default_factory=dict)  # per kind, a payloads model's JSON (`output_of`)
     error: str | None = None  # one line, when ok is False
     worker: str = ""  # e.g. "local:hostname:pid" or "modal:function-call-id"
     started_at: float = 0.0  # wall clock, recorded, never decides anything
@@ -118,4 +119,11 @@ def decode(model: type[M], raw: str | bytes) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(message)"
-        raise MessageError(f"{model.__name__} message: {where}: {first['msg']}") from None
+        raise MessageError(f"{model.__name__} message{_which_job(data)}: {where}: {first['msg']}") from None
+
+
+def _which_job(data: dict[str, Any]) -> str:
+    """' (job ID, kind KIND)' when the message names them, so a bad job is found by its id."""
+    parts = [f"{name} {data[key]!r}" for key, name in (("job_id", "job"), ("kind", "kind"))
+             if isinstance(data.get(key), str)]
+    return f" ({', '.join(parts)})" if parts else ""

@@ -39,6 +39,7 @@ from coral.execution.jobs import (
     lease_key,
 )
 from coral.execution.messages import Job, JobResult, decode, encode
+from coral.execution.payloads import output_json
 from coral.execution.transport.base import MAX_ITEM_BYTES, Transport
 from coral.home import Home
 
@@ -257,9 +258,7 @@ def execute_job(job: Job, kind: str, handlers: Handlers, ctx: WorkerContext) -> 
     try:
         if job.kind != kind:
             raise CoralError(f"job of kind {job.kind!r} arrived on queue {job_queue(kind)}")
-        output = handlers.get(kind)(job, ctx)
-        if not isinstance(output, dict):
-            raise TypeError(f"handler for {kind!r} returned {type(output).__name__}, not dict")
+        output = output_json(job.kind, job.job_id, handlers.get(kind)(job, ctx))
         result = JobResult(ok=True, output=output, finished_at=time.time(), **base)
         size = len(encode(result).encode("utf-8"))
         if size > MAX_ITEM_BYTES:
@@ -271,11 +270,6 @@ def execute_job(job: Job, kind: str, handlers: Handlers, ctx: WorkerContext) -> 
                   one_line(exc), exc_info=not isinstance(exc, CoralError))
         return JobResult(ok=False, error=one_line(exc), finished_at=time.time(), **base)
     return result
-
-
-def run_worker(transport: Transport, kinds: Sequence[str], **options: Any) -> WorkerStats:
-    """`Worker(transport, kinds, **options).run()`: the entry point a Modal function calls."""
-    return Worker(transport, kinds, **options).run()
 
 
 def expand_kinds(kinds: Sequence[str], handlers: Handlers) -> list[str]:

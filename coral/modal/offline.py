@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from coral.config import REPO_ROOT, Config
-from coral.execution.jobs import Handler, Handlers, WorkerContext
+from coral.execution.jobs import Handler, HandlerOutput, Handlers, WorkerContext
 from coral.execution.messages import Job
 from coral.home import Home
 from coral.modal.constants import CONTAINER_REPO, EVALUATE_FUNCTION
@@ -35,7 +35,7 @@ _JOBS = threading.Lock()
 
 
 def _one_at_a_time(handler: Handler) -> Handler:
-    def run(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+    def run(job: Job, ctx: WorkerContext) -> HandlerOutput:
         with _JOBS:
             return handler(job, ctx)
 

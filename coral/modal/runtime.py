@@ -32,8 +32,9 @@ import yaml
 from coral.config import ModelConfig, validate_config
 from coral.errors import CoralError
 from coral.execution.job_bodies import _base
-from coral.execution.jobs import Handler, Handlers, WorkerContext
+from coral.execution.jobs import Handler, HandlerOutput, Handlers, WorkerContext
 from coral.execution.messages import Job
+from coral.execution.payloads import output_json
 from coral.execution.transport.base import Transport, TransportError
 from coral.execution.transport.modal_backend import ModalTransport, modal_api
 from coral.execution.workers import Worker
@@ -56,11 +57,11 @@ def container_worker_id(api: Any) -> str:
     return f"modal:{call_id}"
 
 
-def volume_synced(handler: Callable[[Job, WorkerContext], dict], volume: Any) -> Callable:
+def volume_synced(handler: Handler, volume: Any) -> Callable:
     """Reload before the job (see others' adapters), commit after (publish ours), even on error:
     a half-written temporary folder is harmless, a published adapter must not wait."""
 
-    def run(job: Job, ctx: WorkerContext) -> dict:
+    def run(job: Job, ctx: WorkerContext) -> HandlerOutput:
         volume.reload()
         try:
             return handler(job, ctx)
@@ -114,7 +115,7 @@ class Heartbeat:
 
 
 def _beating(handler: Handler, beat: Heartbeat) -> Handler:
-    def run(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+    def run(job: Job, ctx: WorkerContext) -> HandlerOutput:
         beat.job_started()
         try:
             return handler(job, ctx)
@@ -300,7 +301,8 @@ def evaluate(job_json: dict[str, Any], *, network_blocked: bool,
         # context keeps the loaded benchmark between inputs of one container.
         ctx = _EVALUATE_CONTEXTS[handlers] = WorkerContext(
             cast(Transport, None), worker_id="modal:evaluate")
-    return Handlers.from_spec(handlers).get("test")(job, ctx)
+    # JSON, as every job output travels: the body returns its output model.
+    return output_json(job.kind, job.job_id, Handlers.from_spec(handlers).get("test")(job, ctx))
 
 
 # ------------------------------------------------------------------ the orchestrator

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from coral.benchmark.loader import CORRECT, PROGRAMS, problem_names, read_text
-from coral.benchmark.mutate import BUG_CLASSES, Site, mutation_sites
+from coral.benchmark.mutations import BUG_CLASSES, Site, mutation_sites
 from coral.benchmark.prompts import FENCE
 from coral.benchmark.split import SPLIT_FILE, derive_split, read_split
 from coral.errors import BenchmarkError
@@ -225,8 +225,8 @@ def build_corpus(
 
 # ---------------------------------------------------------------- synthetic bug injection
 
-# The bug classes and operators are those of `coral bench mutate` (coral.benchmark.mutate), so the
-# tiny model trains on the kind of bug the held-out instances carry. mutate.mutants() lists every
+# The bug classes and operators are those of `coral bench mutate` (coral.benchmark.mutations), so the
+# tiny model trains on the kind of bug the held-out instances carry. mutations.mutants() lists every
 # mutation of a program (hundreds of parses); here one is drawn lazily: a class uniformly among
 # those the function offers (mutate's instances go round-robin over classes too), then a site.
 BUG_KINDS = BUG_CLASSES
@@ -234,7 +234,7 @@ BUG_KINDS = BUG_CLASSES
 
 @dataclass(frozen=True)
 class Bug:
-    kind: str  # one of coral.benchmark.mutate.BUG_CLASSES
+    kind: str  # one of coral.benchmark.mutations.BUG_CLASSES
     line: int  # 1-based line of the function that changed
     before: str
     after: str  # "" for a deleted line

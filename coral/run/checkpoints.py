@@ -11,63 +11,58 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from coral.errors import CoralError
+from coral.evolution.genome import Genome
 
 SCHEMA = 1
 PREFIX = "gen-"
 
 
-@dataclass
-class Checkpoint:
-    generation: int  # the generation this checkpoint closes
-    population: list[dict[str, Any]]  # genomes evaluated in `generation` (JSON)
+class Checkpoint(BaseModel):
+    """One generation's checkpoint; on disk, its JSON (the same as before this was typed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    generation: int = Field(ge=0, strict=True)  # the generation this checkpoint closes
+    population: list[Genome]  # genomes evaluated in `generation`
     scores: dict[str, dict[str, float]]  # genome id -> objectives (+ fixed@k)
-    next_population: list[dict[str, Any]]  # genomes of generation + 1
-    evolution: dict[str, Any]  # Evolution.state()
-    next_seq: int  # the sequence number of the next event
-    trained_keys: list[str] = field(default_factory=list)  # adapter keys this run has asked for
-    baseline: dict[str, Any] | None = None
-    schema: int = SCHEMA
+    next_population: list[Genome]  # genomes of generation + 1
+    evolution: dict[str, Any]  # Evolution.state(): Evolution's own, restored by Evolution.from_state
+    next_seq: int = Field(ge=0, strict=True)  # the sequence number of the next event
+    # (gene key, adapter cache key) of every adapter this run has asked for, sorted
+    trained_keys: list[tuple[str, str]] = Field(default_factory=list)
+    baseline: dict[str, Any] | None = None  # the baseline_finished event's data
+    schema_: int = Field(default=SCHEMA, alias="schema")
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": self.schema, "generation": self.generation, "population": self.population,
-            "scores": self.scores, "next_population": self.next_population,
-            "evolution": self.evolution, "next_seq": self.next_seq,
-            "trained_keys": self.trained_keys, "baseline": self.baseline,
-        }
+        data = self.model_dump(mode="json", by_alias=True)
+        return {"schema": data.pop("schema"), **data}
 
     @classmethod
     def from_json(cls, data: Any, source: str = "checkpoint") -> Checkpoint:
-        """A checkpoint from parsed JSON; anything else is one CoralError naming `source`."""
+        """A checkpoint from parsed JSON; anything else is one CoralError naming `source` and the field."""
         if not isinstance(data, dict):
             raise CoralError(f"{source}: not a checkpoint (a JSON {_json_kind(data)}, expected an object)")
         if data.get("schema") != SCHEMA:
             raise CoralError(f"{source}: checkpoint schema {data.get('schema')!r}, expected {SCHEMA}")
-        missing = [k for k in _FIELDS if k not in data]
+        missing = [k for k in _REQUIRED if k not in data]
         if missing:
             raise CoralError(f"{source}: checkpoint lacks {missing[0]!r}")
-        for key, kinds in _FIELDS.items():
-            value = data[key]
-            if not isinstance(value, kinds) or isinstance(value, bool):
-                want = " or ".join(_json_kind(k()) if k is not type(None) else "null" for k in kinds)
-                raise CoralError(f"{source}: checkpoint field {key!r} is a JSON {_json_kind(value)}, "
-                                 f"expected {want}")
-        for key in ("population", "next_population"):
-            if not all(isinstance(g, dict) for g in data[key]):
-                raise CoralError(f"{source}: checkpoint field {key!r} holds something that is not a genome")
-        return cls(**{k: data[k] for k in _FIELDS})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise CoralError(f"{source}: checkpoint field {where!r}: {first['msg']}") from None
 
 
-# Each field's JSON type(s): what the engine and the ingestor rely on when they read one.
-_FIELDS: dict[str, tuple[type, ...]] = {
-    "generation": (int,), "population": (list,), "scores": (dict,), "next_population": (list,),
-    "evolution": (dict,), "next_seq": (int,), "trained_keys": (list,), "baseline": (dict, type(None)),
-}
+_REQUIRED = ("generation", "population", "scores", "next_population", "evolution", "next_seq",
+             "trained_keys", "baseline")
 
 
 def _json_kind(value: Any) -> str:

@@ -43,7 +43,18 @@ from coral.evolution.selection import (
     weighted_fitness,
 )
 from coral.execution.executor import Executor
-from coral.execution.messages import Job, JobResult
+from coral.execution.messages import JobResult
+from coral.execution.payloads import (
+    Contract,
+    GenerateOutput,
+    GeneratePayload,
+    TestOutput,
+    TestPayload,
+    TrainOutput,
+    TrainPayload,
+    job_for,
+    output_of,
+)
 from coral.execution.transport.base import Transport
 from coral.home import Home
 from coral.model.adapters import gene_key
@@ -87,7 +98,8 @@ class Task:
     key: str | None  # gene key; None for the baselines
     samples: int
     texts: list[list[str]] | None = None
-    tests: dict[tuple[str, int], JobResult] = field(default_factory=dict)
+    tests: dict[tuple[str, int], JobResult] = field(default_factory=dict)  # (problem, sample) ->
+    outputs: dict[tuple[str, int], TestOutput] = field(default_factory=dict)  # ... and its output
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -143,9 +155,9 @@ class EvolutionEngine:
             })
         else:
             evo = Evolution.from_state(cfg, resume.evolution)
-            population = [Genome.model_validate(g) for g in resume.next_population]
+            population = list(resume.next_population)
             first = resume.generation + 1
-            self.trained = {k: v for k, v in (tuple(x) for x in resume.trained_keys)}
+            self.trained = dict(resume.trained_keys)
             self.baseline = resume.baseline
         write_status(self.home, self.run_id, "running", generation=first)
         try:
@@ -205,11 +217,11 @@ class EvolutionEngine:
                               hits, misses, started, counts, [g.id for g in again])
         ckpt.save(self.home.checkpoints_dir(self.run_id), ckpt.Checkpoint(
             generation=generation,
-            population=[g.model_dump(mode="json") for g in population],
+            population=population,
             scores={g.id: scores[g.id] for g in population + again},
-            next_population=[g.model_dump(mode="json") for g in children],
+            next_population=children,
             evolution=evo.state(), next_seq=self.events.seq,
-            trained_keys=[[k, v] for k, v in sorted(self.trained.items())],
+            trained_keys=sorted(self.trained.items()),
             baseline=self.baseline,
         ))
         self.live.generation_finished(generation)
@@ -256,18 +268,20 @@ class EvolutionEngine:
                     raise CoralError(f"{kind} job {result.job_id} failed after "
                                      f"{result.attempt + 1} attempt(s): {result.error}")
                 if kind == "train":
-                    self.trained[ident] = result.output["cache_key"]
+                    self.trained[ident] = output_of(result, TrainOutput).cache_key
                     for task in waiting.pop(ident, []):
                         task.timings["train"] = result.finished_at - result.started_at
                         self._submit_generate(generation, task)
                 elif kind == "generate":
                     task = tasks[ident]
-                    task.texts = result.output["texts"]
+                    task.texts = output_of(result, GenerateOutput).texts
                     task.timings["generate"] = result.finished_at - result.started_at
                     self._submit_tests(generation, task)
                 else:
                     task = tasks[ident]
-                    task.tests[(result.problem or "", result.sample or 0)] = result
+                    where = (result.problem or "", result.sample or 0)
+                    task.outputs[where] = output_of(result, TestOutput)
+                    task.tests[where] = result
                     open_tests[ident] -= 1
                     if open_tests[ident] == 0 and ident not in BASELINES:
                         # Shown the moment it lands; the events come in order at the generation's end.
@@ -330,23 +344,18 @@ class EvolutionEngine:
                              f"{generation}")
         return result.kind, result.subject
 
-    def _payload_base(self) -> dict[str, Any]:
-        return {"model": self.config.model.model_dump(mode="json"), "threads": self.threads}
-
-    def _submit(self, kind: str, job_id: str, payload: dict[str, Any], generation: int,
-                subject: str) -> None:
-        self.executor.submit([Job(job_id=job_id, run_id=self.run_id, kind=kind, payload=payload,
-                                  generation=generation, subject=subject)])
+    def _submit(self, payload: Contract, job_id: str, generation: int, subject: str) -> None:
+        self.executor.submit([job_for(payload, job_id=job_id, run_id=self.run_id,
+                                      generation=generation, subject=subject)])
 
     def _submit_train(self, generation: int, task: Task) -> None:
         assert task.genome is not None and task.key is not None
         cfg = self.config
-        self._submit("train", f"g{generation:04d}:train:{task.key}", {
-            **self._payload_base(), "training": cfg.training.model_dump(mode="json"),
-            "genes": task.genome.genes.model_dump(mode="json"),
-            "benchmark_root": self.problems.root, "train_problems": self.problems.train,
-            "prompt_style": cfg.benchmark.prompt_style,
-        }, generation, task.key)
+        self._submit(TrainPayload(
+            model=cfg.model, threads=self.threads, training=cfg.training, genes=task.genome.genes,
+            benchmark_root=self.problems.root, train_problems=self.problems.train,
+            prompt_style=cfg.benchmark.prompt_style,
+        ), f"g{generation:04d}:train:{task.key}", generation, task.key)
 
     def _echo_texts(self) -> list[list[str]]:
         problems = {p.name: p for p in load_benchmark(self.problems.root)}
@@ -355,14 +364,13 @@ class EvolutionEngine:
     def _submit_generate(self, generation: int, task: Task) -> None:
         cfg = self.config
         baseline = task.genome is None
-        knobs = baseline_knobs(cfg) if baseline else task.genome.knobs
-        self._submit("generate", f"g{generation:04d}:gen:{task.ident}", {
-            **self._payload_base(), "generation": cfg.generation.model_dump(mode="json"),
-            "knobs": knobs.model_dump(mode="json"), "prompts": self.problems.prompts,
-            "samples": task.samples, "greedy": False,
-            "seed": generation_seed(cfg.seed, generation),
-            "cache_key": None if baseline else self.trained[task.key or ""],
-        }, generation, task.ident)
+        knobs = baseline_knobs(cfg) if task.genome is None else task.genome.knobs
+        self._submit(GeneratePayload(
+            model=cfg.model, threads=self.threads, generation=cfg.generation, knobs=knobs,
+            prompts=self.problems.prompts, samples=task.samples, greedy=False,
+            seed=generation_seed(cfg.seed, generation),
+            cache_key=None if baseline else self.trained[task.key or ""],
+        ), f"g{generation:04d}:gen:{task.ident}", generation, task.ident)
 
     def _submit_tests(self, generation: int, task: Task) -> None:
         assert task.texts is not None
@@ -372,12 +380,11 @@ class EvolutionEngine:
         jobs = []
         for name, answers in zip(self.problems.eval, task.texts, strict=True):
             for sample, raw in enumerate(answers):
-                jobs.append(Job(job_id=f"g{generation:04d}:test:{task.ident}:{name}:{sample}",
-                                run_id=self.run_id, kind="test", generation=generation,
-                                subject=task.ident, problem=name, sample=sample, payload={
-                                    "benchmark_root": self.problems.root, "problem": name,
-                                    "raw": raw, "sandbox": self.config.sandbox.model_dump(mode="json"),
-                                }))
+                jobs.append(job_for(
+                    TestPayload(benchmark_root=self.problems.root, problem=name, raw=raw,
+                                sandbox=self.config.sandbox),
+                    job_id=f"g{generation:04d}:test:{task.ident}:{name}:{sample}", run_id=self.run_id,
+                    generation=generation, subject=task.ident, problem=name, sample=sample))
         self.executor.submit(jobs)
 
     # ------------------------------------------------------------------ scores and events
@@ -388,9 +395,9 @@ class EvolutionEngine:
         scores = []
         for name in self.problems.eval:
             for sample in range(task.samples):
-                o = task.tests[(name, sample)].output
-                scores.append(CandidateScore(problem=name, fixed=bool(o["passed_all"]), cases=(),
-                                             **{n: float(o["objectives"][n]) for n in OBJECTIVES}))
+                o = task.outputs[(name, sample)]
+                values: dict[str, Any] = {n: o.objectives[n] for n in OBJECTIVES}
+                scores.append(CandidateScore(problem=name, fixed=o.passed_all, cases=(), **values))
         agg = aggregate(scores, task.samples)
         out = {n: getattr(agg, n) for n in OBJECTIVES}
         out["fixed_at_k"] = agg.fixed_at_k
@@ -400,7 +407,7 @@ class EvolutionEngine:
     def _baseline_record(self, task: Task, objectives: dict[str, float]) -> dict[str, Any]:
         """Objectives, samples and, per problem, whether any sample fixed it."""
         return {"objectives": objectives, "samples": task.samples, "problems": {
-            name: any(task.tests[(name, s)].output["passed_all"] for s in range(task.samples))
+            name: any(task.outputs[(name, s)].passed_all for s in range(task.samples))
             for name in self.problems.eval}}
 
     def _job_events(self, generation: int, task: Task) -> list[tuple[Any, dict, int]]:
@@ -408,12 +415,12 @@ class EvolutionEngine:
         for name in self.problems.eval:
             for sample in range(task.samples):
                 result = task.tests[(name, sample)]
-                o = result.output
+                o = task.outputs[(name, sample)]
                 out.append(("job_finished", {
                     "genome": task.ident, "problem": name, "sample": sample,
                     "raw": (task.texts or [[]])[self.problems.eval.index(name)][sample],
-                    "candidate": o["candidate"], "cases": o["cases"],
-                    "objectives": o["objectives"], "passed_all": o["passed_all"],
+                    "candidate": o.candidate, "cases": [c.model_dump(mode="json") for c in o.cases],
+                    "objectives": o.objectives, "passed_all": o.passed_all,
                     "timings": {"test": result.finished_at - result.started_at,
                                 "worker": result.worker, **task.timings},
                 }, generation))

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from coral.benchmark.loader import load_benchmark
 from coral.benchmark.split import split_for_config
-from coral.config import BackendConfig, Config, describe_error, load_config
+from coral.config import BackendConfig, Config, check_model_folder, describe_error, load_config
 from coral.errors import ConfigError, CoralError
 from coral.execution.executor import Executor, QueueExecutor, SerialExecutor
 from coral.execution.jobs import Handlers
@@ -101,13 +101,8 @@ def check_model(config: Config) -> None:
     """A model given as a local path must be a model folder, checked before a run is registered
     (it failed three attempts later, in a worker). Hub ids are left to the loader. Only for the
     backends that run here: a Modal run's paths are its containers'."""
-    name = config.model.name
-    if config.backend.kind == "modal" or not os.path.isabs(name):
-        return
-    if not os.path.isdir(name):
-        raise ConfigError(f"model.name {name}: no such folder")
-    if not os.path.isfile(os.path.join(name, "config.json")):
-        raise ConfigError(f"model.name {name}: not a model folder (no config.json)")
+    if config.backend.kind != "modal":
+        check_model_folder(config.model.name)
 
 
 def check_run_lengths(config: Config, problems: Problems) -> None:

@@ -38,6 +38,7 @@ from coral.benchmark.problem import Problem
 from coral.evolution.selection import OBJECTIVES
 from coral.sandbox.box import METER_RATES
 from coral.sandbox.quality import (
+    SECURITY_SCALE,
     relative_security,
     relative_style,
     risk,
@@ -51,7 +52,6 @@ RUFF_RULES = "E,W,F,B,C90"  # pycodestyle, pyflakes, bugbear, complexity: fixed,
 RUFF_ARGS = ("--line-length", "100", "--target-version", "py311")
 BANDIT_SKIPS = "B101"  # assert: a fair self-check in a small program, not a vulnerability
 SEVERITY_WEIGHTS = {"LOW": 1.0, "MEDIUM": 3.0, "HIGH": 9.0}
-SECURITY_SCALE = 9.0  # one HIGH issue (or three MEDIUM) takes security to 0
 
 
 @dataclass(frozen=True)
@@ -340,7 +340,7 @@ def aggregate(scores: Sequence[CandidateScore], k: int) -> GenomeObjectives:
     short = sorted(name for name, group in groups.items() if len(group) < k)
     if short:
         raise ValueError(f"fewer than k={k} samples for: {', '.join(short)}")
-    names = ("bugfix", "syntax", "style", "security", "runtime")
-    means = {n: sum(sum(getattr(s, n) for s in g) / len(g) for g in groups.values()) / len(groups) for n in names}
+    means = {n: sum(sum(getattr(s, n) for s in g) / len(g) for g in groups.values()) / len(groups)
+             for n in OBJECTIVES}
     at_k = sum(fixed_at_k(len(g), sum(s.fixed for s in g), k) for g in groups.values()) / len(groups)
     return GenomeObjectives(**means, fixed_at_k=at_k, k=k, problems=len(groups), candidates=len(scores))

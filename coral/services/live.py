@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from coral.config import Config
-from coral.errors import CoralError
+from coral.config import Config, check_model_folder
 from coral.home import Home
 from coral.run.progress import STAGES, generations_done, rates, read_progress, seconds_left
 from coral.run.registry import ACTIVE, RunInfo, list_runs, read_json, run_info
@@ -105,13 +103,8 @@ def preflight(config: Config) -> None:
     the benchmark and its split, Modal credentials for the Modal backend."""
     from coral.benchmark.split import split_for_config
 
-    name = config.model.name
-    if config.backend.kind != "modal" and name.startswith("/"):
-        folder = Path(name)
-        if not folder.is_dir():
-            raise CoralError(f"model folder not found: {name} (Model takes a hub id or a local folder)")
-        if not (folder / "config.json").is_file():
-            raise CoralError(f"{name} is not a model folder (no config.json in it)")
+    if config.backend.kind != "modal":
+        check_model_folder(config.model.name)
     split_for_config(config)  # the benchmark folder, its problems and the split: one line if wrong
     if config.backend.kind == "modal":
         from coral.execution.transport.modal_backend import check_credentials

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from coral.errors import CoralError
+from coral.execution.jobs import EVENTS_QUEUE
 from coral.execution.transport import open_transport
 from coral.home import Home
 from coral.run.checkpoints import PREFIX as CHECKPOINT_PREFIX
@@ -40,7 +41,6 @@ from coral.store.store import Store, StoreWriteError, check_event, empty_frame, 
 
 log = logging.getLogger("coral.store.ingest")
 
-EVENTS_QUEUE = "events"
 DRAIN_BATCH = 1000
 APPLY_BATCH = 200_000  # events per transaction (several runs'): > a row group, bounds memory
 _SEQ = re.compile(rb'"seq":(\d+)')
@@ -257,6 +257,7 @@ class Ingestor:
         if str(self.db_path) != ":memory:":
             self.home.root.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.db_path)
+        self._dirty = self.store.columns_added > 0  # readers' snapshot lacks the new columns
         self.status.unreadable = self.store.unreadable()
         self._transport = None
         self._queue = None
@@ -314,12 +315,6 @@ class Ingestor:
     @property
     def last_snapshot_time(self) -> float | None:
         return self.status.last_snapshot
-
-    @property
-    def lag_seconds(self) -> float | None:
-        """Seconds since the snapshot readers see was written (None: none yet)."""
-        last = self.status.last_snapshot
-        return None if last is None else max(0.0, time.time() - last)
 
     # ------------------------------------------------------------------ one cycle
 
@@ -524,13 +519,9 @@ class Ingestor:
             stem = path.stem[len(CHECKPOINT_PREFIX):]
             if not stem.isdigit() or int(stem) <= done:
                 continue
-            point = load_checkpoint(path)
+            point = load_checkpoint(path)  # its genomes are validated there, naming the field
             generation = point.generation
-            try:
-                rows = [genome_row(run_id, generation, g) for g in point.population]
-                rows += [genome_row(run_id, generation + 1, g) for g in point.next_population]
-            except ValueError as exc:  # pydantic's ValidationError is one
-                raise CoralError(f"{path}: a genome of the checkpoint is not valid "
-                                 f"({str(exc).strip().splitlines()[0]})") from None
+            rows = [genome_row(run_id, generation, g) for g in point.population]
+            rows += [genome_row(run_id, generation + 1, g) for g in point.next_population]
             self.store.add_genomes(run_id, rows, generation, self._record(run_id))
             self._dirty = True

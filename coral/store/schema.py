@@ -22,17 +22,23 @@ Tables and views (docs/store.md describes each column):
 
 from __future__ import annotations
 
-from coral.evolution.selection import OBJECTIVES  # one list of objective names for selection and storage
+from coral.evolution.selection import OBJECTIVES  # the declared objective set (coral.config.ObjectiveWeights)
 
 # Per-genome aggregates in generation_finished: the objectives, fixed@k and the weighted sum.
 METRICS = (*OBJECTIVES, "fixed_at_k", "fitness")
+# The objective set when migrations 1-3 were written. Migrations are history: they name the
+# columns that existed then, so a store migrates the same way whatever the set is now. Columns
+# for the current set are added by `objective_columns` after the migrations (no migration to
+# write when an objective is added).
+_FIRST_OBJECTIVES = ("bugfix", "style", "security", "runtime", "syntax")
+_FIRST_METRICS = (*_FIRST_OBJECTIVES, "fixed_at_k", "fitness")
 LIFECYCLE = {
     "run_started": "running", "run_continued": "running", "run_paused": "paused",
     "run_finished": "finished", "run_failed": "failed", "run_stopped": "stopped",
 }
 
-_metric_cols = ", ".join(f"{m} DOUBLE" for m in METRICS)
-_best_mean_cols = ", ".join(f"{stat}_{m} DOUBLE" for stat in ("best", "mean") for m in METRICS)
+_metric_cols = ", ".join(f"{m} DOUBLE" for m in _FIRST_METRICS)
+_best_mean_cols = ", ".join(f"{stat}_{m} DOUBLE" for stat in ("best", "mean") for m in _FIRST_METRICS)
 
 MIGRATIONS: list[list[str]] = [
     # 1: the first schema
@@ -56,7 +62,7 @@ MIGRATIONS: list[list[str]] = [
         f"""CREATE TABLE evaluations (
             run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, generation INTEGER NOT NULL,
             genome_id VARCHAR NOT NULL, problem VARCHAR NOT NULL, sample INTEGER NOT NULL,
-            {", ".join(f"{o} DOUBLE" for o in OBJECTIVES)}, fixed BOOLEAN, passed INTEGER,
+            {", ".join(f"{o} DOUBLE" for o in _FIRST_OBJECTIVES)}, fixed BOOLEAN, passed INTEGER,
             total INTEGER, PRIMARY KEY (run_id, generation, genome_id, problem, sample))""",
         f"""CREATE TABLE generations (
             run_id VARCHAR NOT NULL, generation INTEGER NOT NULL, seq BIGINT NOT NULL,
@@ -99,7 +105,7 @@ MIGRATIONS.append([
         candidate VARCHAR, cases JSON, passed_all BOOLEAN, timings JSON, worker VARCHAR"""),
     *_without_key("evaluations", f"""run_id VARCHAR NOT NULL, seq BIGINT NOT NULL,
         generation INTEGER NOT NULL, genome_id VARCHAR NOT NULL, problem VARCHAR NOT NULL,
-        sample INTEGER NOT NULL, {", ".join(f"{o} DOUBLE" for o in OBJECTIVES)}, fixed BOOLEAN,
+        sample INTEGER NOT NULL, {", ".join(f"{o} DOUBLE" for o in _FIRST_OBJECTIVES)}, fixed BOOLEAN,
         passed INTEGER, total INTEGER"""),
 ])
 
@@ -116,9 +122,13 @@ def usual_event_id(table: str = "") -> str:
 # objectives, cases passed, wall time (and its event id where it is not the usual run_id:seq), and
 # `evaluations` and `events` are views: evaluations over jobs, events over jobs and `run_events`
 # (the other events, a few per generation). Readers see the same columns as before.
+def evaluations_view(objectives: tuple[str, ...]) -> str:
+    return f"""CREATE OR REPLACE VIEW evaluations AS SELECT run_id, seq, generation, genome_id, problem,
+        sample, {", ".join(objectives)}, passed_all AS fixed, passed, total FROM jobs"""
+
+
 VIEWS = [
-    f"""CREATE VIEW evaluations AS SELECT run_id, seq, generation, genome_id, problem, sample,
-        {", ".join(OBJECTIVES)}, passed_all AS fixed, passed, total FROM jobs""",
+    evaluations_view(_FIRST_OBJECTIVES),
     f"""CREATE VIEW events AS
         SELECT run_id, seq, event_id, type, generation, wall_time, data FROM run_events
         UNION ALL
@@ -126,12 +136,12 @@ VIEWS = [
                'job_finished' AS type, j.generation, j.wall_time, NULL::JSON AS data FROM jobs j""",
 ]
 MIGRATIONS.append([
-    *(f"ALTER TABLE jobs ADD COLUMN {o} DOUBLE" for o in OBJECTIVES),
+    *(f"ALTER TABLE jobs ADD COLUMN {o} DOUBLE" for o in _FIRST_OBJECTIVES),
     "ALTER TABLE jobs ADD COLUMN passed INTEGER",
     "ALTER TABLE jobs ADD COLUMN total INTEGER",
     "ALTER TABLE jobs ADD COLUMN wall_time DOUBLE",
     "ALTER TABLE jobs ADD COLUMN event_id VARCHAR",
-    f"""UPDATE jobs SET {", ".join(f"{o} = e.{o}" for o in OBJECTIVES)}, passed = e.passed, total = e.total
+    f"""UPDATE jobs SET {", ".join(f"{o} = e.{o}" for o in _FIRST_OBJECTIVES)}, passed = e.passed, total = e.total
         FROM evaluations e WHERE e.run_id = jobs.run_id AND e.seq = jobs.seq""",
     f"""UPDATE jobs SET wall_time = e.wall_time,
         event_id = CASE WHEN e.event_id <> {usual_event_id('jobs')} THEN e.event_id END
@@ -158,3 +168,15 @@ MIGRATIONS.append([
 SCHEMA_VERSION = len(MIGRATIONS)
 # Tables whose rows come from events and carry `seq`: what a rewind deletes from.
 SEQ_TABLES = ("run_events", "jobs", "generations", "scores", "baselines")
+
+
+def objective_columns() -> dict[str, tuple[str, ...]]:
+    """Table -> the DOUBLE columns the current objective set needs in it. After the migrations,
+    the store adds whichever are missing (Store.migrate) and redefines the evaluations view, so a
+    new objective needs no migration: its column is NULL in rows stored before it existed."""
+    return {
+        "jobs": OBJECTIVES,
+        "scores": METRICS,
+        "baselines": METRICS,
+        "generations": tuple(f"{stat}_{m}" for stat in ("best", "mean") for m in METRICS),
+    }

@@ -41,7 +41,17 @@ import pyarrow.compute as pc
 from coral.errors import CoralError
 from coral.evolution.genome import Genome
 from coral.home import Home
-from coral.store.schema import LIFECYCLE, METRICS, MIGRATIONS, OBJECTIVES, SEQ_TABLES, usual_event_id
+from coral.store.schema import (
+    LIFECYCLE,
+    METRICS,
+    MIGRATIONS,
+    OBJECTIVES,
+    SCHEMA_VERSION,
+    SEQ_TABLES,
+    evaluations_view,
+    objective_columns,
+    usual_event_id,
+)
 
 SNAPSHOT_NAME = "store.snapshot.duckdb"
 EVENT_TYPES = frozenset({*LIFECYCLE, "generation_started", "generation_finished",
@@ -262,10 +272,10 @@ def _python_rows(rows: _Rows, run_id: str, seq: int, type_: str, gen: int | None
                                "echo": _dumps(d["echo"]) if d.get("echo") else None})
 
 
-def genome_row(run_id: str, generation: int, genome: dict[str, Any]) -> dict[str, Any]:
-    """A genome as checkpoints (and generation_started, where it carries them) hold it."""
+def genome_row(run_id: str, generation: int, genome: Genome | dict[str, Any]) -> dict[str, Any]:
+    """A genome (or its JSON, as generation_started carries it where it does) as a genomes row."""
 
-    g = Genome.model_validate(genome)
+    g = genome if isinstance(genome, Genome) else Genome.model_validate(genome)
     return {"run_id": run_id, "genome_id": g.id, "generation": generation, **g.genes.model_dump(),
             "target_modules": list(g.genes.target_modules), **g.knobs.model_dump(),
             "origin": g.origin, "parents": list(g.parents), "overrides": _dumps(g.overrides),
@@ -295,6 +305,7 @@ class Store:
             raise StoreError(f"cannot open the store {self.path}: {first}") from None
         self._lock = threading.Lock()  # the store's own methods run one at a time
         self._configured: set[str] = set()  # runs whose row has its config: no upsert per batch
+        self.columns_added = 0  # columns the objective set needed on opening: the snapshot is stale
         try:
             if read_only:
                 self.check_version()
@@ -360,7 +371,23 @@ class Store:
                 for sql in steps:
                     con.execute(sql)
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [number, time.time()])
+        if len(MIGRATIONS) == SCHEMA_VERSION:  # objective_columns describes the latest schema's tables
+            self._follow_objectives()
         return len(MIGRATIONS)
+
+    def _follow_objectives(self) -> None:
+        """Columns for every objective (and metric) of the declared set, added where missing."""
+        have = self.con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                "WHERE table_schema = 'main'").fetchall()
+        existing = {(str(t), str(c)) for t, c in have}
+        missing = [(t, c) for t, cols in objective_columns().items() for c in cols if (t, c) not in existing]
+        self.columns_added = len(missing)
+        if not missing:
+            return
+        with self._transaction() as con:
+            for table, column in missing:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column} DOUBLE")
+            con.execute(evaluations_view(OBJECTIVES))
 
     # ------------------------------------------------------------------ writing
 

@@ -13,8 +13,19 @@ import os
 import time
 from typing import Any
 
+from coral.evolution.selection import OBJECTIVES
 from coral.execution.jobs import WorkerContext
 from coral.execution.messages import Job
+from coral.execution.payloads import (
+    CaseOutcome,
+    GenerateOutput,
+    GeneratePayload,
+    TestOutput,
+    TestPayload,
+    TrainOutput,
+    TrainPayload,
+    payload_of,
+)
 from coral.hashing import content_hash
 
 
@@ -27,29 +38,28 @@ def _unit(*parts: Any) -> float:
     return int.from_bytes(digest[:4], "big") / 2**32
 
 
-def fake_train(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+def fake_train(job: Job, ctx: WorkerContext) -> TrainOutput:
     _nap()
-    return {"cache_key": "fake-" + content_hash(job.payload["genes"]), "cache_hit": False}
+    return TrainOutput(cache_key="fake-" + content_hash(payload_of(job, TrainPayload).genes), cache_hit=False)
 
 
-def fake_generate(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+def fake_generate(job: Job, ctx: WorkerContext) -> GenerateOutput:
     _nap()
-    p = job.payload
-    return {"texts": [[f"{p['cache_key']}|{p['seed']}|{i}|{s}|{p['knobs']['temperature']}"
-                       for s in range(p["samples"])] for i in range(len(p["prompts"]))]}
+    p = payload_of(job, GeneratePayload)
+    return GenerateOutput(texts=[[f"{p.cache_key}|{p.seed}|{i}|{s}|{p.knobs.temperature}"
+                                  for s in range(p.samples)] for i in range(len(p.prompts))])
 
 
-def fake_check(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+def fake_check(job: Job, ctx: WorkerContext) -> TestOutput:
     _nap()
-    raw = job.payload["raw"]
+    raw = payload_of(job, TestPayload).raw
     passed = _unit(raw, "pass") < 0.4
-    objectives = {n: round(_unit(raw, n), 6) if passed else 0.0
-                  for n in ("bugfix", "style", "security", "runtime")}
+    objectives = {n: round(_unit(raw, n), 6) if passed else 0.0 for n in OBJECTIVES if n != "syntax"}
     objectives["syntax"] = round(_unit(raw, "syntax"), 6)
     if passed:
         objectives["bugfix"] = 1.0
-    return {"candidate": raw, "cases": [{"case": 0, "passed": passed, "reason": None, "steps": 1}],
-            "objectives": objectives, "passed_all": passed}
+    return TestOutput(candidate=raw, cases=[CaseOutcome(case=0, passed=passed, reason=None, cost=1)],
+                      objectives=objectives, passed_all=passed)
 
 
 HANDLERS = {"train": fake_train, "generate": fake_generate, "test": fake_check}
