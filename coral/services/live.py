@@ -19,6 +19,7 @@ from coral.errors import CoralError
 from coral.home import Home
 from coral.run.progress import STAGES, generations_done, rates, read_progress, seconds_left
 from coral.run.registry import ACTIVE, RunInfo, list_runs, read_json, run_info
+from coral.services.backends import config_backend
 
 # Reference job times (mean seconds per job) and parallelism, used by `expected_seconds` until
 # this home has a finished run of the same model to measure from: a `configs/smoke.yaml` run with
@@ -101,23 +102,21 @@ DEFAULT_CONFIG = "quick.yaml"  # the Launch page's first choice: first genome pl
 
 def preflight(config: Config) -> None:
     """What can be checked before a run is registered, so a launch fails at once with one line
-    instead of seconds later in a log: the model folder (a local path; Modal resolves its own),
-    the benchmark and its split, Modal credentials for the Modal backend."""
+    instead of seconds later in a log: the model folder (a local path, for a backend that runs
+    here; Modal resolves its own), the benchmark and its split, and the backend's own checks
+    (a local pool's size, Modal credentials)."""
     from coral.benchmark.split import split_for_config
 
+    backend = config_backend(config)
     name = config.model.name
-    if config.backend.kind != "modal" and name.startswith("/"):
+    if backend.runs_here and name.startswith("/"):
         folder = Path(name)
         if not folder.is_dir():
             raise CoralError(f"model folder not found: {name} (Model takes a hub id or a local folder)")
         if not (folder / "config.json").is_file():
             raise CoralError(f"{name} is not a model folder (no config.json in it)")
     split_for_config(config)  # the benchmark folder, its problems and the split: one line if wrong
-    if config.backend.kind == "modal":
-        from coral.execution.transport.modal_backend import check_credentials
-
-        check_credentials()
-
+    backend.preflight(config)
 
 
 def jobs_per_generation(config: Config, eval_problems: int) -> dict[str, int]:
