@@ -8,16 +8,16 @@ must import both implementations: the local one (coral.run) and the Modal one (c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
-from coral.config import Config
+from coral.config import BackendConfig, Config
 from coral.errors import ConfigError, CoralError
 from coral.home import Home
 from coral.modal.backend import ModalBackend
 from coral.run.backend import Backend, LocalBackend, ProgressSink, RunContext
 from coral.run.registry import run_config
 
-BACKEND_KINDS = ("serial", "local", "modal")
+BACKEND_KINDS: tuple[str, ...] = get_args(BackendConfig.model_fields["kind"].annotation)
 
 
 def backend_for(kind: str, *, api: Any = None) -> Backend:
@@ -30,6 +30,12 @@ def backend_for(kind: str, *, api: Any = None) -> Backend:
     if kind == "modal":
         return ModalBackend(api)
     raise ConfigError(f"unknown backend {kind!r} (known: {', '.join(BACKEND_KINDS)})")
+
+
+def sizes_its_pool(kind: str) -> bool:
+    """Whether `backend.workers` sizes a pool this machine starts (the Launch page's Workers
+    field); Modal scales its own workers, serial has none."""
+    return kind == "local"
 
 
 def config_backend(config: Config) -> Backend:

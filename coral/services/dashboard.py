@@ -22,9 +22,12 @@ from coral.execution.jobs import EVENTS_QUEUE, job_queue
 from coral.home import Home, check_run_id, new_run_id
 from coral.run.control import CONTROL_REQUESTS, send_request
 from coral.run.detached import log_tail, run_command, start_detached
-from coral.run.registry import ACTIVE, read_json, read_json_yaml, run_config, run_info, run_record
+from coral.run.registry import ACTIVE as ACTIVE  # the pages' "is it running" test
+from coral.run.registry import export_adapter as export_adapter  # the Runs page's adapter export
+from coral.run.registry import read_json, read_json_yaml, run_config, run_info, run_record
 from coral.services.backends import config_backend, run_backend
 from coral.services.live import preflight
+from coral.store.schema import METRICS as METRICS  # the objectives the pages offer
 
 CONFIG_DIR = REPO_ROOT / "configs"
 SMOKE_CONFIG = CONFIG_DIR / "smoke.yaml"
@@ -134,6 +137,14 @@ def request_control(run_id: str, request: str, home: Home | None = None) -> str:
     state = run_info(home, run_id).state if config is not None else backend.run_status(home, run_id).get("state")
     with backend.open_transport(home, config) as transport:
         return send_request(transport, run_id, str(state), request)
+
+
+def start_ingestor(home: Home) -> Any:
+    """The store's single writer for this dashboard process, started (docs/architecture.md).
+    Snapshots often: the live charts read the snapshot, so its age is most of their latency."""
+    from coral.store.ingest import Ingestor  # heavy (duckdb, pyarrow): the dashboard process only
+
+    return Ingestor(home, snapshot_every=0.5, interval=0.25).start()
 
 
 # ---------------------------------------------------------------------- progress

@@ -17,6 +17,7 @@ from typing import Any
 from coral.config import Config
 from coral.errors import CoralError
 from coral.home import Home
+from coral.run.progress import RATE_WINDOW as RATE_WINDOW  # the Live page names the rates' window
 from coral.run.progress import STAGES, generations_done, rates, read_progress, seconds_left
 from coral.run.registry import ACTIVE, RunInfo, list_runs, read_json, run_info
 from coral.services.backends import config_backend
@@ -78,6 +79,11 @@ def live_view(run_id: str, home: Home | None = None, now: float | None = None) -
             view.rates = rates(progress, now)
             view.seconds_left = seconds_left(progress, now)
     return view
+
+
+def run_ids(home: Home) -> list[str]:
+    """Registered runs, newest first (run ids sort by creation time)."""
+    return [info.run_id for info in reversed(list_runs(home))]
 
 
 def finished_generations(info: RunInfo) -> int:
