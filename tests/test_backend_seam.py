@@ -138,3 +138,30 @@ def test_pages_and_app_import_only_services_analysis_and_config() -> None:
              if (bad := [n for n in shell_imports(path.read_text(encoding="utf-8"))
                          if not any(n == a or n.startswith(a + ".") for a in SHELL_MAY_IMPORT)])}
     assert wrong == {}
+
+
+def test_a_runs_folder_is_read_where_it_lives(tmp_path: Path) -> None:
+    """Local disk for a local run; the Modal Volume (here the double's) for a Modal run, with a
+    missing file None on both, not an exception of either SDK."""
+    from coral.testing.modal_double import ModalDouble
+
+    home = Home(tmp_path / "laptop").ensure()
+    (home.run_dir("near")).mkdir(parents=True)
+    (home.run_dir("near") / "status.json").write_text('{"state": "running"}')
+    local = backend_for("local")
+    assert local.read_run_file(home, "near", "status.json") == b'{"state": "running"}'
+    assert local.read_run_file(home, "near", "progress.json") is None
+
+    api = ModalDouble(volume_root=tmp_path / "volumes")
+    api.Volume.from_name("coral-home", create_if_missing=True)
+    far = tmp_path / "volumes" / "coral-home" / "runs" / "far"
+    far.mkdir(parents=True)
+    (far / "status.json").write_text('{"state": "paused", "generation": 1}')
+    (home.root / "modal-runs").mkdir()
+    (home.root / "modal-runs" / "far.json").write_text(
+        '{"run_id": "far", "app": "coral", "volume": "coral-home", "calls": ["fc-1"]}')
+    modal = backend_for("modal", api=api)
+    assert modal.knows_run(home, "far") and not modal.knows_run(home, "near")
+    assert modal.read_run_file(home, "far", "status.json") == b'{"state": "paused", "generation": 1}'
+    assert modal.read_run_file(home, "far", "progress.json") is None
+    assert modal.run_status(home, "far")["state"] == "paused"

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from coral.benchmark.loader import PROGRAMS, read_text
 from coral.config import REPO_ROOT, Config, find_configs, load_config
@@ -28,6 +28,9 @@ from coral.run.registry import read_json, read_json_yaml, run_config, run_info, 
 from coral.services.backends import config_backend, run_backend
 from coral.services.live import preflight
 from coral.store.schema import METRICS as METRICS  # the objectives the pages offer
+
+if TYPE_CHECKING:
+    from coral.store.ingest import Ingestor
 
 CONFIG_DIR = REPO_ROOT / "configs"
 SMOKE_CONFIG = CONFIG_DIR / "smoke.yaml"
@@ -139,7 +142,7 @@ def request_control(run_id: str, request: str, home: Home | None = None) -> str:
         return send_request(transport, run_id, str(state), request)
 
 
-def start_ingestor(home: Home) -> Any:
+def start_ingestor(home: Home) -> Ingestor:
     """The store's single writer for this dashboard process, started (docs/architecture.md).
     Snapshots often: the live charts read the snapshot, so its age is most of their latency."""
     from coral.store.ingest import Ingestor  # heavy (duckdb, pyarrow): the dashboard process only
