@@ -309,7 +309,7 @@ def test_worker_command_serves_and_exits_when_idle(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--kind", "bogus"], "unknown job kind 'bogus'"),
-    (["--kind", "echo", "--backend", "carrier-pigeon"], "unknown transport backend"),
+    (["--kind", "echo", "--backend", "carrier-pigeon"], "unknown backend 'carrier-pigeon'"),
     (["--kind", "echo", "--handlers", "nope"], "expected module:attr"),
 ])
 def test_worker_command_bad_input_is_one_line(args: list[str], message: str) -> None:
