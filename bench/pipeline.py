@@ -22,7 +22,7 @@ from coral.evolution.selection import OBJECTIVES
 from coral.execution.executor import QueueExecutor
 from coral.execution.jobs import WorkerContext
 from coral.execution.messages import Job
-from coral.execution.transport import open_transport
+from coral.execution.transport import LocalTransport
 from coral.execution.workers import LocalWorkerPool
 from coral.home import Home
 from coral.run.engine import EvolutionEngine, Task
@@ -128,7 +128,7 @@ def run_engine(cls: type[BenchEngine], home: Home, run_id: str, generations: int
         f"benchmark.split={REPO / 'tests' / 'fixtures' / 'mini_bench' / 'split.json'}"])  # not smoke's
     problems = load_problems(config)
     register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval})
-    with open_transport("local", home=home) as transport:
+    with LocalTransport(home.queue_db) as transport:
         executor = QueueExecutor(transport, run_id, config.backend)
         engine = cls(config, run_id, home, executor, transport, problems, threads=1)
         engine.times = []

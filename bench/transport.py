@@ -24,7 +24,7 @@ from coral.config import BackendConfig
 from coral.execution.executor import LocalWorkerPool, QueueExecutor
 from coral.execution.jobs import echo
 from coral.execution.messages import Job, JobResult, decode, encode
-from coral.execution.transport import open_transport
+from coral.execution.transport import LocalTransport
 from coral.home import Home
 
 RUN = "bench-transport"
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     pool_runs: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="coral-bench-") as tmp:
         home = Home(Path(tmp))
-        transport = open_transport("local", home=home)
+        transport = LocalTransport(home.queue_db)
         executor = QueueExecutor(transport, RUN, BackendConfig(lease_seconds=30))
         with LocalWorkerPool(home, args.workers, ["echo"]) as workers, \
                 multiprocessing.get_context("spawn").Pool(args.workers) as pool:

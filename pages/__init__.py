@@ -13,10 +13,9 @@ from typing import Any
 import streamlit as st
 from streamlit import config as streamlit_config
 
-from coral.errors import CoralError
-from coral.home import Home
-from coral.run.registry import list_runs
-from coral.services.dashboard import launch_run, smoke_request
+from coral.services import CoralError, Home
+from coral.services import live as live_service
+from coral.services.dashboard import launch_run, smoke_request, start_ingestor
 from coral.services.live import default_run
 
 LIVE_PAGE = "pages/live.py"
@@ -47,12 +46,7 @@ def _stop(ingestor: Any) -> None:
 @st.cache_resource(show_spinner=False, on_release=_stop)
 def _ingestor(root: str) -> Any:
     # The store's single writer (docs/architecture.md): one thread per dashboard process and CORAL_HOME.
-    from coral.store.ingest import Ingestor
-
-    # Snapshot often: the live charts read the snapshot, so its age is most of their latency.
-    ingestor = Ingestor(Home(root), snapshot_every=0.5, interval=0.25)
-    ingestor.start()
-    return ingestor
+    return start_ingestor(Home(root))
 
 
 def ingestor() -> Any:
@@ -65,7 +59,7 @@ def home() -> Home:
 
 def run_ids() -> list[str]:
     """Registered runs, newest first (run ids sort by creation time)."""
-    return [info.run_id for info in reversed(list_runs(home()))]
+    return live_service.run_ids(home())
 
 
 def pick_run(label: str = "Run", key: str = "run_picker") -> str | None:

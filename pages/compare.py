@@ -10,8 +10,8 @@ import streamlit as st
 from coral import analysis
 from coral.analysis import figures
 from coral.analysis.replicates import STATS, replicate_chart, replicate_curves, replicate_groups
-from coral.errors import CoralError
-from coral.store.schema import METRICS
+from coral.services import CoralError
+from coral.services.dashboard import METRICS
 from pages import empty_state, home, run_ids
 
 st.title("Compare runs")

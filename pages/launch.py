@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from coral.errors import CoralError
-from coral.home import Home
+from coral.services import CoralError, Home
+from coral.services.backends import sizes_its_pool
 from coral.services.dashboard import CONFIG_DIR, LaunchRequest, choices, config_files, launch_run
 from coral.services.live import DEFAULT_CONFIG, duration_words, expected_seconds, preflight
 from pages import COMPARE_PAGE, LIVE_PAGE, home, job_handlers
@@ -42,7 +42,7 @@ strategy = left.selectbox("Strategy", strategies, index=strategies.index(base.st
                           key=f"strategy-{name}")
 backend = right.selectbox("Backend", backends, index=backends.index(base.backend), key=f"backend-{name}")
 workers = right.number_input("Workers (local backend)", value=base.workers, step=1, key=f"workers-{name}",
-                             disabled=backend != "local",
+                             disabled=not sizes_its_pool(backend),
                              help="Worker processes on this machine; Modal scales its own.")
 model = right.text_input("Model (hub id or local path)", value=base.model, key=f"model-{name}")
 replicates = right.number_input("Replicates (seeds)", value=1, min_value=1, max_value=20, step=1,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from coral.analysis.lineage import best_genome_id, genome_ids, lineage, lineage_chart
-from coral.errors import CoralError
+from coral.services import CoralError
 from pages import empty_state, home, pick_run
 
 st.title("Lineage")

@@ -15,19 +15,17 @@ import streamlit as st
 from coral import analysis
 from coral.analysis import figures
 from coral.analysis.live import genomes_chart, points_frame
-from coral.errors import CoralError
-from coral.home import Home
-from coral.run.control import CONTROL_REQUESTS
-from coral.run.progress import RATE_WINDOW, read_progress
-from coral.run.registry import ACTIVE, run_info
+from coral.services import CoralError, Home
 from coral.services.dashboard import (
+    ACTIVE,
+    CONTROL_REQUESTS,
     STAGES,
     launch_state,
     queue_depths,
     request_control,
     run_error,
 )
-from coral.services.live import duration_words, live_view
+from coral.services.live import RATE_WINDOW, duration_words, live_view, read_progress, run_info
 from pages import empty_state, home, ingestor, pick_run
 
 REFRESH_SECONDS = 1.0  # status, progress and buttons

@@ -9,8 +9,7 @@ import streamlit as st
 
 from coral import analysis
 from coral.analysis import figures
-from coral.services.dashboard import buggy_source, genome_table, scored_generations
-from coral.store.schema import METRICS
+from coral.services.dashboard import METRICS, buggy_source, genome_table, scored_generations
 from pages import empty_state, home, pick_run
 
 st.title("Pareto front & genomes")

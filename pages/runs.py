@@ -7,10 +7,9 @@ import pandas as pd
 import streamlit as st
 
 from coral import analysis
-from coral.errors import CoralError
-from coral.run.progress import generations_done
-from coral.run.registry import ACTIVE, export_adapter
-from coral.services.dashboard import best_genome, delete_run, export_parquet, run_times
+from coral.services import CoralError
+from coral.services.dashboard import ACTIVE, best_genome, delete_run, export_adapter, export_parquet, run_times
+from coral.services.live import generations_done
 from pages import empty_state, home, pick_run
 
 st.title("Runs")

@@ -16,7 +16,8 @@ from coral.cli import main
 from coral.config import load_config
 from coral.home import Home
 from coral.run.events import read_events
-from coral.run.lifecycle import run_from_config
+from coral.run.lifecycle import resolve_config, run_from_config
+from coral.services.backends import run_context
 
 PROBLEMS = REPO / "data" / "problems"
 MUTANTS = REPO / "data" / "mutants"
@@ -80,7 +81,8 @@ def test_a_run_records_contaminated_eval_problems(tmp_path: Path) -> None:
                                     "bitcount": problems["bitcount"].correct_source},
                    base=REPO / "data" / "models" / "tiny-code")
     config = load_config(SMOKE, [f"model.name={model}"])  # the fakes never load the model
-    run_from_config(config, "dirty", backend="serial", handlers="coral.testing.fakes:HANDLERS")
+    config = resolve_config(config, backend="serial")
+    run_from_config(config, "dirty", run_context(config, handlers="coral.testing.fakes:HANDLERS"))
     events = list(read_events(Home().events_dir("dirty")))
     # gcd is on the eval side of the smoke split, bitcount on the train side.
     assert events[0].data["contaminated"] == ["gcd"]

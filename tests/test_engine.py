@@ -16,17 +16,24 @@ from pathlib import Path
 
 import pytest
 
-from coral.config import load_config
+from coral.config import Config, load_config
 from coral.evolution.selection import Evolution
 from coral.home import Home
 from coral.run import checkpoints as ckpt
 from coral.run.events import EventLog, read_events, truncate
-from coral.run.lifecycle import run_from_config
+from coral.run.lifecycle import RunResult, resolve_config, run_from_config
 from coral.run.registry import compare_runs, run_science, run_status
+from coral.services.backends import run_context
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 FAKES = "coral.testing.fakes:HANDLERS"
+
+
+def serial(source: Config | Path, run_id: str, threads: int | None = None) -> RunResult:
+    """A run of `source` on the serial backend with the stand-in job bodies."""
+    config = resolve_config(source, backend="serial")
+    return run_from_config(config, run_id, run_context(config, handlers=FAKES, threads=threads))
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
@@ -51,8 +58,9 @@ def _wait_for(predicate, timeout: float = 90.0) -> None:
 
 def test_serial_and_queue_runs_are_identical() -> None:
     home = Home()
-    run_from_config(SMOKE, "serial", backend="serial", handlers=FAKES, threads=1)
-    run_from_config(SMOKE, "queue", backend="local", workers=2, handlers=FAKES, threads=1)
+    serial(SMOKE, "serial", threads=1)
+    queue = resolve_config(SMOKE, backend="local", workers=2)
+    run_from_config(queue, "queue", run_context(queue, handlers=FAKES, threads=1))
     same = compare_runs(home, "serial", "queue")
     assert same == {"populations": True, "scores": True, "event_ids": True, "events": True}
     science = run_science(home, "queue")
@@ -62,12 +70,12 @@ def test_serial_and_queue_runs_are_identical() -> None:
     assert types.count("baseline_finished") == 1
     assert types.count("generation_finished") == 2
     # A changed seed must change the results, or the comparison above proves nothing.
-    run_from_config(load_config(SMOKE, ["seed=1"]), "seed1", backend="serial", handlers=FAKES)
+    serial(load_config(SMOKE, ["seed=1"]), "seed1")
     assert not compare_runs(home, "serial", "seed1")["populations"]
 
 
 def test_generation_event_content() -> None:
-    run_from_config(SMOKE, "r", backend="serial", handlers=FAKES)
+    serial(SMOKE, "r")
     events = list(read_events(Home().events_dir("r")))
     assert [e.seq for e in events] == list(range(len(events)))
     assert all(e.event_id == f"r:{e.seq:08d}" for e in events)
@@ -89,7 +97,7 @@ def test_noise_control_baselines_and_summary() -> None:
     generation's seed with averaged scores and counts, both baselines at the genomes' sample
     count and seed, and a summary naming the baselines and any constant objective."""
     config = load_config(SMOKE, ["generations=3", "benchmark.samples=2"])
-    run_from_config(config, "noise", backend="serial", handlers=FAKES)
+    serial(config, "noise")
     events = list(read_events(Home().events_dir("noise")))
     jobs = [e for e in events if e.type == "job_finished"]
     # fake_generate writes the seed into each answer: one seed per generation, for every genome
@@ -138,7 +146,7 @@ def test_same_heavy_genes_is_a_counted_cache_hit(monkeypatch: pytest.MonkeyPatch
         return [population[0], twin, *population[2:]]
 
     monkeypatch.setattr(Evolution, "initial_population", twins)
-    run_from_config(SMOKE, "twins", backend="serial", handlers=FAKES)
+    serial(SMOKE, "twins")
     events = list(read_events(Home().events_dir("twins")))
     gen0 = next(e for e in events if e.type == "generation_finished" and e.generation == 0)
     population = ckpt.latest(Home().checkpoints_dir("twins")).population
@@ -157,8 +165,7 @@ def ckpt_points(run_id: str) -> list[ckpt.Checkpoint]:
 def test_random_and_grid_strategies_run(tmp_path: Path) -> None:
     home = Home()
     for strategy in ("random", "grid"):
-        result = run_from_config(load_config(SMOKE, [f"strategy={strategy}"]), strategy,
-                                 backend="serial", handlers=FAKES)
+        result = serial(load_config(SMOKE, [f"strategy={strategy}"]), strategy)
         assert result.state == "finished"
         started = next(read_events(home.events_dir(strategy)))
         assert started.data["strategy"] == strategy
@@ -235,7 +242,7 @@ def test_checkpoint_is_written_atomically(tmp_path: Path) -> None:
 def test_analysis_reads_both_baselines_and_evaluation_counts() -> None:
     from coral import analysis
 
-    run_from_config(SMOKE, "seen", backend="serial", handlers=FAKES)
+    serial(SMOKE, "seen")
     events = list(read_events(Home().events_dir("seen")))
     recorded = next(e.data for e in events if e.type == "baseline_finished")
     both = analysis.baselines("seen")

@@ -254,11 +254,11 @@ def test_a_dead_workers_job_does_not_wait_out_its_lease(tmp_path: Path) -> None:
     from coral.config import BackendConfig
     from coral.execution.executor import LocalWorkerPool, QueueExecutor
     from coral.execution.jobs import LEASES_DICT, lease_key
-    from coral.execution.transport import open_transport
+    from coral.execution.transport import LocalTransport
 
     home = Home(tmp_path / "home").ensure()
     backend = BackendConfig(lease_seconds=60.0, max_retries=2)  # far longer than the test may take
-    with open_transport("local", home=home) as transport, \
+    with LocalTransport(home.queue_db) as transport, \
             LocalWorkerPool(home, 2, ["echo"], lease_seconds=60.0) as pool:
         executor = QueueExecutor(transport, "run-dead", backend, check_interval=0.2)
         executor.add_health_check(pool.check)

@@ -16,10 +16,11 @@ from test_store_support import FAKES, REPO, SMOKE, copy_runs, log_events, store_
 
 from coral import analysis
 from coral.config import load_config
-from coral.execution.transport import open_transport
+from coral.execution.transport import LocalTransport
 from coral.home import Home
 from coral.run.events import EventLog, segments
-from coral.run.lifecycle import run_from_config
+from coral.run.lifecycle import resolve_config, run_from_config
+from coral.services.backends import run_context
 from coral.store.ingest import Ingestor, _contiguous
 from coral.store.store import Store, snapshot_path
 
@@ -78,11 +79,11 @@ def test_live_partition_alone_and_a_gap_waits_for_the_log(template_home: Path, t
     (home.runs / "beta").mkdir(parents=True)
     (home.runs / "beta" / "config.yaml").write_text(source.run_config("beta").read_text())
     events = log_events(source, "beta")
-    with open_transport("local", home=home) as transport:
+    with LocalTransport(home.queue_db) as transport:
         queue = transport.queue("events")
         queue.put_many([json.dumps(e) for e in events[:10]], partition="beta")
         queue.put_many([json.dumps(e) for e in events[11:]], partition="beta")  # seq 10 skipped
-    with Ingestor(home, "local") as ing:
+    with Ingestor(home) as ing:
         assert ing.run_once() == 10
         assert ing.status.live == len(events) - 1
         assert ing.status.waiting == {"beta": len(events) - 11}
@@ -141,8 +142,9 @@ def _run_in_thread(home: Home, run_id: str) -> threading.Thread:
     # The benchmark's full split (19 eval problems), not smoke's 6: the run must outlast the ingestor.
     config = load_config(SMOKE, ["generations=3", "population=4",
                                  f"benchmark.split={REPO / 'data' / 'problems' / 'split.json'}"])
-    thread = threading.Thread(target=run_from_config, args=(config, run_id), daemon=True,
-                              kwargs={"backend": "serial", "handlers": FAKES, "threads": 1, "home": home})
+    config = resolve_config(config, backend="serial")
+    context = run_context(config, home, handlers=FAKES, threads=1)
+    thread = threading.Thread(target=run_from_config, args=(config, run_id, context), daemon=True)
     thread.start()
     return thread
 
@@ -158,7 +160,7 @@ def test_ingestor_stopped_mid_run_and_restarted(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("CORAL_FAKE_SLEEP", "0.003")
     home = Home(tmp_path).ensure()
     engine = _run_in_thread(home, "live")
-    ing = Ingestor(home, "local", snapshot_every=0.2, interval=0.05).start()
+    ing = Ingestor(home, snapshot_every=0.2, interval=0.05).start()
     errors: list[BaseException] = []
     seen: list[int] = []
     done = threading.Event()
@@ -181,7 +183,7 @@ def test_ingestor_stopped_mid_run_and_restarted(tmp_path: Path, monkeypatch: pyt
     ing.stop()  # mid-run: the engine goes on writing events
     assert engine.is_alive(), "the run ended before the ingestor was stopped: slow the fakes down"
     engine.join(120)
-    ing = Ingestor(home, "local")
+    ing = Ingestor(home)
     ing.run_once(snapshot=True)
     done.set()
     reading.join(10)
@@ -213,7 +215,7 @@ def test_killed_ingest_process_restarts_without_loss(tmp_path: Path, monkeypatch
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     engine.join(120)
-    with Ingestor(home, "local") as ing:
+    with Ingestor(home) as ing:
         ing.run_once(snapshot=True)
         out = subprocess.run([sys.executable, "-c", "from coral import analysis; "
                               "print(analysis.list_runs()['generations_done'].tolist())"],
@@ -226,7 +228,7 @@ def test_killed_ingest_process_restarts_without_loss(tmp_path: Path, monkeypatch
 def test_second_writer_gets_one_clear_line(tmp_path: Path) -> None:
     home = Home(tmp_path).ensure()
     with Ingestor(home, None):
-        code = "from coral.store.ingest import Ingestor; Ingestor(transport_kind=None)"
+        code = "from coral.store.ingest import Ingestor; Ingestor(backend=None)"
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODAL_")},
                "CORAL_HOME": str(home.root)}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coral.execution.jobs import HOLDS_DICT, job_queue
-from coral.execution.transport import open_transport
+from coral.execution.transport import LocalTransport
 from coral.home import Home
 from coral.run.checkpoints import PREFIX
 from coral.run.events import read_events
@@ -76,7 +76,7 @@ def _pause_and_finish(home: Path) -> None:
         return after if after["stages"] == before["stages"] and after["paused"] else None
 
     first = wait_for(settled, timeout=30)
-    with open_transport("local", home=Home(home)) as transport:
+    with LocalTransport(Home(home).queue_db) as transport:
         depth = transport.queue(job_queue("test")).len(total=True)
         time.sleep(2.0)
         assert transport.queue(job_queue("test")).len(total=True) == depth
@@ -125,7 +125,7 @@ def _pause_and_finish(home: Path) -> None:
     status = coral(home, "status", "hold").stdout
     assert "2 of 2 generations finished (last: generation 1)" in status, status
     assert json.loads(coral(home, "status", "hold", "--json").stdout)["generations_done"] == 2
-    with open_transport("local", home=Home(home)) as transport:
+    with LocalTransport(Home(home).queue_db) as transport:
         assert transport.dict(HOLDS_DICT).keys() == []
 
 

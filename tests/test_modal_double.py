@@ -22,11 +22,12 @@ from coral.cli import main
 from coral.config import Config, ModalConfig
 from coral.errors import CoralError
 from coral.execution.jobs import CLAIMS_DICT, LEASES_DICT, job_queue
-from coral.execution.transport import open_transport
 from coral.execution.transport.base import TransportError
 from coral.execution.transport.modal_backend import NO_CREDENTIALS, ModalTransport, has_credentials
+from coral.home import Home
 from coral.modal.constants import SECTION_ENV
 from coral.modal.launcher import status
+from coral.services.backends import backend_for
 from coral.testing.modal_double import (
     MAX_PARTITION_BYTES,
     MAX_PARTITION_ITEMS,
@@ -261,7 +262,7 @@ def test_transport_names_objects_after_the_app_and_keeps_partitions() -> None:
 def test_open_transport_without_credentials_is_one_clear_line(no_token: None) -> None:
     assert not has_credentials()
     with pytest.raises(TransportError) as info:
-        open_transport("modal", config=Config())
+        backend_for("modal").open_transport(Home(), Config())
     assert str(info.value) == NO_CREDENTIALS
     assert "modal setup" in NO_CREDENTIALS and "\n" not in NO_CREDENTIALS
 

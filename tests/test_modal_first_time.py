@@ -22,6 +22,7 @@ from coral.execution.jobs import LEASES_DICT, WorkerContext, job_queue
 from coral.execution.messages import Job
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
+from coral.modal.backend import ModalBackend
 from coral.modal.double import ModalDouble
 from coral.modal.launcher import (
     ModalLauncher,
@@ -32,6 +33,7 @@ from coral.modal.launcher import (
 )
 from coral.modal.offline import deploy, local_path
 from coral.modal.runtime import GenerateContainer, TrainContainer, orchestrate
+from coral.run.backend import RunContext
 from coral.run.events import read_events
 from coral.run.lifecycle import resume_run
 
@@ -232,7 +234,7 @@ def test_a_crashed_modal_run_resumes_in_the_cloud(tmp_path: Path) -> None:
     assert crashed == [0]
     assert modal_run_status(run_id, api=api, home=laptop)["state"] == "running"  # as it died
     with pytest.raises(CoralError, match="no run"):
-        resume_run(run_id, home=laptop)  # the laptop has no copy: the run is on the Volume
+        resume_run(run_id, RunContext(ModalBackend(api), laptop))  # the laptop has no copy: the run is on the Volume
     second = resume_on_modal(run_id, api=api, home=laptop)
     assert api.FunctionCall.from_id(second).get(timeout=120)["state"] == "finished"
     status = modal_run_status(run_id, api=api, home=laptop)

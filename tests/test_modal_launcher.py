@@ -26,6 +26,7 @@ from coral.hashing import content_hash
 from coral.home import Home
 from coral.modal.launcher import ModalLauncher, container_model_json, submit_run
 from coral.modal.runtime import GenerateContainer, orchestrate, serve
+from coral.run.backend import RunContext
 from coral.testing.modal_double import ModalDouble
 
 APP = "coral"
@@ -214,7 +215,7 @@ def test_a_whole_run_goes_to_the_orchestrator(monkeypatch: pytest.MonkeyPatch,
 
     seen: list[Any] = []
 
-    def fake_run(config: Config, run_id: str, **_: Any) -> Result:
+    def fake_run(config: Config, run_id: str, context: RunContext) -> Result:
         seen.append(config)
         return Result(run_id, "finished")
 

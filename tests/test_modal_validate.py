@@ -12,7 +12,8 @@ from coral.config import REPO_ROOT
 from coral.home import Home
 from coral.modal.costs import run_costs
 from coral.modal.validate import first_difference, validate_everywhere
-from coral.run.lifecycle import run_from_config
+from coral.run.lifecycle import resolve_config, run_from_config
+from coral.services.backends import run_context
 
 FAKES = "coral.testing.fakes:HANDLERS"
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
@@ -30,8 +31,8 @@ def test_serial_local_and_modal_double_are_identical(tmp_path: Path) -> None:
 def test_the_first_differing_event_is_named(tmp_path: Path) -> None:
     home = Home(tmp_path / "home")
     for seed in (0, 1):
-        run_from_config(SMOKE, f"seed{seed}0000000", "serial", overrides=[f"seed={seed}"],
-                        home=home, handlers=FAKES)
+        config = resolve_config(SMOKE, [f"seed={seed}"], "serial")
+        run_from_config(config, f"seed{seed}0000000", run_context(config, home, handlers=FAKES))
     where = first_difference(home, "seed00000000", "seed10000000")
     assert where is not None and where.startswith("event ") and "differs" in where
     assert first_difference(home, "seed00000000", "seed00000000") is None
@@ -42,8 +43,8 @@ def test_a_runs_own_accounting_gives_its_gpu_and_cpu_seconds(
 ) -> None:
     monkeypatch.setenv("CORAL_FAKE_SLEEP", "0.02")  # every fake job takes at least 20 ms
     home = Home(tmp_path / "home")
-    run_from_config(SMOKE, "cost00000000", "serial", overrides=["generations=1"], home=home,
-                    handlers=FAKES)
+    config = resolve_config(SMOKE, ["generations=1"], "serial")
+    run_from_config(config, "cost00000000", run_context(config, home, handlers=FAKES))
     costs = run_costs(home.events_dir("cost00000000"))
     n = costs["genome_evaluations"]
     assert n >= 4 and costs["tests"] == n * 6  # smoke: 6 eval problems x 1 sample per genome

@@ -25,13 +25,13 @@ from nbclient import NotebookClient
 
 from coral import analysis
 from coral.analysis.notebook import parse_key_numbers, run_id_from_env, run_ids_from_env
-from coral.config import load_config
 from coral.errors import CoralError
 from coral.evolution.genome import Genome
 from coral.home import Home
 from coral.model.adapters import gene_key
 from coral.run.events import read_events
-from coral.run.lifecycle import run_from_config
+from coral.run.lifecycle import resolve_config, run_from_config
+from coral.services.backends import run_context
 from coral.store.ingest import Ingestor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,8 +116,8 @@ def one_kernel_notebook(plan: dict[str, dict[str, str]]) -> nbformat.NotebookNod
 def store_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     home = Home(tmp_path_factory.mktemp("notebook-runs"))
     for run_id, overrides in RUNS.items():
-        run_from_config(load_config(SMOKE, BASE + overrides), run_id, backend="serial",
-                        handlers=FAKES, threads=1, home=home)
+        config = resolve_config(SMOKE, BASE + overrides, "serial")
+        run_from_config(config, run_id, run_context(config, home, handlers=FAKES, threads=1))
     with Ingestor(home, None) as ingestor:  # the snapshot the notebooks read, as a dashboard leaves it
         ingestor.run_once(snapshot=True)
     return home

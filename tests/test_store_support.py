@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from coral.config import load_config
 from coral.home import Home
-from coral.run.lifecycle import run_from_config
+from coral.run.lifecycle import resolve_config, run_from_config
+from coral.services.backends import run_context
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -23,8 +23,8 @@ RUNS = {"alpha": ["generations=3", "population=4"], "beta": ["generations=2", "p
 def template_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("store-template")
     for run_id, overrides in RUNS.items():
-        run_from_config(load_config(SMOKE, overrides), run_id, backend="serial", handlers=FAKES,
-                        threads=1, home=Home(root))
+        config = resolve_config(SMOKE, overrides, "serial")
+        run_from_config(config, run_id, run_context(config, Home(root), handlers=FAKES, threads=1))
     return root
 
 

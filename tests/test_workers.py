@@ -292,16 +292,16 @@ def test_a_holder_renews_its_claim(transport: Transport) -> None:
 
 
 def test_worker_command_serves_and_exits_when_idle(tmp_path: Path) -> None:
-    from coral.execution.transport import open_transport
+    from coral.execution.transport import LocalTransport
     from coral.home import Home
 
     home = Home(tmp_path / "home")
-    with open_transport("local", home=home) as transport:
+    with LocalTransport(home.queue_db) as transport:
         transport.queue(job_queue("echo")).put(encode(job("cli", hello="world")))
     proc = run_coral("worker", "--backend", "local", "--kind", "echo", "--idle-exit", "0.5",
                      env={"CORAL_HOME": str(home.root)})
     assert proc.returncode == 0, proc.stderr
-    with open_transport("local", home=home) as transport:
+    with LocalTransport(home.queue_db) as transport:
         (result,) = results(transport)
     assert result.ok and result.output == {"hello": "world"}
     assert "serving echo" in proc.stderr
@@ -309,7 +309,7 @@ def test_worker_command_serves_and_exits_when_idle(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--kind", "bogus"], "unknown job kind 'bogus'"),
-    (["--kind", "echo", "--backend", "carrier-pigeon"], "unknown transport backend"),
+    (["--kind", "echo", "--backend", "carrier-pigeon"], "unknown backend 'carrier-pigeon'"),
     (["--kind", "echo", "--handlers", "nope"], "expected module:attr"),
 ])
 def test_worker_command_bad_input_is_one_line(args: list[str], message: str) -> None:

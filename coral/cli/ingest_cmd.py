@@ -23,12 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _ingest(args: argparse.Namespace) -> int:
     from coral.errors import CoralError
     from coral.home import Home
+    from coral.services.backends import backend_for
     from coral.store.ingest import Ingestor
 
     if args.interval <= 0:
         raise CoralError(f"--interval must be positive, got {args.interval}")
     home = Home()
-    ingestor = Ingestor(home, None if args.transport == "none" else args.transport)
+    ingestor = Ingestor(home, None if args.transport == "none" else backend_for(args.transport))
     shown: dict[str, str] = {}  # unreadable runs already reported
     try:
         applied = ingestor.run_once(snapshot=True)

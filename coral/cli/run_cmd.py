@@ -125,33 +125,29 @@ def _bar(stage: str, counts: dict[str, int], tty: bool) -> str:
 # ---------------------------------------------------------------------- run, resume, detach
 
 
-def _run_on_modal(args: argparse.Namespace, run_id: str) -> int:
-    """A Modal run's orchestrator lives on Modal too: its paths resolve inside the container,
-    and closing the laptop does not stop it. Follow it with `coral modal status`."""
-    from coral.modal.launcher import submit_run
-
-    overrides = [*args.overrides, "backend.kind=modal"]
-    run_id, call_id = submit_run(args.config, overrides, run_id)
-    print(run_id, flush=True)
-    print(f"run {run_id} started on Modal (orchestrator call {call_id}); "
-          "watch it with `coral modal status`")
-    return 0
-
-
 def _run(args: argparse.Namespace) -> int:
     from coral.home import Home, check_run_id, new_run_id
-    from coral.run.lifecycle import check_model, resolve_config, run_from_config
+    from coral.run.lifecycle import check_run, resolve_config, run_from_config
+    from coral.services.backends import config_backend, run_context
 
     config = resolve_config(args.config, args.overrides, args.backend, args.workers)
-    check_model(config)  # here too, so `--detach` reports it rather than its child
+    backend = config_backend(config)
+    check_run(config, backend)  # here too, so `--detach` reports it rather than its child
     # `is not None`: an empty --run-id is a mistake to report, not a request for a generated id.
     run_id = check_run_id(args.run_id) if args.run_id is not None else new_run_id()
-    if config.backend.kind == "modal":
-        return _run_on_modal(args, run_id)
+    if not backend.runs_here:
+        # Its orchestrator runs there: its paths resolve there, and closing the laptop does not
+        # stop it.
+        overrides = [*args.overrides, f"backend.kind={backend.kind}"]
+        line = backend.submit(args.config, overrides, run_id, Home())
+        print(run_id, flush=True)
+        print(line)
+        return 0
     if args.detach:
         return _detach(args, run_id, Home())
     print(run_id, flush=True)
-    result = run_from_config(config, run_id, progress=Progress(), handlers=args.handlers)
+    result = run_from_config(config, run_id, run_context(config, handlers=args.handlers,
+                                                         progress=Progress()))
     return _ended(run_id, result)
 
 
@@ -179,46 +175,36 @@ def _detach(args: argparse.Namespace, run_id: str, home: Any) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from coral.home import Home
+    from coral.run.backend import RunContext
     from coral.run.lifecycle import resume_run
+    from coral.services.backends import run_backend
 
-    if _on_modal(args.run_id):  # the run lives on the Volume: resume it there
-        from coral.modal.launcher import resume_on_modal
-
-        call = resume_on_modal(args.run_id)
-        print(args.run_id, flush=True)
-        print(f"run {args.run_id} resumes on Modal from its last checkpoint (orchestrator call "
-              f"{call}); follow it with `coral status {args.run_id}`")
-        return 0
+    home = Home()
+    backend, config = run_backend(home, args.run_id)
     print(args.run_id, flush=True)
-    result = resume_run(args.run_id, progress=Progress())
+    if config is None:  # the run lives on its backend (a Modal Volume): resume it there
+        print(backend.resume(args.run_id, home))
+        return 0
+    result = resume_run(args.run_id, RunContext(backend, home, progress=Progress()))
     return _ended(args.run_id, result)
 
 
 # ---------------------------------------------------------------------- registry and control
 
 
-def _on_modal(run_id: str) -> bool:
-    """A run submitted to Modal from here, with no local copy (docs/modal.md, "Resume")."""
-    from coral.home import Home
-    from coral.modal.launcher import modal_run_record
-
-    return modal_run_record(run_id) is not None and not Home().run_dir(run_id).exists()
-
-
 def _runs(args: argparse.Namespace) -> int:
     from coral.home import Home
-    from coral.modal.launcher import list_modal_runs
     from coral.run.progress import generations_done
     from coral.run.registry import ACTIVE, list_runs
+    from coral.services.backends import remote_backends
 
     runs = list_runs(Home())
-    # Modal runs: their state lives on the Volume (`coral status RUN` reads it), so none here.
-    remote = [m for m in list_modal_runs() if not Home().run_dir(m["run_id"]).exists()]
+    remote = [r for backend in remote_backends() for r in backend.remote_runs(Home())]
     if args.json:
         print(json.dumps([{**r.as_dict(), "generations_done": generations_done(r.state, r.generation, r.generations)}
-                          for r in runs] + [{"run_id": m["run_id"], "state": "on-modal",
-                                             "backend": "modal", "app": m["app"],
-                                             "orchestrator_calls": m["calls"]} for m in remote],
+                          for r in runs] + [{"run_id": m.run_id, "state": m.state, "backend": m.backend,
+                                             **m.detail} for m in remote],
                          indent=2))
         return 0
     if not runs and not remote:
@@ -232,8 +218,9 @@ def _runs(args: argparse.Namespace) -> int:
         gen = str(r.generation) if r.state in ACTIVE and r.generation is not None else "-"
         print(f"{r.run_id:32} {r.state:12} {done:>7} {gen:>4} {r.strategy or '?':10} {r.backend or '?'}")
     for m in remote:
-        print(f"{m['run_id']:32} {'on-modal':12} {'?':>7} {'-':>4} {'?':10} modal "
-              f"(app {m['app']}; `coral status {m['run_id']}`)")
+        where = f"app {m.detail['app']}; " if "app" in m.detail else ""
+        print(f"{m.run_id:32} {m.state:12} {'?':>7} {'-':>4} {'?':10} {m.backend} "
+              f"({where}`coral status {m.run_id}`)")
     return 0
 
 
@@ -241,19 +228,19 @@ def _status(args: argparse.Namespace) -> int:
     from coral.home import Home
     from coral.run.progress import generations_done
     from coral.run.registry import ACTIVE, run_info, run_status
+    from coral.services.backends import run_backend
 
-    if _on_modal(args.run_id):
-        from coral.modal.launcher import modal_run_status
-
-        remote = modal_run_status(args.run_id)
+    backend, config = run_backend(Home(), args.run_id)
+    if config is None:  # a run living on its backend: its status as last committed there
+        status = backend.run_status(Home(), args.run_id)
         if args.json:
-            print(json.dumps(remote, indent=2, default=str))
+            print(json.dumps(status, indent=2, default=str))
             return 0
-        print(f"run {args.run_id}: {remote.get('state')} on Modal (generation "
-              f"{remote.get('generation', '-')}, as last committed to the Volume)")
-        print(f"  orchestrator calls: {', '.join(remote['orchestrator_calls'])}")
-        if remote.get("error"):
-            print(f"  error: {remote['error']}")
+        print(f"run {args.run_id}: {status.get('state')} on {backend.kind} (generation "
+              f"{status.get('generation', '-')}, as last committed to the Volume)")
+        print(f"  orchestrator calls: {', '.join(status['orchestrator_calls'])}")
+        if status.get("error"):
+            print(f"  error: {status['error']}")
         return 0
     status = run_status(Home(), args.run_id)
     info = run_info(Home(), args.run_id)
@@ -275,13 +262,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from coral.home import Home
-    from coral.run.control import send_request
-    from coral.run.registry import run_config, run_info
+    from coral.services.dashboard import request_control
 
-    home = Home()
-    print(send_request(home, args.run_id, run_config(home, args.run_id),
-                       run_info(home, args.run_id).state, args.request))
+    print(request_control(args.run_id, args.request))
     return 0
 
 

@@ -42,9 +42,9 @@ def _positive(text: str) -> float:
 
 def _worker(args: argparse.Namespace) -> int:
     from coral.execution.jobs import Handlers
-    from coral.execution.transport import open_transport
     from coral.execution.workers import DEFAULT_LEASE_SECONDS, PARENT_ENV, Worker, die_with_parent, expand_kinds
     from coral.home import Home
+    from coral.services.backends import backend_for
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s coral-worker[%(process)d] %(levelname)s %(message)s")
@@ -62,7 +62,7 @@ def _worker(args: argparse.Namespace) -> int:
     if parent:  # a run's pool worker: it dies with its engine, which alone handles Ctrl-C
         die_with_parent(int(parent))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with open_transport(args.backend, home=home) as transport:
+    with backend_for(args.backend).open_transport(home) as transport:
         worker = Worker(transport, kinds, handlers=handlers, lease_seconds=lease,
                         idle_exit=args.idle_exit, home=home, stop=stop)
         worker.run()

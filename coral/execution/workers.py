@@ -305,6 +305,10 @@ class WorkerLauncher(ABC):
     def check(self) -> None:  # noqa: B027 - optional: launchers that can watch their workers do
         """Called by the engine between jobs: replace dead workers, or raise WorkersLost."""
 
+    def pids(self) -> list[int]:
+        """Process ids of the started workers on this machine (none for remote workers)."""
+        return []
+
     def __enter__(self) -> WorkerLauncher:
         self.start()
         return self

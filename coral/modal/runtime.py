@@ -39,8 +39,9 @@ from coral.execution.transport.base import Transport, TransportError
 from coral.execution.transport.modal_backend import ModalTransport, modal_api
 from coral.execution.workers import Worker
 from coral.home import Home
+from coral.modal.backend import ModalBackend
 from coral.modal.constants import CONTAINERS_DICT, EVALUATE_FUNCTION
-from coral.modal.launcher import ModalLauncher
+from coral.run.backend import RunContext
 from coral.run.lifecycle import resume_run, run_from_config
 
 log = logging.getLogger("coral.modal")
@@ -346,18 +347,14 @@ def orchestrate(
         if progress is not None:
             progress(kind, info)
 
-    def launcher(transport: Any, config: Any) -> ModalLauncher:
-        return ModalLauncher(transport, config, kinds=["train", "generate", "test"],
-                             run_id=run_id, model_paths=model_paths)
-
+    # The run's own container: this process drives the engine; workers are Modal calls.
+    backend = ModalBackend(api, model_paths=model_paths)
+    context = RunContext(backend, home, handlers, progress=on_progress)
     try:
-        transport = ModalTransport(config.modal.app_name, api=api)
         if registered:
-            result = resume_run(run_id, home=home, progress=on_progress, handlers=handlers,
-                                launcher=launcher, orphaned=True, transport=transport)
+            result = resume_run(run_id, context, orphaned=True)
         else:
-            result = run_from_config(config, run_id=run_id, home=home, progress=on_progress,
-                                     handlers=handlers, launcher=launcher, transport=transport)
+            result = run_from_config(config, run_id, context)
         return dataclasses.asdict(result)
     except TransportError:
         raise  # Modal unreachable for a while: Modal's retry of this call resumes the run

@@ -11,11 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
+from coral.modal.backend import ModalBackend
 from coral.modal.double import ModalDouble
-from coral.modal.launcher import ModalLauncher
 from coral.modal.offline import deploy
+from coral.run.backend import RunContext
 from coral.run.engine import default_threads
 from coral.run.events import read_events, science
 from coral.run.lifecycle import (
@@ -49,15 +49,9 @@ def run_on_double(config_path: str | os.PathLike, overrides: list[str] | None, w
     with tempfile.TemporaryDirectory(prefix="coral-validate-modal-") as volumes:
         api = ModalDouble(volume_root=Path(volumes))
         deploy(api, config, handlers=handlers, preload=handlers is None, one_job_at_a_time=True)
-        transport = ModalTransport(config.modal.app_name, api=api)
-
-        def launcher(transport: ModalTransport, config: Any) -> ModalLauncher:
-            return ModalLauncher(transport, config, kinds=["train", "generate", "test"],
-                                 run_id=run_id, model_paths="local", interval=0.2)
-
-        return run_from_config(config, run_id, home=home, handlers=handlers,
-                               threads=default_threads(workers), launcher=launcher,
-                               transport=transport)
+        backend = ModalBackend(api, model_paths="local", interval=0.2)
+        context = RunContext(backend, home, handlers, default_threads(workers))
+        return run_from_config(config, run_id, context)
 
 
 def validate_everywhere(config_path: str | os.PathLike, overrides: list[str] | None = None,

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import time
 
-from coral.config import Config
 from coral.errors import CoralError
 from coral.execution.jobs import HOLDS_DICT, hold_key
-from coral.execution.transport import open_transport
 from coral.execution.transport.base import Transport
-from coral.home import Home
 from coral.run.registry import ACTIVE
 
 CONTROL_DICT = "control"
@@ -28,17 +25,16 @@ def control_key(run_id: str) -> str:
     return f"control:{run_id}"
 
 
-def send_request(home: Home, run_id: str, config: Config, state: str, request: str) -> str:
-    """Put `request` for an active run; returns the line to show. `state` is the run's state now."""
+def send_request(transport: Transport, run_id: str, state: str, request: str) -> str:
+    """Put `request` for an active run on its backend's transport (the run's control channel,
+    `Backend.open_transport`); returns the line to show. `state` is the run's state now."""
     if request not in CONTROL_REQUESTS:
         raise CoralError(f"unknown run control {request!r} (known: {', '.join(CONTROL_REQUESTS)})")
     if state not in ACTIVE:
         raise CoralError(f"run {run_id} is {state}; only a running or paused run takes {request}")
-    kind = "local" if config.backend.kind == "serial" else config.backend.kind
-    with open_transport(kind, home=home, config=config) as transport:
-        # The hold first: once the engine sees the request, no worker starts a job of the run.
-        set_hold(transport, run_id, None if request == "continue" else request)
-        transport.dict(CONTROL_DICT).put(control_key(run_id), {"request": request, "at": time.time()})
+    # The hold first: once the engine sees the request, no worker starts a job of the run.
+    set_hold(transport, run_id, None if request == "continue" else request)
+    transport.dict(CONTROL_DICT).put(control_key(run_id), {"request": request, "at": time.time()})
     if request == "continue":
         return f"continue requested for run {run_id}"
     return (f"{request} requested for run {run_id}: no new job starts; jobs already running "

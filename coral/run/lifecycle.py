@@ -1,9 +1,10 @@
 """Starting, resuming and validating runs: what `coral run`, `coral resume`, `coral validate`
 and the Modal orchestrator call. The pipeline itself is coral/run/engine.py.
 
-The worker launcher is chosen here for the local backends (serial: none; local: a process pool).
-Remote backends pass their own (`launcher=`): the Modal orchestrator hands in a ModalLauncher, so
-this layer never imports the Modal layer above it (docs/architecture.md).
+Every function here receives a `RunContext` (coral/run/backend.py): the Backend that runs the
+jobs (its transport, executor and worker launcher), the home, test job bodies, threads and the
+progress sink. The Modal orchestrator hands in the Modal backend, so this layer never imports
+the Modal layer above it (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,13 +24,9 @@ from coral.benchmark.loader import load_benchmark
 from coral.benchmark.split import split_for_config
 from coral.config import BackendConfig, Config, check_model_folder, describe_error, load_config
 from coral.errors import ConfigError, CoralError
-from coral.execution.executor import Executor, QueueExecutor, SerialExecutor
-from coral.execution.jobs import Handlers
-from coral.execution.transport import open_transport
-from coral.execution.transport.base import Transport
-from coral.execution.workers import LocalWorkerPool, WorkerLauncher, local_worker_cap
 from coral.home import Home, new_run_id
 from coral.run import checkpoints as ckpt
+from coral.run.backend import Backend, LocalBackend, RunContext
 from coral.run.control import clear_requests, set_hold
 from coral.run.engine import EvolutionEngine, Problems, default_threads, prompts_for
 from coral.run.events import read_events
@@ -42,9 +39,6 @@ from coral.run.registry import (
     run_record,
     write_status,
 )
-
-# Makes the worker launcher of a remote backend for one run: (transport, config) -> launcher.
-LauncherFactory = Callable[[Transport, Config], WorkerLauncher]
 
 # ---------------------------------------------------------------------- starting and resuming
 
@@ -74,6 +68,7 @@ def load_problems(config: Config, split: dict[str, list[str]] | None = None) -> 
 
 def resolve_config(source: Config | str | os.PathLike, overrides: list[str] | None = None,
                    backend: str | None = None, workers: int | None = None) -> Config:
+    """The config of a run: a file with its `--set` overrides, then `--backend`/`--workers`."""
 
     config = source if isinstance(source, Config) else load_config(source, overrides)
     if isinstance(source, Config) and overrides:
@@ -91,18 +86,22 @@ def resolve_config(source: Config | str | os.PathLike, overrides: list[str] | No
         except ValidationError as exc:
             raise ConfigError(f"backend.{describe_error(exc)}") from None
         config = config.model_copy(update={"backend": merged})
-    if config.backend.kind == "local" and config.backend.workers > local_worker_cap():
-        raise ConfigError(f"backend.workers={config.backend.workers}: at most {local_worker_cap()} local "
-                          f"workers on this machine (2 x {os.cpu_count()} CPU cores, at least 4)")
     return config
+
+
+def check_run(config: Config, backend: Backend) -> None:
+    """What is checked before a run is registered: the backend's own limits (a local pool's
+    size, Modal credentials) and, for a backend that runs here, the model folder."""
+    backend.preflight(config)
+    if backend.runs_here:
+        check_model(config)
 
 
 def check_model(config: Config) -> None:
     """A model given as a local path must be a model folder, checked before a run is registered
     (it failed three attempts later, in a worker). Hub ids are left to the loader. Only for the
-    backends that run here: a Modal run's paths are its containers'."""
-    if config.backend.kind != "modal":
-        check_model_folder(config.model.name)
+    backends that run here (`check_run`): a Modal run's paths are its containers'."""
+    check_model_folder(config.model.name)
 
 
 def check_run_lengths(config: Config, problems: Problems) -> None:
@@ -114,45 +113,33 @@ def check_run_lengths(config: Config, problems: Problems) -> None:
     check_lengths(config, bench, problems.train, problems.eval)
 
 
-def run_from_config(
-    config: Config | str | os.PathLike, run_id: str | None = None, backend: str | None = None, *,
-    workers: int | None = None, overrides: list[str] | None = None, home: Home | None = None,
-    progress: Callable[[str, dict], None] | None = None, threads: int | None = None,
-    handlers: str | None = None, launcher: LauncherFactory | None = None,
-    transport: Transport | None = None,
-) -> RunResult:
+def run_from_config(config: Config, run_id: str | None, context: RunContext) -> RunResult:
     """Register a new run and run it to the end: the CLI's and the Modal orchestrator's entry.
 
-    `handlers` ("module:attr", a dict kind -> body) replaces job bodies: tests and benchmarks.
-    `transport` replaces the backend's own (`coral validate` runs the modal backend on the
-    Modal double); the caller closes it.
+    `config` is resolved (`resolve_config`); `context.backend` is the backend that serves its
+    `backend.kind` (the registry, coral/services/backends.py, picks it).
     """
 
-    config = resolve_config(config, overrides, backend, workers)
-    home = (home or Home()).ensure()
+    home = context.home.ensure()
     run_id = run_id or new_run_id()
     problems = load_problems(config)
-    check_model(config)
+    check_run(config, context.backend)
     check_run_lengths(config, problems)
-    register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval}, handlers)
-    progress = progress or (lambda kind, info: None)
-    progress("registered", {"run_id": run_id})
-    return execute(config, run_id, home, problems, None, progress, threads, handlers, launcher,
-                   transport)
+    register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval},
+                 context.handlers)
+    context.report("registered", {"run_id": run_id})
+    return execute(config, run_id, problems, None, context)
 
 
-def resume_run(run_id: str, home: Home | None = None,
-               progress: Callable[[str, dict], None] | None = None,
-               threads: int | None = None, handlers: str | None = None,
-               launcher: LauncherFactory | None = None, orphaned: bool = False,
-               transport: Transport | None = None) -> RunResult:
-    """Continue an interrupted run from its last checkpoint (crash recovery).
+def resume_run(run_id: str, context: RunContext, orphaned: bool = False) -> RunResult:
+    """Continue an interrupted run from its last checkpoint (crash recovery), with the job
+    bodies it was registered with unless `context` names others.
 
     `orphaned`: the caller knows the run's orchestrator is gone although its status says it
     runs (a Modal container that crashed: its host and pid mean nothing here).
     """
 
-    home = home or Home()
+    home = context.home
     config = run_config(home, run_id)
     state = effective_state(read_json(home.run_dir(run_id) / "status.json"))
     if state == "finished":
@@ -162,48 +149,32 @@ def resume_run(run_id: str, home: Home | None = None,
                          f"use `coral continue {run_id}` for a paused run")
     record = run_record(home, run_id)
     problems = load_problems(config, record["split"])
-    handlers = handlers or record.get("handlers")
+    context = replace(context, handlers=context.handlers or record.get("handlers"))
     checkpoint = ckpt.latest(home.checkpoints_dir(run_id))
-    return execute(config, run_id, home, problems, checkpoint, progress, threads, handlers, launcher,
-                   transport)
+    return execute(config, run_id, problems, checkpoint, context)
 
 
-def execute(config: Config, run_id: str, home: Home, problems: Problems,
-            resume: ckpt.Checkpoint | None, progress: Callable[[str, dict], None] | None,
-            threads: int | None, handlers: str | None = None,
-            launcher_factory: LauncherFactory | None = None,
-            given: Transport | None = None) -> RunResult:
+def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkpoint | None,
+            context: RunContext) -> RunResult:
+    """Run (or resume) a registered run on `context.backend` until it ends."""
 
-    kind = config.backend.kind
+    backend, home = context.backend, context.home
     started = time.time()
-    opened = nullcontext(given) if given is not None else open_transport(kind, home=home,
-                                                                          config=config)
-    with opened as transport:
+    with backend.open_transport(home, config) as transport:
         clear_requests(transport, run_id)
-        launcher = None
-        executor: Executor
-        if kind == "serial":
-            executor = SerialExecutor(transport, run_id, config.backend, home=home,
-                                      handlers=Handlers.from_spec(handlers))
-        else:
-            # Modal runs share the app's queues: each keeps its jobs in its own partition.
-            executor = QueueExecutor(transport, run_id, config.backend,
-                                     job_partition=run_id if kind == "modal" else None)
-            launcher = _launcher(config, home, run_id, transport, handlers, launcher_factory)
-            check = getattr(launcher, "check", None)
-            if check is not None:  # e.g. workers that keep failing to start end the run
-                executor.add_health_check(check)
+        executor, launcher = backend.execution(transport, run_id, config, home, context.handlers)
+        if launcher is not None:
             launcher.start()
         engine = EvolutionEngine(config, run_id, home, executor, transport, problems,
-                                 threads=threads or default_threads(config.backend.workers),
-                                 progress=progress)
+                                 threads=context.threads or default_threads(config.backend.workers),
+                                 progress=context.progress)
         state = "failed"
         try:
             with _stop_on_signals(engine):
                 state = engine.run(resume)
         except CoralError as exc:
-            if hasattr(engine, "events"):
-                engine.events.emit("run_failed", {"error": str(exc)})
+            # engine.run opens its event log first, and opening it raises no CoralError.
+            engine.events.emit("run_failed", {"error": str(exc)})
             write_status(home, run_id, "failed", error=str(exc))
             raise
         finally:
@@ -211,7 +182,7 @@ def execute(config: Config, run_id: str, home: Home, problems: Problems,
             set_hold(transport, run_id, None if state == "finished" else "stop")
             if launcher is not None:
                 launcher.stop()
-        pids = launcher.pids() if launcher is not None and hasattr(launcher, "pids") else [os.getpid()]
+        pids = launcher.pids() if launcher is not None else [os.getpid()]
         return RunResult(run_id, state, time.time() - started, pids, executor.stats.retries,
                          executor.stats.lease_expiries, executor.cache_stats().hits)
 
@@ -240,19 +211,6 @@ def _stop_on_signals(engine: EvolutionEngine) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _launcher(config: Config, home: Home, run_id: str, transport: Transport,
-              handlers: str | None, factory: LauncherFactory | None) -> WorkerLauncher:
-    kinds = ["train", "generate", "test"]
-    if config.backend.kind == "local":
-        return LocalWorkerPool(home, config.backend.workers, kinds, handlers=handlers,
-                               lease_seconds=config.backend.lease_seconds,
-                               log_dir=home.run_dir(run_id) / "workers", run_id=run_id)
-    if factory is None:
-        raise CoralError(f"backend {config.backend.kind!r} runs are started by `coral run`, which "
-                         "submits them to their own orchestrator")
-    return factory(transport, config)
-
-
 def validate_config_runs(config_path: str | os.PathLike, overrides: list[str] | None = None,
                          workers: int = 2, home: Home | None = None,
                          handlers: str | None = None) -> dict[str, Any]:
@@ -265,10 +223,10 @@ def validate_config_runs(config_path: str | os.PathLike, overrides: list[str] | 
     base = new_run_id()
     threads = default_threads(workers)
     report: dict[str, Any] = {}
-    for side, kind in (("serial", "serial"), ("queue", "local")):
+    for side, kind, pool in (("serial", "serial", False), ("queue", "local", True)):
         config = resolve_config(config_path, overrides, kind, max(2, workers))
-        result = run_from_config(config, f"{base}-{side}", home=home, threads=threads,
-                                 handlers=handlers)
+        context = RunContext(LocalBackend(pool), home, handlers, threads)
+        result = run_from_config(config, f"{base}-{side}", context)
         hits = misses = 0
 
         for event in read_events(home.events_dir(result.run_id)):

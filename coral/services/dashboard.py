@@ -13,18 +13,24 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from coral.benchmark.loader import PROGRAMS, read_text
 from coral.config import REPO_ROOT, Config, find_configs, load_config
 from coral.errors import ConfigError, CoralError
 from coral.execution.jobs import EVENTS_QUEUE, job_queue
-from coral.execution.transport import open_transport
 from coral.home import Home, check_run_id, new_run_id
 from coral.run.control import CONTROL_REQUESTS, send_request
 from coral.run.detached import log_tail, run_command, start_detached
-from coral.run.registry import ACTIVE, read_json, read_json_yaml, run_config, run_info, run_record
+from coral.run.registry import ACTIVE as ACTIVE  # the pages' "is it running" test
+from coral.run.registry import export_adapter as export_adapter  # the Runs page's adapter export
+from coral.run.registry import read_json, read_json_yaml, run_config, run_info, run_record
+from coral.services.backends import config_backend, run_backend
 from coral.services.live import preflight
+from coral.store.schema import METRICS as METRICS  # the objectives the pages offer
+
+if TYPE_CHECKING:
+    from coral.store.ingest import Ingestor
 
 CONFIG_DIR = REPO_ROOT / "configs"
 SMOKE_CONFIG = CONFIG_DIR / "smoke.yaml"
@@ -130,7 +136,18 @@ def request_control(run_id: str, request: str, home: Home | None = None) -> str:
     if request not in CONTROL_REQUESTS:  # before the run is looked up: the request is the error
         raise CoralError(f"unknown run control {request!r} (known: {', '.join(CONTROL_REQUESTS)})")
     home = home or Home()
-    return send_request(home, run_id, run_config(home, run_id), run_info(home, run_id).state, request)
+    backend, config = run_backend(home, run_id)
+    state = run_info(home, run_id).state if config is not None else backend.run_status(home, run_id).get("state")
+    with backend.open_transport(home, config) as transport:
+        return send_request(transport, run_id, str(state), request)
+
+
+def start_ingestor(home: Home) -> Ingestor:
+    """The store's single writer for this dashboard process, started (docs/architecture.md).
+    Snapshots often: the live charts read the snapshot, so its age is most of their latency."""
+    from coral.store.ingest import Ingestor  # heavy (duckdb, pyarrow): the dashboard process only
+
+    return Ingestor(home, snapshot_every=0.5, interval=0.25).start()
 
 
 # ---------------------------------------------------------------------- progress
@@ -141,10 +158,10 @@ def queue_depths(run_id: str, home: Home | None = None) -> dict[str, int]:
 
     home = home or Home()
     config = run_config(home, run_id)
-    kind = "local" if config.backend.kind == "serial" else config.backend.kind
-    if kind == "local" and not home.queue_db.exists():
+    backend = config_backend(config)
+    if backend.runs_here and not home.queue_db.exists():  # nothing was ever queued here
         return {**{stage: 0 for stage in STAGES}, "events": 0}
-    with open_transport(kind, home=home, config=config) as transport:
+    with backend.open_transport(home, config) as transport:
         depths = {stage: transport.queue(job_queue(stage)).len(total=True) for stage in STAGES}
         depths["events"] = transport.queue(EVENTS_QUEUE).len(partition=run_id)
     return depths

@@ -15,8 +15,10 @@ from typing import Any
 
 from coral.config import Config, check_model_folder
 from coral.home import Home
+from coral.run.progress import RATE_WINDOW as RATE_WINDOW  # the Live page names the rates' window
 from coral.run.progress import STAGES, generations_done, rates, read_progress, seconds_left
 from coral.run.registry import ACTIVE, RunInfo, list_runs, read_json, run_info
+from coral.services.backends import config_backend
 
 # Reference job times (mean seconds per job) and parallelism, used by `expected_seconds` until
 # this home has a finished run of the same model to measure from: a `configs/smoke.yaml` run with
@@ -77,6 +79,11 @@ def live_view(run_id: str, home: Home | None = None, now: float | None = None) -
     return view
 
 
+def run_ids(home: Home) -> list[str]:
+    """Registered runs, newest first (run ids sort by creation time)."""
+    return [info.run_id for info in reversed(list_runs(home))]
+
+
 def finished_generations(info: RunInfo) -> int:
     return generations_done(info.state, info.generation, info.generations)
 
@@ -99,18 +106,16 @@ DEFAULT_CONFIG = "quick.yaml"  # the Launch page's first choice: first genome pl
 
 def preflight(config: Config) -> None:
     """What can be checked before a run is registered, so a launch fails at once with one line
-    instead of seconds later in a log: the model folder (a local path; Modal resolves its own),
-    the benchmark and its split, Modal credentials for the Modal backend."""
+    instead of seconds later in a log: the model folder (a local path, for a backend that runs
+    here; Modal resolves its own), the benchmark and its split, and the backend's own checks
+    (a local pool's size, Modal credentials)."""
     from coral.benchmark.split import split_for_config
 
-    if config.backend.kind != "modal":
+    backend = config_backend(config)
+    if backend.runs_here:
         check_model_folder(config.model.name)
     split_for_config(config)  # the benchmark folder, its problems and the split: one line if wrong
-    if config.backend.kind == "modal":
-        from coral.execution.transport.modal_backend import check_credentials
-
-        check_credentials()
-
+    backend.preflight(config)
 
 
 def jobs_per_generation(config: Config, eval_problems: int) -> dict[str, int]:

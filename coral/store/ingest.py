@@ -31,8 +31,9 @@ import pyarrow.compute as pc
 
 from coral.errors import CoralError
 from coral.execution.jobs import EVENTS_QUEUE
-from coral.execution.transport import open_transport
+from coral.execution.transport.base import Queue, Transport
 from coral.home import Home
+from coral.run.backend import Backend, LocalBackend
 from coral.run.checkpoints import PREFIX as CHECKPOINT_PREFIX
 from coral.run.checkpoints import load as load_checkpoint
 from coral.run.events import segments
@@ -42,6 +43,7 @@ from coral.store.store import Store, StoreWriteError, check_event, empty_frame, 
 log = logging.getLogger("coral.store.ingest")
 
 DRAIN_BATCH = 1000
+LOCAL_RUNS = LocalBackend(pool=True)  # the default: runs of this home, local transport
 APPLY_BATCH = 200_000  # events per transaction (several runs'): > a row group, bounds memory
 _SEQ = re.compile(rb'"seq":(\d+)')
 SEALED_BATCH = 32  # sealed segments per DuckDB read (x 4 MiB): parallel across files, bounded memory
@@ -232,15 +234,16 @@ class IngestStatus:
 class Ingestor:
     """The store's single writer, for `coral ingest` and for the dashboard's one thread.
 
-    `transport_kind` None reads logs only (what coral.analysis does when no snapshot exists);
+    `backend` is where live events arrive (its transport's events partitions, one per run);
+    None reads logs only (what coral.analysis does when no snapshot exists);
     `db_path` ":memory:" keeps the store in memory and never snapshots.
     """
 
-    def __init__(self, home: Home | None = None, transport_kind: str | None = "local", *,
+    def __init__(self, home: Home | None = None, backend: Backend | None = LOCAL_RUNS, *,
                  db_path: Path | str | None = None, snapshot_every: float = 2.0,
                  interval: float = 0.5) -> None:
         self.home = home or Home()
-        self.transport_kind = transport_kind
+        self.backend = backend
         self.db_path = db_path if db_path is not None else self.home.store_db
         self.snapshot_target = snapshot_path(self.home)
         self.snapshot_every = snapshot_every
@@ -259,10 +262,10 @@ class Ingestor:
         self.store = Store(self.db_path)
         self._dirty = self.store.columns_added > 0  # readers' snapshot lacks the new columns
         self.status.unreadable = self.store.unreadable()
-        self._transport = None
-        self._queue = None
-        if transport_kind is not None:
-            self._transport = open_transport(transport_kind, home=self.home)
+        self._transport: Transport | None = None
+        self._queue: Queue | None = None
+        if backend is not None:
+            self._transport = backend.open_transport(self.home)
             self._queue = self._transport.queue(EVENTS_QUEUE)
 
     # ------------------------------------------------------------------ lifecycle
