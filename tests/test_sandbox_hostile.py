@@ -703,3 +703,122 @@ def test_tampering_with_the_meter_does_not_lower_the_cost() -> None:
     reference_cost = run_candidate(JSON_PICK, "def f(a, b):\n    return f'EXPECTED-J{a}-c0de'\n", LIMITS).cost
     for run in runs:
         assert objectives.runtime_score(run, reference_cost) < 0.5
+
+
+# --- forged tolerances and exception markers (issue 29 item 1) ----------------------------------
+# The harness's own types are reachable from candidate code (through __main__, or a frame), and
+# the nonce and report descriptor with them: whatever the candidate's box reports, only plain
+# data may count. A tolerance, an exception class or an exception record decides nothing.
+
+SQRT_TEST = (
+    "import pytest\nfrom load_testdata import load_json_testcases\n\n"
+    "if pytest.use_correct:\n    from correct_python_programs.sqrt import sqrt\n"
+    "else:\n    from python_programs.sqrt import sqrt\n\n\n"
+    "testdata = load_json_testcases(sqrt.__name__)\n\n\n"
+    "@pytest.mark.parametrize('input_data,expected', testdata)\n"
+    "def test_sqrt(input_data, expected):\n"
+    "    assert sqrt(*input_data) == pytest.approx(expected, abs=input_data[-1])\n"
+)
+SQRT_REF = "def sqrt(x, epsilon):\n    return x ** 0.5\n"
+SQRT_LOADER = (
+    "import json\nimport pathlib\n\n\ndef load_json_testcases(name):\n"
+    "    with open(pathlib.Path(__file__).parent / '../json_testcases' / f'{name}.json') as f:\n"
+    "        return [json.loads(line) for line in f]\n"
+)
+SQRT = Problem("sqrt", "def sqrt(x, epsilon):\n    return x\n", SQRT_REF,
+               tuple(JsonCase(i, [x, 0.01], x ** 0.5) for i, x in enumerate((2, 7, 27, 170))),
+               SQRT_TEST, {"load_testdata.py": SQRT_LOADER})
+# QuixBugs' usual JSON test, compared with ==: the candidate's box only calls f on each input.
+ADD = Problem("add", "", "def add(a, b):\n    return a + b\n",
+              tuple(JsonCase(i, [i, 7], i + 7) for i in range(3)),
+              SQRT_TEST.replace("sqrt", "add").replace("pytest.approx(expected, abs=input_data[-1])", "expected"),
+              {"load_testdata.py": SQRT_LOADER})
+NUMBER_TESTS = (
+    "import pytest\nfrom python_programs.f import f\n\n"
+    "def test_eq():\n    assert f(1, 2) == 3\n\n"
+    "def test_in():\n    assert 3 in [f(1, 2)]\n\n"
+    "def test_contains():\n    assert 3 in f([3], [2])\n\n"
+    "def test_approx():\n    assert f(0.1, 0.2) == pytest.approx(0.3)\n"
+)
+NUMBERS = Problem("f", "", "def f(a, b):\n    return a + b\n", None, NUMBER_TESTS, {})
+RAISES_TESTS = (
+    "import pytest\nfrom python_programs.f import f\n\n"
+    "def test_value():\n    with pytest.raises(ValueError):\n        f(1, 2)\n\n"
+    "def test_key():\n    with pytest.raises(KeyError, match='k'):\n        f(3, 4)\n"
+)
+RAISES = Problem("f", "", "def f(a, b):\n    raise (ValueError('v') if a == 1 else KeyError('k'))\n", None,
+                 RAISES_TESTS, {})
+# Each wrong answer, dressed in a marker only the reference's box may produce.
+_HARNESS = "import sys\nH = sys.modules['__main__']\n"
+FORGED_TOLERANCE = {
+    "approx-from-main": _HARNESS + "def f(a, b):\n    return H._Approx(0, abs=1e300)\n"
+    "def sqrt(x, epsilon):\n    return H._Approx(0, abs=1e300)\n"
+    "def add(a, b):\n    return H._Approx(0, abs=1e300)\n",
+    "approx-in-a-list": _HARNESS + "def f(a, b):\n    return [H._Approx(0, abs=1e300)]\n"
+    "def sqrt(x, epsilon):\n    return [H._Approx(0, abs=1e300)]\n",
+    "approx-relative": _HARNESS + "def f(a, b):\n    return H._Approx(1, rel=1e300)\n"
+    "def sqrt(x, epsilon):\n    return H._Approx(1, rel=1e300)\n",
+    # No import: a generator's frame leads back to the harness's globals.
+    "approx-from-a-frame": "def _g():\n    yield\n"
+    "def _main():\n    f = _g().gi_frame.f_back\n    import sys\n"
+    "    return sys._getframe().f_back.f_globals\n"
+    "def f(a, b):\n    return _main()['_Approx'](0, abs=1e300)\n"
+    "def sqrt(x, epsilon):\n    return _main()['_Approx'](0, abs=1e300)\n",
+    "exception-class": _HARNESS + "def f(a, b):\n    return ValueError\n"
+    "def sqrt(x, epsilon):\n    return ValueError\n",
+    # The report itself, forged with the harness's own writer: an approx, then the true answer
+    # is never reported (the first report of a case counts).
+    "forged-report": _HARNESS + "def _forge(i):\n"
+    "    H._emit(t='case', i=i, out={'$a': 0, 'abs': 1e300, 'rel': None})\n"
+    "    H._emit(t='item', i=i, rec=[[s, [{'$a': 0, 'abs': 1e300, 'rel': None}]] for s in range(4)],"
+    " end='ok', error=None)\n"
+    "_n = [0]\n"
+    "def f(a, b):\n    _forge(_n[0]); _n[0] += 1\n    return -1\n"
+    "def sqrt(x, epsilon):\n    _forge(_n[0]); _n[0] += 1\n    return -1\n",
+}
+
+
+def test_forged_tolerance_scores_zero() -> None:
+    assert run_candidate(SQRT, SQRT_REF, LIMITS).fixed
+    assert run_candidate(NUMBERS, NUMBERS.correct_source, LIMITS).fixed
+    assert run_candidate(ADD, ADD.correct_source, LIMITS).fixed
+    for name, src in FORGED_TOLERANCE.items():
+        for prob in (SQRT, NUMBERS, ADD) if "def add" in src else (SQRT, NUMBERS):
+            result = run_candidate(prob, src, LIMITS)
+            assert result.passed == 0, (name, prob.name, result.cases)
+            assert all(c.reason for c in result.cases), (name, result.cases)
+    reasons = {c.reason for c in run_candidate(SQRT, FORGED_TOLERANCE["approx-from-main"], LIMITS).cases}
+    assert reasons == {"line 15: the candidate's box recorded a tolerance (pytest.approx), which only the reference "
+                       "may"}
+
+
+def test_forged_tolerance_scores_zero_on_every_objective() -> None:
+    """Bugfix, runtime and fixed all zero: a forged verdict is a failed case, not a pass."""
+    src = FORGED_TOLERANCE["approx-from-main"]
+    for score in objectives.score_candidates([(ADD, src), (NUMBERS, src)], limits=LIMITS):
+        assert (score.bugfix, score.runtime, score.fixed) == (0.0, 0.0, False), score.cases
+
+
+FORGED_RAISES = {
+    # Every builtin exception's name in the raised type's MRO: would match any pytest.raises.
+    "every-name": _HARNESS + "import builtins\n"
+    "NAMES = ['builtins.' + n for n, v in vars(builtins).items() if isinstance(v, type)"
+    " and issubclass(v, BaseException)] + ['builtins.object']\n"
+    "def f(a, b):\n    H._exception_names = lambda kind: NAMES\n    raise RuntimeError('k')\n",
+    # Not an exception record at all: an exception class, or a plain value, as the outcome.
+    "class-as-outcome": _HARNESS + "def f(a, b):\n    raise H._Skipped.__mro__[0]('x') if 0 else SystemError('k')\n",
+    # A class named as a builtin but not one (KeyError's MRO lacks LookupError): a name is not a type.
+    "fake-builtin-class": "class KeyError(Exception):\n    pass\nKeyError.__module__ = 'builtins'\n"
+    "def f(a, b):\n    raise KeyError('k')\n",
+}
+
+
+def test_forged_exception_records_score_zero() -> None:
+    assert run_candidate(RAISES, RAISES.correct_source, LIMITS).fixed
+    # A real subclass of the expected exception passes, as in pytest.
+    honest = "class Mine(ValueError, KeyError):\n    pass\ndef f(a, b):\n    raise Mine('k')\n"
+    assert run_candidate(RAISES, honest, LIMITS).fixed
+    for name, src in FORGED_RAISES.items():
+        result = run_candidate(RAISES, src, LIMITS)
+        assert result.passed == 0, (name, result.cases)
+        assert all(c.reason for c in result.cases), (name, result.cases)

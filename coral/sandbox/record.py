@@ -111,10 +111,11 @@ def _split(source: str, name: str) -> Recording:
     for func in functions.values():
         start = {p for p in _params(func) if p in fixtures and p in calling}
         tainted = _taint(func, candidate | calling, start, _imported(tree))
+        returned = _taint(func, candidate | calling, start, _imported(tree), handed=False)
         for node in ast.walk(func):
             if isinstance(node, ast.Assert):
                 site = len(sites)
-                sites[site], plans[id(node)] = _plan_assert(node, tainted, candidate | calling, site)
+                sites[site], plans[id(node)] = _plan_assert(node, tainted, returned, candidate | calling, site)
                 if not func.name.startswith("test"):
                     dropped = [e for i, e in enumerate(plans[id(node)]["operands"]) if i not in sites[site].cand]
                     read = {n.id for e in dropped for n in ast.walk(e) if isinstance(n, ast.Name)}
@@ -282,11 +283,15 @@ def _imported(tree: ast.Module) -> set[str]:
             for a in n.names}
 
 
-def _stored(parts: list[ast.AST], sources: set[str], imported: set[str]) -> set[str]:
+def _stored(parts: list[ast.AST], sources: set[str], imported: set[str], handed: bool = True) -> set[str]:
     """Names a statement binds or may mutate: its targets, the objects whose methods it
-    calls, and whatever it hands to a candidate-calling function."""
+    calls, and (with `handed`) whatever it hands to a candidate-calling function and whatever
+    it binds to an object that may be so handed (an alias, a node linked to another)."""
     out: set[str] = set()
     for part in parts:
+        if handed and isinstance(part, ast.Assign | ast.AnnAssign | ast.AugAssign) and part.value is not None:
+            # `alias = data` or `b = Node(2, a)`: whatever reaches the target reaches these too.
+            out |= {b.id for b in ast.walk(part.value) if isinstance(b, ast.Name)} - imported - sources
         for n in ast.walk(part):
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
                 out.add(n.id)
@@ -299,14 +304,16 @@ def _stored(parts: list[ast.AST], sources: set[str], imported: set[str]) -> set[
             elif isinstance(n, ast.Call):
                 if isinstance(n.func, ast.Attribute):
                     out |= {b.id for b in ast.walk(n.func.value) if isinstance(b, ast.Name)} - imported
-                if _mentions(n.func, sources):
+                if handed and _mentions(n.func, sources):
                     for arg in [*n.args, *(k.value for k in n.keywords)]:
                         out |= {b.id for b in ast.walk(arg) if isinstance(b, ast.Name)}
     return out
 
 
-def _taint(func: ast.AST, sources: set[str], tainted: set[str], imported: set[str]) -> set[str]:
-    """Names of `func` whose values may depend on the candidate (flow-insensitive)."""
+def _taint(func: ast.AST, sources: set[str], tainted: set[str], imported: set[str], handed: bool = True) -> set[str]:
+    """Names of `func` whose values may depend on the candidate (flow-insensitive): with
+    `handed`, also the objects the candidate may have changed (passed to it, or reachable
+    from what was); without, only what it returned."""
     tainted = set(tainted)
     statements = [n for n in ast.walk(func) if isinstance(n, ast.stmt) and n is not func]
     while True:
@@ -314,17 +321,24 @@ def _taint(func: ast.AST, sources: set[str], tainted: set[str], imported: set[st
         for stmt in statements:
             parts = _own_parts(stmt)
             if any(_mentions(p, sources | tainted) for p in parts):
-                tainted |= _stored(parts, sources, imported) - sources
+                tainted |= _stored(parts, sources, imported, handed) - sources
         if len(tainted) == before:
             return tainted
 
 
-def _plan_assert(node: ast.Assert, tainted: set[str], sources: set[str], site: int) -> tuple[Site, dict[str, Any]]:
+def _plan_assert(node: ast.Assert, tainted: set[str], returned: set[str], sources: set[str],
+                 site: int) -> tuple[Site, dict[str, Any]]:
     test = node.test
     dep = sources | tainted
     if isinstance(test, ast.Compare) and len(test.ops) == 1:
         left, right = test.left, test.comparators[0]
-        cand = tuple(i for i, e in enumerate((left, right)) if _mentions(e, dep))
+        # An operand that reads what the candidate returned is the candidate's; the other one is
+        # the expected value even when it reads the inputs (`approx(expected, abs=input_data[-1])`,
+        # `sorted(xs)`): the reference's box evaluates it on its own, untouched inputs. With no
+        # returned value in the assert, it checks a side effect: what the candidate may have
+        # changed is the candidate's.
+        strong = tuple(i for i, e in enumerate((left, right)) if _mentions(e, sources | returned))
+        cand = strong or tuple(i for i, e in enumerate((left, right)) if _mentions(e, dep))
         return Site(node.lineno, "cmp", _OPS[type(test.ops[0])], cand=cand), {
             "site": site, "operands": [left, right]}
     negate = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
@@ -575,6 +589,79 @@ def _decode(v: Any, depth: int) -> Any:
     raise _Undecodable("unknown tag")
 
 
+def from_candidate(value: Any, outcome: bool = False) -> Any:
+    """A value the candidate's box recorded, as the trusted side may use it: plain data only.
+
+    A tolerance (pytest.approx), an exception class or a raised-exception record would let the
+    candidate choose how it is judged; only the reference's box may produce them. The one
+    exception is `outcome`: what a `with pytest.raises` block raised, which must be a Raised
+    whose type names are a class Python could build (checked by `plausible_raised`) or None.
+    """
+    if outcome:
+        if value is None or isinstance(value, Bad):
+            return value
+        if not isinstance(value, Raised):
+            return Bad("the candidate's box recorded something other than an exception")
+        why = implausible_raised(value)
+        return value if why is None else Bad(why)
+    found = _marker(value)
+    return value if found is None else Bad(f"the candidate's box recorded {found}, which only the reference may")
+
+
+def _marker(value: Any) -> str | None:
+    """What in `value` is not plain data the candidate may produce (iteratively: any depth)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, Approx):
+            return "a tolerance (pytest.approx)"
+        if isinstance(v, ExcClass):
+            return "an exception class"
+        if isinstance(v, Raised):
+            return "an exception record"
+        if isinstance(v, list | tuple | set | frozenset):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+    return None
+
+
+_MAX_MRO = 64
+
+
+def implausible_raised(outcome: Raised) -> str | None:
+    """Why the recorded type names of a raised exception cannot be a real class's MRO, or None.
+
+    The names come from the candidate's box, so they are checked where they can be: the
+    builtin exceptions they name must be exactly those of a class Python can build from them.
+    A list naming every builtin exception (to match any pytest.raises) is rejected; a class
+    the candidate really raised (a subclass of one or more builtins) passes.
+    """
+    names = outcome.names
+    if not names or len(names) > _MAX_MRO or names[-1] != "builtins.object" or "builtins.BaseException" not in names:
+        return "the candidate's box recorded an impossible exception type"
+    claimed = [n for n in names if n.startswith("builtins.")]
+    classes = [_builtin_exception(n) for n in claimed if n != "builtins.object"]
+    if any(c is None for c in classes):
+        return "the candidate's box recorded an impossible exception type"
+    bases = [c for i, c in enumerate(classes) if c is not None and not any(
+        issubclass(o, c) for o in classes[:i] if o is not None)]
+    try:
+        built = type("_Claimed", tuple(bases), {}) if bases else object
+    except TypeError:
+        return "the candidate's box recorded an impossible exception type"
+    real = [f"builtins.{k.__qualname__}" for k in built.__mro__ if k.__module__ == "builtins"]
+    return None if real == claimed else "the candidate's box recorded an impossible exception type"
+
+
+def _builtin_exception(name: str) -> type | None:
+    import builtins
+
+    value = getattr(builtins, name.removeprefix("builtins."), None)
+    return value if isinstance(value, type) and issubclass(value, BaseException) else None
+
+
 def _is_bool(x: Any) -> bool:
     return type(x) is bool
 
@@ -617,7 +704,7 @@ def equal(a: Any, b: Any) -> bool:
         return approx_equal(a, b)
     try:
         return bool(a == b)
-    except RecursionError:
+    except (RecursionError, OverflowError, MemoryError):
         return False
 
 
@@ -649,8 +736,8 @@ def holds(op: str, a: Any, b: Any) -> bool:
         if isinstance(a, Approx | Obj) or isinstance(b, Approx | Obj):
             return False
         return bool({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])
-    except (TypeError, RecursionError, KeyError):
-        return False
+    except (TypeError, RecursionError, KeyError, OverflowError, ValueError, MemoryError):
+        return False  # e.g. an int past float range against an approx: not equal, not a crash
 
 
 def truthy(a: Any) -> bool:
@@ -665,6 +752,8 @@ def raised_as_expected(outcome: Any, expected: Any, match: Any) -> str | None:
         return "the reference's pytest.raises argument is not an exception class"
     if outcome is None:
         return f"DID NOT RAISE {expected.names[0]}"
+    if isinstance(outcome, Bad):
+        return outcome.reason
     if not isinstance(outcome, Raised) or not outcome.names:
         return "unreadable record"
     if expected.names[0] not in outcome.names:

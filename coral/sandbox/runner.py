@@ -188,7 +188,10 @@ def outputs_match(actual: Any, expected: Any) -> bool:
     lists, dict subclasses as dicts), except that floats compare with a tolerance."""
     if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
         if isinstance(actual, float) or isinstance(expected, float):
-            return math.isclose(actual, expected, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+            try:
+                return math.isclose(actual, expected, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+            except OverflowError:  # an int past float range: no float is close to it
+                return False
         return actual == expected
     if isinstance(actual, (list, tuple)) and isinstance(expected, (list, tuple)):
         return len(actual) == len(expected) and all(outputs_match(a, e) for a, e in zip(actual, expected, strict=True))
@@ -413,11 +416,19 @@ class _Session:
         return reached, done
 
     def _judge(self, i: int, msg: dict[str, Any]) -> None:
+        """Judge one reported case. Total: whatever the report holds (a huge int where a float
+        is expected, NaN, deep nesting), the case gets a verdict and nothing escapes."""
+        try:
+            self._judge_report(i, msg)
+        except Exception as exc:  # any candidate data is a failed case, never a crash of the run
+            self._fail(i, f"could not be judged: {type(exc).__name__}")
+
+    def _judge_report(self, i: int, msg: dict[str, Any]) -> None:
         if self.call_site is not None:
             if "error" in msg:
                 self._fail(i, _line(msg["error"]) or "failed")
             elif "out" in msg:
-                mine = [(self.call_site, [record.decode(msg["out"])])]
+                mine = [(self.call_site, [record.from_candidate(record.decode(msg["out"]))])]
                 why = _verdict(self.recording, self.ref.records.get(i, []), mine)
                 self._set(i, why is None, why)
             return
@@ -504,12 +515,14 @@ def _verdict(
         if candidate is not None and _recorded(site):
             mine = next(theirs)[1]
             if site.kind == "raises":
-                operands = operands[:2] + list(mine[:1])
+                if len(mine) != 1:
+                    return "unreadable record"
+                operands = operands[:2] + [record.from_candidate(mine[0], outcome=True)]
             else:
                 if len(mine) != len(site.cand):
                     return "unreadable record"
                 for index, value in zip(site.cand, mine, strict=True):
-                    operands[index] = value
+                    operands[index] = record.from_candidate(value)
         why = _check_site(site, operands)
         if why is not None:
             return why
@@ -569,7 +582,7 @@ def _messages(stdout: bytes, nonce: bytes) -> list[dict[str, Any]]:
         if raw.startswith(prefix):
             try:
                 msg = json.loads(raw[len(prefix) :])
-            except ValueError:
+            except (ValueError, RecursionError):  # malformed, or nested past the parser's depth
                 continue
             if isinstance(msg, dict):
                 out.append(msg)
