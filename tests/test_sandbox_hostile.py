@@ -822,3 +822,91 @@ def test_forged_exception_records_score_zero() -> None:
         result = run_candidate(RAISES, src, LIMITS)
         assert result.passed == 0, (name, result.cases)
         assert all(c.reason for c in result.cases), (name, result.cases)
+
+
+# --- expected values the candidate could reach, and side effects it must make (items 3, 4, 5) ---
+
+TOUCH_TESTS = '''import pytest
+from python_programs.g import g
+
+WANT = {1: "EXPECTED-W1-aaaa"}
+TABLE = ["EXPECTED-T0-bbbb", "EXPECTED-T1-cccc"]
+
+
+def test_want():
+    assert g(1) == WANT.get(1)
+
+
+def test_table():
+    for n in range(2):
+        assert g(n + 10) == TABLE[n]
+
+
+def test_sorted():
+    xs = ["b", "c", "a"]
+    assert g(xs) == sorted(xs)
+
+
+def test_alias():
+    data = [3, 1, 2]
+    alias = data
+    g(alias)
+    assert data == [1, 2, 3]
+
+
+def test_linked():
+    inner = [3, 1]
+    outer = [inner]
+    g(outer)
+    assert inner == [1, 3]
+'''
+TOUCH_REF = (
+    "def g(x):\n"
+    "    if type(x) is int:\n"
+    "        return {1: 'EXPECTED-W1-aaaa', 10: 'EXPECTED-T0-bbbb', 11: 'EXPECTED-T1-cccc'}[x]\n"
+    "    if x and type(x[0]) is list:\n"
+    "        for inner in x:\n"
+    "            inner.sort()\n"
+    "        return None\n"
+    "    x.sort()\n"
+    "    return list(x)\n"
+)
+TOUCH = Problem("g", "", TOUCH_REF, None, TOUCH_TESTS, {})
+TOUCH_CHEATS = {
+    "do-nothing": "def g(x):\n    return None\n",
+    # Moves the expected value: sorted(xs), computed where it can touch xs, would follow.
+    "input-mutator": "def g(x):\n    if type(x) is list:\n        x[:] = ['z']\n    return ['z']\n",
+    "spy": SEARCH_EVERYWHERE + "def g(x):\n    return next(_found(), 'not found')\n",
+    # Rebinds the test's own tables (module globals of the test, reachable through the frame).
+    "table-patcher": "import sys\ndef g(x):\n    t = sys._getframe(1).f_globals\n"
+    "    for name in ('WANT', 'TABLE'):\n        t[name] = {1: 'z'} if name == 'WANT' else ['z', 'z']\n"
+    "    return 'z' if type(x) is int else ['z']\n",
+}
+
+
+@isolated  # the spy walks the box's filesystem: without namespaces that is the host's
+def test_expected_values_the_candidate_could_reach_or_move() -> None:
+    assert run_candidate(TOUCH, TOUCH_REF, LIMITS).fixed
+    copy = record.split_tests(TOUCH_TESTS, "g").candidate_source
+    assert "EXPECTED" not in copy and "sorted(xs)" not in copy, copy
+    for name, src in TOUCH_CHEATS.items():
+        result = run_candidate(TOUCH, src, LIMITS)
+        assert result.passed == 0, (name, result.cases)
+        assert all(c.reason for c in result.cases), (name, result.cases)
+
+
+SQRT_FILE = Problem(  # the sqrt shape run as a file (a skip line keeps it off the direct-call path)
+    "sqrt", SQRT.buggy_source, SQRT_REF, SQRT.json_cases,
+    SQRT_TEST.replace("    assert sqrt", "    if input_data == [0, 0] and not pytest.run_slow:\n"
+                      "        pytest.skip('slow')\n    assert sqrt"), SQRT.support_files)
+APPROX_PATCHER = (
+    "import sys\nclass Yes(float):\n    def __eq__(self, other):\n        return True\n    __hash__ = float.__hash__\n"
+    "def sqrt(x, epsilon):\n    sys.modules['pytest'].approx = lambda *a, **k: Yes()\n    return 0.0\n"
+)
+
+
+def test_sqrt_shape_judges_the_correct_program_right_and_the_approx_patcher_wrong() -> None:
+    for prob in (SQRT, SQRT_FILE):
+        assert run_candidate(prob, SQRT_REF, LIMITS).fixed, prob.pytest_source
+        result = run_candidate(prob, APPROX_PATCHER, LIMITS)
+        assert result.passed == 0, result.cases

@@ -283,10 +283,12 @@ def _imported(tree: ast.Module) -> set[str]:
             for a in n.names}
 
 
-def _stored(parts: list[ast.AST], sources: set[str], imported: set[str], handed: bool = True) -> set[str]:
-    """Names a statement binds or may mutate: its targets, the objects whose methods it
-    calls, and (with `handed`) whatever it hands to a candidate-calling function and whatever
-    it binds to an object that may be so handed (an alias, a node linked to another)."""
+def _stored(parts: list[ast.AST], sources: set[str], imported: set[str], handed: bool = True,
+            flowing: frozenset[str] | set[str] = frozenset()) -> set[str]:
+    """Names a statement binds or may mutate: its targets, the objects whose methods it calls
+    (without `handed`: only those it hands a value of `sources | flowing`), and (with `handed`)
+    whatever it hands to a candidate-calling function and whatever it binds to an object that
+    may be so handed (an alias, a node linked to another)."""
     out: set[str] = set()
     for part in parts:
         if handed and isinstance(part, ast.Assign | ast.AnnAssign | ast.AugAssign) and part.value is not None:
@@ -302,7 +304,11 @@ def _stored(parts: list[ast.AST], sources: set[str], imported: set[str], handed:
             elif isinstance(n, ast.Attribute | ast.Subscript) and isinstance(n.ctx, ast.Store | ast.Del):
                 out |= {b.id for b in ast.walk(n.value) if isinstance(b, ast.Name)}
             elif isinstance(n, ast.Call):
-                if isinstance(n.func, ast.Attribute):
+                # A method call may change its object: always when tracking what the candidate may
+                # have touched; for what it returned, only when a candidate value goes in
+                # (`out.append(f(x))`, not `WANT.get(1)`).
+                if isinstance(n.func, ast.Attribute) and (handed or any(
+                        _mentions(arg, sources | flowing) for arg in [*n.args, *(k.value for k in n.keywords)])):
                     out |= {b.id for b in ast.walk(n.func.value) if isinstance(b, ast.Name)} - imported
                 if handed and _mentions(n.func, sources):
                     for arg in [*n.args, *(k.value for k in n.keywords)]:
@@ -321,7 +327,7 @@ def _taint(func: ast.AST, sources: set[str], tainted: set[str], imported: set[st
         for stmt in statements:
             parts = _own_parts(stmt)
             if any(_mentions(p, sources | tainted) for p in parts):
-                tainted |= _stored(parts, sources, imported, handed) - sources
+                tainted |= _stored(parts, sources, imported, handed, tainted) - sources
         if len(tainted) == before:
             return tainted
 
