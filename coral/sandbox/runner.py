@@ -27,7 +27,7 @@ import marshal
 import math
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -126,8 +126,14 @@ def problem_key(problem: Problem) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=repr).encode()).hexdigest()
 
 
-_references: dict[tuple[str, float], Reference] = {}
-_reference_locks: dict[tuple[str, float], threading.Lock] = {}
+def reference_limits(limits: RunnerLimits) -> RunnerLimits:
+    """The limits a reference run depends on: all but those that only shape the candidates'
+    budgets (budget_factor, budget_floor; the reference runs under budget_ceiling)."""
+    return replace(limits, budget_factor=_DEFAULTS.budget_factor, budget_floor=_DEFAULTS.budget_floor)
+
+
+_references: dict[tuple[str, RunnerLimits], Reference] = {}
+_reference_locks: dict[tuple[str, RunnerLimits], threading.Lock] = {}
 _references_lock = threading.Lock()
 
 
@@ -137,12 +143,13 @@ def clear_reference_cache() -> None:
 
 
 def reference(problem: Problem, limits: RunnerLimits | None = None) -> Reference:
-    """The reference fix's run, once per process, problem content and ceiling.
+    """The reference fix's run, once per process, problem content and the limits it ran under
+    (reference_limits: every limit that can change its verdict or its cost).
 
     This caches the *reference* (a property of the problem), never a candidate's result.
     """
     limits = limits or RunnerLimits()
-    key = (problem_key(problem), limits.budget_ceiling)
+    key = (problem_key(problem), reference_limits(limits))
     with _references_lock:
         if key in _references:
             return _references[key]
