@@ -174,9 +174,29 @@ def run_candidate(problem: Problem, candidate_source: str, limits: RunnerLimits 
 
 
 def check_problem(problem: Problem, limits: RunnerLimits | None = None) -> tuple[CandidateRun, CandidateRun]:
-    """(reference fix, buggy program) runs: a sound problem fixes the first, not the second."""
+    """(reference fix, buggy program) runs: a sound problem fixes the first, not the second.
+
+    The reference's verdicts are its own run's *and* its run as a candidate (judged as every
+    candidate is, against its own recorded operands): a case passes only if both pass, so a test
+    shape the judge gets wrong (an expected value the candidate's box cannot see, a tolerance it
+    cannot evaluate) makes the problem unsound before any run, with the reason.
+    """
     ref = reference(problem, limits)
-    return ref.run, run_candidate(problem, problem.buggy_source, limits)
+    as_candidate = run_candidate(problem, problem.correct_source, limits)
+    return _both(ref.run, as_candidate), run_candidate(problem, problem.buggy_source, limits)
+
+
+def _both(own: CandidateRun, as_candidate: CandidateRun) -> CandidateRun:
+    """The reference's own run, each case failed where its run as a candidate failed it."""
+    judged = {c.case_id: c for c in as_candidate.cases}
+    cases = []
+    for case in own.cases:
+        other = judged.get(case.case_id)
+        if case.passed and (other is None or not other.passed):
+            why = "not run" if other is None else other.reason or "failed"
+            case = CaseResult(case.case_id, False, f"as a candidate: {why}", case.cost)
+        cases.append(case)
+    return replace(own, cases=tuple(cases))
 
 
 def case_budgets(ref: Reference, limits: RunnerLimits) -> Meter:
