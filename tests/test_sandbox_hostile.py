@@ -910,3 +910,20 @@ def test_sqrt_shape_judges_the_correct_program_right_and_the_approx_patcher_wron
         assert run_candidate(prob, SQRT_REF, LIMITS).fixed, prob.pytest_source
         result = run_candidate(prob, APPROX_PATCHER, LIMITS)
         assert result.passed == 0, result.cases
+
+
+# --- limits per candidate, not per box (items 5 and 8) -------------------------------------------
+
+
+def test_one_wall_budget_across_a_candidates_boxes() -> None:
+    """Sleeping, then crashing, in every case started a fresh box with a fresh wall clock each
+    time: 6 cases took 6 wall limits. Now the candidate's boxes share one."""
+    src = "import os, time\ndef f(a, b):\n    time.sleep(1.5)\n    os._exit(3)\n"
+    start = time.monotonic()
+    result = run(src, cases=6, wall_seconds=2.5)
+    took = time.monotonic() - start
+    assert_failed(result)
+    assert result.cases[0].reason == "crashed: exit code 3"
+    assert result.cases[-1].reason.startswith("not run after killed: wall_timeout"), result.cases
+    budget = 2.5 + 2 * (7 * LIMITS.budget_floor)  # the first box's wall limit: the whole budget
+    assert result.wall_seconds <= budget + 0.5 and took < budget + 4, (result.wall_seconds, took)

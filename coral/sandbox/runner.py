@@ -311,11 +311,17 @@ class _Session:
         self.syntax_ok: bool | None = None  # unknown until the box reports its compile
         self.error: str | None = None
         self.boxes, self.wall, self.total_cost, self.meter_kind = 0, 0.0, 0, None
+        # A candidate's wall clock is one budget across all its boxes (set by its first box):
+        # crashing in every case must not restart the clock (sleep-then-crash took 5x as long).
+        self.wall_budget: float | None = None
 
     def run(self) -> CandidateRun:
         pos = 0
         while self.ids is None or pos < len(self.order):
             todo = self.order[pos:]
+            if self.wall_budget is not None and self.wall >= self.wall_budget:
+                self.error = "not run after killed: wall_timeout"
+                break
             res, messages = self._box(todo)
             reached, done = self._absorb(messages)
             self._count(res)
@@ -383,9 +389,14 @@ class _Session:
         files["harness.pyc"] = _harness_pyc()
         n_cases = len(todo) if self.ids is not None else 256
         budget = sum(self.meter.budgets.get(i, self.meter.default) for i in todo) + self.meter.default
+        wall = lim.wall_seconds + 2 * budget
+        if self.ref is not None:  # a candidate: what is left of its one wall budget
+            if self.wall_budget is None:
+                self.wall_budget = wall
+            wall = self.wall_budget - self.wall
         box_limits = SandboxLimits(
             cpu_seconds=lim.cpu_seconds + budget,
-            wall_seconds=lim.wall_seconds + 2 * budget,
+            wall_seconds=wall,
             memory_mb=lim.memory_mb,
             max_processes=lim.max_processes,
             max_file_mb=lim.max_file_mb,
