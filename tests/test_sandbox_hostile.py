@@ -927,3 +927,84 @@ def test_one_wall_budget_across_a_candidates_boxes() -> None:
     assert result.cases[-1].reason.startswith("not run after killed: wall_timeout"), result.cases
     budget = 2.5 + 2 * (7 * LIMITS.budget_floor)  # the first box's wall limit: the whole budget
     assert result.wall_seconds <= budget + 0.5 and took < budget + 4, (result.wall_seconds, took)
+
+
+KEY_WRITER = (
+    NOT_ROOT.join(["import ctypes, os\ndef f(a, b):\n", ""]) +
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    for ring in (-4, -5, -3):  # user, user session, session keyrings\n"
+    "        libc.syscall({add_key}, b'user', b'coral-key-%d' % ring, b'KEYRING-SECRET-77', 17, ring)\n"
+    "    return 3\n"
+)
+KEY_READER = (
+    NOT_ROOT.join(["import ctypes, os\ndef f(a, b):\n", ""]) +
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    buf = ctypes.create_string_buffer(64)\n"
+    "    for ring in (-4, -5, -3):\n"
+    "        key = libc.syscall({keyctl}, 10, ring, b'user', b'coral-key-%d' % ring, 0)  # KEYCTL_SEARCH\n"
+    "        if key > 0 and libc.syscall({keyctl}, 11, key, buf, 64) > 0:  # KEYCTL_READ\n"
+    "            return buf.value.decode()\n"
+    "    return 'no key'\n"
+)
+
+
+@isolated
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers written for x86_64")
+def test_the_kernel_keyring_is_no_channel_between_boxes() -> None:
+    """A key added in one box was found by the next box with the same uid (a 20 KB channel)."""
+    writer, reader = KEY_WRITER.format(add_key=248), KEY_READER.format(keyctl=250)
+    for _ in range(3):  # boxes reuse the uids of finished boxes
+        run(writer)
+        assert_failed(run(reader, expected="KEYRING-SECRET-77"), "wrong answer")
+
+
+MOUNTER = (
+    NOT_ROOT.join(["import ctypes, os\ndef f(a, b):\n", ""]) +
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    done = []\n"
+    "    if libc.unshare(0x10000000 | 0x00020000) == 0:  # CLONE_NEWUSER | CLONE_NEWNS\n"
+    "        done.append('unshare')\n"
+    "        if libc.mount(b'none', b'/tmp', b'tmpfs', 0, b'size=4g') == 0:\n"
+    "            done.append('mount')\n"
+    "    return '+'.join(done) or 'refused'\n"
+)
+CLONER = (  # the same through clone(2) with namespace flags, in a child process
+    NOT_ROOT.join(["import ctypes, os\ndef f(a, b):\n", ""]) +
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    pid = libc.syscall(56, 0x10000000 | 0x00020000 | 17, 0, 0, 0, 0)  # clone(NEWUSER|NEWNS|SIGCHLD)\n"
+    "    if pid == 0:\n"
+    "        os._exit(0 if libc.mount(b'none', b'/tmp', b'tmpfs', 0, b'size=4g') == 0 else 1)\n"
+    "    if pid < 0:\n"
+    "        return 'refused'\n"
+    "    return 'unshare+mount' if os.waitpid(pid, 0)[1] == 0 else 'cloned'\n"
+)
+
+
+@isolated
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers written for x86_64")
+def test_no_namespaces_and_no_mounts_inside_the_box() -> None:
+    """A user namespace made inside the box could mount an unsized tmpfs (memory outside every limit)."""
+    for src in (MOUNTER, CLONER):
+        result = run(src, expected="unshare+mount")
+        assert_failed(result, "wrong answer")
+
+
+MARK_FLOOD = (
+    "import os\ndef f(a, b):\n"
+    "    sent, junk = 0, b'x' * 4095 + b'\\n'\n"
+    "    while sent < 20_000_000:  # the supervisor parsed every byte of this, outside the meter\n"
+    "        try:\n"
+    "            sent += os.write(3, junk)\n"
+    "        except OSError:\n"
+    "            return 'stopped after %d bytes' % sent\n"
+    "    return 3\n"
+)
+
+
+@isolated
+@needs_meter
+def test_flooding_the_meters_mark_pipe_is_cut_short() -> None:
+    """The supervisor's reading of the mark pipe is bounded: a flood ends in EPIPE for the box."""
+    result = run(MARK_FLOOD)
+    assert_failed(result, "wrong answer")
+    assert run("def f(a, b):\n    return a + b\n").fixed  # honest marks are all read

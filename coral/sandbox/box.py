@@ -221,6 +221,9 @@ def _meter_loop(
     rate = scale * 10  # how fast the count can grow (a few busy threads); sets the poll interval
     fds = [mark_r] + ([pidfd] if pidfd >= 0 else [])
     pending, label, start = b"", None, 0
+    # What the supervisor reads is bounded: past what max_marks honest marks take, the pipe is
+    # closed (the box's writes then fail with EPIPE), so a flood costs the box, not us.
+    room = 32 * cap + 4096
     try:
         while True:
             timeout = 0.05
@@ -231,8 +234,10 @@ def _meter_loop(
             value = _read_counter(counter) if counter >= 0 else 0
             if mark_r in ready:
                 data = os.read(mark_r, 4096)
-                if not data:
+                room -= len(data)
+                if not data or room < 0:
                     fds.remove(mark_r)
+                    os.close(mark_r)
                 pending += data
                 *lines, pending = pending.split(b"\n")
                 pending = pending[-32:]
@@ -299,44 +304,79 @@ def _box_exec(cfg: dict) -> None:
         _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
         # Set after the uid change, which clears it.
         _check(libc.prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0), "prctl(pdeathsig)")
-        if cfg["meter"] is not None:
-            _forbid_disabling_counters(libc)
+        _install_filter(libc, cfg["meter"] is not None)
     for sig in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM):
         _signal.signal(sig, _signal.SIG_DFL)  # ignored signals would survive the exec
     os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
 
 
-# seccomp: the one syscall that could stop the supervisor's counter from inside is
-# prctl(PR_TASK_PERF_EVENTS_DISABLE), which disables every counter attached to the caller,
-# whoever opened it. It fails with EPERM in the box; another ABI's syscalls (x32, i386) kill.
-_SECCOMP_ARCH = {"x86_64": (0xC000003E, 157), "aarch64": (0xC00000B7, 167)}  # (AUDIT_ARCH, prctl)
+# seccomp, in every box: namespaces, mounts and the kernel keyring are out of reach (a user
+# namespace could mount an unsized tmpfs; a key in the per-uid keyring outlived its box and was
+# read by the next box with the same uid), and with a meter the one syscall that could stop the
+# supervisor's counter from inside: prctl(PR_TASK_PERF_EVENTS_DISABLE), which disables every
+# counter attached to the caller, whoever opened it. These fail with EPERM; another ABI's
+# syscalls (x32, i386) kill. clone3 says ENOSYS (its flags are out of the filter's reach), so
+# the C library falls back to clone, whose namespace flags are checked.
+_SECCOMP_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}  # AUDIT_ARCH
+_SYSCALLS = {  # name: (x86_64, aarch64)
+    "prctl": (157, 167), "clone": (56, 220), "clone3": (435, 435), "unshare": (272, 97), "setns": (308, 268),
+    "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41), "open_tree": (428, 428),
+    "move_mount": (429, 429), "fsopen": (430, 430), "fsconfig": (431, 431), "fsmount": (432, 432),
+    "mount_setattr": (442, 442), "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219),
+}
+_DENIED = ("unshare", "setns", "mount", "umount2", "pivot_root", "open_tree", "move_mount", "fsopen", "fsconfig",
+           "fsmount", "mount_setattr", "add_key", "request_key", "keyctl")
+_CLONE_NAMESPACES = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _PR_TASK_PERF_EVENTS_DISABLE, _PR_TASK_PERF_EVENTS_ENABLE = 31, 32
 
 
-def _forbid_disabling_counters(libc) -> None:
-    import ctypes
-
-    arch = _SECCOMP_ARCH.get(os.uname().machine)
+def _filter_program(machine: str, meter: bool) -> list:
+    """The classic-BPF program of the box's seccomp filter, or [] where the numbers are unknown."""
+    arch = _SECCOMP_ARCH.get(machine)
     if arch is None:
-        return  # unknown syscall numbers: documented gap (docs/sandbox.md, "Cost")
-    audit_arch, prctl = arch
+        return []
+    col = 0 if machine == "x86_64" else 1
+    nr = {name: numbers[col] for name, numbers in _SYSCALLS.items()}
     ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
-    allow, kill, eperm = 0x7FFF0000, 0x80000000, 0x00050000 | 1
+    allow, kill = 0x7FFF0000, 0x80000000
+    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
     program = [
         (ld, 0, 0, 4),  # seccomp_data.arch
-        (jeq, 1, 0, audit_arch),
+        (jeq, 1, 0, arch),
         (ret, 0, 0, kill),
         (ld, 0, 0, 0),  # seccomp_data.nr
         (jset, 0, 1, 0x40000000),  # x32 numbers
         (ret, 0, 0, kill),
-        (jeq, 0, 3, prctl),
-        (ld, 0, 0, 16),  # args[0], low 32 bits
-        (jeq, 2, 0, _PR_TASK_PERF_EVENTS_DISABLE),
-        (jeq, 1, 0, _PR_TASK_PERF_EVENTS_ENABLE),
-        (ret, 0, 0, allow),
-        (ret, 0, 0, eperm),
     ]
+    for name in _DENIED:
+        program += [(jeq, 0, 1, nr[name]), (ret, 0, 0, eperm)]
+    program += [(jeq, 0, 1, nr["clone3"]), (ret, 0, 0, enosys)]
+    program += [
+        (jeq, 0, 4, nr["clone"]),
+        (ld, 0, 0, 16),  # args[0], low 32 bits: the flags
+        (jset, 0, 1, _CLONE_NAMESPACES),
+        (ret, 0, 0, eperm),
+        (ret, 0, 0, allow),
+    ]
+    if meter:
+        program += [
+            (jeq, 0, 5, nr["prctl"]),
+            (ld, 0, 0, 16),  # args[0], low 32 bits
+            (jeq, 2, 0, _PR_TASK_PERF_EVENTS_DISABLE),
+            (jeq, 1, 0, _PR_TASK_PERF_EVENTS_ENABLE),
+            (ret, 0, 0, allow),
+            (ret, 0, 0, eperm),
+        ]
+    return [*program, (ret, 0, 0, allow)]
+
+
+def _install_filter(libc, meter: bool) -> None:
+    import ctypes
+
+    program = _filter_program(os.uname().machine, meter)
+    if not program:
+        return  # unknown syscall numbers: documented gap (docs/sandbox.md)
 
     class Filter(ctypes.Structure):
         _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
