@@ -24,8 +24,8 @@ import pytest
 
 from coral.benchmark.problem import JsonCase, Problem
 from coral.sandbox import objectives, record
-from coral.sandbox.box import isolation_available, sandbox_uid_range
-from coral.sandbox.runner import CandidateRun, RunnerLimits, run_candidate
+from coral.sandbox.box import isolation_available, memory_cgroup, sandbox_uid_range
+from coral.sandbox.runner import BUDGET_REASON, CandidateRun, RunnerLimits, run_candidate
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "REFERENCE-SECRET-5b1e9a"
@@ -1008,3 +1008,52 @@ def test_flooding_the_meters_mark_pipe_is_cut_short() -> None:
     result = run(MARK_FLOOD)
     assert_failed(result, "wrong answer")
     assert run("def f(a, b):\n    return a + b\n").fixed  # honest marks are all read
+
+
+# Three processes (or SysV segments) of 150 MB each in a 256 MB box: each alone is within the
+# per-process address-space limit; together they are not. The candidate passes only if all
+# three held their memory at once.
+MEMORY_SPREAD = (
+    "import os, time\ndef f(a, b):\n"
+    "    pipes = []\n"
+    "    for _ in range(3):\n"
+    "        r, w = os.pipe()\n"
+    "        if os.fork() == 0:\n"
+    "            block = bytearray(150 << 20)\n"
+    "            for i in range(0, len(block), 4096):\n"
+    "                block[i] = 1\n"
+    "            os.write(w, b'k')\n"
+    "            time.sleep(3)\n"
+    "            os._exit(0)\n"
+    "        os.close(w)\n"
+    "        pipes.append(r)\n"
+    "    held = sum(len(os.read(r, 1)) for r in pipes)\n"
+    "    return 3 if held == 3 else held\n"
+)
+SHM_SPREAD = (
+    "import ctypes\ndef f(a, b):\n"
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    libc.shmat.restype = ctypes.c_void_p\n"
+    "    size, held = 150 << 20, 0\n"
+    "    for _ in range(3):\n"
+    "        sid = libc.shmget(0, ctypes.c_size_t(size), 0o1600)  # IPC_PRIVATE, IPC_CREAT\n"
+    "        if sid < 0:\n"
+    "            break\n"
+    "        addr = libc.shmat(sid, None, 0)\n"
+    "        if addr in (None, ctypes.c_void_p(-1).value):\n"
+    "            break\n"
+    "        ctypes.memset(addr, 1, size)\n"
+    "        libc.shmdt(ctypes.c_void_p(addr))  # detached: no longer in the address space\n"
+    "        held += 1\n"
+    "    return 3 if held == 3 else held\n"
+)
+
+
+@isolated
+@pytest.mark.skipif(not memory_cgroup(), reason="no memory cgroup here (docs/sandbox.md)")
+def test_memory_is_limited_per_box_across_processes_and_shared_memory() -> None:
+    for src in (MEMORY_SPREAD, SHM_SPREAD):
+        result = run(src, memory_mb=256, budget_floor=5)
+        assert_failed(result)
+        assert all(c.reason != BUDGET_REASON for c in result.cases), result.cases
+    assert run("def f(a, b):\n    return len(bytearray(100 << 20)) and a + b\n", memory_mb=256, budget_floor=5).fixed

@@ -84,10 +84,10 @@ def _supervisor_main(status_fd: int) -> None:
             return
     err_r, err_w = os.pipe()  # close-on-exec: EOF without data means the exec happened
     meter = cfg["meter"]
+    go_r, go_w = os.pipe()  # the child waits on it until its cgroup and counter are attached
     if meter is not None:
         mark_r, mark_w = os.pipe()  # the box's marks (fd MARK_FD in the box)
         ack_r, ack_w = os.pipe()  # one byte per mark, once counted (fd ACK_FD in the box)
-        go_r, go_w = os.pipe()  # the child waits on it until its counter is attached
     child = 0
 
     def on_term(signum: int, frame: object) -> None:
@@ -104,14 +104,15 @@ def _supervisor_main(status_fd: int) -> None:
         os.close(err_r)
         os.close(status_fd)
         try:
+            os.close(go_w)
+            if os.read(go_r, 1) != b"g":  # counted and contained from here on
+                raise OSError("the supervisor could not attach the box's cgroup or counter")
+            os.close(go_r)
             if meter is not None:
                 import fcntl
 
                 os.close(mark_r)
                 os.close(ack_w)
-                os.close(go_w)
-                os.read(go_r, 1)  # counted from here on: nothing of the box ran before
-                os.close(go_r)
                 # Out of the way of fds 3 and 4 first, then onto them (inheritable).
                 high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (err_w, mark_w, ack_r)]
                 for fd in (err_w, mark_w, ack_r):
@@ -126,15 +127,20 @@ def _supervisor_main(status_fd: int) -> None:
             os.write(err_w, f"{type(exc).__name__}: {exc}".encode())
         os._exit(127)
     os.close(err_w)
+    os.close(go_r)
     counter, kind = -1, None
-    if meter is not None:
-        os.close(mark_w)
-        os.close(ack_r)
-        os.set_blocking(ack_w, False)
-        os.close(go_r)
-        counter, kind = _open_counter(child)
+    try:
+        if cfg["cgroup"] is not None:
+            _join_cgroup(cfg["cgroup"], child, cfg["limits"]["memory_mb"])
+        if meter is not None:
+            os.close(mark_w)
+            os.close(ack_r)
+            os.set_blocking(ack_w, False)
+            counter, kind = _open_counter(child)
         os.write(go_w, b"g")
-        os.close(go_w)
+    except OSError:
+        pass  # the child reads EOF and reports the setup failure
+    os.close(go_w)
     err = b""
     while chunk := os.read(err_r, 4096):
         err += chunk
@@ -160,6 +166,37 @@ def _supervisor_main(status_fd: int) -> None:
         end = _read_counter(counter) if counter >= 0 else None
         report(wait_status=wait_status, cpu=usage.ru_utime + usage.ru_stime, meter=kind, marks=marks,
                end=end, over=over)
+
+
+# A memory cgroup per box: memory_mb bounds all of the box's processes together, with their
+# shared memory (SysV, memfd) and tmpfs pages, where RLIMIT_AS bounds each process alone
+# (three processes held 2.9 GB of a 1 GB box). cgroup v1 (memory controller) or v2.
+def _join_cgroup(spec: list, child: int, memory_mb: int) -> None:
+    """Make the box's cgroup (named after this supervisor's pid) and put the box in it. The
+    parent removes it after the supervisor exits: pivot_root in the box moves this process's
+    root too, so the cgroup folder is out of its reach by then."""
+    base, version = spec
+    group = f"{base}/coral-box-{os.getpid()}"
+    os.mkdir(group, 0o700)
+    limit = str(memory_mb << 20).encode()
+    files = (("memory.limit_in_bytes", True), ("memory.memsw.limit_in_bytes", False)) if version == 1 else (
+        ("memory.max", True), ("memory.swap.max", False))
+    for name, required in files:
+        try:
+            fd = os.open(f"{group}/{name}", os.O_WRONLY)
+        except FileNotFoundError:  # swap accounting off: there is no swap to escape to
+            if required:
+                raise
+            continue
+        try:
+            os.write(fd, limit if version == 1 or name == "memory.max" else b"0")
+        finally:
+            os.close(fd)
+    fd = os.open(f"{group}/cgroup.procs", os.O_WRONLY)
+    try:
+        os.write(fd, str(child).encode())
+    finally:
+        os.close(fd)
 
 
 # perf_event_open(2): the kernel counts for the box's whole process tree (inherit), outside
@@ -617,6 +654,51 @@ def _probe_isolation() -> bool:
     return res.returncode == 0
 
 
+def memory_cgroup() -> list | None:
+    """[parent folder, cgroup version] under which each box gets its own memory cgroup, or
+    None where none can be made (not root, no memory controller): probed once per process."""
+    global _memory_cgroup
+    with _memory_cgroup_lock:  # not _isolation_lock: the isolation probe runs a box, which asks here
+        if _memory_cgroup is None:
+            _memory_cgroup = _probe_memory_cgroup()
+            if not _memory_cgroup:
+                _log.warning("coral.sandbox.box: no memory cgroup here: memory_mb bounds each process "
+                             "of a box, not the box as a whole (docs/sandbox.md)")
+        return _memory_cgroup or None
+
+
+_memory_cgroup: list | None = None
+_memory_cgroup_lock = threading.Lock()
+
+
+def _probe_memory_cgroup() -> list:
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    candidates = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            candidates.append([f"/sys/fs/cgroup/memory{path.rstrip('/')}", 1])
+        elif controllers == "":
+            base = f"/sys/fs/cgroup{path.rstrip('/')}"
+            with contextlib.suppress(OSError):
+                if "memory" in Path(base, "cgroup.subtree_control").read_text().split():
+                    candidates.append([base, 2])
+    for base, version in candidates:
+        probe = f"{base}/coral-probe-{os.getpid()}"
+        try:
+            os.mkdir(probe, 0o700)
+            os.rmdir(probe)
+            return [base, version]
+        except OSError:
+            continue
+    return []
+
+
 def run_sandboxed(
     argv: list[str], files: dict[str, bytes], limits: SandboxLimits, stdin: bytes = b"", meter: Meter | None = None
 ) -> SandboxResult:
@@ -667,6 +749,7 @@ def _run(
             "files": files,
             "limits": dict(limits.__dict__),
             "bind": [p for p in _SYSTEM_PATHS if os.path.lexists(p)] + [sys.base_prefix],
+            "cgroup": memory_cgroup() if isolate else None,
             "meter": None if meter is None else {
                 "budgets": {int(k): float(v) for k, v in meter.budgets.items()},
                 "default": float(meter.default),
@@ -676,7 +759,7 @@ def _run(
         blob = marshal.dumps(config)
         code = _supervisor_code()
         payload = len(code).to_bytes(8, "big") + code + len(blob).to_bytes(8, "big") + blob + stdin
-        return _supervise(payload, limits, isolate)
+        return _supervise(payload, limits, isolate, config["cgroup"])
     finally:
         if uid is not None:
             _UIDS.release(uid)
@@ -705,7 +788,32 @@ def _supervisor_code() -> bytes:
     return marshal.dumps(compile(source, __file__, "exec", dont_inherit=True))
 
 
-def _supervise(payload: bytes, limits: SandboxLimits, isolate: bool) -> SandboxResult:
+def _remove_cgroup(spec: list, supervisor: int) -> bool:
+    """Remove a box's memory cgroup (its processes are gone); whether it hit its limit."""
+    base, version = spec
+    group = Path(base, f"coral-box-{supervisor}")
+    if not group.is_dir():
+        return False
+    oom = False
+    with contextlib.suppress(OSError, ValueError):
+        if version == 1:
+            control = dict(line.split() for line in Path(group, "memory.oom_control").read_text().splitlines() if line)
+            oom = int(control.get("oom_kill", "0")) > 0
+        else:
+            events = dict(line.split() for line in Path(group, "memory.events").read_text().splitlines() if line)
+            oom = int(events.get("oom_kill", "0")) > 0 or int(events.get("max", "0")) > 0
+    for _ in range(200):  # the namespace's last processes may take a moment to leave
+        try:
+            group.rmdir()
+            break
+        except OSError:
+            time.sleep(0.005)
+    else:
+        _log.warning("coral.sandbox.box: could not remove %s", group)
+    return oom
+
+
+def _supervise(payload: bytes, limits: SandboxLimits, isolate: bool, cgroup: list | None = None) -> SandboxResult:
     status_r, status_w = os.pipe()
     started = time.monotonic()
     try:
@@ -729,7 +837,8 @@ def _supervise(payload: bytes, limits: SandboxLimits, isolate: bool) -> SandboxR
     proc.wait()
     io.drain(grace=0.5)  # without namespaces an escaped grandchild may hold the pipes open
     io.close()
-    return _result(io, killed, limits, isolate, time.monotonic() - started)
+    oom = _remove_cgroup(cgroup, proc.pid) if cgroup is not None else False
+    return _result(io, killed, limits, isolate, time.monotonic() - started, oom)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -829,7 +938,9 @@ class _PipeIO:
         os.close(self.status_fd)
 
 
-def _result(io: _PipeIO, killed: str | None, limits: SandboxLimits, isolate: bool, wall: float) -> SandboxResult:
+def _result(
+    io: _PipeIO, killed: str | None, limits: SandboxLimits, isolate: bool, wall: float, oom: bool = False
+) -> SandboxResult:
     stdout, stderr = bytes(io.out[io.stdout_fd]), bytes(io.out[io.stderr_fd])
     try:  # written only by the supervisor, which the box cannot reach
         status = marshal.loads(bytes(io.out[io.status_fd])) if io.out[io.status_fd] else {}
@@ -857,6 +968,8 @@ def _result(io: _PipeIO, killed: str | None, limits: SandboxLimits, isolate: boo
             killed = f"signal:{sig}"
     elif killed is None and code != 0 and stderr.rstrip().endswith(b"MemoryError"):
         killed = "memory_limit"
+    if oom and killed == "signal:9":
+        killed = "memory_limit"  # the box's cgroup went over memory_mb (its OOM killer acts with SIGKILL)
     marks = tuple((int(a), int(b)) for a, b in status.get("marks") or ())
     return SandboxResult(code, stdout, stderr, killed, wall, io.truncated, cpu, isolate,
                          status.get("meter"), marks, status.get("end"), over)
