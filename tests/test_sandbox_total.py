@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from coral.benchmark.problem import JsonCase, Problem
-from coral.sandbox import objectives, record
+from coral.sandbox import objectives, verdicts
 from coral.sandbox.runner import RunnerLimits, _messages, _Session, outputs_match, reference, run_candidate
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -103,15 +103,16 @@ def test_report_lines_the_parser_cannot_take_are_ignored() -> None:
 
 def test_comparisons_are_total() -> None:
     """Every operator on every pair of odd values: a bool, never an exception."""
-    values = [record.decode(v) for v in _ATOMS] + [record.Approx(1.5, None, 0.1), record.Approx([1.0], 1e-6, None),
-                                                    record.Approx({"k": 1.0}, None, None), 10**400, math.nan]
+    values = [verdicts.decode(v) for v in _ATOMS] + [
+        verdicts.Approx(1.5, None, 0.1), verdicts.Approx([1.0], 1e-6, None), verdicts.Approx({"k": 1.0}, None, None),
+        10**400, math.nan]
     for a in values:
         for b in values:
             for op in ("==", "!=", "<", "<=", ">", ">=", "is", "is not", "in", "not in"):
-                assert record.holds(op, a, b) in (True, False)
-            assert record.truthy(a) in (True, False)
+                assert verdicts.holds(op, a, b) in (True, False)
+            assert verdicts.truthy(a) in (True, False)
             assert outputs_match(a, b) in (True, False)
-    assert not outputs_match(10**400, 1.5) and not record.holds("==", 10**400, record.Approx(1.5, None, 0.01))
+    assert not outputs_match(10**400, 1.5) and not verdicts.holds("==", 10**400, verdicts.Approx(1.5, None, 0.01))
 
 
 # --- the same, through the real box ------------------------------------------------------------

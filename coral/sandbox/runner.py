@@ -34,7 +34,7 @@ from typing import Any
 
 from coral.benchmark.problem import Problem
 from coral.config import SandboxConfig
-from coral.sandbox import record
+from coral.sandbox import record, verdicts
 from coral.sandbox.box import METER_RATES, Meter, SandboxLimits, SandboxResult, python_executable, run_sandboxed
 
 BUDGET_REASON = "budget exceeded"
@@ -293,7 +293,11 @@ class _Session:
         # The reference's own box for the same tests: the call plus the test's expected operand.
         self.reference_call = (ref is None and self.recording is not None and self.recording.call_expected is not None
                                and cases is not None and not any(c.bare for c in cases))
-        self.meter = meter if meter is not None else case_budgets(ref, limits)
+        if meter is None:
+            if ref is None:
+                raise ValueError("the reference's own session needs its meter")
+            meter = case_budgets(ref, limits)
+        self.meter = meter
         self.ids: list[str] | None = None
         self.order: list[int] = []  # the case indices (collected tests) in run order
         if self.mode == "json":
@@ -310,7 +314,8 @@ class _Session:
         self.skipped: set[int] = set()
         self.syntax_ok: bool | None = None  # unknown until the box reports its compile
         self.error: str | None = None
-        self.boxes, self.wall, self.total_cost, self.meter_kind = 0, 0.0, 0, None
+        self.boxes, self.wall, self.total_cost = 0, 0.0, 0
+        self.meter_kind: str | None = None
         # A candidate's wall clock is one budget across all its boxes (set by its first box):
         # crashing in every case must not restart the clock (sleep-then-crash took 5x as long).
         self.wall_budget: float | None = None
@@ -357,20 +362,21 @@ class _Session:
 
     def _box(self, todo: list[int]) -> tuple[SandboxResult, list[dict[str, Any]]]:
         nonce = secrets.token_hex(16)
-        p, lim = self.problem, self.limits
+        p, lim, rec = self.problem, self.limits, self.recording
+        cases = p.json_cases or ()
         reference_side = self.ref is None
         job = {
             "nonce": nonce,
             "name": p.name,
             "source": self.source,
             "mode": "json" if self.call_site is not None or self.reference_call else self.mode,
-            "inputs": [(i, p.json_cases[i].args) for i in todo]
+            "inputs": [(i, cases[i].args) for i in todo]
             if self.mode == "json" or self.call_site is not None else
-            [(i, p.json_cases[i].args, p.json_cases[i].expected) for i in (todo if self.ids is not None
-             else range(len(p.json_cases)))] if self.reference_call else [],
-            "call": None if not self.reference_call else {
-                "site": self.recording.call_site, "test": self.recording.call_test,
-                "args": list(self.recording.call_args), "expected": self.recording.call_expected,
+            [(i, cases[i].args, cases[i].expected) for i in (todo if self.ids is not None
+             else range(len(cases)))] if self.reference_call else [],
+            "call": None if not self.reference_call or rec is None else {
+                "site": rec.call_site, "test": rec.call_test,
+                "args": list(rec.call_args), "expected": rec.call_expected,
             },
             "lists": self.call_site is None,  # JSON cases compare a generator's items; a test does not
             "pytest_source": "" if self.recording is None else (
@@ -462,21 +468,22 @@ class _Session:
             self._fail(i, f"could not be judged: {type(exc).__name__}")
 
     def _judge_report(self, i: int, msg: dict[str, Any]) -> None:
-        if self.call_site is not None:
+        rec, ref = self.recording, self.ref
+        if self.call_site is not None and rec is not None and ref is not None:
             if "error" in msg:
                 self._fail(i, _line(msg["error"]) or "failed")
             elif "out" in msg:
-                mine = [(self.call_site, [record.from_candidate(record.decode(msg["out"]))])]
-                why = _verdict(self.recording, self.ref.records.get(i, []), mine)
+                mine = [(self.call_site, [verdicts.from_candidate(verdicts.decode(msg["out"]))])]
+                why = _verdict(rec, ref.records.get(i, []), mine)
                 self._set(i, why is None, why)
             return
         if self.mode == "json":
             if "error" in msg:
                 self._fail(i, _line(msg["error"]) or "failed")
             elif "out" in msg:
-                expected = self.problem.json_cases[i].expected
+                expected = (self.problem.json_cases or ())[i].expected
                 try:
-                    out = _plain(record.decode(msg["out"]))
+                    out = _plain(verdicts.decode(msg["out"]))
                 except _BadValue as bad:
                     self._fail(i, f"returned {bad.args[0]}")
                     return
@@ -486,7 +493,7 @@ class _Session:
         end, records = msg.get("end"), msg.get("rec")
         if not isinstance(records, list):
             records = []
-        decoded = [(r[0], [record.decode(v) for v in r[1]]) for r in records
+        decoded = [(r[0], [verdicts.decode(v) for v in r[1]]) for r in records
                    if isinstance(r, list) and len(r) == 2 and type(r[0]) is int and isinstance(r[1], list)]
         if end == "skip" and self.ref is None:
             self.skipped.add(i)
@@ -494,11 +501,14 @@ class _Session:
         if end != "ok":
             self._fail(i, "skipped at run time" if end == "skip" else _line(msg.get("error")) or "failed")
             return
-        if self.ref is None:
+        if rec is None:
+            self._fail(i, "unreadable record")
+            return
+        if ref is None:
             self.ref_records[i] = decoded
-            why = _verdict(self.recording, decoded, None)
+            why = _verdict(rec, decoded, None)
         else:
-            why = _verdict(self.recording, self.ref.records.get(i, []), decoded)
+            why = _verdict(rec, ref.records.get(i, []), decoded)
         self._set(i, why is None, why)
 
     def _set(self, i: int, passed: bool, reason: str | None) -> None:
@@ -555,12 +565,12 @@ def _verdict(
             if site.kind == "raises":
                 if len(mine) != 1:
                     return "unreadable record"
-                operands = operands[:2] + [record.from_candidate(mine[0], outcome=True)]
+                operands = operands[:2] + [verdicts.from_candidate(mine[0], outcome=True)]
             else:
                 if len(mine) != len(site.cand):
                     return "unreadable record"
                 for index, value in zip(site.cand, mine, strict=True):
-                    operands[index] = record.from_candidate(value)
+                    operands[index] = verdicts.from_candidate(value)
         why = _check_site(site, operands)
         if why is not None:
             return why
@@ -575,20 +585,20 @@ def _check_site(site: record.Site, operands: list[Any]) -> str | None:
     if site.kind == "raises":
         if len(operands) != 3:
             return "unreadable record"
-        why = record.raised_as_expected(operands[2], operands[0], operands[1])
+        why = verdicts.raised_as_expected(operands[2], operands[0], operands[1])
         return None if why is None else f"line {site.line}: {why}"
     for value in operands:
-        if isinstance(value, record.Bad):
+        if isinstance(value, verdicts.Bad):
             return f"line {site.line}: {value.reason}"
     if site.kind == "cmp":
         if len(operands) != 2:
             return "unreadable record"
-        if record.holds(site.op, operands[0], operands[1]):
+        if verdicts.holds(site.op, operands[0], operands[1]):
             return None
         return f"assert failed (line {site.line}, {site.op})"
     if len(operands) != 1:
         return "unreadable record"
-    return None if record.truthy(operands[0]) != site.negate else f"assert failed (line {site.line})"
+    return None if verdicts.truthy(operands[0]) != site.negate else f"assert failed (line {site.line})"
 
 
 class _BadValue(Exception):
@@ -605,9 +615,9 @@ def _plain(value: Any) -> Any:
             if type(k) is not str:
                 raise _BadValue(f"a dict with a {type(k).__name__} key")
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, record.Bad):
+    if isinstance(value, verdicts.Bad):
         raise _BadValue(value.reason)
-    if isinstance(value, record.Obj | record.Approx | record.ExcClass | set | frozenset | bytes | complex):
+    if isinstance(value, verdicts.Obj | verdicts.Approx | verdicts.ExcClass | set | frozenset | bytes | complex):
         raise _BadValue(f"a {type(value).__name__}, not JSON data")
     return value
 
