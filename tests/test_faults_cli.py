@@ -103,6 +103,15 @@ def test_binary_bytes_in_an_event_segment_are_one_line(finished: Path) -> None:
     one_line(coral(finished, "status", "done"), f"{segment}:4: corrupt event (not UTF-8 text)")
 
 
+def test_a_deeply_nested_event_line_is_one_line(finished: Path) -> None:
+    """Issue 29 item 8: a line nested 200k deep gave `coral status` a RecursionError traceback."""
+    segment = sorted((finished / "runs" / "done" / "events").glob("*.jsonl"))[0]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    deep = b'{"seq": 3, "data": ' + b"[" * 200_000 + b"]" * 200_000 + b"}\n"
+    segment.write_bytes(b"".join(lines[:3]) + deep + b"".join(lines[4:]))
+    one_line(coral(finished, "status", "done"), f"{segment}:4: corrupt event (Event message is nested too deeply)")
+
+
 def test_a_checkpoint_that_is_a_json_list_is_one_line(finished: Path) -> None:
     """Point 5: resume died with AttributeError ('list' object has no attribute 'get')."""
     point = sorted((finished / "runs" / "done" / "checkpoints").glob("gen-*.json"))[-1]

@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from coral.sandbox import record
-from coral.sandbox.record import Approx, Obj, Unrecordable, split_tests
+from coral.sandbox import verdicts
+from coral.sandbox.record import Unrecordable, split_tests
+from coral.sandbox.verdicts import Approx, Obj
 
 HEAD = "import pytest\nfrom python_programs.f import f\n\n"
 
@@ -69,21 +70,21 @@ VALUES = [0.0, 1.0, 1.000001, 1.0000011, 1.001, 2.0, 1e-13, -1.0, 1e6, 1e6 + 1, 
 def test_approx_is_pytests(rel: float | None, abs_: float | None) -> None:
     for expected, actual in itertools.product(VALUES, VALUES):
         want = pytest.approx(expected, rel=rel, abs=abs_) == actual
-        assert record.approx_equal(Approx(expected, rel, abs_), actual) == want, (expected, actual)
+        assert verdicts.approx_equal(Approx(expected, rel, abs_), actual) == want, (expected, actual)
     for expected, actual in [([1.0, 2.0], [1.0000001, 2.0]), ([1.0], (1.0,)), ({"a": 1.0}, {"a": 1.0000001}),
                              ({"a": 1.0}, {"b": 1.0}), ([1.0, 2.0], [1.0]), (math.inf, math.inf), (math.inf, 1e308)]:
         want = pytest.approx(expected, rel=rel, abs=abs_) == actual
-        assert record.approx_equal(Approx(expected, rel, abs_), actual) == want, (expected, actual)
+        assert verdicts.approx_equal(Approx(expected, rel, abs_), actual) == want, (expected, actual)
 
 
 def test_decoding_and_comparing() -> None:
-    value = record.decode({"$d": [[{"$t": [0, 1]}, 3], [{"$t": [1, 1]}, {"$f": [1, 2]}]]})
+    value = verdicts.decode({"$d": [[{"$t": [0, 1]}, 3], [{"$t": [1, 1]}, {"$f": [1, 2]}]]})
     assert value == {(0, 1): 3, (1, 1): frozenset({1, 2})}
-    assert record.holds("is", Obj(2), Obj(2)) and not record.holds("is", Obj(2), Obj(3))
-    assert record.holds("is", None, None) and not record.holds("is", 0, False)
-    assert record.holds("in", 2, [1, 2]) and record.holds("not in", "x", {"a": 1})
-    assert not record.holds("<", 1, "a")  # TypeError in the box would fail the test too
-    bad = record.decode({"$x": "a Yes, not plain data"})
-    assert isinstance(bad, record.Bad) and not record.holds("==", bad, bad) and not record.holds("!=", 1, bad)
-    assert isinstance(record.decode({"no": "tag"}), record.Bad)
-    assert isinstance(record.decode({"$t": [{"$s": [[1]]}]}), record.Bad)  # an unhashable set element
+    assert verdicts.holds("is", Obj(2), Obj(2)) and not verdicts.holds("is", Obj(2), Obj(3))
+    assert verdicts.holds("is", None, None) and not verdicts.holds("is", 0, False)
+    assert verdicts.holds("in", 2, [1, 2]) and verdicts.holds("not in", "x", {"a": 1})
+    assert not verdicts.holds("<", 1, "a")  # TypeError in the box would fail the test too
+    bad = verdicts.decode({"$x": "a Yes, not plain data"})
+    assert isinstance(bad, verdicts.Bad) and not verdicts.holds("==", bad, bad) and not verdicts.holds("!=", 1, bad)
+    assert isinstance(verdicts.decode({"no": "tag"}), verdicts.Bad)
+    assert isinstance(verdicts.decode({"$t": [{"$s": [[1]]}]}), verdicts.Bad)  # an unhashable set element

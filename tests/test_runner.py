@@ -283,3 +283,45 @@ def test_pytest_style_cheats_fail(source: str) -> None:
     honest = run_candidate(GRAPH, "def reachable(start, goal):\n    return True\n", FAST)
     assert not run.fixed and run.passed <= honest.passed < honest.total
     assert all(c.reason for c in run.cases if not c.passed)
+
+
+def test_reference_cache_is_keyed_on_every_limit_that_changes_the_reference() -> None:
+    """A reference measured under one set of limits is never reused under others that change
+    its verdict (or cost): result size, memory, CPU and wall nets, processes, file size."""
+    from coral.sandbox.runner import clear_reference_cache, reference
+
+    clear_reference_cache()
+    big = json_problem("big", "def big(n):\n    return list(range(n))\n", [([5000], list(range(5000)))])
+    assert reference(big, FAST).run.fixed
+    assert not reference(big, RunnerLimits(budget_floor=0.05, max_result_bytes=1000)).run.fixed
+    memory = json_problem("mem", "def mem(n):\n    return len(bytearray(n))\n", [([300 << 20], 300 << 20)])
+    assert reference(memory, FAST).run.fixed
+    tight = RunnerLimits(budget_floor=0.05, memory_mb=200)
+    assert not reference(memory, tight).run.fixed
+    assert not run_candidate(memory, memory.correct_source, tight).fixed  # unsound there: nothing passes
+    threads = json_problem("threads", "import threading, time\ndef threads(n):\n    ts = [threading.Thread("
+                           "target=time.sleep, args=(0.3,)) for _ in range(n)]\n    [t.start() for t in ts]\n"
+                           "    [t.join() for t in ts]\n    return n\n", [([20], 20)])
+    assert reference(threads, FAST).run.fixed
+    assert not reference(threads, RunnerLimits(budget_floor=0.05, max_processes=4)).run.fixed
+    # Limits that shape only the candidates' budgets share the reference.
+    assert reference(big, FAST) is reference(big, RunnerLimits(budget_floor=0.2, budget_factor=3.0))
+
+
+def test_check_problem_runs_the_reference_as_a_candidate_too() -> None:
+    """A test shape whose reference passes its own run but that the judge gets wrong for a
+    candidate (here the expected value is passed *into* the program, and the candidate's box
+    gets the JSON data with expected values blanked) is unsound, with the reason."""
+    loader = ("import json\nimport pathlib\n\n\ndef load_json_testcases(name):\n"
+              "    with open(pathlib.Path(__file__).parent / '../json_testcases' / f'{name}.json') as f:\n"
+              "        return [json.loads(line) for line in f]\n")
+    tests = ("import pytest\nfrom load_testdata import load_json_testcases\nfrom python_programs.echo import echo\n\n\n"
+             "@pytest.mark.parametrize('input_data,expected', load_json_testcases('echo'))\n"
+             "def test_echo(input_data, expected):\n    assert echo(input_data, expected) == expected\n")
+    echo = Problem("echo", "def echo(x, want):\n    return x\n", "def echo(x, want):\n    return want\n",
+                   (JsonCase(0, [1], 5), JsonCase(1, [2], 6)), tests, {"load_testdata.py": loader})
+    correct, buggy = check_problem(echo, FAST)
+    assert not correct.fixed and all(c.reason and c.reason.startswith("as a candidate: ") for c in correct.cases)
+    assert buggy.passed == 0
+    sound, _ = check_problem(SORT, FAST)
+    assert sound.fixed

@@ -24,8 +24,8 @@ import pytest
 
 from coral.benchmark.problem import JsonCase, Problem
 from coral.sandbox import objectives, record
-from coral.sandbox.box import isolation_available, sandbox_uid_range
-from coral.sandbox.runner import CandidateRun, RunnerLimits, run_candidate
+from coral.sandbox.box import isolation_available, memory_cgroup, sandbox_uid_range
+from coral.sandbox.runner import BUDGET_REASON, CandidateRun, RunnerLimits, run_candidate
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "REFERENCE-SECRET-5b1e9a"
@@ -703,3 +703,357 @@ def test_tampering_with_the_meter_does_not_lower_the_cost() -> None:
     reference_cost = run_candidate(JSON_PICK, "def f(a, b):\n    return f'EXPECTED-J{a}-c0de'\n", LIMITS).cost
     for run in runs:
         assert objectives.runtime_score(run, reference_cost) < 0.5
+
+
+# --- forged tolerances and exception markers (issue 29 item 1) ----------------------------------
+# The harness's own types are reachable from candidate code (through __main__, or a frame), and
+# the nonce and report descriptor with them: whatever the candidate's box reports, only plain
+# data may count. A tolerance, an exception class or an exception record decides nothing.
+
+SQRT_TEST = (
+    "import pytest\nfrom load_testdata import load_json_testcases\n\n"
+    "if pytest.use_correct:\n    from correct_python_programs.sqrt import sqrt\n"
+    "else:\n    from python_programs.sqrt import sqrt\n\n\n"
+    "testdata = load_json_testcases(sqrt.__name__)\n\n\n"
+    "@pytest.mark.parametrize('input_data,expected', testdata)\n"
+    "def test_sqrt(input_data, expected):\n"
+    "    assert sqrt(*input_data) == pytest.approx(expected, abs=input_data[-1])\n"
+)
+SQRT_REF = "def sqrt(x, epsilon):\n    return x ** 0.5\n"
+SQRT_LOADER = (
+    "import json\nimport pathlib\n\n\ndef load_json_testcases(name):\n"
+    "    with open(pathlib.Path(__file__).parent / '../json_testcases' / f'{name}.json') as f:\n"
+    "        return [json.loads(line) for line in f]\n"
+)
+SQRT = Problem("sqrt", "def sqrt(x, epsilon):\n    return x\n", SQRT_REF,
+               tuple(JsonCase(i, [x, 0.01], x ** 0.5) for i, x in enumerate((2, 7, 27, 170))),
+               SQRT_TEST, {"load_testdata.py": SQRT_LOADER})
+# QuixBugs' usual JSON test, compared with ==: the candidate's box only calls f on each input.
+ADD = Problem("add", "", "def add(a, b):\n    return a + b\n",
+              tuple(JsonCase(i, [i, 7], i + 7) for i in range(3)),
+              SQRT_TEST.replace("sqrt", "add").replace("pytest.approx(expected, abs=input_data[-1])", "expected"),
+              {"load_testdata.py": SQRT_LOADER})
+NUMBER_TESTS = (
+    "import pytest\nfrom python_programs.f import f\n\n"
+    "def test_eq():\n    assert f(1, 2) == 3\n\n"
+    "def test_in():\n    assert 3 in [f(1, 2)]\n\n"
+    "def test_contains():\n    assert 3 in f([3], [2])\n\n"
+    "def test_approx():\n    assert f(0.1, 0.2) == pytest.approx(0.3)\n"
+)
+NUMBERS = Problem("f", "", "def f(a, b):\n    return a + b\n", None, NUMBER_TESTS, {})
+RAISES_TESTS = (
+    "import pytest\nfrom python_programs.f import f\n\n"
+    "def test_value():\n    with pytest.raises(ValueError):\n        f(1, 2)\n\n"
+    "def test_key():\n    with pytest.raises(KeyError, match='k'):\n        f(3, 4)\n"
+)
+RAISES = Problem("f", "", "def f(a, b):\n    raise (ValueError('v') if a == 1 else KeyError('k'))\n", None,
+                 RAISES_TESTS, {})
+# Each wrong answer, dressed in a marker only the reference's box may produce.
+_HARNESS = "import sys\nH = sys.modules['__main__']\n"
+FORGED_TOLERANCE = {
+    "approx-from-main": _HARNESS + "def f(a, b):\n    return H._Approx(0, abs=1e300)\n"
+    "def sqrt(x, epsilon):\n    return H._Approx(0, abs=1e300)\n"
+    "def add(a, b):\n    return H._Approx(0, abs=1e300)\n",
+    "approx-in-a-list": _HARNESS + "def f(a, b):\n    return [H._Approx(0, abs=1e300)]\n"
+    "def sqrt(x, epsilon):\n    return [H._Approx(0, abs=1e300)]\n",
+    "approx-relative": _HARNESS + "def f(a, b):\n    return H._Approx(1, rel=1e300)\n"
+    "def sqrt(x, epsilon):\n    return H._Approx(1, rel=1e300)\n",
+    # No import: a generator's frame leads back to the harness's globals.
+    "approx-from-a-frame": "def _g():\n    yield\n"
+    "def _main():\n    f = _g().gi_frame.f_back\n    import sys\n"
+    "    return sys._getframe().f_back.f_globals\n"
+    "def f(a, b):\n    return _main()['_Approx'](0, abs=1e300)\n"
+    "def sqrt(x, epsilon):\n    return _main()['_Approx'](0, abs=1e300)\n",
+    "exception-class": _HARNESS + "def f(a, b):\n    return ValueError\n"
+    "def sqrt(x, epsilon):\n    return ValueError\n",
+    # The report itself, forged with the harness's own writer: an approx, then the true answer
+    # is never reported (the first report of a case counts).
+    "forged-report": _HARNESS + "def _forge(i):\n"
+    "    H._emit(t='case', i=i, out={'$a': 0, 'abs': 1e300, 'rel': None})\n"
+    "    H._emit(t='item', i=i, rec=[[s, [{'$a': 0, 'abs': 1e300, 'rel': None}]] for s in range(4)],"
+    " end='ok', error=None)\n"
+    "_n = [0]\n"
+    "def f(a, b):\n    _forge(_n[0]); _n[0] += 1\n    return -1\n"
+    "def sqrt(x, epsilon):\n    _forge(_n[0]); _n[0] += 1\n    return -1\n",
+}
+
+
+def test_forged_tolerance_scores_zero() -> None:
+    assert run_candidate(SQRT, SQRT_REF, LIMITS).fixed
+    assert run_candidate(NUMBERS, NUMBERS.correct_source, LIMITS).fixed
+    assert run_candidate(ADD, ADD.correct_source, LIMITS).fixed
+    for name, src in FORGED_TOLERANCE.items():
+        for prob in (SQRT, NUMBERS, ADD) if "def add" in src else (SQRT, NUMBERS):
+            result = run_candidate(prob, src, LIMITS)
+            assert result.passed == 0, (name, prob.name, result.cases)
+            assert all(c.reason for c in result.cases), (name, result.cases)
+    reasons = {c.reason for c in run_candidate(SQRT, FORGED_TOLERANCE["approx-from-main"], LIMITS).cases}
+    assert reasons == {"line 15: the candidate's box recorded a tolerance (pytest.approx), which only the reference "
+                       "may"}
+
+
+def test_forged_tolerance_scores_zero_on_every_objective() -> None:
+    """Bugfix, runtime and fixed all zero: a forged verdict is a failed case, not a pass."""
+    src = FORGED_TOLERANCE["approx-from-main"]
+    for score in objectives.score_candidates([(ADD, src), (NUMBERS, src)], limits=LIMITS):
+        assert (score.bugfix, score.runtime, score.fixed) == (0.0, 0.0, False), score.cases
+
+
+FORGED_RAISES = {
+    # Every builtin exception's name in the raised type's MRO: would match any pytest.raises.
+    "every-name": _HARNESS + "import builtins\n"
+    "NAMES = ['builtins.' + n for n, v in vars(builtins).items() if isinstance(v, type)"
+    " and issubclass(v, BaseException)] + ['builtins.object']\n"
+    "def f(a, b):\n    H._exception_names = lambda kind: NAMES\n    raise RuntimeError('k')\n",
+    # Not an exception record at all: an exception class, or a plain value, as the outcome.
+    "class-as-outcome": _HARNESS + "def f(a, b):\n    raise H._Skipped.__mro__[0]('x') if 0 else SystemError('k')\n",
+    # A class named as a builtin but not one (KeyError's MRO lacks LookupError): a name is not a type.
+    "fake-builtin-class": "class KeyError(Exception):\n    pass\nKeyError.__module__ = 'builtins'\n"
+    "def f(a, b):\n    raise KeyError('k')\n",
+}
+
+
+def test_forged_exception_records_score_zero() -> None:
+    assert run_candidate(RAISES, RAISES.correct_source, LIMITS).fixed
+    # A real subclass of the expected exception passes, as in pytest.
+    honest = "class Mine(ValueError, KeyError):\n    pass\ndef f(a, b):\n    raise Mine('k')\n"
+    assert run_candidate(RAISES, honest, LIMITS).fixed
+    for name, src in FORGED_RAISES.items():
+        result = run_candidate(RAISES, src, LIMITS)
+        assert result.passed == 0, (name, result.cases)
+        assert all(c.reason for c in result.cases), (name, result.cases)
+
+
+# --- expected values the candidate could reach, and side effects it must make (items 3, 4, 5) ---
+
+TOUCH_TESTS = '''import pytest
+from python_programs.g import g
+
+WANT = {1: "EXPECTED-W1-aaaa"}
+TABLE = ["EXPECTED-T0-bbbb", "EXPECTED-T1-cccc"]
+
+
+def test_want():
+    assert g(1) == WANT.get(1)
+
+
+def test_table():
+    for n in range(2):
+        assert g(n + 10) == TABLE[n]
+
+
+def test_sorted():
+    xs = ["b", "c", "a"]
+    assert g(xs) == sorted(xs)
+
+
+def test_alias():
+    data = [3, 1, 2]
+    alias = data
+    g(alias)
+    assert data == [1, 2, 3]
+
+
+def test_linked():
+    inner = [3, 1]
+    outer = [inner]
+    g(outer)
+    assert inner == [1, 3]
+'''
+TOUCH_REF = (
+    "def g(x):\n"
+    "    if type(x) is int:\n"
+    "        return {1: 'EXPECTED-W1-aaaa', 10: 'EXPECTED-T0-bbbb', 11: 'EXPECTED-T1-cccc'}[x]\n"
+    "    if x and type(x[0]) is list:\n"
+    "        for inner in x:\n"
+    "            inner.sort()\n"
+    "        return None\n"
+    "    x.sort()\n"
+    "    return list(x)\n"
+)
+TOUCH = Problem("g", "", TOUCH_REF, None, TOUCH_TESTS, {})
+TOUCH_CHEATS = {
+    "do-nothing": "def g(x):\n    return None\n",
+    # Moves the expected value: sorted(xs), computed where it can touch xs, would follow.
+    "input-mutator": "def g(x):\n    if type(x) is list:\n        x[:] = ['z']\n    return ['z']\n",
+    "spy": SEARCH_EVERYWHERE + "def g(x):\n    return next(_found(), 'not found')\n",
+    # Rebinds the test's own tables (module globals of the test, reachable through the frame).
+    "table-patcher": "import sys\ndef g(x):\n    t = sys._getframe(1).f_globals\n"
+    "    for name in ('WANT', 'TABLE'):\n        t[name] = {1: 'z'} if name == 'WANT' else ['z', 'z']\n"
+    "    return 'z' if type(x) is int else ['z']\n",
+}
+
+
+@isolated  # the spy walks the box's filesystem: without namespaces that is the host's
+def test_expected_values_the_candidate_could_reach_or_move() -> None:
+    assert run_candidate(TOUCH, TOUCH_REF, LIMITS).fixed
+    copy = record.split_tests(TOUCH_TESTS, "g").candidate_source
+    assert "EXPECTED" not in copy and "sorted(xs)" not in copy, copy
+    for name, src in TOUCH_CHEATS.items():
+        result = run_candidate(TOUCH, src, LIMITS)
+        assert result.passed == 0, (name, result.cases)
+        assert all(c.reason for c in result.cases), (name, result.cases)
+
+
+SQRT_FILE = Problem(  # the sqrt shape run as a file (a skip line keeps it off the direct-call path)
+    "sqrt", SQRT.buggy_source, SQRT_REF, SQRT.json_cases,
+    SQRT_TEST.replace("    assert sqrt", "    if input_data == [0, 0] and not pytest.run_slow:\n"
+                      "        pytest.skip('slow')\n    assert sqrt"), SQRT.support_files)
+APPROX_PATCHER = (
+    "import sys\nclass Yes(float):\n    def __eq__(self, other):\n        return True\n    __hash__ = float.__hash__\n"
+    "def sqrt(x, epsilon):\n    sys.modules['pytest'].approx = lambda *a, **k: Yes()\n    return 0.0\n"
+)
+
+
+def test_sqrt_shape_judges_the_correct_program_right_and_the_approx_patcher_wrong() -> None:
+    for prob in (SQRT, SQRT_FILE):
+        assert run_candidate(prob, SQRT_REF, LIMITS).fixed, prob.pytest_source
+        result = run_candidate(prob, APPROX_PATCHER, LIMITS)
+        assert result.passed == 0, result.cases
+
+
+# --- limits per candidate, not per box (items 5 and 8) -------------------------------------------
+
+
+def test_one_wall_budget_across_a_candidates_boxes() -> None:
+    """Sleeping, then crashing, in every case started a fresh box with a fresh wall clock each
+    time: 6 cases took 6 wall limits. Now the candidate's boxes share one."""
+    src = "import os, time\ndef f(a, b):\n    time.sleep(1.5)\n    os._exit(3)\n"
+    start = time.monotonic()
+    result = run(src, cases=6, wall_seconds=2.5)
+    took = time.monotonic() - start
+    assert_failed(result)
+    assert result.cases[0].reason == "crashed: exit code 3"
+    assert result.cases[-1].reason.startswith("not run after killed: wall_timeout"), result.cases
+    budget = 2.5 + 2 * (7 * LIMITS.budget_floor)  # the first box's wall limit: the whole budget
+    assert result.wall_seconds <= budget + 0.5 and took < budget + 4, (result.wall_seconds, took)
+
+
+KEY_WRITER = (
+    NOT_ROOT.join(["import ctypes, os\ndef f(a, b):\n", ""]) +
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    for ring in (-4, -5, -3):  # user, user session, session keyrings\n"
+    "        libc.syscall({add_key}, b'user', b'coral-key-%d' % ring, b'KEYRING-SECRET-77', 17, ring)\n"
+    "    return 3\n"
+)
+KEY_READER = (
+    NOT_ROOT.join(["import ctypes, os\ndef f(a, b):\n", ""]) +
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    buf = ctypes.create_string_buffer(64)\n"
+    "    for ring in (-4, -5, -3):\n"
+    "        key = libc.syscall({keyctl}, 10, ring, b'user', b'coral-key-%d' % ring, 0)  # KEYCTL_SEARCH\n"
+    "        if key > 0 and libc.syscall({keyctl}, 11, key, buf, 64) > 0:  # KEYCTL_READ\n"
+    "            return buf.value.decode()\n"
+    "    return 'no key'\n"
+)
+
+
+@isolated
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers written for x86_64")
+def test_the_kernel_keyring_is_no_channel_between_boxes() -> None:
+    """A key added in one box was found by the next box with the same uid (a 20 KB channel)."""
+    writer, reader = KEY_WRITER.format(add_key=248), KEY_READER.format(keyctl=250)
+    for _ in range(3):  # boxes reuse the uids of finished boxes
+        run(writer)
+        assert_failed(run(reader, expected="KEYRING-SECRET-77"), "wrong answer")
+
+
+MOUNTER = (
+    NOT_ROOT.join(["import ctypes, os\ndef f(a, b):\n", ""]) +
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    done = []\n"
+    "    if libc.unshare(0x10000000 | 0x00020000) == 0:  # CLONE_NEWUSER | CLONE_NEWNS\n"
+    "        done.append('unshare')\n"
+    "        if libc.mount(b'none', b'/tmp', b'tmpfs', 0, b'size=4g') == 0:\n"
+    "            done.append('mount')\n"
+    "    return '+'.join(done) or 'refused'\n"
+)
+CLONER = (  # the same through clone(2) with namespace flags, in a child process
+    NOT_ROOT.join(["import ctypes, os\ndef f(a, b):\n", ""]) +
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    pid = libc.syscall(56, 0x10000000 | 0x00020000 | 17, 0, 0, 0, 0)  # clone(NEWUSER|NEWNS|SIGCHLD)\n"
+    "    if pid == 0:\n"
+    "        os._exit(0 if libc.mount(b'none', b'/tmp', b'tmpfs', 0, b'size=4g') == 0 else 1)\n"
+    "    if pid < 0:\n"
+    "        return 'refused'\n"
+    "    return 'unshare+mount' if os.waitpid(pid, 0)[1] == 0 else 'cloned'\n"
+)
+
+
+@isolated
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers written for x86_64")
+def test_no_namespaces_and_no_mounts_inside_the_box() -> None:
+    """A user namespace made inside the box could mount an unsized tmpfs (memory outside every limit)."""
+    for src in (MOUNTER, CLONER):
+        result = run(src, expected="unshare+mount")
+        assert_failed(result, "wrong answer")
+
+
+MARK_FLOOD = (
+    "import os\ndef f(a, b):\n"
+    "    sent, junk = 0, b'x' * 4095 + b'\\n'\n"
+    "    while sent < 20_000_000:  # the supervisor parsed every byte of this, outside the meter\n"
+    "        try:\n"
+    "            sent += os.write(3, junk)\n"
+    "        except OSError:\n"
+    "            return 'stopped after %d bytes' % sent\n"
+    "    return 3\n"
+)
+
+
+@isolated
+@needs_meter
+def test_flooding_the_meters_mark_pipe_is_cut_short() -> None:
+    """The supervisor's reading of the mark pipe is bounded: a flood ends in EPIPE for the box."""
+    result = run(MARK_FLOOD)
+    assert_failed(result, "wrong answer")
+    assert run("def f(a, b):\n    return a + b\n").fixed  # honest marks are all read
+
+
+# Three processes (or SysV segments) of 150 MB each in a 256 MB box: each alone is within the
+# per-process address-space limit; together they are not. The candidate passes only if all
+# three held their memory at once.
+MEMORY_SPREAD = (
+    "import os, time\ndef f(a, b):\n"
+    "    pipes = []\n"
+    "    for _ in range(3):\n"
+    "        r, w = os.pipe()\n"
+    "        if os.fork() == 0:\n"
+    "            block = bytearray(150 << 20)\n"
+    "            for i in range(0, len(block), 4096):\n"
+    "                block[i] = 1\n"
+    "            os.write(w, b'k')\n"
+    "            time.sleep(3)\n"
+    "            os._exit(0)\n"
+    "        os.close(w)\n"
+    "        pipes.append(r)\n"
+    "    held = sum(len(os.read(r, 1)) for r in pipes)\n"
+    "    return 3 if held == 3 else held\n"
+)
+SHM_SPREAD = (
+    "import ctypes\ndef f(a, b):\n"
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    libc.shmat.restype = ctypes.c_void_p\n"
+    "    size, held = 150 << 20, 0\n"
+    "    for _ in range(3):\n"
+    "        sid = libc.shmget(0, ctypes.c_size_t(size), 0o1600)  # IPC_PRIVATE, IPC_CREAT\n"
+    "        if sid < 0:\n"
+    "            break\n"
+    "        addr = libc.shmat(sid, None, 0)\n"
+    "        if addr in (None, ctypes.c_void_p(-1).value):\n"
+    "            break\n"
+    "        ctypes.memset(addr, 1, size)\n"
+    "        libc.shmdt(ctypes.c_void_p(addr))  # detached: no longer in the address space\n"
+    "        held += 1\n"
+    "    return 3 if held == 3 else held\n"
+)
+
+
+@isolated
+@pytest.mark.skipif(not memory_cgroup(), reason="no memory cgroup here (docs/sandbox.md)")
+def test_memory_is_limited_per_box_across_processes_and_shared_memory() -> None:
+    for src in (MEMORY_SPREAD, SHM_SPREAD):
+        result = run(src, memory_mb=256, budget_floor=5)
+        assert_failed(result)
+        assert all(c.reason != BUDGET_REASON for c in result.cases), result.cases
+    assert run("def f(a, b):\n    return len(bytearray(100 << 20)) and a + b\n", memory_mb=256, budget_floor=5).fixed

@@ -107,6 +107,8 @@ def decode(model: type[M], raw: str | bytes) -> M:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MessageError(f"{model.__name__} message is not valid JSON: {exc}") from None
+    except RecursionError:  # valid JSON nested past the parser's depth: still one line, not a traceback
+        raise MessageError(f"{model.__name__} message is nested too deeply") from None
     if not isinstance(data, dict):
         raise MessageError(f"{model.__name__} message must be a JSON object, got {type(data).__name__}")
     version = data.get("schema_version", SCHEMA_VERSION)

@@ -20,7 +20,7 @@ pointed at /dev/null first, so candidate prints go nowhere.
     {"t": "done"}
 
 Before the candidate is imported, and before each case, the harness writes the case's label
-to the meter's mark descriptor: the supervisor reads its counter there (coral/sandbox/box.py).
+to the meter's mark descriptor: the supervisor reads its counter there (coral/sandbox/supervisor.py).
 
 Values are encoded as JSON with tags for what JSON lacks: {"$t": [..]} tuple, {"$s": [..]}
 set, {"$f": [..]} frozenset, {"$d": [[k, v], ..]} dict (and dict subclasses whose == is
@@ -39,7 +39,7 @@ import types
 
 CANDIDATE_FILE = "<candidate>"
 TEST_FILE = "<test>"
-MARK_FD, ACK_FD = 3, 4  # coral.sandbox.box.MARK_FD, ACK_FD
+MARK_FD, ACK_FD = 3, 4  # coral.sandbox.supervisor.MARK_FD, ACK_FD
 _PID = os.getpid()  # a candidate's forked children must never report
 _MAX_DEPTH = 100
 _SCALARS = (type(None), bool, int, float, str)

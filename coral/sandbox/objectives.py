@@ -51,7 +51,10 @@ from coral.sandbox.runner import CandidateRun, CaseResult, RunnerLimits, problem
 RUFF_RULES = "E,W,F,B,C90"  # pycodestyle, pyflakes, bugbear, complexity: fixed, so stable
 RUFF_ARGS = ("--line-length", "100", "--target-version", "py311")
 BANDIT_SKIPS = "B101"  # assert: a fair self-check in a small program, not a vulnerability
-SEVERITY_WEIGHTS = {"LOW": 1.0, "MEDIUM": 3.0, "HIGH": 9.0}
+# UNANALYSED: a file the tool could not analyse scores as the worst (fail closed): a
+# candidate must not escape a linter by crashing it (a 1,600-deep `~` chain made bandit skip).
+SEVERITY_WEIGHTS = {"LOW": 1.0, "MEDIUM": 3.0, "HIGH": 9.0, "UNANALYSED": 1e6}
+RUFF_FAILED = "ruff-failed"  # the style "violation" of a file ruff could not lint
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,10 @@ def relative_quality(
     lines = code_lines(source)
     findings = risk_findings(source)
     candidate_risk = risk(bandit_weight(security[1]), findings)
+    style_score = 0.0 if RUFF_FAILED in style[1] else relative_style(
+        violation_density(len(style[1]), lines), own[0], lines)
     return (
-        (relative_style(violation_density(len(style[1]), lines), own[0], lines), style[1]),
+        (style_score, style[1]),
         (relative_security(candidate_risk, own[1]),
          tuple(sorted(security[1] + tuple(f"policy:{f}" for f in findings)))),
     )
@@ -247,20 +252,42 @@ def _lint_batch(sources: Sequence[str], argv: list[str]) -> tuple[str, list[Path
             argv + [str(p) for p in paths], cwd=tmp, capture_output=True, text=True, check=False
         )
         if proc.returncode not in (0, 1) or not proc.stdout.strip():  # 1: bandit found issues
-            raise RuntimeError(f"{' '.join(argv[:3])} failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
+            raise LintFailed(f"{' '.join(argv[:3])} failed ({proc.returncode}): {proc.stderr.strip()[:500]}")
         return proc.stdout, paths
 
 
+class LintFailed(RuntimeError):
+    """A linter run ended without a report (crashed, or not installed)."""
+
+
 def style_scores(sources: Sequence[str]) -> list[tuple[float, tuple[str, ...]]]:
-    """ruff over all sources in one call; each file is linted on its own, so batching is exact."""
+    """ruff over all sources in one call; each file is linted on its own, so batching is exact.
+
+    If the batch fails (ruff overflows its stack on a deeply nested expression), each file is
+    linted alone and a file ruff cannot lint scores 0 with RUFF_FAILED as its violation.
+    """
     if not sources:
         return []
+    try:
+        return _ruff(sources)
+    except LintFailed:
+        if len(sources) == 1:
+            return [(0.0, (RUFF_FAILED,))]
+        _ruff([""])  # ruff itself works (else this raises: an infrastructure fault, not a score)
+        return [score for source in sources for score in style_scores([source])]
+
+
+def _ruff(sources: Sequence[str]) -> list[tuple[float, tuple[str, ...]]]:
     argv = _tool("ruff") + ["check", "--no-cache", "--isolated", "--ignore-noqa", "--exit-zero"]
     argv += ["--select", RUFF_RULES, *RUFF_ARGS, "--output-format", "json"]
     out, paths = _lint_batch(sources, argv)
     found: dict[str, list[str]] = defaultdict(list)
-    for item in json.loads(out):
-        found[Path(item["filename"]).name].append(item.get("code") or "syntax")
+    try:
+        report = json.loads(out)
+        for item in report:
+            found[Path(item["filename"]).name].append(str(item.get("code") or "syntax"))
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise LintFailed(f"ruff's report is unreadable: {exc}"[:200]) from exc
     scores = []
     for path, source in zip(paths, sources, strict=True):
         codes = tuple(sorted(found[path.name]))
@@ -281,6 +308,12 @@ def security_scores(sources: Sequence[str]) -> list[tuple[float, tuple[str, ...]
         found: dict[str, list[str]] = defaultdict(list)
         for name, test_id, severity in _bandit(paths):
             found[name].append(f"{test_id}:{severity}")
+        for path, source in zip(paths, sources, strict=True):
+            # Skipped files that compile: bandit crashed on them (a syntax error is syntax's to score).
+            if path.name in found and any(i.endswith(":SKIPPED") for i in found[path.name]):
+                found[path.name] = [i for i in found[path.name] if not i.endswith(":SKIPPED")]
+                if syntax_score(source) == 1.0:
+                    found[path.name].append("bandit-failed:UNANALYSED")
     scores = []
     for path in paths:
         issues = tuple(sorted(found[path.name]))
@@ -303,8 +336,9 @@ def _bandit(paths: Sequence[Path]) -> list[tuple[str, str, str]]:
         mgr = bandit_manager.BanditManager(conf, "file", ignore_nosec=True,
                                            profile={"exclude": BANDIT_SKIPS.split(",")})
         mgr.discover_files([str(p) for p in paths])
-        mgr.run_tests()  # a file bandit cannot parse has no issues (syntax scores it)
-        return [(Path(i.fname).name, i.test_id, str(i.severity)) for i in mgr.get_issue_list()]
+        mgr.run_tests()
+        issues = [(Path(i.fname).name, i.test_id, str(i.severity)) for i in mgr.get_issue_list()]
+        return issues + [(Path(str(skipped[0])).name, "bandit", "SKIPPED") for skipped in mgr.skipped]
 
 
 def bandit_weight(issues: Sequence[str]) -> float:

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,9 +97,9 @@ def _split(source: str, name: str) -> Recording:
     if not candidate:
         raise Unrecordable(f"the test never imports {name} from python_programs")
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-            raise Unrecordable(f"test classes are not supported ({node.name}, line {node.lineno})")
+    for statement in tree.body:
+        if isinstance(statement, ast.ClassDef) and statement.name.startswith("Test"):
+            raise Unrecordable(f"test classes are not supported ({statement.name}, line {statement.lineno})")
     calling = _calling_functions(functions, candidate)
     fixtures = {n for n, f in functions.items() if any(_is_fixture(d) for d in f.decorator_list)}
     for node in ast.walk(tree):
@@ -111,10 +111,11 @@ def _split(source: str, name: str) -> Recording:
     for func in functions.values():
         start = {p for p in _params(func) if p in fixtures and p in calling}
         tainted = _taint(func, candidate | calling, start, _imported(tree))
+        returned = _taint(func, candidate | calling, start, _imported(tree), handed=False)
         for node in ast.walk(func):
             if isinstance(node, ast.Assert):
                 site = len(sites)
-                sites[site], plans[id(node)] = _plan_assert(node, tainted, candidate | calling, site)
+                sites[site], plans[id(node)] = _plan_assert(node, tainted, returned, candidate | calling, site)
                 if not func.name.startswith("test"):
                     dropped = [e for i, e in enumerate(plans[id(node)]["operands"]) if i not in sites[site].cand]
                     read = {n.id for e in dropped for n in ast.walk(e) if isinstance(n, ast.Name)}
@@ -130,7 +131,7 @@ def _split(source: str, name: str) -> Recording:
                     raise Unrecordable(f"an assert inside a nested function (line {node.lineno})")
         for node in ast.walk(func):
             if _is_raises(node) and not _in_with_item(node, func):
-                raise Unrecordable(f"pytest.raises outside a with statement (line {node.lineno})")
+                raise Unrecordable(f"pytest.raises outside a with statement (line {getattr(node, 'lineno', 0)})")
     reference = _Rewrite(plans, sites, candidate_side=False).visit(_copy_with_ids(tree, plans, source))
     cand_tree = _Rewrite(plans, sites, candidate_side=True).visit(_copy_with_ids(tree, plans, source))
     _drop_dead_code(cand_tree, candidate | calling)
@@ -138,9 +139,9 @@ def _split(source: str, name: str) -> Recording:
     _blank_parametrize(cand_tree)
     _strip_docstrings(cand_tree)
     shape = _call_site(tree, candidate, sites, plans)
-    site, test, args, expected = shape if shape is not None else (None, "", (), None)
+    call_site, test, args, expected = shape if shape is not None else (None, "", (), None)
     return Recording(ast.unparse(ast.fix_missing_locations(cand_tree)),
-                     ast.unparse(ast.fix_missing_locations(reference)), sites, site, test, args, expected)
+                     ast.unparse(ast.fix_missing_locations(reference)), sites, call_site, test, args, expected)
 
 
 def _call_site(tree: ast.Module, candidate: set[str], sites: dict[int, Site],
@@ -206,7 +207,7 @@ def _mentions(node: ast.AST, names: set[str]) -> bool:
     return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(node))
 
 
-def _calling_functions(functions: dict[str, ast.AST], candidate: set[str]) -> set[str]:
+def _calling_functions(functions: Mapping[str, ast.AST], candidate: set[str]) -> set[str]:
     """Module functions that call the candidate, directly or through each other."""
     calling: set[str] = set()
     while True:
@@ -282,11 +283,17 @@ def _imported(tree: ast.Module) -> set[str]:
             for a in n.names}
 
 
-def _stored(parts: list[ast.AST], sources: set[str], imported: set[str]) -> set[str]:
-    """Names a statement binds or may mutate: its targets, the objects whose methods it
-    calls, and whatever it hands to a candidate-calling function."""
+def _stored(parts: list[ast.AST], sources: set[str], imported: set[str], handed: bool = True,
+            flowing: frozenset[str] | set[str] = frozenset()) -> set[str]:
+    """Names a statement binds or may mutate: its targets, the objects whose methods it calls
+    (without `handed`: only those it hands a value of `sources | flowing`), and (with `handed`)
+    whatever it hands to a candidate-calling function and whatever it binds to an object that
+    may be so handed (an alias, a node linked to another)."""
     out: set[str] = set()
     for part in parts:
+        if handed and isinstance(part, ast.Assign | ast.AnnAssign | ast.AugAssign) and part.value is not None:
+            # `alias = data` or `b = Node(2, a)`: whatever reaches the target reaches these too.
+            out |= {b.id for b in ast.walk(part.value) if isinstance(b, ast.Name)} - imported - sources
         for n in ast.walk(part):
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
                 out.add(n.id)
@@ -297,16 +304,22 @@ def _stored(parts: list[ast.AST], sources: set[str], imported: set[str]) -> set[
             elif isinstance(n, ast.Attribute | ast.Subscript) and isinstance(n.ctx, ast.Store | ast.Del):
                 out |= {b.id for b in ast.walk(n.value) if isinstance(b, ast.Name)}
             elif isinstance(n, ast.Call):
-                if isinstance(n.func, ast.Attribute):
+                # A method call may change its object: always when tracking what the candidate may
+                # have touched; for what it returned, only when a candidate value goes in
+                # (`out.append(f(x))`, not `WANT.get(1)`).
+                if isinstance(n.func, ast.Attribute) and (handed or any(
+                        _mentions(arg, sources | flowing) for arg in [*n.args, *(k.value for k in n.keywords)])):
                     out |= {b.id for b in ast.walk(n.func.value) if isinstance(b, ast.Name)} - imported
-                if _mentions(n.func, sources):
+                if handed and _mentions(n.func, sources):
                     for arg in [*n.args, *(k.value for k in n.keywords)]:
                         out |= {b.id for b in ast.walk(arg) if isinstance(b, ast.Name)}
     return out
 
 
-def _taint(func: ast.AST, sources: set[str], tainted: set[str], imported: set[str]) -> set[str]:
-    """Names of `func` whose values may depend on the candidate (flow-insensitive)."""
+def _taint(func: ast.AST, sources: set[str], tainted: set[str], imported: set[str], handed: bool = True) -> set[str]:
+    """Names of `func` whose values may depend on the candidate (flow-insensitive): with
+    `handed`, also the objects the candidate may have changed (passed to it, or reachable
+    from what was); without, only what it returned."""
     tainted = set(tainted)
     statements = [n for n in ast.walk(func) if isinstance(n, ast.stmt) and n is not func]
     while True:
@@ -314,21 +327,28 @@ def _taint(func: ast.AST, sources: set[str], tainted: set[str], imported: set[st
         for stmt in statements:
             parts = _own_parts(stmt)
             if any(_mentions(p, sources | tainted) for p in parts):
-                tainted |= _stored(parts, sources, imported) - sources
+                tainted |= _stored(parts, sources, imported, handed, tainted) - sources
         if len(tainted) == before:
             return tainted
 
 
-def _plan_assert(node: ast.Assert, tainted: set[str], sources: set[str], site: int) -> tuple[Site, dict[str, Any]]:
+def _plan_assert(node: ast.Assert, tainted: set[str], returned: set[str], sources: set[str],
+                 site: int) -> tuple[Site, dict[str, Any]]:
     test = node.test
     dep = sources | tainted
     if isinstance(test, ast.Compare) and len(test.ops) == 1:
         left, right = test.left, test.comparators[0]
-        cand = tuple(i for i, e in enumerate((left, right)) if _mentions(e, dep))
+        # An operand that reads what the candidate returned is the candidate's; the other one is
+        # the expected value even when it reads the inputs (`approx(expected, abs=input_data[-1])`,
+        # `sorted(xs)`): the reference's box evaluates it on its own, untouched inputs. With no
+        # returned value in the assert, it checks a side effect: what the candidate may have
+        # changed is the candidate's.
+        strong = tuple(i for i, e in enumerate((left, right)) if _mentions(e, sources | returned))
+        cand = strong or tuple(i for i, e in enumerate((left, right)) if _mentions(e, dep))
         return Site(node.lineno, "cmp", _OPS[type(test.ops[0])], cand=cand), {
             "site": site, "operands": [left, right]}
     negate = isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
-    inner = test.operand if negate else test
+    inner = test.operand if isinstance(test, ast.UnaryOp) and negate else test
     if _mentions(inner, dep) and any(
         isinstance(n, ast.Compare | ast.BoolOp | ast.IfExp | ast.comprehension) for n in ast.walk(inner)
     ):
@@ -378,7 +398,7 @@ class _Rewrite(ast.NodeTransformer):
             return node
         call = node.items[0].context_expr
         args: list[ast.expr] = [ast.Constant(plan["site"])]
-        if not self.candidate_side:
+        if not self.candidate_side and isinstance(call, ast.Call):  # _is_raises: a call
             match = next((k.value for k in call.keywords if k.arg == "match"), ast.Constant(None))
             args += [call.args[0], match]
         node.items[0].context_expr = ast.Call(ast.Name("_coral_raises", ast.Load()), args, [])
@@ -467,7 +487,7 @@ def _blank_row(row: ast.AST, blank: list[int], width: int, func: str) -> None:
     elif isinstance(row, ast.Tuple | ast.List):
         elts = row.elts
     else:
-        raise Unrecordable(f"a parametrize row of {func} is not a literal tuple (line {row.lineno})")
+        raise Unrecordable(f"a parametrize row of {func} is not a literal tuple (line {getattr(row, 'lineno', 0)})")
     if elts is None:
         raise Unrecordable(f"the only parametrize argument of {func} is never used by the test")
     for i in blank:
@@ -482,196 +502,3 @@ def _strip_docstrings(tree: ast.Module) -> None:
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                     and isinstance(body[0].value.value, str):
                 node.body = body[1:] or [ast.Pass()]
-
-
-# --- decoding and comparing (trusted side) --------------------------------------------------
-
-
-class Bad:
-    """A value the box could not record: equal to nothing."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def __eq__(self, other: object) -> bool:
-        return False
-
-    __hash__ = object.__hash__
-
-
-@dataclass(frozen=True)
-class Obj:
-    """The n-th support-class object a test made: == is identity for these."""
-
-    n: int
-
-
-@dataclass(frozen=True)
-class Approx:
-    expected: Any
-    rel: float | None
-    abs: float | None
-
-
-@dataclass(frozen=True)
-class ExcClass:
-    names: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Raised:
-    """What a `with pytest.raises` block raised: the exception type's MRO names and str()."""
-
-    names: tuple[str, ...]
-    message: str
-
-
-class _Undecodable(Exception):
-    pass
-
-
-def decode(value: Any, depth: int = 0) -> Any:
-    """Recorded JSON back into comparable values; anything malformed becomes Bad."""
-    try:
-        return _decode(value, depth)
-    except (_Undecodable, TypeError, ValueError, RecursionError, OverflowError) as exc:
-        return Bad(f"unreadable record: {exc}"[:120])
-
-
-def _decode(v: Any, depth: int) -> Any:
-    if depth > 200:
-        raise _Undecodable("nested too deeply")
-    if v is None or type(v) in (bool, int, float, str):
-        return v
-    if type(v) is list:
-        return [_decode(x, depth + 1) for x in v]
-    if type(v) is not dict or len(v) < 1:
-        raise _Undecodable("not a recorded value")
-    if "$x" in v:
-        return Bad(str(v["$x"])[:120])
-    if "$t" in v:
-        return tuple(_decode(x, depth + 1) for x in v["$t"])
-    if "$s" in v:
-        return {_decode(x, depth + 1) for x in v["$s"]}
-    if "$f" in v:
-        return frozenset(_decode(x, depth + 1) for x in v["$f"])
-    if "$d" in v:
-        return {_decode(k, depth + 1): _decode(x, depth + 1) for k, x in v["$d"]}
-    if "$b" in v:
-        return bytes.fromhex(v["$b"])
-    if "$c" in v:
-        return complex(*v["$c"])
-    if "$o" in v and type(v["$o"]) is int:
-        return Obj(v["$o"])
-    if "$a" in v:
-        rel, abs_ = v.get("rel"), v.get("abs")
-        if not all(t is None or type(t) in (int, float) for t in (rel, abs_)):
-            raise _Undecodable("bad approx tolerance")
-        return Approx(_decode(v["$a"], depth + 1), rel, abs_)
-    if "$e" in v:
-        return ExcClass(tuple(str(n) for n in v["$e"]))
-    if "$r" in v:
-        return Raised(tuple(str(n) for n in v["$r"]), str(v.get("m", "")))
-    raise _Undecodable("unknown tag")
-
-
-def _is_bool(x: Any) -> bool:
-    return type(x) is bool
-
-
-def approx_equal(spec: Approx, actual: Any) -> bool:
-    """pytest.approx's == (pytest 8/9): scalars, and flat sequences and mappings of them."""
-    expected = spec.expected
-    if isinstance(expected, dict):
-        return isinstance(actual, dict) and set(actual) == set(expected) and all(
-            approx_equal(Approx(expected[k], spec.rel, spec.abs), actual[k]) for k in expected)
-    if isinstance(expected, list | tuple):
-        if not isinstance(actual, list | tuple) or len(actual) != len(expected):
-            return False
-        return all(approx_equal(Approx(e, spec.rel, spec.abs), a) for e, a in zip(expected, actual, strict=True))
-    if _is_bool(expected) and not _is_bool(actual):
-        return False
-    if type(actual) not in (bool, int, float, complex) and not isinstance(actual, Obj | str | type(None) | list
-                                                                          | tuple | dict | set | frozenset | bytes):
-        return False
-    if actual == expected:
-        return True
-    numbers = (int, float, complex)  # bools included, as pytest's Complex check includes them
-    if _is_bool(expected) or not (isinstance(expected, numbers) and isinstance(actual, numbers)):
-        return False
-    if math.isnan(abs(expected)) or math.isinf(abs(expected)):
-        return False
-    tolerance = spec.abs if spec.abs is not None else 1e-12
-    if not (spec.rel is None and spec.abs is not None):
-        rel = spec.rel if spec.rel is not None else 1e-6
-        tolerance = max(rel * abs(expected), tolerance)
-    return abs(expected - actual) <= tolerance
-
-
-def equal(a: Any, b: Any) -> bool:
-    if isinstance(a, Bad) or isinstance(b, Bad):
-        return False
-    if isinstance(b, Approx):
-        return approx_equal(b, a)
-    if isinstance(a, Approx):
-        return approx_equal(a, b)
-    try:
-        return bool(a == b)
-    except RecursionError:
-        return False
-
-
-def _identical(a: Any, b: Any) -> bool:
-    if isinstance(a, Obj) or isinstance(b, Obj):
-        return a == b
-    if a is None or b is None or _is_bool(a) or _is_bool(b):
-        return a is b
-    return type(a) is type(b) and type(a) in (int, str) and a == b  # small ints and interned strings
-
-
-def holds(op: str, a: Any, b: Any) -> bool:
-    """Whether `a op b` holds for decoded values, as Python (and pytest.approx) would say."""
-    if isinstance(a, Bad) or isinstance(b, Bad):
-        return False
-    try:
-        if op == "==":
-            return equal(a, b)
-        if op == "!=":
-            return not equal(a, b)
-        if op == "is":
-            return _identical(a, b)
-        if op == "is not":
-            return not _identical(a, b)
-        if op in ("in", "not in"):
-            found = any(equal(a, x) for x in (b.keys() if isinstance(b, dict) else b)) if not isinstance(b, str) \
-                else isinstance(a, str) and a in b
-            return found if op == "in" else not found
-        if isinstance(a, Approx | Obj) or isinstance(b, Approx | Obj):
-            return False
-        return bool({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])
-    except (TypeError, RecursionError, KeyError):
-        return False
-
-
-def truthy(a: Any) -> bool:
-    if isinstance(a, Bad | Approx | ExcClass | Raised):
-        return False
-    return True if isinstance(a, Obj) else bool(a)
-
-
-def raised_as_expected(outcome: Any, expected: Any, match: Any) -> str | None:
-    """None when the block raised what pytest.raises(expected, match=match) accepts, else why."""
-    if not isinstance(expected, ExcClass):
-        return "the reference's pytest.raises argument is not an exception class"
-    if outcome is None:
-        return f"DID NOT RAISE {expected.names[0]}"
-    if not isinstance(outcome, Raised) or not outcome.names:
-        return "unreadable record"
-    if expected.names[0] not in outcome.names:
-        return f"raised {outcome.names[0][:60]}, not {expected.names[0]}"
-    if isinstance(match, str):
-        import re
-
-        if not re.search(match, outcome.message):
-            return f"pattern {match!r} not found"
-    return None

@@ -27,14 +27,14 @@ import marshal
 import math
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from coral.benchmark.problem import Problem
 from coral.config import SandboxConfig
-from coral.sandbox import record
+from coral.sandbox import record, verdicts
 from coral.sandbox.box import METER_RATES, Meter, SandboxLimits, SandboxResult, python_executable, run_sandboxed
 
 BUDGET_REASON = "budget exceeded"
@@ -126,8 +126,14 @@ def problem_key(problem: Problem) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=repr).encode()).hexdigest()
 
 
-_references: dict[tuple[str, float], Reference] = {}
-_reference_locks: dict[tuple[str, float], threading.Lock] = {}
+def reference_limits(limits: RunnerLimits) -> RunnerLimits:
+    """The limits a reference run depends on: all but those that only shape the candidates'
+    budgets (budget_factor, budget_floor; the reference runs under budget_ceiling)."""
+    return replace(limits, budget_factor=_DEFAULTS.budget_factor, budget_floor=_DEFAULTS.budget_floor)
+
+
+_references: dict[tuple[str, RunnerLimits], Reference] = {}
+_reference_locks: dict[tuple[str, RunnerLimits], threading.Lock] = {}
 _references_lock = threading.Lock()
 
 
@@ -137,12 +143,13 @@ def clear_reference_cache() -> None:
 
 
 def reference(problem: Problem, limits: RunnerLimits | None = None) -> Reference:
-    """The reference fix's run, once per process, problem content and ceiling.
+    """The reference fix's run, once per process, problem content and the limits it ran under
+    (reference_limits: every limit that can change its verdict or its cost).
 
     This caches the *reference* (a property of the problem), never a candidate's result.
     """
     limits = limits or RunnerLimits()
-    key = (problem_key(problem), limits.budget_ceiling)
+    key = (problem_key(problem), reference_limits(limits))
     with _references_lock:
         if key in _references:
             return _references[key]
@@ -167,9 +174,29 @@ def run_candidate(problem: Problem, candidate_source: str, limits: RunnerLimits 
 
 
 def check_problem(problem: Problem, limits: RunnerLimits | None = None) -> tuple[CandidateRun, CandidateRun]:
-    """(reference fix, buggy program) runs: a sound problem fixes the first, not the second."""
+    """(reference fix, buggy program) runs: a sound problem fixes the first, not the second.
+
+    The reference's verdicts are its own run's *and* its run as a candidate (judged as every
+    candidate is, against its own recorded operands): a case passes only if both pass, so a test
+    shape the judge gets wrong (an expected value the candidate's box cannot see, a tolerance it
+    cannot evaluate) makes the problem unsound before any run, with the reason.
+    """
     ref = reference(problem, limits)
-    return ref.run, run_candidate(problem, problem.buggy_source, limits)
+    as_candidate = run_candidate(problem, problem.correct_source, limits)
+    return _both(ref.run, as_candidate), run_candidate(problem, problem.buggy_source, limits)
+
+
+def _both(own: CandidateRun, as_candidate: CandidateRun) -> CandidateRun:
+    """The reference's own run, each case failed where its run as a candidate failed it."""
+    judged = {c.case_id: c for c in as_candidate.cases}
+    cases = []
+    for case in own.cases:
+        other = judged.get(case.case_id)
+        if case.passed and (other is None or not other.passed):
+            why = "not run" if other is None else other.reason or "failed"
+            case = CaseResult(case.case_id, False, f"as a candidate: {why}", case.cost)
+        cases.append(case)
+    return replace(own, cases=tuple(cases))
 
 
 def case_budgets(ref: Reference, limits: RunnerLimits) -> Meter:
@@ -188,7 +215,10 @@ def outputs_match(actual: Any, expected: Any) -> bool:
     lists, dict subclasses as dicts), except that floats compare with a tolerance."""
     if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
         if isinstance(actual, float) or isinstance(expected, float):
-            return math.isclose(actual, expected, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+            try:
+                return math.isclose(actual, expected, rel_tol=REL_TOL, abs_tol=ABS_TOL)
+            except OverflowError:  # an int past float range: no float is close to it
+                return False
         return actual == expected
     if isinstance(actual, (list, tuple)) and isinstance(expected, (list, tuple)):
         return len(actual) == len(expected) and all(outputs_match(a, e) for a, e in zip(actual, expected, strict=True))
@@ -263,7 +293,11 @@ class _Session:
         # The reference's own box for the same tests: the call plus the test's expected operand.
         self.reference_call = (ref is None and self.recording is not None and self.recording.call_expected is not None
                                and cases is not None and not any(c.bare for c in cases))
-        self.meter = meter if meter is not None else case_budgets(ref, limits)
+        if meter is None:
+            if ref is None:
+                raise ValueError("the reference's own session needs its meter")
+            meter = case_budgets(ref, limits)
+        self.meter = meter
         self.ids: list[str] | None = None
         self.order: list[int] = []  # the case indices (collected tests) in run order
         if self.mode == "json":
@@ -280,12 +314,19 @@ class _Session:
         self.skipped: set[int] = set()
         self.syntax_ok: bool | None = None  # unknown until the box reports its compile
         self.error: str | None = None
-        self.boxes, self.wall, self.total_cost, self.meter_kind = 0, 0.0, 0, None
+        self.boxes, self.wall, self.total_cost = 0, 0.0, 0
+        self.meter_kind: str | None = None
+        # A candidate's wall clock is one budget across all its boxes (set by its first box):
+        # crashing in every case must not restart the clock (sleep-then-crash took 5x as long).
+        self.wall_budget: float | None = None
 
     def run(self) -> CandidateRun:
         pos = 0
         while self.ids is None or pos < len(self.order):
             todo = self.order[pos:]
+            if self.wall_budget is not None and self.wall >= self.wall_budget:
+                self.error = "not run after killed: wall_timeout"
+                break
             res, messages = self._box(todo)
             reached, done = self._absorb(messages)
             self._count(res)
@@ -321,20 +362,21 @@ class _Session:
 
     def _box(self, todo: list[int]) -> tuple[SandboxResult, list[dict[str, Any]]]:
         nonce = secrets.token_hex(16)
-        p, lim = self.problem, self.limits
+        p, lim, rec = self.problem, self.limits, self.recording
+        cases = p.json_cases or ()
         reference_side = self.ref is None
         job = {
             "nonce": nonce,
             "name": p.name,
             "source": self.source,
             "mode": "json" if self.call_site is not None or self.reference_call else self.mode,
-            "inputs": [(i, p.json_cases[i].args) for i in todo]
+            "inputs": [(i, cases[i].args) for i in todo]
             if self.mode == "json" or self.call_site is not None else
-            [(i, p.json_cases[i].args, p.json_cases[i].expected) for i in (todo if self.ids is not None
-             else range(len(p.json_cases)))] if self.reference_call else [],
-            "call": None if not self.reference_call else {
-                "site": self.recording.call_site, "test": self.recording.call_test,
-                "args": list(self.recording.call_args), "expected": self.recording.call_expected,
+            [(i, cases[i].args, cases[i].expected) for i in (todo if self.ids is not None
+             else range(len(cases)))] if self.reference_call else [],
+            "call": None if not self.reference_call or rec is None else {
+                "site": rec.call_site, "test": rec.call_test,
+                "args": list(rec.call_args), "expected": rec.call_expected,
             },
             "lists": self.call_site is None,  # JSON cases compare a generator's items; a test does not
             "pytest_source": "" if self.recording is None else (
@@ -353,9 +395,14 @@ class _Session:
         files["harness.pyc"] = _harness_pyc()
         n_cases = len(todo) if self.ids is not None else 256
         budget = sum(self.meter.budgets.get(i, self.meter.default) for i in todo) + self.meter.default
+        wall = lim.wall_seconds + 2 * budget
+        if self.ref is not None:  # a candidate: what is left of its one wall budget
+            if self.wall_budget is None:
+                self.wall_budget = wall
+            wall = self.wall_budget - self.wall
         box_limits = SandboxLimits(
             cpu_seconds=lim.cpu_seconds + budget,
-            wall_seconds=lim.wall_seconds + 2 * budget,
+            wall_seconds=wall,
             memory_mb=lim.memory_mb,
             max_processes=lim.max_processes,
             max_file_mb=lim.max_file_mb,
@@ -413,21 +460,30 @@ class _Session:
         return reached, done
 
     def _judge(self, i: int, msg: dict[str, Any]) -> None:
-        if self.call_site is not None:
+        """Judge one reported case. Total: whatever the report holds (a huge int where a float
+        is expected, NaN, deep nesting), the case gets a verdict and nothing escapes."""
+        try:
+            self._judge_report(i, msg)
+        except Exception as exc:  # any candidate data is a failed case, never a crash of the run
+            self._fail(i, f"could not be judged: {type(exc).__name__}")
+
+    def _judge_report(self, i: int, msg: dict[str, Any]) -> None:
+        rec, ref = self.recording, self.ref
+        if self.call_site is not None and rec is not None and ref is not None:
             if "error" in msg:
                 self._fail(i, _line(msg["error"]) or "failed")
             elif "out" in msg:
-                mine = [(self.call_site, [record.decode(msg["out"])])]
-                why = _verdict(self.recording, self.ref.records.get(i, []), mine)
+                mine = [(self.call_site, [verdicts.from_candidate(verdicts.decode(msg["out"]))])]
+                why = _verdict(rec, ref.records.get(i, []), mine)
                 self._set(i, why is None, why)
             return
         if self.mode == "json":
             if "error" in msg:
                 self._fail(i, _line(msg["error"]) or "failed")
             elif "out" in msg:
-                expected = self.problem.json_cases[i].expected
+                expected = (self.problem.json_cases or ())[i].expected
                 try:
-                    out = _plain(record.decode(msg["out"]))
+                    out = _plain(verdicts.decode(msg["out"]))
                 except _BadValue as bad:
                     self._fail(i, f"returned {bad.args[0]}")
                     return
@@ -437,7 +493,7 @@ class _Session:
         end, records = msg.get("end"), msg.get("rec")
         if not isinstance(records, list):
             records = []
-        decoded = [(r[0], [record.decode(v) for v in r[1]]) for r in records
+        decoded = [(r[0], [verdicts.decode(v) for v in r[1]]) for r in records
                    if isinstance(r, list) and len(r) == 2 and type(r[0]) is int and isinstance(r[1], list)]
         if end == "skip" and self.ref is None:
             self.skipped.add(i)
@@ -445,11 +501,14 @@ class _Session:
         if end != "ok":
             self._fail(i, "skipped at run time" if end == "skip" else _line(msg.get("error")) or "failed")
             return
-        if self.ref is None:
+        if rec is None:
+            self._fail(i, "unreadable record")
+            return
+        if ref is None:
             self.ref_records[i] = decoded
-            why = _verdict(self.recording, decoded, None)
+            why = _verdict(rec, decoded, None)
         else:
-            why = _verdict(self.recording, self.ref.records.get(i, []), decoded)
+            why = _verdict(rec, ref.records.get(i, []), decoded)
         self._set(i, why is None, why)
 
     def _set(self, i: int, passed: bool, reason: str | None) -> None:
@@ -504,12 +563,14 @@ def _verdict(
         if candidate is not None and _recorded(site):
             mine = next(theirs)[1]
             if site.kind == "raises":
-                operands = operands[:2] + list(mine[:1])
+                if len(mine) != 1:
+                    return "unreadable record"
+                operands = operands[:2] + [verdicts.from_candidate(mine[0], outcome=True)]
             else:
                 if len(mine) != len(site.cand):
                     return "unreadable record"
                 for index, value in zip(site.cand, mine, strict=True):
-                    operands[index] = value
+                    operands[index] = verdicts.from_candidate(value)
         why = _check_site(site, operands)
         if why is not None:
             return why
@@ -524,20 +585,20 @@ def _check_site(site: record.Site, operands: list[Any]) -> str | None:
     if site.kind == "raises":
         if len(operands) != 3:
             return "unreadable record"
-        why = record.raised_as_expected(operands[2], operands[0], operands[1])
+        why = verdicts.raised_as_expected(operands[2], operands[0], operands[1])
         return None if why is None else f"line {site.line}: {why}"
     for value in operands:
-        if isinstance(value, record.Bad):
+        if isinstance(value, verdicts.Bad):
             return f"line {site.line}: {value.reason}"
     if site.kind == "cmp":
         if len(operands) != 2:
             return "unreadable record"
-        if record.holds(site.op, operands[0], operands[1]):
+        if verdicts.holds(site.op, operands[0], operands[1]):
             return None
         return f"assert failed (line {site.line}, {site.op})"
     if len(operands) != 1:
         return "unreadable record"
-    return None if record.truthy(operands[0]) != site.negate else f"assert failed (line {site.line})"
+    return None if verdicts.truthy(operands[0]) != site.negate else f"assert failed (line {site.line})"
 
 
 class _BadValue(Exception):
@@ -554,9 +615,9 @@ def _plain(value: Any) -> Any:
             if type(k) is not str:
                 raise _BadValue(f"a dict with a {type(k).__name__} key")
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, record.Bad):
+    if isinstance(value, verdicts.Bad):
         raise _BadValue(value.reason)
-    if isinstance(value, record.Obj | record.Approx | record.ExcClass | set | frozenset | bytes | complex):
+    if isinstance(value, verdicts.Obj | verdicts.Approx | verdicts.ExcClass | set | frozenset | bytes | complex):
         raise _BadValue(f"a {type(value).__name__}, not JSON data")
     return value
 
@@ -569,7 +630,7 @@ def _messages(stdout: bytes, nonce: bytes) -> list[dict[str, Any]]:
         if raw.startswith(prefix):
             try:
                 msg = json.loads(raw[len(prefix) :])
-            except ValueError:
+            except (ValueError, RecursionError):  # malformed, or nested past the parser's depth
                 continue
             if isinstance(msg, dict):
                 out.append(msg)
