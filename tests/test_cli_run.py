@@ -67,6 +67,30 @@ def test_runs_and_status_read_run_dirs(smoke) -> None:
     assert plain.returncode == 0 and "finished" in plain.stdout
 
 
+def test_runs_and_status_show_the_best_genome_by_the_one_definition(tmp_path: Path) -> None:
+    """`coral runs` and `coral status` show the best fitness: the best genome's mean over its
+    evaluations with their count (coral.analysis.best), not the luckiest single evaluation."""
+    from coral.analysis.best import best_genome
+    from coral.home import Home
+
+    home = tmp_path / "home"
+    done = coral(home, "run", str(SMOKE), "--backend", "serial", "--handlers", FAKES, "--run-id", "b",
+                 "--set", "generations=4", "--set", "population=6")
+    assert done.returncode == 0, done.stderr[-2000:]
+    top = best_genome("b", Home(home))
+    listed = json.loads(coral(home, "runs", "--json").stdout)
+    assert (listed[0]["best_genome"], listed[0]["best_fitness"], listed[0]["best_evaluations"]) == (
+        top["genome_id"], top["fitness"], top["evaluations"])
+    table = coral(home, "runs").stdout.splitlines()
+    assert table[0].split()[:6] == ["RUN", "STATE", "DONE", "GEN", "BEST", "N"]
+    assert table[1].split()[:6] == ["b", "finished", "4/4", "-", f"{top['fitness']:.3f}", str(top["evaluations"])]
+    status = json.loads(coral(home, "status", "b", "--json").stdout)
+    assert (status["best_genome"], status["best_fitness"]) == (top["genome_id"], top["fitness"])
+    plain = coral(home, "status", "b").stdout
+    assert f"best genome {top['genome_id']}: fitness {top['fitness']:.3f} (mean of {top['evaluations']} evaluation" \
+        in plain
+
+
 def test_export_adapter_and_cache(smoke, tmp_path: Path) -> None:
     home, run_id, _ = smoke
     point = json.loads(sorted((home / "runs" / run_id / "checkpoints").glob("gen-*.json"))[0]

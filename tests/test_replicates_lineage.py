@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from coral import analysis
+from coral.analysis.best import best_genome, best_genomes, genome_fitness
 from coral.analysis.lineage import best_genome_id
 from coral.analysis.replicates import config_group, replicate_chart, t95
 from coral.errors import CoralError
@@ -38,6 +39,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     for seed in (0, 1, 2):
         fake_run(root, f"seed{seed}", "--set", f"seed={seed}")
     fake_run(root, "other", "--set", "population=6")
+    fake_run(root, "long", "--set", "population=8", "--set", "generations=6", "--set", "seed=5")
     return Home(root)
 
 
@@ -83,9 +85,7 @@ def test_replicate_group_ignores_seed_and_where_jobs_run_only() -> None:
 
 def test_lineage_walks_parents_back_to_the_first_generation(home: Home) -> None:
     best = best_genome_id("seed0", home)
-    scores = analysis.load_run("seed0", home).scores
-    last = scores[scores["generation"] == scores["generation"].max()]
-    assert best == last.sort_values(["fitness", "genome_id"], ascending=[False, True])["genome_id"].iloc[0]
+    assert best == best_genome("seed0", home)["genome_id"]  # the one definition of best
 
     genomes = analysis.load_run("seed0", home).genomes.set_index("genome_id")
     tree = analysis.lineage("seed0", None, home).set_index("genome_id")
@@ -104,3 +104,61 @@ def test_lineage_walks_parents_back_to_the_first_generation(home: Home) -> None:
     with pytest.raises(CoralError, match="no genome 'nope'"):
         analysis.lineage("seed0", "nope", home)
     assert isinstance(tree, pd.DataFrame)
+
+
+def test_every_parent_of_every_genome_of_every_run_is_a_genome_of_that_run(home: Home) -> None:
+    """Whole runs: lineage is complete back to generation 0 (no parent that was never evaluated,
+    the bug where a mutated crossover child named the unevaluated crossover product)."""
+    origins: set[str] = set()
+    for run_id in analysis.list_runs(home)["run_id"]:
+        genomes = analysis.load_run(run_id, home).genomes.set_index("genome_id")
+        scored = set(analysis.load_run(run_id, home).scores["genome_id"])
+        for gid, row in genomes.iterrows():
+            parents = list(row["parents"])
+            origins.add(row["origin"].split(":")[0])
+            assert set(parents) <= set(genomes.index), (run_id, gid, row["origin"], parents)
+            assert set(parents) <= scored  # every parent was evaluated
+            assert all(genomes.loc[p, "generation"] < row["generation"] for p in parents)
+            if row["generation"] == 0:
+                assert parents == [] and row["origin"] == "ca"
+            else:
+                assert parents and row["origin"].split(":")[0] in ("crossover", "crossover+mutation", "mutation")
+            # Every genome's ancestry ends in generation 0.
+            tree = analysis.lineage(run_id, gid, home)
+            assert tree["generation"].min() == 0
+    assert "crossover+mutation" in origins  # the case that lost its parents is exercised
+
+
+def test_best_is_the_mean_over_evaluations_with_its_count_and_se(home: Home) -> None:
+    scores = analysis.load_run("long", home).scores.sort_values(["genome_id", "generation"])
+    ranked = genome_fitness("long", home).set_index("genome_id")
+    # Hand computation for every genome: single evaluations from consecutive running means.
+    for gid, part in scores.groupby("genome_id"):
+        singles, previous = [], 0.0
+        for mean, count in zip(part["fitness"], part["evaluations"], strict=True):
+            singles = [mean] if count == 1 else [*singles, count * mean - (count - 1) * previous]
+            previous = mean
+        row = ranked.loc[gid]
+        assert row["fitness"] == pytest.approx(sum(singles) / len(singles))
+        assert row["evaluations"] == len(singles) == part["evaluations"].iloc[-1]
+        if len(singles) > 1:
+            mean = sum(singles) / len(singles)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in singles) / (len(singles) - 1))
+            assert row["se"] == pytest.approx(sd / math.sqrt(len(singles)))
+        else:
+            assert math.isnan(row["se"])
+    top = best_genome("long", home)
+    assert top["fitness"] == ranked["fitness"].max()
+    assert (ranked["evaluations"] > 1).any()
+    # Not the luckiest single evaluation: some genome's earlier running mean beats its final mean.
+    lucky = scores.groupby("genome_id")["fitness"].max()
+    assert (lucky > ranked["fitness"].reindex(lucky.index) + 1e-12).any()
+    # The same genome everywhere: the runs table, the export, lineage, the CLI.
+    from coral.services.dashboard import best_genome as export_best
+
+    listed = analysis.list_runs(home).set_index("run_id").loc["long"]
+    assert (listed["best_genome"], listed["best_fitness"], listed["best_evaluations"]) == (
+        top["genome_id"], top["fitness"], top["evaluations"])
+    assert export_best("long", home)["genome_id"] == top["genome_id"]
+    assert best_genome_id("long", home) == top["genome_id"]
+    assert best_genomes(None, home).set_index("run_id").loc["long", "genome_id"] == top["genome_id"]

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="return once the run is registered; it goes on in the background")
     run.set_defaults(func=_run)
 
-    runs = sub.add_parser("runs", help="list runs (reads run directories, no database)")
+    runs = sub.add_parser("runs", help="list runs and each one's best fitness (the best genome's mean)")
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=_runs)
 
@@ -205,6 +205,27 @@ def _on_modal(run_id: str) -> bool:
     return modal_run_record(run_id) is not None and not Home().run_dir(run_id).exists()
 
 
+def _best_by_run(run_ids: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Each run's best genome (coral.analysis.best: the highest mean fitness over a genome's
+    evaluations) from the store snapshot, or the run logs when there is none."""
+    from coral.analysis.best import best_genomes
+    from coral.home import Home
+
+    frame = best_genomes(run_ids, Home())
+    return {str(row["run_id"]): {"genome_id": str(row["genome_id"]), "fitness": float(row["fitness"]),
+                                 "evaluations": int(row["evaluations"]), "se": float(row["se"]),
+                                 "generation": int(row["generation"])}
+            for row in frame.to_dict("records")}
+
+
+def _best_json(best: dict[str, Any] | None) -> dict[str, Any]:
+    if best is None:
+        return {"best_genome": None, "best_fitness": None, "best_evaluations": None, "best_se": None}
+    se = best["se"]
+    return {"best_genome": best["genome_id"], "best_fitness": best["fitness"],
+            "best_evaluations": best["evaluations"], "best_se": None if se != se else se}  # NaN -> null
+
+
 def _runs(args: argparse.Namespace) -> int:
     from coral.home import Home
     from coral.modal.launcher import list_modal_runs
@@ -214,8 +235,10 @@ def _runs(args: argparse.Namespace) -> int:
     runs = list_runs(Home())
     # Modal runs: their state lives on the Volume (`coral status RUN` reads it), so none here.
     remote = [m for m in list_modal_runs() if not Home().run_dir(m["run_id"]).exists()]
+    best = _best_by_run(None) if runs else {}
     if args.json:
-        print(json.dumps([{**r.as_dict(), "generations_done": generations_done(r.state, r.generation, r.generations)}
+        print(json.dumps([{**r.as_dict(), "generations_done": generations_done(r.state, r.generation, r.generations),
+                           **_best_json(best.get(r.run_id))}
                           for r in runs] + [{"run_id": m["run_id"], "state": "on-modal",
                                              "backend": "modal", "app": m["app"],
                                              "orchestrator_calls": m["calls"]} for m in remote],
@@ -226,14 +249,20 @@ def _runs(args: argparse.Namespace) -> int:
         return 0
     # DONE counts finished generations; GEN is the running generation's number, 0-based like
     # every generation number (events, store, charts): a 5-generation run runs 0..4 and ends 5/5.
-    print(f"{'RUN':32} {'STATE':12} {'DONE':>7} {'GEN':>4} {'STRATEGY':10} BACKEND")
+    # BEST: the best genome's mean fitness over its N evaluations (coral.analysis.best).
+    print(f"{'RUN':32} {'STATE':12} {'DONE':>7} {'GEN':>4} {'BEST':>6} {'N':>3} {'STRATEGY':10} BACKEND")
     for r in runs:
         done = f"{generations_done(r.state, r.generation, r.generations)}/{r.generations or '?'}"
         gen = str(r.generation) if r.state in ACTIVE and r.generation is not None else "-"
-        print(f"{r.run_id:32} {r.state:12} {done:>7} {gen:>4} {r.strategy or '?':10} {r.backend or '?'}")
+        top = best.get(r.run_id)
+        fitness, count = (f"{top['fitness']:.3f}", str(top["evaluations"])) if top else ("-", "-")
+        print(f"{r.run_id:32} {r.state:12} {done:>7} {gen:>4} {fitness:>6} {count:>3} {r.strategy or '?':10} "
+              f"{r.backend or '?'}")
     for m in remote:
-        print(f"{m['run_id']:32} {'on-modal':12} {'?':>7} {'-':>4} {'?':10} modal "
+        print(f"{m['run_id']:32} {'on-modal':12} {'?':>7} {'-':>4} {'-':>6} {'-':>3} {'?':10} modal "
               f"(app {m['app']}; `coral status {m['run_id']}`)")
+    if runs:
+        print("BEST: the best genome's mean fitness over its N evaluations")
     return 0
 
 
@@ -258,6 +287,8 @@ def _status(args: argparse.Namespace) -> int:
     status = run_status(Home(), args.run_id)
     info = run_info(Home(), args.run_id)
     status["generations_done"] = generations_done(info.state, info.generation, info.generations)
+    best = _best_by_run([args.run_id]).get(args.run_id)
+    status.update(_best_json(best))
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -268,6 +299,13 @@ def _status(args: argparse.Namespace) -> int:
     last = log["generations_finished"]
     print(f"  {running}{status['generations_done']} of {info.generations or '?'} generations finished"
           + (f" (last: generation {last})" if last is not None else ""))
+    if best is None:
+        print("  best genome: none scored yet")
+    else:
+        from coral.analysis.best import describe
+
+        print(f"  best genome {best['genome_id']}: fitness {describe(best)} "
+              "(best = highest mean fitness over a genome's evaluations)")
     print(f"  events: {log['events']} ({', '.join(f'{k} {v}' for k, v in sorted(log['counts'].items()))})")
     if status.get("error"):
         print(f"  error: {status['error']}")
