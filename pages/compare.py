@@ -52,11 +52,12 @@ if pending:
             chosen_now += [run_id] if run_id not in chosen_now else []
             continue
         try:
-            state = launch_state(run_id, home())
-        except CoralError:
-            state = None
-        if state is not None and state.state == "failed to start":
-            failed.append(f"{run_id} ({state.message})")
+            launch = launch_state(run_id, home())
+        except CoralError:  # its folder is not there yet
+            waiting.append(run_id)
+            continue
+        if launch.state == "failed to start":
+            failed.append(f"{run_id} ({launch.message})")
         else:
             waiting.append(run_id)
     st.session_state["compare-runs"] = chosen_now
@@ -88,8 +89,13 @@ def _wait_for_launched() -> None:
         time.sleep(1.0)
         st.rerun()
     if chosen:
-        states = dict(zip(stored["run_id"], stored["state"], strict=True))
-        if any(states.get(r) in ("starting", "running", "paused") for r in chosen):
+        rows = stored.set_index("run_id")
+        # Still going, or ended but its last events not ingested yet (the final generation).
+        going = [r for r in chosen if r in rows.index and (
+            rows.loc[r, "state"] in ("starting", "running", "paused")
+            or (rows.loc[r, "state"] in ("finished", "stopped", "failed")
+                and rows.loc[r, "last_event"] not in ("run_finished", "run_stopped", "run_failed")))]
+        if going:
             time.sleep(3.0)
             st.rerun()
 
@@ -121,6 +127,7 @@ if not drawable:
     _wait_for_launched()
     st.stop()
 
+assert result is not None  # some run is drawable
 if grouped:
     st.plotly_chart(replicate_chart(result), key="compare-chart")
     note = too_wide_note(result)

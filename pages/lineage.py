@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from coral.analysis.best import BEST_DEFINITION, best_genome, describe
-from coral.analysis.lineage import genome_ids, lineage, lineage_chart
+from coral.analysis.lineage import genome_ids, lineage, lineage_chart, missing_parents
 from coral.errors import CoralError
 from pages import empty_state, home, pick_run
 
@@ -29,6 +29,14 @@ st.caption("x: the generation a genome was evaluated in; a line joins each paren
            "the thick line follows the fitter parent back to a genome that had none (generation 0, "
            "or a fresh random one). Hover a point for its id, origin and fitness (its mean over its "
            f"evaluations). {BEST_DEFINITION}: genome {best}, {describe(top)}.")
+missing = missing_parents(run_id, home())
+if missing:
+    st.warning(f"{len(missing)} genome{'s' if len(missing) != 1 else ''} of this run name a parent that is not "
+               "a genome of the run (a run recorded before lineage was fixed): "
+               + "; ".join(f"{g} -> {', '.join(p)}" for g, p in list(missing.items())[:5]))
+else:
+    st.caption("Lineage complete: every parent of every genome of this run is a genome of the run, "
+               "back to generation 0.")
 ids = genome_ids(run_id, home())
 choice = st.selectbox("Genome (default: the run's best)", ids,
                       index=ids.index(best) if best in ids else 0, key=f"lineage-genome-{run_id}")

@@ -16,7 +16,7 @@ import pytest
 
 from coral import analysis
 from coral.analysis.best import best_genome, best_genomes, genome_fitness
-from coral.analysis.lineage import best_genome_id
+from coral.analysis.lineage import best_genome_id, missing_parents
 from coral.analysis.replicates import MIN_BAND, config_group, replicate_chart, t95, too_wide_note
 from coral.errors import CoralError
 from coral.home import Home
@@ -154,6 +154,7 @@ def test_every_parent_of_every_genome_of_every_run_is_a_genome_of_that_run(home:
             # Every genome's ancestry ends in generation 0.
             tree = analysis.lineage(run_id, gid, home)
             assert tree["generation"].min() == 0
+        assert missing_parents(run_id, home) == {}
     assert "crossover+mutation" in origins  # the case that lost its parents is exercised
 
 

@@ -39,6 +39,17 @@ def best_genome_id(run_id: str, home: Home | None = None) -> str:
     return str(best_genome(run_id, home)["genome_id"])
 
 
+def missing_parents(run_id: str, home: Home | None = None) -> dict[str, list[str]]:
+    """Genomes of the run that name a parent which is not a genome of the run, with those
+    parents; empty when the lineage is complete back to generation 0 (what the engine records)."""
+    from coral.analysis.queries import connect
+
+    with connect(home) as con:
+        genomes = _genomes(con, run_id)
+    return {gid: missing for gid, row in sorted(genomes.items())
+            if (missing := [p for p in row["parents"] if p not in genomes])}
+
+
 def genome_ids(run_id: str, home: Home | None = None) -> list[str]:
     """A run's genomes with details in the store, fittest first (unscored ones last)."""
     from coral.analysis.queries import connect

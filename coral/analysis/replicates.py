@@ -44,6 +44,13 @@ METRIC_RANGE = (0.0, 1.0)
 MIN_BAND = 3
 
 
+def generation_axis(last_generation: int | float | None) -> dict[str, Any]:
+    """x-axis ticks on whole generations (never 0.5): every generation up to ten, then a round step."""
+    last = 0 if last_generation is None or last_generation != last_generation else int(last_generation)
+    step = 1 if last < 10 else int(math.ceil((last + 1) / 10))
+    return {"tick0": 0, "dtick": step}
+
+
 def t95(df: int) -> float:
     if df < 1:
         raise CoralError("a 95% interval needs at least two seeds")
@@ -213,10 +220,15 @@ def replicate_chart(result: dict[str, Any]) -> go.Figure:
                 hovertemplate="generation %{x}: %{y:.3f}<extra>" + str(run_id) + "</extra>"))
     fig.update_layout(title={"text": f"{result['stat']} {result['metric']}: mean over seeds, 95% interval",
                              "y": 0.97},
-                      xaxis={"title": "generation", "dtick": 1, "tick0": 0},
+                      xaxis={"title": "generation", **generation_axis(_last_generation(result))},
                       yaxis={"title": f"{result['stat']} {result['metric']}"},
                       height=480, legend={"orientation": "h", "y": -0.2}, margin={"t": 60})
     return fig
+
+
+def _last_generation(result: dict[str, Any]) -> int | None:
+    frames = [f["generation"] for f in (result["curves"], result.get("apart")) if f is not None and not f.empty]
+    return max(int(f.max()) for f in frames) if frames else None
 
 
 def too_wide_note(result: dict[str, Any]) -> str | None:

@@ -37,6 +37,9 @@ class LiveView:
     stages: dict[str, dict[str, int]] = field(default_factory=dict)  # running generation's counts
     rates: dict[str, float | None] = field(default_factory=dict)  # jobs/s, smoothed
     seconds_left: float | None = None
+    # Where seconds_left comes from: "measured" (this run's job times) or "expected" (before
+    # every stage has a measured job: the config's expected duration less the run's age).
+    estimate_source: str = "measured"
     last_update: float | None = None  # status or progress, whichever is newer
     genomes: list[dict[str, Any]] = field(default_factory=list)  # scored as they landed
 
@@ -76,7 +79,26 @@ def live_view(run_id: str, home: Home | None = None, now: float | None = None) -
             view.stages = {s: dict(progress["stages"].get(s, {})) for s in STAGES}
             view.rates = rates(progress, now)
             view.seconds_left = seconds_left(progress, now)
+    if view.active and view.seconds_left is None:
+        view.seconds_left = expected_left(home, run_id, now)
+        view.estimate_source = "expected"
     return view
+
+
+def expected_left(home: Home, run_id: str, now: float) -> float | None:
+    """Before this run has measured job times (starting, or a stage without a finished job): its
+    config's expected duration (`expected_seconds`, the Launch page's figure) less its age;
+    None when the run record cannot say (it is being written)."""
+    from coral.run.registry import read_json_yaml, run_config
+
+    try:
+        config = run_config(home, run_id)
+        created = read_json_yaml(home.run_dir(run_id) / "config.yaml").get("created")
+        total, _ = expected_seconds(config, home)
+    except (CoralError, OSError, ValueError):
+        return None
+    age = max(0.0, now - float(created)) if created else 0.0
+    return max(0.0, total - age)
 
 
 def finished_generations(info: RunInfo) -> int:
