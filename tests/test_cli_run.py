@@ -150,6 +150,44 @@ def test_validate_reports_identical(tmp_path: Path) -> None:
     assert all(report["identical_to_serial"]["modal"].values())  # the Modal double too
     assert len(report["queue"]["worker_pids"]) == 2
     assert report["serial"]["worker_pids"] != report["queue"]["worker_pids"]
+    # The runs it made are named as validation runs.
+    made = [report[side]["run_id"] for side in ("serial", "queue", "modal")]
+    assert [r.rsplit("-", 2)[1:] for r in made] == [["validate", "serial"], ["validate", "queue"],
+                                                     ["validate", "modal"]]
+    listed = {r["run_id"] for r in json.loads(coral(tmp_path / "home", "runs", "--json").stdout)}
+    assert listed == set(made)
+
+
+def test_a_model_that_cannot_load_here_is_one_line_and_registers_nothing(tmp_path: Path) -> None:
+    """Preflight: config.json that does not parse or names no model_type, a tokenizer that does not
+    load, a device this machine lacks; for `coral run`, `--detach` and `coral validate`."""
+    import shutil
+
+    import torch
+
+    home = tmp_path / "home"
+    model = tmp_path / "model"
+    shutil.copytree(TINY, model)
+    good_config = (model / "config.json").read_text()
+    cases = [("config.json", '{"model_type": "llama",', "config.json: not valid JSON (line 1"),
+             ("config.json", '{"hidden_size": 8}', "config.json: no model_type"),
+             ("tokenizer.json", '{"version":', "tokenizer.json: the tokenizer does not load")]
+    for name, text, message in cases:
+        (model / "config.json").write_text(good_config)
+        original = (model / name).read_text()
+        (model / name).write_text(text)
+        for args in (("run", str(SMOKE)), ("run", str(SMOKE), "--detach")):
+            done = coral(home, *args, "--set", f"model.name={model}")
+            assert done.returncode == 2, (name, args, done.stderr[-500:])
+            assert done.stderr.startswith("coral: error: ") and done.stderr.count("\n") == 1, done.stderr
+            assert message in done.stderr
+        (model / name).write_text(original)
+    if not torch.cuda.is_available():
+        for args in (("run", str(SMOKE)), ("validate", str(SMOKE), "--handlers", FAKES)):
+            done = coral(home, *args, "--set", "model.device=cuda")
+            assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+            assert "model.device cuda: this machine has no CUDA device" in done.stderr
+    assert not (home / "runs").exists() or not list((home / "runs").iterdir())  # nothing registered
 
 
 def test_bad_input_is_one_line(tmp_path: Path) -> None:

@@ -124,7 +124,8 @@ DEFAULT_CONFIG = "quick.yaml"  # the Launch page's first choice: first genome pl
 def preflight(config: Config) -> None:
     """What can be checked before a run is registered, so a launch fails at once with one line
     instead of seconds later in a log: the model folder (a local path; Modal resolves its own),
-    the benchmark and its split, Modal credentials for the Modal backend."""
+    its config.json and tokenizer, the device, the benchmark and its split, Modal credentials for
+    the Modal backend."""
     from coral.benchmark.split import split_for_config
 
     name = config.model.name
@@ -134,6 +135,9 @@ def preflight(config: Config) -> None:
             raise CoralError(f"model folder not found: {name} (Model takes a hub id or a local folder)")
         if not (folder / "config.json").is_file():
             raise CoralError(f"{name} is not a model folder (no config.json in it)")
+    from coral.run.lifecycle import check_model
+
+    check_model(config)  # config.json parses, the tokenizer loads, the device exists here
     split_for_config(config)  # the benchmark folder, its problems and the split: one line if wrong
     if config.backend.kind == "modal":
         from coral.execution.transport.modal_backend import check_credentials
