@@ -77,6 +77,10 @@ def test_runs_and_status_show_the_best_genome_by_the_one_definition(tmp_path: Pa
     done = coral(home, "run", str(SMOKE), "--backend", "serial", "--handlers", FAKES, "--run-id", "b",
                  "--set", "generations=4", "--set", "population=6")
     assert done.returncode == 0, done.stderr[-2000:]
+    # Progress on stderr; stdout holds the run id first and how it ended last, nothing between.
+    assert "generation 0 done in" in done.stderr and "generation 3 done in" in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "b" and lines[-1].startswith("run b finished in") and len(lines) == 2
     top = best_genome("b", Home(home))
     listed = json.loads(coral(home, "runs", "--json").stdout)
     assert (listed[0]["best_genome"], listed[0]["best_fitness"], listed[0]["best_evaluations"]) == (
@@ -146,6 +150,9 @@ def test_validate_reports_identical(tmp_path: Path) -> None:
     done = coral(tmp_path / "home", "validate", str(SMOKE), "--handlers", FAKES, "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    for side in ("serial", "queue", "modal"):  # progress on stderr while it runs
+        assert f"validate: the {side} run {report[side]['run_id']}" in done.stderr
+    assert "generation 1 done in" in done.stderr
     assert all(report["identical"].values())
     assert all(report["identical_to_serial"]["modal"].values())  # the Modal double too
     assert len(report["queue"]["worker_pids"]) == 2

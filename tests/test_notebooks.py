@@ -314,3 +314,26 @@ def _snapshot_has_generation(home: Home, run_id: str) -> bool:
     except (CoralError, duckdb.Error):  # no snapshot yet, or one replaced mid-open: look again
         return False
 
+
+
+def test_the_readme_run_instructions_work_as_written(store_home: Home, tmp_path: Path) -> None:
+    """notebooks/README.md's "Running" commands, run from the repository root as written; only the
+    venv's location (.venv here is wherever this interpreter lives), RUN and /tmp/01.ipynb are
+    filled in."""
+    text = (REPO / "notebooks" / "README.md").read_text()
+    block = text.split("## Running", 1)[1].split("```", 2)[1]
+    commands = [line.split("  #")[0].strip() for line in block.strip().splitlines()]
+    assert len(commands) == 3 and all(".venv/bin/" in c for c in commands)
+    venv_bin = str(Path(sys.executable).parent) + "/"
+    notebook = tmp_path / "01.ipynb"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update({"CORAL_HOME": str(store_home.root), "PYTHONPATH": str(REPO)})
+    for command in commands:
+        filled = (command.replace(".venv/bin/", venv_bin).replace("CORAL_RUN_ID=RUN", "CORAL_RUN_ID=evo-s0")
+                  .replace("/tmp/01.ipynb", str(notebook)))
+        done = subprocess.run(["bash", "-c", filled], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        if "01_run_overview.py" in command and "jupytext" not in command:
+            assert "KEY_NUMBERS " in done.stdout  # the script printed its key numbers
+    assert "run evo-s0:" in notebook.read_text()  # executed in place: the outputs are in the file

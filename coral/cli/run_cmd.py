@@ -79,10 +79,11 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 
 
 class Progress:
-    """A bar per stage on a terminal; plain lines (at most every few seconds) otherwise."""
+    """A bar per stage on a terminal; plain lines (at most every few seconds) otherwise. On
+    stderr: stdout keeps what a script reads (the run id first, how the run ended last)."""
 
     def __init__(self, stream: Any = None, interval: float = 3.0) -> None:
-        self.stream = stream or sys.stdout
+        self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = interval
         self._last = 0.0
@@ -100,6 +101,8 @@ class Progress:
             self._write(f"generation {info['generation']} done in {info['seconds']:.1f}s")
         elif kind in ("paused", "continued"):
             self._write(f"run {kind}")
+        elif kind == "validate":
+            self._write(f"validate: the {info['side']} run {info['run_id']}")
 
     def _write(self, line: str, transient: bool = False) -> None:
         if self.tty:
@@ -330,7 +333,7 @@ def _validate(args: argparse.Namespace) -> int:
     from coral.modal.validate import validate_everywhere
 
     report = validate_everywhere(args.config, args.overrides, max(2, args.workers),
-                                 handlers=args.handlers)
+                                 handlers=args.handlers, progress=Progress())
     same = report["identical_to_serial"]
     if args.json:
         print(json.dumps(report, indent=2))

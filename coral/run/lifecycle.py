@@ -311,7 +311,8 @@ def _launcher(config: Config, home: Home, run_id: str, transport: Transport,
 
 def validate_config_runs(config_path: str | os.PathLike, overrides: list[str] | None = None,
                          workers: int = 2, home: Home | None = None,
-                         handlers: str | None = None) -> dict[str, Any]:
+                         handlers: str | None = None,
+                         progress: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
     """Run one config with the serial executor and with >= 2 local workers; compare results.
 
     Both runs use the same torch thread count, so CPU float sums cannot differ between them.
@@ -326,8 +327,10 @@ def validate_config_runs(config_path: str | os.PathLike, overrides: list[str] | 
     report: dict[str, Any] = {}
     for side, kind in (("serial", "serial"), ("queue", "local")):
         config = resolve_config(config_path, overrides, kind, max(2, workers))
+        if progress is not None:
+            progress("validate", {"side": side, "run_id": f"{base}-{side}"})
         result = run_from_config(config, f"{base}-{side}", home=home, threads=threads,
-                                 handlers=handlers)
+                                 handlers=handlers, progress=progress)
         hits = misses = 0
 
         for event in read_events(home.events_dir(result.run_id)):
