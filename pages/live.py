@@ -26,6 +26,7 @@ from coral.services.dashboard import (
     queue_depths,
     request_control,
     run_error,
+    run_times,
 )
 from coral.services.live import duration_words, live_view
 from pages import empty_state, home, ingestor, pick_run
@@ -129,6 +130,11 @@ def live(run_id: str) -> None:
     cols[2].metric("Generations finished", f"{view.finished_generations} / {info.generations or '?'}")
     if view.active:
         cols[3].metric("Time left (estimate)", _time_left(view), help=_TIME_LEFT_HELP)
+    else:  # every column keeps a metric, so the next one never shows blank while the layout changes
+        created, _ = run_times(run_id, home())
+        took = (None if created is None or view.last_update is None
+                else duration_words(max(0.0, view.last_update - float(created))))
+        cols[3].metric("Duration", took or "-")
     if view.last_update is not None:
         if view.active:
             cols[4].metric("Last update", _ago(max(0.0, time.time() - view.last_update)))
