@@ -190,8 +190,9 @@ def test_a_model_that_cannot_load_here_is_one_line_and_registers_nothing(tmp_pat
             assert message in done.stderr
         (model / name).write_text(original)
     if not torch.cuda.is_available():
-        for args in (("run", str(SMOKE)), ("validate", str(SMOKE), "--handlers", FAKES)):
-            done = coral(home, *args, "--set", "model.device=cuda")
+        commands: list[tuple[str, ...]] = [("run", str(SMOKE)), ("validate", str(SMOKE), "--handlers", FAKES)]
+        for command in commands:
+            done = coral(home, *command, "--set", "model.device=cuda")
             assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
             assert "model.device cuda: this machine has no CUDA device" in done.stderr
     assert not (home / "runs").exists() or not list((home / "runs").iterdir())  # nothing registered

@@ -163,7 +163,8 @@ def test_best_is_the_mean_over_evaluations_with_its_count_and_se(home: Home) -> 
     ranked = genome_fitness("long", home).set_index("genome_id")
     # Hand computation for every genome: single evaluations from consecutive running means.
     for gid, part in scores.groupby("genome_id"):
-        singles, previous = [], 0.0
+        singles: list[float] = []
+        previous = 0.0
         for mean, count in zip(part["fitness"], part["evaluations"], strict=True):
             singles = [mean] if count == 1 else [*singles, count * mean - (count - 1) * previous]
             previous = mean

@@ -91,14 +91,21 @@ def expected_left(home: Home, run_id: str, now: float) -> float | None:
     None when the run record cannot say (it is being written)."""
     from coral.run.registry import read_json_yaml, run_config
 
-    try:
-        config = run_config(home, run_id)
-        created = read_json_yaml(home.run_dir(run_id) / "config.yaml").get("created")
-        total, _ = expected_seconds(config, home)
-    except (CoralError, OSError, ValueError):
-        return None
-    age = max(0.0, now - float(created)) if created else 0.0
-    return max(0.0, total - age)
+    key = (str(home.root), run_id)
+    if key not in _EXPECTED:  # once per run: it loads the benchmark split and reads other runs
+        try:
+            config = run_config(home, run_id)
+            created = read_json_yaml(home.run_dir(run_id) / "config.yaml").get("created")
+            total, _ = expected_seconds(config, home)
+        except (CoralError, OSError, ValueError):
+            return None
+        _EXPECTED[key] = (total, float(created) if created else now)
+    total, created_at = _EXPECTED[key]
+    return max(0.0, total - max(0.0, now - created_at))
+
+
+# (home, run id) -> (expected seconds, created): a run's expected duration does not change.
+_EXPECTED: dict[tuple[str, str], tuple[float, float]] = {}
 
 
 def finished_generations(info: RunInfo) -> int:
