@@ -19,7 +19,8 @@
 # The notebook works on a live run too: it reads the store snapshot (or the event logs), never
 # the dashboard's database, so the numbers are as of the last snapshot.
 #
-# **Reading it**: "best" is the best genome of a generation, "mean" the population mean;
+# **Reading it**: on the curves, "best" is the best genome of a generation, "mean" the population
+# mean; the run's best genome is the one with the highest mean fitness over its evaluations;
 # fitness is the config-weighted sum of the five objectives; fixed@k is the share of eval
 # problems where some sample passes every test.
 
@@ -30,6 +31,7 @@ import pandas as pd
 from IPython.display import display
 
 from coral import analysis
+from coral.analysis import best as best_genomes
 from coral.analysis import figures
 from coral.analysis.notebook import key_numbers_line, run_id_from_env
 from coral.home import Home
@@ -70,21 +72,31 @@ generations[["generation", "best_fitness", "mean_fitness", "best_bugfix", "best_
 
 # %% [markdown]
 # ## Best genomes
-# One row per scored genome (genes and knobs come from checkpoints, so on a live run the newest
-# genomes may show no genes yet).
+# Best = the highest mean fitness over a genome's evaluations (survivors are evaluated again each
+# generation and averaged), with the count n and the standard error: the same genome the
+# dashboard's Runs and Lineage pages, "Export best adapter" and `coral runs` name
+# (`coral.analysis.best`). Genes and knobs come from checkpoints, so on a live run the newest
+# genomes may show no genes yet.
 
 # %%
 genes = ["rank", "alpha", "dropout", "target_modules", "adapter_type", "temperature", "top_p",
          "top_k", "repetition_penalty", "max_new_tokens"]
-scored = data.scores.merge(data.genomes[["genome_id", *genes]], on="genome_id", how="left")
-best = scored.sort_values(["fitness", "genome_id"], ascending=[False, True]).head(5)
-best[["generation", "genome_id", "fitness", "bugfix", "fixed_at_k", "style", "syntax", *genes]]
+# From the scores loaded above, so the table and the numbers below are of one snapshot.
+ranked = best_genomes.rank_best(best_genomes.fitness_by_genome(data.scores))
+latest = data.scores.rename(columns={"fitness": "latest_fitness"}).merge(
+    ranked[["genome_id", "generation"]], on=["genome_id", "generation"])
+scored = ranked.merge(latest[["genome_id", "bugfix", "fixed_at_k", "style", "syntax"]], on="genome_id",
+                      how="left").merge(data.genomes[["genome_id", *genes]], on="genome_id", how="left")
+best = scored.head(5)
+best[["genome_id", "fitness", "evaluations", "se", "generation", "bugfix", "fixed_at_k", "style", "syntax",
+      *genes]]
 
 # %%
 top = best.iloc[0] if len(best) else None
 if top is not None:
     detail = analysis.genome_detail(RUN_ID, top["genome_id"], home)
-    print("best genome", top["genome_id"], "genes", detail["genes"], "knobs", detail["knobs"])
+    print("best genome", top["genome_id"], "fitness", best_genomes.describe(top.to_dict()),
+          "genes", detail["genes"], "knobs", detail["knobs"])
     solved = detail["problems"].groupby("problem")["fixed"].any()
     print(f"solves {int(solved.sum())}/{len(solved)} eval problems")
 
@@ -98,7 +110,7 @@ if base is None:
 else:
     print(f"baseline fitness {base['fitness']:.4f}, bugfix {base['bugfix']:.4f}, "
           f"fixed@k {base['fixed_at_k']:.4f}")
-best_fitness = float(generations["best_fitness"].max()) if len(generations) else None
+best_fitness = None if top is None else float(top["fitness"])
 KEY_NUMBERS = {
     "run_id": RUN_ID,
     "state": run["state"],
@@ -106,10 +118,10 @@ KEY_NUMBERS = {
     "generations_done": len(generations),
     "n_train": len(train_problems),
     "n_eval": len(eval_problems),
-    "n_scored": len(scored),
+    "n_scored": len(data.scores),
     "best_fitness": best_fitness,
     "best_genome": None if top is None else top["genome_id"],
-    "best_genome_fitness": None if top is None else float(top["fitness"]),
+    "best_evaluations": None if top is None else int(top["evaluations"]),
     "final_mean_fitness": float(generations["mean_fitness"].iloc[-1]) if len(generations) else None,
     "baseline_fitness": None if base is None else float(base["fitness"]),
     "gain_over_baseline": (None if base is None or best_fitness is None

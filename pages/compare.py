@@ -1,17 +1,21 @@
-"""Compare runs: replicates (runs of one config, different seeds) grouped, their mean over seeds
-with a 95% band and the untuned baseline; or each run's own curves; final metrics; the config
-keys that differ. Says which chosen runs it left out, and why."""
+"""Compare runs: replicates (finished runs of one config, distinct seeds) grouped, their mean over
+seeds with a 95% band (n >= 3) and the untuned baseline; runs that are not replicates (still
+going, stopped, failed, a repeated seed) drawn apart and marked; or each run's own curves; final
+metrics; the config keys that differ. Says which chosen runs it left out, and why. Runs launched
+together from the Launch page join the selection as each registers."""
 
 from __future__ import annotations
+
+import time
 
 import pandas as pd
 import streamlit as st
 
 from coral import analysis
 from coral.analysis import figures
-from coral.analysis.replicates import STATS, replicate_chart, replicate_curves, replicate_groups
+from coral.analysis.replicates import STATS, replicate_chart, replicate_curves, replicate_groups, too_wide_note
 from coral.services import CoralError
-from coral.services.dashboard import METRICS
+from coral.services.dashboard import METRICS, launch_state
 from pages import empty_state, home, run_ids
 
 st.title("Compare runs")
@@ -35,8 +39,35 @@ def _default(ids: list[str]) -> list[str]:
     return ids[:2]
 
 
-if "compare-runs" in st.session_state:  # a launch of replicates, or an earlier choice
+# Runs just launched together (Launch page, Replicates): each joins the selection the moment its
+# run folder registers; until then the page says it is waiting and looks again every second.
+pending = list(st.session_state.get("compare-pending") or [])
+waiting: list[str] = []
+failed: list[str] = []
+if pending:
+    chosen_now = [r for r in st.session_state.get("compare-runs") or [] if r in ids]
+    for run_id in pending:
+        if run_id in ids:
+            chosen_now += [run_id] if run_id not in chosen_now else []
+            continue
+        try:
+            launch = launch_state(run_id, home())
+        except CoralError:  # its folder is not there yet
+            waiting.append(run_id)
+            continue
+        if launch.state == "failed to start":
+            failed.append(f"{run_id} ({launch.message})")
+        else:
+            waiting.append(run_id)
+    st.session_state["compare-runs"] = chosen_now
+    st.session_state["compare-pending"] = waiting
+    for line in failed:
+        st.error(f"Launched run {line} failed to start.")
+elif "compare-runs" in st.session_state:  # an earlier choice
     st.session_state["compare-runs"] = [r for r in st.session_state["compare-runs"] if r in ids]
+if waiting:
+    st.info(f"Waiting for {len(waiting)} launched run{'s' if len(waiting) != 1 else ''} to register: "
+            + ", ".join(waiting))
 chosen = st.multiselect("Runs", ids, default=None if "compare-runs" in st.session_state else _default(ids),
                         key="compare-runs")
 left, middle, right = st.columns([2, 1, 1])
@@ -46,11 +77,34 @@ stat = middle.radio("Per generation", STATS, horizontal=True, key="compare-stat"
 grouped = right.toggle("Group replicates", value=True, key="compare-grouped",
                        help="Runs whose configs differ only in seed (and backend) form one group: "
                             "their mean over seeds, with a 95% interval band")
-if not chosen:
-    st.info("Pick one or more runs to compare.")
-    st.stop()
 
 stored = analysis.list_runs(home())
+
+
+def _wait_for_launched() -> None:
+    """Look again in a second while launched runs have not registered yet, and every 3 s while a
+    chosen run is still going (its curves grow as its generations finish)."""
+    if waiting:
+        time.sleep(1.0)
+        st.rerun()
+    if chosen:
+        rows = stored.set_index("run_id")
+        # Still going, or ended but its last events not ingested yet (the final generation).
+        going = [r for r in chosen if r in rows.index and (
+            rows.loc[r, "state"] in ("starting", "running", "paused")
+            or (rows.loc[r, "state"] in ("finished", "stopped", "failed")
+                and rows.loc[r, "last_event"] not in ("run_finished", "run_stopped", "run_failed")))]
+        if going:
+            time.sleep(3.0)
+            st.rerun()
+
+
+if not chosen:
+    if not waiting:
+        st.info("Pick one or more runs to compare.")
+    _wait_for_launched()
+    st.stop()
+
 in_store = set(stored.loc[stored["last_event"].notna(), "run_id"]) if "last_event" in stored else set()
 left_out = [(r, "not in the store yet (it is ingested within seconds of registering)")
             for r in chosen if r not in in_store]
@@ -69,27 +123,45 @@ if left_out:
     st.info("Left out of the chart: " + "; ".join(f"{r} ({why})" for r, why in left_out))
 if not drawable:
     st.warning("None of the chosen runs has a finished generation to compare yet.")
+    _wait_for_launched()
     st.stop()
 
+assert result is not None  # some run is drawable
 if grouped:
     st.plotly_chart(replicate_chart(result), key="compare-chart")
+    note = too_wide_note(result)
+    if note:
+        st.warning(note)
     groups = result["groups"]
     groups = groups[groups["run_id"].isin(drawable)]
-    summary = (groups.groupby(["group", "label"], as_index=False)
-               .agg(runs=("run_id", "count"), seeds=("seed", lambda s: ", ".join(map(str, sorted(s)))),
+    counted = groups[groups["counted"]]
+    summary = (counted.groupby(["group", "label"], as_index=False)
+               .agg(replicates=("run_id", "count"), seeds=("seed", lambda s: ", ".join(map(str, sorted(s)))),
                     generations_done=("generations_done", "min")))
     summary["baseline"] = [result["baselines"].get(g) for g in summary["group"]]
     st.subheader("Replicate groups")
+    st.caption("A replicate is a finished run with a seed of its own; n is the number of seeds. "
+               "The band is the 95% Student-t interval over the seeds, clipped to [0, 1].")
     st.dataframe(summary, hide_index=True, key="compare-groups")
-    if (summary["runs"] < 2).any():
-        st.caption("A group with one run has no interval: launch more seeds of its config "
-                   "(Launch page, Replicates).")
+    apart = groups[~groups["counted"]]
+    if not apart.empty:
+        st.subheader("Not counted as replicates (drawn dotted)")
+        st.dataframe(apart[["run_id", "group", "seed", "state", "generations_done", "why"]], hide_index=True,
+                     key="compare-apart")
 else:
     st.plotly_chart(figures.compare_figure(drawable, metric, home()), key="compare-chart")
 
 compared = analysis.compare_runs(drawable, metric, home())
 st.subheader("Final metrics (last finished generation)")
-st.dataframe(compared["final"], hide_index=True, key="compare-final")
+# Short headers and narrow number columns: the table fits a 1400 px window beside the sidebar.
+final = compared["final"]
+numbers = {c: st.column_config.NumberColumn(c.removeprefix("best_").replace("_", " "), format="%.3f", width="small")
+           for c in final.columns if c not in ("run_id", "last_generation")}
+st.caption("best of each metric in the run's last finished generation")
+st.dataframe(final, hide_index=True, key="compare-final", width="stretch",
+             column_config={"run_id": st.column_config.Column("run", width="medium"),
+                            "last_generation": st.column_config.NumberColumn("last gen", width="small"),
+                            **numbers})
 st.subheader("Config keys that differ")
 if compared["config_diff"]:
     rows = [{"key": key, **{run: str(value) for run, value in values.items()}}
@@ -97,3 +169,4 @@ if compared["config_diff"]:
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="compare-diff")
 else:
     st.write("The configs are identical." if len(drawable) > 1 else "Pick a second run to diff.")
+_wait_for_launched()

@@ -67,7 +67,7 @@ problem, seconds, source = _check(request, str(home().root))
 if problem:
     st.error(problem)
 else:
-    many = f" each; {int(replicates)} run side by side share the machine" if replicates > 1 else ""
+    many = f" each; {int(replicates)} runs side by side share the machine" if replicates > 1 else ""
     st.caption(f"Expected duration: about {duration_words(seconds)}{many} (from {source}).")
 
 if st.button("Start run" if replicates == 1 else f"Start {int(replicates)} runs", type="primary",
@@ -82,7 +82,9 @@ if st.button("Start run" if replicates == 1 else f"Start {int(replicates)} runs"
     else:
         st.session_state["run_id"] = launched[0]
         if len(launched) > 1:
-            st.session_state["compare-runs"] = launched
+            # Compare adds each to its selection as it registers (they are not registered yet).
+            st.session_state["compare-runs"] = []
+            st.session_state["compare-pending"] = launched
             st.switch_page(COMPARE_PAGE)
         st.switch_page(LIVE_PAGE)
 

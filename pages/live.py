@@ -24,6 +24,7 @@ from coral.services.dashboard import (
     queue_depths,
     request_control,
     run_error,
+    run_times,
 )
 from coral.services.live import RATE_WINDOW, duration_words, live_view, read_progress, run_info
 from pages import empty_state, home, ingestor, pick_run
@@ -42,6 +43,8 @@ def launching(run_id: str) -> None:
         st.error(f"run {run_id} failed to start: {state.message}")
     elif state.state == "launching":
         st.info(state.message)
+        # An empty genome chart while the run registers: the browser loads Plotly meanwhile.
+        st.plotly_chart(genomes_chart(points_frame(None), None), key="launch-genomes")
     else:
         st.rerun(scope="app")
 
@@ -100,6 +103,20 @@ def _rate(value: float | None) -> str:
     return "" if value is None else f" · {value:.1f}/s over the last {RATE_WINDOW:.0f} s"
 
 
+_TIME_LEFT_HELP = ("From this run's measured job times once every stage has finished a job; before that, "
+                   "the config's expected duration (the Launch page's figure) less the run's age.")
+
+
+def _time_left(view: Any) -> str:
+    """Paused only when paused; while starting or before job times are measured, the expected figure."""
+    if view.info.state == "paused":
+        return "paused"
+    if view.seconds_left is None:
+        return "estimating"
+    words = duration_words(view.seconds_left)
+    return f"about {words} (expected)" if view.estimate_source == "expected" else words
+
+
 @st.fragment(run_every=REFRESH_SECONDS)
 def live(run_id: str) -> None:
     view = live_view(run_id, home())
@@ -110,8 +127,12 @@ def live(run_id: str) -> None:
     cols[1].metric("Running generation", "-" if view.running_generation is None else view.running_generation)
     cols[2].metric("Generations finished", f"{view.finished_generations} / {info.generations or '?'}")
     if view.active:
-        left = duration_words(view.seconds_left) if view.seconds_left is not None else "estimating"
-        cols[3].metric("Time left (estimate)", left if info.state == "running" else "paused")
+        cols[3].metric("Time left (estimate)", _time_left(view), help=_TIME_LEFT_HELP)
+    else:  # every column keeps a metric, so the next one never shows blank while the layout changes
+        created, _ = run_times(run_id, home())
+        took = (None if created is None or view.last_update is None
+                else duration_words(max(0.0, view.last_update - float(created))))
+        cols[3].metric("Duration", took or "-")
     if view.last_update is not None:
         if view.active:
             cols[4].metric("Last update", _ago(max(0.0, time.time() - view.last_update)))
@@ -179,7 +200,10 @@ def charts(run_id: str) -> None:
         digest = (len(points), float(points["seconds"].iloc[-1]), running)
         st.plotly_chart(_genomes_figure(run_id, digest, points, running), key="live-genomes")
     elif info.state in ACTIVE:
-        st.info("No genome scored yet: each genome is plotted the moment its last test is in.")
+        # The empty chart, drawn at once: the browser loads Plotly now, so the first genome's
+        # point shows the moment it lands instead of after the bundle loads.
+        st.plotly_chart(_genomes_figure(run_id, (0, 0.0, running), points, running), key="live-genomes")
+        st.caption("No genome scored yet: each genome is plotted the moment its last test is in.")
     try:
         fig = _figure(run_id, ingestor().last_snapshot_time)
     except CoralError as exc:

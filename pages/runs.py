@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from coral import analysis
+from coral.analysis.best import BEST_DEFINITION, describe
 from coral.services import CoralError
 from coral.services.dashboard import ACTIVE, best_genome, delete_run, export_adapter, export_parquet, run_times
 from coral.services.live import generations_done
@@ -35,21 +36,25 @@ table = table.assign(
     finished=[f"{d} / {int(t) if pd.notna(t) else '?'}" for d, t in zip(done, table["generations"], strict=True)],
     running=[str(int(g)) if s in ACTIVE and pd.notna(g) else "-"
              for s, g in zip(table["state"], table["generation"], strict=True)])
-columns = ["run_id", "state", "finished", "running", "best_fitness", "duration_s", "strategy", "backend",
-           "updated"]
+columns = ["run_id", "state", "finished", "running", "best_fitness", "best_evaluations", "duration_s", "strategy",
+           "backend", "updated"]
 if table["unreadable"].notna().any():
     columns.append("unreadable")
 # Narrow columns, so the table fits a 1400 px window next to the sidebar.
 small = {name: st.column_config.Column(width="small") for name in columns if name != "run_id"}
 st.dataframe(table[columns], hide_index=True, key="runs-table", width="stretch",
              column_config={"run_id": st.column_config.Column("run", width="medium"),
-                            "best_fitness": st.column_config.NumberColumn("best fitness", width="small",
-                                                                          format="%.3f"),
+                            "best_fitness": st.column_config.NumberColumn(
+                                "best fitness", width="small", format="%.3f", help=BEST_DEFINITION),
+                            "best_evaluations": st.column_config.NumberColumn(
+                                "n", width="small", format="%d", help="evaluations the best fitness averages"),
                             "duration_s": st.column_config.NumberColumn("duration (s)", width="small",
                                                                         format="%.0f"),
                             "updated": st.column_config.DatetimeColumn(width="small", format="MMM D, HH:mm"),
                             **{k: v for k, v in small.items()
-                               if k not in ("best_fitness", "duration_s", "updated")}})
+                               if k not in ("best_fitness", "best_evaluations", "duration_s", "updated")}})
+st.caption(f"Best fitness: {BEST_DEFINITION}; the same genome the adapter export, Lineage, "
+           "`coral runs` and the notebooks name.")
 
 run_id = pick_run("Selected run", key="runs-picker")
 assert run_id is not None  # the table is not empty
@@ -72,8 +77,8 @@ with middle:
     except CoralError as exc:
         st.caption(str(exc))
     else:
-        st.caption(f"genome {best['genome_id']}: fitness {best['fitness']:.3f} "
-                   f"(generation {best['generation']})")
+        st.caption(f"the best genome, {best['genome_id']}: fitness {describe(best)}, last evaluated "
+                   f"in generation {best['generation']}")
         out = st.text_input("Destination folder (must not exist)",
                             value=str(home().root / "exports" / run_id / f"adapter-{best['genome_id']}"),
                             key="adapter-out")

@@ -1,8 +1,11 @@
 """The dashboard in a real browser: Playwright driving Debian's Chromium against
 `coral dashboard` on 127.0.0.1. Launches a run from the page, sees a genome's point before its
 generation ends and the charts grow without a reload, pauses (the progress stays put: the queue
-is held), continues, stops; launches two replicates and sees them grouped on Compare; sees a
-lineage drawn; screenshots every page to artifacts/screenshots/.
+is held), continues, stops; launches two replicates and sees them join Compare as they register
+and grouped there with n and the too-few-seeds note, without a reload; sees a complete lineage
+drawn and the one definition of best named on Lineage and Runs; screenshots every page to
+artifacts/screenshots/. While the run starts, "Time left" is an expected figure, never "paused";
+the time from Start to the first genome point is printed with the load average.
 
 The run uses stand-in job bodies (`coral dashboard --handlers`, test-only) so it takes seconds.
 Needs a Chromium: `apt-get install chromium-headless-shell` (or `chromium`). Without one the
@@ -143,16 +146,27 @@ def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, serve
             # The quick config (the default), long enough to watch, pause and stop.
             _number(page, "Generations", 400)
             _number(page, "Population", 12)  # generation 0: 103 jobs, ~16 s on two workers
+            started = time.monotonic()
             page.get_by_role("button", name="Start run").click()
             expect(page.get_by_role("heading", name="Live run")).to_be_visible()
             page.evaluate("() => { window.__coralNoReload = true; }")
+            # While the run starts, "Time left" is an estimate (or "estimating"), never "paused".
+            seen_left: set[str] = set()
+            deadline = time.monotonic() + 90
+            while page.evaluate(GENOMES_JS) < 1:
+                assert time.monotonic() < deadline, "no genome point within 90 s"
+                seen_left.add(page.evaluate(METRIC_JS, "Time left"))
+                page.wait_for_timeout(100)
+            assert "paused" not in seen_left and any("(expected)" in v for v in seen_left), seen_left
             # A genome's point appears while generation 0 is still running (before any
             # per-generation curve exists): read both in one go.
             points, finished = page.wait_for_function(
                 f"() => {{ const n = ({GENOMES_JS})(); "
                 f"return n >= 1 ? [n, ({METRIC_JS})('Generations finished')] : null; }}",
                 timeout=90_000).json_value()
-            print(f"first genome point after {time.monotonic() - t0:.1f}s: {points} point(s), finished {finished}")
+            print(f"first genome point {time.monotonic() - started:.1f}s after Start "
+                  f"({time.monotonic() - t0:.1f}s after the first page load): {points} point(s), "
+                  f"finished {finished}, load average {os.getloadavg()[0]:.1f}")
             assert points >= 1 and finished.startswith("0 /"), (points, finished)
             page.screenshot(path=SCREENSHOTS / "live-mid-generation.png", full_page=True)
             page.wait_for_function(f"({GENOMES_JS})() > {points}", timeout=60_000)
@@ -192,22 +206,30 @@ def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, serve
             _number(page, "Replicates (seeds)", 2)
             page.get_by_role("button", name="Start 2 runs").click()
             expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+            page.evaluate("() => { window.__coralNoReload = true; }")
             home = tmp_path / "home"
             replicates = sorted(p.name for p in (home / "runs").iterdir())[-2:]
+            # Both join the selection as they register, without a reload.
+            chosen = page.locator(".st-key-compare-runs")
+            for run_id in replicates:
+                expect(chosen).to_contain_text(run_id)
             deadline = time.monotonic() + 90
             while not all(run_state(home, r) == "finished" for r in replicates):
                 assert time.monotonic() < deadline, "the replicates did not finish"
                 time.sleep(0.5)
-            page.wait_for_timeout(1500)  # the store ingests the last generation
-            page.reload()
-            expect(page.get_by_text("2 seeds").first).to_be_visible()  # one group of two
+            # One group of two, drawn and labelled with n; two seeds are too few for a band.
+            expect(page.get_by_text("n = 2 seeds").first).to_be_visible()
+            expect(page.get_by_text("too wide to read").first).to_be_visible()
             expect(page.locator(".st-key-compare-chart .scatterlayer .trace").first).to_be_visible()
+            assert page.evaluate("() => window.__coralNoReload === true"), "the page reloaded"
             page.wait_for_timeout(1000)
             page.screenshot(path=SCREENSHOTS / "compare-replicates.png", full_page=True)
 
             page.goto(f"{server}/lineage")
             expect(page.get_by_role("heading", name="Lineage", exact=True)).to_be_visible()
             expect(page.get_by_text("Path back to the first generation")).to_be_visible()
+            expect(page.get_by_text("Lineage complete: every parent of every genome")).to_be_visible()
+            expect(page.get_by_text("best = highest mean fitness over a genome's evaluations").first).to_be_visible()
             page.wait_for_function("() => document.querySelectorAll("
                                    "'.st-key-lineage-chart .scatterlayer .points path').length >= 1")
             page.wait_for_timeout(1000)
@@ -223,6 +245,9 @@ def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, serve
                 page.wait_for_timeout(1500)  # let charts draw before the picture
                 page.screenshot(path=SCREENSHOTS / f"{slug}-finished.png", full_page=True)
             expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
+            # The Runs page names its best: the mean over the best genome's evaluations, with n.
+            expect(page.get_by_text("Best fitness: best = highest mean fitness").first).to_be_visible()
+            expect(page.get_by_text("(mean of ").first).to_be_visible()
         except BaseException:
             page.screenshot(path=SCREENSHOTS / "failure.png", full_page=True)
             raise

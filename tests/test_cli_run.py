@@ -67,6 +67,34 @@ def test_runs_and_status_read_run_dirs(smoke) -> None:
     assert plain.returncode == 0 and "finished" in plain.stdout
 
 
+def test_runs_and_status_show_the_best_genome_by_the_one_definition(tmp_path: Path) -> None:
+    """`coral runs` and `coral status` show the best fitness: the best genome's mean over its
+    evaluations with their count (coral.analysis.best), not the luckiest single evaluation."""
+    from coral.analysis.best import best_genome
+    from coral.home import Home
+
+    home = tmp_path / "home"
+    done = coral(home, "run", str(SMOKE), "--backend", "serial", "--handlers", FAKES, "--run-id", "b",
+                 "--set", "generations=4", "--set", "population=6")
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Progress on stderr; stdout holds the run id first and how it ended last, nothing between.
+    assert "generation 0 done in" in done.stderr and "generation 3 done in" in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "b" and lines[-1].startswith("run b finished in") and len(lines) == 2
+    top = best_genome("b", Home(home))
+    listed = json.loads(coral(home, "runs", "--json").stdout)
+    assert (listed[0]["best_genome"], listed[0]["best_fitness"], listed[0]["best_evaluations"]) == (
+        top["genome_id"], top["fitness"], top["evaluations"])
+    table = coral(home, "runs").stdout.splitlines()
+    assert table[0].split()[:6] == ["RUN", "STATE", "DONE", "GEN", "BEST", "N"]
+    assert table[1].split()[:6] == ["b", "finished", "4/4", "-", f"{top['fitness']:.3f}", str(top["evaluations"])]
+    status = json.loads(coral(home, "status", "b", "--json").stdout)
+    assert (status["best_genome"], status["best_fitness"]) == (top["genome_id"], top["fitness"])
+    plain = coral(home, "status", "b").stdout
+    assert f"best genome {top['genome_id']}: fitness {top['fitness']:.3f} (mean of {top['evaluations']} evaluation" \
+        in plain
+
+
 def test_export_adapter_and_cache(smoke, tmp_path: Path) -> None:
     home, run_id, _ = smoke
     point = json.loads(sorted((home / "runs" / run_id / "checkpoints").glob("gen-*.json"))[0]
@@ -122,10 +150,52 @@ def test_validate_reports_identical(tmp_path: Path) -> None:
     done = coral(tmp_path / "home", "validate", str(SMOKE), "--handlers", FAKES, "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    for side in ("serial", "queue", "modal"):  # progress on stderr while it runs
+        assert f"validate: the {side} run {report[side]['run_id']}" in done.stderr
+    assert "generation 1 done in" in done.stderr
     assert all(report["identical"].values())
     assert all(report["identical_to_serial"]["modal"].values())  # the Modal double too
     assert len(report["queue"]["worker_pids"]) == 2
     assert report["serial"]["worker_pids"] != report["queue"]["worker_pids"]
+    # The runs it made are named as validation runs.
+    made = [report[side]["run_id"] for side in ("serial", "queue", "modal")]
+    assert [r.rsplit("-", 2)[1:] for r in made] == [["validate", "serial"], ["validate", "queue"],
+                                                     ["validate", "modal"]]
+    listed = {r["run_id"] for r in json.loads(coral(tmp_path / "home", "runs", "--json").stdout)}
+    assert listed == set(made)
+
+
+def test_a_model_that_cannot_load_here_is_one_line_and_registers_nothing(tmp_path: Path) -> None:
+    """Preflight: config.json that does not parse or names no model_type, a tokenizer that does not
+    load, a device this machine lacks; for `coral run`, `--detach` and `coral validate`."""
+    import shutil
+
+    import torch
+
+    home = tmp_path / "home"
+    model = tmp_path / "model"
+    shutil.copytree(TINY, model)
+    good_config = (model / "config.json").read_text()
+    cases = [("config.json", '{"model_type": "llama",', "config.json: not valid JSON (line 1"),
+             ("config.json", '{"hidden_size": 8}', "config.json: no model_type"),
+             ("tokenizer.json", '{"version":', "tokenizer.json: the tokenizer does not load")]
+    for name, text, message in cases:
+        (model / "config.json").write_text(good_config)
+        original = (model / name).read_text()
+        (model / name).write_text(text)
+        for args in (("run", str(SMOKE)), ("run", str(SMOKE), "--detach")):
+            done = coral(home, *args, "--set", f"model.name={model}")
+            assert done.returncode == 2, (name, args, done.stderr[-500:])
+            assert done.stderr.startswith("coral: error: ") and done.stderr.count("\n") == 1, done.stderr
+            assert message in done.stderr
+        (model / name).write_text(original)
+    if not torch.cuda.is_available():
+        commands: list[tuple[str, ...]] = [("run", str(SMOKE)), ("validate", str(SMOKE), "--handlers", FAKES)]
+        for command in commands:
+            done = coral(home, *command, "--set", "model.device=cuda")
+            assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+            assert "model.device cuda: this machine has no CUDA device" in done.stderr
+    assert not (home / "runs").exists() or not list((home / "runs").iterdir())  # nothing registered
 
 
 def test_bad_input_is_one_line(tmp_path: Path) -> None:

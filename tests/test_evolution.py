@@ -84,6 +84,32 @@ def test_ca_mutation_and_crossover_never_reset_a_set_gene() -> None:
         assert c.parents == (a.id, b.id)
 
 
+def test_every_child_names_evaluated_parents_and_both_steps_of_its_making() -> None:
+    """A crossover child that is then mutated names the two survivors it was bred from, not the
+    crossover product (never evaluated), and its origin says crossover+mutation."""
+    sys.path.insert(0, str(HERE))
+    from synthetic_run import synthetic_objectives
+
+    config = Config(seed=3, population=8, generations=8, strategy="evolution")
+    evo = Evolution(config)
+    population = evo.initial_population()
+    evaluated: set[str] = set()
+    origins: set[str] = set()
+    for generation in range(config.generations):
+        evaluated |= {g.id for g in population}
+        evo.select(generation, [Scored(g, synthetic_objectives(3, generation, g)) for g in population])
+        population = evo.breed(generation)
+        for child in population:
+            assert child.parents and set(child.parents) <= evaluated, (child.origin, child.parents)
+            assert len(set(child.parents)) == len(child.parents)
+            kind = child.origin.split(":")[0]
+            origins.add(kind)
+            assert kind in ("crossover", "crossover+mutation", "mutation")
+            if kind == "mutation":
+                assert len(child.parents) == 1
+    assert {"crossover", "crossover+mutation", "mutation"} <= origins
+
+
 def test_weights_change_fitness() -> None:
     obj = {"bugfix": 1.0, "style": 0.0, "security": 0.0, "runtime": 0.0, "syntax": 0.0}
     assert weighted_fitness(obj, ObjectiveWeights()) == pytest.approx(1.0 / 1.5)

@@ -2,10 +2,12 @@
 
 `coral.analysis.list_runs(...)` and friends are the query functions (coral/analysis/queries.py),
 re-exported here so notebooks and pages write `from coral import analysis`; so are replicates
-(replicate_groups, replicate_curves), lineage (lineage, best_path) and the per-genome points of
-a running run (genome_points).
+(replicate_groups, replicate_curves), the one best genome (best_genome, best_genomes,
+genome_fitness: the mean over a genome's evaluations, coral/analysis/best.py), lineage
+(lineage, best_path) and the per-genome points of a running run (genome_points).
 """
 
+from coral.analysis.best import BEST_DEFINITION, best_genome, best_genomes, genome_fitness
 from coral.analysis.lineage import best_path, lineage
 from coral.analysis.live import genome_points
 from coral.analysis.queries import (
@@ -32,11 +34,14 @@ from coral.analysis.queries import (
 from coral.analysis.replicates import replicate_curves, replicate_groups
 
 __all__ = [
+    "BEST_DEFINITION",
     "CURVE_COLUMNS",
     "RunCurves",
     "RunData",
     "baseline",
     "baselines",
+    "best_genome",
+    "best_genomes",
     "best_path",
     "cache_curve",
     "compare_runs",
@@ -46,6 +51,7 @@ __all__ = [
     "fitness_curves",
     "front_hypervolume",
     "genome_detail",
+    "genome_fitness",
     "genome_points",
     "hypervolume",
     "lineage",

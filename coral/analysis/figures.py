@@ -9,6 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from coral import analysis
+from coral.analysis.replicates import generation_axis
 from coral.errors import CoralError
 from coral.home import Home
 from coral.store.schema import METRICS, OBJECTIVES
@@ -77,11 +78,18 @@ def _baseline_marks(value: float, x: str = "x", y: str = "y") -> tuple[dict[str,
     return shape, label
 
 
+def _last_x(traces: list[dict[str, Any]]) -> float | None:
+    xs = [x for t in traces for x in (t.get("x") or []) if x is not None]
+    return max(xs) if xs else None
+
+
 def _single(panel: _Panel) -> go.Figure:
+    # Title at the top, legend below the axis title: they never overlap.
     layout: dict[str, Any] = {
-        "title": {"text": panel.title}, "height": 340, "margin": {"l": 60, "r": 20, "t": 80, "b": 50},
-        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"},
-        "xaxis": {"title": {"text": "generation"}, "automargin": False},
+        "title": {"text": panel.title, "y": 0.98, "yanchor": "top"}, "height": 380,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 90},
+        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.22, "yanchor": "top"},
+        "xaxis": {"title": {"text": "generation"}, "automargin": False, **generation_axis(_last_x(panel.traces))},
         "yaxis": {**panel.yaxis, "automargin": False}}
     if panel.baseline is not None:
         shape, label = _baseline_marks(panel.baseline)
@@ -116,7 +124,8 @@ def live_chart(curves: analysis.RunCurves, columns: int = 2, panel_height: int =
         x0 = col * (width + hgap)
         y1 = 1 - row * (panel_height + gap) / plot
         layout[f"xaxis{suffix}"] = {"domain": [x0, x0 + width], "anchor": f"y{suffix}", "automargin": False,
-                                    "title": {"text": "generation" if row == rows - 1 else ""}}
+                                    "title": {"text": "generation" if row == rows - 1 else ""},
+                                    **generation_axis(_last_x(panel.traces))}
         layout[f"yaxis{suffix}"] = {**panel.yaxis, "title": {"text": ""}, "automargin": False,
                                     "domain": [max(0.0, y1 - panel_height / plot), y1], "anchor": f"x{suffix}"}
         layout["annotations"].append({"text": f"<b>{panel.title}</b>", "showarrow": False, "xref": "paper",
@@ -205,5 +214,7 @@ def compare_figure(run_ids: Sequence[str], metric: str = "fitness", home: Home |
                                  name=f"{run_id} best"))
         fig.add_trace(go.Scatter(x=part["generation"], y=part["mean"], mode="lines", name=f"{run_id} mean",
                                  line={"dash": "dot"}))
-    fig.update_layout(title=f"{metric}: run comparison", xaxis_title="generation", yaxis_title=metric)
+    last = curves["generation"].max() if not curves.empty else None
+    fig.update_layout(title=f"{metric}: run comparison", xaxis={"title": "generation", **generation_axis(last)},
+                      yaxis_title=metric)
     return fig

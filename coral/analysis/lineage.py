@@ -4,8 +4,10 @@ the initial population.
 
 Read from the store's `genomes` table (origin and parents come from the run's checkpoints) and
 `scores`. Parents are survivors of earlier generations, so a parent can be older than the
-generation before its child. "The run's final best" is the genome with the highest fitness in
-the run's last scored generation (ties: id): the end point whose ancestry a run is about.
+generation before its child; a crossover child that was then mutated names both survivors it
+was bred from (origin `crossover+mutation:...`). A genome's fitness is its mean over its
+evaluations, and the default end point is the run's best genome, both by the one definition of
+best (coral.analysis.best).
 """
 
 from __future__ import annotations
@@ -15,31 +17,37 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from coral.analysis.best import best_genome, fitness_by_genome, score_rows
 from coral.errors import CoralError
 from coral.home import Home
 
-LINEAGE_COLUMNS = ("genome_id", "generation", "origin", "parents", "fitness", "depth", "on_path")
+LINEAGE_COLUMNS = ("genome_id", "generation", "origin", "parents", "fitness", "evaluations", "depth",
+                   "on_path")
 
 
 def _genomes(con: Any, run_id: str) -> dict[str, dict[str, Any]]:
-    frame = con.execute("""SELECT g.genome_id, g.generation, g.origin, g.parents, s.fitness
-                           FROM genomes g LEFT JOIN (SELECT genome_id, max(fitness) AS fitness
-                                                     FROM scores WHERE run_id = $1 GROUP BY ALL) s
-                           USING (genome_id) WHERE g.run_id = $1""", [run_id]).df()
+    frame = con.execute("""SELECT genome_id, generation, origin, parents FROM genomes WHERE run_id = $1""",
+                        [run_id]).df()
+    means = fitness_by_genome(score_rows(con, [run_id]))[["genome_id", "fitness", "evaluations"]]
+    frame = frame.merge(means, on="genome_id", how="left")
     return {row["genome_id"]: {**row, "parents": list(row["parents"] if row["parents"] is not None else [])}
             for row in frame.to_dict("records")}
 
 
 def best_genome_id(run_id: str, home: Home | None = None) -> str:
+    """The run's best genome by the one definition (coral.analysis.best)."""
+    return str(best_genome(run_id, home)["genome_id"])
+
+
+def missing_parents(run_id: str, home: Home | None = None) -> dict[str, list[str]]:
+    """Genomes of the run that name a parent which is not a genome of the run, with those
+    parents; empty when the lineage is complete back to generation 0 (what the engine records)."""
     from coral.analysis.queries import connect
 
     with connect(home) as con:
-        row = con.execute("SELECT genome_id FROM scores WHERE run_id = $1 AND generation = "
-                          "(SELECT max(generation) FROM scores WHERE run_id = $1) "
-                          "ORDER BY fitness DESC, genome_id LIMIT 1", [run_id]).fetchone()
-    if row is None:
-        raise CoralError(f"run {run_id} has no scored genome yet")
-    return str(row[0])
+        genomes = _genomes(con, run_id)
+    return {gid: missing for gid, row in sorted(genomes.items())
+            if (missing := [p for p in row["parents"] if p not in genomes])}
 
 
 def genome_ids(run_id: str, home: Home | None = None) -> list[str]:
@@ -69,8 +77,9 @@ def _fitness(row: dict[str, Any]) -> float:
 
 
 def lineage(run_id: str, genome_id: str | None = None, home: Home | None = None) -> pd.DataFrame:
-    """The genome (default: the run's final best) and all its ancestors, one row each: generation
-    evaluated in, origin (ca, random, grid, crossover, mutation:...), parents, best fitness,
+    """The genome (default: the run's best) and all its ancestors, one row each: generation first
+    evaluated in, origin (ca, random, grid, crossover, mutation:..., crossover+mutation:...),
+    parents, fitness (mean over its evaluations) and their count,
     depth (0 = the genome, 1 = its parents, ...) and on_path (on the fitter-parent path back to
     a genome with no parents). Youngest first."""
     from coral.analysis.queries import connect
@@ -97,19 +106,20 @@ def lineage(run_id: str, genome_id: str | None = None, home: Home | None = None)
     on_path = set(_path(genomes, genome_id))
     rows = [{"genome_id": gid, "generation": int(genomes[gid]["generation"]),
              "origin": genomes[gid]["origin"], "parents": genomes[gid]["parents"],
-             "fitness": genomes[gid]["fitness"], "depth": d, "on_path": gid in on_path}
+             "fitness": genomes[gid]["fitness"], "evaluations": genomes[gid]["evaluations"],
+             "depth": d, "on_path": gid in on_path}
             for gid, d in depth.items()]
     frame = pd.DataFrame(rows, columns=list(LINEAGE_COLUMNS))
     return frame.sort_values(["generation", "genome_id"], ascending=[False, True], ignore_index=True)
 
 
 def best_path(run_id: str, home: Home | None = None) -> pd.DataFrame:
-    """The run's final best genome back to the initial population, one row per step (it first)."""
+    """The run's best genome back to the initial population, one row per step (it first)."""
     frame = lineage(run_id, None, home)
     return frame[frame["on_path"]].sort_values("depth", ignore_index=True)
 
 
-_ORIGIN_COLORS = {"crossover": "#0068c9", "mutation": "#ff8700", "ca": "#29b09d",
+_ORIGIN_COLORS = {"crossover": "#0068c9", "crossover+mutation": "#83c9ff", "mutation": "#ff8700", "ca": "#29b09d",
                   "random": "#7f7f7f", "grid": "#6d3fc0"}
 
 

@@ -49,11 +49,15 @@ def genomes_chart(points: pd.DataFrame, running: int | None = None, height: int 
             label = f"generation {generation}" + (" (running)" if generation == running else "")
             color = GENERATION_COLORS[index % len(GENERATION_COLORS)]
             traces.append(_trace(part, label, color, 11 if generation == running else 7))
-    layout = {"height": height, "margin": {"l": 50, "r": 20, "t": 40, "b": 45},
-              "title": {"text": "each genome's fitness as it lands (one point per evaluation)"},
-              "xaxis": {"title": {"text": "seconds since the run started"}, "automargin": False},
-              "yaxis": {"title": {"text": "fitness"}, "automargin": False},
-              "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"}}
+    # Title at the top, legend under the x-axis title: the two never overlap. An empty chart
+    # (no genome scored yet) is drawn too, so the browser has Plotly loaded before the first point.
+    layout = {"height": height + 40, "margin": {"l": 50, "r": 20, "t": 40, "b": 85},
+              "title": {"text": "each genome's fitness as it lands (one point per evaluation)", "y": 0.98,
+                        "yanchor": "top"},
+              "xaxis": {"title": {"text": "seconds since the run started"}, "automargin": False,
+                        "rangemode": "tozero"},
+              "yaxis": {"title": {"text": "fitness"}, "automargin": False, "range": [-0.02, 1.02]},
+              "legend": {"orientation": "h", "x": 0, "y": -0.3, "yanchor": "top"}}
     return go.Figure(data=traces, layout=layout)
 
 

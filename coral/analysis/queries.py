@@ -23,6 +23,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from coral.analysis.genome_means import fitness_by_genome, rank_best, score_rows
 from coral.errors import CoralError
 from coral.evolution import ca
 from coral.evolution.genome import CASeed
@@ -180,17 +181,24 @@ def _metrics(names: Sequence[str] | None) -> list[str]:
 
 
 def list_runs(home: Home | None = None) -> pd.DataFrame:
-    """Every registered run (run directories: always current) with what the store knows."""
+    """Every registered run (run directories: always current) with what the store knows, its best
+    genome among them (coral.analysis.best: best_fitness is that genome's mean over its
+    best_evaluations evaluations, best_se their standard error)."""
 
     home = home or Home()
     runs = pd.DataFrame([r.as_dict() for r in registered(home)],
                         columns=["run_id", "state", "generation", "generations", "strategy",
                                  "backend", "updated"])
     with connect(home) as con:
-        stored = _df(con, """SELECT r.run_id, r.generations_done, r.last_event,
-                                    max(g.best_fitness) AS best_fitness
-                             FROM runs r LEFT JOIN generations g USING (run_id)
-                             GROUP BY ALL""")
+        stored = _df(con, "SELECT run_id, generations_done, last_event FROM runs")
+        # The one definition of best (coral.analysis.best): the highest mean over a genome's evaluations.
+        best = fitness_by_genome(score_rows(con, None))
+        if not best.empty:
+            best = rank_best(best).drop_duplicates("run_id")
+        stored = stored.merge(best.rename(columns={"fitness": "best_fitness", "evaluations": "best_evaluations",
+                                                   "se": "best_se", "genome_id": "best_genome"})
+                              [["run_id", "best_fitness", "best_evaluations", "best_se", "best_genome"]],
+                              on="run_id", how="left")
         # Why the ingestor cannot read a run (None: it can); a snapshot older than schema 4 has no table.
         has_table = con.execute("SELECT count(*) FROM information_schema.tables "
                                 "WHERE table_name = 'unreadable' AND table_catalog = current_database()"

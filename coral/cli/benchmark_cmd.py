@@ -8,9 +8,13 @@ least one; anything else exits 1 and names the problem. A malformed directory ex
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,9 +114,10 @@ class ProblemCheck:
 
 def check_benchmark(
     root: Path, jobs: int = DEFAULT_JOBS, budget_ceiling: float | None = None,
-    sandbox: SandboxConfig | None = None,
+    sandbox: SandboxConfig | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> list[ProblemCheck]:
-    """Reference and buggy results for every problem, in name order."""
+    """Reference and buggy results for every problem, in name order; `progress(done, total)`
+    after each problem."""
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
@@ -124,8 +129,16 @@ def check_benchmark(
     limits = RunnerLimits.from_config(sandbox or SandboxConfig())  # the limits a run uses
     if budget_ceiling is not None:
         limits = replace(limits, budget_ceiling=budget_ceiling)
+    finished = itertools.count(1)
+
+    def check(problem: Any) -> Any:
+        result = check_problem(problem, limits)
+        if progress is not None:
+            progress(next(finished), len(problems))
+        return result
+
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="bench-check") as pool:
-        runs = list(pool.map(lambda p: check_problem(p, limits), problems))
+        runs = list(pool.map(check, problems))
     checks = []
     for problem, (correct, buggy) in zip(problems, runs, strict=True):
         failing = [f"{c.case_id} ({c.reason})" if c.reason else c.case_id
@@ -142,9 +155,25 @@ def check_benchmark(
     return checks
 
 
+def _ticker(verb: str, interval: float = 3.0) -> Callable[[int, int], None]:
+    """'checked 12/40 problems' on stderr, at most every `interval` seconds, and the last one."""
+    last = [0.0]
+    lock = threading.Lock()
+
+    def tick(done: int, total: int) -> None:
+        with lock:
+            now = time.monotonic()
+            if done < total and now - last[0] < interval:
+                return
+            last[0] = now
+            print(f"{verb} {done}/{total} problems", file=sys.stderr, flush=True)
+
+    return tick
+
+
 def _check(args: argparse.Namespace) -> int:
     sandbox = load_config(args.config).sandbox if args.config else None
-    checks = check_benchmark(args.root, args.jobs, args.budget_ceiling, sandbox)
+    checks = check_benchmark(args.root, args.jobs, args.budget_ceiling, sandbox, progress=_ticker("checked"))
     unsound = [(c.name, why) for c in checks for why in c.problems]
     contamination = _contamination(args.root, args.model) if args.model else None
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from coral.config import REPO_ROOT
@@ -40,5 +41,5 @@ def _build_tiny(args: argparse.Namespace) -> int:
         raise CoralError(f"--seed must be non-negative, got {args.seed}")
     problems = None if args.no_problems else args.problems
     build_tiny(args.out, steps=args.steps, seed=args.seed, problems_root=problems,
-               split_path=args.split, log=lambda line: print(line, flush=True))  # fmt: skip
+               split_path=args.split, log=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
     return 0

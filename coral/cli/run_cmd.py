@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="return once the run is registered; it goes on in the background")
     run.set_defaults(func=_run)
 
-    runs = sub.add_parser("runs", help="list runs (reads run directories, no database)")
+    runs = sub.add_parser("runs", help="list runs and each one's best fitness (the best genome's mean)")
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=_runs)
 
@@ -79,10 +79,11 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 
 
 class Progress:
-    """A bar per stage on a terminal; plain lines (at most every few seconds) otherwise."""
+    """A bar per stage on a terminal; plain lines (at most every few seconds) otherwise. On
+    stderr: stdout keeps what a script reads (the run id first, how the run ended last)."""
 
     def __init__(self, stream: Any = None, interval: float = 3.0) -> None:
-        self.stream = stream or sys.stdout
+        self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = interval
         self._last = 0.0
@@ -100,6 +101,8 @@ class Progress:
             self._write(f"generation {info['generation']} done in {info['seconds']:.1f}s")
         elif kind in ("paused", "continued"):
             self._write(f"run {kind}")
+        elif kind == "validate":
+            self._write(f"validate: the {info['side']} run {info['run_id']}")
 
     def _write(self, line: str, transient: bool = False) -> None:
         if self.tty:
@@ -193,6 +196,27 @@ def _resume(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- registry and control
 
 
+def _best_by_run(run_ids: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Each run's best genome (coral.analysis.best: the highest mean fitness over a genome's
+    evaluations) from the store snapshot, or the run logs when there is none."""
+    from coral.analysis.best import best_genomes
+    from coral.home import Home
+
+    frame = best_genomes(run_ids, Home())
+    return {str(row["run_id"]): {"genome_id": str(row["genome_id"]), "fitness": float(row["fitness"]),
+                                 "evaluations": int(row["evaluations"]), "se": float(row["se"]),
+                                 "generation": int(row["generation"])}
+            for row in frame.to_dict("records")}
+
+
+def _best_json(best: dict[str, Any] | None) -> dict[str, Any]:
+    if best is None:
+        return {"best_genome": None, "best_fitness": None, "best_evaluations": None, "best_se": None}
+    se = best["se"]
+    return {"best_genome": best["genome_id"], "best_fitness": best["fitness"],
+            "best_evaluations": best["evaluations"], "best_se": None if se != se else se}  # NaN -> null
+
+
 def _runs(args: argparse.Namespace) -> int:
     from coral.home import Home
     from coral.run.progress import generations_done
@@ -201,8 +225,10 @@ def _runs(args: argparse.Namespace) -> int:
 
     runs = list_runs(Home())
     remote = [r for backend in remote_backends() for r in backend.remote_runs(Home())]
+    best = _best_by_run(None) if runs else {}
     if args.json:
-        print(json.dumps([{**r.as_dict(), "generations_done": generations_done(r.state, r.generation, r.generations)}
+        print(json.dumps([{**r.as_dict(), "generations_done": generations_done(r.state, r.generation, r.generations),
+                           **_best_json(best.get(r.run_id))}
                           for r in runs] + [{"run_id": m.run_id, "state": m.state, "backend": m.backend,
                                              **m.detail} for m in remote],
                          indent=2))
@@ -212,15 +238,21 @@ def _runs(args: argparse.Namespace) -> int:
         return 0
     # DONE counts finished generations; GEN is the running generation's number, 0-based like
     # every generation number (events, store, charts): a 5-generation run runs 0..4 and ends 5/5.
-    print(f"{'RUN':32} {'STATE':12} {'DONE':>7} {'GEN':>4} {'STRATEGY':10} BACKEND")
+    # BEST: the best genome's mean fitness over its N evaluations (coral.analysis.best).
+    print(f"{'RUN':32} {'STATE':12} {'DONE':>7} {'GEN':>4} {'BEST':>6} {'N':>3} {'STRATEGY':10} BACKEND")
     for r in runs:
         done = f"{generations_done(r.state, r.generation, r.generations)}/{r.generations or '?'}"
         gen = str(r.generation) if r.state in ACTIVE and r.generation is not None else "-"
-        print(f"{r.run_id:32} {r.state:12} {done:>7} {gen:>4} {r.strategy or '?':10} {r.backend or '?'}")
+        top = best.get(r.run_id)
+        fitness, count = (f"{top['fitness']:.3f}", str(top["evaluations"])) if top else ("-", "-")
+        print(f"{r.run_id:32} {r.state:12} {done:>7} {gen:>4} {fitness:>6} {count:>3} {r.strategy or '?':10} "
+              f"{r.backend or '?'}")
     for m in remote:
         where = f"app {m.detail['app']}; " if "app" in m.detail else ""
-        print(f"{m.run_id:32} {m.state:12} {'?':>7} {'-':>4} {'?':10} {m.backend} "
+        print(f"{m.run_id:32} {m.state:12} {'?':>7} {'-':>4} {'-':>6} {'-':>3} {'?':10} {m.backend} "
               f"({where}`coral status {m.run_id}`)")
+    if runs:
+        print("BEST: the best genome's mean fitness over its N evaluations")
     return 0
 
 
@@ -245,6 +277,8 @@ def _status(args: argparse.Namespace) -> int:
     status = run_status(Home(), args.run_id)
     info = run_info(Home(), args.run_id)
     status["generations_done"] = generations_done(info.state, info.generation, info.generations)
+    best = _best_by_run([args.run_id]).get(args.run_id)
+    status.update(_best_json(best))
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -255,6 +289,13 @@ def _status(args: argparse.Namespace) -> int:
     last = log["generations_finished"]
     print(f"  {running}{status['generations_done']} of {info.generations or '?'} generations finished"
           + (f" (last: generation {last})" if last is not None else ""))
+    if best is None:
+        print("  best genome: none scored yet")
+    else:
+        from coral.analysis.best import describe
+
+        print(f"  best genome {best['genome_id']}: fitness {describe(best)} "
+              "(best = highest mean fitness over a genome's evaluations)")
     print(f"  events: {log['events']} ({', '.join(f'{k} {v}' for k, v in sorted(log['counts'].items()))})")
     if status.get("error"):
         print(f"  error: {status['error']}")
@@ -275,7 +316,7 @@ def _validate(args: argparse.Namespace) -> int:
     from coral.modal.validate import validate_everywhere
 
     report = validate_everywhere(args.config, args.overrides, max(2, args.workers),
-                                 handlers=args.handlers)
+                                 handlers=args.handlers, progress=Progress())
     same = report["identical_to_serial"]
     if args.json:
         print(json.dumps(report, indent=2))

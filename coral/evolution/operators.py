@@ -149,7 +149,7 @@ def crossover(a: Genome, b: Genome, config: Config, rng: np.random.Generator) ->
         donor = a if rng.random() < 0.5 else b
         source = donor if name in donor.overrides else (b if donor is a else a)
         overrides[name] = source.overrides[name]
-    return derive(seed, config, overrides, (a.id, b.id), "crossover")
+    return derive(seed, config, overrides, tuple(dict.fromkeys((a.id, b.id))), "crossover")
 
 
 def _normal(value: Any) -> Any:

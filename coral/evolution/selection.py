@@ -197,7 +197,8 @@ class Evolution:
         while len(children) < self.config.population and attempts < 20 * self.config.population:
             attempts += 1
             a = parents[nsga2.tournament(rank, crowd, rng, evo.tournament_size)].genome
-            if len(parents) > 1 and rng.random() < evo.crossover_rate:
+            crossed = len(parents) > 1 and rng.random() < evo.crossover_rate
+            if crossed:
                 b = parents[nsga2.tournament(rank, crowd, rng, evo.tournament_size)].genome
                 child = operators.crossover(a, b, self.config, rng)
             else:
@@ -207,6 +208,11 @@ class Evolution:
                     child = operators.mutate_ca(child, self.config, rng)
                 else:
                     child = operators.mutate_gene(child, self.config, rng)
+                if crossed:
+                    # The crossover product was never evaluated: the child's parents are the two
+                    # survivors it was bred from, and its origin says both steps.
+                    child = child.model_copy(update={"parents": _distinct_ids((a.id, b.id)),
+                                                     "origin": f"crossover+{child.origin}"})
             if child.id in seen:
                 continue
             seen.add(child.id)
@@ -231,6 +237,10 @@ def _dedupe(scored: list[Scored]) -> list[Scored]:
             seen.add(s.genome.id)
             out.append(s)
     return out
+
+
+def _distinct_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(ids))
 
 
 def _distinct(genomes: list[Genome]) -> list[Genome]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,27 +44,33 @@ def first_difference(home: Home, a: str, b: str) -> str | None:
 
 
 def run_on_double(config_path: str | os.PathLike, overrides: list[str] | None, workers: int,
-                  home: Home, run_id: str, handlers: str | None = None) -> RunResult:
+                  home: Home, run_id: str, handlers: str | None = None,
+                  progress: Callable[[str, dict], None] | None = None) -> RunResult:
     """One run of the config on the modal backend, on the Modal double (a temporary Volume)."""
     config = resolve_config(config_path, overrides, "modal", max(2, workers))
     with tempfile.TemporaryDirectory(prefix="coral-validate-modal-") as volumes:
         api = ModalDouble(volume_root=Path(volumes))
         deploy(api, config, handlers=handlers, preload=handlers is None, one_job_at_a_time=True)
         backend = ModalBackend(api, model_paths="local", interval=0.2)
-        context = RunContext(backend, home, handlers, default_threads(workers))
+        context = RunContext(backend, home, handlers, default_threads(workers), progress)
         return run_from_config(config, run_id, context)
 
 
 def validate_everywhere(config_path: str | os.PathLike, overrides: list[str] | None = None,
                         workers: int = 2, home: Home | None = None,
-                        handlers: str | None = None) -> dict[str, Any]:
+                        handlers: str | None = None,
+                        progress: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
     """The serial/local report of `validate_config_runs`, plus a `modal` side run on the double
-    and, per side, whether it is identical to the serial run and where it first differs."""
+    and, per side, whether it is identical to the serial run and where it first differs.
+    `progress` gets each side's start ("validate") and its runs' progress calls."""
     home = (home or Home()).ensure()
-    report = validate_config_runs(config_path, overrides, workers, home=home, handlers=handlers)
+    report = validate_config_runs(config_path, overrides, workers, home=home, handlers=handlers,
+                                  progress=progress)
     serial = report["serial"]["run_id"]
     run_id = serial.removesuffix("-serial") + "-modal"
-    result = run_on_double(config_path, overrides, workers, home, run_id, handlers)
+    if progress is not None:
+        progress("validate", {"side": "modal", "run_id": run_id})
+    result = run_on_double(config_path, overrides, workers, home, run_id, handlers, progress)
     report["modal"] = {"run_id": run_id, "state": result.state,
                        "wall_seconds": result.wall_seconds, "retries": result.retries,
                        "lease_expiries": result.lease_expiries}

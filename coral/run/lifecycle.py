@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -98,10 +98,62 @@ def check_run(config: Config, backend: Backend) -> None:
 
 
 def check_model(config: Config) -> None:
-    """A model given as a local path must be a model folder, checked before a run is registered
-    (it failed three attempts later, in a worker). Hub ids are left to the loader. Only for the
-    backends that run here (`check_run`): a Modal run's paths are its containers'."""
-    check_model_folder(config.model.name)
+    """Before a run is registered, one line for what would otherwise fail in a worker: a model
+    given as a local path must be a model folder whose config.json parses and names its
+    model_type and whose tokenizer loads (tokenizer.json through `tokenizers`, seconds cheaper than
+    importing transformers), and the device must exist here. Hub ids are left to the loader. Only
+    for the backends that run here (`check_run`): a Modal run's paths and devices are its containers'."""
+    check_device(config.model.device)
+    name = config.model.name
+    check_model_folder(name)
+    if not os.path.isabs(name):
+        return
+    _check_model_config(os.path.join(name, "config.json"))
+    _check_tokenizer(name)
+
+
+def _check_model_config(path: str) -> None:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ConfigError(f"{path}: no model_type (not a transformers model config)")
+
+
+def _check_tokenizer(folder: str) -> None:
+    fast = os.path.join(folder, "tokenizer.json")
+    if os.path.isfile(fast):
+        from tokenizers import Tokenizer  # deferred: only a run's start needs it
+
+        try:
+            Tokenizer.from_file(fast)
+        except Exception as exc:  # the tokenizers library raises a bare Exception
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise ConfigError(f"{fast}: the tokenizer does not load ({first})") from None
+        return
+    slow = ("tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+    if not any(os.path.isfile(os.path.join(folder, f)) for f in slow):
+        raise ConfigError(f"model.name {folder}: no tokenizer in the folder (tokenizer.json or "
+                          "tokenizer_config.json)")
+
+
+def check_device(device: str) -> None:
+    """model.device must exist on this machine ("auto" picks what does)."""
+    if device in ("auto", "cpu"):
+        return
+    import torch  # deferred: only a GPU device needs it here
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("model.device cuda: this machine has no CUDA device (use device: cpu or auto, "
+                          "or the modal backend)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("model.device mps: this machine has no Apple MPS device (use device: cpu or auto)")
 
 
 def check_run_lengths(config: Config, problems: Problems) -> None:
@@ -213,20 +265,26 @@ def _stop_on_signals(engine: EvolutionEngine) -> Iterator[None]:
 
 def validate_config_runs(config_path: str | os.PathLike, overrides: list[str] | None = None,
                          workers: int = 2, home: Home | None = None,
-                         handlers: str | None = None) -> dict[str, Any]:
+                         handlers: str | None = None,
+                         progress: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
     """Run one config with the serial executor and with >= 2 local workers; compare results.
 
     Both runs use the same torch thread count, so CPU float sums cannot differ between them.
     """
 
     home = (home or Home()).ensure()
-    base = new_run_id()
+    # Named as validation runs (RUN-validate-serial, -queue, -modal); nothing is registered when
+    # the config cannot run here (the model, its device).
+    check_model(resolve_config(config_path, overrides, "serial", max(2, workers)))
+    base = f"{new_run_id()}-validate"
     threads = default_threads(workers)
     report: dict[str, Any] = {}
     for side, kind, pool in (("serial", "serial", False), ("queue", "local", True)):
         config = resolve_config(config_path, overrides, kind, max(2, workers))
-        context = RunContext(LocalBackend(pool), home, handlers, threads)
-        result = run_from_config(config, f"{base}-{side}", context)
+        if progress is not None:
+            progress("validate", {"side": side, "run_id": f"{base}-{side}"})
+        result = run_from_config(config, f"{base}-{side}",
+                                 RunContext(LocalBackend(pool), home, handlers, threads, progress))
         hits = misses = 0
 
         for event in read_events(home.events_dir(result.run_id)):

@@ -233,15 +233,11 @@ def buggy_source(run_id: str, problem: str, home: Home | None = None) -> str:
 
 
 def best_genome(run_id: str, home: Home | None = None) -> dict[str, Any]:
-    """The genome with the highest weighted fitness in any generation (ties: earliest, then id)."""
-    from coral.analysis import connect  # heavy (duckdb, pandas): imported when the store is read
+    """The run's best genome by the one definition (coral.analysis.best): the highest mean fitness
+    over a genome's evaluations; {genome_id, fitness, evaluations, se, generation}."""
+    from coral.analysis.best import best_genome as best  # heavy (duckdb, pandas): when the store is read
 
-    with connect(home or Home()) as con:
-        row = con.execute("SELECT genome_id, generation, fitness FROM scores WHERE run_id = ? "
-                          "ORDER BY fitness DESC, generation, genome_id LIMIT 1", [run_id]).fetchone()
-    if row is None:
-        raise CoralError(f"run {run_id} has no scored genome yet")
-    return {"genome_id": row[0], "generation": int(row[1]), "fitness": float(row[2])}
+    return best(run_id, home or Home())
 
 
 EXPORT_TABLES = ("run", "generations", "scores", "genomes", "evaluations", "baseline")
@@ -286,7 +282,7 @@ def json_text(value: Any) -> str:
 # ---------------------------------------------------------------------- the genome table
 
 
-GENOME_COLUMNS = ("genome_id", "fitness", "bugfix", "style", "security", "runtime", "syntax",
+GENOME_COLUMNS = ("genome_id", "fitness", "evaluations", "bugfix", "style", "security", "runtime", "syntax",
                   "fixed_at_k", "survived", "rank", "alpha", "dropout", "adapter_type",
                   "target_modules", "temperature", "top_p", "top_k", "repetition_penalty",
                   "max_new_tokens", "origin")

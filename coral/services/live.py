@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from coral.config import Config, check_model_folder
+from coral.config import Config
+from coral.errors import CoralError
 from coral.home import Home
 from coral.run.progress import RATE_WINDOW as RATE_WINDOW  # the Live page names the rates' window
 from coral.run.progress import STAGES, generations_done, rates, read_progress, seconds_left
@@ -37,6 +38,9 @@ class LiveView:
     stages: dict[str, dict[str, int]] = field(default_factory=dict)  # running generation's counts
     rates: dict[str, float | None] = field(default_factory=dict)  # jobs/s, smoothed
     seconds_left: float | None = None
+    # Where seconds_left comes from: "measured" (this run's job times) or "expected" (before
+    # every stage has a measured job: the config's expected duration less the run's age).
+    estimate_source: str = "measured"
     last_update: float | None = None  # status or progress, whichever is newer
     genomes: list[dict[str, Any]] = field(default_factory=list)  # scored as they landed
 
@@ -76,12 +80,38 @@ def live_view(run_id: str, home: Home | None = None, now: float | None = None) -
             view.stages = {s: dict(progress["stages"].get(s, {})) for s in STAGES}
             view.rates = rates(progress, now)
             view.seconds_left = seconds_left(progress, now)
+    if view.active and view.seconds_left is None:
+        view.seconds_left = expected_left(home, run_id, now)
+        view.estimate_source = "expected"
     return view
 
 
 def run_ids(home: Home) -> list[str]:
     """Registered runs, newest first (run ids sort by creation time)."""
     return [info.run_id for info in reversed(list_runs(home))]
+
+
+def expected_left(home: Home, run_id: str, now: float) -> float | None:
+    """Before this run has measured job times (starting, or a stage without a finished job): its
+    config's expected duration (`expected_seconds`, the Launch page's figure) less its age;
+    None when the run record cannot say (it is being written)."""
+    from coral.run.registry import read_json_yaml, run_config
+
+    key = (str(home.root), run_id)
+    if key not in _EXPECTED:  # once per run: it loads the benchmark split and reads other runs
+        try:
+            config = run_config(home, run_id)
+            created = read_json_yaml(home.run_dir(run_id) / "config.yaml").get("created")
+            total, _ = expected_seconds(config, home)
+        except (CoralError, OSError, ValueError):
+            return None
+        _EXPECTED[key] = (total, float(created) if created else now)
+    total, created_at = _EXPECTED[key]
+    return max(0.0, total - max(0.0, now - created_at))
+
+
+# (home, run id) -> (expected seconds, created): a run's expected duration does not change.
+_EXPECTED: dict[tuple[str, str], tuple[float, float]] = {}
 
 
 def finished_generations(info: RunInfo) -> int:
@@ -106,14 +136,15 @@ DEFAULT_CONFIG = "quick.yaml"  # the Launch page's first choice: first genome pl
 
 def preflight(config: Config) -> None:
     """What can be checked before a run is registered, so a launch fails at once with one line
-    instead of seconds later in a log: the model folder (a local path, for a backend that runs
-    here; Modal resolves its own), the benchmark and its split, and the backend's own checks
-    (a local pool's size, Modal credentials)."""
+    instead of seconds later in a log: for a backend that runs here, the model folder (a local path;
+    Modal resolves its own), its config.json and tokenizer, and the device; the benchmark and its
+    split; and the backend's own checks (a local pool's size, Modal credentials)."""
     from coral.benchmark.split import split_for_config
+    from coral.run.lifecycle import check_model
 
     backend = config_backend(config)
     if backend.runs_here:
-        check_model_folder(config.model.name)
+        check_model(config)  # the folder, its config.json and tokenizer, the device
     split_for_config(config)  # the benchmark folder, its problems and the split: one line if wrong
     backend.preflight(config)
 

@@ -1,0 +1,62 @@
+"""The one definition of a run's best genome, used by every page, the CLI, exports and notebooks.
+
+A genome's fitness is the mean over all its evaluations: survivors are evaluated again each
+generation and the engine averages (docs/engine.md, "Noise control"), so the single luckiest
+evaluation is never the answer. The store's `scores` row of a genome at generation g holds that
+running mean and its count (`evaluations`); each single evaluation is recovered from two
+consecutive means (x_k = k m_k - (k-1) m_(k-1)), which gives the standard error.
+
+The best genome of a run is the one with the highest mean fitness over its evaluations (ties:
+more evaluations, then genome id), reported with its count n and SE (NaN below two evaluations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from coral.analysis.genome_means import (
+    BEST_COLUMNS,
+    BEST_DEFINITION,
+    describe,
+    fitness_by_genome,
+    rank_best,
+    score_rows,
+)
+from coral.analysis.queries import connect
+from coral.errors import CoralError
+from coral.home import Home
+
+__all__ = ["BEST_COLUMNS", "BEST_DEFINITION", "best_genome", "best_genomes", "describe", "fitness_by_genome",
+           "genome_fitness", "rank_best"]
+
+
+def genome_fitness(run_id: str, home: Home | None = None) -> pd.DataFrame:
+    """Every scored genome of a run: its mean fitness over its evaluations, their count, the SE,
+    and the last generation it was evaluated in; best first (the order `best_genome` picks by)."""
+    with connect(home) as con:
+        frame = fitness_by_genome(score_rows(con, [run_id]))
+    return rank_best(frame).drop(columns="run_id")
+
+
+def best_genomes(run_ids: Sequence[str] | None = None, home: Home | None = None) -> pd.DataFrame:
+    """The best genome of each run that has a scored genome (every run when run_ids is None):
+    BEST_COLUMNS, one row per run."""
+    with connect(home) as con:
+        frame = fitness_by_genome(score_rows(con, run_ids))
+    if frame.empty:
+        return frame
+    return rank_best(frame).drop_duplicates("run_id").sort_values("run_id", ignore_index=True)
+
+
+def best_genome(run_id: str, home: Home | None = None) -> dict[str, Any]:
+    """{genome_id, fitness (mean over its evaluations), evaluations, se, generation (its last)}."""
+    frame = genome_fitness(run_id, home)
+    if frame.empty:
+        raise CoralError(f"run {run_id} has no scored genome yet")
+    row = frame.iloc[0]
+    return {"genome_id": str(row["genome_id"]), "fitness": float(row["fitness"]),
+            "evaluations": int(row["evaluations"]), "se": float(row["se"]),
+            "generation": int(row["generation"])}
