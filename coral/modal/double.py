@@ -19,6 +19,11 @@ of `coral validate` (which is why it lives in the product, not in coral.testing)
   `scaledown_window` idle seconds. A class's @enter (its factory) runs once per container, with
   no function call id; `current_function_call_id()` is set only while an input runs. An @enter
   that raises fails an input with its exception, and the container is gone.
+- An input whose body lets KeyboardInterrupt out (Modal preempts a container with SIGINT, and
+  its runtime re-raises KeyboardInterrupt without sending an output) is not failed: the
+  container exits and the input starts again in a new container, as Modal reschedules it.
+  `spawn_here` serves one input in the calling thread, the container's main thread, where a
+  signal sent to the process lands (containers are otherwise threads, which signals never reach).
 - Volumes: the committed state is a folder; each container mounts its own copy at start. Its
   writes reach the Volume only at `commit()`; others' commits appear only after `reload()`, which
   fails while the container holds a file of the view open or mapped. Where Modal is loose (it
@@ -485,6 +490,7 @@ class DoubleFunctionCall:
         self._result: Any = None
         self._error: BaseException | None = None
         self.cancelled = False
+        self.restarts = 0  # times its input was interrupted (preempted) and started again
 
     def _finish(self, result: Any, error: BaseException | None) -> None:
         self._result, self._error = result, error
@@ -601,10 +607,12 @@ class _Pool:
                 item = self._take()
                 if item is None:
                     return
-                self._serve(container, item)
+                interrupted = self._serve(container, item)
                 with self.lock:
                     self.running -= 1
                     self._idle += 1
+                if interrupted:
+                    return  # an interrupted container is gone
         finally:
             _CURRENT.container = _CURRENT.call_id = None
             for view in container.views.values():
@@ -621,19 +629,59 @@ class _Pool:
         if item is not None:
             item.call._finish(None, exc)
 
-    def _serve(self, container: DoubleContainer, item: _Input) -> None:
+    def _serve(self, container: DoubleContainer, item: _Input) -> bool:
+        """Run one input; True when it was interrupted (and so rescheduled)."""
         call = item.call
         if call.cancelled:
             call._finish(None, _modal_exception().InputCancellation("cancelled before start"))
-            return
+            return False
         _CURRENT.call_id = call.object_id
         container.inputs += 1
         try:
             call._finish(self._body(container.instance, *item.args, **item.kwargs), None)
+        except KeyboardInterrupt:
+            # No output, as Modal's runtime sends none for KeyboardInterrupt: the input runs
+            # again in a new container (modal/_runtime/container_io_manager.py).
+            call.restarts += 1
+            self.submit(item)
+            return True
         except BaseException as exc:  # delivered to .get(), as Modal does
             call._finish(None, exc)
         finally:
             _CURRENT.call_id = None
+        return False
+
+    def serve_here(self, item: _Input) -> None:
+        """Serve `item` in a new container whose main thread is the calling thread: signals sent
+        to this process reach it there, as they reach a Modal container's main thread."""
+        container = DoubleContainer(self)
+        with self.lock:
+            self.containers.append(container)
+            self.started += 1
+            self.peak = max(self.peak, len(self.containers))
+            self.running += 1
+        outer = getattr(_CURRENT, "container", None), getattr(_CURRENT, "call_id", None)
+        _CURRENT.container, _CURRENT.call_id = container, None
+        try:
+            try:
+                for name in self.volume_names:
+                    container.views[name] = self._volumes.state(name).mount()
+                if self._enter is not None:
+                    with _ENTER_LOCK:
+                        container.instance = self._enter()
+            except BaseException as exc:
+                item.call._finish(None, exc)
+                return
+            self._serve(container, item)
+        finally:
+            _CURRENT.container, _CURRENT.call_id = outer
+            for view in container.views.values():
+                view.unmount()
+            with self.lock:
+                self.containers.remove(container)
+                self.running -= 1
+                self._scale()  # a rescheduled input may wait for this container's slot
+            container.exited.set()
 
 
 class DoubleFunction:
@@ -648,12 +696,24 @@ class DoubleFunction:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self.spawn(*args, **kwargs).get()
 
-    def spawn(self, *args: Any, **kwargs: Any) -> DoubleFunctionCall:
+    def _input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Input:
         call = DoubleFunctionCall()
         self.calls.append(call)
         self._deployed.calls[call.object_id] = call
-        self.pool.submit(_Input(call, args, kwargs))
-        return call
+        return _Input(call, args, kwargs)
+
+    def spawn(self, *args: Any, **kwargs: Any) -> DoubleFunctionCall:
+        item = self._input(args, kwargs)
+        self.pool.submit(item)
+        return item.call
+
+    def spawn_here(self, *args: Any, **kwargs: Any) -> DoubleFunctionCall:
+        """Not in Modal: spawn, with the input's first container running in this thread (see
+        _Pool.serve_here); returns once that container is done, the call finished or, if the
+        input was interrupted, started again in a new container."""
+        item = self._input(args, kwargs)
+        self.pool.serve_here(item)
+        return item.call
 
     def get_current_stats(self) -> FunctionCurrentStats:
         from modal.types import FunctionCurrentStats
@@ -706,8 +766,8 @@ class _BoundMethod(DoubleFunction):
         self.calls = cls.calls
         self._method = method
 
-    def spawn(self, *args: Any, **kwargs: Any) -> DoubleFunctionCall:
-        return super().spawn(self._method, *args, **kwargs)
+    def _input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Input:
+        return super()._input((self._method, *args), kwargs)
 
 
 class _Deployed:

@@ -40,6 +40,8 @@ from coral.execution.workers import Worker
 from coral.home import Home
 from coral.modal.constants import CONTAINERS_DICT, EVALUATE_FUNCTION
 from coral.modal.launcher import ModalLauncher
+from coral.run.control import set_hold
+from coral.run.events import read_events
 from coral.run.lifecycle import resume_run, run_from_config
 
 log = logging.getLogger("coral.modal")
@@ -306,6 +308,17 @@ def evaluate(job_json: dict[str, Any], *, network_blocked: bool,
 # ------------------------------------------------------------------ the orchestrator
 
 ORCHESTRATOR_RECORD = "modal.json"  # in the run's folder: the orchestrator calls it has had
+SIGNALS = ("SIGINT", "SIGTERM")  # a run stopped by one of these was interrupted, not stopped
+
+
+def stopped_by_signal(home: Home, run_id: str) -> bool:
+    """Whether the run's last stop came from a signal to its process (engine.interrupted names
+    it in the run_stopped event) rather than a user's stop request."""
+    reason = None
+    for event in read_events(home.events_dir(run_id)):
+        if event.type == "run_stopped":
+            reason = event.data.get("reason")
+    return reason in SIGNALS
 
 
 def orchestrate(
@@ -319,7 +332,8 @@ def orchestrate(
     at most the generation in flight.
 
     `config_dir` is the config file's folder as seen in the container, so relative paths in it
-    resolve as they did on the laptop.
+    resolve as they did on the laptop. A run stopped by SIGINT or SIGTERM (Modal's preemption)
+    raises KeyboardInterrupt, so Modal starts the call again; a user's stop returns "stopped".
     """
     config = validate_config(
         yaml.safe_load(config_yaml) or {}, base_dir=Path(config_dir), source="config sent to Modal"
@@ -356,6 +370,14 @@ def orchestrate(
         else:
             result = run_from_config(config, run_id=run_id, home=home, progress=on_progress,
                                      handlers=handlers, launcher=launcher, transport=transport)
+        if result.state == "stopped" and stopped_by_signal(home, run_id):
+            # Preempted: Modal sends SIGINT, and starts the input again only if it ends without
+            # an output, which its runtime does for KeyboardInterrupt. The new call finds the
+            # run on the Volume and resumes it; meanwhile workers go on with its queued jobs.
+            set_hold(transport, run_id, None)
+            log.warning("run %s interrupted by a signal: ending without an output, so Modal "
+                        "starts this call again and it resumes", run_id)
+            raise KeyboardInterrupt(f"run {run_id} preempted")
         return dataclasses.asdict(result)
     except TransportError:
         raise  # Modal unreachable for a while: Modal's retry of this call resumes the run
