@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from modal._partial_function import _find_partial_methods_for_user_cls, _PartialFunctionFlags
 from modal._utils.async_utils import synchronizer
+from modal_proto import api_pb2
 
 import coral.modal.app
 from coral.config import ModalConfig
@@ -69,6 +70,8 @@ def settings(module: Any, name: str) -> dict[str, Any]:
         "block_network": cells["block_network"],
         "restrict_modal_access": cells["restrict_modal_access"],
         "slim": fn._spec.image is synchronizer._translate_in(module.test_image),
+        # CBOR only: what the caller deserializes cannot be a pickle (DataFormat 4 is CBOR)
+        "cbor_only": list(cells["supported_output_formats"]) == [api_pb2.DATA_FORMAT_CBOR],
     }
 
 
@@ -77,7 +80,7 @@ def test_every_function_takes_its_settings_from_the_config(app_with: Any) -> Non
     assert synchronizer._translate_in(module.app).name == "coral-test"
     volume = {CONTAINER_HOME: "vol-test", MODELS_HOME: "coral-models"}
     # A worker's loop exits after idle_seconds; its container then lingers Modal's minimum only.
-    open_ = {"block_network": False, "restrict_modal_access": False}
+    open_ = {"block_network": False, "restrict_modal_access": False, "cbor_only": False}
     gpu = {"retries": 3, "max_containers": 5, "scaledown_window": 2, "slim": False, **open_}
     cpu = {"retries": 3, "max_containers": 7, "scaledown_window": 2, "slim": True}
     assert settings(module, "TrainWorker.*") == {
@@ -90,7 +93,7 @@ def test_every_function_takes_its_settings_from_the_config(app_with: Any) -> Non
         "gpu": None, "timeout": 89, "volumes": {}, "secrets": [], **cpu, **open_}
     assert settings(module, "evaluate") == {
         "gpu": None, "timeout": 89, "volumes": {}, "secrets": [], **cpu, "scaledown_window": 42,
-        "block_network": True, "restrict_modal_access": True}
+        "block_network": True, "restrict_modal_access": True, "cbor_only": True}
     assert settings(module, "orchestrator") == {
         "gpu": None, "timeout": 4321, "retries": 4, "max_containers": None,
         "scaledown_window": None, "volumes": volume, "secrets": ["huggingface"], "slim": False,

@@ -348,7 +348,7 @@ def test_status_reports_queues_workers_and_cache(tmp_path: Path) -> None:
     t.dict(LEASES_DICT).put("lease:r:j:0", {"owner": "modal:fc-1", "expires": 4e9})
     t.dict(LEASES_DICT).put("lease:r:k:0", {"owner": "modal:fc-2", "expires": 0.0})  # stale
     t.dict(CLAIMS_DICT).put("done:abc", {"owner": "x"})
-    for key in ("abc", "def"):
+    for key in ("abc", "def", ".tmp-ghi-123"):  # the last is being trained: not an adapter yet
         (tmp_path / "volumes" / "vol" / "adapters" / key).mkdir(parents=True)
     t.dict("containers").put("modal:fc-9", {"group": "generate", "run": "run-1", "jobs": 4,
                                             "busy": False, "since": time.time() - 30,

@@ -10,15 +10,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from coral.config import REPO_ROOT, load_config
+from coral.config import REPO_ROOT, BackendConfig, Config, ModalConfig, load_config
+from coral.execution.executor import QueueExecutor
+from coral.execution.jobs import WorkerContext
+from coral.execution.messages import Job
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
+from coral.modal.constants import EVALUATE_FUNCTION
 from coral.modal.double import ModalDouble
-from coral.modal.launcher import _shipped
+from coral.modal.launcher import ModalLauncher, _shipped
 from coral.modal.offline import deploy, local_path
-from coral.modal.runtime import orchestrate
+from coral.modal.runtime import EvaluateFailed, evaluate, orchestrate, read_evaluation, serve_tests
 from coral.run.control import CONTROL_DICT, control_key, set_hold
 from coral.run.events import read_events
 from coral.run.registry import compare_runs
@@ -99,3 +104,82 @@ def test_a_users_stop_still_stops_the_run(tmp_path: Path) -> None:
     assert call.restarts == 0
     events = list(read_events(tmp_path / "volumes" / VOLUME / "runs" / "hit-stop" / "events"))
     assert [e.data["reason"] for e in events if e.type == "run_stopped"] == ["stop requested"]
+
+
+# ------------------------------------------------------------------ 6: hardening
+
+
+def isolated_test(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+    if job.payload.get("raw") == "boom":
+        raise ValueError("the candidate broke the harness")
+    return {"echo": job.payload["raw"], "pickle_free": True}
+
+
+HANDLERS = {"test": isolated_test}
+
+
+def test_evaluate_answers_json_never_raises_and_is_looked_up_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from coral.modal import double
+
+    api = ModalDouble()
+    lookups: list[str] = []
+    original = double._FunctionFactory.from_name
+
+    def counting(self: Any, app_name: str, name: str, **kwargs: Any) -> Any:
+        lookups.append(name)
+        return original(self, app_name, name, **kwargs)
+
+    monkeypatch.setattr(double._FunctionFactory, "from_name", counting)
+    api.deployed.register(APP, "test_worker", lambda *a: serve_tests(
+        app_name=APP, idle_seconds=a[0], lease_seconds=a[1], run_id=a[2], api=api),
+        max_containers=1, scaledown_window=0.5)
+    api.deployed.register(APP, EVALUATE_FUNCTION, lambda job: evaluate(
+        job, network_blocked=True, handlers="test_modal_first_run:HANDLERS"), restrict_output=True)
+    transport = ModalTransport(APP, api=api)
+    config = Config(modal=ModalConfig(max_containers_test=1, idle_seconds=2),
+                    backend=BackendConfig(lease_seconds=2.0, max_retries=0))
+    executor = QueueExecutor(transport, "run-h", config.backend, job_partition="run-h")
+    jobs = {f"t{i}": {"raw": "boom" if i == 3 else f"x{i}"} for i in range(20)}
+    with ModalLauncher(transport, config, kinds=["test"], run_id="run-h", interval=0.05):
+        results = executor.submit_batch("test", jobs).result(60)
+    assert [r.ok for r in results] == [i != 3 for i in range(20)]
+    assert results[0].output == {"echo": "x0", "pickle_free": True}
+    # The failure is evaluate's one line, carried as JSON, not a pickled exception.
+    assert results[3].error == "EvaluateFailed: ValueError: the candidate broke the harness"
+    assert lookups.count(EVALUATE_FUNCTION) == 1  # one container, one lookup, 20 jobs
+    # What evaluate returns for input it cannot even read: an answer, not an exception.
+    assert json.loads(evaluate("not a job", network_blocked=True))["ok"] is False
+
+
+def test_evaluate_output_crosses_as_cbor_or_not_at_all() -> None:
+    api = ModalDouble()
+    api.deployed.register(APP, "pickled", lambda: {"object": object()}, restrict_output=True)
+    with pytest.raises(Exception, match="Can not serialize type builtins.dict as cbor"):
+        api.Function.from_name(APP, "pickled").remote()
+    for bad in (b"\x80\x04pickle", {"ok": True}, "[1]", json.dumps({"ok": False, "error": "x"})):
+        with pytest.raises(EvaluateFailed):
+            read_evaluation(bad)
+
+
+def test_dispatch_batches_are_capped_in_bytes_as_well_as_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from coral.modal import double
+
+    requests: list[int] = []
+    original = double.DoubleQueue.put_many
+
+    def measuring(self: Any, vs: list[Any], *args: Any, **kwargs: Any) -> None:
+        if self.name.endswith("jobs-echo"):
+            requests.append(sum(len(v.encode("utf-8")) for v in vs))
+        original(self, vs, *args, **kwargs)
+
+    monkeypatch.setattr(double.DoubleQueue, "put_many", measuring)
+    transport = ModalTransport(APP, api=ModalDouble())
+    executor = QueueExecutor(transport, "run-b", BackendConfig(lease_seconds=5.0))
+    executor.submit_batch("echo", {f"j{i}": {"blob": "x" * 300_000} for i in range(30)})
+    assert len(requests) >= 9 and max(requests) <= 1024 * 1024  # not one 9 MB request
+    got = transport.queue("jobs-echo").get_many(100, block=False)
+    assert len(got) == 30

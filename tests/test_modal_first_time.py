@@ -325,19 +325,19 @@ def test_test_jobs_run_only_in_the_isolated_evaluate_function(tmp_path: Path) ->
         assert not refused.ok and "candidate isolation unavailable" in (refused.error or "")
         ran: list[str | None] = []
 
-        def isolated(job: dict[str, Any]) -> dict[str, Any]:
+        def isolated(job: dict[str, Any]) -> str:
             ran.append(api.current_function_call_id())  # a call of its own
-            return {"echo": job["payload"]["raw"]}
+            return json.dumps({"ok": True, "output": {"echo": job["payload"]["raw"]}})
 
-        api.deployed.register(APP, EVALUATE_FUNCTION, isolated)
+        api.deployed.register(APP, EVALUATE_FUNCTION, isolated, restrict_output=True)
         done = executor.submit_batch("test", {"t1": payload}).result(30)[0]
     assert done.ok and done.output == {"echo": "x"} and ran and ran[0] is not None
     job = Job(job_id="t2", run_id="r", kind="test", payload=payload).model_dump(mode="json")
-    with pytest.raises(CoralError, match="evaluate takes test jobs only"):
-        evaluate({**job, "kind": "echo"}, network_blocked=True)
+    assert json.loads(evaluate({**job, "kind": "echo"}, network_blocked=True)) == {
+        "ok": False, "error": "CoralError: evaluate takes test jobs only, got a echo job"}
     if not isolation_available():  # no namespaces and no network block: refuse
-        with pytest.raises(CoralError, match="candidate isolation unavailable"):
-            evaluate(job, network_blocked=False)
+        answer = json.loads(evaluate(job, network_blocked=False))
+        assert not answer["ok"] and "candidate isolation unavailable" in answer["error"]
 
 
 def test_a_run_whose_workers_cannot_start_fails_with_their_error_in_its_events(

@@ -153,9 +153,12 @@ def test_worker(idle_seconds: float, lease_seconds: float,
 
 # No loop keeps `evaluate` warm between a generation's test jobs: its containers idle for
 # idle_seconds instead (CPU time, cheap next to a cold start per test).
+# Its output is JSON text sent as CBOR (`_experimental_restrict_output`), never a pickle: the
+# test worker that reads it can reach the app's queues, dicts and Volume.
 @app.function(cpu=2.0, timeout=CONFIG.timeout_test, block_network=True,
-              restrict_modal_access=True, **{**TEST_OPTIONS, "scaledown_window": CONFIG.idle_seconds})
-def evaluate(job: dict[str, Any]) -> dict[str, Any]:
+              restrict_modal_access=True, _experimental_restrict_output=True,
+              **{**TEST_OPTIONS, "scaledown_window": CONFIG.idle_seconds})
+def evaluate(job: dict[str, Any]) -> str:
     return evaluate_job(job, network_blocked=True)
 
 

@@ -781,9 +781,12 @@ class _Deployed:
 
     def register(self, app_name: str, name: str, body: Callable[..., Any], *,
                  max_containers: int | None = None, scaledown_window: float = DEFAULT_SCALEDOWN,
-                 volumes: tuple[str, ...] = ()) -> DoubleFunction:
-        """Deploy `body` as function `name`; its containers mount `volumes` (Volume names)."""
-        pool = _Pool(name, lambda _instance, *a, **k: body(*a, **k), enter=None,
+                 volumes: tuple[str, ...] = (), restrict_output: bool = False) -> DoubleFunction:
+        """Deploy `body` as function `name`; its containers mount `volumes` (Volume names).
+        `restrict_output` (Modal's `_experimental_restrict_output`): its return values travel
+        as CBOR, never pickle, so one CBOR cannot encode fails the input as Modal's does."""
+        run = _cbor_output(body) if restrict_output else body
+        pool = _Pool(name, lambda _instance, *a, **k: run(*a, **k), enter=None,
                      max_containers=max_containers, scaledown_window=scaledown_window,
                      volume_names=tuple(volumes), volumes=self.volumes)
         fn = DoubleFunction(name, pool, self)
@@ -815,6 +818,17 @@ class _Deployed:
             raise _modal_exception().NotFoundError(
                 f"Lookup failed for Cls '{name}' from the '{app_name}' app"
             ) from None
+
+
+def _cbor_output(body: Callable[..., Any]) -> Callable[..., Any]:
+    from modal._serialization import deserialize_data_format, serialize_data_format
+    from modal_proto import api_pb2
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        data = serialize_data_format(body(*args, **kwargs), api_pb2.DATA_FORMAT_CBOR)
+        return deserialize_data_format(data, api_pb2.DATA_FORMAT_CBOR, None)
+
+    return run
 
 
 class _FunctionFactory:
@@ -1014,10 +1028,13 @@ class DoubleVolume:
         ]
 
     def read_file(self, path: str) -> Iterator[bytes]:
+        """A generator, as modal 1.6.4's: nothing happens until the first chunk is asked for,
+        and a missing file then raises the builtin FileNotFoundError (modal/volume.py turns
+        the server's NotFoundError into it)."""
         target = self._state.root / path.strip("/")
         if not target.is_file():
-            raise _modal_exception().NotFoundError(f"No such file: {path}")
-        return iter([target.read_bytes()])
+            raise FileNotFoundError(f"No such file: {path}")
+        yield target.read_bytes()
 
 
 class _VolumeFactory:

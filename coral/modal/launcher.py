@@ -32,6 +32,7 @@ from coral.execution.transport.modal_backend import ModalTransport, modal_api
 from coral.execution.workers import WorkerLauncher, one_line
 from coral.home import Home, new_run_id
 from coral.modal.constants import CONTAINER_HOME, CONTAINER_REPO, CONTAINERS_DICT
+from coral.model.adapters import TEMP_PREFIX
 
 log = logging.getLogger("coral.modal")
 
@@ -343,9 +344,11 @@ def modal_run_status(run_id: str, *, api: Any = None, home: Home | None = None) 
         raise CoralError(f"no Modal run {run_id!r} was submitted from here")
     api = modal_api(api)
     try:
+        # modal 1.6.4: read_file is a generator that raises the builtin FileNotFoundError for a
+        # missing file (on the first chunk, not at the call).
         chunks = api.Volume.from_name(record["volume"]).read_file(f"runs/{run_id}/status.json")
         status = json.loads(b"".join(chunks))
-    except api.exception.NotFoundError:
+    except FileNotFoundError:
         status = {"state": "submitted"}  # the orchestrator has not committed anything yet
     return {**status, "backend": "modal", "orchestrator_calls": record["calls"]}
 
@@ -388,7 +391,9 @@ def status(config: Config, *, api: Any = None) -> dict[str, Any]:
                            "idle_seconds": idle, "stale": stale,
                            "age_seconds": now - float(beat.get("started", now))})
     try:
-        adapters = len(api.Volume.from_name(config.modal.volume).listdir("adapters"))
+        entries = api.Volume.from_name(config.modal.volume).listdir("adapters")
+        # A trainer builds an adapter under a temporary name, then renames it into place.
+        adapters = sum(not PurePosixPath(e.path).name.startswith(TEMP_PREFIX) for e in entries)
     except api.exception.NotFoundError:
         adapters = 0  # nothing trained yet: the folder does not exist
     done = sum(k.startswith("done:") for k in transport.dict(CLAIMS_DICT).keys())

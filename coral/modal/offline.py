@@ -79,18 +79,19 @@ def deploy(
         return serve_tests(app_name=app, idle_seconds=idle_seconds, lease_seconds=lease_seconds,
                            run_id=run_id, api=api)
 
-    def evaluate_job(job: dict[str, Any]) -> dict[str, Any]:
+    def evaluate_job(job: dict[str, Any]) -> str:
         return evaluate(job, network_blocked=network_blocked, handlers=handlers)
 
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=volume, api=api,
                            home=home(), handlers=handlers, model_paths="local")
 
-    gpu = dict(max_containers=modal.max_containers, scaledown_window=scaledown_window,
-               volumes=(volume, models))
-    cpu = dict(max_containers=modal.max_containers_test, scaledown_window=scaledown_window)
+    gpu: dict[str, Any] = dict(max_containers=modal.max_containers,
+                               scaledown_window=scaledown_window, volumes=(volume, models))
+    cpu: dict[str, Any] = dict(max_containers=modal.max_containers_test,
+                               scaledown_window=scaledown_window)
     api.deployed.register_cls(app, "TrainWorker", train, **gpu)
     api.deployed.register_cls(app, "GenerateWorker", generate, **gpu)
     api.deployed.register(app, "test_worker", test_worker, **cpu)
-    api.deployed.register(app, EVALUATE_FUNCTION, evaluate_job, **cpu)
+    api.deployed.register(app, EVALUATE_FUNCTION, evaluate_job, restrict_output=True, **cpu)
     api.deployed.register(app, "orchestrator", orchestrator, volumes=(volume, models))

@@ -36,7 +36,7 @@ from coral.execution.jobs import Handler, Handlers, WorkerContext
 from coral.execution.messages import Job
 from coral.execution.transport.base import Transport, TransportError
 from coral.execution.transport.modal_backend import ModalTransport, modal_api
-from coral.execution.workers import Worker
+from coral.execution.workers import Worker, one_line
 from coral.home import Home
 from coral.modal.constants import CONTAINERS_DICT, EVALUATE_FUNCTION
 from coral.modal.launcher import ModalLauncher
@@ -248,23 +248,56 @@ def serve(
 # ------------------------------------------------------------------ tests, isolated
 
 
+class EvaluateFailed(CoralError):
+    """The `evaluate` function reported that a test job failed (its one-line error)."""
+
+
+def read_evaluation(text: Any) -> dict[str, Any]:
+    """The output of one `evaluate` call, from the JSON text it returns: plain data only, so
+    nothing a candidate could shape there runs code here (this worker can reach the app's
+    queues, dicts and Volume). A failure it reports is raised as EvaluateFailed."""
+    if not isinstance(text, str):
+        raise EvaluateFailed(f"evaluate returned {type(text).__name__}, not JSON text")
+    try:
+        answer = json.loads(text)
+    except ValueError as exc:
+        raise EvaluateFailed(f"evaluate returned text that is not JSON: {exc}") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+        raise EvaluateFailed("evaluate returned JSON without a boolean 'ok'")
+    if not answer["ok"]:
+        raise EvaluateFailed(str(answer.get("error") or "no error given"))
+    output = answer.get("output")
+    if not isinstance(output, dict):
+        raise EvaluateFailed("evaluate returned ok without an output object")
+    return output
+
+
 def isolated_tests(app_name: str, api: Any = None) -> Handler:
     """The test worker's `test` handler: the job goes to the `evaluate` function, which has no
-    network and no access to the app's objects; without it the job fails, never runs here."""
+    network and no access to the app's objects; without it the job fails, never runs here.
+    The function is looked up once per container (at its first test job), not per job."""
     api = modal_api(api)
+    found: list[Any] = []
+    lock = threading.Lock()
+
+    def function() -> Any:
+        with lock:
+            if not found:
+                try:
+                    handle = api.Function.from_name(app_name, EVALUATE_FUNCTION)
+                    hydrate = getattr(handle, "hydrate", None)  # Modal looks names up lazily
+                    if hydrate is not None:
+                        hydrate()
+                except api.exception.NotFoundError:
+                    raise CoralError(
+                        f"candidate isolation unavailable: Modal function {EVALUATE_FUNCTION!r} "
+                        f"of app {app_name!r} is not deployed; refusing to run untrusted code in "
+                        "the test worker (run `coral modal deploy`)") from None
+                found.append(handle)
+            return found[0]
 
     def run(job: Job, ctx: WorkerContext) -> dict[str, Any]:
-        try:
-            function = api.Function.from_name(app_name, EVALUATE_FUNCTION)
-            hydrate = getattr(function, "hydrate", None)  # Modal looks names up lazily
-            if hydrate is not None:
-                hydrate()
-        except api.exception.NotFoundError:
-            raise CoralError(
-                f"candidate isolation unavailable: Modal function {EVALUATE_FUNCTION!r} of app "
-                f"{app_name!r} is not deployed; refusing to run untrusted code in the test "
-                "worker (run `coral modal deploy`)") from None
-        return cast(dict[str, Any], function.remote(job.model_dump(mode="json")))
+        return read_evaluation(function().remote(job.model_dump(mode="json")))
 
     return run
 
@@ -281,12 +314,22 @@ def serve_tests(*, app_name: str, idle_seconds: float, lease_seconds: float,
 _EVALUATE_CONTEXTS: dict[str | None, WorkerContext] = {}
 
 
-def evaluate(job_json: dict[str, Any], *, network_blocked: bool,
-             handlers: str | None = None) -> dict[str, Any]:
-    """The `evaluate` function's body: one test job's output. The function is deployed with
-    `block_network=True` and `restrict_modal_access=True`, nothing mounted and no secrets
-    (`network_blocked`); anywhere else it runs candidates only where the sandbox has its
-    namespaces, and refuses otherwise."""
+def evaluate(job_json: Any, *, network_blocked: bool, handlers: str | None = None) -> str:
+    """The `evaluate` function's body: one test job's output as JSON text, {"ok": true,
+    "output": {...}} or {"ok": false, "error": "one line"}; it never raises, so its caller never
+    receives a pickled exception (and the function is deployed to return CBOR, not pickle).
+
+    The function is deployed with `block_network=True` and `restrict_modal_access=True`,
+    nothing mounted and no secrets (`network_blocked`); anywhere else it runs candidates only
+    where the sandbox has its namespaces, and refuses otherwise."""
+    try:
+        output = _evaluate(job_json, network_blocked=network_blocked, handlers=handlers)
+        return json.dumps({"ok": True, "output": output})
+    except Exception as exc:
+        return json.dumps({"ok": False, "error": one_line(exc)})
+
+
+def _evaluate(job_json: Any, *, network_blocked: bool, handlers: str | None) -> dict[str, Any]:
     if not network_blocked:
         from coral.sandbox.box import isolation_available
 
