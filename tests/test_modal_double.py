@@ -106,6 +106,34 @@ def test_lookups_are_lazy_and_names_checked() -> None:
         api.Queue.from_name("bad name", create_if_missing=True)
 
 
+def test_functions_volumes_and_calls_resolve_lazily_as_modal_1_6_4(tmp_path: Path) -> None:
+    """modal 1.6.4: Function/Cls.from_name, FunctionCall.from_id and Volume.from_name return
+    handles that resolve on first use (hydrate_lazily); Volume.read_file is a generator raising
+    the builtin FileNotFoundError (modal/volume.py); Volume.listdir of a missing path raises
+    NotFoundError."""
+    api = ModalDouble(volume_root=tmp_path)
+    function = api.Function.from_name("later", "f")
+    method = api.Cls.from_name("later", "C")(model="m").serve
+    call = api.FunctionCall.from_id("fc-never")
+    volume = api.Volume.from_name("not-yet")
+    for use in (lambda: function.hydrate(), lambda: method.spawn(), lambda: call.get(timeout=0),
+                lambda: volume.hydrate()):
+        with pytest.raises(modal_exception.NotFoundError):
+            use()
+    with pytest.raises(modal_exception.NotFoundError, match="App 'later' not found"):
+        function.spawn()
+    api.deployed.register("later", "f", lambda: "deployed now")
+    assert function.remote() == "deployed now"  # a failed resolution is tried again
+    created = api.Volume.from_name("v", create_if_missing=True)
+    assert not (tmp_path / "v").exists()  # created at first use, not at the lookup
+    chunks = created.read_file("runs/r/status.json")  # a generator: nothing happens yet
+    with pytest.raises(FileNotFoundError):
+        b"".join(chunks)
+    assert (tmp_path / "v").is_dir()
+    with pytest.raises(modal_exception.NotFoundError):
+        created.listdir("adapters")
+
+
 def test_dict_put_if_absent_and_no_default_pop() -> None:
     d = ModalDouble().Dict.from_name("d", create_if_missing=True)
     assert d.put("k", {"v": 1}, skip_if_exists=True) is True
@@ -143,8 +171,9 @@ def test_functions_spawn_calls_within_max_containers() -> None:
     assert api.deployed.functions[("app", "double_it")].pool.peak == 2
     assert sorted(seen) == sorted(c.object_id for c in calls)
     assert api.current_function_call_id() is None  # outside any call
-    with pytest.raises(modal_exception.NotFoundError):
-        api.Function.from_name("app", "missing")
+    missing = api.Function.from_name("app", "missing")  # lazy, as modal 1.6.4's
+    with pytest.raises(modal_exception.NotFoundError, match="Lookup failed for Function 'missing'"):
+        missing.spawn()
 
 
 def test_enter_runs_once_per_container_without_a_call_id() -> None:
@@ -193,7 +222,7 @@ def test_an_enter_that_raises_fails_an_input_with_its_error(tmp_path: Path) -> N
 
 def test_a_container_sees_other_containers_writes_only_after_reload(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path)
-    api.Volume.from_name("vol", create_if_missing=True)
+    api.Volume.from_name("vol", create_if_missing=True).hydrate()
     wrote, go = threading.Event(), threading.Event()
 
     def writer() -> str:

@@ -86,7 +86,7 @@ def deploy_train(api: ModalDouble, max_containers: int = 2) -> None:
 
 def test_identical_heavy_genes_on_two_containers_train_once(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path)
-    api.Volume.from_name(VOLUME, create_if_missing=True)
+    api.Volume.from_name(VOLUME, create_if_missing=True).hydrate()
     deploy_train(api)
     transport = ModalTransport(APP, api=api)
     config = Config(modal=ModalConfig(max_containers=2, idle_seconds=2),
@@ -107,7 +107,7 @@ def test_identical_heavy_genes_on_two_containers_train_once(tmp_path: Path) -> N
 
 def test_generate_workers_own_their_leases_so_the_launcher_scales(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path)
-    api.Volume.from_name(VOLUME, create_if_missing=True)
+    api.Volume.from_name(VOLUME, create_if_missing=True).hydrate()
     gate = threading.Event()
 
     def slow_generate(job: Job, ctx: WorkerContext) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def test_generate_workers_own_their_leases_so_the_launcher_scales(tmp_path: Path
 
 def test_runs_sharing_the_queues_never_see_each_others_jobs(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path)
-    api.Volume.from_name(VOLUME, create_if_missing=True)
+    api.Volume.from_name(VOLUME, create_if_missing=True).hydrate()
     deploy_train(api, max_containers=4)
     transport = ModalTransport(APP, api=api)
     config = Config(modal=ModalConfig(max_containers=4, idle_seconds=2),

@@ -803,21 +803,26 @@ class _Deployed:
         self.classes[(app_name, name)] = cls
         return cls
 
+    def _missing(self, app_name: str, kind: str, name: str) -> str:
+        # modal/_functions.py and modal/cls.py wrap the server's NotFoundError like this; the
+        # server's own words (after the colon) are the double's best guess.
+        apps = {app for app, _ in [*self.functions, *self.classes]}
+        why = (f"App '{app_name}' not found in environment 'main'" if app_name not in apps
+               else f"{kind} '{name}' not found in app '{app_name}'")
+        return f"Lookup failed for {kind} '{name}' from the '{app_name}' app: {why}."
+
     def function(self, app_name: str, name: str) -> DoubleFunction:
         try:
             return self.functions[(app_name, name)]
         except KeyError:
             raise _modal_exception().NotFoundError(
-                f"Lookup failed for Function '{name}' from the '{app_name}' app"
-            ) from None
+                self._missing(app_name, "Function", name)) from None
 
     def cls(self, app_name: str, name: str) -> DoubleCls:
         try:
             return self.classes[(app_name, name)]
         except KeyError:
-            raise _modal_exception().NotFoundError(
-                f"Lookup failed for Cls '{name}' from the '{app_name}' app"
-            ) from None
+            raise _modal_exception().NotFoundError(self._missing(app_name, "Cls", name)) from None
 
 
 def _cbor_output(body: Callable[..., Any]) -> Callable[..., Any]:
@@ -831,13 +836,52 @@ def _cbor_output(body: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+class _Lazy:
+    """A handle resolved on first use, as modal 1.6.4's `from_name`/`from_id` handles are
+    (`hydrate_lazily=True`): a missing object raises NotFoundError there, not at the lookup,
+    and a failed resolution is tried again at the next use."""
+
+    def __init__(self, resolve: Callable[[], Any]) -> None:
+        self._resolve = resolve
+        self._target: Any = None
+
+    def _get(self) -> Any:
+        if self._target is None:
+            self._target = self._resolve()
+        return self._target
+
+    def hydrate(self) -> Any:
+        self._get()
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._get(), name)
+
+
+class _LazyCls(_Lazy):
+    def __call__(self, **params: Any) -> _LazyObj:
+        return _LazyObj(self, params)
+
+
+class _LazyObj:
+    def __init__(self, cls: _LazyCls, params: dict[str, Any]) -> None:
+        self._cls, self._params = cls, params
+
+    def __getattr__(self, method: str) -> _Lazy:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _Lazy(lambda: getattr(self._cls._get()(**self._params), method))
+
+
 class _FunctionFactory:
     def __init__(self, deployed: _Deployed) -> None:
         self._deployed = deployed
 
     def from_name(self, app_name: str, name: str, *, environment_name: str | None = None,
-                  **_: Any) -> DoubleFunction:
-        return self._deployed.function(app_name, name)
+                  **_: Any) -> Any:
+        return _Lazy(lambda: self._deployed.function(app_name, name))
 
 
 class _ClsFactory:
@@ -845,20 +889,23 @@ class _ClsFactory:
         self._deployed = deployed
 
     def from_name(self, app_name: str, name: str, *, environment_name: str | None = None,
-                  **_: Any) -> DoubleCls:
-        return self._deployed.cls(app_name, name)
+                  **_: Any) -> Any:
+        return _LazyCls(lambda: self._deployed.cls(app_name, name))
 
 
 class _FunctionCallFactory:
     def __init__(self, deployed: _Deployed) -> None:
         self._deployed = deployed
 
-    def from_id(self, function_call_id: str, client: Any = None) -> DoubleFunctionCall:
-        try:
-            return self._deployed.calls[function_call_id]
-        except KeyError:
-            raise _modal_exception().NotFoundError(
-                f"Function call {function_call_id!r} not found") from None
+    def from_id(self, function_call_id: str, client: Any = None) -> Any:
+        def resolve() -> DoubleFunctionCall:
+            try:
+                return self._deployed.calls[function_call_id]
+            except KeyError:
+                raise _modal_exception().NotFoundError(
+                    f"Lookup failed for FunctionCall {function_call_id!r}") from None
+
+        return _Lazy(resolve)
 
 
 # ------------------------------------------------------------------------------------- volumes
@@ -977,9 +1024,21 @@ class DoubleVolume:
     container's view and `path` is the view's folder (the mount point); elsewhere `path` is the
     committed state and `listdir`/`read_file` read it, as Modal's API calls do."""
 
-    def __init__(self, state: _VolumeState) -> None:
-        self._state = state
-        self.name = state.name
+    def __init__(self, factory: _VolumeFactory, name: str, create_if_missing: bool) -> None:
+        self._factory, self.name, self._create = factory, name, create_if_missing
+        self._resolved: _VolumeState | None = None
+
+    @property
+    def _state(self) -> _VolumeState:
+        # Lazy, as modal.Volume.from_name: a missing Volume fails on first use (NotFoundError),
+        # and create_if_missing creates it then.
+        if self._resolved is None:
+            self._resolved = self._factory.state(self.name, self._create)
+        return self._resolved
+
+    def hydrate(self) -> DoubleVolume:
+        self._state  # noqa: B018 - resolving is the point
+        return self
 
     def _view(self, what: str) -> _View:
         container = getattr(_CURRENT, "container", None)
@@ -1059,7 +1118,7 @@ class _VolumeFactory:
 
     def from_name(self, name: str, *, environment_name: str | None = None,
                   create_if_missing: bool = False, **_: Any) -> DoubleVolume:
-        return DoubleVolume(self.state(name, create_if_missing))
+        return DoubleVolume(self, _check_name(name, "Volume"), create_if_missing)
 
 
 # -------------------------------------------------------------------------------- the module

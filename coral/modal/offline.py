@@ -60,8 +60,8 @@ def deploy(
         bodies = {kind: _one_at_a_time(table.get(kind)) for kind in ("train", "generate")}
     modal = config.modal
     app, volume, models = modal.app_name, modal.volume, modal.models_volume
-    api.Volume.from_name(volume, create_if_missing=True)
-    api.Volume.from_name(models, create_if_missing=True)
+    api.Volume.from_name(volume, create_if_missing=True).hydrate()  # lazy until used, as Modal's
+    api.Volume.from_name(models, create_if_missing=True).hydrate()
 
     def home() -> Home:
         return Home(Path(api.Volume.from_name(volume).path))  # this container's mount
