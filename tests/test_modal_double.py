@@ -365,7 +365,7 @@ def test_bad_config_for_deploy_is_one_line(tmp_path: Path,
 def test_status_reports_queues_workers_and_cache(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path / "volumes")
     config = Config(modal=ModalConfig(app_name="st", volume="vol"))
-    with pytest.raises(CoralError, match="not deployed: run `coral modal deploy`"):
+    with pytest.raises(CoralError, match="not deployed, or deployed under another name; run `coral modal deploy"):
         status(config, api=api)
     gate = threading.Event()
     api.deployed.register("st", "test_worker", lambda: gate.wait(30), max_containers=1)

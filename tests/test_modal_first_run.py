@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from modal import exception as modal_exception
 
 from coral.config import REPO_ROOT, BackendConfig, Config, ModalConfig, load_config
 from coral.execution.executor import QueueExecutor
@@ -21,7 +23,9 @@ from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
 from coral.modal.constants import EVALUATE_FUNCTION
 from coral.modal.double import ModalDouble
-from coral.modal.launcher import ModalLauncher, _shipped
+from coral.modal.errors import ModalFailure, explain
+from coral.modal.launcher import ModalLauncher, _shipped, modal_run_status, resume_on_modal, submit_run
+from coral.modal.launcher import status as modal_status
 from coral.modal.offline import deploy, local_path
 from coral.modal.runtime import EvaluateFailed, evaluate, orchestrate, read_evaluation, serve_tests
 from coral.run.control import CONTROL_DICT, control_key, set_hold
@@ -221,3 +225,78 @@ def test_a_full_events_partition_costs_one_failed_call_per_generation(
     assert sum(failed) >= 2
     assert len(list(read_events(tmp_path / "events"))) == log.seq  # the log has every event
     assert 4800 < log.published <= 5000 and log.published + log.skipped_publish == log.seq
+
+
+# ------------------------------------------------------------------ issue 27: one clear line
+
+
+def submitted(tmp_path: Path, api: ModalDouble, home: Home) -> str:
+    """A run submitted to an orchestrator that has not committed anything yet."""
+    gate = threading.Event()
+    api.deployed.register(APP, "orchestrator", lambda *a: gate.wait(30) and {"state": "x"})
+    api.Volume.from_name(VOLUME, create_if_missing=True).hydrate()
+    run_id, _ = submit_run(SMOKE, ["modal.volume=" + VOLUME], api=api, home=home)
+    gate.set()
+    return run_id
+
+
+def test_status_of_a_modal_run_works_from_submission(tmp_path: Path) -> None:
+    api = ModalDouble(volume_root=tmp_path / "volumes")
+    home = Home(tmp_path / "laptop")
+    run_id = submitted(tmp_path, api, home)
+    assert modal_run_status(run_id, api=api, home=home)["state"] == "submitted"
+
+
+def _raise(exc: BaseException) -> Callable[..., Any]:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    return fail
+
+
+@pytest.mark.parametrize(("failure", "expected"), [
+    (modal_exception.AuthError("Token ID is malformed or expired"), "run `modal setup`"),
+    (modal_exception.ConnectionError("Deadline exceeded"), "Modal is unreachable"),
+    (modal_exception.ResourceExhaustedError("Too many requests"), "quota or rate limit"),
+])
+def test_every_modal_failure_a_user_meets_is_one_line_naming_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception, expected: str,
+) -> None:
+    from coral.modal import double
+
+    api = ModalDouble(volume_root=tmp_path / "volumes")
+    home = Home(tmp_path / "laptop")
+    run_id = submitted(tmp_path, api, home)
+    api.deployed.register(APP, "test_worker", lambda *a: None)
+    monkeypatch.setattr(double.DoubleFunction, "spawn", _raise(failure))
+    monkeypatch.setattr(double.DoubleFunctionCall, "get", _raise(failure))
+    monkeypatch.setattr(double.DoubleVolume, "read_file", _raise(failure))
+    monkeypatch.setattr(double.DoubleFunction, "get_current_stats", _raise(failure))
+    config = load_config(SMOKE, ["backend.kind=modal"])
+    for attempt in (lambda: submit_run(SMOKE, [], api=api, home=home),
+                    lambda: resume_on_modal(run_id, api=api, home=home),
+                    lambda: modal_run_status(run_id, api=api, home=home),
+                    lambda: modal_status(config, api=api)):
+        with pytest.raises(ModalFailure) as caught:
+            attempt()
+        line = str(caught.value)
+        assert expected in line and "\n" not in line, line
+
+
+def test_missing_apps_volumes_and_secrets_say_what_to_run(tmp_path: Path) -> None:
+    api = ModalDouble(volume_root=tmp_path / "volumes")
+    home = Home(tmp_path / "laptop")
+    with pytest.raises(ModalFailure, match=r"Modal app 'coral' has no 'orchestrator'.*not deployed"
+                                           r".*coral modal deploy CONFIG"):
+        submit_run(SMOKE, [], api=api, home=home)  # nothing deployed
+    api.deployed.register("other-name", "orchestrator", lambda *a: None)
+    with pytest.raises(ModalFailure, match="another name.*modal.app_name"):
+        submit_run(SMOKE, [], api=api, home=home)  # deployed under another app name
+    run_id = submitted(tmp_path, api, home)
+    (home.root / "modal-runs" / f"{run_id}.json").write_text(json.dumps(
+        {**json.loads((home.root / "modal-runs" / f"{run_id}.json").read_text()),
+         "volume": "gone-volume"}))
+    with pytest.raises(ModalFailure, match="Modal Volume 'gone-volume' does not exist.*deploy"):
+        modal_run_status(run_id, api=api, home=home)
+    secret = modal_exception.NotFoundError("Secret 'huggingface' not found in environment 'main'")
+    assert "modal secret create" in (explain(secret, app=APP) or "")
