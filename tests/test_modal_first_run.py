@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from modal import exception as modal_exception
 
 from coral.config import REPO_ROOT, BackendConfig, Config, ModalConfig, load_config
 from coral.execution.executor import QueueExecutor
-from coral.execution.jobs import WorkerContext
+from coral.execution.jobs import LEASES_DICT, WorkerContext
 from coral.execution.messages import Job
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
@@ -300,3 +301,50 @@ def test_missing_apps_volumes_and_secrets_say_what_to_run(tmp_path: Path) -> Non
         modal_run_status(run_id, api=api, home=home)
     secret = modal_exception.NotFoundError("Secret 'huggingface' not found in environment 'main'")
     assert "modal secret create" in (explain(secret, app=APP) or "")
+
+
+# ------------------------------------------------------------------ 2: pay for work, not waiting
+
+
+def test_a_job_for_a_warm_idle_worker_spawns_no_new_call() -> None:
+    api = ModalDouble()
+    config = Config(modal=ModalConfig(max_containers_test=4, idle_seconds=10),
+                    backend=BackendConfig(lease_seconds=2.0))
+    transport = ModalTransport(APP, api=api)
+    jobs, leases = transport.queue("jobs-echo"), transport.dict(LEASES_DICT)
+    took, done, release = threading.Event(), threading.Event(), threading.Event()
+
+    def warm_worker(idle: float, lease: float, run_id: str | None = None) -> dict[str, int]:
+        # A worker call as the launcher sees one: it takes a job (owning its lease), finishes
+        # it (the lease goes), then waits for the next job.
+        jobs.get_many(1, timeout=10, partition=run_id)
+        leases.put("lease:run-w:a:0", {"owner": f"modal:{api.current_function_call_id()}",
+                                       "expires": time.time() + 60})
+        took.set()
+        done.wait(30)
+        leases.pop("lease:run-w:a:0")
+        release.wait(30)
+        return {}
+
+    api.deployed.register(APP, "test_worker", warm_worker, max_containers=4)
+    launcher = ModalLauncher(transport, config, kinds=["echo"], run_id="run-w")
+    try:
+        jobs.put("a", partition="run-w")
+        assert launcher.scale() == {"test": 1}
+        took.wait(10)
+        assert launcher.scale() == {"test": 0}  # seen working; nothing waits
+        done.set()
+        wait_for_value(lambda: not leases.get("lease:run-w:a:0"))
+        jobs.put("b", partition="run-w")  # arrives while the warm call waits for work
+        assert launcher.scale() == {"test": 0}  # before: a second (cold, paid) call
+        assert launcher.spawned == 1
+    finally:
+        release.set()
+
+
+def wait_for_value(what: Callable[[], Any], timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := what()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return value

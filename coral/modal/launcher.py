@@ -177,8 +177,12 @@ class ModalLauncher(WorkerLauncher):
                         self._start_failures[group.name] = 0  # this group's calls can start
                 calls = [c for c in calls if not self._ended(group, c)]
                 starting = sum(c.object_id not in self._seen_working for c in calls)
+                # A live call that has worked and holds no lease now is between jobs: it takes
+                # a waiting job within a poll, so a new (cold, paid) call is not spawned for it.
+                between = sum(c.object_id in self._seen_working
+                              and f"modal:{c.object_id}" not in owners for c in calls)
                 depth = sum(self._queues[k].len(partition=self.run_id) for k in group.kinds)
-                need = min(self.cap(group) - len(calls), depth - starting)
+                need = min(self.cap(group) - len(calls), depth - starting - between)
                 if self.failure is not None or time.monotonic() < self._not_before[group.name]:
                     need = 0
                 elif self._start_failures[group.name]:
