@@ -348,3 +348,39 @@ def wait_for_value(what: Callable[[], Any], timeout: float = 10) -> Any:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     return value
+
+
+def test_a_worker_call_takes_jobs_for_nearly_its_whole_timeout() -> None:
+    from coral.modal.runtime import CallBudget
+
+    now = [0.0]
+    budget = CallBudget(3600, clock=lambda: now[0])
+    now[0] = 1800.0
+    assert budget.open()  # before: no job taken after half the timeout
+    budget.ran(300.0)  # a long training job: keep twice that free
+    now[0] = 2999.0
+    assert budget.open()
+    now[0] = 3001.0
+    assert not budget.open()
+    quick = CallBudget(600, clock=lambda: now[0])
+    now[0] += 539.0
+    assert quick.open()  # short jobs: 10% of the timeout kept free
+    now[0] += 2.0
+    assert not quick.open()
+
+
+def test_a_spent_call_stops_taking_jobs_and_the_running_one_finishes() -> None:
+    from coral.modal.runtime import serve
+
+    api = ModalDouble()
+    transport = ModalTransport(APP, api=api)
+    executor = QueueExecutor(transport, "run-t", BackendConfig(lease_seconds=5.0))
+    future = executor.submit_batch("echo", {f"j{i}": {"sleep_s": 0.4} for i in range(40)})
+    started = time.monotonic()
+    out = serve(["echo"], app_name=APP, idle_seconds=30, lease_seconds=5.0, call_timeout=3.0,
+                handlers="coral.testing.handlers:HANDLERS", worker_id="modal:w", api=api)
+    spent = time.monotonic() - started
+    assert 1.5 < spent < 3.0 + 1.5  # took jobs past half its timeout; ended before idling 30 s
+    assert out["done"] >= 4 and out["failed"] == 0
+    assert transport.queue("jobs-echo").len() == 40 - out["done"]  # the rest wait, untouched
+    del future

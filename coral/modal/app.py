@@ -85,8 +85,9 @@ secrets = [modal.Secret.from_name(name) for name in CONFIG.secrets]
 
 app = modal.App(CONFIG.app_name, image=image, include_source=False)
 
-# The worker loop exits after idle_seconds without a job; the container then lingers only
-# Modal's minimum scaledown window (idle GPU time is paid for, docs/modal.md).
+# A worker call takes jobs for nearly its whole timeout (CallBudget in runtime.py) and exits
+# after idle_seconds without a job; the container then lingers only Modal's minimum scaledown
+# window (idle GPU time is paid for, docs/modal.md).
 SCALEDOWN_SECONDS = 2
 GPU_OPTIONS: dict[str, Any] = dict(
     retries=CONFIG.retries,
@@ -101,12 +102,6 @@ TEST_OPTIONS: dict[str, Any] = dict(
 )
 
 
-def _accept_for(timeout: int) -> float:
-    # A worker takes new jobs only in the first half of its call, so each job it starts has at
-    # least half the timeout to finish before Modal stops the container.
-    return timeout / 2
-
-
 @app.cls(gpu=CONFIG.gpu_train, timeout=CONFIG.timeout_train, volumes=VOLUMES,
          secrets=secrets, **GPU_OPTIONS)
 class TrainWorker:
@@ -117,7 +112,7 @@ class TrainWorker:
     def load(self) -> None:
         self.body = TrainContainer(self.model, app_name=CONFIG.app_name, volume_name=CONFIG.volume,
                                    models_volume_name=CONFIG.models_volume,
-                                   accept_for=_accept_for(CONFIG.timeout_train))
+                                   call_timeout=CONFIG.timeout_train)
 
     @modal.method()
     def serve(self, idle_seconds: float, lease_seconds: float,
@@ -135,7 +130,7 @@ class GenerateWorker:
         self.body = GenerateContainer(self.model, app_name=CONFIG.app_name,
                                       volume_name=CONFIG.volume,
                                       models_volume_name=CONFIG.models_volume,
-                                      accept_for=_accept_for(CONFIG.timeout_generate))
+                                      call_timeout=CONFIG.timeout_generate)
 
     @modal.method()
     def serve(self, idle_seconds: float, lease_seconds: float,
@@ -148,7 +143,7 @@ def test_worker(idle_seconds: float, lease_seconds: float,
                 run_id: str | None = None) -> dict[str, int]:
     return serve_tests(app_name=CONFIG.app_name, idle_seconds=idle_seconds,
                        lease_seconds=lease_seconds, run_id=run_id,
-                       accept_for=_accept_for(CONFIG.timeout_test))
+                       call_timeout=CONFIG.timeout_test)
 
 
 # No loop keeps `evaluate` warm between a generation's test jobs: its containers idle for

@@ -115,15 +115,50 @@ class Heartbeat:
             pass
 
 
-def _beating(handler: Handler, beat: Heartbeat) -> Handler:
+RESERVE_SHARE = 0.1  # of a call's timeout kept free for a job before any job's length is known
+
+
+class CallBudget:
+    """When a worker call stops taking jobs: once less of its timeout is left than twice the
+    longest job it has run (and at least RESERVE_SHARE of the timeout). A call so lives for
+    nearly its whole timeout, so its container (with its loaded model) is not replaced by a
+    cold start every half timeout, and a job it starts still ends before Modal stops it."""
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self._clock = clock
+        self.started = clock()
+        self.longest = 0.0
+
+    def ran(self, seconds: float) -> None:
+        self.longest = max(self.longest, seconds)
+
+    def reserve(self) -> float:
+        return max(self.timeout * RESERVE_SHARE, 2 * self.longest)
+
+    def open(self) -> bool:
+        return self._clock() - self.started + self.reserve() < self.timeout
+
+
+def _beating(handler: Handler, beat: Heartbeat, budget: CallBudget | None) -> Handler:
     def run(job: Job, ctx: WorkerContext) -> dict[str, Any]:
         beat.job_started()
+        started = time.monotonic()
         try:
             return handler(job, ctx)
         finally:
+            if budget is not None:
+                budget.ran(time.monotonic() - started)
             beat.job_ended()
 
     return run
+
+
+def _close_when_spent(budget: CallBudget, stop: threading.Event, done: threading.Event) -> None:
+    while not done.wait(1.0):
+        if not budget.open():
+            stop.set()  # the worker loop takes no new job; the one running finishes
+            return
 
 
 class ContainerWorker:
@@ -171,32 +206,31 @@ class ContainerWorker:
             self.models.commit()
 
     def serve(
-        self, *, idle_seconds: float, lease_seconds: float, accept_for: float | None = None,
+        self, *, idle_seconds: float, lease_seconds: float, call_timeout: float | None = None,
         partition: str | None = None, worker_id: str | None = None,
     ) -> dict[str, int]:
         """Run the worker loop over run `partition`'s jobs until `idle_seconds` pass without
-        work; stop taking jobs `accept_for` seconds in (so a job begun near the function's
-        timeout is not killed)."""
+        work, or until too little of the call's `call_timeout` is left for another job
+        (CallBudget), so a job begun near the function's timeout is not killed."""
         worker_id = worker_id or container_worker_id(self.api)
         self.ctx.worker_id = worker_id
         self.ctx.claim_seconds = lease_seconds
         beat = Heartbeat(self.transport, worker_id, self.group, partition)
-        handlers = Handlers({k: _beating(self.handlers.get(k), beat) for k in self.kinds})
-        stop = threading.Event()
+        budget = CallBudget(call_timeout) if call_timeout else None
+        handlers = Handlers({k: _beating(self.handlers.get(k), beat, budget) for k in self.kinds})
+        stop, done = threading.Event(), threading.Event()
         worker = Worker(self.transport, self.kinds, handlers=handlers,
                         lease_seconds=lease_seconds, idle_exit=idle_seconds,
                         worker_id=worker_id, stop=stop, partition=partition)
         worker.ctx = self.ctx  # keep what this container has loaded
-        timer = threading.Timer(accept_for, stop.set) if accept_for else None
-        if timer is not None:
-            timer.daemon = True
-            timer.start()
+        if budget is not None:
+            threading.Thread(target=_close_when_spent, args=(budget, stop, done), daemon=True,
+                             name="coral-call-budget").start()
         try:
             return dataclasses.asdict(worker.run())
         finally:
+            done.set()
             beat.close()
-            if timer is not None:
-                timer.cancel()
 
 
 class GroupContainer:
@@ -208,20 +242,20 @@ class GroupContainer:
     def __init__(
         self, model_json: str, *, app_name: str, volume_name: str | None, api: Any = None,
         home: Home | None = None, handlers: str | Mapping[str, Handler | str] | None = None,
-        preload: bool = True, accept_for: float | None = None,
+        preload: bool = True, call_timeout: float | None = None,
         models_volume_name: str | None = None,
     ) -> None:
         self.worker = ContainerWorker(self.kinds, app_name=app_name, volume_name=volume_name,
                                       handlers=handlers, api=api, home=home,
                                       models_volume_name=models_volume_name)
-        self.accept_for = accept_for
+        self.call_timeout = call_timeout
         if preload:
             self.worker.preload(model_json)
 
     def serve(self, idle_seconds: float, lease_seconds: float,
               run_id: str | None = None) -> dict[str, int]:
         return self.worker.serve(idle_seconds=idle_seconds, lease_seconds=lease_seconds,
-                                 accept_for=self.accept_for, partition=run_id)
+                                 call_timeout=self.call_timeout, partition=run_id)
 
 
 class TrainContainer(GroupContainer):
@@ -234,7 +268,7 @@ class GenerateContainer(GroupContainer):
 
 def serve(
     kinds: Sequence[str], *, app_name: str, idle_seconds: float, lease_seconds: float,
-    volume_name: str | None = None, accept_for: float | None = None,
+    volume_name: str | None = None, call_timeout: float | None = None,
     handlers: str | Mapping[str, Handler | str] | None = None, worker_id: str | None = None,
     api: Any = None, home: Home | None = None, partition: str | None = None,
 ) -> dict[str, int]:
@@ -242,7 +276,7 @@ def serve(
     worker = ContainerWorker(kinds, app_name=app_name, volume_name=volume_name,
                              handlers=handlers, api=api, home=home)
     return worker.serve(idle_seconds=idle_seconds, lease_seconds=lease_seconds,
-                        accept_for=accept_for, partition=partition, worker_id=worker_id)
+                        call_timeout=call_timeout, partition=partition, worker_id=worker_id)
 
 
 # ------------------------------------------------------------------ tests, isolated
@@ -303,11 +337,11 @@ def isolated_tests(app_name: str, api: Any = None) -> Handler:
 
 
 def serve_tests(*, app_name: str, idle_seconds: float, lease_seconds: float,
-                run_id: str | None = None, accept_for: float | None = None,
+                run_id: str | None = None, call_timeout: float | None = None,
                 api: Any = None) -> dict[str, int]:
     """The test worker function's body: test jobs go to `evaluate`; echo jobs run here."""
     return serve(("test", "echo"), app_name=app_name, idle_seconds=idle_seconds,
-                 lease_seconds=lease_seconds, accept_for=accept_for, partition=run_id, api=api,
+                 lease_seconds=lease_seconds, call_timeout=call_timeout, partition=run_id, api=api,
                  handlers={"test": isolated_tests(app_name, api)})
 
 
