@@ -384,3 +384,39 @@ def test_a_spent_call_stops_taking_jobs_and_the_running_one_finishes() -> None:
     assert out["done"] >= 4 and out["failed"] == 0
     assert transport.queue("jobs-echo").len() == 40 - out["done"]  # the rest wait, untouched
     del future
+
+
+def test_hub_weights_are_fingerprinted_by_their_cache_names_without_reading_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hashlib
+
+    from huggingface_hub import constants
+
+    from coral.config import ModelConfig
+    from coral.model.loading import base_fingerprint
+
+    weights = b"\x00" * 4096
+    sha = hashlib.sha256(weights).hexdigest()
+    repo = tmp_path / "hub" / "models--org--big"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / sha).write_bytes(weights)
+    (repo / "blobs" / "cfg").write_text("{}")
+    snapshot = repo / "snapshots" / "rev1"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to(Path("../../blobs") / sha)
+    (snapshot / "config.json").symlink_to(Path("../../blobs/cfg"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("rev1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = ModelConfig(name="org/big", dtype="bfloat16")
+    first = base_fingerprint(model)
+    (repo / "blobs" / sha).write_bytes(b"never read")  # only its name counts
+    assert base_fingerprint(model) == first
+    assert base_fingerprint(model.model_copy(update={"dtype": "float32"})) != first
+    local = tmp_path / "local"  # a plain folder has no such names: its files are read
+    local.mkdir()
+    (local / "model.safetensors").write_bytes(weights)
+    before = base_fingerprint(ModelConfig(name=str(local)))
+    (local / "model.safetensors").write_bytes(b"changed")
+    assert base_fingerprint(ModelConfig(name=str(local))) != before
