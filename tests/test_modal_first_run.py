@@ -420,3 +420,47 @@ def test_hub_weights_are_fingerprinted_by_their_cache_names_without_reading_them
     before = base_fingerprint(ModelConfig(name=str(local)))
     (local / "model.safetensors").write_bytes(b"changed")
     assert base_fingerprint(ModelConfig(name=str(local))) != before
+
+
+# ------------------------------------------------------------------ 3: memory known before paying
+
+
+def test_large_models_train_with_gradient_checkpointing_to_the_same_adapter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+    from model_fixtures import build_tiny_model, problems
+    from safetensors.torch import load_file
+
+    from coral.config import ModelConfig, TrainingConfig
+    from coral.evolution.genome import HeavyGenes
+    from coral.model import train as train_module
+    from coral.model.adapters import ADAPTER_WEIGHTS, adapter_cache_key, data_fingerprint
+    from coral.model.loading import load_base_model
+
+    torch.set_num_threads(1)
+    base = load_base_model(ModelConfig(name=str(build_tiny_model(tmp_path / "tiny")), device="cpu"))
+    genes = HeavyGenes(rank=4, alpha=8, dropout=0.1, target_modules=("q_proj", "v_proj", "up_proj"),
+                       adapter_type="lora")
+    pairs = train_module.training_pairs(problems(["add", "mul"]))
+    training = TrainingConfig(steps=6, learning_rate=1e-2, batch_size=2, max_length=256)
+    key = adapter_cache_key(genes, base.fingerprint, data_fingerprint(pairs), training)
+    seen: list[bool] = []
+    forward = type(base.model).forward
+
+    def watching(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(bool(self.model.gradient_checkpointing and self.training))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(base.model), "forward", watching)
+    plain = train_module.train_adapter(base, genes, pairs, training, Home(tmp_path / "a"), key)
+    assert not any(seen)  # a tiny model: no checkpointing
+    monkeypatch.setattr(train_module, "CHECKPOINT_PARAMS", 1)  # as a 7B model would
+    seen.clear()
+    checkpointed = train_module.train_adapter(base, genes, pairs, training, Home(tmp_path / "b"), key)
+    assert seen and all(seen)
+    assert not base.model.model.gradient_checkpointing  # off again for generation
+    a = load_file(str(plain.path / ADAPTER_WEIGHTS))
+    b = load_file(str(checkpointed.path / ADAPTER_WEIGHTS))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert checkpointed.loss_curve == pytest.approx(plain.loss_curve, abs=1e-6)
