@@ -464,3 +464,30 @@ def test_large_models_train_with_gradient_checkpointing_to_the_same_adapter(
     b = load_file(str(checkpointed.path / ADAPTER_WEIGHTS))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert checkpointed.loss_curve == pytest.approx(plain.loss_curve, abs=1e-6)
+
+
+def test_modal_plan_prints_each_stage_and_refuses_what_will_not_fit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from coral.cli import main
+
+    config = str(REPO_ROOT / "configs" / "modal-codellama.yaml")
+    on = ["--set", "modal.gpu_train=H200", "--set", "modal.gpu_generate=H200"]
+    assert main(["modal", "plan", config, *on]) == 0  # no token, no network
+    out = capsys.readouterr().out
+    assert "6.74B parameters" in out and "checkpointed" in out
+    assert [line.split()[0] for line in out.splitlines()[2:]] == [
+        "train", "generate", "test", "total"]
+    on = ["--set", "modal.gpu_train=H100", "--set", "modal.gpu_generate=H100"]
+    assert main(["modal", "plan", config, *on]) == 2
+    captured = capsys.readouterr()
+    assert "DOES NOT FIT" in captured.out
+    error = captured.err.strip()
+    assert error.startswith("coral: error: generation on H100 needs ~76 GB of 80 GB")
+    assert "set generation.batch_size: 90" in error and "\n" not in error
+    # What it says to change does fit.
+    fixed = [*on, "--set", "generation.batch_size=90"]
+    assert main(["modal", "plan", config, *fixed]) == 0
+    capsys.readouterr()
+    assert main(["modal", "plan", config, "--set", "modal.gpu_generate=L4"]) == 2
+    assert "merged layer copies alone need ~26 GB" in capsys.readouterr().err

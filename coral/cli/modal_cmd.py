@@ -1,5 +1,5 @@
-"""coral modal deploy [CONFIG] | status [CONFIG] | cost RUN_ID: the Modal app, its queues and
-containers, and what a run's jobs took.
+"""coral modal deploy [CONFIG] | status [CONFIG] | cost RUN_ID | plan [CONFIG]: the Modal app, its
+queues and containers, what a run's jobs took, and what a generation will need.
 
 CONFIG defaults to configs/modal-codellama.yaml when it exists, else the built-in defaults;
 only its `modal` section matters here. Both check for credentials before touching Modal.
@@ -36,6 +36,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     cost.add_argument("run_id")
     cost.add_argument("--json", action="store_true", help="print JSON")
     cost.set_defaults(func=_cost)
+    plan = modal_sub.add_parser(
+        "plan", help="estimated GPU memory, time and cost of one generation (offline, no token)")
+    plan.add_argument("config", nargs="?", help="a CORAL config")
+    plan.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="KEY=VALUE", help="override a key (repeatable)")
+    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.set_defaults(func=_plan)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from coral.errors import ConfigError
+    from coral.modal.plan import format_plan, plan
+
+    report = plan(_config(args))
+    print(json.dumps(report, indent=2) if args.json else format_plan(report))
+    if report["problems"]:
+        raise ConfigError("; ".join(report["problems"]))  # one line, after the figures
+    return 0
 
 
 def _config(args: argparse.Namespace) -> Any:
