@@ -491,3 +491,39 @@ def test_modal_plan_prints_each_stage_and_refuses_what_will_not_fit(
     capsys.readouterr()
     assert main(["modal", "plan", config, "--set", "modal.gpu_generate=L4"]) == 2
     assert "merged layer copies alone need ~26 GB" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ 4: what Modal will run
+
+
+def test_registration_and_checkpoints_work_without_hard_links_or_folder_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+    import stat
+
+    from coral.errors import CoralError
+    from coral.run import checkpoints
+    from coral.run.registry import create_exclusive
+
+    def no_link(src: Any, dst: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")  # as on a mount without link(2)
+
+    real_fsync = os.fsync
+
+    def no_folder_fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(os, "fsync", no_folder_fsync)
+    record = tmp_path / "config.yaml"
+    create_exclusive(record, "run: 1\n", "already exists")
+    assert record.read_text() == "run: 1\n"
+    with pytest.raises(CoralError, match="already exists"):
+        create_exclusive(record, "run: 2\n", "already exists")  # still only one creator wins
+    assert record.read_text() == "run: 1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temp file left
+    checkpoints.write_atomic(tmp_path / "ckpt" / "gen-00000.json", "{}\n")
+    assert (tmp_path / "ckpt" / "gen-00000.json").read_text() == "{}\n"
