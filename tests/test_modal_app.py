@@ -28,6 +28,7 @@ from coral.errors import ConfigError
 from coral.modal.constants import CONFIG_ENV, CONTAINER_HOME, MODELS_HOME, SECTION_ENV
 
 REPO = Path(__file__).resolve().parents[1]
+OFFLINE = "Secret.from_dict([HF_HUB_OFFLINE])"  # GPU workers load the prefetched model offline
 
 CUSTOM = ModalConfig(
     app_name="coral-test", volume="vol-test", gpu_train="A100-80GB", gpu_generate="L40S",
@@ -65,7 +66,7 @@ def settings(module: Any, name: str) -> dict[str, Any]:
         "scaledown_window": cells["scaledown_window"],
         "volumes": {path: synchronizer._translate_in(v)._name
                     for path, v in fn._spec.volumes.items()},
-        "secrets": [re.search(r"from_name\('([^']+)'\)", s._rep).group(1)
+        "secrets": [m.group(1) if (m := re.search(r"from_name\('([^']+)'\)", s._rep)) else s._rep
                     for s in fn._spec.secrets],
         "block_network": cells["block_network"],
         "restrict_modal_access": cells["restrict_modal_access"],
@@ -84,9 +85,10 @@ def test_every_function_takes_its_settings_from_the_config(app_with: Any) -> Non
     gpu = {"retries": 3, "max_containers": 5, "scaledown_window": 2, "slim": False, **open_}
     cpu = {"retries": 3, "max_containers": 7, "scaledown_window": 2, "slim": True}
     assert settings(module, "TrainWorker.*") == {
-        "gpu": "A100-80GB", "timeout": 1234, "volumes": volume, "secrets": ["huggingface"], **gpu}
+        "gpu": "A100-80GB", "timeout": 1234, "volumes": volume, "secrets": ["huggingface", OFFLINE],
+        **gpu}
     assert settings(module, "GenerateWorker.*") == {
-        "gpu": "L40S", "timeout": 567, "volumes": volume, "secrets": ["huggingface"], **gpu}
+        "gpu": "L40S", "timeout": 567, "volumes": volume, "secrets": ["huggingface", OFFLINE], **gpu}
     # The test worker feeds candidates to `evaluate`: neither gets secrets, a Volume or a GPU,
     # and `evaluate`, where candidate code runs, has no network and no access to Modal objects.
     assert settings(module, "test_worker") == {

@@ -527,3 +527,33 @@ def test_registration_and_checkpoints_work_without_hard_links_or_folder_fsync(
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temp file left
     checkpoints.write_atomic(tmp_path / "ckpt" / "gen-00000.json", "{}\n")
     assert (tmp_path / "ckpt" / "gen-00000.json").read_text() == "{}\n"
+
+
+def test_the_orchestrator_downloads_a_hub_model_once_before_workers_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import huggingface_hub
+
+    from coral.config import ModelConfig
+    from coral.modal.runtime import prefetch_model
+
+    api = ModalDouble(volume_root=tmp_path)
+    api.Volume.from_name("models", create_if_missing=True).hydrate()
+    downloads: list[str] = []
+
+    def snapshot_download(repo_id: str, allow_patterns: list[str]) -> str:
+        # The hub, which this machine cannot reach: files land in HF_HOME, on the Volume.
+        downloads.append(repo_id)
+        folder = api.Volume.from_name("models").path / "hub" / repo_id.replace("/", "--")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.safetensors").write_bytes(b"\0" * 64)
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    api.deployed.register(APP, "prefetch", lambda name: prefetch_model(
+        ModelConfig(name=name), api.Volume.from_name("models")), volumes=("models",))
+    prefetch = api.Function.from_name(APP, "prefetch")
+    assert prefetch.remote("org/big") is True
+    assert (tmp_path / "models" / "hub" / "org--big" / "model.safetensors").is_file()  # committed
+    assert prefetch.remote(str(REPO_ROOT / "data" / "models" / "tiny-code")) is False  # a local model: nothing to fetch
+    assert downloads == ["org/big"]

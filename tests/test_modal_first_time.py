@@ -413,6 +413,20 @@ def test_a_loaded_model_on_its_own_volume_leaves_job_reloads_free(
     failed = json.loads(ModalTransport(APP, api=api).queue("results").get(partition="Shared"))
     assert "open files preventing the operation" in failed["error"]
     assert results["Separate"] == {"done": 1, "failed": 0, "rejected": 0}
+    # Modal's commit reloads too: a worker that committed the models Volume with the model
+    # mapped (as preload once did, after downloading) could not start.
+    def commit_mapped() -> None:
+        where = api.Volume.from_name("models").path / "hub" / "m" / "model.safetensors"
+        with open(where, "rb") as handle:
+            held = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            api.Volume.from_name("models").commit()
+        finally:
+            held.close()
+
+    api.deployed.register(APP, "commit_mapped", commit_mapped, volumes=("models",))
+    with pytest.raises(RuntimeError, match="open files preventing the operation"):
+        api.Function.from_name(APP, "commit_mapped").remote()
 
 
 def encode_job(run_id: str) -> str:

@@ -12,6 +12,7 @@ Importing this module contacts nothing and needs no token.
 
 # No `from __future__ import annotations`: Modal reads class parameter types at runtime.
 import os
+from pathlib import PurePosixPath
 from typing import Any
 
 import modal
@@ -77,11 +78,15 @@ test_image = _image(TEST_PACKAGES)
 
 volume = modal.Volume.from_name(CONFIG.volume, create_if_missing=True)
 models = modal.Volume.from_name(CONFIG.models_volume, create_if_missing=True)
-VOLUMES: dict[str, Any] = {CONTAINER_HOME: volume, MODELS_HOME: models}
+VOLUMES: dict[str | PurePosixPath, modal.Volume | modal.CloudBucketMount] = {
+    CONTAINER_HOME: volume, MODELS_HOME: models}
 # Gated models need a token: only the GPU workers and the orchestrator get secrets. Untrusted
 # candidate code runs in `evaluate`, which gets no secrets, no Volume, no network and no access
 # to the app's queues and dicts; the test worker that feeds it gets no secrets and no Volume.
 secrets = [modal.Secret.from_name(name) for name in CONFIG.secrets]
+# GPU workers load the model the orchestrator put in the models Volume (prefetch_model), never
+# downloading it themselves: set before anything imports huggingface_hub.
+offline = modal.Secret.from_dict({"HF_HUB_OFFLINE": "1"})
 
 app = modal.App(CONFIG.app_name, image=image, include_source=False)
 
@@ -103,7 +108,7 @@ TEST_OPTIONS: dict[str, Any] = dict(
 
 
 @app.cls(gpu=CONFIG.gpu_train, timeout=CONFIG.timeout_train, volumes=VOLUMES,
-         secrets=secrets, **GPU_OPTIONS)
+         secrets=[*secrets, offline], **GPU_OPTIONS)
 class TrainWorker:
     # The run's `model` section as JSON: one container pool per base model, loaded once each.
     model: str = modal.parameter()
@@ -121,7 +126,7 @@ class TrainWorker:
 
 
 @app.cls(gpu=CONFIG.gpu_generate, timeout=CONFIG.timeout_generate, volumes=VOLUMES,
-         secrets=secrets, **GPU_OPTIONS)
+         secrets=[*secrets, offline], **GPU_OPTIONS)
 class GenerateWorker:
     model: str = modal.parameter()
 
@@ -162,4 +167,5 @@ def evaluate(job: dict[str, Any]) -> str:
 @app.function(timeout=CONFIG.timeout_run, volumes=VOLUMES, secrets=secrets,
               retries=CONFIG.orchestrator_retries)
 def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
-    return orchestrate(config_yaml, config_dir, run_id, volume_name=CONFIG.volume)
+    return orchestrate(config_yaml, config_dir, run_id, volume_name=CONFIG.volume,
+                       models_volume_name=CONFIG.models_volume)

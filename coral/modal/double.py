@@ -193,7 +193,7 @@ class DoubleStore:
             while True:
                 part = self._partitions(name).get(key)
                 if part is not None and part.items:
-                    out = []
+                    out: list[str] = []
                     while part.items and len(out) < n:
                         text, size = part.items.popleft()
                         part.nbytes -= size
@@ -984,9 +984,21 @@ class _View:
             self._files, self._dirs = _snapshot(self.path)
 
     def commit(self) -> None:
+        """Publish this view's writes; then, as modal 1.6.4's commit, reload, which fails
+        (RuntimeError) while this container holds a file of the view open or mapped: the
+        writes are committed all the same."""
         self._push()
         with self.state.lock:
             self.state.commits += 1
+        self._refuse_open_files()
+        self.refresh()
+
+    def _refuse_open_files(self) -> None:
+        held = _open_paths_under(self.path)
+        if held:
+            rel = Path(held[0]).relative_to(self.path).as_posix()
+            raise RuntimeError(
+                f"there are open files preventing the operation: {rel} is open in this container")
 
     def _push(self) -> None:
         files, dirs = _snapshot(self.path)
@@ -1005,11 +1017,7 @@ class _View:
         self._files, self._dirs = files, dirs
 
     def reload(self) -> None:
-        held = _open_paths_under(self.path)
-        if held:
-            rel = Path(held[0]).relative_to(self.path).as_posix()
-            raise RuntimeError(
-                f"there are open files preventing the operation: {rel} is open in this container")
+        self._refuse_open_files()
         self._push()  # Modal may commit pending changes on reload; the double always does
         self.refresh()
         with self.state.lock:

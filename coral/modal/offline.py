@@ -84,7 +84,8 @@ def deploy(
 
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=volume, api=api,
-                           home=home(), handlers=handlers, model_paths="local")
+                           home=home(), handlers=handlers, model_paths="local",
+                           models_volume_name=models)
 
     gpu: dict[str, Any] = dict(max_containers=modal.max_containers,
                                scaledown_window=scaledown_window, volumes=(volume, models))
