@@ -3,6 +3,7 @@ Modal double must agree event for event; a difference is named by its first even
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,10 @@ def test_serial_local_and_modal_double_are_identical(tmp_path: Path) -> None:
         side: {"populations": True, "scores": True, "event_ids": True, "events": True}
         for side in ("queue", "modal")}
     assert report["first_difference"] == {"queue": None, "modal": None}
+    # The modal side ran in the app's orchestrator function, as on Modal: its record is there.
+    record = json.loads((tmp_path / "home" / "runs" / report["modal"]["run_id"] / "modal.json")
+                        .read_text())
+    assert [c["resumed"] for c in record["calls"]] == [False] and record["calls"][0]["call"]
 
 
 def test_the_first_differing_event_is_named(tmp_path: Path) -> None:

@@ -45,14 +45,15 @@ def _one_at_a_time(handler: Handler) -> Handler:
 def deploy(
     api: ModalDouble, config: Config, *, handlers: str | None = None, preload: bool = True,
     network_blocked: bool = False, scaledown_window: float = 2.0,
-    one_job_at_a_time: bool = False,
+    one_job_at_a_time: bool = False, launcher_interval: float = 2.0,
 ) -> None:
     """Register the app's functions for `config.modal` on `api` (which needs a volume_root).
 
     `handlers` replaces job bodies everywhere ("module:attr"), as `coral run --handlers` does.
     `network_blocked` says whether `evaluate` may count on a network block it cannot have here;
     False (the truth on this machine) makes it insist on the sandbox's namespaces instead.
-    `one_job_at_a_time`: see _JOBS.
+    `one_job_at_a_time`: see _JOBS. `launcher_interval`: seconds between the orchestrator's
+    looks at its queues (Modal's 2 s; `coral validate` looks more often).
     """
     bodies: Any = handlers
     if one_job_at_a_time:
@@ -85,7 +86,7 @@ def deploy(
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=volume, api=api,
                            home=home(), handlers=handlers, model_paths="local",
-                           models_volume_name=models)
+                           models_volume_name=models, launcher_interval=launcher_interval)
 
     gpu: dict[str, Any] = dict(max_containers=modal.max_containers,
                                scaledown_window=scaledown_window, volumes=(volume, models))

@@ -419,7 +419,7 @@ def orchestrate(
     config_yaml: str, config_dir: str, run_id: str, *, volume_name: str, api: Any = None,
     home: Home | None = None, handlers: str | None = None,
     progress: Callable[[str, dict], None] | None = None, model_paths: str = "container",
-    models_volume_name: str | None = None,
+    models_volume_name: str | None = None, launcher_interval: float = 2.0,
 ) -> dict[str, Any]:
     """A whole run on Modal: a new run from the shipped config, or, when the run is already on
     the Volume (a Modal retry of a crashed orchestrator, or `coral resume RUN_ID`), its resume
@@ -455,7 +455,7 @@ def orchestrate(
 
     def launcher(transport: Any, config: Any) -> ModalLauncher:
         return ModalLauncher(transport, config, kinds=["train", "generate", "test"],
-                             run_id=run_id, model_paths=model_paths)
+                             run_id=run_id, model_paths=model_paths, interval=launcher_interval)
 
     try:
         if models_volume_name is not None:
