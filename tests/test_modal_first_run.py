@@ -557,3 +557,34 @@ def test_the_orchestrator_downloads_a_hub_model_once_before_workers_start(
     assert (tmp_path / "models" / "hub" / "org--big" / "model.safetensors").is_file()  # committed
     assert prefetch.remote(str(REPO_ROOT / "data" / "models" / "tiny-code")) is False  # a local model: nothing to fetch
     assert downloads == ["org/big"]
+
+
+# ------------------------------------------------------------------ 5: the live test's own parts
+
+
+def test_the_live_tests_wait_ends_at_the_first_checkpoint_and_cleanup_needs_no_terminal(
+    tmp_path: Path,
+) -> None:
+    from test_modal_live import cleanup_commands, live_names
+
+    from coral.modal.launcher import modal_run_checkpoints
+
+    laptop = Home(tmp_path / "laptop")
+    seen: list[tuple[list[int], dict[str, Any]]] = []
+    api = smoke_on_double(tmp_path, lambda run_id, api: seen.append((
+        modal_run_checkpoints(run_id, api=api, home=laptop),
+        modal_run_status(run_id, api=api, home=laptop))))
+    run_id, call = submit_run(SMOKE, [], "hit-live", api=api, home=laptop)
+    assert api.FunctionCall.from_id(call).get(timeout=180)["state"] == "finished"
+    checkpoints, status = seen[0]
+    assert checkpoints == [0]  # the new wait ends here, after generation 0
+    assert status.get("generation", 0) < 1  # the old wait (status) would have gone on
+    assert modal_run_checkpoints(run_id, api=api, home=laptop) == [0, 1]
+    commands = cleanup_commands("coral-live-ab12")
+    assert commands[0][-3:] == ["stop", "--yes", "coral-live-ab12"]
+    deleted = {c[-1] for c in commands[1:]}
+    assert all(c[-2] == "--yes" for c in commands[1:])
+    assert deleted == {n for kind in ("volume", "queue", "dict")
+                       for n in live_names("coral-live-ab12")[kind]}
+    assert all(n.startswith("coral-live-ab12-") for n in deleted)  # its own objects only
+    assert "coral-live-ab12-models" in deleted

@@ -34,6 +34,7 @@ from coral.home import Home, new_run_id
 from coral.modal.constants import CONTAINER_HOME, CONTAINER_REPO, CONTAINERS_DICT
 from coral.modal.errors import modal_failures
 from coral.model.adapters import TEMP_PREFIX
+from coral.run.checkpoints import PREFIX as CHECKPOINT_PREFIX
 
 log = logging.getLogger("coral.modal")
 
@@ -367,6 +368,25 @@ def modal_run_status(run_id: str, *, api: Any = None, home: Home | None = None) 
         except FileNotFoundError:
             status = {"state": "submitted"}  # the orchestrator has not committed anything yet
     return {**status, "backend": "modal", "orchestrator_calls": record["calls"]}
+
+
+def modal_run_checkpoints(run_id: str, *, api: Any = None, home: Home | None = None) -> list[int]:
+    """The generations whose checkpoint a Modal run has committed to the Volume, in order: what a
+    resume would start after (status.json says "running" until the run ends)."""
+    record = modal_run_record(run_id, home)
+    if record is None:
+        raise CoralError(f"no Modal run {run_id!r} was submitted from here")
+    api = modal_api(api)
+    with modal_failures(app=record["app"], volume=record["volume"],
+                        doing=f"listing run {run_id}'s checkpoints"):
+        try:
+            entries = api.Volume.from_name(record["volume"]).listdir(
+                f"runs/{run_id}/checkpoints")
+        except api.exception.NotFoundError:
+            return []  # none committed yet
+    names = [PurePosixPath(e.path).name for e in entries]
+    return sorted(int(n[len(CHECKPOINT_PREFIX):-len(".json")]) for n in names
+                  if n.startswith(CHECKPOINT_PREFIX) and n.endswith(".json"))
 
 
 # ------------------------------------------------------------------------------------ status
