@@ -460,6 +460,7 @@ def test_large_models_train_with_gradient_checkpointing_to_the_same_adapter(
     checkpointed = train_module.train_adapter(base, genes, pairs, training, Home(tmp_path / "b"), key)
     assert seen and all(seen)
     assert not base.model.model.gradient_checkpointing  # off again for generation
+    assert plain.path is not None and checkpointed.path is not None
     a = load_file(str(plain.path / ADAPTER_WEIGHTS))
     b = load_file(str(checkpointed.path / ADAPTER_WEIGHTS))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
