@@ -403,3 +403,17 @@ def test_status_reports_queues_workers_and_cache(tmp_path: Path) -> None:
     assert "idle 30s" in text or "idle 31s" in text
     # fc-1 holds a live lease: busy, whatever its (throttled) record last said
     assert next(c for c in report["containers"] if c["worker"] == "modal:fc-1")["busy"]
+
+
+def test_the_cross_process_server_is_test_code_not_product() -> None:
+    import coral.modal.double as product
+    import coral.testing.modal_double as testing
+
+    assert not hasattr(product, "DoubleServer") and not hasattr(product, "connect")
+    assert testing.ModalDouble is product.ModalDouble  # one double, served by test code
+    with testing.DoubleServer() as server:  # `python -m coral.testing.modal_double`
+        api = server.client()
+        api.Queue.from_name("q", create_if_missing=True).put("x")
+        assert server.address is not None
+        other = testing.connect(server.address, server.authkey)
+        assert other.Queue.from_name("q").get(block=False) == "x"
