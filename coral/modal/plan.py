@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,47 @@ def _benchmark_tokens(config: Config) -> tuple[int, list[int], list[int]]:
     return len(problems.eval) * config.benchmark.samples, prompts, pairs
 
 
+def train_estimate(shape: Shape, weight_bytes: int, batch: int, longest_row: int,
+                   average_row: float, modules: Sequence[str], rank: int, steps: int,
+                   flops: float) -> tuple[float, float, float]:
+    """(peak bytes, activation bytes, seconds) of training one adapter (see the module doc)."""
+    weights = shape.params * weight_bytes
+    tokens_batch = batch * longest_row
+    lora = sum(rank * (shape.dim(LORA_MODULES_IN[m]) + shape.dim(LORA_MODULES_OUT[m]))
+               for m in modules) * shape.layers
+    checkpointing = shape.params >= CHECKPOINT_PARAMS
+    h, i = shape.hidden, shape.intermediate
+    # Saved for backward per token per layer (16-bit): norms' inputs and outputs, q/k/v and
+    # their rotated copies, attention output, the MLP's gate/up/act/product, LoRA inputs.
+    per_layer = (10 * h + 4 * i + len(modules) * (h + rank)) * 2
+    if checkpointing:  # layer inputs kept; one layer's activations live during its recompute
+        activations = tokens_batch * (shape.layers * h * 2 + per_layer)
+    else:
+        activations = tokens_batch * shape.layers * per_layer
+    logits = tokens_batch * shape.vocab * (2 + 4 + 4)  # bf16 logits, fp32 upcast, its gradient
+    optimizer = lora * (4 + 4 + 4 + 4)  # fp32 weights, gradients, Adam's two moments
+    per_token = (6 if checkpointing else 4) * shape.params  # frozen weights: no weight grads
+    seconds = steps * batch * average_row * per_token / (flops * TRAIN_MFU)
+    return weights + activations + logits + optimizer, activations, seconds
+
+
+def generate_estimate(shape: Shape, weight_bytes: int, batch: int, longest_prompt: int,
+                      average_prompt: float, new: int, modules: Sequence[str], flops: float,
+                      bandwidth: float) -> tuple[float, float, float, float]:
+    """(peak bytes, KV cache bytes, weights + merged copies bytes, seconds) of one batch."""
+    weights = shape.params * weight_bytes
+    h, i = shape.hidden, shape.intermediate
+    kv_token = 2 * shape.layers * shape.dim("kv") * 2
+    kv = batch * (longest_prompt + new) * kv_token
+    clones = sum(shape.dim(LORA_MODULES_IN[m]) * shape.dim(LORA_MODULES_OUT[m])
+                 for m in modules) * shape.layers * weight_bytes  # merged copies of touched layers
+    prefill = batch * longest_prompt * (3 * i + 4 * h) * 2  # one layer's working set at prefill
+    decode = new * (STEP_OVERHEAD + (weights + batch * (average_prompt + new / 2) * kv_token) / (
+        bandwidth * BANDWIDTH_SHARE))
+    prefill_seconds = 2 * shape.params * batch * average_prompt / (flops * TRAIN_MFU)
+    return weights + clones + kv + prefill, kv, weights + clones, decode + prefill_seconds
+
+
 def plan(config: Config) -> dict[str, Any]:
     """Per stage (train, generate, test): memory (GB) against the card, seconds and USD of one
     generation, and `fits`; `problems` holds one line per stage that does not fit."""
@@ -150,24 +192,11 @@ def plan(config: Config) -> dict[str, Any]:
 
     # -- train: one adapter per distinct heavy genes, at most `population` a generation
     gname, gmem, gprice, gflops, _ = _gpu(config.modal.gpu_train, "modal.gpu_train")
-    tokens_batch = config.training.batch_size * max(pairs)
-    lora = sum(rank * (shape.dim(LORA_MODULES_IN[m]) + shape.dim(LORA_MODULES_OUT[m]))
-               for m in modules) * shape.layers
     checkpointing = shape.params >= CHECKPOINT_PARAMS
-    h, i = shape.hidden, shape.intermediate
-    # Saved for backward per token per layer (16-bit): norms' inputs and outputs, q/k/v and
-    # their rotated copies, attention output, the MLP's gate/up/act/product, LoRA inputs.
-    per_layer = (10 * h + 4 * i + len(modules) * (h + rank)) * 2
-    if checkpointing:  # layer inputs kept; one layer's activations live during its recompute
-        activations = tokens_batch * (shape.layers * h * 2 + per_layer)
-    else:
-        activations = tokens_batch * shape.layers * per_layer
-    logits = tokens_batch * shape.vocab * (2 + 4 + 4)  # bf16 logits, fp32 upcast, its gradient
-    optimizer = lora * (4 + 4 + 4 + 4)  # fp32 weights, gradients, Adam's two moments
-    train_memory = weights + activations + logits + optimizer
-    avg_tokens = config.training.batch_size * sum(pairs) / len(pairs)
-    per_token = (6 if checkpointing else 4) * shape.params  # frozen weights: no weight grads
-    train_seconds = config.training.steps * avg_tokens * per_token / (gflops * TRAIN_MFU)
+    avg_row = sum(pairs) / len(pairs)
+    train_memory, activations, train_seconds = train_estimate(
+        shape, weight_bytes, config.training.batch_size, max(pairs), avg_row, modules, rank,
+        config.training.steps, gflops)
     train_jobs = population
     train_wall = math.ceil(train_jobs / parallel) * train_seconds
 
@@ -176,22 +205,11 @@ def plan(config: Config) -> dict[str, Any]:
                                                    "modal.gpu_generate")
     batch = min(config.generation.batch_size, rows)
     new = max(config.knobs.max_new_tokens)
-    kv_token = 2 * shape.layers * shape.dim("kv") * 2
-    kv = batch * (max(prompts) + new) * kv_token
-    clones = sum(shape.dim(LORA_MODULES_IN[m]) * shape.dim(LORA_MODULES_OUT[m])
-                 for m in modules) * shape.layers * weight_bytes  # merged copies of touched layers
-    prefill = batch * max(prompts) * (3 * i + 4 * h) * 2  # one layer's working set at prefill
-
-    def generate_memory(b: int) -> float:
-        return weights + clones + (kv + prefill) * b / batch
-
-    gen_memory = generate_memory(batch)
-    batches = math.ceil(rows / batch)
     avg_prompt = sum(prompts) / len(prompts)
-    decode = new * (STEP_OVERHEAD + (weights + batch * (avg_prompt + new / 2) * kv_token) / (
-        nbandwidth * BANDWIDTH_SHARE))
-    prefill_seconds = 2 * shape.params * batch * avg_prompt / (nflops * TRAIN_MFU)
-    gen_seconds = batches * (decode + prefill_seconds)
+    gen_memory, kv, weights_and_clones, per_batch_seconds = generate_estimate(
+        shape, weight_bytes, batch, max(prompts), avg_prompt, new, modules, nflops, nbandwidth)
+    batches = math.ceil(rows / batch)
+    gen_seconds = batches * per_batch_seconds
     gen_jobs = population + 1  # and the no-adapter baseline
     gen_wall = math.ceil(gen_jobs / parallel) * gen_seconds
 
@@ -210,11 +228,11 @@ def plan(config: Config) -> dict[str, Any]:
             f"{gmem / GB:.0f} GB: lower training.batch_size or training.max_length, or set "
             "modal.gpu_train to a larger card (H200)")
     if not fits(gen_memory, nmem):
-        room = nmem * HEADROOM - weights - clones
-        most = max(1, int(batch * room / (kv + prefill))) if room > 0 else 0
+        room = nmem * HEADROOM - weights_and_clones
+        most = max(1, int(batch * room / (gen_memory - weights_and_clones))) if room > 0 else 0
         change = (f"set generation.batch_size: {most}, or" if most else
                   f"the weights and merged layer copies alone need "
-                  f"~{(weights + clones) / GB:.0f} GB; set") + " modal.gpu_generate to a larger card"
+                  f"~{weights_and_clones / GB:.0f} GB; set") + " modal.gpu_generate to a larger card"
         problems.append(f"generation on {config.modal.gpu_generate} needs "
                         f"~{gen_memory / GB:.0f} GB of {nmem / GB:.0f} GB: {change}")
     return {
