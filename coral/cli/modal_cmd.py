@@ -147,4 +147,19 @@ def _cost(args: argparse.Namespace) -> int:
           f"total {gpu['total']:.1f} ({per['gpu_seconds']:.2f} per genome)")
     print(f"  CPU seconds: test {report['cpu_seconds']['test']:.1f} "
           f"({per['test_cpu_seconds']:.2f} per genome); idle and start-up time not included")
+    home = Home()
+    if home.run_config(args.run_id).is_file():  # the run's config: its GPUs and idle settings
+        from coral.modal.costs import idle_bound
+        from coral.run.events import read_events
+        from coral.run.registry import run_config
+
+        generations = len({e.generation for e in read_events(events)
+                           if e.type == "generation_finished"})
+        bound = idle_bound(report, run_config(home, args.run_id), generations)
+        for stage, row in bound["stages"].items():
+            money = ("" if row["usd_busy"] is None else
+                     f"; ${row['usd_busy']:.2f} busy, at most ${row['usd_idle_at_most']:.2f} idle")
+            print(f"  {stage} on {row['gpu']}: {row['busy_seconds']:.1f} GPU-s busy, at most "
+                  f"{row['idle_seconds_at_most']:.0f} GPU-s idle ({bound['per_call_seconds']} s a "
+                  f"worker call){money}")
     return 0
