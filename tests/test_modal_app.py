@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from modal._partial_function import _find_partial_methods_for_user_cls, _PartialFunctionFlags
 from modal._utils.async_utils import synchronizer
+from modal_proto import api_pb2
 
 import coral.modal.app
 from coral.config import ModalConfig
@@ -27,6 +28,7 @@ from coral.errors import ConfigError
 from coral.modal.constants import CONFIG_ENV, CONTAINER_HOME, MODELS_HOME, SECTION_ENV
 
 REPO = Path(__file__).resolve().parents[1]
+OFFLINE = "Secret.from_dict([HF_HUB_OFFLINE])"  # GPU workers load the prefetched model offline
 
 CUSTOM = ModalConfig(
     app_name="coral-test", volume="vol-test", gpu_train="A100-80GB", gpu_generate="L40S",
@@ -64,11 +66,13 @@ def settings(module: Any, name: str) -> dict[str, Any]:
         "scaledown_window": cells["scaledown_window"],
         "volumes": {path: synchronizer._translate_in(v)._name
                     for path, v in fn._spec.volumes.items()},
-        "secrets": [re.search(r"from_name\('([^']+)'\)", s._rep).group(1)
+        "secrets": [m.group(1) if (m := re.search(r"from_name\('([^']+)'\)", s._rep)) else s._rep
                     for s in fn._spec.secrets],
         "block_network": cells["block_network"],
         "restrict_modal_access": cells["restrict_modal_access"],
         "slim": fn._spec.image is synchronizer._translate_in(module.test_image),
+        # CBOR only: what the caller deserializes cannot be a pickle (DataFormat 4 is CBOR)
+        "cbor_only": list(cells["supported_output_formats"]) == [api_pb2.DATA_FORMAT_CBOR],
     }
 
 
@@ -77,20 +81,21 @@ def test_every_function_takes_its_settings_from_the_config(app_with: Any) -> Non
     assert synchronizer._translate_in(module.app).name == "coral-test"
     volume = {CONTAINER_HOME: "vol-test", MODELS_HOME: "coral-models"}
     # A worker's loop exits after idle_seconds; its container then lingers Modal's minimum only.
-    open_ = {"block_network": False, "restrict_modal_access": False}
+    open_ = {"block_network": False, "restrict_modal_access": False, "cbor_only": False}
     gpu = {"retries": 3, "max_containers": 5, "scaledown_window": 2, "slim": False, **open_}
     cpu = {"retries": 3, "max_containers": 7, "scaledown_window": 2, "slim": True}
     assert settings(module, "TrainWorker.*") == {
-        "gpu": "A100-80GB", "timeout": 1234, "volumes": volume, "secrets": ["huggingface"], **gpu}
+        "gpu": "A100-80GB", "timeout": 1234, "volumes": volume, "secrets": ["huggingface", OFFLINE],
+        **gpu}
     assert settings(module, "GenerateWorker.*") == {
-        "gpu": "L40S", "timeout": 567, "volumes": volume, "secrets": ["huggingface"], **gpu}
+        "gpu": "L40S", "timeout": 567, "volumes": volume, "secrets": ["huggingface", OFFLINE], **gpu}
     # The test worker feeds candidates to `evaluate`: neither gets secrets, a Volume or a GPU,
     # and `evaluate`, where candidate code runs, has no network and no access to Modal objects.
     assert settings(module, "test_worker") == {
         "gpu": None, "timeout": 89, "volumes": {}, "secrets": [], **cpu, **open_}
     assert settings(module, "evaluate") == {
         "gpu": None, "timeout": 89, "volumes": {}, "secrets": [], **cpu, "scaledown_window": 42,
-        "block_network": True, "restrict_modal_access": True}
+        "block_network": True, "restrict_modal_access": True, "cbor_only": True}
     assert settings(module, "orchestrator") == {
         "gpu": None, "timeout": 4321, "retries": 4, "max_containers": None,
         "scaledown_window": None, "volumes": volume, "secrets": ["huggingface"], "slim": False,

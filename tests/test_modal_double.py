@@ -107,6 +107,34 @@ def test_lookups_are_lazy_and_names_checked() -> None:
         api.Queue.from_name("bad name", create_if_missing=True)
 
 
+def test_functions_volumes_and_calls_resolve_lazily_as_modal_1_6_4(tmp_path: Path) -> None:
+    """modal 1.6.4: Function/Cls.from_name, FunctionCall.from_id and Volume.from_name return
+    handles that resolve on first use (hydrate_lazily); Volume.read_file is a generator raising
+    the builtin FileNotFoundError (modal/volume.py); Volume.listdir of a missing path raises
+    NotFoundError."""
+    api = ModalDouble(volume_root=tmp_path)
+    function = api.Function.from_name("later", "f")
+    method = api.Cls.from_name("later", "C")(model="m").serve
+    call = api.FunctionCall.from_id("fc-never")
+    volume = api.Volume.from_name("not-yet")
+    for use in (lambda: function.hydrate(), lambda: method.spawn(), lambda: call.get(timeout=0),
+                lambda: volume.hydrate()):
+        with pytest.raises(modal_exception.NotFoundError):
+            use()
+    with pytest.raises(modal_exception.NotFoundError, match="App 'later' not found"):
+        function.spawn()
+    api.deployed.register("later", "f", lambda: "deployed now")
+    assert function.remote() == "deployed now"  # a failed resolution is tried again
+    created = api.Volume.from_name("v", create_if_missing=True)
+    assert not (tmp_path / "v").exists()  # created at first use, not at the lookup
+    chunks = created.read_file("runs/r/status.json")  # a generator: nothing happens yet
+    with pytest.raises(FileNotFoundError):
+        b"".join(chunks)
+    assert (tmp_path / "v").is_dir()
+    with pytest.raises(modal_exception.NotFoundError):
+        created.listdir("adapters")
+
+
 def test_dict_put_if_absent_and_no_default_pop() -> None:
     d = ModalDouble().Dict.from_name("d", create_if_missing=True)
     assert d.put("k", {"v": 1}, skip_if_exists=True) is True
@@ -144,8 +172,9 @@ def test_functions_spawn_calls_within_max_containers() -> None:
     assert api.deployed.functions[("app", "double_it")].pool.peak == 2
     assert sorted(seen) == sorted(c.object_id for c in calls)
     assert api.current_function_call_id() is None  # outside any call
-    with pytest.raises(modal_exception.NotFoundError):
-        api.Function.from_name("app", "missing")
+    missing = api.Function.from_name("app", "missing")  # lazy, as modal 1.6.4's
+    with pytest.raises(modal_exception.NotFoundError, match="Lookup failed for Function 'missing'"):
+        missing.spawn()
 
 
 def test_enter_runs_once_per_container_without_a_call_id() -> None:
@@ -194,7 +223,7 @@ def test_an_enter_that_raises_fails_an_input_with_its_error(tmp_path: Path) -> N
 
 def test_a_container_sees_other_containers_writes_only_after_reload(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path)
-    api.Volume.from_name("vol", create_if_missing=True)
+    api.Volume.from_name("vol", create_if_missing=True).hydrate()
     wrote, go = threading.Event(), threading.Event()
 
     def writer() -> str:
@@ -337,7 +366,7 @@ def test_bad_config_for_deploy_is_one_line(tmp_path: Path,
 def test_status_reports_queues_workers_and_cache(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path / "volumes")
     config = Config(modal=ModalConfig(app_name="st", volume="vol"))
-    with pytest.raises(CoralError, match="not deployed: run `coral modal deploy`"):
+    with pytest.raises(CoralError, match="not deployed, or deployed under another name; run `coral modal deploy"):
         status(config, api=api)
     gate = threading.Event()
     api.deployed.register("st", "test_worker", lambda: gate.wait(30), max_containers=1)
@@ -349,7 +378,7 @@ def test_status_reports_queues_workers_and_cache(tmp_path: Path) -> None:
     t.dict(LEASES_DICT).put("lease:r:j:0", {"owner": "modal:fc-1", "expires": 4e9})
     t.dict(LEASES_DICT).put("lease:r:k:0", {"owner": "modal:fc-2", "expires": 0.0})  # stale
     t.dict(CLAIMS_DICT).put("done:abc", {"owner": "x"})
-    for key in ("abc", "def"):
+    for key in ("abc", "def", ".tmp-ghi-123"):  # the last is being trained: not an adapter yet
         (tmp_path / "volumes" / "vol" / "adapters" / key).mkdir(parents=True)
     t.dict("containers").put("modal:fc-9", {"group": "generate", "run": "run-1", "jobs": 4,
                                             "busy": False, "since": time.time() - 30,
@@ -375,3 +404,17 @@ def test_status_reports_queues_workers_and_cache(tmp_path: Path) -> None:
     assert "idle 30s" in text or "idle 31s" in text
     # fc-1 holds a live lease: busy, whatever its (throttled) record last said
     assert next(c for c in report["containers"] if c["worker"] == "modal:fc-1")["busy"]
+
+
+def test_the_cross_process_server_is_test_code_not_product() -> None:
+    import coral.modal.double as product
+    import coral.testing.modal_double as testing
+
+    assert not hasattr(product, "DoubleServer") and not hasattr(product, "connect")
+    assert testing.ModalDouble is product.ModalDouble  # one double, served by test code
+    with testing.DoubleServer() as server:  # `python -m coral.testing.modal_double`
+        api = server.client()
+        api.Queue.from_name("q", create_if_missing=True).put("x")
+        assert server.address is not None
+        other = testing.connect(server.address, server.authkey)
+        assert other.Queue.from_name("q").get(block=False) == "x"

@@ -88,7 +88,7 @@ def deploy_train(api: ModalDouble, max_containers: int = 2) -> None:
 
 def test_identical_heavy_genes_on_two_containers_train_once(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path)
-    api.Volume.from_name(VOLUME, create_if_missing=True)
+    api.Volume.from_name(VOLUME, create_if_missing=True).hydrate()
     deploy_train(api)
     transport = ModalTransport(APP, api=api)
     config = Config(modal=ModalConfig(max_containers=2, idle_seconds=2),
@@ -109,7 +109,7 @@ def test_identical_heavy_genes_on_two_containers_train_once(tmp_path: Path) -> N
 
 def test_generate_workers_own_their_leases_so_the_launcher_scales(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path)
-    api.Volume.from_name(VOLUME, create_if_missing=True)
+    api.Volume.from_name(VOLUME, create_if_missing=True).hydrate()
     gate = threading.Event()
 
     def slow_generate(job: Job, ctx: WorkerContext) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def test_generate_workers_own_their_leases_so_the_launcher_scales(tmp_path: Path
 
 def test_runs_sharing_the_queues_never_see_each_others_jobs(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path)
-    api.Volume.from_name(VOLUME, create_if_missing=True)
+    api.Volume.from_name(VOLUME, create_if_missing=True).hydrate()
     deploy_train(api, max_containers=4)
     transport = ModalTransport(APP, api=api)
     config = Config(modal=ModalConfig(max_containers=4, idle_seconds=2),
@@ -327,19 +327,19 @@ def test_test_jobs_run_only_in_the_isolated_evaluate_function(tmp_path: Path) ->
         assert not refused.ok and "candidate isolation unavailable" in (refused.error or "")
         ran: list[str | None] = []
 
-        def isolated(job: dict[str, Any]) -> dict[str, Any]:
+        def isolated(job: dict[str, Any]) -> str:
             ran.append(api.current_function_call_id())  # a call of its own
-            return {"echo": job["payload"]["raw"]}
+            return json.dumps({"ok": True, "output": {"echo": job["payload"]["raw"]}})
 
-        api.deployed.register(APP, EVALUATE_FUNCTION, isolated)
+        api.deployed.register(APP, EVALUATE_FUNCTION, isolated, restrict_output=True)
         done = executor.submit_batch("test", {"t1": payload}).result(30)[0]
     assert done.ok and done.output == {"echo": "x"} and ran and ran[0] is not None
     job = Job(job_id="t2", run_id="r", kind="test", payload=payload).model_dump(mode="json")
-    with pytest.raises(CoralError, match="evaluate takes test jobs only"):
-        evaluate({**job, "kind": "echo"}, network_blocked=True)
+    assert json.loads(evaluate({**job, "kind": "echo"}, network_blocked=True)) == {
+        "ok": False, "error": "CoralError: evaluate takes test jobs only, got a echo job"}
     if not isolation_available():  # no namespaces and no network block: refuse
-        with pytest.raises(CoralError, match="candidate isolation unavailable"):
-            evaluate(job, network_blocked=False)
+        answer = json.loads(evaluate(job, network_blocked=False))
+        assert not answer["ok"] and "candidate isolation unavailable" in answer["error"]
 
 
 def test_a_run_whose_workers_cannot_start_fails_with_their_error_in_its_events(
@@ -415,6 +415,20 @@ def test_a_loaded_model_on_its_own_volume_leaves_job_reloads_free(
     failed = json.loads(ModalTransport(APP, api=api).queue("results").get(partition="Shared"))
     assert "open files preventing the operation" in failed["error"]
     assert results["Separate"] == {"done": 1, "failed": 0, "rejected": 0}
+    # Modal's commit reloads too: a worker that committed the models Volume with the model
+    # mapped (as preload once did, after downloading) could not start.
+    def commit_mapped() -> None:
+        where = api.Volume.from_name("models").path / "hub" / "m" / "model.safetensors"
+        with open(where, "rb") as handle:
+            held = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            api.Volume.from_name("models").commit()
+        finally:
+            held.close()
+
+    api.deployed.register(APP, "commit_mapped", commit_mapped, volumes=("models",))
+    with pytest.raises(RuntimeError, match="open files preventing the operation"):
+        api.Function.from_name(APP, "commit_mapped").remote()
 
 
 def encode_job(run_id: str) -> str:

@@ -3,14 +3,15 @@ Modal double must agree event for event; a difference is named by its first even
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from coral.cli import main
-from coral.config import REPO_ROOT
+from coral.config import REPO_ROOT, load_config
 from coral.home import Home
-from coral.modal.costs import run_costs
+from coral.modal.costs import idle_bound, run_costs
 from coral.modal.validate import first_difference, validate_everywhere
 from coral.run.lifecycle import resolve_config, run_from_config
 from coral.services.backends import run_context
@@ -26,6 +27,10 @@ def test_serial_local_and_modal_double_are_identical(tmp_path: Path) -> None:
         side: {"populations": True, "scores": True, "event_ids": True, "events": True}
         for side in ("queue", "modal")}
     assert report["first_difference"] == {"queue": None, "modal": None}
+    # The modal side ran in the app's orchestrator function, as on Modal: its record is there.
+    record = json.loads((tmp_path / "home" / "runs" / report["modal"]["run_id"] / "modal.json")
+                        .read_text())
+    assert [c["resumed"] for c in record["calls"]] == [False] and record["calls"][0]["call"]
 
 
 def test_the_first_differing_event_is_named(tmp_path: Path) -> None:
@@ -58,3 +63,9 @@ def test_a_runs_own_accounting_gives_its_gpu_and_cpu_seconds(
     assert main(["modal", "cost", "cost00000000"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"run cost00000000: {n} genome evaluations") and "GPU seconds" in out
+    # What idle time cost, bounded from the run's config: smoke's defaults (H100, 60 s idle).
+    bound = idle_bound(costs, load_config(SMOKE), 1)
+    train = bound["stages"]["train"]
+    assert train["idle_seconds_at_most"] == min(8, costs["trainings"]) * 62
+    assert train["usd_idle_at_most"] == pytest.approx(train["idle_seconds_at_most"] * 0.001097)
+    assert "generate on H100:" in out and "at most" in out and "GPU-s idle" in out

@@ -1,5 +1,5 @@
-"""coral modal deploy [CONFIG] | status [CONFIG] | cost RUN_ID: the Modal app, its queues and
-containers, and what a run's jobs took.
+"""coral modal deploy [CONFIG] | status [CONFIG] | cost RUN_ID | plan [CONFIG]: the Modal app, its
+queues and containers, what a run's jobs took, and what a generation will need.
 
 CONFIG defaults to configs/modal-codellama.yaml when it exists, else the built-in defaults;
 only its `modal` section matters here. Both check for credentials before touching Modal.
@@ -36,6 +36,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     cost.add_argument("run_id")
     cost.add_argument("--json", action="store_true", help="print JSON")
     cost.set_defaults(func=_cost)
+    plan = modal_sub.add_parser(
+        "plan", help="estimated GPU memory, time and cost of one generation (offline, no token)")
+    plan.add_argument("config", nargs="?", help="a CORAL config")
+    plan.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="KEY=VALUE", help="override a key (repeatable)")
+    plan.add_argument("--json", action="store_true", help="print JSON")
+    plan.set_defaults(func=_plan)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from coral.errors import ConfigError
+    from coral.modal.plan import format_plan, plan
+
+    report = plan(_config(args))
+    print(json.dumps(report, indent=2) if args.json else format_plan(report))
+    if report["problems"]:
+        raise ConfigError("; ".join(report["problems"]))  # one line, after the figures
+    return 0
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -129,4 +147,19 @@ def _cost(args: argparse.Namespace) -> int:
           f"total {gpu['total']:.1f} ({per['gpu_seconds']:.2f} per genome)")
     print(f"  CPU seconds: test {report['cpu_seconds']['test']:.1f} "
           f"({per['test_cpu_seconds']:.2f} per genome); idle and start-up time not included")
+    home = Home()
+    if home.run_config(args.run_id).is_file():  # the run's config: its GPUs and idle settings
+        from coral.modal.costs import idle_bound
+        from coral.run.events import read_events
+        from coral.run.registry import run_config
+
+        generations = len({e.generation for e in read_events(events)
+                           if e.type == "generation_finished"})
+        bound = idle_bound(report, run_config(home, args.run_id), generations)
+        for stage, row in bound["stages"].items():
+            money = ("" if row["usd_busy"] is None else
+                     f"; ${row['usd_busy']:.2f} busy, at most ${row['usd_idle_at_most']:.2f} idle")
+            print(f"  {stage} on {row['gpu']}: {row['busy_seconds']:.1f} GPU-s busy, at most "
+                  f"{row['idle_seconds_at_most']:.0f} GPU-s idle ({bound['per_call_seconds']} s a "
+                  f"worker call){money}")
     return 0

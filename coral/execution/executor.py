@@ -47,7 +47,24 @@ log = logging.getLogger("coral.execution.executor")
 
 # held: taken by a worker that waits, without starting it, while the run is paused.
 STATES = ("queued", "running", "held", "done", "failed")
-_PUT_CHUNK = 500  # jobs per put_many: well under the partition cap and the item size limit
+_PUT_CHUNK = 500  # jobs per put_many: well under the partition cap
+_PUT_BYTES = 1024 * 1024  # and at most this much JSON per put_many: no request nears Modal's limit
+
+
+def _put_chunks(items: list[str]) -> Iterator[list[str]]:
+    """Consecutive runs of items of at most _PUT_CHUNK items and _PUT_BYTES bytes (one item
+    over the byte cap goes alone; the transport refuses it if it is over the item limit)."""
+    chunk: list[str] = []
+    size = 0
+    for item in items:
+        n = len(item.encode("utf-8"))
+        if chunk and (len(chunk) >= _PUT_CHUNK or size + n > _PUT_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += n
+    if chunk:
+        yield chunk
 
 
 @dataclass(frozen=True)
@@ -306,9 +323,9 @@ class QueueExecutor(Executor):
         for job in jobs:
             by_kind.setdefault(job.kind, []).append(encode(job))
         for kind, items in by_kind.items():
-            for start in range(0, len(items), _PUT_CHUNK):
+            for chunk in _put_chunks(items):
                 try:
-                    self._queues[kind].put_many(items[start:start + _PUT_CHUNK],
+                    self._queues[kind].put_many(chunk,
                                                 timeout=self.backend.submit_timeout,
                                                 partition=self.job_partition)
                 except queue.Full:

@@ -12,6 +12,7 @@ Importing this module contacts nothing and needs no token.
 
 # No `from __future__ import annotations`: Modal reads class parameter types at runtime.
 import os
+from pathlib import PurePosixPath
 from typing import Any
 
 import modal
@@ -77,16 +78,21 @@ test_image = _image(TEST_PACKAGES)
 
 volume = modal.Volume.from_name(CONFIG.volume, create_if_missing=True)
 models = modal.Volume.from_name(CONFIG.models_volume, create_if_missing=True)
-VOLUMES: dict[str, Any] = {CONTAINER_HOME: volume, MODELS_HOME: models}
+VOLUMES: dict[str | PurePosixPath, modal.Volume | modal.CloudBucketMount] = {
+    CONTAINER_HOME: volume, MODELS_HOME: models}
 # Gated models need a token: only the GPU workers and the orchestrator get secrets. Untrusted
 # candidate code runs in `evaluate`, which gets no secrets, no Volume, no network and no access
 # to the app's queues and dicts; the test worker that feeds it gets no secrets and no Volume.
 secrets = [modal.Secret.from_name(name) for name in CONFIG.secrets]
+# GPU workers load the model the orchestrator put in the models Volume (prefetch_model), never
+# downloading it themselves: set before anything imports huggingface_hub.
+offline = modal.Secret.from_dict({"HF_HUB_OFFLINE": "1"})
 
 app = modal.App(CONFIG.app_name, image=image, include_source=False)
 
-# The worker loop exits after idle_seconds without a job; the container then lingers only
-# Modal's minimum scaledown window (idle GPU time is paid for, docs/modal.md).
+# A worker call takes jobs for nearly its whole timeout (CallBudget in runtime.py) and exits
+# after idle_seconds without a job; the container then lingers only Modal's minimum scaledown
+# window (idle GPU time is paid for, docs/modal.md).
 SCALEDOWN_SECONDS = 2
 GPU_OPTIONS: dict[str, Any] = dict(
     retries=CONFIG.retries,
@@ -101,14 +107,8 @@ TEST_OPTIONS: dict[str, Any] = dict(
 )
 
 
-def _accept_for(timeout: int) -> float:
-    # A worker takes new jobs only in the first half of its call, so each job it starts has at
-    # least half the timeout to finish before Modal stops the container.
-    return timeout / 2
-
-
 @app.cls(gpu=CONFIG.gpu_train, timeout=CONFIG.timeout_train, volumes=VOLUMES,
-         secrets=secrets, **GPU_OPTIONS)
+         secrets=[*secrets, offline], **GPU_OPTIONS)
 class TrainWorker:
     # The run's `model` section as JSON: one container pool per base model, loaded once each.
     model: str = modal.parameter()
@@ -117,7 +117,7 @@ class TrainWorker:
     def load(self) -> None:
         self.body = TrainContainer(self.model, app_name=CONFIG.app_name, volume_name=CONFIG.volume,
                                    models_volume_name=CONFIG.models_volume,
-                                   accept_for=_accept_for(CONFIG.timeout_train))
+                                   call_timeout=CONFIG.timeout_train)
 
     @modal.method()
     def serve(self, idle_seconds: float, lease_seconds: float,
@@ -126,7 +126,7 @@ class TrainWorker:
 
 
 @app.cls(gpu=CONFIG.gpu_generate, timeout=CONFIG.timeout_generate, volumes=VOLUMES,
-         secrets=secrets, **GPU_OPTIONS)
+         secrets=[*secrets, offline], **GPU_OPTIONS)
 class GenerateWorker:
     model: str = modal.parameter()
 
@@ -135,7 +135,7 @@ class GenerateWorker:
         self.body = GenerateContainer(self.model, app_name=CONFIG.app_name,
                                       volume_name=CONFIG.volume,
                                       models_volume_name=CONFIG.models_volume,
-                                      accept_for=_accept_for(CONFIG.timeout_generate))
+                                      call_timeout=CONFIG.timeout_generate)
 
     @modal.method()
     def serve(self, idle_seconds: float, lease_seconds: float,
@@ -148,14 +148,17 @@ def test_worker(idle_seconds: float, lease_seconds: float,
                 run_id: str | None = None) -> dict[str, int]:
     return serve_tests(app_name=CONFIG.app_name, idle_seconds=idle_seconds,
                        lease_seconds=lease_seconds, run_id=run_id,
-                       accept_for=_accept_for(CONFIG.timeout_test))
+                       call_timeout=CONFIG.timeout_test)
 
 
 # No loop keeps `evaluate` warm between a generation's test jobs: its containers idle for
 # idle_seconds instead (CPU time, cheap next to a cold start per test).
+# Its output is JSON text sent as CBOR (`_experimental_restrict_output`), never a pickle: the
+# test worker that reads it can reach the app's queues, dicts and Volume.
 @app.function(cpu=2.0, timeout=CONFIG.timeout_test, block_network=True,
-              restrict_modal_access=True, **{**TEST_OPTIONS, "scaledown_window": CONFIG.idle_seconds})
-def evaluate(job: dict[str, Any]) -> dict[str, Any]:
+              restrict_modal_access=True, _experimental_restrict_output=True,
+              **{**TEST_OPTIONS, "scaledown_window": CONFIG.idle_seconds})
+def evaluate(job: dict[str, Any]) -> str:
     return evaluate_job(job, network_blocked=True)
 
 
@@ -164,4 +167,5 @@ def evaluate(job: dict[str, Any]) -> dict[str, Any]:
 @app.function(timeout=CONFIG.timeout_run, volumes=VOLUMES, secrets=secrets,
               retries=CONFIG.orchestrator_retries)
 def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
-    return orchestrate(config_yaml, config_dir, run_id, volume_name=CONFIG.volume)
+    return orchestrate(config_yaml, config_dir, run_id, volume_name=CONFIG.volume,
+                       models_volume_name=CONFIG.models_volume)

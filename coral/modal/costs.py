@@ -2,7 +2,8 @@
 genome's train job (when it trained) and generate job took, and its own test job's seconds. On
 Modal the first two are GPU container seconds and the third CPU container seconds; idle time
 (a worker waiting `modal.idle_seconds` for its next job, plus Modal's scaledown window) comes on
-top and is not in the events (docs/modal.md, "What a run costs").
+top and is not in the events: `idle_bound` bounds it from the run's config (docs/modal.md,
+"What a run costs").
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from coral.config import Config
 from coral.run.events import read_events
+
+SCALEDOWN_SECONDS = 2  # coral/modal/app.py: a container lingers this long after its call exits
 
 
 def run_costs(events_dir: Path) -> dict[str, Any]:
@@ -43,3 +47,29 @@ def run_costs(events_dir: Path) -> dict[str, Any]:
         "per_genome": {"gpu_seconds": (train + generate) / n if n else 0.0,
                        "test_cpu_seconds": test_seconds / n if n else 0.0},
     }
+
+
+def idle_bound(costs: dict[str, Any], config: Config, generations: int) -> dict[str, Any]:
+    """An upper bound on idle GPU seconds and the run's list-price cost per stage. Each
+    generation, at most min(max_containers, its jobs) worker calls serve a GPU stage, and each
+    idles at most `modal.idle_seconds` after its last job plus the scaledown window (less when
+    the next generation's jobs come sooner)."""
+    from coral.modal.plan import GPUS
+
+    modal = config.modal
+    per_call = modal.idle_seconds + SCALEDOWN_SECONDS
+    jobs = {"train": costs["trainings"], "generate": costs["generations"]}
+    gpus = {"train": modal.gpu_train, "generate": modal.gpu_generate}
+    out: dict[str, Any] = {"per_call_seconds": per_call, "stages": {}}
+    for stage, count in jobs.items():
+        per_generation = count / generations if generations else 0.0
+        calls = min(modal.max_containers, per_generation) * generations
+        idle = calls * per_call
+        card = gpus[stage].split(":")[0].rstrip("!").upper()
+        price = next((v[1] for k, v in GPUS.items() if k.upper() == card), None)
+        busy = costs["gpu_seconds"][stage]
+        out["stages"][stage] = {
+            "gpu": gpus[stage], "busy_seconds": busy, "idle_seconds_at_most": idle,
+            "usd_busy": None if price is None else busy * price,
+            "usd_idle_at_most": None if price is None else idle * price}
+    return out

@@ -19,40 +19,40 @@ of `coral validate` (which is why it lives in the product, not in coral.testing)
   `scaledown_window` idle seconds. A class's @enter (its factory) runs once per container, with
   no function call id; `current_function_call_id()` is set only while an input runs. An @enter
   that raises fails an input with its exception, and the container is gone.
+- An input whose body lets KeyboardInterrupt out (Modal preempts a container with SIGINT, and
+  its runtime re-raises KeyboardInterrupt without sending an output) is not failed: the
+  container exits and the input starts again in a new container, as Modal reschedules it.
+  `spawn_here` serves one input in the calling thread, the container's main thread, where a
+  signal sent to the process lands (containers are otherwise threads, which signals never reach).
 - Volumes: the committed state is a folder; each container mounts its own copy at start. Its
   writes reach the Volume only at `commit()`; others' commits appear only after `reload()`, which
   fails while the container holds a file of the view open or mapped. Where Modal is loose (it
   also commits in the background and at exit) the double is strict: code that passes here does
   not depend on timing there.
 
-State lives in a `DoubleStore`. To share it across processes (workers that a test kills with
-SIGKILL), `DoubleServer` hosts one store in a `multiprocessing.managers` server on 127.0.0.1
-with an authkey, and `connect(address, authkey)` returns a ModalDouble in any process.
-Values cross as JSON text: CORAL sends JSON only, and JSON never runs code when read.
+State lives in a `DoubleStore`, plain-typed so that a server process can host it: the tests'
+cross-process server (coral/testing/modal_double.py) does, for workers a test kills with
+SIGKILL. Values are stored as JSON text: CORAL sends JSON only, and JSON never runs code when
+read.
 """
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import json
 import os
 import queue
 import re
-import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing.managers import BaseManager
 from pathlib import Path
 from types import ModuleType
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from modal.types import FileEntry, FunctionCurrentStats
@@ -188,7 +188,7 @@ class DoubleStore:
             while True:
                 part = self._partitions(name).get(key)
                 if part is not None and part.items:
-                    out = []
+                    out: list[str] = []
                     while part.items and len(out) < n:
                         text, size = part.items.popleft()
                         part.nbytes -= size
@@ -485,6 +485,7 @@ class DoubleFunctionCall:
         self._result: Any = None
         self._error: BaseException | None = None
         self.cancelled = False
+        self.restarts = 0  # times its input was interrupted (preempted) and started again
 
     def _finish(self, result: Any, error: BaseException | None) -> None:
         self._result, self._error = result, error
@@ -601,10 +602,12 @@ class _Pool:
                 item = self._take()
                 if item is None:
                     return
-                self._serve(container, item)
+                interrupted = self._serve(container, item)
                 with self.lock:
                     self.running -= 1
                     self._idle += 1
+                if interrupted:
+                    return  # an interrupted container is gone
         finally:
             _CURRENT.container = _CURRENT.call_id = None
             for view in container.views.values():
@@ -621,19 +624,59 @@ class _Pool:
         if item is not None:
             item.call._finish(None, exc)
 
-    def _serve(self, container: DoubleContainer, item: _Input) -> None:
+    def _serve(self, container: DoubleContainer, item: _Input) -> bool:
+        """Run one input; True when it was interrupted (and so rescheduled)."""
         call = item.call
         if call.cancelled:
             call._finish(None, _modal_exception().InputCancellation("cancelled before start"))
-            return
+            return False
         _CURRENT.call_id = call.object_id
         container.inputs += 1
         try:
             call._finish(self._body(container.instance, *item.args, **item.kwargs), None)
+        except KeyboardInterrupt:
+            # No output, as Modal's runtime sends none for KeyboardInterrupt: the input runs
+            # again in a new container (modal/_runtime/container_io_manager.py).
+            call.restarts += 1
+            self.submit(item)
+            return True
         except BaseException as exc:  # delivered to .get(), as Modal does
             call._finish(None, exc)
         finally:
             _CURRENT.call_id = None
+        return False
+
+    def serve_here(self, item: _Input) -> None:
+        """Serve `item` in a new container whose main thread is the calling thread: signals sent
+        to this process reach it there, as they reach a Modal container's main thread."""
+        container = DoubleContainer(self)
+        with self.lock:
+            self.containers.append(container)
+            self.started += 1
+            self.peak = max(self.peak, len(self.containers))
+            self.running += 1
+        outer = getattr(_CURRENT, "container", None), getattr(_CURRENT, "call_id", None)
+        _CURRENT.container, _CURRENT.call_id = container, None
+        try:
+            try:
+                for name in self.volume_names:
+                    container.views[name] = self._volumes.state(name).mount()
+                if self._enter is not None:
+                    with _ENTER_LOCK:
+                        container.instance = self._enter()
+            except BaseException as exc:
+                item.call._finish(None, exc)
+                return
+            self._serve(container, item)
+        finally:
+            _CURRENT.container, _CURRENT.call_id = outer
+            for view in container.views.values():
+                view.unmount()
+            with self.lock:
+                self.containers.remove(container)
+                self.running -= 1
+                self._scale()  # a rescheduled input may wait for this container's slot
+            container.exited.set()
 
 
 class DoubleFunction:
@@ -648,12 +691,24 @@ class DoubleFunction:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self.spawn(*args, **kwargs).get()
 
-    def spawn(self, *args: Any, **kwargs: Any) -> DoubleFunctionCall:
+    def _input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Input:
         call = DoubleFunctionCall()
         self.calls.append(call)
         self._deployed.calls[call.object_id] = call
-        self.pool.submit(_Input(call, args, kwargs))
-        return call
+        return _Input(call, args, kwargs)
+
+    def spawn(self, *args: Any, **kwargs: Any) -> DoubleFunctionCall:
+        item = self._input(args, kwargs)
+        self.pool.submit(item)
+        return item.call
+
+    def spawn_here(self, *args: Any, **kwargs: Any) -> DoubleFunctionCall:
+        """Not in Modal: spawn, with the input's first container running in this thread (see
+        _Pool.serve_here); returns once that container is done, the call finished or, if the
+        input was interrupted, started again in a new container."""
+        item = self._input(args, kwargs)
+        self.pool.serve_here(item)
+        return item.call
 
     def get_current_stats(self) -> FunctionCurrentStats:
         from modal.types import FunctionCurrentStats
@@ -706,8 +761,8 @@ class _BoundMethod(DoubleFunction):
         self.calls = cls.calls
         self._method = method
 
-    def spawn(self, *args: Any, **kwargs: Any) -> DoubleFunctionCall:
-        return super().spawn(self._method, *args, **kwargs)
+    def _input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Input:
+        return super()._input((self._method, *args), kwargs)
 
 
 class _Deployed:
@@ -721,9 +776,12 @@ class _Deployed:
 
     def register(self, app_name: str, name: str, body: Callable[..., Any], *,
                  max_containers: int | None = None, scaledown_window: float = DEFAULT_SCALEDOWN,
-                 volumes: tuple[str, ...] = ()) -> DoubleFunction:
-        """Deploy `body` as function `name`; its containers mount `volumes` (Volume names)."""
-        pool = _Pool(name, lambda _instance, *a, **k: body(*a, **k), enter=None,
+                 volumes: tuple[str, ...] = (), restrict_output: bool = False) -> DoubleFunction:
+        """Deploy `body` as function `name`; its containers mount `volumes` (Volume names).
+        `restrict_output` (Modal's `_experimental_restrict_output`): its return values travel
+        as CBOR, never pickle, so one CBOR cannot encode fails the input as Modal's does."""
+        run = _cbor_output(body) if restrict_output else body
+        pool = _Pool(name, lambda _instance, *a, **k: run(*a, **k), enter=None,
                      max_containers=max_containers, scaledown_window=scaledown_window,
                      volume_names=tuple(volumes), volumes=self.volumes)
         fn = DoubleFunction(name, pool, self)
@@ -740,21 +798,76 @@ class _Deployed:
         self.classes[(app_name, name)] = cls
         return cls
 
+    def _missing(self, app_name: str, kind: str, name: str) -> str:
+        # modal/_functions.py and modal/cls.py wrap the server's NotFoundError like this; the
+        # server's own words (after the colon) are the double's best guess.
+        apps = {app for app, _ in [*self.functions, *self.classes]}
+        why = (f"App '{app_name}' not found in environment 'main'" if app_name not in apps
+               else f"{kind} '{name}' not found in app '{app_name}'")
+        return f"Lookup failed for {kind} '{name}' from the '{app_name}' app: {why}."
+
     def function(self, app_name: str, name: str) -> DoubleFunction:
         try:
             return self.functions[(app_name, name)]
         except KeyError:
             raise _modal_exception().NotFoundError(
-                f"Lookup failed for Function '{name}' from the '{app_name}' app"
-            ) from None
+                self._missing(app_name, "Function", name)) from None
 
     def cls(self, app_name: str, name: str) -> DoubleCls:
         try:
             return self.classes[(app_name, name)]
         except KeyError:
-            raise _modal_exception().NotFoundError(
-                f"Lookup failed for Cls '{name}' from the '{app_name}' app"
-            ) from None
+            raise _modal_exception().NotFoundError(self._missing(app_name, "Cls", name)) from None
+
+
+def _cbor_output(body: Callable[..., Any]) -> Callable[..., Any]:
+    from modal._serialization import deserialize_data_format, serialize_data_format
+    from modal_proto import api_pb2
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        data = serialize_data_format(body(*args, **kwargs), api_pb2.DATA_FORMAT_CBOR)
+        return deserialize_data_format(data, api_pb2.DATA_FORMAT_CBOR, None)
+
+    return run
+
+
+class _Lazy:
+    """A handle resolved on first use, as modal 1.6.4's `from_name`/`from_id` handles are
+    (`hydrate_lazily=True`): a missing object raises NotFoundError there, not at the lookup,
+    and a failed resolution is tried again at the next use."""
+
+    def __init__(self, resolve: Callable[[], Any]) -> None:
+        self._resolve = resolve
+        self._target: Any = None
+
+    def _get(self) -> Any:
+        if self._target is None:
+            self._target = self._resolve()
+        return self._target
+
+    def hydrate(self) -> Any:
+        self._get()
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._get(), name)
+
+
+class _LazyCls(_Lazy):
+    def __call__(self, **params: Any) -> _LazyObj:
+        return _LazyObj(self, params)
+
+
+class _LazyObj:
+    def __init__(self, cls: _LazyCls, params: dict[str, Any]) -> None:
+        self._cls, self._params = cls, params
+
+    def __getattr__(self, method: str) -> _Lazy:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _Lazy(lambda: getattr(self._cls._get()(**self._params), method))
 
 
 class _FunctionFactory:
@@ -762,8 +875,8 @@ class _FunctionFactory:
         self._deployed = deployed
 
     def from_name(self, app_name: str, name: str, *, environment_name: str | None = None,
-                  **_: Any) -> DoubleFunction:
-        return self._deployed.function(app_name, name)
+                  **_: Any) -> Any:
+        return _Lazy(lambda: self._deployed.function(app_name, name))
 
 
 class _ClsFactory:
@@ -771,20 +884,23 @@ class _ClsFactory:
         self._deployed = deployed
 
     def from_name(self, app_name: str, name: str, *, environment_name: str | None = None,
-                  **_: Any) -> DoubleCls:
-        return self._deployed.cls(app_name, name)
+                  **_: Any) -> Any:
+        return _LazyCls(lambda: self._deployed.cls(app_name, name))
 
 
 class _FunctionCallFactory:
     def __init__(self, deployed: _Deployed) -> None:
         self._deployed = deployed
 
-    def from_id(self, function_call_id: str, client: Any = None) -> DoubleFunctionCall:
-        try:
-            return self._deployed.calls[function_call_id]
-        except KeyError:
-            raise _modal_exception().NotFoundError(
-                f"Function call {function_call_id!r} not found") from None
+    def from_id(self, function_call_id: str, client: Any = None) -> Any:
+        def resolve() -> DoubleFunctionCall:
+            try:
+                return self._deployed.calls[function_call_id]
+            except KeyError:
+                raise _modal_exception().NotFoundError(
+                    f"Lookup failed for FunctionCall {function_call_id!r}") from None
+
+        return _Lazy(resolve)
 
 
 # ------------------------------------------------------------------------------------- volumes
@@ -863,9 +979,21 @@ class _View:
             self._files, self._dirs = _snapshot(self.path)
 
     def commit(self) -> None:
+        """Publish this view's writes; then, as modal 1.6.4's commit, reload, which fails
+        (RuntimeError) while this container holds a file of the view open or mapped: the
+        writes are committed all the same."""
         self._push()
         with self.state.lock:
             self.state.commits += 1
+        self._refuse_open_files()
+        self.refresh()
+
+    def _refuse_open_files(self) -> None:
+        held = _open_paths_under(self.path)
+        if held:
+            rel = Path(held[0]).relative_to(self.path).as_posix()
+            raise RuntimeError(
+                f"there are open files preventing the operation: {rel} is open in this container")
 
     def _push(self) -> None:
         files, dirs = _snapshot(self.path)
@@ -884,11 +1012,7 @@ class _View:
         self._files, self._dirs = files, dirs
 
     def reload(self) -> None:
-        held = _open_paths_under(self.path)
-        if held:
-            rel = Path(held[0]).relative_to(self.path).as_posix()
-            raise RuntimeError(
-                f"there are open files preventing the operation: {rel} is open in this container")
+        self._refuse_open_files()
         self._push()  # Modal may commit pending changes on reload; the double always does
         self.refresh()
         with self.state.lock:
@@ -903,9 +1027,21 @@ class DoubleVolume:
     container's view and `path` is the view's folder (the mount point); elsewhere `path` is the
     committed state and `listdir`/`read_file` read it, as Modal's API calls do."""
 
-    def __init__(self, state: _VolumeState) -> None:
-        self._state = state
-        self.name = state.name
+    def __init__(self, factory: _VolumeFactory, name: str, create_if_missing: bool) -> None:
+        self._factory, self.name, self._create = factory, name, create_if_missing
+        self._resolved: _VolumeState | None = None
+
+    @property
+    def _state(self) -> _VolumeState:
+        # Lazy, as modal.Volume.from_name: a missing Volume fails on first use (NotFoundError),
+        # and create_if_missing creates it then.
+        if self._resolved is None:
+            self._resolved = self._factory.state(self.name, self._create)
+        return self._resolved
+
+    def hydrate(self) -> DoubleVolume:
+        self._state  # noqa: B018 - resolving is the point
+        return self
 
     def _view(self, what: str) -> _View:
         container = getattr(_CURRENT, "container", None)
@@ -954,10 +1090,13 @@ class DoubleVolume:
         ]
 
     def read_file(self, path: str) -> Iterator[bytes]:
+        """A generator, as modal 1.6.4's: nothing happens until the first chunk is asked for,
+        and a missing file then raises the builtin FileNotFoundError (modal/volume.py turns
+        the server's NotFoundError into it)."""
         target = self._state.root / path.strip("/")
         if not target.is_file():
-            raise _modal_exception().NotFoundError(f"No such file: {path}")
-        return iter([target.read_bytes()])
+            raise FileNotFoundError(f"No such file: {path}")
+        yield target.read_bytes()
 
 
 class _VolumeFactory:
@@ -982,7 +1121,7 @@ class _VolumeFactory:
 
     def from_name(self, name: str, *, environment_name: str | None = None,
                   create_if_missing: bool = False, **_: Any) -> DoubleVolume:
-        return DoubleVolume(self.state(name, create_if_missing))
+        return DoubleVolume(self, _check_name(name, "Volume"), create_if_missing)
 
 
 # -------------------------------------------------------------------------------- the module
@@ -1020,128 +1159,3 @@ class ModalDouble:
         """As modal.current_function_call_id: the input this container thread serves now;
         None outside a container, in @enter, and between inputs."""
         return getattr(_CURRENT, "call_id", None)
-
-
-# ---------------------------------------------------------------------- sharing across processes
-
-_SERVED: DoubleStore | None = None
-
-
-def _served_store() -> DoubleStore:
-    global _SERVED
-    if _SERVED is None:
-        _SERVED = DoubleStore()
-    return _SERVED
-
-
-class _StoreManager(BaseManager):
-    pass
-
-
-_StoreManager.register("store", callable=_served_store)
-
-
-class DoubleServer:
-    """One DoubleStore in a server process on 127.0.0.1, reachable with an authkey.
-
-    with DoubleServer() as server:
-        api = server.client()                          # this process
-        connect(server.address, server.authkey)        # any other process
-
-    The server is `python -m coral.modal.double`; it exits when this object stops it
-    or when the process that started it dies (its stdin closes).
-    """
-
-    def __init__(self) -> None:
-        self.authkey = secrets.token_bytes(16)
-        self.address: tuple[str, int] | None = None
-        self._process: subprocess.Popen[str] | None = None
-        self._stdin: IO[str] | None = None
-
-    def start(self, timeout: float = 60.0) -> DoubleServer:
-        process = self._process = subprocess.Popen(  # fixed argument list
-            [sys.executable, "-m", "coral.modal.double"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        stdin, stdout = process.stdin, process.stdout
-        if stdin is None or stdout is None:
-            raise RuntimeError("the Modal double server has no pipes")
-        self._stdin = stdin
-        stdin.write(self.authkey.hex() + "\n")
-        stdin.flush()
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not line or len(line[0].split()) != 2:
-            self.stop()
-            raise RuntimeError("the Modal double server did not start")
-        host, port = line[0].split()
-        self.address = (host, int(port))
-        return self
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    def client(self, volume_root: Path | str | None = None) -> ModalDouble:
-        if self.address is None:
-            raise RuntimeError("start the Modal double server first")
-        return connect(self.address, self.authkey, volume_root=volume_root)
-
-    def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        if self._stdin is not None:
-            self._stdin.close()  # the server exits on EOF
-        try:
-            self._process.wait(10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-
-    def __enter__(self) -> DoubleServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _serve() -> None:
-    """Server process main: authkey on stdin, 'host port' on stdout, exit on stdin EOF."""
-    authkey = bytes.fromhex(sys.stdin.readline().strip())
-    manager = _StoreManager(address=("127.0.0.1", 0), authkey=authkey)
-    server = manager.get_server()
-    host, port = server.address
-    print(host, port, flush=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    sys.stdin.read()  # returns at EOF: the parent stopped us or died
-    os._exit(0)
-
-
-_SHARED_SERVER: DoubleServer | None = None
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_server() -> DoubleServer:
-    """One DoubleServer per process, started on first use and stopped at exit (tests share it
-    and keep apart by object names, instead of paying a server start each)."""
-    global _SHARED_SERVER
-    with _SHARED_LOCK:
-        if _SHARED_SERVER is None:
-            _SHARED_SERVER = DoubleServer().start()
-            atexit.register(_SHARED_SERVER.stop)
-        return _SHARED_SERVER
-
-
-def connect(
-    address: tuple[str, int], authkey: bytes, volume_root: Path | str | None = None
-) -> ModalDouble:
-    """A ModalDouble whose queues and dicts live in the DoubleServer at `address`."""
-    manager = _StoreManager(address=tuple(address), authkey=authkey)
-    manager.connect()
-    return ModalDouble(store=manager.store(), volume_root=volume_root)
-
-
-if __name__ == "__main__":
-    _serve()

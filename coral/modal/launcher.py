@@ -32,6 +32,9 @@ from coral.execution.transport.modal_backend import ModalTransport, modal_api
 from coral.execution.workers import WorkerLauncher, one_line
 from coral.home import Home, new_run_id
 from coral.modal.constants import CONTAINER_HOME, CONTAINER_REPO, CONTAINERS_DICT
+from coral.modal.errors import modal_failures
+from coral.model.adapters import TEMP_PREFIX
+from coral.run.checkpoints import PREFIX as CHECKPOINT_PREFIX
 
 log = logging.getLogger("coral.modal")
 
@@ -175,8 +178,12 @@ class ModalLauncher(WorkerLauncher):
                         self._start_failures[group.name] = 0  # this group's calls can start
                 calls = [c for c in calls if not self._ended(group, c)]
                 starting = sum(c.object_id not in self._seen_working for c in calls)
+                # A live call that has worked and holds no lease now is between jobs: it takes
+                # a waiting job within a poll, so a new (cold, paid) call is not spawned for it.
+                between = sum(c.object_id in self._seen_working
+                              and f"modal:{c.object_id}" not in owners for c in calls)
                 depth = sum(self._queues[k].len(partition=self.run_id) for k in group.kinds)
-                need = min(self.cap(group) - len(calls), depth - starting)
+                need = min(self.cap(group) - len(calls), depth - starting - between)
                 if self.failure is not None or time.monotonic() < self._not_before[group.name]:
                     need = 0
                 elif self._start_failures[group.name]:
@@ -294,9 +301,11 @@ def submit_run(
     data, config, config_dir = _shipped(config_path, overrides)
     run_id = run_id or new_run_id()
     api = modal_api(api)
-    call = api.Function.from_name(config.modal.app_name, "orchestrator").spawn(
-        yaml.safe_dump(data, sort_keys=False), config_dir, run_id
-    )
+    with modal_failures(app=config.modal.app_name, volume=config.modal.volume,
+                        doing=f"submitting run {run_id}"):
+        call = api.Function.from_name(config.modal.app_name, "orchestrator").spawn(
+            yaml.safe_dump(data, sort_keys=False), config_dir, run_id
+        )
     _note({"run_id": run_id, "config": str(Path(config_path).resolve()),
            "overrides": list(overrides), "app": config.modal.app_name,
            "volume": config.modal.volume, "calls": [call.object_id],
@@ -315,22 +324,28 @@ def resume_on_modal(run_id: str, *, api: Any = None, home: Home | None = None) -
     data, config, config_dir = _shipped(record["config"], record.get("overrides", []))
     api = modal_api(api)
     last = record["calls"][-1]
-    try:
-        api.FunctionCall.from_id(last).get(timeout=0)
-    except TimeoutError:
-        raise CoralError(f"run {run_id} is still running on Modal (orchestrator call {last}); "
-                         "nothing to resume") from None
-    except api.exception.NotFoundError:
-        pass  # Modal keeps call records for a limited time: long gone
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # it crashed (with whatever its container raised): resume
-        log.info("run %s: the last orchestrator call ended with %s", run_id, one_line(exc))
-    if modal_run_status(run_id, api=api, home=home).get("state") == "finished":
-        raise CoralError(f"run {run_id} already finished on Modal; nothing to resume")
-    call = api.Function.from_name(config.modal.app_name, "orchestrator").spawn(
-        yaml.safe_dump(data, sort_keys=False), config_dir, run_id
-    )
+    # Failures of this client (token, network, quota) say nothing about the call: they must not
+    # read as "it crashed", which would start a second orchestrator beside a live one.
+    ours = (api.exception.AuthError, api.exception.ConnectionError, ConnectionError,
+            api.exception.ResourceExhaustedError)
+    with modal_failures(app=config.modal.app_name, volume=config.modal.volume,
+                        doing=f"resuming run {run_id}"):
+        try:
+            api.FunctionCall.from_id(last).get(timeout=0)
+        except TimeoutError:
+            raise CoralError(f"run {run_id} is still running on Modal (orchestrator call "
+                             f"{last}); nothing to resume") from None
+        except api.exception.NotFoundError:
+            pass  # Modal keeps call records for a limited time: long gone
+        except (KeyboardInterrupt, *ours):
+            raise
+        except BaseException as exc:  # it crashed (with whatever its container raised): resume
+            log.info("run %s: the last orchestrator call ended with %s", run_id, one_line(exc))
+        if modal_run_status(run_id, api=api, home=home).get("state") == "finished":
+            raise CoralError(f"run {run_id} already finished on Modal; nothing to resume")
+        call = api.Function.from_name(config.modal.app_name, "orchestrator").spawn(
+            yaml.safe_dump(data, sort_keys=False), config_dir, run_id
+        )
     record["calls"].append(call.object_id)
     _note(record, home)
     return str(call.object_id)
@@ -342,12 +357,36 @@ def modal_run_status(run_id: str, *, api: Any = None, home: Home | None = None) 
     if record is None:
         raise CoralError(f"no Modal run {run_id!r} was submitted from here")
     api = modal_api(api)
-    try:
-        chunks = api.Volume.from_name(record["volume"]).read_file(f"runs/{run_id}/status.json")
-        status = json.loads(b"".join(chunks))
-    except api.exception.NotFoundError:
-        status = {"state": "submitted"}  # the orchestrator has not committed anything yet
+    with modal_failures(app=record["app"], volume=record["volume"],
+                        doing=f"reading run {run_id}'s status"):
+        try:
+            # modal 1.6.4: read_file is a generator that raises the builtin FileNotFoundError
+            # for a missing file (on the first chunk, not at the call).
+            chunks = api.Volume.from_name(record["volume"]).read_file(
+                f"runs/{run_id}/status.json")
+            status = json.loads(b"".join(chunks))
+        except FileNotFoundError:
+            status = {"state": "submitted"}  # the orchestrator has not committed anything yet
     return {**status, "backend": "modal", "orchestrator_calls": record["calls"]}
+
+
+def modal_run_checkpoints(run_id: str, *, api: Any = None, home: Home | None = None) -> list[int]:
+    """The generations whose checkpoint a Modal run has committed to the Volume, in order: what a
+    resume would start after (status.json says "running" until the run ends)."""
+    record = modal_run_record(run_id, home)
+    if record is None:
+        raise CoralError(f"no Modal run {run_id!r} was submitted from here")
+    api = modal_api(api)
+    with modal_failures(app=record["app"], volume=record["volume"],
+                        doing=f"listing run {run_id}'s checkpoints"):
+        try:
+            entries = api.Volume.from_name(record["volume"]).listdir(
+                f"runs/{run_id}/checkpoints")
+        except api.exception.NotFoundError:
+            return []  # none committed yet
+    names = [PurePosixPath(e.path).name for e in entries]
+    return sorted(int(n[len(CHECKPOINT_PREFIX):-len(".json")]) for n in names
+                  if n.startswith(CHECKPOINT_PREFIX) and n.endswith(".json"))
 
 
 # ------------------------------------------------------------------------------------ status
@@ -358,6 +397,11 @@ def status(config: Config, *, api: Any = None) -> dict[str, Any]:
     stats, and the adapter cache, as plain data."""
     api = modal_api(api)
     app = config.modal.app_name
+    with modal_failures(app=app, volume=config.modal.volume, doing="reading the app's status"):
+        return _status(config, api, app)
+
+
+def _status(config: Config, api: Any, app: str) -> dict[str, Any]:
     transport = ModalTransport(app, api=api)
     names = [job_queue(k) for k in JOB_KINDS] + [RESULTS_QUEUE, EVENTS_QUEUE]
     queues = {name: transport.queue(name).len(total=True) for name in names}
@@ -368,10 +412,7 @@ def status(config: Config, *, api: Any = None) -> dict[str, Any]:
     for group in GROUPS:
         if "." in group.function:
             continue  # Modal reports no container stats for a class
-        try:
-            stats = api.Function.from_name(app, group.function).get_current_stats()
-        except api.exception.NotFoundError:
-            raise CoralError(f"Modal app {app!r} is not deployed: run `coral modal deploy`") from None
+        stats = api.Function.from_name(app, group.function).get_current_stats()
         workers[group.function] = {"running": stats.num_total_runners, "backlog": stats.backlog}
     containers = []
     for worker_id, beat in transport.dict(CONTAINERS_DICT).items():
@@ -388,7 +429,9 @@ def status(config: Config, *, api: Any = None) -> dict[str, Any]:
                            "idle_seconds": idle, "stale": stale,
                            "age_seconds": now - float(beat.get("started", now))})
     try:
-        adapters = len(api.Volume.from_name(config.modal.volume).listdir("adapters"))
+        entries = api.Volume.from_name(config.modal.volume).listdir("adapters")
+        # A trainer builds an adapter under a temporary name, then renames it into place.
+        adapters = sum(not PurePosixPath(e.path).name.startswith(TEMP_PREFIX) for e in entries)
     except api.exception.NotFoundError:
         adapters = 0  # nothing trained yet: the folder does not exist
     done = sum(k.startswith("done:") for k in transport.dict(CLAIMS_DICT).keys())

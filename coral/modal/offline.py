@@ -45,14 +45,15 @@ def _one_at_a_time(handler: Handler) -> Handler:
 def deploy(
     api: ModalDouble, config: Config, *, handlers: str | None = None, preload: bool = True,
     network_blocked: bool = False, scaledown_window: float = 2.0,
-    one_job_at_a_time: bool = False,
+    one_job_at_a_time: bool = False, launcher_interval: float = 2.0,
 ) -> None:
     """Register the app's functions for `config.modal` on `api` (which needs a volume_root).
 
     `handlers` replaces job bodies everywhere ("module:attr"), as `coral run --handlers` does.
     `network_blocked` says whether `evaluate` may count on a network block it cannot have here;
     False (the truth on this machine) makes it insist on the sandbox's namespaces instead.
-    `one_job_at_a_time`: see _JOBS.
+    `one_job_at_a_time`: see _JOBS. `launcher_interval`: seconds between the orchestrator's
+    looks at its queues (Modal's 2 s; `coral validate` looks more often).
     """
     bodies: Any = handlers
     if one_job_at_a_time:
@@ -60,8 +61,8 @@ def deploy(
         bodies = {kind: _one_at_a_time(table.get(kind)) for kind in ("train", "generate")}
     modal = config.modal
     app, volume, models = modal.app_name, modal.volume, modal.models_volume
-    api.Volume.from_name(volume, create_if_missing=True)
-    api.Volume.from_name(models, create_if_missing=True)
+    api.Volume.from_name(volume, create_if_missing=True).hydrate()  # lazy until used, as Modal's
+    api.Volume.from_name(models, create_if_missing=True).hydrate()
 
     def home() -> Home:
         return Home(Path(api.Volume.from_name(volume).path))  # this container's mount
@@ -79,18 +80,20 @@ def deploy(
         return serve_tests(app_name=app, idle_seconds=idle_seconds, lease_seconds=lease_seconds,
                            run_id=run_id, api=api)
 
-    def evaluate_job(job: dict[str, Any]) -> dict[str, Any]:
+    def evaluate_job(job: dict[str, Any]) -> str:
         return evaluate(job, network_blocked=network_blocked, handlers=handlers)
 
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=volume, api=api,
-                           home=home(), handlers=handlers, model_paths="local")
+                           home=home(), handlers=handlers, model_paths="local",
+                           models_volume_name=models, launcher_interval=launcher_interval)
 
-    gpu = dict(max_containers=modal.max_containers, scaledown_window=scaledown_window,
-               volumes=(volume, models))
-    cpu = dict(max_containers=modal.max_containers_test, scaledown_window=scaledown_window)
+    gpu: dict[str, Any] = dict(max_containers=modal.max_containers,
+                               scaledown_window=scaledown_window, volumes=(volume, models))
+    cpu: dict[str, Any] = dict(max_containers=modal.max_containers_test,
+                               scaledown_window=scaledown_window)
     api.deployed.register_cls(app, "TrainWorker", train, **gpu)
     api.deployed.register_cls(app, "GenerateWorker", generate, **gpu)
     api.deployed.register(app, "test_worker", test_worker, **cpu)
-    api.deployed.register(app, EVALUATE_FUNCTION, evaluate_job, **cpu)
+    api.deployed.register(app, EVALUATE_FUNCTION, evaluate_job, restrict_output=True, **cpu)
     api.deployed.register(app, "orchestrator", orchestrator, volumes=(volume, models))

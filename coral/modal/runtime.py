@@ -37,16 +37,20 @@ from coral.execution.messages import Job
 from coral.execution.payloads import output_json
 from coral.execution.transport.base import Transport, TransportError
 from coral.execution.transport.modal_backend import ModalTransport, modal_api
-from coral.execution.workers import Worker
+from coral.execution.workers import Worker, one_line
 from coral.home import Home
 from coral.modal.backend import ModalBackend
 from coral.modal.constants import CONTAINERS_DICT, EVALUATE_FUNCTION
 from coral.run.backend import RunContext
+from coral.run.control import set_hold
+from coral.run.events import read_events
 from coral.run.lifecycle import resume_run, run_from_config
 
 log = logging.getLogger("coral.modal")
 
 HEARTBEAT_SECONDS = 5.0  # a container's record in CONTAINERS_DICT is rewritten at most this often
+# What loading a hub model reads: weights, configs, tokenizer (not other formats' weights).
+MODEL_FILES = ["*.json", "*.safetensors", "*.model", "tokenizer*", "*.txt"]
 
 
 def container_worker_id(api: Any) -> str:
@@ -115,15 +119,50 @@ class Heartbeat:
             pass
 
 
-def _beating(handler: Handler, beat: Heartbeat) -> Handler:
+RESERVE_SHARE = 0.1  # of a call's timeout kept free for a job before any job's length is known
+
+
+class CallBudget:
+    """When a worker call stops taking jobs: once less of its timeout is left than twice the
+    longest job it has run (and at least RESERVE_SHARE of the timeout). A call so lives for
+    nearly its whole timeout, so its container (with its loaded model) is not replaced by a
+    cold start every half timeout, and a job it starts still ends before Modal stops it."""
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self._clock = clock
+        self.started = clock()
+        self.longest = 0.0
+
+    def ran(self, seconds: float) -> None:
+        self.longest = max(self.longest, seconds)
+
+    def reserve(self) -> float:
+        return max(self.timeout * RESERVE_SHARE, 2 * self.longest)
+
+    def open(self) -> bool:
+        return self._clock() - self.started + self.reserve() < self.timeout
+
+
+def _beating(handler: Handler, beat: Heartbeat, budget: CallBudget | None) -> Handler:
     def run(job: Job, ctx: WorkerContext) -> HandlerOutput:
         beat.job_started()
+        started = time.monotonic()
         try:
             return handler(job, ctx)
         finally:
+            if budget is not None:
+                budget.ran(time.monotonic() - started)
             beat.job_ended()
 
     return run
+
+
+def _close_when_spent(budget: CallBudget, stop: threading.Event, done: threading.Event) -> None:
+    while not done.wait(1.0):
+        if not budget.open():
+            stop.set()  # the worker loop takes no new job; the one running finishes
+            return
 
 
 class ContainerWorker:
@@ -163,40 +202,54 @@ class ContainerWorker:
     def preload(self, model_json: str) -> None:
         """Load the base model into this container's context now, not at the first job.
 
-        Its files may be downloaded into the models Volume's Hugging Face cache on the way; the
-        commit shares them with containers that start later.
+        A hub model is in the models Volume already: the orchestrator downloaded and committed
+        it before any worker started (prefetch_model), and GPU workers load it offline. Nothing
+        here commits that Volume: a commit reloads, which Modal refuses while the loaded
+        weights are mapped.
         """
         _base(self.ctx, ModelConfig.model_validate_json(model_json))
-        if self.models is not None:
-            self.models.commit()
+
 
     def serve(
-        self, *, idle_seconds: float, lease_seconds: float, accept_for: float | None = None,
+        self, *, idle_seconds: float, lease_seconds: float, call_timeout: float | None = None,
         partition: str | None = None, worker_id: str | None = None,
     ) -> dict[str, int]:
         """Run the worker loop over run `partition`'s jobs until `idle_seconds` pass without
-        work; stop taking jobs `accept_for` seconds in (so a job begun near the function's
-        timeout is not killed)."""
+        work, or until too little of the call's `call_timeout` is left for another job
+        (CallBudget), so a job begun near the function's timeout is not killed."""
         worker_id = worker_id or container_worker_id(self.api)
         self.ctx.worker_id = worker_id
         self.ctx.claim_seconds = lease_seconds
         beat = Heartbeat(self.transport, worker_id, self.group, partition)
-        handlers = Handlers({k: _beating(self.handlers.get(k), beat) for k in self.kinds})
-        stop = threading.Event()
+        budget = CallBudget(call_timeout) if call_timeout else None
+        handlers = Handlers({k: _beating(self.handlers.get(k), beat, budget) for k in self.kinds})
+        stop, done = threading.Event(), threading.Event()
         worker = Worker(self.transport, self.kinds, handlers=handlers,
                         lease_seconds=lease_seconds, idle_exit=idle_seconds,
                         worker_id=worker_id, stop=stop, partition=partition)
         worker.ctx = self.ctx  # keep what this container has loaded
-        timer = threading.Timer(accept_for, stop.set) if accept_for else None
-        if timer is not None:
-            timer.daemon = True
-            timer.start()
+        if budget is not None:
+            threading.Thread(target=_close_when_spent, args=(budget, stop, done), daemon=True,
+                             name="coral-call-budget").start()
         try:
             return dataclasses.asdict(worker.run())
         finally:
+            done.set()
             beat.close()
-            if timer is not None:
-                timer.cancel()
+
+
+def prefetch_model(model: ModelConfig, models: Any) -> bool:
+    """Download a hub model's files into the Hugging Face cache on the models Volume (HF_HOME
+    is there) and commit them, once, before GPU workers start; False for a local model. The
+    orchestrator does this, so eight train containers do not each download and commit 13.5 GB."""
+    if models is None or model.name.startswith((".", "/", "~")) or Path(model.name).is_dir():
+        return False
+    from huggingface_hub import snapshot_download
+
+    models.reload()  # what an earlier run committed: already there, nothing downloaded
+    snapshot_download(model.name, allow_patterns=MODEL_FILES)
+    models.commit()
+    return True
 
 
 class GroupContainer:
@@ -208,20 +261,20 @@ class GroupContainer:
     def __init__(
         self, model_json: str, *, app_name: str, volume_name: str | None, api: Any = None,
         home: Home | None = None, handlers: str | Mapping[str, Handler | str] | None = None,
-        preload: bool = True, accept_for: float | None = None,
+        preload: bool = True, call_timeout: float | None = None,
         models_volume_name: str | None = None,
     ) -> None:
         self.worker = ContainerWorker(self.kinds, app_name=app_name, volume_name=volume_name,
                                       handlers=handlers, api=api, home=home,
                                       models_volume_name=models_volume_name)
-        self.accept_for = accept_for
+        self.call_timeout = call_timeout
         if preload:
             self.worker.preload(model_json)
 
     def serve(self, idle_seconds: float, lease_seconds: float,
               run_id: str | None = None) -> dict[str, int]:
         return self.worker.serve(idle_seconds=idle_seconds, lease_seconds=lease_seconds,
-                                 accept_for=self.accept_for, partition=run_id)
+                                 call_timeout=self.call_timeout, partition=run_id)
 
 
 class TrainContainer(GroupContainer):
@@ -234,7 +287,7 @@ class GenerateContainer(GroupContainer):
 
 def serve(
     kinds: Sequence[str], *, app_name: str, idle_seconds: float, lease_seconds: float,
-    volume_name: str | None = None, accept_for: float | None = None,
+    volume_name: str | None = None, call_timeout: float | None = None,
     handlers: str | Mapping[str, Handler | str] | None = None, worker_id: str | None = None,
     api: Any = None, home: Home | None = None, partition: str | None = None,
 ) -> dict[str, int]:
@@ -242,51 +295,94 @@ def serve(
     worker = ContainerWorker(kinds, app_name=app_name, volume_name=volume_name,
                              handlers=handlers, api=api, home=home)
     return worker.serve(idle_seconds=idle_seconds, lease_seconds=lease_seconds,
-                        accept_for=accept_for, partition=partition, worker_id=worker_id)
+                        call_timeout=call_timeout, partition=partition, worker_id=worker_id)
 
 
 # ------------------------------------------------------------------ tests, isolated
 
 
+class EvaluateFailed(CoralError):
+    """The `evaluate` function reported that a test job failed (its one-line error)."""
+
+
+def read_evaluation(text: Any) -> dict[str, Any]:
+    """The output of one `evaluate` call, from the JSON text it returns: plain data only, so
+    nothing a candidate could shape there runs code here (this worker can reach the app's
+    queues, dicts and Volume). A failure it reports is raised as EvaluateFailed."""
+    if not isinstance(text, str):
+        raise EvaluateFailed(f"evaluate returned {type(text).__name__}, not JSON text")
+    try:
+        answer = json.loads(text)
+    except ValueError as exc:
+        raise EvaluateFailed(f"evaluate returned text that is not JSON: {exc}") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+        raise EvaluateFailed("evaluate returned JSON without a boolean 'ok'")
+    if not answer["ok"]:
+        raise EvaluateFailed(str(answer.get("error") or "no error given"))
+    output = answer.get("output")
+    if not isinstance(output, dict):
+        raise EvaluateFailed("evaluate returned ok without an output object")
+    return output
+
+
 def isolated_tests(app_name: str, api: Any = None) -> Handler:
     """The test worker's `test` handler: the job goes to the `evaluate` function, which has no
-    network and no access to the app's objects; without it the job fails, never runs here."""
+    network and no access to the app's objects; without it the job fails, never runs here.
+    The function is looked up once per container (at its first test job), not per job."""
     api = modal_api(api)
+    found: list[Any] = []
+    lock = threading.Lock()
+
+    def function() -> Any:
+        with lock:
+            if not found:
+                try:
+                    handle = api.Function.from_name(app_name, EVALUATE_FUNCTION)
+                    hydrate = getattr(handle, "hydrate", None)  # Modal looks names up lazily
+                    if hydrate is not None:
+                        hydrate()
+                except api.exception.NotFoundError:
+                    raise CoralError(
+                        f"candidate isolation unavailable: Modal function {EVALUATE_FUNCTION!r} "
+                        f"of app {app_name!r} is not deployed; refusing to run untrusted code in "
+                        "the test worker (run `coral modal deploy`)") from None
+                found.append(handle)
+            return found[0]
 
     def run(job: Job, ctx: WorkerContext) -> dict[str, Any]:
-        try:
-            function = api.Function.from_name(app_name, EVALUATE_FUNCTION)
-            hydrate = getattr(function, "hydrate", None)  # Modal looks names up lazily
-            if hydrate is not None:
-                hydrate()
-        except api.exception.NotFoundError:
-            raise CoralError(
-                f"candidate isolation unavailable: Modal function {EVALUATE_FUNCTION!r} of app "
-                f"{app_name!r} is not deployed; refusing to run untrusted code in the test "
-                "worker (run `coral modal deploy`)") from None
-        return cast(dict[str, Any], function.remote(job.model_dump(mode="json")))
+        return read_evaluation(function().remote(job.model_dump(mode="json")))
 
     return run
 
 
 def serve_tests(*, app_name: str, idle_seconds: float, lease_seconds: float,
-                run_id: str | None = None, accept_for: float | None = None,
+                run_id: str | None = None, call_timeout: float | None = None,
                 api: Any = None) -> dict[str, int]:
     """The test worker function's body: test jobs go to `evaluate`; echo jobs run here."""
     return serve(("test", "echo"), app_name=app_name, idle_seconds=idle_seconds,
-                 lease_seconds=lease_seconds, accept_for=accept_for, partition=run_id, api=api,
+                 lease_seconds=lease_seconds, call_timeout=call_timeout, partition=run_id, api=api,
                  handlers={"test": isolated_tests(app_name, api)})
 
 
 _EVALUATE_CONTEXTS: dict[str | None, WorkerContext] = {}
 
 
-def evaluate(job_json: dict[str, Any], *, network_blocked: bool,
-             handlers: str | None = None) -> dict[str, Any]:
-    """The `evaluate` function's body: one test job's output. The function is deployed with
-    `block_network=True` and `restrict_modal_access=True`, nothing mounted and no secrets
-    (`network_blocked`); anywhere else it runs candidates only where the sandbox has its
-    namespaces, and refuses otherwise."""
+def evaluate(job_json: Any, *, network_blocked: bool, handlers: str | None = None) -> str:
+    """The `evaluate` function's body: one test job's output as JSON text, {"ok": true,
+    "output": {...}} or {"ok": false, "error": "one line"}; it never raises, so its caller never
+    receives a pickled exception (and the function is deployed to return CBOR, not pickle).
+
+    The function is deployed with `block_network=True` and `restrict_modal_access=True`,
+    nothing mounted and no secrets (`network_blocked`); anywhere else it runs candidates only
+    where the sandbox has its namespaces, and refuses otherwise."""
+    try:
+        output = _evaluate(job_json, network_blocked=network_blocked, handlers=handlers)
+        return json.dumps({"ok": True, "output": output})
+    except Exception as exc:
+        return json.dumps({"ok": False, "error": one_line(exc)})
+
+
+def _evaluate(job_json: Any, *, network_blocked: bool, handlers: str | None) -> dict[str, Any]:
     if not network_blocked:
         from coral.sandbox.box import isolation_available
 
@@ -309,12 +405,24 @@ def evaluate(job_json: dict[str, Any], *, network_blocked: bool,
 # ------------------------------------------------------------------ the orchestrator
 
 ORCHESTRATOR_RECORD = "modal.json"  # in the run's folder: the orchestrator calls it has had
+SIGNALS = ("SIGINT", "SIGTERM")  # a run stopped by one of these was interrupted, not stopped
+
+
+def stopped_by_signal(home: Home, run_id: str) -> bool:
+    """Whether the run's last stop came from a signal to its process (engine.interrupted names
+    it in the run_stopped event) rather than a user's stop request."""
+    reason = None
+    for event in read_events(home.events_dir(run_id)):
+        if event.type == "run_stopped":
+            reason = event.data.get("reason")
+    return reason in SIGNALS
 
 
 def orchestrate(
     config_yaml: str, config_dir: str, run_id: str, *, volume_name: str, api: Any = None,
     home: Home | None = None, handlers: str | None = None,
     progress: Callable[[str, dict], None] | None = None, model_paths: str = "container",
+    models_volume_name: str | None = None, launcher_interval: float = 2.0,
 ) -> dict[str, Any]:
     """A whole run on Modal: a new run from the shipped config, or, when the run is already on
     the Volume (a Modal retry of a crashed orchestrator, or `coral resume RUN_ID`), its resume
@@ -322,7 +430,8 @@ def orchestrate(
     at most the generation in flight.
 
     `config_dir` is the config file's folder as seen in the container, so relative paths in it
-    resolve as they did on the laptop.
+    resolve as they did on the laptop. A run stopped by SIGINT or SIGTERM (Modal's preemption)
+    raises KeyboardInterrupt, so Modal starts the call again; a user's stop returns "stopped".
     """
     config = validate_config(
         yaml.safe_load(config_yaml) or {}, base_dir=Path(config_dir), source="config sent to Modal"
@@ -348,13 +457,24 @@ def orchestrate(
             progress(kind, info)
 
     # The run's own container: this process drives the engine; workers are Modal calls.
-    backend = ModalBackend(api, model_paths=model_paths)
+    backend = ModalBackend(api, model_paths=model_paths, interval=launcher_interval)
     context = RunContext(backend, home, handlers, progress=on_progress)
     try:
+        if models_volume_name is not None:
+            prefetch_model(config.model, api.Volume.from_name(models_volume_name))
+        transport = ModalTransport(config.modal.app_name, api=api)
         if registered:
             result = resume_run(run_id, context, orphaned=True)
         else:
             result = run_from_config(config, run_id, context)
+        if result.state == "stopped" and stopped_by_signal(home, run_id):
+            # Preempted: Modal sends SIGINT, and starts the input again only if it ends without
+            # an output, which its runtime does for KeyboardInterrupt. The new call finds the
+            # run on the Volume and resumes it; meanwhile workers go on with its queued jobs.
+            set_hold(transport, run_id, None)
+            log.warning("run %s interrupted by a signal: ending without an output, so Modal "
+                        "starts this call again and it resumes", run_id)
+            raise KeyboardInterrupt(f"run {run_id} preempted")
         return dataclasses.asdict(result)
     except TransportError:
         raise  # Modal unreachable for a while: Modal's retry of this call resumes the run

@@ -7,24 +7,21 @@ report names the first event that differs.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from coral.config import apply_overrides, read_yaml
+from coral.errors import CoralError
 from coral.home import Home
-from coral.modal.backend import ModalBackend
 from coral.modal.double import ModalDouble
 from coral.modal.offline import deploy
-from coral.run.backend import RunContext
-from coral.run.engine import default_threads
 from coral.run.events import read_events, science
-from coral.run.lifecycle import (
-    RunResult,
-    resolve_config,
-    run_from_config,
-    validate_config_runs,
-)
+from coral.run.lifecycle import RunResult, resolve_config, validate_config_runs
 from coral.run.registry import compare_runs
 
 
@@ -44,16 +41,25 @@ def first_difference(home: Home, a: str, b: str) -> str | None:
 
 
 def run_on_double(config_path: str | os.PathLike, overrides: list[str] | None, workers: int,
-                  home: Home, run_id: str, handlers: str | None = None,
-                  progress: Callable[[str, dict], None] | None = None) -> RunResult:
-    """One run of the config on the modal backend, on the Modal double (a temporary Volume)."""
+                  home: Home, run_id: str, handlers: str | None = None) -> RunResult:
+    """One run of the config on the modal backend, on the Modal double: the app's `orchestrator`
+    function runs it (its launcher, Volume commits and all), as `coral run` submits it to Modal;
+    the run's folder is then copied from the double's Volume into `home`."""
     config = resolve_config(config_path, overrides, "modal", max(2, workers))
+    path = Path(config_path).resolve()
+    data = apply_overrides(read_yaml(path), [*(overrides or []), "backend.kind=modal",
+                                             f"backend.workers={max(2, workers)}"])
     with tempfile.TemporaryDirectory(prefix="coral-validate-modal-") as volumes:
         api = ModalDouble(volume_root=Path(volumes))
-        deploy(api, config, handlers=handlers, preload=handlers is None, one_job_at_a_time=True)
-        backend = ModalBackend(api, model_paths="local", interval=0.2)
-        context = RunContext(backend, home, handlers, default_threads(workers), progress)
-        return run_from_config(config, run_id, context)
+        deploy(api, config, handlers=handlers, preload=handlers is None, one_job_at_a_time=True,
+               launcher_interval=0.2)
+        out = api.Function.from_name(config.modal.app_name, "orchestrator").remote(
+            yaml.safe_dump(data, sort_keys=False), str(path.parent), run_id)
+        if "error" in out:
+            raise CoralError(f"the modal side of validate failed: {out['error']}")
+        shutil.copytree(Path(volumes) / config.modal.volume / "runs" / run_id,
+                        home.run_dir(run_id))
+    return RunResult(**out)
 
 
 def validate_everywhere(config_path: str | os.PathLike, overrides: list[str] | None = None,
@@ -70,7 +76,7 @@ def validate_everywhere(config_path: str | os.PathLike, overrides: list[str] | N
     run_id = serial.removesuffix("-serial") + "-modal"
     if progress is not None:
         progress("validate", {"side": "modal", "run_id": run_id})
-    result = run_on_double(config_path, overrides, workers, home, run_id, handlers, progress)
+    result = run_on_double(config_path, overrides, workers, home, run_id, handlers)
     report["modal"] = {"run_id": run_id, "state": result.state,
                        "wall_seconds": result.wall_seconds, "retries": result.retries,
                        "lease_expiries": result.lease_expiries}

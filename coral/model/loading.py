@@ -8,6 +8,7 @@ so an orchestrator can compute cache keys without holding the model.
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -83,10 +84,27 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def cache_blob_sha256(path: Path) -> str | None:
+    """The sha256 of a Hugging Face cache file, from its name, or None. In the hub cache a
+    snapshot's weight file links to blobs/<sha256 of its content> (huggingface_hub checks the
+    download against it), so the name is the content id without reading 13.5 GB."""
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    return target.name if target.parent.name == "blobs" and _SHA256.fullmatch(target.name) else None
+
+
 def base_fingerprint(model: ModelConfig) -> str:
-    """Content id of the base model's weights as CORAL loads them (files + dtype)."""
+    """Content id of the base model's weights as CORAL loads them (files + dtype): from the
+    hub cache's blob names when every weight file has one, else by reading the files."""
     folder = weights_dir(model)
     files = weight_files(folder)
+    blobs = {f.relative_to(folder).as_posix(): cache_blob_sha256(f) for f in files}
+    if all(blobs.values()):
+        return content_hash({"weights_blob_sha256": blobs, "dtype": model.dtype}, length=32)
     return content_hash({"weights_sha256": file_fingerprint(files, root=folder), "dtype": model.dtype}, length=32)
 
 

@@ -44,6 +44,15 @@ from coral.rng import torch_seed
 IGNORE = -100  # label value the loss skips
 MAX_GRAD_NORM = 1.0  # fixed for every adapter (so not part of any key); guards bf16 spikes
 SEED_ROOT = 0  # adapter seeds come from the cache key alone, not from any run's seed
+# Base models this large train with gradient checkpointing: a layer's activations are recomputed
+# in the backward pass instead of kept (CodeLlama-7B at batch 8 x 1,024 tokens: ~45 GB of
+# activations without, ~4 GB with; docs/modal.md "Planning"). The result is the same adapter
+# (torch's checkpoint replays the RNG state), so it is not part of any cache key.
+CHECKPOINT_PARAMS = 1_000_000_000
+
+
+def uses_checkpointing(model: torch.nn.Module) -> bool:
+    return sum(p.numel() for p in model.parameters()) >= CHECKPOINT_PARAMS
 
 
 def training_pairs(problems: Sequence[Problem], style: PromptStyle = "base") -> list[tuple[str, str]]:
@@ -198,7 +207,11 @@ def _fit(
             strip_adapters(base.model)
             modules = list(genes.target_modules)
             raise AdapterError(f"genes.target_modules {modules}: {str(exc).splitlines()[0]}") from None
+        checkpointing = uses_checkpointing(base.model)
         try:
+            if checkpointing:  # non-reentrant: frozen inputs need no requires_grad hook
+                base.model.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False})
             model.train()
             params = [p for p in model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=0.0)
@@ -218,6 +231,8 @@ def _fit(
                 tokens += int(mask.sum())
             model.save_pretrained(out, safe_serialization=True)
         finally:
+            if checkpointing:
+                base.model.activation_checkpointing_disable()
             model.unload()
             strip_adapters(base.model)
             base.model.eval()

@@ -8,6 +8,7 @@ the previous checkpoint or the new one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -88,11 +89,18 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        # Some mounts (FUSE, gVisor's, a Modal Volume's) cannot fsync a folder: the rename is
+        # done, and there the Volume commit, not the folder's fsync, makes it last.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF,
+                             errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENOSYS):
+            raise
 
 
 def save(folder: Path, checkpoint: Checkpoint) -> Path:

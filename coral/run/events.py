@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +136,10 @@ class EventLog:
         self.seq = start_seq
         self.published = 0
         self.skipped_publish = 0
+        # The generation during which the partition was found full (-1: before any): nothing
+        # more is sent until an event of a later generation, so when no one drains the
+        # partition a generation costs one failed call, not one per event.
+        self._full_in: int | None = None
 
     def emit(self, type_: EventType, data: dict[str, Any] | None = None,
              generation: int | None = None) -> Event:
@@ -169,12 +174,23 @@ class EventLog:
     def _publish(self, chunk: list[tuple[Event, str]]) -> None:
         if self._publish_queue is None:
             return
+        latest = max(-1 if e.generation is None else e.generation for e, _ in chunk)
+        if self._full_in is not None and latest <= self._full_in:
+            self.skipped_publish += len(chunk)
+            return
         try:
             self._publish_queue.put_many([text for _, text in chunk], block=False,
                                          partition=self.run_id)
             self.published += len(chunk)
+            self._full_in = None
             return
-        except Exception as exc:  # full, too large, or the service: the log has the events
+        except queue.Full as exc:  # no one drains it: the log has the events
+            self._full_in = latest
+            self.skipped_publish += len(chunk)
+            log.debug("events partition of run %s full; not published before generation %d: %s",
+                      self.run_id, latest + 1, exc)
+            return
+        except Exception as exc:  # too large, or the service: the log has the events
             if len(chunk) == 1:
                 self.skipped_publish += 1
                 log.debug("event %s not published: %s", chunk[0][0].event_id, exc)

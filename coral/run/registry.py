@@ -8,6 +8,7 @@ runs/RUN_ID/status.json    state (starting, running, paused, finished, failed, s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -87,8 +88,31 @@ def create_exclusive(path: Path, text: str, exists: str) -> None:
             os.link(temp, path)
         except FileExistsError:
             raise CoralError(exists) from None
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            _create_exclusive_without_link(path, text, exists)
     finally:
         os.unlink(temp)
+
+
+# link(2) refused by the file system itself (a FUSE or network mount, such as a Modal Volume
+# may be), not by the name existing.
+NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS,
+                 errno.EMLINK}
+
+
+def _create_exclusive_without_link(path: Path, text: str, exists: str) -> None:
+    """O_CREAT|O_EXCL still lets only one creator win; the record is then written in place, so
+    a crash mid-write can leave it torn (a reader says so) where link() never would."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise CoralError(exists) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def run_record(home: Home, run_id: str) -> dict[str, Any]:
