@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from coral.errors import MessageError
+from coral.errors import CoralError, MessageError
 from coral.execution.messages import SCHEMA_VERSION, Event, Job, JobResult, decode, encode, event_id
 from coral.hashing import canonical_json, content_hash
 from coral.home import Home, coral_home, new_run_id
@@ -178,7 +178,6 @@ def test_outputs_are_checked_against_the_kind_and_the_objective_set() -> None:
 def test_checkpoint_trained_keys_are_pairs_and_bad_fields_are_named(tmp_path: Path) -> None:
     import json
 
-    from coral.errors import CoralError
     from coral.run import checkpoints as ckpt
 
     point = ckpt.Checkpoint(generation=0, population=[], scores={}, next_population=[], evolution={},
@@ -195,3 +194,19 @@ def test_checkpoint_trained_keys_are_pairs_and_bad_fields_are_named(tmp_path: Pa
         path.write_text(json.dumps({**on_disk, **change}))
         with pytest.raises(CoralError, match=f"^{path}: {needle}"):
             ckpt.load(path)
+
+
+def test_a_baseline_as_older_runs_recorded_it_reads_and_writes_unchanged(tmp_path: Path) -> None:
+    """Runs made before noise control kept only objectives and problems in their checkpoints."""
+    import json
+
+    from coral.run import checkpoints as ckpt
+
+    old = {"objectives": {"bugfix": 0.25, "fitness": 0.2}, "problems": {"gcd": False}}
+    point = ckpt.Checkpoint.from_json({"schema": 1, "generation": 0, "population": [], "scores": {},
+                                       "next_population": [], "evolution": {}, "next_seq": 3,
+                                       "trained_keys": [], "baseline": old})
+    assert point.baseline is not None and point.baseline.echo is None and point.baseline.samples is None
+    assert json.loads(ckpt.save(tmp_path, point).read_text())["baseline"] == old
+    with pytest.raises(CoralError, match=r"checkpoint field 'baseline.problems.gcd': Input should be a valid boolean"):
+        ckpt.Checkpoint.from_json({**point.to_json(), "baseline": {**old, "problems": {"gcd": "maybe"}}})

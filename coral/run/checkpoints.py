@@ -18,10 +18,35 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coral.errors import CoralError
-from coral.evolution.genome import Genome
+from coral.evolution.genome import Genome, Knobs
 
 SCHEMA = 1
 PREFIX = "gen-"
+
+
+class BaselineScores(BaseModel):
+    """One baseline's record: objective means (with fixed@k and fitness), sample count and, per eval
+    problem, whether any sample fixed it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    objectives: dict[str, float]
+    samples: int | None = None  # None: a run made before noise control recorded only the two others
+    problems: dict[str, bool]
+
+
+class Baseline(BaselineScores):
+    """The baseline_finished event's data: the no-adapter model's record, how it sampled, and the
+    echo baseline's record. The JSON leaves out what a run made before noise control lacked
+    (`as_json`), so old run folders read and write as they were."""
+
+    knobs: Knobs | None = None
+    greedy: bool | None = None
+    seed: int | None = None
+    echo: BaselineScores | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class Checkpoint(BaseModel):
@@ -37,12 +62,13 @@ class Checkpoint(BaseModel):
     next_seq: int = Field(ge=0, strict=True)  # the sequence number of the next event
     # (gene key, adapter cache key) of every adapter this run has asked for, sorted
     trained_keys: list[tuple[str, str]] = Field(default_factory=list)
-    baseline: dict[str, Any] | None = None  # the baseline_finished event's data
+    baseline: Baseline | None = None
     schema_: int = Field(default=SCHEMA, alias="schema")
 
     def to_json(self) -> dict[str, Any]:
-        data = self.model_dump(mode="json", by_alias=True)
-        return {"schema": data.pop("schema"), **data}
+        data = self.model_dump(mode="json", by_alias=True, exclude={"baseline"})
+        return {"schema": data.pop("schema"), **data,
+                "baseline": self.baseline.as_json() if self.baseline is not None else None}
 
     @classmethod
     def from_json(cls, data: Any, source: str = "checkpoint") -> Checkpoint:

@@ -128,7 +128,7 @@ class EvolutionEngine:
         self.progress = progress or (lambda kind, info: None)
         self.control = transport.dict(CONTROL_DICT)
         self.trained: dict[str, str] = {}  # gene key -> adapter cache key (this run)
-        self.baseline: dict[str, Any] | None = None
+        self.baseline: ckpt.Baseline | None = None
         self.paused = False
         # Set by lifecycle.execute on SIGTERM/SIGINT: the run stops between jobs, resumable.
         self.interrupted: str | None = None
@@ -176,11 +176,12 @@ class EvolutionEngine:
     def _summary(self, evo: Evolution) -> dict[str, Any]:
         """What a reader of the run needs beside its curves: the baselines, the survivors'
         averaged scores and evaluation counts, and the objectives that said nothing."""
-        base = self.baseline or {}
+        base = self.baseline
+        echo = base.echo if base is not None else None
         constant = _constant_objectives(self.home.events_dir(self.run_id))
         return {
-            "baselines": {BASELINE: base.get("objectives"),
-                          ECHO: (base.get("echo") or {}).get("objectives")},
+            "baselines": {BASELINE: base.objectives if base is not None else None,
+                          ECHO: echo.objectives if echo is not None else None},
             "survivors": {s.genome.id: {**s.objectives, "evaluations": evo.count(s.genome.id)}
                           for s in evo.survivors},
             "objectives": {n: "no information" if n in constant else "informative"
@@ -404,11 +405,11 @@ class EvolutionEngine:
         out["fitness"] = weighted_fitness(out, self.config.objectives.weights)
         return out
 
-    def _baseline_record(self, task: Task, objectives: dict[str, float]) -> dict[str, Any]:
+    def _baseline_record(self, task: Task, objectives: dict[str, float]) -> ckpt.BaselineScores:
         """Objectives, samples and, per problem, whether any sample fixed it."""
-        return {"objectives": objectives, "samples": task.samples, "problems": {
+        return ckpt.BaselineScores(objectives=objectives, samples=task.samples, problems={
             name: any(task.outputs[(name, s)].passed_all for s in range(task.samples))
-            for name in self.problems.eval}}
+            for name in self.problems.eval})
 
     def _job_events(self, generation: int, task: Task) -> list[tuple[Any, dict, int]]:
         out = []
@@ -436,13 +437,15 @@ class EvolutionEngine:
         for ident in sorted(t for t in tasks if t not in BASELINES):
             items.extend(self._job_events(generation, tasks[ident]))
         if BASELINE in tasks:
-            self.baseline = {**self._baseline_record(tasks[BASELINE], scores[BASELINE]),
-                             "knobs": baseline_knobs(self.config).model_dump(mode="json"),
-                             "greedy": False, "seed": generation_seed(self.config.seed, generation),
-                             "echo": self._baseline_record(tasks[ECHO], scores[ECHO])}
+            record = self._baseline_record(tasks[BASELINE], scores[BASELINE])
+            self.baseline = ckpt.Baseline(
+                objectives=record.objectives, samples=record.samples, problems=record.problems,
+                knobs=baseline_knobs(self.config), greedy=False,
+                seed=generation_seed(self.config.seed, generation),
+                echo=self._baseline_record(tasks[ECHO], scores[ECHO]))
             items.extend(self._job_events(generation, tasks[BASELINE]))
             items.extend(self._job_events(generation, tasks[ECHO]))
-            items.append(("baseline_finished", self.baseline, generation))
+            items.append(("baseline_finished", self.baseline.as_json(), generation))
         names = [*OBJECTIVES, "fixed_at_k", "fitness"]
         ids = [g.id for g in population]
         count, share = phenotype_diversity(scored)
