@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 from coral.config import Config
@@ -63,7 +64,7 @@ class ModalBackend:
 
     def submit(self, config_path: str | os.PathLike, overrides: Sequence[str], run_id: str,
                home: Home) -> str:
-        run_id, call_id = submit_run(config_path, list(overrides), run_id, api=self.api, home=home)
+        run_id, call_id = submit_run(Path(config_path), list(overrides), run_id, api=self.api, home=home)
         return (f"run {run_id} started on Modal (orchestrator call {call_id}); "
                 "watch it with `coral modal status`")
 
