@@ -92,7 +92,7 @@ def test_replicates_group_by_config_and_match_a_hand_computed_interval(home: Hom
         assert (row["lo"], row["hi"]) == (pytest.approx(max(0.0, mean - half)), pytest.approx(min(1.0, mean + half)))
     other = curves[curves["group"] == groups.loc["other", "group"]]
     assert set(other["n"]) == {1} and other["lo"].isna().all()  # one seed: no interval
-    baselines = {analysis.baseline(r, home)["fitness"] for r in ("seed0", "seed1", "seed2")}
+    baselines = [float((analysis.baseline(r, home) or {})["fitness"]) for r in ("seed0", "seed1", "seed2")]
     assert result["baselines"][groups.loc["seed0", "group"]] == pytest.approx(sum(baselines) / len(baselines))
     assert result["left_out"] == []
 
