@@ -33,6 +33,7 @@ from IPython.display import display
 from coral import analysis
 from coral.analysis import figures
 from coral.analysis.notebook import key_numbers_line, run_id_from_env
+from coral.analysis.replicates import generation_axis
 from coral.home import Home
 
 home = Home()
@@ -70,7 +71,8 @@ fig.add_trace(go.Scatter(x=per_generation["generation"], y=per_generation["hyper
 fig.add_trace(go.Scatter(x=per_generation["generation"], y=per_generation["cumulative_hypervolume"],
                          mode="lines+markers", name="all genomes so far", line={"dash": "dot"}))
 fig.update_layout(title=f"hypervolume of the {' x '.join(OBJECTIVES)} front",
-                  xaxis_title="generation", yaxis_title="hypervolume")
+                  xaxis={"title": "generation", **generation_axis(per_generation["generation"].max())},
+                  yaxis_title="hypervolume")
 display(fig)
 
 # %% [markdown]

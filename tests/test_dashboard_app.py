@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -184,6 +185,14 @@ def test_launch_form_rejects_invalid_values_with_a_clear_line(monkeypatch: pytes
     at.number_input(key="workers-quick.yaml").set_value(2)
     at.text_input(key="model-quick.yaml").set_value("./no-such-model").run()
     assert at.error[0].value.startswith("model folder not found:") and at.button(key="start-run").disabled
+    # A model folder whose config.json does not parse: one line, before anything is registered.
+    broken = tmp_path / "broken-model"
+    shutil.copytree(REPO / "data" / "models" / "tiny-code", broken)
+    (broken / "config.json").write_text('{"model_type": "llama",')
+    at.text_input(key="model-quick.yaml").set_value(str(broken)).run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "config.json: not valid JSON" in errors[0], errors
+    assert at.button(key="start-run").disabled
     at.text_input(key="model-quick.yaml").set_value("../data/models/tiny-code")
     at.selectbox(key="backend-quick.yaml").set_value("modal").run()
     assert at.number_input(key="workers-quick.yaml").disabled  # Modal scales its own workers

@@ -92,7 +92,7 @@ def test_replicates_group_by_config_and_match_a_hand_computed_interval(home: Hom
         assert (row["lo"], row["hi"]) == (pytest.approx(max(0.0, mean - half)), pytest.approx(min(1.0, mean + half)))
     other = curves[curves["group"] == groups.loc["other", "group"]]
     assert set(other["n"]) == {1} and other["lo"].isna().all()  # one seed: no interval
-    baselines = {analysis.baseline(r, home)["fitness"] for r in ("seed0", "seed1", "seed2")}
+    baselines = [float((analysis.baseline(r, home) or {})["fitness"]) for r in ("seed0", "seed1", "seed2")]
     assert result["baselines"][groups.loc["seed0", "group"]] == pytest.approx(sum(baselines) / len(baselines))
     assert result["left_out"] == []
 
@@ -238,3 +238,19 @@ def test_bands_are_clipped_to_the_metric_range_and_below_three_seeds_not_drawn(h
     assert (raw["spread"] <= 1).all()
     three = analysis.replicate_curves(["seed0", "seed1", "seed2"], "fitness", "best", home)
     assert too_wide_note(three) is None
+
+
+def test_generation_axes_tick_whole_generations_and_titles_clear_legends(home: Home) -> None:
+    from coral.analysis import figures
+    from coral.analysis.live import genomes_chart, points_frame
+    from coral.analysis.replicates import generation_axis
+
+    assert generation_axis(1) == {"tick0": 0, "dtick": 1} and generation_axis(399)["dtick"] == 40
+    for fig in (figures.fitness_figure("long", "fitness", home), figures.compare_figure(["seed0", "long"], home=home),
+                replicate_chart(analysis.replicate_curves(["seed0", "seed1", "seed2"], home=home))):
+        assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tick0 == 0  # no 0.5 ticks
+    live = figures.live_chart(analysis.run_curves("long", home))
+    assert all(live.layout[f"xaxis{s}"].dtick == 1 for s in ("", "2", "8"))
+    # Legends sit below the plot, titles at the top: never one over the other.
+    for fig in (figures.fitness_figure("long", "fitness", home), genomes_chart(points_frame(None))):
+        assert fig.layout.legend.y < 0 and fig.layout.title.y > 0.9
