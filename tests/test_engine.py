@@ -271,7 +271,8 @@ def test_an_output_the_engine_cannot_read_fails_the_run_naming_job_and_field() -
     from coral.errors import CoralError
 
     with pytest.raises(CoralError) as err:
-        run_from_config(SMOKE, "lacking", backend="serial", handlers="tests.test_engine:LACKING")
+        config = resolve_config(SMOKE, backend="serial")
+        run_from_config(config, "lacking", run_context(config, handlers="tests.test_engine:LACKING"))
     message = str(err.value)
     assert "\n" not in message and "test job g0000:test:" in message
     assert message.endswith("output field 'objectives': lacks objective 'syntax'")
