@@ -161,7 +161,11 @@ def _join_cgroup(spec: list, child: int, memory_mb: int) -> None:
     root too, so the cgroup folder is out of its reach by then."""
     base, version = spec
     group = f"{base}/coral-box-{os.getpid()}"
-    os.mkdir(group, 0o700)
+    try:
+        os.mkdir(group, 0o700)
+    except FileExistsError:  # left by an earlier supervisor with our pid, whose box is gone
+        os.rmdir(group)
+        os.mkdir(group, 0o700)
     limit = str(memory_mb << 20).encode()
     files = (("memory.limit_in_bytes", True), ("memory.memsw.limit_in_bytes", False)) if version == 1 else (
         ("memory.max", True), ("memory.swap.max", False))
