@@ -27,7 +27,7 @@ from coral.services.dashboard import (
     request_control,
     run_error,
 )
-from coral.services.live import duration_words, live_view
+from coral.services.live import duration_words, live_view, waiting_note
 from pages import empty_state, home, ingestor, pick_run
 
 REFRESH_SECONDS = 1.0  # status, progress and buttons
@@ -149,7 +149,8 @@ def live(run_id: str) -> None:
         for stage in STAGES:
             counts = view.stages[stage]
             done, total = counts.get("done", 0) + counts.get("failed", 0), counts.get("total", 0)
-            text = f"generation {g} · {stage}: {done}/{total} jobs{_rate(view.rates.get(stage))}"
+            text = (f"generation {g} · {stage}: {done}/{total} jobs{_rate(view.rates.get(stage))}"
+                    f"{waiting_note(counts)}")
             st.progress(min(1.0, done / total) if total else 1.0, text=text)
         scored = view.generation_genomes()
         if scored:

@@ -147,21 +147,26 @@ def test_a_worker_told_to_stop_gives_up_a_full_partition(tmp_path: Path) -> None
 
 def test_a_coral_run_with_more_tests_than_the_window_shows_them_waiting(tmp_path: Path) -> None:
     """A real `coral run` (local workers, stand-in bodies) whose 8 x 186 test jobs are five times
-    a 300-job window: it finishes, every test is applied once, and progress.json showed tests
-    waiting for room while the run went on."""
+    a 300-job window: it finishes, every test is applied once, and progress.json and `coral
+    status` showed tests waiting for room while the run went on."""
     home = tmp_path / "home"
-    env = {**os.environ, "CORAL_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "CORAL_HOME": str(home), "PYTHONPATH": str(ROOT), "CORAL_FAKE_SLEEP": "0.01"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "coral", "run", str(ROOT / "configs/local.yaml"), "--run-id", "win",
          "--handlers", "coral.testing.fakes:HANDLERS", "--set", "population=8",
          "--set", "generations=1", "--set", "backend.window=300"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     waiting_seen = 0
+    status_lines: list[str] = []
     try:
         while proc.poll() is None:
             progress = read_progress(Home(home), "win") or {}
             test = (progress.get("stages") or {}).get("test") or {}
             waiting_seen = max(waiting_seen, int(test.get("waiting", 0)))
+            if waiting_seen and not any("waiting for room" in line for line in status_lines):
+                status = subprocess.run([sys.executable, "-m", "coral", "status", "win"], env=env,
+                                        capture_output=True, text=True, timeout=60)
+                status_lines += status.stdout.splitlines()
             time.sleep(0.05)
         out = proc.communicate(timeout=10)[0]
     finally:
@@ -170,9 +175,42 @@ def test_a_coral_run_with_more_tests_than_the_window_shows_them_waiting(tmp_path
             proc.wait()
     assert proc.returncode == 0, out
     assert waiting_seen > 0
+    # e.g. "  test 120/1,860 done · 2 running · 298 queued · 1,440 waiting for room (window full)"
+    assert any(line.strip().startswith("test ") and "waiting for room" in line
+               for line in status_lines), status_lines
     events = list(read_events(Home(home).events_dir("win")))
     tests = [(e.data["genome"], e.data["problem"], e.data["sample"])
              for e in events if e.type == "job_finished"]
     assert len(tests) == len(set(tests)) == (8 + 2) * 186  # 8 genomes, the baseline and echo
     status = json.loads((Home(home).run_dir("win") / "status.json").read_text())
     assert status["state"] == "finished"
+
+
+def test_a_forgotten_generation_frees_its_records_and_still_drops_late_duplicates(tmp_path: Path) -> None:
+    transport = LocalTransport(tmp_path / "queue.sqlite")
+    executor = QueueExecutor(transport, "run-gens", BackendConfig())
+    with serve(transport, 2, ["echo"]):
+        first = executor.submit([Job(job_id=f"g0:{i}", run_id="run-gens", kind="echo", generation=0,
+                                     payload={"i": i}) for i in range(50)]).result(timeout=60)
+        executor.forget(0)
+        assert executor.progress() == {} and not executor._records  # nothing of generation 0 kept
+        transport.queue(RESULTS_QUEUE).put(encode(first[3]), partition="run-gens")  # a zombie's copy
+        second = executor.submit([Job(job_id=f"g1:{i}", run_id="run-gens", kind="echo", generation=1,
+                                      payload={"i": i}) for i in range(50)]).result(timeout=60)
+    assert [r.output["i"] for r in second] == list(range(50))
+    assert (executor.stats.duplicates_dropped, executor.stats.rejected) == (1, 0)
+    assert executor.progress(1)["echo"]["done"] == 50 and len(executor._records) == 50
+    transport.close()
+
+
+def test_a_full_events_partition_skips_the_rest_of_a_batch_and_the_log_keeps_all(tmp_path: Path) -> None:
+    from coral.execution.jobs import EVENTS_QUEUE
+    from coral.run.events import EventLog
+
+    transport = LocalTransport(tmp_path / "queue.sqlite", partition_cap=300)
+    log = EventLog("run-ev", tmp_path / "events", transport)
+    log.emit_many([("job_finished", {"i": i}, 0) for i in range(1000)])  # no ingestor drains it
+    assert [e.data["i"] for e in read_events(tmp_path / "events")] == list(range(1000))
+    assert transport.queue(EVENTS_QUEUE).len(partition="run-ev") == log.published == 256
+    assert log.skipped_publish == 1000 - 256
+    transport.close()

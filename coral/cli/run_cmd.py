@@ -241,6 +241,7 @@ def _status(args: argparse.Namespace) -> int:
     from coral.home import Home
     from coral.run.progress import generations_done
     from coral.run.registry import ACTIVE, run_info, run_status
+    from coral.services.live import live_view, stage_text
 
     if _on_modal(args.run_id):
         from coral.modal.launcher import modal_run_status
@@ -258,6 +259,8 @@ def _status(args: argparse.Namespace) -> int:
     status = run_status(Home(), args.run_id)
     info = run_info(Home(), args.run_id)
     status["generations_done"] = generations_done(info.state, info.generation, info.generations)
+    view = live_view(args.run_id, Home())
+    status["stages"] = view.stages  # the running generation's job counts per stage and state
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -269,6 +272,9 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  {running}{status['generations_done']} of {info.generations or '?'} generations finished"
           + (f" (last: generation {last})" if last is not None else ""))
     print(f"  events: {log['events']} ({', '.join(f'{k} {v}' for k, v in sorted(log['counts'].items()))})")
+    for stage, counts in view.stages.items():
+        if counts.get("total"):
+            print(f"  {stage_text(stage, counts)}")
     if status.get("error"):
         print(f"  error: {status['error']}")
     return 0

@@ -100,7 +100,8 @@ class BatchFuture:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done():
             self._executor._wait(deadline, self)
-        return [self._executor._records[j].result for j in self.job_ids]
+        by_id = {r.job_id: r for r in self._completed}  # not the executor's records: forget() drops them
+        return [by_id[j] for j in self.job_ids]
 
     def as_completed(self, timeout: float | None = None) -> Iterator[JobResult]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -132,6 +133,7 @@ class Executor(ABC):
         self._unfinished = 0  # records without a final result
         # generation -> kind -> state -> jobs: progress() without a walk over every record.
         self._counts: dict[int | None, dict[str, dict[str, int]]] = {}
+        self._forgotten: set[int | None] = set()  # generations whose finished records were dropped
         self._hits = 0
         self._misses = 0
 
@@ -206,6 +208,20 @@ class Executor(ABC):
                     total[state] += n
         return out
 
+    def forget(self, generation: int) -> None:
+        """Drop the finished jobs of a generation whose results were all taken in, so the
+        executor's memory grows with the jobs of one generation, not with every job of the run.
+        A late duplicate of a forgotten job is counted and dropped like any duplicate."""
+        done = [j for j, r in self._records.items()
+                if r.job.generation == generation and r.result is not None]
+        for job_id in done:
+            del self._records[job_id]
+        self._forgotten.add(generation)
+        left = [r for r in self._records.values() if r.job.generation == generation]
+        self._counts.pop(generation, None)
+        for record in left:
+            self._count(record, None, record.state)
+
     def cache_stats(self) -> CacheStats:
         entries = sum(key.startswith("done:") for key in self._claims.keys())
         return CacheStats(hits=self._hits, misses=self._misses, entries=entries)
@@ -243,7 +259,7 @@ class Executor(ABC):
                 waiting, total = self._unfinished, len(self._records)
             else:
                 jobs = set(future.job_ids)
-                waiting, total = sum(self._records[j].result is None for j in jobs), len(jobs)
+                waiting, total = len(jobs) - len(future._completed), len(jobs)
             raise TimeoutError(f"{waiting} of {total} jobs of run {self.run_id} unfinished")
         self._pump(deadline)
 
@@ -265,6 +281,9 @@ class Executor(ABC):
 
     def _on_result(self, result: JobResult) -> None:
         record = self._records.get(result.job_id)
+        if record is None and result.run_id == self.run_id and result.generation in self._forgotten:
+            self.stats.duplicates_dropped += 1  # its job finished and was forgotten
+            return
         if record is None or result.run_id != self.run_id:
             self.stats.rejected += 1
             log.warning("run %s: dropped a result for unknown job %r", self.run_id, result.job_id)

@@ -213,6 +213,7 @@ class EvolutionEngine:
             baseline=self.baseline,
         ))
         self.live.generation_finished(generation)
+        self.executor.forget(generation)  # memory grows with one generation's jobs, not the run's
         self.progress("generation", {"generation": generation, "seconds": time.time() - started})
         return children
 

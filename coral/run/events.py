@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,8 +152,13 @@ class EventLog:
         if events:
             self._append(events)
         if self._publish_queue is not None:
-            for chunk in _chunks([(e, encode(e)) for e in events]):
-                self._publish(chunk)
+            chunks = list(_chunks([(e, encode(e)) for e in events]))
+            for i, chunk in enumerate(chunks):
+                if not self._publish(chunk):
+                    # The partition is full (no ingestor drains it): the rest would be refused
+                    # too, item by item, each a write to the queue. The log has them all.
+                    self.skipped_publish += sum(len(c) for c in chunks[i + 1:])
+                    break
         return events
 
     def _append(self, events: list[Event]) -> None:
@@ -166,21 +172,30 @@ class EventLog:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def _publish(self, chunk: list[tuple[Event, str]]) -> None:
+    def _publish(self, chunk: list[tuple[Event, str]]) -> bool:
+        """Publish a chunk; False when the partition is full (the chunk is skipped)."""
         if self._publish_queue is None:
-            return
+            return True
         try:
             self._publish_queue.put_many([text for _, text in chunk], block=False,
                                          partition=self.run_id)
             self.published += len(chunk)
-            return
-        except Exception as exc:  # full, too large, or the service: the log has the events
+            return True
+        except queue.Full:
+            self.skipped_publish += len(chunk)
+            log.debug("events %s.. not published: the events partition is full",
+                      chunk[0][0].event_id)
+            return False
+        except Exception as exc:  # too large, or the service: the log has the events
             if len(chunk) == 1:
                 self.skipped_publish += 1
                 log.debug("event %s not published: %s", chunk[0][0].event_id, exc)
-                return
-        for item in chunk:  # one bad item (too large) must not cost its neighbours
-            self._publish([item])
+                return True
+        for i, item in enumerate(chunk):  # one bad item (too large) must not cost its neighbours
+            if not self._publish([item]):
+                self.skipped_publish += len(chunk) - i - 1
+                return False
+        return True
 
 
 def summary(events_dir: Path) -> dict[str, Any]:
