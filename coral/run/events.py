@@ -106,6 +106,7 @@ def science(event: Event) -> dict[str, Any]:
 # Events per queue put, and bytes: a generation's ~2,600 events are a dozen round trips to
 # Modal, not 2,600, and no request nears Modal's size limits.
 PUBLISH_CHUNK = 256
+EMIT_SLICE = 4096  # events appended (and fsync'd) at a time by emit_many
 PUBLISH_BYTES = 1024 * 1024
 
 
@@ -142,31 +143,42 @@ class EventLog:
         return self.emit_many([(type_, data or {}, generation)])[0]
 
     def emit_many(self, items: list[tuple[EventType, dict[str, Any], int | None]]) -> list[Event]:
-        """Log a batch (one fsync), then publish it without blocking, in chunks (_chunks)."""
-        events = []
-        for type_, data, generation in items:
-            events.append(Event(event_id=event_id(self.run_id, self.seq), run_id=self.run_id,
-                                seq=self.seq, type=type_, generation=generation, data=data,
-                                wall_time=time.time()))
-            self.seq += 1
-        if events:
-            self._append(events)
-        if self._publish_queue is not None:
-            chunks = list(_chunks([(e, encode(e)) for e in events]))
+        """Log a batch (one fsync per EMIT_SLICE events), then publish it without blocking, in
+        chunks (_chunks). Slices keep a generation of 75,000 events from holding all their
+        encoded text at once; each event is encoded once, for the log and the queue."""
+        events: list[Event] = []
+        full = False
+        for start in range(0, len(items), EMIT_SLICE):
+            part = []
+            for type_, data, generation in items[start:start + EMIT_SLICE]:
+                part.append(Event(event_id=event_id(self.run_id, self.seq), run_id=self.run_id,
+                                  seq=self.seq, type=type_, generation=generation, data=data,
+                                  wall_time=time.time()))
+                self.seq += 1
+            texts = [encode(e) for e in part]
+            self._append(part, texts)
+            events.extend(part)
+            if self._publish_queue is None:
+                continue
+            if full:  # the partition was full a moment ago: the log has these
+                self.skipped_publish += len(part)
+                continue
+            chunks = list(_chunks(list(zip(part, texts, strict=True))))
             for i, chunk in enumerate(chunks):
                 if not self._publish(chunk):
                     # The partition is full (no ingestor drains it): the rest would be refused
                     # too, item by item, each a write to the queue. The log has them all.
                     self.skipped_publish += sum(len(c) for c in chunks[i + 1:])
+                    full = True
                     break
         return events
 
-    def _append(self, events: list[Event]) -> None:
+    def _append(self, events: list[Event], texts: list[str]) -> None:
         files = segments(self.dir)
         path = files[-1] if files else self.dir / segment_name(events[0].seq)
         if path.exists() and path.stat().st_size >= SEGMENT_BYTES:
             path = self.dir / segment_name(events[0].seq)
-        lines = "".join(encode(e) + "\n" for e in events)
+        lines = "".join(text + "\n" for text in texts)
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(lines)
             handle.flush()
