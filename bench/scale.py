@@ -14,8 +14,9 @@ Run start-up (benchmark load, initial population) is reported apart from the gen
 
 `--baseline-tree DIR`: a checkout of the code before this change (e.g. `git archive BASE | tar -x
 -C DIR`); it runs `--baseline-size` (40) for `--baseline-generations` (1), then this tree runs the
-same, in the same invocation, and the throughput ratio is printed. Sizes whose estimated time exceeds `--budget` are left out and said so. The load
-average is printed with every figure (the machine may be shared).
+same, in the same invocation, and the throughput ratio is printed. Sizes whose estimated time
+exceeds `--budget` are left out and said so. The load average is printed with every figure (the
+machine may be shared).
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ def run_size(population: int, samples: int, generations: int, code: Path, timeou
         gens = progress["finished"]
         events = home / "runs" / run_id / "events"
         log_bytes = sum(p.stat().st_size for p in events.glob("*.jsonl"))
-        ingest = ingest_seconds(home, code)
+        try:
+            ingest: float | str = ingest_seconds(home, code)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            ingest = str(exc)  # the run's figures still count
         jobs = [sum(g["jobs"].values()) for g in gens]
         seconds = [g["seconds"] for g in gens]
         return {
@@ -115,11 +119,16 @@ def ingest_seconds(home: Path, code: Path) -> float:
     """The store's ingest of the run's log (in-memory DuckDB), in a child on the same code."""
     script = ("import sys,time;from coral.home import Home;from coral.store.ingest import Ingestor\n"
               "i=Ingestor(Home(sys.argv[1]),transport_kind=None,db_path=':memory:')\n"
-              "t=time.perf_counter();n=i.run_once(snapshot=False);print(time.perf_counter()-t, n)")
+              "t=time.perf_counter();n=i.run_once(snapshot=False);print('INGEST',time.perf_counter()-t,n)")
     env = {**os.environ, "PYTHONPATH": str(code)}
-    out = subprocess.run([sys.executable, "-c", script, str(home)], env=env, capture_output=True,
-                         text=True, timeout=1800, check=True).stdout.split()
-    return round(float(out[0]), 2)
+    done = subprocess.run([sys.executable, "-c", script, str(home)], env=env, capture_output=True,
+                          text=True, timeout=1800)
+    # DuckDB may draw a progress bar on stdout: take the marked line.
+    line = next((x for x in done.stdout.splitlines() if x.startswith("INGEST ")), None)
+    if done.returncode != 0 or line is None:
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise RuntimeError(f"ingest failed: {last}")
+    return round(float(line.split()[1]), 2)
 
 
 def main() -> None:

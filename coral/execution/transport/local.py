@@ -128,15 +128,11 @@ class LocalTransport(Transport):
         con = self.connection()
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         delay = _MIN_DELAY
-        result = attempt()  # the common case costs no counter read
-        if result is not None or not block:
-            return result
         while True:
-            # Read the counter, then try again before sleeping: a commit that came after the
-            # failed attempt is either seen by this one or moves the counter.
+            # Read the counter before the attempt, so a commit in between is never missed.
             seen = con.execute("PRAGMA data_version").fetchone()[0]
             result = attempt()
-            if result is not None:
+            if result is not None or not block:
                 return result
             while True:
                 now = time.monotonic()
@@ -215,13 +211,15 @@ class LocalQueue(Queue):
         if probe is None:
             return None
         with self._t.write() as con:
-            # One statement takes the oldest n; RETURNING's order is unspecified, so sort by id.
             rows = con.execute(
-                "DELETE FROM items WHERE id IN (SELECT id FROM items WHERE queue=? AND part=? "
-                "ORDER BY id LIMIT ?) RETURNING id, value",
+                "SELECT id, value FROM items WHERE queue=? AND part=? ORDER BY id LIMIT ?",
                 (self.name, part, n),
             ).fetchall()
-        rows.sort()
+            if rows:
+                con.execute(
+                    "DELETE FROM items WHERE queue=? AND part=? AND id<=?",
+                    (self.name, part, rows[-1][0]),
+                )
         return [value for _, value in rows] or None
 
     def len(self, *, partition: str | None = None, total: bool = False) -> int:
