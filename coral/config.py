@@ -205,7 +205,13 @@ class BackendConfig(Section):
     # lease_seconds means the worker died and the job is re-enqueued. Also the adapter claim ttl.
     lease_seconds: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=2, ge=0)  # extra attempts after a failure or a lost worker
-    submit_timeout: float = Field(default=300.0, gt=0)  # wait for room in a full job queue
+    # How long dispatch may find no room in a job queue (nothing accepted, nothing finishing)
+    # before the run fails: its workers are gone or another run holds the queue.
+    submit_timeout: float = Field(default=300.0, gt=0)
+    # Jobs of one run in the transport at once (queued, running or answered but not yet read),
+    # across stages; the rest wait in the executor. Below Modal's 5,000-item partition cap, so
+    # neither a job partition nor the run's results partition can fill (docs/transport.md).
+    window: int = Field(default=2000, ge=1, le=4000)
 
 
 class ModalConfig(Section):

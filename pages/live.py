@@ -26,7 +26,7 @@ from coral.services.dashboard import (
     run_error,
     run_times,
 )
-from coral.services.live import RATE_WINDOW, duration_words, live_view, read_progress, run_info
+from coral.services.live import RATE_WINDOW, duration_words, live_view, read_progress, run_info, waiting_note
 from pages import empty_state, home, ingestor, pick_run
 
 REFRESH_SECONDS = 1.0  # status, progress and buttons
@@ -168,7 +168,8 @@ def live(run_id: str) -> None:
         for stage in STAGES:
             counts = view.stages[stage]
             done, total = counts.get("done", 0) + counts.get("failed", 0), counts.get("total", 0)
-            text = f"generation {g} · {stage}: {done}/{total} jobs{_rate(view.rates.get(stage))}"
+            text = (f"generation {g} · {stage}: {done}/{total} jobs{_rate(view.rates.get(stage))}"
+                    f"{waiting_note(counts)}")
             st.progress(min(1.0, done / total) if total else 1.0, text=text)
         scored = view.generation_genomes()
         if scored:

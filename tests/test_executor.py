@@ -93,7 +93,7 @@ def test_failed_jobs_are_retried_then_fail_with_the_error(
     (result,) = executor.submit_test_batch({"bad": {"raise": "still broken"}}).result(60)
     assert (result.ok, result.attempt, result.error) == (False, 2, "ValueError: still broken")
     assert executor.stats.retries == 2
-    assert executor.progress() == {"test": {"queued": 0, "running": 0, "held": 0, "done": 0, "failed": 1}}
+    assert executor.progress() == {"test": {"waiting": 0, "queued": 0, "running": 0, "held": 0, "done": 0, "failed": 1}}
 
 
 @pytest.mark.parametrize("kind", ["queue", "serial"])
@@ -131,7 +131,7 @@ def test_result_times_out_without_workers(transport: Transport) -> None:
     with pytest.raises(TimeoutError, match="2 of 2 jobs"):
         future.result(timeout=0.2)
     assert executor.queue_stats()[job_queue("echo")] == 2
-    assert executor.progress() == {"echo": {"queued": 2, "running": 0, "held": 0, "done": 0, "failed": 0}}
+    assert executor.progress() == {"echo": {"waiting": 0, "queued": 2, "running": 0, "held": 0, "done": 0, "failed": 0}}
 
 
 def test_late_duplicates_and_foreign_results_are_dropped(transport: Transport, workers: ThreadWorkers) -> None:

@@ -150,32 +150,23 @@ def test_identical_heavy_genes_on_two_containers_train_once(
     assert sorted(r.output["cache_hit"] for r in results) == [False, True, True]
 
 
-def test_a_full_partition_makes_the_executor_wait_and_loses_nothing() -> None:
+def test_a_batch_over_the_partition_cap_waits_in_the_window_and_loses_nothing() -> None:
     api = ModalDouble()
     transport = ModalTransport("coral", api=api)
     jobs = transport.queue(job_queue("echo"))
     n = MAX_PARTITION_ITEMS + 300
-    saw_full = threading.Event()
-    workers: list[threading.Thread] = []
-
-    def start_workers_once_full() -> None:
-        # Workers start only after the queue holds its cap, so the submit below must have
-        # waited for room: it cannot finish before they drain.
-        wait_for(lambda: jobs.len() == MAX_PARTITION_ITEMS, "a full partition")
-        saw_full.set()
-        for i in range(2):
-            thread = threading.Thread(target=serve, daemon=True, kwargs=dict(
-                kinds=["echo"], app_name="coral", idle_seconds=1.0, lease_seconds=5.0,
-                worker_id=f"modal:w{i}", api=api))
-            thread.start()
-            workers.append(thread)
-
-    watcher = threading.Thread(target=start_workers_once_full, daemon=True)
-    watcher.start()
     executor = QueueExecutor(transport, "run-full", BackendConfig(lease_seconds=5.0,
                                                                    submit_timeout=60))
+    # No worker yet: the submit returns at once, the window's worth in the partition, the rest
+    # waiting in the executor (never a full partition that a put would block on).
     future = executor.submit_batch("echo", {f"j{i}": {"i": i} for i in range(n)})
-    assert saw_full.is_set()
+    assert jobs.len() == executor.window < MAX_PARTITION_ITEMS
+    assert executor.progress()["echo"]["waiting"] == n - executor.window
+    workers = [threading.Thread(target=serve, daemon=True, kwargs=dict(
+        kinds=["echo"], app_name="coral", idle_seconds=1.0, lease_seconds=5.0,
+        worker_id=f"modal:w{i}", api=api)) for i in range(2)]
+    for thread in workers:
+        thread.start()
     results = future.result(timeout=120)
     assert [r.output["i"] for r in results] == list(range(n)) and all(r.ok for r in results)
     assert executor.stats.retries == executor.stats.lease_expiries == 0

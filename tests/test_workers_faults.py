@@ -183,7 +183,7 @@ def test_a_raising_job_fails_with_its_error_and_the_batch_goes_on(shared: Any) -
     assert [(r.job_id, r.ok) for r in results] == [("ok1", True), ("bad", False), ("ok2", True)]
     assert results[1].error == "ValueError: cannot parse candidate"
     assert results[1].attempt == 1
-    assert executor.progress()["test"] == {"queued": 0, "held": 0, "running": 0, "done": 2, "failed": 1}
+    assert executor.progress()["test"] == {"waiting": 0, "queued": 0, "held": 0, "running": 0, "done": 2, "failed": 1}
 
 
 def test_a_bad_queue_item_is_rejected_and_nothing_else_is_lost(shared: Any) -> None:

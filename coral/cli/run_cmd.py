@@ -261,6 +261,7 @@ def _status(args: argparse.Namespace) -> int:
     from coral.run.progress import generations_done
     from coral.run.registry import ACTIVE, run_info, run_status
     from coral.services.backends import run_backend
+    from coral.services.live import live_view, stage_text
 
     backend, config = run_backend(Home(), args.run_id)
     if config is None:  # a run living on its backend: its status as last committed there
@@ -279,6 +280,8 @@ def _status(args: argparse.Namespace) -> int:
     status["generations_done"] = generations_done(info.state, info.generation, info.generations)
     best = _best_by_run([args.run_id]).get(args.run_id)
     status.update(_best_json(best))
+    view = live_view(args.run_id, Home())
+    status["stages"] = view.stages  # the running generation's job counts per stage and state
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -297,6 +300,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  best genome {best['genome_id']}: fitness {describe(best)} "
               "(best = highest mean fitness over a genome's evaluations)")
     print(f"  events: {log['events']} ({', '.join(f'{k} {v}' for k, v in sorted(log['counts'].items()))})")
+    for stage, counts in view.stages.items():
+        if counts.get("total"):
+            print(f"  {stage_text(stage, counts)}")
     if status.get("error"):
         print(f"  error: {status['error']}")
     return 0

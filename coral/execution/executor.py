@@ -4,7 +4,10 @@
 results partition (`results`, partition = run id). It deduplicates results by job id (the first
 final result wins; a zombie's late duplicate is dropped), re-submits failed jobs with attempt+1
 up to `backend.max_retries`, and re-enqueues jobs whose worker died: a lease that expired, or a
-job that left the queue but was never leased (see `_check_leases`).
+job that left the queue but was never leased (see `_check_leases`). At most `backend.window`
+jobs of the run are in the transport at once (the rest wait here, state "waiting"), and a put
+never blocks: a queue without room is tried again while results are read, so neither a job
+partition nor the results partition can fill and dispatch never stops the draining of results.
 `SerialExecutor` runs the same handlers in-process through the same bookkeeping: debugging and
 the equivalence check. Both are used from one thread.
 """
@@ -34,7 +37,7 @@ from coral.execution.jobs import (
     lease_key,
 )
 from coral.execution.messages import Job, JobResult, decode, encode
-from coral.execution.transport.base import Transport
+from coral.execution.transport.base import MAX_PARTITION_ITEMS, Transport
 from coral.execution.workers import LocalWorkerPool, WorkerLauncher, execute_job, lease_owner_dead
 from coral.home import Home, check_run_id
 
@@ -45,26 +48,11 @@ __all__ = [
 
 log = logging.getLogger("coral.execution.executor")
 
+# waiting: submitted, kept in the executor until the window has room (backpressure).
 # held: taken by a worker that waits, without starting it, while the run is paused.
-STATES = ("queued", "running", "held", "done", "failed")
-_PUT_CHUNK = 500  # jobs per put_many: well under the partition cap
+STATES = ("waiting", "queued", "running", "held", "done", "failed")
+_PUT_CHUNK = 500  # jobs per put_many: well under the partition cap and the item size limit
 _PUT_BYTES = 1024 * 1024  # and at most this much JSON per put_many: no request nears Modal's limit
-
-
-def _put_chunks(items: list[str]) -> Iterator[list[str]]:
-    """Consecutive runs of items of at most _PUT_CHUNK items and _PUT_BYTES bytes (one item
-    over the byte cap goes alone; the transport refuses it if it is over the item limit)."""
-    chunk: list[str] = []
-    size = 0
-    for item in items:
-        n = len(item.encode("utf-8"))
-        if chunk and (len(chunk) >= _PUT_CHUNK or size + n > _PUT_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += n
-    if chunk:
-        yield chunk
 
 
 @dataclass(frozen=True)
@@ -91,6 +79,7 @@ class _Record:
     result: JobResult | None = None
     taken_since: float | None = None  # monotonic: when we knew it had left the queue unleased
     futures: list[BatchFuture] = field(default_factory=list)
+    sent: bool = False  # the current attempt is in the transport (counts against the window)
 
 
 class BatchFuture:
@@ -99,19 +88,21 @@ class BatchFuture:
     def __init__(self, executor: Executor, job_ids: list[str]) -> None:
         self._executor = executor
         self.job_ids = job_ids
-        self._completed: list[JobResult] = []  # completion order
+        self._distinct = len(set(job_ids))
+        self._completed: list[JobResult] = []  # completion order, one per distinct job id
 
     def _complete(self, result: JobResult) -> None:
         self._completed.append(result)
 
     def done(self) -> bool:
-        return all(self._executor._records[j].result is not None for j in self.job_ids)
+        return len(self._completed) >= self._distinct
 
     def result(self, timeout: float | None = None) -> list[JobResult]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done():
             self._executor._wait(deadline, self)
-        return [self._executor._records[j].result for j in self.job_ids]
+        by_id = {r.job_id: r for r in self._completed}  # not the executor's records: forget() drops them
+        return [by_id[j] for j in self.job_ids]
 
     def as_completed(self, timeout: float | None = None) -> Iterator[JobResult]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -139,8 +130,11 @@ class Executor(ABC):
         self.stats = ExecutorStats()
         self._records: dict[str, _Record] = {}
         self._seq = 0
-        self._finished: list[JobResult] = []  # completion order, for stream_results
-        self._streamed = 0
+        self._finished: deque[JobResult] = deque()  # completion order, not yet streamed
+        self._unfinished = 0  # records without a final result
+        # generation -> kind -> state -> jobs: progress() without a walk over every record.
+        self._counts: dict[int | None, dict[str, dict[str, int]]] = {}
+        self._forgotten: set[int | None] = set()  # generations whose finished records were dropped
         self._hits = 0
         self._misses = 0
 
@@ -164,6 +158,8 @@ class Executor(ABC):
             record = self._records.get(job.job_id)
             if record is None:
                 record = self._records[job.job_id] = _Record(job=job, seq=self._next_seq())
+                self._unfinished += 1
+                self._count(record, None, record.state)
                 new.append(job)
             if record.result is not None:
                 future._complete(record.result)
@@ -191,10 +187,9 @@ class Executor(ABC):
         """Final results in completion order, each once across calls; ends when none is pending."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            while self._streamed < len(self._finished):
-                self._streamed += 1
-                yield self._finished[self._streamed - 1]
-            if all(r.result is not None for r in self._records.values()):
+            while self._finished:
+                yield self._finished.popleft()
+            if not self._unfinished:
                 return
             self._wait(deadline, None)
 
@@ -202,12 +197,28 @@ class Executor(ABC):
         """Per kind (stage): how many jobs are queued, running, held, done, failed (of one
         generation's jobs when `generation` is given; every job of the run otherwise)."""
         out: dict[str, dict[str, int]] = {}
-        for record in self._records.values():
-            if generation is not None and record.job.generation != generation:
+        for gen, kinds in self._counts.items():
+            if generation is not None and gen != generation:
                 continue
-            counts = out.setdefault(record.job.kind, dict.fromkeys(STATES, 0))
-            counts[record.state] += 1
+            for kind, counts in kinds.items():
+                total = out.setdefault(kind, dict.fromkeys(STATES, 0))
+                for state, n in counts.items():
+                    total[state] += n
         return out
+
+    def forget(self, generation: int) -> None:
+        """Drop the finished jobs of a generation whose results were all taken in, so the
+        executor's memory grows with the jobs of one generation, not with every job of the run.
+        A late duplicate of a forgotten job is counted and dropped like any duplicate."""
+        done = [j for j, r in self._records.items()
+                if r.job.generation == generation and r.result is not None]
+        for job_id in done:
+            del self._records[job_id]
+        self._forgotten.add(generation)
+        left = [r for r in self._records.values() if r.job.generation == generation]
+        self._counts.pop(generation, None)
+        for record in left:
+            self._count(record, None, record.state)
 
     def cache_stats(self) -> CacheStats:
         entries = sum(key.startswith("done:") for key in self._claims.keys())
@@ -242,17 +253,35 @@ class Executor(ABC):
 
     def _wait(self, deadline: float | None, future: BatchFuture | None) -> None:
         if deadline is not None and time.monotonic() >= deadline:
-            jobs = future.job_ids if future else list(self._records)
-            waiting = sum(self._records[j].result is None for j in set(jobs))
-            raise TimeoutError(f"{waiting} of {len(set(jobs))} jobs of run {self.run_id} unfinished")
+            if future is None:
+                waiting, total = self._unfinished, len(self._records)
+            else:
+                jobs = set(future.job_ids)
+                waiting, total = len(jobs) - len(future._completed), len(jobs)
+            raise TimeoutError(f"{waiting} of {total} jobs of run {self.run_id} unfinished")
         self._pump(deadline)
 
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
 
+    def _count(self, record: _Record, old: str | None, new: str) -> None:
+        kinds = self._counts.setdefault(record.job.generation, {})
+        counts = kinds.setdefault(record.job.kind, dict.fromkeys(STATES, 0))
+        if old is not None:
+            counts[old] -= 1
+        counts[new] += 1
+
+    def _set_state(self, record: _Record, state: str) -> None:
+        if record.state != state:
+            self._count(record, record.state, state)
+            record.state = state
+
     def _on_result(self, result: JobResult) -> None:
         record = self._records.get(result.job_id)
+        if record is None and result.run_id == self.run_id and result.generation in self._forgotten:
+            self.stats.duplicates_dropped += 1  # its job finished and was forgotten
+            return
         if record is None or result.run_id != self.run_id:
             self.stats.rejected += 1
             log.warning("run %s: dropped a result for unknown job %r", self.run_id, result.job_id)
@@ -277,13 +306,14 @@ class Executor(ABC):
     def _retry(self, record: _Record) -> None:
         record.job = record.job.model_copy(update={"attempt": record.job.attempt + 1})
         record.seq = self._next_seq()
-        record.state = "queued"
+        self._set_state(record, "queued")
         record.taken_since = None
         self._dispatch([record.job])
 
     def _finish(self, record: _Record, result: JobResult) -> None:
         record.result = result
-        record.state = "done" if result.ok else "failed"
+        self._unfinished -= 1
+        self._set_state(record, "done" if result.ok else "failed")
         if result.kind == "train" and result.ok:
             hit = result.output.get("cache_hit")  # a --handlers train body may omit it: not counted
             if hit is True:
@@ -302,6 +332,12 @@ class QueueExecutor(Executor):
     `job_partition` puts this run's jobs in their own partition of each job queue (the modal
     backend: the run id), so runs sharing the queues never take, count or wait for each other's
     jobs; None uses the shared default partition (local workers serve any run).
+
+    The window: at most `window` jobs (`backend.window`, and at most half the transport's
+    partition cap) are in the transport at once, queued, running or answered but unread; the
+    others wait in `_backlog`, retries first, and go out as results come in. Every job of the
+    run then fits one job partition, and every result the run's results partition, whatever
+    the population: dispatch cannot block on a full queue while results wait to be read.
     """
 
     def __init__(
@@ -317,21 +353,77 @@ class QueueExecutor(Executor):
         self._queues = {kind: transport.queue(job_queue(kind)) for kind in JOB_KINDS}
         self._taken_seq: dict[str, int] = {}  # per kind: highest seq known to have left the queue
         self._next_check = time.monotonic() + self.check_interval
+        cap = int(getattr(transport, "partition_cap", MAX_PARTITION_ITEMS))
+        self.window = max(1, min(backend.window, cap // 2))
+        self._backlog: deque[_Record] = deque()  # submitted, not yet in the transport
+        self._inflight: dict[str, _Record] = {}  # job id -> record whose attempt is in the transport
+        self._chunk = _PUT_CHUNK  # halved while a queue refuses puts (a shared, nearly full one)
+        self._moved = time.monotonic()  # last time a put was accepted or a result came in
 
     def _dispatch(self, jobs: list[Job]) -> None:
-        by_kind: dict[str, list[str]] = {}
+        retries: list[_Record] = []
         for job in jobs:
-            by_kind.setdefault(job.kind, []).append(encode(job))
-        for kind, items in by_kind.items():
-            for chunk in _put_chunks(items):
+            record = self._records[job.job_id]
+            if record.sent:  # a retry: its earlier attempt no longer holds a place in the window
+                record.sent = False
+                self._inflight.pop(job.job_id, None)
+                retries.append(record)
+            else:
+                self._backlog.append(record)
+            self._set_state(record, "waiting")
+        self._backlog.extendleft(reversed(retries))
+        self._fill()
+
+    def _fill(self) -> None:
+        """Put waiting jobs on their queues while the window has room; never blocks. A queue
+        that refuses (a shared partition full of other runs' jobs) is tried again on the next
+        pump; only when nothing has moved for submit_timeout does the run fail."""
+        while self._backlog and len(self._inflight) < self.window:
+            batch: list[tuple[_Record, str]] = []
+            size = 0
+            while self._backlog and len(batch) < min(self._chunk, self.window - len(self._inflight)):
+                record = self._backlog[0]
+                if record.result is not None:  # an older attempt may have succeeded meanwhile
+                    self._backlog.popleft()
+                    continue
+                text = encode(record.job)
+                n = len(text.encode("utf-8"))
+                if batch and size + n > _PUT_BYTES:  # one job over the cap goes alone
+                    break
+                self._backlog.popleft()
+                batch.append((record, text))
+                size += n
+            by_kind: dict[str, list[tuple[_Record, str]]] = {}
+            for record, text in batch:
+                by_kind.setdefault(record.job.kind, []).append((record, text))
+            for kind, entries in by_kind.items():
+                records = [r for r, _ in entries]
                 try:
-                    self._queues[kind].put_many(chunk,
-                                                timeout=self.backend.submit_timeout,
+                    self._queues[kind].put_many([text for _, text in entries], block=False,
                                                 partition=self.job_partition)
                 except queue.Full:
-                    raise CoralError(
-                        f"queue {job_queue(kind)} stayed full for {self.backend.submit_timeout}s: "
-                        "are workers for it running?") from None
+                    refused = [r for rs in by_kind.values() for r, _ in rs
+                               if r.job.job_id not in self._inflight]
+                    self._backlog.extendleft(reversed(refused))
+                    self._chunk = max(1, self._chunk // 2)
+                    if time.monotonic() - self._moved > self.backend.submit_timeout:
+                        raise CoralError(
+                            f"queue {job_queue(kind)} stayed full for {self.backend.submit_timeout}s "
+                            "with no result coming back: are workers for it running?") from None
+                    return
+                self._moved = time.monotonic()
+                self._chunk = _PUT_CHUNK
+                for record in records:
+                    record.seq = self._next_seq()  # dispatch order: _check_leases relies on it
+                    record.sent = True
+                    self._inflight[record.job.job_id] = record
+                    self._set_state(record, "queued")
+
+    def _finish(self, record: _Record, result: JobResult) -> None:
+        super()._finish(record, result)
+        if record.sent:
+            record.sent = False
+            self._inflight.pop(record.job.job_id, None)
 
     def add_health_check(self, check: Callable[[], None]) -> None:
         """`check()` runs with every lease check and raises (a CoralError) when the run cannot
@@ -339,6 +431,7 @@ class QueueExecutor(Executor):
         self._health.append(check)
 
     def _pump(self, deadline: float | None) -> None:
+        self._fill()
         now = time.monotonic()
         if now >= self._next_check:
             for check in self._health:
@@ -355,6 +448,8 @@ class QueueExecutor(Executor):
                                           partition=self.run_id)
         except queue.Empty:
             return
+        if raws:
+            self._moved = time.monotonic()
         for raw in raws:
             try:
                 result = decode(JobResult, raw)
@@ -366,6 +461,7 @@ class QueueExecutor(Executor):
             if record is not None and result.attempt == record.job.attempt:
                 self._note_taken(record)
             self._on_result(result)
+        self._fill()
 
     def _note_taken(self, record: _Record) -> None:
         kind = record.job.kind
@@ -380,20 +476,22 @@ class QueueExecutor(Executor):
         is empty or a later job of ours was leased or answered; if it stays unleased and
         unanswered for lease_seconds after that, it is re-enqueued.
         """
-        pending = [r for r in self._records.values() if r.result is None]
-        if not pending:
+        if not self._inflight:
             return
         prefix = f"lease:{self.run_id}:"
         leases = {k: v for k, v in self._leases.items() if k.startswith(prefix)}
         # A worker delivers before it releases: a lease missing now has its result in the
-        # partition already, so reading the partition after the leases never misses it.
+        # partition already, so reading the partition after the leases never misses it. Jobs
+        # sent after the leases were read are too young to be judged now.
+        pending = list(self._inflight.values())
         self._receive(None)
-        pending = [r for r in pending if r.result is None]
+        pending = [r for r in pending if r.result is None and r.sent]
         now_wall, now = time.time(), time.monotonic()
         for record in pending:
             lease = leases.get(lease_key(self.run_id, record.job.job_id, record.job.attempt))
             if lease is not None:
-                record.state = "held" if isinstance(lease, dict) and lease.get("held") else "running"
+                self._set_state(record, "held" if isinstance(lease, dict) and lease.get("held")
+                                else "running")
                 record.taken_since = None
                 self._note_taken(record)
         empty: dict[str, bool] = {}
@@ -465,13 +563,13 @@ class SerialExecutor(Executor):
         self._pending: deque[Job] = deque()
 
     def _dispatch(self, jobs: list[Job]) -> None:
-        self._pending.extend(jobs)
+        self._pending.extend(jobs)  # no window: nothing leaves this process
 
     def _pump(self, deadline: float | None) -> None:
         if not self._pending:
             return
         job = self._pending.popleft()
-        self._records[job.job_id].state = "running"
+        self._set_state(self._records[job.job_id], "running")
         self._on_result(execute_job(job, job.kind, self.handlers, self.ctx))
 
     def queue_stats(self) -> dict[str, int]:

@@ -201,6 +201,7 @@ class Renewer:
         self._fn: Callable[[], None] | None = None
         self._due = 0.0
         self._closed = False
+        self._wakes_at: float | None = None  # when the thread's current wait ends (None: never)
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -209,14 +210,20 @@ class Renewer:
         with self._cond:
             self._fn = fn
             self._due = time.monotonic() + (self.interval if first is None else first)
-            self._cond.notify()
+            # Wake the thread only if it would sleep past the new due time: a worker serving
+            # a thousand short jobs a second would otherwise pay two thread switches a job.
+            if fn is not None and (self._wakes_at is None or self._wakes_at > self._due):
+                self._cond.notify()
 
     def _run(self) -> None:
         with self._cond:
             while not self._closed:
-                wait = None if self._fn is None else self._due - time.monotonic()
+                now = time.monotonic()
+                wait = None if self._fn is None else self._due - now
                 if wait is None or wait > 0:
+                    self._wakes_at = None if wait is None else now + wait
                     self._cond.wait(wait)
+                    self._wakes_at = None
                     continue
                 try:
                     self._fn()  # checked above, under the same lock

@@ -50,6 +50,7 @@ MAX_ERROR_CHARS = 500
 # models (a test keeps the two equal).
 DEFAULT_LEASE_SECONDS = 120.0
 LEASE_DELAY = 1.0  # seconds a job runs before its lease is first written (see _serve)
+DELIVER_BACKOFF = (0.05, 5.0)  # first and longest wait for room in a full results partition
 
 
 STAGE_ORDER = ("train", "generate", "test")  # a genome's pipeline, first to last
@@ -193,17 +194,39 @@ class Worker:
             result = self._execute(kind, job)
         finally:
             renewer.set(None)
-        try:
-            self._results.put(encode(result), partition=job.run_id, timeout=self.lease_seconds)
-        except (queue.Full, ValueError, TypeError) as exc:
-            # The lease is left to expire: the executor re-enqueues the job when it can.
-            log.error("job %s: result not delivered: %s", job.job_id, exc)
-            return
+        if not self._deliver(job, encode(result)):
+            return  # the lease is left to expire: the executor re-enqueues the job if it still waits
         if leased:
             try:
                 self._leases.pop(key)
             except KeyError:
                 pass
+
+    def _deliver(self, job: Job, item: str) -> bool:
+        """Put a result on its run's partition, waiting with backoff while the partition is full
+        (never dropping it for that alone). Meanwhile the job's lease is not renewed: if it
+        expires the executor runs the job again, and whichever result lands second is dropped
+        by job id. Gives up only when the worker is told to stop or the run was stopped."""
+        wait = DELIVER_BACKOFF[0]
+        warned = False
+        while True:
+            try:
+                self._results.put(item, partition=job.run_id, timeout=wait)
+                return True
+            except (ValueError, TypeError) as exc:  # e.g. an item over the size limit
+                log.error("job %s: result not delivered: %s", job.job_id, exc)
+                return False
+            except queue.Full:
+                pass
+            if not warned:
+                log.warning("job %s: results partition of run %s is full; waiting for room",
+                            job.job_id, job.run_id)
+                warned = True
+            if self.stop.is_set() or self._hold_request(job.run_id) == "stop":
+                log.error("job %s: result not delivered (results partition full, worker or run "
+                          "stopping)", job.job_id)
+                return False
+            wait = min(wait * 2, DELIVER_BACKOFF[1])
 
     def _hold_request(self, run_id: str) -> str | None:
         value = self._holds.get(hold_key(run_id))

@@ -30,6 +30,7 @@ from typing import Any
 
 from coral.benchmark.contamination import report
 from coral.benchmark.loader import load_benchmark
+from coral.benchmark.problem import Problem
 from coral.benchmark.prompts import build_prompt
 from coral.config import Config
 from coral.errors import CoralError
@@ -134,6 +135,7 @@ class EvolutionEngine:
         self.interrupted: str | None = None
         # Timing-dependent bookkeeping (runs/RUN_ID/progress.json), never in the event log.
         self.live = ProgressWriter(home, run_id, config.generations, config.population)
+        self._problems_loaded: list[Problem] | None = None
 
     # ------------------------------------------------------------------ the run
 
@@ -194,7 +196,7 @@ class EvolutionEngine:
         """Eval problems whose reference or buggy body is in the model's training manifest;
         None when the model has none (unknown). docs/benchmark.md, "Contamination"."""
         names = set(self.problems.eval)
-        problems = [p for p in load_benchmark(self.problems.root) if p.name in names]
+        problems = [p for p in self._benchmark() if p.name in names]
         return report(problems, self.config.model.name)["contaminated"]
 
     def _generation(self, evo: Evolution, generation: int, population: list[Genome]) -> list[Genome]:
@@ -226,6 +228,7 @@ class EvolutionEngine:
             baseline=self.baseline,
         ))
         self.live.generation_finished(generation)
+        self.executor.forget(generation)  # memory grows with one generation's jobs, not the run's
         self.progress("generation", {"generation": generation, "seconds": time.time() - started})
         return children
 
@@ -359,8 +362,14 @@ class EvolutionEngine:
         ), f"g{generation:04d}:train:{task.key}", generation, task.key)
 
     def _echo_texts(self) -> list[list[str]]:
-        problems = {p.name: p for p in load_benchmark(self.problems.root)}
+        problems = {p.name: p for p in self._benchmark()}
         return [[echo_answer(problems[name])] for name in self.problems.eval]
+
+    def _benchmark(self) -> list[Problem]:
+        """The run's benchmark, loaded once per engine (parsing 476 instances takes seconds)."""
+        if self._problems_loaded is None:
+            self._problems_loaded = load_benchmark(self.problems.root)
+        return self._problems_loaded
 
     def _submit_generate(self, generation: int, task: Task) -> None:
         cfg = self.config

@@ -106,6 +106,7 @@ def science(event: Event) -> dict[str, Any]:
 # Events per queue put, and bytes: a generation's ~2,600 events are a dozen round trips to
 # Modal, not 2,600, and no request nears Modal's size limits.
 PUBLISH_CHUNK = 256
+EMIT_SLICE = 4096  # events appended (and fsync'd) at a time by emit_many
 PUBLISH_BYTES = 1024 * 1024
 
 
@@ -146,57 +147,77 @@ class EventLog:
         return self.emit_many([(type_, data or {}, generation)])[0]
 
     def emit_many(self, items: list[tuple[EventType, dict[str, Any], int | None]]) -> list[Event]:
-        """Log a batch (one fsync), then publish it without blocking, in chunks (_chunks)."""
-        events = []
-        for type_, data, generation in items:
-            events.append(Event(event_id=event_id(self.run_id, self.seq), run_id=self.run_id,
-                                seq=self.seq, type=type_, generation=generation, data=data,
-                                wall_time=time.time()))
-            self.seq += 1
-        if events:
-            self._append(events)
-        if self._publish_queue is not None:
-            for chunk in _chunks([(e, encode(e)) for e in events]):
-                self._publish(chunk)
+        """Log a batch (one fsync per EMIT_SLICE events), then publish it without blocking, in
+        chunks (_chunks). Slices keep a generation of 75,000 events from holding all their
+        encoded text at once; each event is encoded once, for the log and the queue."""
+        events: list[Event] = []
+        full = False
+        for start in range(0, len(items), EMIT_SLICE):
+            part = []
+            for type_, data, generation in items[start:start + EMIT_SLICE]:
+                part.append(Event(event_id=event_id(self.run_id, self.seq), run_id=self.run_id,
+                                  seq=self.seq, type=type_, generation=generation, data=data,
+                                  wall_time=time.time()))
+                self.seq += 1
+            texts = [encode(e) for e in part]
+            self._append(part, texts)
+            events.extend(part)
+            if self._publish_queue is None:
+                continue
+            if full:  # the partition was full a moment ago: the log has these
+                self.skipped_publish += len(part)
+                continue
+            chunks = list(_chunks(list(zip(part, texts, strict=True))))
+            for i, chunk in enumerate(chunks):
+                if not self._publish(chunk):
+                    # The partition is full (no ingestor drains it): the rest would be refused
+                    # too, item by item, each a write to the queue. The log has them all.
+                    self.skipped_publish += sum(len(c) for c in chunks[i + 1:])
+                    full = True
+                    break
         return events
 
-    def _append(self, events: list[Event]) -> None:
+    def _append(self, events: list[Event], texts: list[str]) -> None:
         files = segments(self.dir)
         path = files[-1] if files else self.dir / segment_name(events[0].seq)
         if path.exists() and path.stat().st_size >= SEGMENT_BYTES:
             path = self.dir / segment_name(events[0].seq)
-        lines = "".join(encode(e) + "\n" for e in events)
+        lines = "".join(text + "\n" for text in texts)
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
 
-    def _publish(self, chunk: list[tuple[Event, str]]) -> None:
+    def _publish(self, chunk: list[tuple[Event, str]]) -> bool:
+        """Publish a chunk; False when the partition is full (the chunk is skipped)."""
         if self._publish_queue is None:
-            return
+            return True
         latest = max(-1 if e.generation is None else e.generation for e, _ in chunk)
         if self._full_in is not None and latest <= self._full_in:
             self.skipped_publish += len(chunk)
-            return
+            return False
         try:
             self._publish_queue.put_many([text for _, text in chunk], block=False,
                                          partition=self.run_id)
             self.published += len(chunk)
             self._full_in = None
-            return
+            return True
         except queue.Full as exc:  # no one drains it: the log has the events
             self._full_in = latest
             self.skipped_publish += len(chunk)
             log.debug("events partition of run %s full; not published before generation %d: %s",
                       self.run_id, latest + 1, exc)
-            return
+            return False
         except Exception as exc:  # too large, or the service: the log has the events
             if len(chunk) == 1:
                 self.skipped_publish += 1
                 log.debug("event %s not published: %s", chunk[0][0].event_id, exc)
-                return
-        for item in chunk:  # one bad item (too large) must not cost its neighbours
-            self._publish([item])
+                return True
+        for i, item in enumerate(chunk):  # one bad item (too large) must not cost its neighbours
+            if not self._publish([item]):
+                self.skipped_publish += len(chunk) - i - 1
+                return False
+        return True
 
 
 def summary(events_dir: Path) -> dict[str, Any]:

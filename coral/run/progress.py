@@ -87,8 +87,8 @@ class ProgressWriter:
         """A generation's job counts per stage, known before any job of it runs."""
         self.data.update(generation=generation, generation_started=time.time(), paused_seconds=0.0,
                          stages={
-            stage: {"total": int(totals.get(stage, 0)), "done": 0, "failed": 0, "queued": 0,
-                    "running": 0, "held": 0} for stage in STAGES})
+            stage: {"total": int(totals.get(stage, 0)), "done": 0, "failed": 0, "waiting": 0,
+                    "queued": 0, "running": 0, "held": 0} for stage in STAGES})
         self.flush(force=True)
 
     def job_done(self, stage: str, ok: bool, seconds: float) -> None:
@@ -100,11 +100,12 @@ class ProgressWriter:
 
     def states(self, counts: dict[str, dict[str, int]]) -> None:
         """Job counts per state and stage of the running generation, as the executor has them
-        (it knows of results the engine has not taken in yet)."""
+        (it knows of results the engine has not taken in yet). "waiting": submitted but held
+        back by the executor's window until the transport has room (backpressure, not a hang)."""
         for stage, states in counts.items():
             entry = self.data["stages"].get(stage)
             if entry is not None:
-                for state in ("queued", "running", "held", "done", "failed"):
+                for state in ("waiting", "queued", "running", "held", "done", "failed"):
                     entry[state] = int(states.get(state, 0))
 
     def genome_scored(self, generation: int, genome_id: str, scores: dict[str, float]) -> None:

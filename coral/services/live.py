@@ -53,6 +53,11 @@ class LiveView:
         g = self.running_generation
         return [] if g is None else [x for x in self.genomes if x["generation"] == g]
 
+    def waiting_for_room(self) -> dict[str, int]:
+        """Per stage: jobs submitted but held back by the executor's window until the queues
+        have room (backpressure, docs/transport.md): a stage that waits, not one that hangs."""
+        return {s: int(c.get("waiting", 0)) for s, c in self.stages.items() if c.get("waiting")}
+
     def finishing(self) -> dict[str, int]:
         """While paused: jobs started before the pause still running, jobs held unstarted by
         workers, jobs waiting in the queue (the running generation's, per state)."""
@@ -112,6 +117,20 @@ def expected_left(home: Home, run_id: str, now: float) -> float | None:
 
 # (home, run id) -> (expected seconds, created): a run's expected duration does not change.
 _EXPECTED: dict[tuple[str, str], tuple[float, float]] = {}
+
+
+def waiting_note(counts: dict[str, int]) -> str:
+    """' · N waiting for room' when the window holds some of a stage's jobs back, else ''."""
+    waiting = int(counts.get("waiting", 0))
+    return f" · {waiting:,} waiting for room (window full)" if waiting else ""
+
+
+def stage_text(stage: str, counts: dict[str, int]) -> str:
+    """One stage of the running generation in words: done of total, then where the rest are."""
+    done = int(counts.get("done", 0)) + int(counts.get("failed", 0))
+    parts = [f"{stage} {done:,}/{int(counts.get('total', 0)):,} done"]
+    parts += [f"{int(counts[k]):,} {k}" for k in ("running", "held", "queued") if counts.get(k)]
+    return " · ".join(parts) + waiting_note(counts)
 
 
 def finished_generations(info: RunInfo) -> int:

@@ -61,7 +61,10 @@ class LocalTransport(Transport):
 
     name = "local"
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, partition_cap: int = MAX_PARTITION_ITEMS) -> None:
+        if not 1 <= partition_cap <= MAX_PARTITION_ITEMS:
+            raise ValueError(f"partition_cap must be 1..{MAX_PARTITION_ITEMS}, got {partition_cap}")
+        self.partition_cap = partition_cap
         self.path = Path(path)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -159,7 +162,8 @@ class LocalQueue(Queue):
         self, items: list[str], *, block: bool = True, timeout: float | None = None,
         partition: str | None = None,
     ) -> None:
-        part, items = check_batch(items, partition)
+        cap = self._t.partition_cap
+        part, items = check_batch(items, partition, cap)
         if not items:
             return
 
@@ -168,7 +172,7 @@ class LocalQueue(Queue):
                 (count,) = con.execute(
                     "SELECT count(*) FROM items WHERE queue=? AND part=?", (self.name, part)
                 ).fetchone()
-                if count + len(items) > MAX_PARTITION_ITEMS:
+                if count + len(items) > cap:
                     return None
                 con.executemany(
                     "INSERT INTO items (queue, part, value) VALUES (?, ?, ?)",
@@ -181,7 +185,7 @@ class LocalQueue(Queue):
         except TimeoutError:
             done = None
         if done is None:
-            raise queue.Full(f"queue {self.name!r} partition {part!r} holds {MAX_PARTITION_ITEMS}")
+            raise queue.Full(f"queue {self.name!r} partition {part!r} holds {cap}")
 
     def get_many(
         self, n_values: int, *, block: bool = True, timeout: float | None = None,
