@@ -71,9 +71,10 @@ class BenchEngine(EvolutionEngine):
     times: list[float]
 
     def _submit_train(self, generation: int, task: Task) -> None:
+        assert task.key is not None
         index = self._order[task.ident]
         self._submit("train", f"g{generation:04d}:train:{task.key}",
-                     {"sleep_s": TRAIN_SECONDS[index % len(TRAIN_SECONDS)]})
+                     {"sleep_s": TRAIN_SECONDS[index % len(TRAIN_SECONDS)]}, generation, task.key)
 
     def _evaluate(self, generation: int, population: list[Genome]) -> Any:
         self._order = {g.id: i for i, g in enumerate(population)}

@@ -33,7 +33,7 @@ from coral.execution.jobs import (
     job_queue,
     lease_key,
 )
-from coral.execution.messages import Job, JobResult, decode, encode
+from coral.execution.messages import Job, JobKind, JobResult, decode, encode
 from coral.execution.transport.base import Transport
 from coral.execution.workers import LocalWorkerPool, WorkerLauncher, execute_job, lease_owner_dead
 from coral.home import Home, check_run_id
@@ -94,7 +94,8 @@ class BatchFuture:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done():
             self._executor._wait(deadline, self)
-        return [self._executor._records[j].result for j in self.job_ids]
+        results = [self._executor._records[j].result for j in self.job_ids]
+        return [r for r in results if r is not None]  # done(): each record holds its final result
 
     def as_completed(self, timeout: float | None = None) -> Iterator[JobResult]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -156,7 +157,7 @@ class Executor(ABC):
             self._dispatch(new)
         return future
 
-    def submit_batch(self, kind: str, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
+    def submit_batch(self, kind: JobKind, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
         """job id -> payload, all of one kind, in submission order."""
         job_queue(kind)
         return self.submit([Job(job_id=job_id, run_id=self.run_id, kind=kind,

@@ -192,14 +192,14 @@ class Renewer:
 
     def __init__(self, interval: float, name: str = "coral-renewer") -> None:
         self.interval = interval
-        self._fn: Callable[[], None] | None = None
+        self._fn: Callable[[], object] | None = None
         self._due = 0.0
         self._closed = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def set(self, fn: Callable[[], None] | None, first: float | None = None) -> None:
+    def set(self, fn: Callable[[], object] | None, first: float | None = None) -> None:
         with self._cond:
             self._fn = fn
             self._due = time.monotonic() + (self.interval if first is None else first)
@@ -208,12 +208,13 @@ class Renewer:
     def _run(self) -> None:
         with self._cond:
             while not self._closed:
-                wait = None if self._fn is None else self._due - time.monotonic()
-                if wait is None or wait > 0:
+                fn = self._fn
+                wait = None if fn is None else self._due - time.monotonic()
+                if fn is None or wait is None or wait > 0:
                     self._cond.wait(wait)
                     continue
                 try:
-                    self._fn()  # checked above, under the same lock
+                    fn()  # read under the same lock that `set` takes
                 except Exception as exc:  # a failed renewal must not kill the job
                     log.warning("renewal failed: %s", exc)
                 self._due = time.monotonic() + self.interval

@@ -12,6 +12,7 @@ Importing this module contacts nothing and needs no token.
 
 # No `from __future__ import annotations`: Modal reads class parameter types at runtime.
 import os
+from pathlib import PurePosixPath
 from typing import Any
 
 import modal
@@ -77,7 +78,10 @@ test_image = _image(TEST_PACKAGES)
 
 volume = modal.Volume.from_name(CONFIG.volume, create_if_missing=True)
 models = modal.Volume.from_name(CONFIG.models_volume, create_if_missing=True)
-VOLUMES: dict[str, Any] = {CONTAINER_HOME: volume, MODELS_HOME: models}
+# Spelled as Modal's decorators take it (a dict's key and value types must match exactly).
+VOLUMES: dict[str | PurePosixPath, modal.Volume | modal.CloudBucketMount] = {
+    CONTAINER_HOME: volume, MODELS_HOME: models,
+}
 # Gated models need a token: only the GPU workers and the orchestrator get secrets. Untrusted
 # candidate code runs in `evaluate`, which gets no secrets, no Volume, no network and no access
 # to the app's queues and dicts; the test worker that feeds it gets no secrets and no Volume.

@@ -188,7 +188,7 @@ class DoubleStore:
             while True:
                 part = self._partitions(name).get(key)
                 if part is not None and part.items:
-                    out = []
+                    out: list[str] = []
                     while part.items and len(out) < n:
                         text, size = part.items.popleft()
                         part.nbytes -= size
@@ -1112,6 +1112,7 @@ def _serve() -> None:
     authkey = bytes.fromhex(sys.stdin.readline().strip())
     manager = _StoreManager(address=("127.0.0.1", 0), authkey=authkey)
     server = manager.get_server()
+    assert isinstance(server.address, tuple)  # a TCP address, as asked for above
     host, port = server.address
     print(host, port, flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -1138,9 +1139,10 @@ def connect(
     address: tuple[str, int], authkey: bytes, volume_root: Path | str | None = None
 ) -> ModalDouble:
     """A ModalDouble whose queues and dicts live in the DoubleServer at `address`."""
-    manager = _StoreManager(address=tuple(address), authkey=authkey)
+    host, port = address  # a list when it came through JSON
+    manager = _StoreManager(address=(host, port), authkey=authkey)
     manager.connect()
-    return ModalDouble(store=manager.store(), volume_root=volume_root)
+    return ModalDouble(store=manager.store(), volume_root=volume_root)  # type: ignore[attr-defined]  # BaseManager.register adds it at run time
 
 
 if __name__ == "__main__":

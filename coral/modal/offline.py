@@ -86,11 +86,10 @@ def deploy(
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=volume, api=api,
                            home=home(), handlers=handlers, model_paths="local")
 
-    gpu = dict(max_containers=modal.max_containers, scaledown_window=scaledown_window,
-               volumes=(volume, models))
-    cpu = dict(max_containers=modal.max_containers_test, scaledown_window=scaledown_window)
-    api.deployed.register_cls(app, "TrainWorker", train, **gpu)
-    api.deployed.register_cls(app, "GenerateWorker", generate, **gpu)
-    api.deployed.register(app, "test_worker", test_worker, **cpu)
-    api.deployed.register(app, EVALUATE_FUNCTION, evaluate_job, **cpu)
+    for name, factory in (("TrainWorker", train), ("GenerateWorker", generate)):
+        api.deployed.register_cls(app, name, factory, max_containers=modal.max_containers,
+                                  scaledown_window=scaledown_window, volumes=(volume, models))
+    for name, body in (("test_worker", test_worker), (EVALUATE_FUNCTION, evaluate_job)):
+        api.deployed.register(app, name, body, max_containers=modal.max_containers_test,
+                              scaledown_window=scaledown_window)
     api.deployed.register(app, "orchestrator", orchestrator, volumes=(volume, models))

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from coral.config import Config
+from coral.execution.transport.base import Transport
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
 from coral.modal.double import ModalDouble
@@ -51,7 +53,8 @@ def run_on_double(config_path: str | os.PathLike, overrides: list[str] | None, w
         deploy(api, config, handlers=handlers, preload=handlers is None, one_job_at_a_time=True)
         transport = ModalTransport(config.modal.app_name, api=api)
 
-        def launcher(transport: ModalTransport, config: Any) -> ModalLauncher:
+        def launcher(_run_transport: Transport, config: Config) -> ModalLauncher:
+            # The run hands back the transport it was given: `transport`, a ModalTransport.
             return ModalLauncher(transport, config, kinds=["train", "generate", "test"],
                                  run_id=run_id, model_paths="local", interval=0.2)
 

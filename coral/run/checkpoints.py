@@ -29,7 +29,7 @@ class Checkpoint:
     next_population: list[dict[str, Any]]  # genomes of generation + 1
     evolution: dict[str, Any]  # Evolution.state()
     next_seq: int  # the sequence number of the next event
-    trained_keys: list[str] = field(default_factory=list)  # adapter keys this run has asked for
+    trained_keys: list[list[str]] = field(default_factory=list)  # [gene key, adapter cache key] this run asked for
     baseline: dict[str, Any] | None = None
     schema: int = SCHEMA
 

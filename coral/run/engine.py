@@ -43,7 +43,7 @@ from coral.evolution.selection import (
     weighted_fitness,
 )
 from coral.execution.executor import Executor
-from coral.execution.messages import Job, JobResult
+from coral.execution.messages import Job, JobKind, JobResult
 from coral.execution.transport.base import Transport
 from coral.home import Home
 from coral.model.adapters import gene_key
@@ -333,7 +333,7 @@ class EvolutionEngine:
     def _payload_base(self) -> dict[str, Any]:
         return {"model": self.config.model.model_dump(mode="json"), "threads": self.threads}
 
-    def _submit(self, kind: str, job_id: str, payload: dict[str, Any], generation: int,
+    def _submit(self, kind: JobKind, job_id: str, payload: dict[str, Any], generation: int,
                 subject: str) -> None:
         self.executor.submit([Job(job_id=job_id, run_id=self.run_id, kind=kind, payload=payload,
                                   generation=generation, subject=subject)])
@@ -355,7 +355,7 @@ class EvolutionEngine:
     def _submit_generate(self, generation: int, task: Task) -> None:
         cfg = self.config
         baseline = task.genome is None
-        knobs = baseline_knobs(cfg) if baseline else task.genome.knobs
+        knobs = baseline_knobs(cfg) if task.genome is None else task.genome.knobs
         self._submit("generate", f"g{generation:04d}:gen:{task.ident}", {
             **self._payload_base(), "generation": cfg.generation.model_dump(mode="json"),
             "knobs": knobs.model_dump(mode="json"), "prompts": self.problems.prompts,
@@ -389,8 +389,9 @@ class EvolutionEngine:
         for name in self.problems.eval:
             for sample in range(task.samples):
                 o = task.tests[(name, sample)].output
+                values = {n: float(o["objectives"][n]) for n in OBJECTIVES}
                 scores.append(CandidateScore(problem=name, fixed=bool(o["passed_all"]), cases=(),
-                                             **{n: float(o["objectives"][n]) for n in OBJECTIVES}))
+                                             **values))  # type: ignore[arg-type]  # OBJECTIVES name its float fields
         agg = aggregate(scores, task.samples)
         out = {n: getattr(agg, n) for n in OBJECTIVES}
         out["fixed_at_k"] = agg.fixed_at_k
