@@ -26,7 +26,7 @@ from coral.config import ModalConfig
 from coral.errors import ConfigError
 from coral.modal.constants import CONFIG_ENV, CONTAINER_HOME, MODELS_HOME, SECTION_ENV
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 CUSTOM = ModalConfig(
     app_name="coral-test", volume="vol-test", gpu_train="A100-80GB", gpu_generate="L40S",

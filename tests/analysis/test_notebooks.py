@@ -34,7 +34,7 @@ from coral.run.events import read_events
 from coral.run.lifecycle import run_from_config
 from coral.store.ingest import Ingestor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
 FAKES = "coral.testing.fakes:HANDLERS"
 # Constant dropout: heavy genes take few values, so the cache gets hits to account for.

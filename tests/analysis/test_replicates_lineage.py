@@ -18,7 +18,7 @@ from coral.analysis.replicates import config_group, replicate_chart, t95
 from coral.errors import CoralError
 from coral.home import Home
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAKES = "coral.testing.fakes:HANDLERS"
 
 
