@@ -122,7 +122,8 @@ class BarrierEngine(BenchEngine):
 def run_engine(cls: type[BenchEngine], home: Home, run_id: str, generations: int) -> list[float]:
     config = load_config(REPO / "configs" / "smoke.yaml", [
         f"generations={generations}", "population=8", "benchmark.samples=1",
-        f"benchmark.root={REPO / 'tests' / 'fixtures' / 'mini_bench'}"])
+        f"benchmark.root={REPO / 'tests' / 'fixtures' / 'mini_bench'}",
+        f"benchmark.split={REPO / 'tests' / 'fixtures' / 'mini_bench' / 'split.json'}"])
     problems = load_problems(config)
     register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval})
     with open_transport("local", home=home) as transport:
