@@ -81,7 +81,7 @@ def build_base(tiny: bool, device: torch.device, seed: int) -> LoadedModel:
     model.eval().requires_grad_(False)
     # Random weights are named by how they were made, instead of hashing 13 GB.
     fingerprint = content_hash({"random_init": shape, "dtype": str(dtype), "seed": seed}, 32)
-    return LoadedModel(model, word_tokenizer(shape["vocab_size"]), device, "random", fingerprint)
+    return LoadedModel(model, word_tokenizer(int(shape["vocab_size"])), device, "random", fingerprint)
 
 
 def random_texts(count: int, words: int, vocab_size: int, seed: int, purpose: str) -> list[str]:

@@ -72,6 +72,7 @@ class BenchEngine(EvolutionEngine):
     times: list[float]
 
     def _submit_train(self, generation: int, task: Task) -> None:
+        assert task.key is not None
         index = self._order[task.ident]
         # Not the train body's payload: sleep_train's own, so the job is built here directly.
         self.executor.submit([Job(job_id=f"g{generation:04d}:train:{task.key}", run_id=self.run_id,

@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -99,7 +100,7 @@ def executemany_rate(sample: int = 2_000) -> float:
     return sample / (time.perf_counter() - start)
 
 
-def median_ms(fn, repeats: int) -> float:
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm: the first call opens files and plans
     times = []
     for _ in range(repeats):

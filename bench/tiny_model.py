@@ -156,9 +156,9 @@ def transformers_generate(base: LoadedModel, prompts: list[str], knobs: Knobs, s
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in rows])
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
         with torch.inference_mode():
-            out = base.model.generate(input_ids=ids, attention_mask=mask, generation_config=settings,
+            out = base.model.generate(input_ids=ids, attention_mask=mask, generation_config=settings,  # type: ignore[operator]  # a causal LM (GenerationMixin); PreTrainedModel's type lacks it
                                       tokenizer=tokenizer)  # fmt: skip
-        texts += [cut_at_end(tokenizer.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+        texts += [cut_at_end(tokenizer.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=False))  # type: ignore[arg-type]  # one row decodes to one str
                   for row in out[:, width:]]  # fmt: skip
     return texts
 

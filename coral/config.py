@@ -288,7 +288,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from None
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({_yaml_problem(exc)})") from None
     return parts, value
 
 
@@ -307,6 +307,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong, in one line: only a MarkedYAMLError has `problem` (a ReaderError, for a
+    control character, has not, and its text runs over several lines)."""
+    problem = getattr(exc, "problem", None)
+    return str(problem) if problem else (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
@@ -317,7 +324,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(f"{path}:{where} is not valid YAML: {_yaml_problem(exc)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     if data is None:
@@ -334,7 +341,7 @@ def validate_config(data: dict[str, Any], base_dir: Path, source: str = "config"
         raise ConfigError(f"{source}: {describe_error(exc)}") from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Config:
     """Read, override and validate a config; raise ConfigError with one clear line on bad input."""
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides or [])

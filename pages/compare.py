@@ -121,7 +121,7 @@ else:
     drawable = []
 if left_out:
     st.info("Left out of the chart: " + "; ".join(f"{r} ({why})" for r, why in left_out))
-if not drawable:
+if result is None or not drawable:
     st.warning("None of the chosen runs has a finished generation to compare yet.")
     _wait_for_launched()
     st.stop()

@@ -159,10 +159,10 @@ def live(run_id: str) -> None:
     if not view.active:
         return
     if info.state == "paused" and view.stages:
-        left = view.finishing()
+        finishing = view.finishing()
         st.warning(f"Paused: no job of this run starts until Continue. Still running (started "
-                   f"before the pause): {left['running']}; held unstarted by workers: "
-                   f"{left['held']}; queued: {left['queued']}.", icon=":material/pause:")
+                   f"before the pause): {finishing['running']}; held unstarted by workers: "
+                   f"{finishing['held']}; queued: {finishing['queued']}.", icon=":material/pause:")
     if view.stages:
         g = view.running_generation
         for stage in STAGES:

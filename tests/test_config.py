@@ -69,6 +69,20 @@ def test_overrides_are_yaml_scalars_and_checked(tmp_path) -> None:
         load_config(path, ["population"])
 
 
+def test_a_value_yaml_cannot_read_is_one_line_naming_the_key(tmp_path) -> None:
+    # A control character is a ReaderError, which (unlike a syntax error) has no `problem`.
+    for raw in ("\x01", "[1, 2"):
+        with pytest.raises(ConfigError) as info:
+            parse_override(f"knobs.top_p={raw}")
+        message = str(info.value)
+        assert message.startswith("--set knobs.top_p: value") and "\n" not in message
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("population: \x01\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert "is not valid YAML: unacceptable character" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_paths_resolve_relative_to_the_config_file(tmp_path) -> None:
     sub = tmp_path / "cfgs"
     sub.mkdir()

@@ -88,7 +88,7 @@ class _Snapshot:
     def attached(self) -> bool:
         with self.con.cursor() as cursor:
             return bool(cursor.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?",
-                                       [self.alias]).fetchone()[0])
+                                       [self.alias]).fetchall()[0][0])
 
     def close(self) -> None:
         self.con.execute(f"DETACH {self.alias}")
@@ -202,7 +202,7 @@ def list_runs(home: Home | None = None) -> pd.DataFrame:
         # Why the ingestor cannot read a run (None: it can); a snapshot older than schema 4 has no table.
         has_table = con.execute("SELECT count(*) FROM information_schema.tables "
                                 "WHERE table_name = 'unreadable' AND table_catalog = current_database()"
-                                ).fetchone()[0]
+                                ).fetchall()[0][0]
         unreadable = (_df(con, "SELECT run_id, reason AS unreadable FROM unreadable") if has_table
                       else pd.DataFrame(columns=["run_id", "unreadable"]))
     return runs.merge(stored, on="run_id", how="left").merge(unreadable, on="run_id", how="left")

@@ -62,7 +62,7 @@ class Site:
     """One possible bug: `node` replaced by `new` (None: its line deleted)."""
 
     bug_class: str
-    node: ast.AST
+    node: ast.expr | ast.stmt
     new: ast.AST | None
 
 
@@ -92,7 +92,8 @@ def mutation_sites(source: str) -> tuple[Parsed, list[Site]]:
     for function in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
         local = _local_names(function)
         for node in ast.walk(function):
-            if id(node) not in skip and node is not function:
+            # Only expressions and statements have positions a mutation can be written at.
+            if id(node) not in skip and node is not function and isinstance(node, ast.expr | ast.stmt):
                 sites += [Site(c, node, new) for c, new in _variants(node, parsed.parents, local)]
         for block in _blocks(function):
             if len(block) >= 2:
@@ -140,10 +141,11 @@ def _untouchable(tree: ast.AST) -> set[int]:
         if isinstance(node, ast.JoinedStr):
             skip.update(id(n) for n in ast.walk(node))
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
-            getattr(body[0], "value", None), ast.Constant
-        ) and isinstance(body[0].value.value, str):
-            skip.update(id(n) for n in ast.walk(body[0]))
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+            first.value.value, str
+        ):
+            skip.update(id(n) for n in ast.walk(first))
     return skip
 
 
@@ -224,9 +226,9 @@ def _variants(
             if node.func.id == "range" and 1 <= len(node.args) <= 3 and not node.keywords:
                 for i, arg in enumerate(node.args[:2]):
                     if not isinstance(arg, ast.Constant):
-                        for op in (ast.Add(), ast.Sub()):
+                        for arith in (ast.Add(), ast.Sub()):
                             args = list(node.args)
-                            args[i] = _plus(arg, op)
+                            args[i] = _plus(arg, arith)
                             out.append(("off_by_one", ast.Call(node.func, args, [])))
     elif isinstance(node, ast.Subscript):
         if isinstance(node.slice, ast.Slice):
@@ -242,8 +244,8 @@ def _variants(
                     setattr(new_slice, field, option)
                     out.append(("slice_bound", ast.Subscript(node.value, new_slice, node.ctx)))
         elif not isinstance(node.slice, ast.Constant | ast.Tuple) and isinstance(node.ctx, ast.Load):
-            for op in (ast.Add(), ast.Sub()):
-                out.append(("off_by_one", ast.Subscript(node.value, _plus(node.slice, op), node.ctx)))
+            for arith in (ast.Add(), ast.Sub()):
+                out.append(("off_by_one", ast.Subscript(node.value, _plus(node.slice, arith), node.ctx)))
     elif isinstance(node, ast.Tuple) and isinstance(node.ctx, ast.Load) and isinstance(
         parent, ast.Assign | ast.Return
     ) and not any(isinstance(e, ast.Starred) for e in node.elts):
@@ -267,7 +269,7 @@ def _splice(
     tree: ast.Module,
     lines: list[str],
     parents: dict[int, tuple[ast.AST, str, int | None]],
-    node: ast.AST,
+    node: ast.expr | ast.stmt,
     new: ast.AST,
 ) -> str | None:
     """The source with `node` replaced by `new` on its one line, or None when that cannot be
@@ -315,7 +317,7 @@ def _swapped_dump(
             getattr(parent, field)[index] = node
 
 
-def _delete_line(lines: list[str], stmt: ast.stmt) -> str | None:
+def _delete_line(lines: list[str], stmt: ast.expr | ast.stmt) -> str | None:
     """The source without `stmt`, when the statement is alone on its line."""
     if not isinstance(stmt, _DELETABLE) or stmt.lineno != stmt.end_lineno:
         return None

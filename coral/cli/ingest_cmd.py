@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily at run time: `coral --help` must not load the store
+    from coral.store.ingest import Ingestor
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +48,7 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace, ingestor: object, applied: int, shown: dict[str, str]) -> None:
+def _report(args: argparse.Namespace, ingestor: Ingestor, applied: int, shown: dict[str, str]) -> None:
     counts = ingestor.store.counts()
     status = ingestor.status
     if args.json:

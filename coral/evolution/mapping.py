@@ -9,10 +9,14 @@ are fixed constants, so a genome's genes never depend on the process or the run.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TypeVar
 
 from coral.config import GeneSpace, KnobSpace
 from coral.evolution.ca import CAFeatures
 from coral.evolution.genome import HeavyGenes, Knobs
+
+T = TypeVar("T")
 
 # gene -> ((feature, coefficient), (feature, coefficient))
 BLENDS: dict[str, tuple[tuple[str, float], tuple[str, float]]] = {
@@ -35,7 +39,7 @@ def unit(features: CAFeatures, gene: str) -> float:
     return value - math.floor(value)
 
 
-def pick(options: list, u: float):
+def pick(options: Sequence[T], u: float) -> T:
     return options[min(len(options) - 1, int(u * len(options)))]
 
 

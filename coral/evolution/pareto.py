@@ -31,9 +31,9 @@ def dominated_mask(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray
     out = np.zeros(len(p), dtype=bool)
     for start in range(0, len(p), 512):  # blocks keep the n x n comparison small in memory
         block = p[start:start + 512]
-        ge = (p[None, :, :] >= block[:, None, :]).all(axis=2)
-        gt = (p[None, :, :] > block[:, None, :]).any(axis=2)
-        out[start:start + len(block)] = (ge & gt).any(axis=1)
+        ge = np.all(p[None, :, :] >= block[:, None, :], axis=2)
+        gt = np.any(p[None, :, :] > block[:, None, :], axis=2)
+        out[start:start + len(block)] = np.any(ge & gt, axis=1)
     return out
 
 

@@ -244,5 +244,7 @@ def _distinct_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _distinct(genomes: list[Genome]) -> list[Genome]:
-    seen: set[str] = set()
-    return [g for g in genomes if not (g.id in seen or seen.add(g.id))]
+    out: dict[str, Genome] = {}
+    for g in genomes:
+        out.setdefault(g.id, g)
+    return list(out.values())

@@ -36,7 +36,7 @@ from coral.execution.jobs import (
     job_queue,
     lease_key,
 )
-from coral.execution.messages import Job, JobResult, decode, encode
+from coral.execution.messages import Job, JobKind, JobResult, decode, encode
 from coral.execution.transport.base import MAX_PARTITION_ITEMS, Transport
 from coral.execution.workers import LocalWorkerPool, WorkerLauncher, execute_job, lease_owner_dead
 from coral.home import Home, check_run_id
@@ -169,7 +169,7 @@ class Executor(ABC):
             self._dispatch(new)
         return future
 
-    def submit_batch(self, kind: str, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
+    def submit_batch(self, kind: JobKind, payloads: Mapping[str, Mapping[str, Any]]) -> BatchFuture:
         """job id -> payload, all of one kind, in submission order."""
         job_queue(kind)
         return self.submit([Job(job_id=job_id, run_id=self.run_id, kind=kind,

@@ -198,7 +198,7 @@ class Renewer:
 
     def __init__(self, interval: float, name: str = "coral-renewer") -> None:
         self.interval = interval
-        self._fn: Callable[[], None] | None = None
+        self._fn: Callable[[], object] | None = None
         self._due = 0.0
         self._closed = False
         self._wakes_at: float | None = None  # when the thread's current wait ends (None: never)
@@ -206,7 +206,7 @@ class Renewer:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def set(self, fn: Callable[[], None] | None, first: float | None = None) -> None:
+    def set(self, fn: Callable[[], object] | None, first: float | None = None) -> None:
         with self._cond:
             self._fn = fn
             self._due = time.monotonic() + (self.interval if first is None else first)
@@ -225,8 +225,11 @@ class Renewer:
                     self._cond.wait(wait)
                     self._wakes_at = None
                     continue
+                fn = self._fn
+                if fn is None:  # cannot happen (wait is None then); narrows the type
+                    continue
                 try:
-                    self._fn()  # checked above, under the same lock
+                    fn()  # read under the same lock that `set` takes
                 except Exception as exc:  # a failed renewal must not kill the job
                     log.warning("renewal failed: %s", exc)
                 self._due = time.monotonic() + self.interval

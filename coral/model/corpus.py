@@ -202,10 +202,11 @@ def build_corpus(
             functions.append(function)
 
     pairs: list[ProblemPair] = []
-    for name in train if problems_root is not None else ():
+    train_sources = [(problems_root, name) for name in train] if problems_root is not None else []
+    for root, name in train_sources:
         texts = []
         for folder in (PROGRAMS, CORRECT):
-            path = problems_root / folder / f"{name}.py"
+            path = root / folder / f"{name}.py"
             texts.append(read_text(path))
             files.append((f"problems/{folder}/{name}.py", hashlib.sha256(path.read_bytes()).hexdigest()))
         pairs.append(ProblemPair(name, texts[0], texts[1]))

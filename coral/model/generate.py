@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedTokenizerBase
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     RepetitionPenaltyLogitsProcessor,
@@ -50,7 +50,7 @@ def merged_adapter(base: LoadedModel, adapter_dir: Path | None) -> Iterator[Adap
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise AdapterError(f"adapter {adapter_dir}: cannot apply to this base ({first})") from None
     originals = [
-        (layer.get_base_layer(), layer.get_base_layer().weight.detach().clone())
+        (layer.get_base_layer(), _weight(layer.get_base_layer()).detach().clone())
         for layer in wrapped.modules()
         if isinstance(layer, BaseTunerLayer)
     ]
@@ -61,7 +61,14 @@ def merged_adapter(base: LoadedModel, adapter_dir: Path | None) -> Iterator[Adap
         strip_adapters(base.model)
         with torch.no_grad():
             for layer, weight in originals:
-                layer.weight.copy_(weight)
+                _weight(layer).copy_(weight)
+
+
+def _weight(layer: torch.nn.Module) -> torch.Tensor:
+    weight = layer.weight
+    if not isinstance(weight, torch.Tensor):
+        raise AdapterError(f"adapted layer {type(layer).__name__} has no weight tensor")
+    return weight
 
 
 def generate_for_genome(
@@ -168,7 +175,7 @@ def _generate_chunk(
     answers: list[list[int]] = [[] for _ in rows]
     ended = [False] * len(rows)
     for step in range(knobs.max_new_tokens):
-        scores = warpers(seen, logits)
+        scores = warpers(seen, logits)  # type: ignore[arg-type]  # token ids (int64); annotated as legacy LongTensor
         if ignore_eos:  # as transformers' min_new_tokens: end-of-sequence is never chosen
             scores[:, tokenizer.eos_token_id] = -math.inf
         if greedy:
@@ -197,7 +204,8 @@ def _generate_chunk(
     eos = tokenizer.eos_token_id
     # No "clean-up" of spaces: it would rewrite code (e.g. "f(a , b)" -> "f(a, b)").
     decode = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
-    return [cut_at_end(tokenizer.decode(_before_eos(answer, eos), **decode)) for answer in answers]
+    return [cut_at_end(tokenizer.decode(_before_eos(answer, eos), **decode))  # type: ignore[arg-type]  # one id list decodes to one str
+            for answer in answers]
 
 
 # An answer whose last LOOP_NGRAM tokens already occurred LOOP_REPEATS times before is stuck
@@ -207,7 +215,7 @@ LOOP_NGRAM = 12
 LOOP_REPEATS = 2
 
 
-def _ended(tokenizer, answer: list[int]) -> bool:
+def _ended(tokenizer: PreTrainedTokenizerBase, answer: list[int]) -> bool:
     """End-of-sequence, the end-of-answer marker just written, or a loop."""
     if answer[-1] == tokenizer.eos_token_id:
         return True

@@ -127,7 +127,7 @@ def load_base_model(model: ModelConfig) -> LoadedModel:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"model.name {model.name!r}: could not load ({first})") from None
     if device_map is None:
-        net = net.to(device)
+        net = net.to(device)  # type: ignore[arg-type]  # transformers' .to() wrapper hides torch's signature
     net.eval()
     net.requires_grad_(False)
     ensure_pad_token(tokenizer, model.name)

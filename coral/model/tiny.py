@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+from tokenizers import Tokenizer
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from coral.benchmark.bodies import HASH_VERSION, function_hashes
 from coral.benchmark.contamination import MANIFEST_FILE
@@ -249,8 +250,8 @@ def build_tiny(
         torch.set_num_threads(threads)
 
 
-def _train(out_dir: Path, corpus: Corpus, raw, tokenizer, spec: TinySpec, steps: int, seed: int,
-           started: float, log: Callable[[str], None]) -> dict:  # fmt: skip
+def _train(out_dir: Path, corpus: Corpus, raw: Tokenizer, tokenizer: PreTrainedTokenizerFast, spec: TinySpec,
+           steps: int, seed: int, started: float, log: Callable[[str], None]) -> dict:  # fmt: skip
     eos = tokenizer.eos_token_id
 
     def encode(text: str) -> list[int]:
@@ -350,7 +351,8 @@ def training_manifest(corpus: Corpus) -> dict:
             "train_problems": list(corpus.train_names), "programs": programs}  # fmt: skip
 
 
-def _save(out_dir: Path, model: LlamaForCausalLM, tokenizer, meta: dict, manifest: dict) -> None:
+def _save(out_dir: Path, model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, meta: dict,
+          manifest: dict) -> None:
     """Write next to out_dir, then swap it in: a crash never leaves half a model behind."""
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".building")

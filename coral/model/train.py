@@ -110,7 +110,7 @@ def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator) ->
     order: list[int] = []
     out = []
     for _ in range(steps):
-        batch = []
+        batch: list[int] = []
         while len(batch) < batch_size:
             if not order:
                 order = torch.randperm(n, generator=generator).tolist()
@@ -229,7 +229,7 @@ def _fit(
                 optimizer.step()
                 losses.append(float(result.loss.detach()))
                 tokens += int(mask.sum())
-            model.save_pretrained(out, safe_serialization=True)
+            model.save_pretrained(str(out), safe_serialization=True)
         finally:
             if checkpointing:
                 base.model.activation_checkpointing_disable()

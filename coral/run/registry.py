@@ -329,7 +329,7 @@ def export_adapter(run_id: str, genome_id: str, out: str | Path, home: Home | No
             candidate = Genome.model_validate(g)
             if candidate.id == genome_id:
                 genome = candidate
-                trained = dict(tuple(x) for x in point.trained_keys)
+                trained = {gene: cache_key for gene, cache_key in point.trained_keys}
     if genome is None:
         raise CoralError(f"run {run_id} has no evaluated genome {genome_id!r}")
     cache_key = trained.get(gene_key(genome))

@@ -28,7 +28,7 @@ import subprocess  # nosec B404 - cp with an argument list, never a shell
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -263,6 +263,8 @@ def _first_bad_json(lines: list[str]) -> int:
 
 def _python_rows(rows: _Rows, run_id: str, seq: int, type_: str, gen: int | None, d: dict[str, Any]) -> None:
     if type_ == "generation_finished":
+        if gen is None:
+            raise StoreError(f"run {run_id}: generation_finished event {seq} lacks 'generation'")
         _generation_rows(rows, run_id, seq, gen, d)
     elif type_ == "baseline_finished":
         objectives = d.get("objectives", {})
@@ -465,7 +467,7 @@ class Store:
         they derive in one transaction, with the run's new mark."""
         return self.apply_frames([(run_id, frame, record)])
 
-    def apply_frames(self, batches: list[tuple[str, pa.Table, dict[str, Any] | None]]) -> int:
+    def apply_frames(self, batches: Sequence[tuple[str, pa.Table, dict[str, Any] | None]]) -> int:
         """`apply_frame` for several runs' frames (run id, frame, run record) in one transaction,
         with one INSERT per table for all of them: a transaction of more than a row group
         (122,880 rows) is written as row groups rather than through the WAL, so a catch-up over
@@ -489,7 +491,7 @@ class Store:
                 con.unregister("_batch")
         return frame.num_rows
 
-    def _apply_batches(self, batches: list[tuple[str, pa.Table, dict[str, Any] | None]]) -> None:
+    def _apply_batches(self, batches: Sequence[tuple[str, pa.Table, dict[str, Any] | None]]) -> None:
         """apply_frames' statements, inside its transaction, `_batch` registered."""
         con = self.con
         # The guard that makes a row stored once (the big tables have no key): each run's
@@ -658,7 +660,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         names = ("runs", "events", "jobs", "evaluations", "generations", "scores", "genomes", "baselines")
-        return {n: int(self.con.execute(f"SELECT count(*) FROM {n}").fetchone()[0]) for n in names}
+        return {n: int(self.con.execute(f"SELECT count(*) FROM {n}").fetchall()[0][0]) for n in names}
 
     def close(self) -> None:
         try:

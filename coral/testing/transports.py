@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coral.errors import CoralError
 from coral.execution.transport.base import Transport
 from coral.execution.transport.local import LocalTransport
 
@@ -93,9 +94,13 @@ def make_modal_live(folder: Path) -> Transport:
 
     class LiveTestTransport(ModalTransport):
         def __init__(self, app_name: str) -> None:
-            client = modal.Client.from_credentials(*_LIVE_TOKEN)
+            token_id, token_secret = _LIVE_TOKEN
+            if token_id is None or token_secret is None:
+                raise CoralError("live Modal transport needs MODAL_TOKEN_ID and MODAL_TOKEN_SECRET")
+            client = modal.Client.from_credentials(token_id, token_secret)
             super().__init__(app_name, api=modal, client=client)
-            self._client, self._made = client, set()
+            self._client = client
+            self._made: set[tuple[str, str]] = set()  # (kind, name)
 
         def queue(self, name: str) -> Any:
             self._made.add(("Queue", name))

@@ -21,7 +21,7 @@ from coral.run.checkpoints import PREFIX
 from coral.run.events import read_events
 from coral.run.progress import rates, read_progress, seconds_left
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
 FAKES = "coral.testing.fakes:HANDLERS"
 
@@ -48,6 +48,7 @@ def state(home: Path, run_id: str) -> str:
     return json.loads((home / "runs" / run_id / "status.json").read_text())["state"]
 
 
+@pytest.mark.slow
 def test_pause_holds_every_queued_job_and_progress_is_per_generation(tmp_path: Path) -> None:
     home = tmp_path / "home"
     done = coral(home, "run", str(SMOKE), "--run-id", "hold", "--handlers", FAKES,

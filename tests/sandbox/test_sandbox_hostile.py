@@ -27,7 +27,7 @@ from coral.sandbox import objectives, record
 from coral.sandbox.box import isolation_available, memory_cgroup, sandbox_uid_range
 from coral.sandbox.runner import BUDGET_REASON, CandidateRun, RunnerLimits, run_candidate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "REFERENCE-SECRET-5b1e9a"
 # Small budgets keep the runaway cases quick; the safety nets are generous for a loaded machine.
 LIMITS = RunnerLimits(budget_floor=0.1, wall_seconds=60, cpu_seconds=20)

@@ -18,7 +18,7 @@ from coral.run.backend import Backend, LocalBackend
 from coral.services.backends import BACKEND_KINDS, backend_for, run_backend
 from coral.services.dashboard import choices
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REGISTRY = REPO / "coral" / "services" / "backends.py"
 SCANNED = [*sorted((REPO / "coral").rglob("*.py")), *sorted((REPO / "pages").rglob("*.py")),
            REPO / "app.py", *sorted((REPO / "bench").rglob("*.py"))]

@@ -23,7 +23,7 @@ from coral.execution.workers import local_worker_cap
 from coral.home import Home
 from coral.run.registry import compare_runs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
 FAKES = "coral.testing.fakes:HANDLERS"
 # smoke.yaml's two generations at 0.05 s a job: long enough to hurt mid-way, short enough to redo.
@@ -141,6 +141,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
     proc.wait(30)
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_engine_takes_its_workers_along(home: Path) -> None:
     """Point 3: after kill -9 of `coral run` its workers kept running with parent PID 1."""
     proc = start_run(home, "orphans")
@@ -154,6 +155,7 @@ def test_kill_9_of_the_engine_takes_its_workers_along(home: Path) -> None:
         stop(proc)  # on failure, the orphans too: they are still in the run's process group
 
 
+@pytest.mark.slow
 def test_sigterm_and_ctrl_c_stop_the_run_resumably(home: Path) -> None:
     """Point 3: `coral run` killed with SIGTERM left its workers running and the run "running".
     Now it stops its pool, records "stopped", and `coral resume` continues. Here: SIGTERM to
@@ -190,6 +192,7 @@ def test_sigterm_and_ctrl_c_stop_the_run_resumably(home: Path) -> None:
     identical_to_reference(home, "signalled")
 
 
+@pytest.mark.slow
 def test_a_dead_worker_is_replaced(home: Path) -> None:
     """Point 2: a worker killed with kill -9 was never replaced (one of two dead turned a 44 s
     generation into 352 s). Now the pool starts another and the run ends as it should."""
@@ -207,6 +210,7 @@ def test_a_dead_worker_is_replaced(home: Path) -> None:
     identical_to_reference(home, "replaced")
 
 
+@pytest.mark.slow
 def test_when_no_worker_can_run_the_run_fails_in_bounded_time_and_resumes(home: Path) -> None:
     """Point 2: a run whose workers all died hung "running" forever. Here every worker is killed
     as soon as it appears: the pool replaces them up to its restart budget (2 x 2), then the run

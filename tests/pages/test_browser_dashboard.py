@@ -28,7 +28,7 @@ import pytest
 
 from coral.testing.browser import BROWSER_ARGS, BROWSERS, find_browser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAKES = "coral.testing.fakes:HANDLERS"
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 # Markers drawn in the Live page's per-genome chart (every trace), and in the first trace (best

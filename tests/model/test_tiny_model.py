@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 from coral.benchmark.bodies import function_hashes
@@ -51,6 +52,7 @@ def test_manifest_shows_no_eval_family_was_trained_on() -> None:
             assert bool(hashes & trained) is expected, name
 
 
+@pytest.mark.slow
 def test_greedy_answers_are_line_edits_that_apply() -> None:
     from coral.model.generate import generate_for_genome
     from coral.model.loading import load_base_model
@@ -65,6 +67,7 @@ def test_greedy_answers_are_line_edits_that_apply() -> None:
     assert methods.count("edit") >= EDITS_AT_LEAST, raw
 
 
+@pytest.mark.slow
 def test_fixes_held_out_instances() -> None:
     """The first held-out instances by name (families never trained on), k answers each with a
     fixed seed: at least one is fixed (bench/tiny_model.py measures the rate on all of them)."""
@@ -87,6 +90,7 @@ def test_fixes_held_out_instances() -> None:
     assert fixed, raw
 
 
+@pytest.mark.slow
 def test_adapters_change_what_the_model_writes(tmp_path: Path) -> None:
     """Two genomes with different heavy genes train different adapters on the committed model,
     and their answers differ: the evolution has something to select on."""

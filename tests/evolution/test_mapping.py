@@ -1,3 +1,5 @@
+import pytest
+
 from coral.config import GeneSpace, KnobSpace
 from coral.evolution import ca, mapping
 from coral.rng import stream
@@ -15,6 +17,7 @@ def features_of(n: int, seed: int = 0):
     return [ca.features(ca.random_seed(rng, 16, 16, (24, 48), 0.35)) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_every_candidate_appears_over_200_seeds() -> None:
     genes = [mapping.heavy_genes(f, WIDE) for f in features_of(200)]
     assert {g.rank for g in genes} == set(WIDE.ranks)

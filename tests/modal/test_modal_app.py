@@ -27,7 +27,7 @@ from coral.config import ModalConfig
 from coral.errors import ConfigError
 from coral.modal.constants import CONFIG_ENV, CONTAINER_HOME, MODELS_HOME, SECTION_ENV
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OFFLINE = "Secret.from_dict([HF_HUB_OFFLINE])"  # GPU workers load the prefetched model offline
 
 CUSTOM = ModalConfig(

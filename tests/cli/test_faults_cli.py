@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
 FAKES = "coral.testing.fakes:HANDLERS"
 
@@ -34,6 +34,7 @@ def one_line(done: subprocess.CompletedProcess, *needles: str) -> str:
     return done.stderr
 
 
+@pytest.mark.slow
 def test_two_detached_runs_of_one_id_one_succeeds(tmp_path: Path) -> None:
     """Point 6: two `coral run --detach --run-id dup2` at once. Before, both said "registered;
     running in the background" while the second child had failed with "already exists"."""

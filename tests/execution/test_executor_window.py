@@ -28,7 +28,7 @@ from coral.run.progress import read_progress
 from coral.testing.handlers import HANDLERS
 from coral.testing.transports import make_modal_double
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Peak:

@@ -1,6 +1,6 @@
 """Every dashboard page rendered with st.testing's AppTest: empty home, a finished run, the
 launch form (valid and invalid values), run management. Live refresh needs a real browser
-(tests/test_browser_dashboard.py): AppTest never fires `run_every`."""
+(tests/pages/test_browser_dashboard.py): AppTest never fires `run_every`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from coral.home import Home
 from coral.run.events import read_events
 from coral.run.registry import run_info
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
 FAKES = "coral.testing.fakes:HANDLERS"
 PAGES = ["pages/launch.py", "pages/live.py", "pages/pareto.py", "pages/compare.py", "pages/lineage.py",
@@ -102,6 +102,7 @@ def test_every_page_renders_with_no_runs() -> None:
         assert "Launch the smoke config" in [b.label for b in at.button], path
 
 
+@pytest.mark.slow
 def test_every_page_renders_a_finished_run(finished_home: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORAL_HOME", str(finished_home))
@@ -213,6 +214,7 @@ def test_launch_form_starts_a_detached_run(monkeypatch: pytest.MonkeyPatch) -> N
     assert run_info(Home(), run_id).generations == 1
 
 
+@pytest.mark.slow
 def test_empty_state_button_launches_the_smoke_config(monkeypatch: pytest.MonkeyPatch) -> None:
     at = page("pages/runs.py")
     at.button[0].click().run()
@@ -221,6 +223,7 @@ def test_empty_state_button_launches_the_smoke_config(monkeypatch: pytest.Monkey
     assert run_info(Home(), run_id).generations == 2  # smoke.yaml as it is
 
 
+@pytest.mark.slow
 def test_runs_page_exports_parquet_and_deletes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pandas as pd
 

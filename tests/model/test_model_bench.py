@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu_generate.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu_generate.py"
 
 
 def test_gpu_generate_runs_tiny_on_cpu(

@@ -17,7 +17,7 @@ from coral.execution.transport.local import LocalTransport
 from coral.home import Home
 from tests.model_fixtures import build_tiny_model
 
-MINI = Path(__file__).resolve().parent / "fixtures" / "mini_bench"
+MINI = Path(__file__).resolve().parents[1] / "fixtures" / "mini_bench"
 GENES = {"rank": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
          "adapter_type": "lora"}
 KNOBS = {"temperature": 0.8, "top_p": 0.95, "top_k": 20, "repetition_penalty": 1.0,

@@ -20,17 +20,18 @@ from coral.evolution.selection import (
 )
 from coral.rng import stream
 
-HERE = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]
 CONFIG = Config(population=6, generations=4)
 
 
 def run_synthetic(seed: int, strategy: str, hashseed: str) -> str:
     env = {**os.environ, "PYTHONHASHSEED": hashseed}
-    proc = subprocess.run([sys.executable, str(HERE / "synthetic_run.py"), str(seed), strategy],
+    proc = subprocess.run([sys.executable, str(TESTS / "synthetic_run.py"), str(seed), strategy],
                           capture_output=True, text=True, env=env, timeout=120, check=True)
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_populations_across_processes() -> None:
     first = run_synthetic(11, "evolution", "1")
     second = run_synthetic(11, "evolution", "98765")
@@ -87,7 +88,7 @@ def test_ca_mutation_and_crossover_never_reset_a_set_gene() -> None:
 def test_every_child_names_evaluated_parents_and_both_steps_of_its_making() -> None:
     """A crossover child that is then mutated names the two survivors it was bred from, not the
     crossover product (never evaluated), and its origin says crossover+mutation."""
-    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(TESTS))
     from synthetic_run import synthetic_objectives
 
     config = Config(seed=3, population=8, generations=8, strategy="evolution")

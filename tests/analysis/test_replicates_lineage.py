@@ -21,7 +21,7 @@ from coral.analysis.replicates import MIN_BAND, config_group, replicate_chart, t
 from coral.errors import CoralError
 from coral.home import Home
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAKES = "coral.testing.fakes:HANDLERS"
 
 

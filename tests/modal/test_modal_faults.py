@@ -30,7 +30,7 @@ from coral.execution.transport.modal_backend import ModalTransport
 from coral.modal.runtime import serve
 from coral.testing.modal_double import ModalDouble, shared_server
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # the shared helpers (conftest, ...)
 LEASE = 1.0
 BACKEND = BackendConfig(lease_seconds=LEASE, max_retries=2)
 

@@ -26,7 +26,7 @@ from coral.execution.transport.base import Transport
 from coral.home import Home
 from coral.testing.transports import FACTORIES, TransportFactory
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # the shared helpers (conftest, ...)
 LEASE = 1.0
 BACKEND = BackendConfig(lease_seconds=LEASE, max_retries=2)
 HANDLERS = "coral.testing.handlers:HANDLERS"
@@ -111,6 +111,7 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     assert workers.alive() == 0
 
 
+@pytest.mark.slow
 def test_kill_9_mid_job_reruns_the_job_once(factory: TransportFactory, tmp_path: Path) -> None:
     transport = start_backend(factory, tmp_path / "home")
     with pool(factory, tmp_path / "home", 2, ["echo"]) as workers:
@@ -133,6 +134,7 @@ def test_kill_9_mid_job_reruns_the_job_once(factory: TransportFactory, tmp_path:
     assert transport.queue(job_queue("echo")).len() == 0
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_claim_holder_lets_another_worker_train(
     factory: TransportFactory, tmp_path: Path
 ) -> None:

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+# Every test here runs the real CLI in child processes; several share one real smoke run.
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
 TINY = REPO / "data" / "models" / "tiny-code"
 FAKES = "coral.testing.fakes:HANDLERS"

@@ -1,7 +1,7 @@
 """The engine's logic with stand-in job bodies (coral/testing/fakes.py): fast and exact.
 
 Serial vs queue equivalence, crash + resume, cache-hit accounting, stop, strategies, the event
-log's recovery. The real bodies run once, in tests/test_cli_run.py.
+log's recovery. The real bodies run once, in tests/cli/test_cli_run.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from coral.run.lifecycle import RunResult, resolve_config, run_from_config
 from coral.run.registry import compare_runs, run_science, run_status
 from coral.services.backends import run_context
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
 FAKES = "coral.testing.fakes:HANDLERS"
 
@@ -56,6 +56,7 @@ def _wait_for(predicate, timeout: float = 90.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_serial_and_queue_runs_are_identical() -> None:
     home = Home()
     serial(SMOKE, "serial", threads=1)
@@ -172,6 +173,7 @@ def test_random_and_grid_strategies_run(tmp_path: Path) -> None:
     assert run_science(home, "random")["populations"] != run_science(home, "grid")["populations"]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
     home_dir = Path(os.environ["CORAL_HOME"])
     config = ["--set", "generations=2", "--handlers", FAKES, "--workers", "2"]
@@ -194,6 +196,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
     assert run_status(Home(), "victim")["state"] == "finished"
 
 
+@pytest.mark.slow
 def test_stop_request_ends_run_between_jobs(tmp_path: Path) -> None:
     home_dir = Path(os.environ["CORAL_HOME"])
     proc = _spawn(home_dir, "run", str(SMOKE), "--run-id", "halt", "--handlers", FAKES,

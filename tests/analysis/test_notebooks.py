@@ -35,7 +35,7 @@ from coral.run.lifecycle import resolve_config, run_from_config
 from coral.services.backends import run_context
 from coral.store.ingest import Ingestor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.yaml"
 FAKES = "coral.testing.fakes:HANDLERS"
 # Constant dropout: heavy genes take few values, so the cache gets hits to account for.

@@ -154,6 +154,7 @@ def _count(home: Home, run_id: str) -> int:
     return sum(len(p.read_bytes().splitlines()) for p in path.glob("*.jsonl")) if path.is_dir() else 0
 
 
+@pytest.mark.slow
 def test_ingestor_stopped_mid_run_and_restarted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stop (close the store) while a run goes on, reopen: it catches up, nothing missing or twice;
     analysis reads in another thread all along."""
@@ -195,6 +196,7 @@ def test_ingestor_stopped_mid_run_and_restarted(tmp_path: Path, monkeypatch: pyt
     assert len(got["events"]) == _count(home, "live")
 
 
+@pytest.mark.slow
 def test_killed_ingest_process_restarts_without_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`coral ingest --follow` killed with SIGKILL mid-run, then another process reads the
     snapshot while a new ingestor holds the store, and the new ingestor catches up exactly."""

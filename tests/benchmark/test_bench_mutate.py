@@ -87,6 +87,7 @@ def test_committed_instances_number_hundreds_and_never_cross_the_split() -> None
         "swapped_arguments", "missing_condition", "return_value", "missing_line"}
 
 
+@pytest.mark.slow
 def test_a_second_derivation_gives_the_same_bytes(tmp_path: Path) -> None:
     """Candidates are tried in a fixed order and the first N failing ones kept, so deriving one
     instance per problem again reproduces the committed FAMILY_01 files byte for byte."""
@@ -104,6 +105,7 @@ def test_a_second_derivation_gives_the_same_bytes(tmp_path: Path) -> None:
     assert all(i == committed[i["name"]] for i in again["instances"])
 
 
+@pytest.mark.slow
 def test_every_instance_fails_a_test_and_its_reference_passes() -> None:
     """The judge's counts are in the manifest; one instance per family (the last kept, so a
     different bug class for most) is run again here, with its family's reference first."""
