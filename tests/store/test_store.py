@@ -192,7 +192,7 @@ def test_a_new_objective_needs_no_store_migration(tmp_path: Path) -> None:
     store.apply("r", [_event(0), old])
     store.close()
     done = subprocess.run([sys.executable, "-c", _NEW_OBJECTIVE, str(path)], capture_output=True, text=True,
-                          timeout=120, check=False, cwd=Path(__file__).resolve().parents[1])
+                          timeout=120, check=False, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["objectives"][-1] == "novelty" and out["added"] == 5  # jobs, scores, baselines, best_ and mean_
