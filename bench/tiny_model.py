@@ -40,6 +40,7 @@ from coral.model.adapters import adapter_cache_key, data_fingerprint
 from coral.model.generate import generate_for_genome
 from coral.model.loading import LoadedModel, load_base_model
 from coral.model.train import train_adapter, training_pairs
+from coral.run.evaluate import instances_of
 from coral.sandbox.runner import run_candidate
 
 INSTANCES = REPO_ROOT / "data" / "mutants"
@@ -73,6 +74,7 @@ class Score:
     syntax: float  # share of candidates that compile
     edits: float  # share of answers that were line edits applied to the program
     bad_edits: float  # share of answers that were edits that could not be applied
+    solved: tuple[bool, ...] = ()  # per problem: fixed by one of its k answers (paired comparisons)
 
     @property
     def rate(self) -> float:
@@ -107,7 +109,8 @@ def score(scorer: Scorer, problems: list[Problem], raws: list[str], samples: int
     owners = [p for p in problems for _ in range(samples)]
     found = [extract(raw, p.name, p.buggy_source) for raw, p in zip(raws, owners, strict=True)]
     runs = scorer.run([(p, f.source) for p, f in zip(owners, found, strict=True)])
-    fixed = sum(any(r[2] for r in runs[i * samples : (i + 1) * samples]) for i in range(len(problems)))
+    solved = tuple(any(r[2] for r in runs[i * samples : (i + 1) * samples]) for i in range(len(problems)))
+    fixed = sum(solved)
     compiles = []
     for f in found:
         try:
@@ -117,7 +120,7 @@ def score(scorer: Scorer, problems: list[Problem], raws: list[str], samples: int
             compiles.append(False)
     return Score(fixed, len(problems), statistics.fmean(p / t if t else 0.0 for p, t, _ in runs),
                  statistics.fmean(compiles), statistics.fmean(f.method == "edit" for f in found),
-                 statistics.fmean(f.method == "bad_edit" for f in found))  # fmt: skip
+                 statistics.fmean(f.method == "bad_edit" for f in found), solved)  # fmt: skip
 
 
 def evaluate(base: LoadedModel, adapter: Path | None, problems: list[Problem], config: Config,
@@ -167,9 +170,19 @@ def echo(scorer: Scorer, problems: list[Problem]) -> Score:
     return score(scorer, problems, [f"```python\n{p.buggy_source}```\n" for p in problems], 1)
 
 
-def side(root: Path, name: str) -> list[Problem]:
+def side(root: Path, name: str, classes: list[str] | None = None) -> list[Problem]:
     chosen = set(getattr(load_split(root), name))
+    if classes:
+        chosen &= instances_of(root, classes)
     return [p for p in load_benchmark(root) if p.name in chosen]
+
+
+def paired(a: list[Score], b: list[Score]) -> tuple[float, float]:
+    """Mean and SE over problems of (a solved - b solved), each averaged over the seeds: the
+    difference of two settings on the same instances, without the between-instance spread."""
+    n = a[0].total
+    diffs = [statistics.fmean(s.solved[i] for s in a) - statistics.fmean(s.solved[i] for s in b) for i in range(n)]
+    return statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(n)
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -190,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip timing transformers' generate on the same rows (the ratio's baseline)")
     parser.add_argument("--limit", type=int, default=None, help="first N held-out instances only (smoke runs)")
+    parser.add_argument("--classes", default=None, metavar="CLASS,...",
+                        help="held-out instances of these bug classes only (default: every class); "
+                             "'withheld': the classes the model's build withheld")
+    parser.add_argument("--skip-problems", action="store_true", help="skip the bundled eval problems row")
     args = parser.parse_args(argv)
     import torch
 
@@ -199,14 +216,25 @@ def main(argv: list[str] | None = None) -> int:
     base = load_base_model(model)
     knobs = default_knobs(config)
     k = args.samples
-    held_out, train = side(args.instances, "eval")[: args.limit], side(args.instances, "train")
+    classes = None
+    if args.classes == "withheld":
+        meta = json.loads((Path(model.name) / "coral_tiny_meta.json").read_text())
+        classes = list(meta["spec"].get("withheld_classes") or [])
+        if not classes:
+            parser.error(f"{model.name} withheld no bug class")
+    elif args.classes:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    held_out, train = side(args.instances, "eval", classes)[: args.limit], side(args.instances, "train")
     problems = side(PROBLEMS, "eval")
     pairs = training_pairs(train, config.benchmark.prompt_style)
     scorer = Scorer()
     rows: dict[str, dict] = {}
     generation_times: list[float] = []
 
+    runs: dict[str, list[Score]] = {}
+
     def row(label: str, scores: list[Score]) -> None:
+        runs[label] = scores
         mean, se = mean_se([s.rate for s in scores])
         rows[label] = {"fixed": [s.fixed for s in scores], "total": scores[0].total, "rate": mean,
                        "rate_se": se, "bugfix": statistics.fmean(s.bugfix for s in scores),
@@ -214,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                        "edits": statistics.fmean(s.edits for s in scores),
                        "bad_edits": statistics.fmean(s.bad_edits for s in scores)}  # fmt: skip
         print(f"{label:34} fixed {'/'.join(map(str, rows[label]['fixed'])):>11} of {scores[0].total:<3} "
-              f"rate {mean:.3f} (se {se:.3f}) bugfix {rows[label]['bugfix']:.3f} syntax "
+              f"rate {mean:.3f} (se {se:.3f}) passed {rows[label]['bugfix']:.3f} syntax "
               f"{rows[label]['syntax']:.2f} edits {rows[label]['edits']:.2f} bad {rows[label]['bad_edits']:.2f}",
               flush=True)  # fmt: skip
 
@@ -241,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  baseline (transformers' generate, chunks of {config.generation.batch_size}): "
               f"{baseline_seconds:.1f}s, fixed {rows_scored.fixed}; ours {generation_times[0]:.1f}s: ratio "
               f"{baseline_seconds / generation_times[0]:.1f}x", flush=True)  # fmt: skip
-    row(f"no adapter k={k}, eval problems",
-        [evaluate(base, None, problems, config, knobs, k, 0, False, scorer)[0]])
+    if not args.skip_problems:
+        row(f"no adapter k={k}, eval problems",
+            [evaluate(base, None, problems, config, knobs, k, 0, False, scorer)[0]])
 
     train_times: list[float] = []
     with tempfile.TemporaryDirectory(prefix="coral-bench-") as tmp:
@@ -266,6 +295,20 @@ def main(argv: list[str] | None = None) -> int:
     gap_se = math.hypot(rows[best]["rate_se"], rows[worst]["rate_se"])
     print(f"settings spread: best {best} {rows[best]['rate']:.3f}, worst {worst} {rows[worst]['rate']:.3f}, "
           f"gap {gap:.3f} vs 2 x se(gap) {2 * gap_se:.3f}")  # fmt: skip
+    adapters = [label for label in settings if not label.startswith("no adapter")]
+    lift: dict[str, float | str] = {}
+    if adapters:
+        top = max(adapters, key=lambda label: rows[label]["rate"])
+        low = min(adapters, key=lambda label: rows[label]["rate"])
+        base_label = f"no adapter k={k}, instances"
+        lift_mean, lift_se = paired(runs[top], runs[base_label])
+        spread_mean, spread_se = paired(runs[top], runs[low])
+        lift = {"best_adapter": top, "minus_no_adapter": lift_mean, "paired_se": lift_se,
+                "worst_adapter": low, "best_minus_worst": spread_mean, "best_minus_worst_paired_se": spread_se}
+        print(f"best adapter {top} minus no adapter: {lift_mean:+.3f} (paired se {lift_se:.3f}, "
+              f"{lift_mean / lift_se if lift_se else float('nan'):.1f} se); best minus worst adapter ({low}): "
+              f"{spread_mean:+.3f} (paired se {spread_se:.3f}, "
+              f"{spread_mean / spread_se if spread_se else float('nan'):.1f} se)")  # fmt: skip
     train_median = statistics.median(train_times) if train_times else float("nan")
     gen_median = statistics.median(generation_times)
     print(f"median adapter training job {train_median:.1f}s over {len(train_times)}; median genome "
@@ -274,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
           f"no-adapter pass {baseline_seconds / generation_times[0]:.1f}x")  # fmt: skip
     print(json.dumps({"rows": rows, "train_seconds_median": train_median, "generate_seconds_median": gen_median,
                       "baseline_generate_seconds": baseline_seconds,
-                      "spread": {"best": best, "worst": worst, "gap": gap, "gap_se": gap_se},
+                      "spread": {"best": best, "worst": worst, "gap": gap, "gap_se": gap_se}, "lift": lift,
+                      "classes": classes,
                       "knobs": knobs.model_dump(), "k": k}))  # fmt: skip
     return 0
 

@@ -1,4 +1,4 @@
-"""coral bench mutate ROOT --out DIR ...; coral bench eval ROOT [--model M] [--adapter DIR] ...
+"""coral bench mutate ROOT --out DIR ...; coral bench eval ROOT [--model M] [--adapter DIR] [--classes C,...]
 
 `mutate` derives bug instances from each problem's reference fix (coral.benchmark.mutate) and
 keeps those the problem's tests fail in the sandbox (coral.sandbox.judge). The output is a
@@ -53,6 +53,11 @@ def register_actions(
     evaluate.add_argument("--config", type=Path, default=None,
                           help="knob ranges, generation, sandbox and model settings from this "
                                "config (default: the built-in defaults)")
+    evaluate.add_argument("--classes", default=None, metavar="CLASS,...",
+                          help="only the instances of these bug classes, comma-separated (a "
+                               "`coral bench mutate` benchmark: ROOT/mutants.json)")
+    evaluate.add_argument("--no-echo", action="store_true",
+                          help="skip the echo baseline (the buggy programs unchanged) beside the model")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=_eval)
 
@@ -88,6 +93,7 @@ def _mutate(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     from coral.config import Config, ModelConfig, load_config
     from coral.run.evaluate import evaluate_model
@@ -100,8 +106,16 @@ def _eval(args: argparse.Namespace) -> int:
         model = ModelConfig.model_validate({**config.model.model_dump(), "name": name})
         config = config.model_copy(update={"model": model})
     samples = args.samples or config.benchmark.samples
+    classes = None
+    if args.classes is not None:
+        classes = list(dict.fromkeys(c.strip() for c in args.classes.split(",") if c.strip()))
+
+    def progress(line: str) -> None:  # stderr: stdout stays the table (or the JSON)
+        print(f"coral bench eval: {line}", file=sys.stderr, flush=True)
+
     result = evaluate_model(args.root, config, adapter=args.adapter, samples=samples,
-                            split=args.split, seed=args.seed)
+                            split=args.split, seed=args.seed, classes=classes, log=progress,
+                            echo=not args.no_echo)  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -112,4 +126,8 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"fixed@{result['k']}: {result['fixed']}/{result['total']} problems; mean bugfix "
           f"{result['bugfix']:.3f} +/- {result['bugfix_se']:.3f} (SE over problems); "
           f"model {result['model']}" + (f", adapter {result['adapter']}" if result["adapter"] else ""))
+    if "echo" in result:
+        echo = result["echo"]
+        print(f"echo (buggy programs unchanged): fixed {echo['fixed']}/{echo['total']}; mean bugfix "
+              f"{echo['bugfix']:.3f}; cases passed {echo['passed']:.3f} (model: {result['passed']:.3f})")
     return 0

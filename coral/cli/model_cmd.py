@@ -1,9 +1,11 @@
-"""coral model build-tiny [--steps N] [--out DIR] [--seed S] [--problems DIR] [--split FILE]"""
+"""coral model build-tiny [--steps N] [--out DIR] [--seed S] [--problems DIR] [--split FILE]
+[--withhold CLASS,...|none]"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from coral.config import REPO_ROOT
@@ -30,16 +32,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="split file (default: PROBLEMS/split.json, else the derived split)")
     build.add_argument("--no-problems", action="store_true",
                        help="train on the standard library only")
+    build.add_argument("--withhold", default=None, metavar="CLASS,...",
+                       help="bug classes the base never trains on, comma-separated, or 'none' "
+                            "(default: the committed model's, coral.model.tiny.TinySpec)")
     build.set_defaults(func=_build_tiny)  # fmt: skip
 
 
 def _build_tiny(args: argparse.Namespace) -> int:
     from coral.errors import CoralError
-    from coral.model.tiny import build_tiny
+    from coral.model.tiny import TinySpec, build_tiny
 
     if args.seed < 0:
         raise CoralError(f"--seed must be non-negative, got {args.seed}")
     problems = None if args.no_problems else args.problems
+    spec = TinySpec()
+    if args.withhold is not None:
+        text = args.withhold.strip()
+        withheld = () if text == "none" else tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+        spec = replace(spec, withheld_classes=withheld)  # checked by TinySpec: one line naming the unknown
     build_tiny(args.out, steps=args.steps, seed=args.seed, problems_root=problems,
-               split_path=args.split, log=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
+               split_path=args.split, spec=spec, log=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
     return 0

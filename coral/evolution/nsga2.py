@@ -32,9 +32,12 @@ def crowding_distance(objectives: np.ndarray) -> np.ndarray:
     for k in range(m):
         order = np.argsort(objectives[:, k], kind="stable")
         low, high = objectives[order[0], k], objectives[order[-1], k]
-        distance[order[0]] = distance[order[-1]] = np.inf
         if high == low:
+            # Every point equal: no extremes to keep. Marking the first and last by index (as
+            # before 2026-12-06) let a constant objective, security on the default run,
+            # prefer genomes by their position in the list (docs/objectives.md).
             continue
+        distance[order[0]] = distance[order[-1]] = np.inf
         gaps = (objectives[order[2:], k] - objectives[order[:-2], k]) / (high - low)
         distance[order[1:-1]] += gaps
     return distance

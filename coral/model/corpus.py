@@ -12,6 +12,7 @@ import ast
 import hashlib
 import sysconfig
 import textwrap
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,17 +242,19 @@ class Bug:
     after: str  # "" for a deleted line
 
 
-def inject_bug(source: str, rng: np.random.Generator) -> tuple[str, Bug] | None:
-    """One bug of one class on one line of `source` (a class drawn uniformly among those it
-    offers, then a site); the result parses and its syntax tree differs from the original.
-    None when no mutation does. The same source and generator state give the same bug."""
+def inject_bug(source: str, rng: np.random.Generator,
+               allowed: Collection[str] = BUG_CLASSES) -> tuple[str, Bug] | None:  # fmt: skip
+    """One bug of one class on one line of `source` (a class drawn uniformly among the `allowed`
+    ones it offers, then a site); the result parses and its syntax tree differs from the original.
+    None when no mutation does. The same source and generator state give the same bug (and with
+    every class allowed, the same draws as before `allowed` existed)."""
     source = source.strip("\n") + "\n"
     parsed, sites = mutation_sites(source)
     original = ast.dump(parsed.tree)
     by_class: dict[str, list[Site]] = {c: [] for c in BUG_CLASSES}
     for site in sites:
         by_class[site.bug_class].append(site)
-    classes = [c for c in BUG_CLASSES if by_class[c]]
+    classes = [c for c in BUG_CLASSES if by_class[c] and c in allowed]
     while classes:
         kind = classes.pop(int(rng.integers(len(classes))))
         options = by_class[kind]

@@ -9,7 +9,7 @@ base never carries one genome's adapter into the next job.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,8 +81,11 @@ def generate_for_genome(
     *,
     greedy: bool = False,
     ignore_eos: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """The text generated after each prompt, cut after the end-of-answer marker.
+
+    `progress(done, total)` is called after each batch of rows (`coral bench eval` reports it).
 
     The caller repeats each prompt `samples` times. Sampling follows the knobs, seeded from
     `seed` (same seed, same text); greedy=True decodes by argmax (baselines, tests).
@@ -101,6 +104,8 @@ def generate_for_genome(
             chunk_seed = torch_seed(seed, "generate", f"chunk-{index}")
             answers = _generate_chunk(base, [encoded[i] for i in rows], knobs, chunk_seed, greedy, ignore_eos)
             texts.update(zip(rows, answers, strict=True))
+            if progress is not None:
+                progress(len(texts), len(encoded))
     return [texts[i] for i in range(len(encoded))]
 
 

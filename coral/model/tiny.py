@@ -30,6 +30,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 from coral.benchmark.bodies import HASH_VERSION, function_hashes
 from coral.benchmark.contamination import MANIFEST_FILE
+from coral.benchmark.mutate import BUG_CLASSES
 from coral.benchmark.prompts import build_prompt, build_target
 from coral.errors import CoralError
 from coral.hashing import content_hash
@@ -74,6 +75,21 @@ class TinySpec:
     copy_max_length: int = 64
     # A sample of the corpus is enough to train the tokenizer (and quicker than all of it).
     tokenizer_texts: int = 6000
+    # Bug classes (coral.benchmark.mutate.BUG_CLASSES) the base never trains on: a skill left to
+    # the adapters, whose data (the train side of data/mutants) keeps every class.
+    withheld_classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.withheld_classes) - set(BUG_CLASSES))
+        if unknown:
+            raise CoralError(f"unknown bug class to withhold: {', '.join(unknown)} "
+                             f"(known: {', '.join(BUG_CLASSES)})")  # fmt: skip
+        if set(self.withheld_classes) >= set(BUG_CLASSES):
+            raise CoralError("cannot withhold every bug class: the base would learn no repair at all")
+
+    @property
+    def trained_classes(self) -> tuple[str, ...]:
+        return tuple(c for c in BUG_CLASSES if c not in self.withheld_classes)
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,7 @@ class ExampleStream:
         self.rng = stream(seed, "tiny-build/data")
         self.stdlib = [f for f in corpus.functions if not f.origin.startswith("problems/")]
         self.problems = [f for f in corpus.functions if f.origin.startswith("problems/")]
+        self.classes = spec.trained_classes
         if not self.stdlib:
             raise CoralError("tiny model corpus is empty: no functions found in the stdlib")
 
@@ -122,7 +139,7 @@ class ExampleStream:
                 yield example
 
     def _synthetic(self, name: str, source: str) -> Example | None:
-        injected = inject_bug(source, self.rng)
+        injected = inject_bug(source, self.rng, self.classes)
         return None if injected is None else self._repair(name, injected[0], source)
 
     def _repair(self, name: str, buggy: str, fixed: str) -> Example:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,15 +45,36 @@ def default_knobs(space: KnobSpace) -> Knobs:
     )
 
 
-def select_problems(root: Path, split: SplitChoice, split_path: Path | None = None) -> list[Problem]:
-    """The problems of one side of the benchmark's split (or all), in name order."""
+def select_problems(root: Path, split: SplitChoice, split_path: Path | None = None,
+                    classes: Sequence[str] | None = None) -> list[Problem]:  # fmt: skip
+    """The problems of one side of the benchmark's split (or all), in name order; with `classes`,
+    only the instances of those bug classes (ROOT/mutants.json, `coral bench mutate`)."""
     if split not in SPLITS:
         raise CoralError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     problems = load_benchmark(root)
+    if classes is not None:
+        problems = [p for p in problems if p.name in instances_of(root, classes)]
     if split == "all":
         return problems
     chosen = set(getattr(load_split(root, split_path), split))
     return [p for p in problems if p.name in chosen]
+
+
+def instances_of(root: Path, classes: Sequence[str]) -> set[str]:
+    """Names of ROOT's bug instances of `classes`; one clear line for a plain benchmark (no bug
+    classes recorded) or a class the benchmark does not have."""
+    from coral.benchmark.mutate import BUG_CLASSES
+
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise CoralError(f"{root} has no mutants.json: only a `coral bench mutate` benchmark has bug classes")
+    present = {str(i.get("bug_class")) for i in manifest["instances"]}
+    unknown = [c for c in classes if c not in present]
+    if unknown or not classes:
+        known = [c for c in BUG_CLASSES if c in present]
+        raise CoralError(f"no instances of bug class {', '.join(unknown) or '(none given)'} in {root} "
+                         f"(it has: {', '.join(known)})")  # fmt: skip
+    return {str(i["name"]) for i in manifest["instances"] if i.get("bug_class") in classes}
 
 
 def echo_answer(problem: Problem) -> str:
@@ -74,24 +95,42 @@ class ProblemResult:
     def mean(self, objective: str) -> float:
         return sum(getattr(s, objective) for s in self.samples) / len(self.samples)
 
+    @property
+    def passed(self) -> float:
+        """Mean share of cases passed (not an objective: echo keeps every case the bug spares)."""
+        return sum(sum(c.passed for c in s.cases) / len(s.cases) if s.cases else 0.0
+                   for s in self.samples) / len(self.samples)
+
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "fixed": self.fixed,
                 "bugfix": self.mean("bugfix"), "fixed_samples": sum(s.fixed for s in self.samples),
+                "passed": self.passed,
                 **{o: self.mean(o) for o in OBJECTIVES if o != "bugfix"}}
+
+
+Progress = Callable[[str], None]
+SCORE_CHUNK = 100  # candidates scored per batch when progress is reported (batching is exact)
 
 
 def score_answers(
     problems: Sequence[Problem], answers: Sequence[Sequence[str]], limits: RunnerLimits,
-    root: Path | None = None,
+    root: Path | None = None, log: Progress | None = None,
 ) -> list[ProblemResult]:
-    """Extract and score answers[i][j] (problem i, sample j); families from ROOT/mutants.json."""
+    """Extract and score answers[i][j] (problem i, sample j); families from ROOT/mutants.json.
+    With `log`, one line per SCORE_CHUNK candidates scored."""
     items = [(p, extract_candidate(raw, p.name, p.buggy_source))
              for p, group in zip(problems, answers, strict=True) for raw in group]
     for problem in problems:
         # The references first, one at a time (each is cached): splitting a pytest-style test
         # file raced when several problems did it at once in score_candidates' threads.
         reference(problem, limits)
-    scores = score_candidates(items, limits=limits)
+    if log is None:
+        scores = score_candidates(items, limits=limits)
+    else:
+        scores = []
+        for start in range(0, len(items), SCORE_CHUNK):
+            scores += score_candidates(items[start:start + SCORE_CHUNK], limits=limits)
+            log(f"scored {len(scores)}/{len(items)} candidates")
     manifest = read_manifest(root) if root is not None else None
     family = {str(i["name"]): str(i["family"]) for i in manifest["instances"]} if manifest else {}
     by_problem: dict[str, list[CandidateScore]] = defaultdict(list)
@@ -112,6 +151,7 @@ def summarise(results: Sequence[ProblemResult], k: int) -> dict[str, Any]:
         mean, se = mean_se([r.mean(objective) for r in results])
         out[objective] = mean
         out[f"{objective}_se"] = se
+    out["passed"] = sum(r.passed for r in results) / len(results)
     out["problems"] = [r.as_dict() for r in results]
     return out
 
@@ -131,33 +171,58 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
 def evaluate_model(
     root: Path, config: Config, *, adapter: Path | None = None, samples: int = 1,
     split: SplitChoice = "eval", seed: int = 0, knobs: Knobs | None = None,
-    split_path: Path | None = None,
+    split_path: Path | None = None, classes: Sequence[str] | None = None,
+    log: Progress | None = None, echo: bool = False,
 ) -> dict[str, Any]:
-    """Generate `samples` answers per problem with config.model (+ adapter) and score them."""
+    """Generate `samples` answers per problem with config.model (+ adapter) and score them.
+
+    `classes` keeps the instances of those bug classes only; `log` gets progress lines (the
+    CLI sends them to stderr); `echo=True` adds the echo baseline on the same problems.
+    """
+    import time
+
     from coral.model.generate import generate_for_genome
     from coral.model.loading import load_base_model
 
     if adapter is not None and not Path(adapter).is_dir():
         raise CoralError(f"adapter folder not found: {adapter}")
-    problems = select_problems(root, split, split_path)
+    problems = select_problems(root, split, split_path, classes)
+    if not problems:
+        raise CoralError(f"no problems to evaluate in {root} (split {split})")
+    say: Progress = log or (lambda _line: None)
     knobs = knobs or default_knobs(config.knobs)
     style = config.benchmark.prompt_style
     rows = [build_prompt(p.name, p.buggy_source, style) for p in problems for _ in range(samples)]
+    started = time.perf_counter()
+    say(f"loading {config.model.name}" + (f" + adapter {adapter}" if adapter else ""))
     base = load_base_model(config.model)
-    texts = generate_for_genome(base, adapter, rows, knobs, seed, config.generation)
+    say(f"generating {len(rows)} answers ({len(problems)} problems x {samples})")
+
+    def generated(done: int, total: int) -> None:
+        say(f"generated {done}/{total} answers ({time.perf_counter() - started:.0f}s)")
+
+    texts = generate_for_genome(base, adapter, rows, knobs, seed, config.generation, progress=generated)
     answers = [texts[i * samples:(i + 1) * samples] for i in range(len(problems))]
-    results = score_answers(problems, answers, RunnerLimits.from_config(config.sandbox), root)
+    limits = RunnerLimits.from_config(config.sandbox)
+    results = score_answers(problems, answers, limits, root, log=say)
     summary = summarise(results, samples)
-    return {**{k: summary[k] for k in ("k", "fixed", "total")},
-            "model": config.model.name, "adapter": str(adapter) if adapter else None,
-            "split": split, "seed": seed, "knobs": knobs.model_dump(mode="json"),
-            **{k: v for k, v in summary.items() if k not in ("k", "fixed", "total")}}
+    out = {**{k: summary[k] for k in ("k", "fixed", "total")},
+           "model": config.model.name, "adapter": str(adapter) if adapter else None,
+           "split": split, "seed": seed, "classes": list(classes) if classes else None,
+           "knobs": knobs.model_dump(mode="json"),
+           **{k: v for k, v in summary.items() if k not in ("k", "fixed", "total")}}
+    if echo:
+        say("scoring echo (the buggy programs unchanged)")
+        echoed = summarise(score_answers(problems, [[echo_answer(p)] for p in problems], limits, root), 1)
+        out["echo"] = {k: v for k, v in echoed.items() if k != "problems"}
+    say(f"done ({time.perf_counter() - started:.0f}s)")
+    return out
 
 
 def evaluate_echo(root: Path, config: Config, split: SplitChoice = "eval",
-                  split_path: Path | None = None) -> dict[str, Any]:
+                  split_path: Path | None = None, classes: Sequence[str] | None = None) -> dict[str, Any]:
     """The echo baseline: every problem answered with its own buggy program."""
-    problems = select_problems(root, split, split_path)
+    problems = select_problems(root, split, split_path, classes)
     answers = [[echo_answer(p)] for p in problems]
     results = score_answers(problems, answers, RunnerLimits.from_config(config.sandbox), root)
     return {**summarise(results, 1), "model": "echo", "split": split}

@@ -2,7 +2,9 @@
 
 Formulas and the reasons behind them: docs/objectives.md. In short, per candidate:
 
-    bugfix   = passed cases / cases                      (sandboxed run, coral.sandbox.runner)
+    bugfix   = max(0, repaired - broken) / cases the buggy program fails      (sandboxed runs)
+               repaired: cases the buggy program fails that the candidate passes;
+               broken: cases the buggy program passes that the candidate fails
     syntax   = 1 if the code compiles, else 0              (code alone, coral.sandbox.quality)
     style    = 1 - max(0, violation density - the reference's)             (code alone, ruff)
     security = 1 - min(1, max(0, risk - the buggy program's risk) / 9)
@@ -125,17 +127,33 @@ def code_lines(source: str) -> int:
     return sum(1 for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 
+def repair_score(run: CandidateRun, buggy: CandidateRun) -> float:
+    """Credit for repair, case by case against the buggy program's own run: 0 for the buggy
+    program returned unchanged, 1 for passing every case it fails while keeping every case it
+    passes; each case it passed and the candidate fails (a regression) takes one repaired case
+    back. A problem whose buggy program fails no case has nothing to repair: the pass rate."""
+    passed = {case.case_id for case in run.cases if case.passed}
+    failing = [case.case_id for case in buggy.cases if not case.passed]
+    if not failing:
+        return run.passed / run.total if run.total else 0.0
+    repaired = sum(1 for case in failing if case in passed)
+    broken = sum(1 for case in buggy.cases if case.passed and case.case_id not in passed)
+    return max(0, repaired - broken) / len(failing)
+
+
 def score_run(
     run: CandidateRun,
     source: str,
     reference_cost: int,
     style: tuple[float, tuple[str, ...]],
     security: tuple[float, tuple[str, ...]],
+    buggy: CandidateRun,
 ) -> CandidateScore:
-    """`style` and `security` are already relative (relative_quality); none of them is gated."""
+    """`style` and `security` are already relative (relative_quality); none of them is gated.
+    `buggy` is the problem's buggy program's own run (bugfix credits repair against it)."""
     return CandidateScore(
         problem=run.problem,
-        bugfix=run.passed / run.total if run.total else 0.0,
+        bugfix=repair_score(run, buggy),
         syntax=syntax_score(source),
         style=style[0],
         security=security[0],
@@ -146,6 +164,32 @@ def score_run(
         security_issues=security[1],
         error=run.error,
     )
+
+
+# The buggy program's own run, once per process, problem content and budget ceiling, like the
+# reference's (coral.sandbox.runner.reference): a property of the problem, the yardstick of
+# bugfix's repair credit; no candidate's result is ever cached.
+_buggy_runs: dict[tuple[str, float], CandidateRun] = {}
+_buggy_locks: dict[tuple[str, float], threading.Lock] = {}
+_buggy_lock = threading.Lock()
+
+
+def buggy_run(problem: Problem, limits: RunnerLimits | None = None) -> CandidateRun:
+    """The problem's buggy program through the same runner as a candidate, cached."""
+    limits = limits or RunnerLimits()
+    key = (own_key(problem), limits.budget_ceiling)
+    with _buggy_lock:
+        if key in _buggy_runs:
+            return _buggy_runs[key]
+        lock = _buggy_locks.setdefault(key, threading.Lock())
+    with lock:
+        with _buggy_lock:
+            if key in _buggy_runs:
+                return _buggy_runs[key]
+        run = run_candidate(problem, problem.buggy_source, limits)
+        with _buggy_lock:
+            _buggy_runs[key] = run
+        return run
 
 
 # The problem's own programs, linted once per process and problem content: the reference's
@@ -208,6 +252,7 @@ def score_candidates(
 
     Each distinct problem's reference fix runs once per process first (coral.sandbox.runner
     caches it): it calibrates the candidates' budgets and is the runtime objective's yardstick.
+    So does its buggy program (buggy_run): bugfix's yardstick.
     """
     workers = workers or max(1, os.cpu_count() or 1)
     sources = [src for _, src in items]
@@ -220,13 +265,15 @@ def score_candidates(
         problems = {problem_key(p): p for p, _ in items}
         done = dict(zip(problems, pool.map(lambda p: reference(p, limits), problems.values()), strict=True))
         refs = [done[problem_key(p)].run.cost for p, _ in items]
+        distinct = {own_key(p): p for p, _ in items}
+        buggy = dict(zip(distinct, pool.map(lambda p: buggy_run(p, limits), distinct.values()), strict=True))
         runs = list(pool.map(lambda it: run_candidate(it[0], it[1], limits), items))
         styles, securities, own = style_future.result(), security_future.result(), own_future.result()
     relative = [relative_quality(src, own[own_key(p)], style, security)
                 for (p, src), style, security in zip(items, styles, securities, strict=True)]
     return [
-        score_run(run, src, ref, style, security)
-        for src, run, ref, (style, security) in zip(sources, runs, refs, relative, strict=True)
+        score_run(run, src, ref, style, security, buggy[own_key(p)])
+        for (p, src), run, ref, (style, security) in zip(items, runs, refs, relative, strict=True)
     ]
 
 

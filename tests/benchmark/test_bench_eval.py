@@ -38,9 +38,41 @@ def test_eval_on_the_bundled_problems_prints_a_row_per_problem() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     names = sorted(load_split(root).eval)
-    assert [line.split()[0] for line in lines[1:-1]] == names
-    fixed = sum(line.split()[1] == "yes" for line in lines[1:-1])
-    assert lines[-1].startswith(f"fixed@1: {fixed}/{len(names)} problems; mean bugfix ")
+    assert [line.split()[0] for line in lines[1:-2]] == names
+    fixed = sum(line.split()[1] == "yes" for line in lines[1:-2])
+    assert lines[-2].startswith(f"fixed@1: {fixed}/{len(names)} problems; mean bugfix ")
+    # Echo beside the model: it fixes nothing and repairs nothing.
+    assert lines[-1].startswith(f"echo (buggy programs unchanged): fixed 0/{len(names)}; mean bugfix 0.000;")
+    # Progress on stderr, never on stdout: generation and scoring report as they go.
+    progress = [line for line in result.stderr.splitlines() if line.startswith("coral bench eval: ")]
+    assert any(f"generated {len(names)}/{len(names)} answers" in line for line in progress), result.stderr
+    assert any(f"scored {len(names)}/{len(names)} candidates" in line for line in progress), result.stderr
+
+
+def test_classes_scores_only_those_bug_classes(capsys: pytest.CaptureFixture[str]) -> None:
+    root = REPO / "data" / "mutants"
+    manifest = json.loads((root / "mutants.json").read_text())
+    wanted = {"slice_bound", "wrong_constant"}
+    names = sorted(i["name"] for i in manifest["instances"]
+                   if i["bug_class"] in wanted and i["name"] in set(load_split(root).eval))
+    assert 0 < len(names) < 10
+    assert main(["bench", "eval", str(root), "--classes", "slice_bound, wrong_constant", "--samples", "1",
+                 "--config", str(SMOKE), "--json"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    _check_shape(data, names, 1)
+    assert data["classes"] == ["slice_bound", "wrong_constant"]
+    assert data["echo"]["total"] == len(names) and data["echo"]["bugfix"] == 0.0 and data["echo"]["fixed"] == 0
+    assert "coral bench eval: generated" in captured.err
+
+
+def test_bad_classes_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "eval", str(REPO / "data" / "mutants"), "--classes", "slice_bound,off_by_two"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "off_by_two" in err and "(it has: " in err
+    assert main(["bench", "eval", str(MINI), "--classes", "slice_bound"]) == 2  # no bug classes recorded
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "mutants.json" in err
 
 
 def test_eval_on_a_quixbugs_clone_prints_the_json_shape(tmp_path: Path,
@@ -57,8 +89,8 @@ def test_eval_on_a_quixbugs_clone_prints_the_json_shape(tmp_path: Path,
 
 
 def test_echo_scores_what_the_buggy_programs_pass() -> None:
-    """Echo answers with the buggy program: it fixes nothing, and its bugfix per problem is the
-    share of cases the buggy program passes when run directly."""
+    """Echo answers with the buggy program: it fixes nothing and repairs nothing (bugfix 0), and
+    the share of cases it passes is the buggy program's own, run directly."""
     root = REPO / "data" / "problems"
     config = load_config(SMOKE)
     data = evaluate_echo(root, config)
@@ -66,7 +98,7 @@ def test_echo_scores_what_the_buggy_programs_pass() -> None:
     assert data["fixed"] == 0 and data["total"] == len(load_split(root).eval)
     for row in data["problems"]:
         run = run_candidate(problems[row["name"]], problems[row["name"]].buggy_source)
-        assert row["bugfix"] == pytest.approx(run.passed / run.total)
+        assert row["passed"] == pytest.approx(run.passed / run.total) and row["bugfix"] == 0.0
         assert row["syntax"] == 1.0
 
 

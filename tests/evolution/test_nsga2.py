@@ -27,6 +27,16 @@ def test_crowding_keeps_extremes() -> None:
     assert np.isinf(d[0]) and np.isinf(d[3]) and d[1] > 0 and d[2] > 0
 
 
+def test_a_constant_objective_changes_no_crowding() -> None:
+    """An objective every point shares (security 1.0 for every candidate of a run) says nothing
+    about spread: the distances are those without it, and no point gets an infinite one by index."""
+    pts = np.array([[0.1, 0.9], [0.4, 0.5], [0.5, 0.45], [0.9, 0.1], [0.3, 0.6]])
+    with_constant = np.hstack([pts, np.ones((len(pts), 1))])
+    assert np.array_equal(nsga2.crowding_distance(with_constant), nsga2.crowding_distance(pts))
+    flat = np.ones((4, 2))
+    assert not np.isinf(nsga2.crowding_distance(flat)).any()
+
+
 def test_survivors_are_distinct_and_fronts_first() -> None:
     rng = np.random.default_rng(3)
     pts = rng.random((30, 3))

@@ -65,3 +65,20 @@ def test_no_mutation_means_none_and_fstrings_stay() -> None:
     bugs = [inject_bug(source, stream(i, "fstring"))[1] for i in range(30)]
     assert all(b.kind == "missing_line" for b in bugs if b.line == 2)
     assert any(b.line == 3 for b in bugs)
+
+
+def test_withheld_classes_are_never_drawn() -> None:
+    """A build that withholds classes (TinySpec.withheld_classes) never trains on them; every
+    class allowed draws exactly what the one-argument call draws (the committed recipe)."""
+    withheld = {"comparison_operator", "wrong_variable", "return_value"}
+    allowed = tuple(c for c in BUG_CLASSES if c not in withheld)
+    drawn = [inject_bug(s, stream(i, "kinds"), allowed) for s in FUNCTIONS for i in range(60)]
+    kinds = {r[1].kind for r in drawn if r}
+    assert kinds and not kinds & withheld
+    assert len(kinds) >= 9, kinds  # the other classes still come up
+    for s in FUNCTIONS:
+        for i in range(10):
+            assert inject_bug(s, stream(i, "same"), BUG_CLASSES) == inject_bug(s, stream(i, "same"))
+    # A function offering only withheld classes gives no example at all.
+    assert inject_bug("def f(a, b):\n    return a < b\n", stream(0, "x"), ("comparison_operator",)) is not None
+    assert inject_bug("def f(a, b):\n    return a < b\n", stream(0, "x"), ("slice_bound",)) is None

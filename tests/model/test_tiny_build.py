@@ -112,3 +112,18 @@ def test_missing_inputs_are_clear(tmp_path: Path, missing: str) -> None:
         "problems_root": None, "stdlib_root": tmp_path / "nope"}
     with pytest.raises(CoralError, match="nope"):
         build_tiny(tmp_path / "out", steps=1, log=lambda _line: None, **kwargs)
+
+
+def test_unknown_withheld_class_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from coral.cli import main
+
+    assert main(["model", "build-tiny", "--withhold", "wrong_variable,off_by_two",
+                 "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "off_by_two" in err and "wrong_variable" not in err.split(":")[1]
+    assert not (tmp_path / "x").exists()
+    from coral.benchmark.mutate import BUG_CLASSES
+    from coral.errors import CoralError
+
+    with pytest.raises(CoralError, match="every bug class"):
+        TinySpec(withheld_classes=BUG_CLASSES)

@@ -11,6 +11,7 @@ from coral.sandbox.objectives import (
     aggregate,
     code_lines,
     fixed_at_k,
+    repair_score,
     runtime_score,
     score_candidate,
     score_candidates,
@@ -58,6 +59,31 @@ def test_runtime_below_the_meters_resolution_is_as_fast_as_the_reference() -> No
     # On a hardware counter the resolution is 2M instructions (1 ms at the meter's 2e9/s).
     assert runtime_score(run_of([True], 1.9e6, "instructions"), 1e5) == 1.0
     assert runtime_score(run_of([True], 5e6, "instructions"), 1e5) == 0.5  # 2.5x the floor
+
+
+def test_repair_score_counts_repaired_cases_minus_regressions() -> None:
+    buggy = run_of([True, True, False, False], 0)  # passes c0, c1; fails c2, c3
+    assert repair_score(run_of([True, True, False, False], 0), buggy) == 0.0  # unchanged
+    assert repair_score(run_of([True, True, True, True], 0), buggy) == 1.0  # every failing case, none broken
+    assert repair_score(run_of([True, True, True, False], 0), buggy) == 0.5  # half repaired
+    assert repair_score(run_of([False, True, True, True], 0), buggy) == 0.5  # all repaired, one broken
+    assert repair_score(run_of([False, True, True, False], 0), buggy) == 0.0  # one repaired, one broken
+    assert repair_score(run_of([False, False, False, False], 0), buggy) == 0.0  # worse than echo: floor
+    assert repair_score(CandidateRun("p", (), False, "syntax error"), buggy) == 0.0  # nothing ran
+    # Nothing to repair (the tests do not catch the bug): the pass rate, so regressions still cost.
+    assert repair_score(run_of([True, False], 0), run_of([True, True], 0)) == 0.5
+
+
+def test_bugfix_credits_repair_in_the_sandbox() -> None:
+    """Real runs of TOTAL (the buggy program passes case 1 and fails cases 0 and 2): returning it
+    unchanged scores 0 where the pass rate gave it 1/3; a regression costs a repaired case."""
+    half = "def total(xs):\n    return sum(xs) if len(xs) != 2 else 0\n"  # repairs case 0 only
+    trade = "def total(xs):\n    return sum(xs) if xs else 1\n"  # repairs 0 and 2, breaks 1
+    even = "def total(xs):\n    return sum(xs) if len(xs) == 3 else -1\n"  # repairs 0, breaks 1
+    echo, fixed, h, t, e = score_candidates(
+        [(TOTAL, TOTAL.buggy_source), (TOTAL, CORRECT), (TOTAL, half), (TOTAL, trade), (TOTAL, even)], limits=FAST)
+    assert [s.bugfix for s in (echo, fixed, h, t, e)] == [0.0, 1.0, 0.5, 0.5, 0.0]
+    assert fixed.fixed and not t.fixed
 
 
 def test_code_lines_skip_blanks_and_comments() -> None:
@@ -128,7 +154,7 @@ def test_score_of_correct_buggy_and_slow_candidates() -> None:
     # A candidate that does far more work than the reference (a 300,000-step loop per case) drops bands.
     slow_src = "def total(xs):\n    for _ in range(300_000):\n        pass\n    return sum(xs)\n"
     buggy, slow = score_candidates([(TOTAL, TOTAL.buggy_source), (TOTAL, slow_src)], limits=FAST)
-    assert buggy.bugfix == pytest.approx(1 / 3) and not buggy.fixed and buggy.runtime > 0
+    assert buggy.bugfix == 0.0 and not buggy.fixed and buggy.runtime > 0  # it passes 1 of 3: no repair
     assert slow.fixed and 0 < slow.runtime <= 0.5
 
 
@@ -195,3 +221,5 @@ def test_reference_runs_once_per_problem_content(monkeypatch: pytest.MonkeyPatch
     score_candidates([(fresh, SLOW), (fresh, CORRECT), (fresh, SLOW)], limits=FAST)
     assert objectives.reference(fresh, FAST) is first  # the reference ran once
     assert calls.count(SLOW) == 2 and calls.count(CORRECT) == 1  # candidates are never cached
+    score_candidates([(fresh, CORRECT)], limits=FAST)
+    assert calls.count("") == 1  # the buggy program (bugfix's yardstick) ran once, like the reference
