@@ -149,6 +149,17 @@ def _problem(root: Path, name: str, correct: str, buggy: str, test: str, cases: 
 
 
 def build_clone(root: Path) -> Path:
+    # The references' recursion (knapsack, levenshtein) needs a deeper stack to compute expected
+    # values here; the limit is put back after, since it is process-wide (bandit's depth in later
+    # tests depends on it).
+    limit = sys.getrecursionlimit()
+    try:
+        return _build_clone(root)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _build_clone(root: Path) -> Path:
     shutil.copytree(MINI, root, ignore=shutil.ignore_patterns("__pycache__", "split.json"))
     (root / "python_testcases" / "load_testdata.py").write_text(LOAD_TESTDATA)
     shutil.copy(root / "python_testcases" / "node.py", root / "correct_python_programs" / "node.py")

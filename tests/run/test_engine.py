@@ -275,7 +275,7 @@ def test_an_output_the_engine_cannot_read_fails_the_run_naming_job_and_field() -
 
     with pytest.raises(CoralError) as err:
         config = resolve_config(SMOKE, backend="serial")
-        run_from_config(config, "lacking", run_context(config, handlers="tests.test_engine:LACKING"))
+        run_from_config(config, "lacking", run_context(config, handlers="tests.run.test_engine:LACKING"))
     message = str(err.value)
     assert "\n" not in message and "test job g0000:test:" in message
     assert message.endswith("output field 'objectives': lacks objective 'syntax'")
