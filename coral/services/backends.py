@@ -1,7 +1,7 @@
 """The backend registry: the ONE place that turns `backend.kind` into a Backend.
 
 Everything else asks the Backend it is given (coral/run/backend.py): the CLI, the dashboard
-services, the run lifecycle, the ingestor and the Modal orchestrator. tests/test_backend_seam.py
+services, the run lifecycle, the ingestor and the Modal orchestrator. tests/services/test_backend_seam.py
 fails on a comparison of `backend.kind` anywhere else. It lives in the services layer because it
 must import both implementations: the local one (coral.run) and the Modal one (coral.modal).
 """

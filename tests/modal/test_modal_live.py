@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
     not all(_LIVE_TOKEN),
     reason="no Modal token: run with MODAL_TOKEN_ID and MODAL_TOKEN_SECRET set (`modal token new` "
            "prints them), e.g. `MODAL_TOKEN_ID=... MODAL_TOKEN_SECRET=... pytest "
-           "tests/test_modal_live.py`; it deploys an app of its own and deletes what it made")
+           "tests/modal/test_modal_live.py`; it deploys an app of its own and deletes what it made")
 
 
 @pytest.fixture
