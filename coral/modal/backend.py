@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 from typing import Any, cast
 
 from coral.config import Config
@@ -23,6 +24,7 @@ from coral.execution.transport.base import Transport
 from coral.execution.transport.modal_backend import ModalTransport, check_credentials, modal_api
 from coral.execution.workers import WorkerLauncher
 from coral.home import Home
+from coral.modal.errors import modal_failures
 from coral.modal.launcher import (
     ModalLauncher,
     list_modal_runs,
@@ -31,7 +33,7 @@ from coral.modal.launcher import (
     resume_on_modal,
     submit_run,
 )
-from coral.run.backend import WORKER_KINDS, RunListing
+from coral.run.backend import WORKER_KINDS, RunFile, RunListing
 
 
 class ModalBackend:
@@ -86,12 +88,40 @@ class ModalBackend:
         return modal_run_status(run_id, api=self.api, home=home)
 
     def read_run_file(self, home: Home, run_id: str, name: str) -> bytes | None:
+        record = self._record(home, run_id)
+        api = modal_api(self.api)
+        with modal_failures(app=record["app"], volume=record["volume"],
+                            doing=f"reading runs/{run_id}/{name} from the Volume"):
+            try:
+                return b"".join(api.Volume.from_name(record["volume"]).read_file(f"runs/{run_id}/{name}"))
+            except (api.exception.NotFoundError, FileNotFoundError):  # modal 1.6.4 raises the builtin
+                return None
+
+    def list_run_files(self, home: Home, run_id: str, folder: str) -> dict[str, RunFile] | None:
+        record = self._record(home, run_id)
+        api = modal_api(self.api)
+        where = f"runs/{run_id}/{folder}".rstrip("/")
+        with modal_failures(app=record["app"], volume=record["volume"],
+                            doing=f"listing {where} on the Volume"):
+            try:
+                entries = api.Volume.from_name(record["volume"]).listdir(where)
+            except api.exception.NotFoundError:  # not committed yet
+                return None
+        return {PurePosixPath(e.path).name: RunFile(int(e.size), float(e.mtime))
+                for e in entries if getattr(e.type, "name", "") == "FILE"}  # modal.types.FileEntryType
+
+    def followed_runs(self, home: Home) -> list[str]:
+        """Every run submitted to Modal from here (its folder is on the Volume; the ingestor's
+        copy in `home`, if any, is only a copy)."""
+        return [m["run_id"] for m in list_modal_runs(home)]
+
+    def run_transport(self, home: Home, run_id: str) -> Transport:
+        return ModalTransport(self._record(home, run_id)["app"], api=self.api)
+
+    @staticmethod
+    def _record(home: Home, run_id: str) -> dict[str, Any]:
         record = modal_run_record(run_id, home)
         if record is None:
             raise CoralError(f"no Modal run {run_id!r} was submitted from here")
-        api = modal_api(self.api)
-        try:
-            return b"".join(api.Volume.from_name(record["volume"]).read_file(f"runs/{run_id}/{name}"))
-        except (api.exception.NotFoundError, FileNotFoundError):  # modal 1.6.4 raises the builtin
-            return None
+        return record
 

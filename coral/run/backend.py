@@ -38,6 +38,14 @@ WORKER_KINDS = ("train", "generate", "test")
 
 
 @dataclass(frozen=True)
+class RunFile:
+    """A file of a run's folder as its backend lists it: enough to tell that it changed."""
+
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
 class RunListing:
     """One line of `coral runs` for a run that has no folder in this home (a remote run)."""
 
@@ -100,6 +108,21 @@ class Backend(Protocol):
 
     def read_run_file(self, home: Home, run_id: str, name: str) -> bytes | None:
         """A file of the run's folder (`name` relative to it), None when it does not exist."""
+        ...
+
+    def list_run_files(self, home: Home, run_id: str, folder: str) -> dict[str, RunFile] | None:
+        """The files directly in a folder of the run's folder ("" for the folder itself) by name;
+        None when that folder does not exist (yet)."""
+        ...
+
+    def followed_runs(self, home: Home) -> list[str]:
+        """Runs submitted from `home` whose folder lives on this backend: the ingestor keeps a
+        copy of each in `home` (coral/store/mirror.py). Empty for a backend that runs here."""
+        ...
+
+    def run_transport(self, home: Home, run_id: str) -> Transport:
+        """The transport of run `run_id` (its events partition, its control dict), known from
+        the run alone, without its config."""
         ...
 
 
@@ -177,3 +200,16 @@ class LocalBackend:
     def read_run_file(self, home: Home, run_id: str, name: str) -> bytes | None:
         path = home.run_dir(run_id) / name
         return path.read_bytes() if path.is_file() else None
+
+    def list_run_files(self, home: Home, run_id: str, folder: str) -> dict[str, RunFile] | None:
+        path = home.run_dir(run_id) / folder
+        if not path.is_dir():
+            return None
+        stats = {p.name: p.stat() for p in path.iterdir() if p.is_file()}
+        return {name: RunFile(st.st_size, st.st_mtime) for name, st in stats.items()}
+
+    def followed_runs(self, home: Home) -> list[str]:
+        return []  # a local run's folder is in the home already
+
+    def run_transport(self, home: Home, run_id: str) -> Transport:
+        return self.open_transport(home)  # one transport for every run of the home

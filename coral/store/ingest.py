@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from coral.run.checkpoints import PREFIX as CHECKPOINT_PREFIX
 from coral.run.checkpoints import load as load_checkpoint
 from coral.run.events import segments
 from coral.run.registry import read_json_yaml, run_folders
+from coral.store.mirror import Mirror
 from coral.store.store import Store, StoreWriteError, check_event, empty_frame, genome_row, snapshot_path
 
 log = logging.getLogger("coral.store.ingest")
@@ -236,12 +238,16 @@ class Ingestor:
 
     `backend` is where live events arrive (its transport's events partitions, one per run);
     None reads logs only (what coral.analysis does when no snapshot exists);
+    `remote`: backends whose runs' folders live elsewhere (Modal's Volume): each run they follow
+    (`Backend.followed_runs`) is copied into `home` (coral/store/mirror.py, every `mirror_every`
+    seconds while it runs) and its live events drained from its own transport, so it is ingested
+    as a local run is;
     `db_path` ":memory:" keeps the store in memory and never snapshots.
     """
 
     def __init__(self, home: Home | None = None, backend: Backend | None = LOCAL_RUNS, *,
-                 db_path: Path | str | None = None, snapshot_every: float = 2.0,
-                 interval: float = 0.5) -> None:
+                 remote: Sequence[Backend] = (), db_path: Path | str | None = None,
+                 snapshot_every: float = 2.0, interval: float = 0.5, mirror_every: float = 2.0) -> None:
         self.home = home or Home()
         self.backend = backend
         self.db_path = db_path if db_path is not None else self.home.store_db
@@ -267,6 +273,10 @@ class Ingestor:
         if backend is not None:
             self._transport = backend.open_transport(self.home)
             self._queue = self._transport.queue(EVENTS_QUEUE)
+        self._mirror = Mirror(self.home, list(remote), every=mirror_every) if remote else None
+        self._followed: dict[str, Backend] = {}  # remote runs of this cycle, with their backend
+        self._remote_transports: dict[str, Transport] = {}  # run -> its backend's transport
+        self._live_errors: dict[str, str] = {}  # run -> why its live partition could not be read
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -306,6 +316,9 @@ class Ingestor:
                 self.store.close()
                 if self._transport is not None:
                     self._transport.close()
+                for transport in self._remote_transports.values():
+                    transport.close()
+                self._remote_transports.clear()
 
     close = stop
 
@@ -325,6 +338,7 @@ class Ingestor:
         """Runs in the store and run folders; a folder whose name is not a run id is skipped."""
         known = set(self.store.last_seqs() if marks is None else marks)
         known.update(run_folders(self.home))
+        known.update(self._followed)
         return sorted(known)
 
     def run_once(self, snapshot: bool | None = None) -> int:
@@ -348,10 +362,12 @@ class Ingestor:
             marks = self.store.last_seqs()
             checkpoints = self.store.checkpoint_generations()
             problems: dict[str, str] = {}  # run -> why it could not be read this cycle
+            self._followed = self._followed_runs(problems)
             try:
                 for run_id in self.run_ids(marks):
                     # One run's files cannot stop the others: its error is recorded, not raised.
                     try:
+                        self._copy_remote(run_id, problems)
                         ready = self._ingest_run(run_id, marks.get(run_id, -1))
                         for start in range(0, ready.num_rows, APPLY_BATCH):
                             batch.append((run_id, ready.slice(start, APPLY_BATCH), self._record(run_id)))
@@ -362,6 +378,8 @@ class Ingestor:
                         raise  # the store file, not this run
                     except Exception as exc:
                         problems.setdefault(run_id, self._unreadable_reason(run_id, exc))
+                    if run_id in self._live_errors:
+                        problems.setdefault(run_id, self._live_errors.pop(run_id))
                     tail = self._tails.get(run_id)
                     if tail is not None and tail.failure is not None:
                         problems.setdefault(run_id, str(tail.failure))
@@ -405,13 +423,51 @@ class Ingestor:
             self._records[run_id] = record
         return self._records[run_id]
 
+    def _followed_runs(self, problems: dict[str, str]) -> dict[str, Backend]:
+        if self._mirror is None:
+            return {}
+        try:
+            return self._mirror.runs()
+        except CoralError as exc:  # a record this home wrote cannot be read: the local runs go on
+            problems.setdefault("remote", str(exc))
+            return dict(self._followed)
+
+    def _copy_remote(self, run_id: str, problems: dict[str, str]) -> None:
+        """Bring the local copy of a remote run up to date with its backend, when due. A failure
+        (Modal unreachable, a token gone) is the run's one line; what is copied is ingested."""
+        backend = self._followed.get(run_id)
+        if backend is None or self._mirror is None or not self._mirror.due(run_id):
+            return
+        try:
+            self._mirror.sync(backend, run_id)
+        except CoralError as exc:
+            problems.setdefault(run_id, str(exc))
+
+    def _live_queue(self, run_id: str) -> Queue | None:
+        """The events queue carrying `run_id`'s partition: its own backend's for a remote run
+        (none once it ended and is copied whole), else the home's."""
+        backend = self._followed.get(run_id)
+        if backend is None:
+            return self._queue
+        if self._mirror is not None and self._mirror.copies.get(run_id) is not None \
+                and self._mirror.copies[run_id].settled:
+            return None
+        if run_id not in self._remote_transports:
+            self._remote_transports[run_id] = backend.run_transport(self.home, run_id)
+        return self._remote_transports[run_id].queue(EVENTS_QUEUE)
+
     def _drain(self, run_id: str) -> pa.Table:
         """Live events of a run's partition as a frame; bad items are dropped (the log has them)."""
-        if self._queue is None:
+        queue = self._live_queue(run_id)
+        if queue is None:
             return empty_frame()
         good: list[str] = []
         for _ in range(50):  # bounded, so one busy run cannot starve the others
-            items = self._queue.get_many(DRAIN_BATCH, block=False, partition=run_id)
+            try:
+                items = queue.get_many(DRAIN_BATCH, block=False, partition=run_id)
+            except CoralError as exc:  # the remote transport failed: the copied log still counts
+                self._live_errors[run_id] = str(exc)
+                break
             for item in items:
                 try:
                     event = check_event(json.loads(item), f"events partition {run_id}")

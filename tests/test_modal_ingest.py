@@ -1,0 +1,141 @@
+"""Issue 27 item 2: a Modal run's results stream into DuckDB, and whatever the ingestor missed
+(the laptop closed, the dashboard restarted, the events partition expired) is backfilled from the
+run's event log on the Volume. On the Modal double, with the app's real orchestrator body."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_store_support import store_rows
+
+from coral.config import REPO_ROOT, load_config
+from coral.execution.jobs import EVENTS_QUEUE
+from coral.execution.transport.modal_backend import ModalTransport
+from coral.home import Home
+from coral.modal.backend import ModalBackend
+from coral.modal.double import ModalDouble
+from coral.modal.launcher import modal_run_record, submit_run
+from coral.modal.offline import deploy, local_path
+from coral.modal.runtime import orchestrate
+from coral.run.events import read_events
+from coral.store.ingest import Ingestor
+from coral.store.mirror import Mirror
+
+APP = "coral"
+VOLUME = "coral-home"
+SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
+FAKES = "coral.testing.fakes:HANDLERS"
+
+
+def held_after_generation_0(tmp_path: Path) -> tuple[ModalDouble, threading.Event, threading.Event]:
+    """The app on a double with stand-in job bodies; its orchestrator waits after generation 0
+    (checkpoint committed) until `go` is set, and sets `reached` when it gets there."""
+    api = ModalDouble(volume_root=tmp_path / "volumes")
+    config = load_config(SMOKE, ["backend.kind=modal"])
+    deploy(api, config, handlers=FAKES, preload=False, network_blocked=True, scaledown_window=0.5)
+    reached, go = threading.Event(), threading.Event()
+
+    def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
+        def progress(kind: str, info: dict) -> None:
+            if kind == "generation" and info["generation"] == 0:
+                reached.set()
+                go.wait(120)
+
+        return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=VOLUME, api=api,
+                           home=Home(api.Volume.from_name(VOLUME).path), handlers=FAKES,
+                           progress=progress, model_paths="local")
+
+    api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,))
+    return api, reached, go
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def from_volume(api: ModalDouble, run_id: str) -> dict[str, list[tuple]]:
+    """The store's rows rebuilt from the run's folder on the double's Volume alone."""
+    volume_home = Home(api.Volume.from_name(VOLUME).path)
+    with Ingestor(volume_home, None, db_path=":memory:") as rebuilt:
+        rebuilt.run_once()
+        return store_rows(rebuilt.store.con, run_id)
+
+
+@pytest.mark.parametrize("partition", ["kept", "expired"])
+def test_a_modal_run_stopped_ingesting_mid_run_is_complete_after_a_restart(tmp_path: Path,
+                                                                          partition: str) -> None:
+    api, reached, go = held_after_generation_0(tmp_path)
+    laptop = Home(tmp_path / "laptop")
+    run_id, call = submit_run(SMOKE, [], api=api, home=laptop)
+    assert not laptop.run_dir(run_id).exists()  # the run's folder is on the Volume
+
+    # The dashboard is open while generation 0 runs: events arrive live, through the partition.
+    first = Ingestor(laptop, None, remote=[ModalBackend(api)], interval=0.1, mirror_every=0.3,
+                     snapshot_every=0.2).start()
+    try:
+        assert reached.wait(120), "the orchestrator never finished generation 0"
+        wait_for(lambda: first.status.live > 0, 30, "live events from the partition")
+        wait_for(lambda: laptop.run_config(run_id).is_file(), 30, "the copy of the run's config")
+    finally:
+        first.stop()  # the laptop closes, mid-run
+    assert laptop.run_dir(run_id).is_dir()
+    stored_before = first.status.events
+
+    if partition == "expired":  # nothing left in the partition: only the Volume can fill the gap
+        transport = ModalTransport(APP, api=api)
+        while transport.queue(EVENTS_QUEUE).get_many(1000, block=False, partition=run_id):
+            pass
+    go.set()
+    assert api.FunctionCall.from_id(call).get(timeout=180)["state"] == "finished"
+
+    volume_log = list(read_events(Path(api.Volume.from_name(VOLUME).path) / "runs" / run_id / "events"))
+    assert 0 < stored_before < len(volume_log)  # it really stopped mid-run
+    second = Ingestor(laptop, None, remote=[ModalBackend(api)], mirror_every=0.0)
+    try:
+        for _ in range(20):  # the copy settles in a few cycles; then nothing changes
+            second.run_once()
+            if second.store.last_seqs().get(run_id) == volume_log[-1].seq:
+                break
+        con = second.store.con
+        seqs = [r[0] for r in con.execute("SELECT seq FROM events WHERE run_id = ? ORDER BY seq",
+                                          [run_id]).fetchall()]
+        assert seqs == list(range(len(volume_log)))  # nothing lost, nothing twice
+        assert [e.seq for e in volume_log] == seqs
+        assert store_rows(con, run_id) == from_volume(api, run_id)
+        state = con.execute("SELECT state, generations_done FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        assert state == ("finished", 2)
+        genomes = con.execute("SELECT count(*) FROM genomes WHERE run_id = ?", [run_id]).fetchone()[0]
+        assert genomes > 0  # genome details come from the copied checkpoints
+    finally:
+        second.stop()
+    assert modal_run_record(run_id, laptop) is not None
+
+
+def test_the_copy_of_a_finished_run_settles_and_is_not_fetched_again(tmp_path: Path) -> None:
+    api, reached, go = held_after_generation_0(tmp_path)
+    go.set()
+    laptop = Home(tmp_path / "laptop")
+    run_id, call = submit_run(SMOKE, [], api=api, home=laptop)
+    assert api.FunctionCall.from_id(call).get(timeout=180)["state"] == "finished"
+    backend = ModalBackend(api)
+    mirror = Mirror(laptop, [backend], every=0.0)
+    assert list(mirror.runs()) == [run_id]
+    assert mirror.sync(backend, run_id) > 0
+    assert mirror.sync(backend, run_id) == 0 and mirror.copies[run_id].settled
+    assert not mirror.due(run_id)  # a settled run is looked at once a minute, not every cycle
+    volume = Path(api.Volume.from_name(VOLUME).path) / "runs" / run_id
+    for name in ("config.yaml", "status.json", "events", "checkpoints"):
+        there, here = volume / name, laptop.run_dir(run_id) / name
+        if there.is_dir():
+            assert sorted(p.name for p in here.iterdir()) == sorted(p.name for p in there.iterdir())
+            assert all((here / p.name).read_bytes() == p.read_bytes() for p in there.iterdir())
+        else:
+            assert here.read_bytes() == there.read_bytes()
