@@ -4,6 +4,7 @@ run's event log on the Volume. On the Modal double, with the app's real orchestr
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -31,9 +32,11 @@ SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
 FAKES = "coral.testing.fakes:HANDLERS"
 
 
-def held_after_generation_0(tmp_path: Path) -> tuple[ModalDouble, threading.Event, threading.Event]:
+def held_after_generation_0(tmp_path: Path, mid: bool = False) -> tuple[ModalDouble, threading.Event,
+                                                                       threading.Event]:
     """The app on a double with stand-in job bodies; its orchestrator waits after generation 0
-    (checkpoint committed) until `go` is set, and sets `reached` when it gets there."""
+    (checkpoint committed) until `go` is set, and sets `reached` when it gets there. `mid`: it
+    waits instead inside generation 0, once a genome is scored (nothing committed since start)."""
     api = ModalDouble(volume_root=tmp_path / "volumes")
     config = load_config(SMOKE, ["backend.kind=modal"])
     deploy(api, config, handlers=FAKES, preload=False, network_blocked=True, scaledown_window=0.5)
@@ -41,9 +44,17 @@ def held_after_generation_0(tmp_path: Path) -> tuple[ModalDouble, threading.Even
 
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
         def progress(kind: str, info: dict) -> None:
-            if kind == "generation" and info["generation"] == 0:
-                reached.set()
-                go.wait(120)
+            if reached.is_set():
+                return
+            if mid and kind == "job":
+                container_home = Home(api.Volume.from_name(VOLUME).path)  # this container's view
+                scored = json.loads((container_home.run_dir(run_id) / "progress.json").read_text())["genomes"]
+                if not scored:
+                    return
+            elif mid or kind != "generation" or info["generation"] != 0:
+                return
+            reached.set()
+            go.wait(120)
 
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=VOLUME, api=api,
                            home=Home(api.Volume.from_name(VOLUME).path), handlers=FAKES,
@@ -139,3 +150,40 @@ def test_the_copy_of_a_finished_run_settles_and_is_not_fetched_again(tmp_path: P
             assert all((here / p.name).read_bytes() == p.read_bytes() for p in there.iterdir())
         else:
             assert here.read_bytes() == there.read_bytes()
+
+
+def test_a_modal_run_is_followed_as_it_runs_before_anything_is_committed(tmp_path: Path) -> None:
+    """State, stage totals and a genome's point reach the laptop's copy during generation 0,
+    through the run's live dict, while the Volume holds nothing of it but the orchestrator's
+    record; then the run is found by its copied config, as a local run is."""
+    api, reached, go = held_after_generation_0(tmp_path, mid=True)
+    laptop = Home(tmp_path / "laptop")
+    run_id, call = submit_run(SMOKE, [], api=api, home=laptop)
+    backend = ModalBackend(api)
+    assert backend.knows_run(laptop, run_id)
+    ingestor = Ingestor(laptop, None, remote=[backend], interval=0.1, mirror_every=0.3).start()
+    try:
+        follow_while_running(api, reached, go, laptop, run_id, call, backend)
+    finally:
+        ingestor.stop()
+
+
+def follow_while_running(api: ModalDouble, reached: threading.Event, go: threading.Event, laptop: Home,
+                         run_id: str, call: str, backend: ModalBackend) -> None:
+    try:
+        assert reached.wait(120), "no genome was scored in generation 0"
+        committed = Path(api.Volume.from_name(VOLUME).path) / "runs" / run_id
+        assert not (committed / "progress.json").exists()  # the Volume has no progress yet
+        progress = laptop.run_dir(run_id) / "progress.json"
+        wait_for(lambda: progress.is_file() and json.loads(progress.read_text())["genomes"], 10,
+                 "a genome's point in the laptop's copy")
+        record = json.loads(progress.read_text())
+        assert record["generation"] == 0 and record["stages"]["test"]["total"] > 0
+        assert json.loads((laptop.run_dir(run_id) / "status.json").read_text())["state"] == "running"
+        assert not backend.knows_run(laptop, run_id)  # found by its copied config from here on
+        assert [r.run_id for r in backend.remote_runs(laptop)] == []
+    finally:
+        go.set()
+    assert api.FunctionCall.from_id(call).get(timeout=180)["state"] == "finished"
+    status = laptop.run_dir(run_id) / "status.json"
+    wait_for(lambda: json.loads(status.read_text())["state"] == "finished", 20, "the final state")

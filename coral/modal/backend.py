@@ -36,6 +36,12 @@ from coral.modal.launcher import (
 from coral.run.backend import WORKER_KINDS, RunFile, RunListing
 
 
+def _copied(home: Home, run_id: str) -> bool:
+    """Whether the ingestor's copy of the run (coral/store/mirror.py) holds its config: from then
+    on the run is found by its config, as a local run is (coral/services/backends.py)."""
+    return (home.run_dir(run_id) / "config.yaml").is_file()
+
+
 class ModalBackend:
     runs_here = False
     kind = "modal"
@@ -78,11 +84,12 @@ class ModalBackend:
         # Their state lives on the Volume (`coral status RUN` reads it), so none here.
         return [RunListing(m["run_id"], self.kind, "on-modal",
                            {"app": m["app"], "orchestrator_calls": m["calls"]})
-                for m in list_modal_runs(home) if not home.run_dir(m["run_id"]).exists()]
+                for m in list_modal_runs(home) if not _copied(home, m["run_id"])]
 
     def knows_run(self, home: Home, run_id: str) -> bool:
-        """A run submitted to Modal from here, with no local copy (docs/modal.md, "Resume")."""
-        return modal_run_record(run_id, home) is not None and not home.run_dir(run_id).exists()
+        """A run submitted to Modal from here, with no local copy of its config yet (the folder
+        may hold only the detached launcher's log; docs/modal.md, "Resume")."""
+        return modal_run_record(run_id, home) is not None and not _copied(home, run_id)
 
     def run_status(self, home: Home, run_id: str) -> dict[str, Any]:
         return modal_run_status(run_id, api=self.api, home=home)

@@ -36,6 +36,19 @@ ProgressSink = Callable[[str, dict], None]
 
 WORKER_KINDS = ("train", "generate", "test")
 
+# A run whose folder lives elsewhere (a Modal run's, on its Volume, committed once a generation)
+# also publishes its small files that change while it runs, through its transport: dict LIVE_DICT,
+# key `RUN_ID/NAME`, value the file's text, at most every LIVE_EVERY seconds. The ingestor's copy
+# of the folder (coral/store/mirror.py) takes them from there, so the dashboard follows the run
+# as it happens; the Volume's copy is what counts once the dict entry is gone.
+LIVE_DICT = "live"
+LIVE_FILES = ("config.yaml", "status.json", "progress.json")
+LIVE_EVERY = 0.5
+
+
+def live_key(run_id: str, name: str) -> str:
+    return f"{run_id}/{name}"
+
 
 @dataclass(frozen=True)
 class RunFile:

@@ -39,7 +39,7 @@ from coral.run.checkpoints import PREFIX as CHECKPOINT_PREFIX
 from coral.run.checkpoints import load as load_checkpoint
 from coral.run.events import segments
 from coral.run.registry import read_json_yaml, run_folders
-from coral.store.mirror import Mirror
+from coral.store.mirror import RemoteFollower
 from coral.store.store import Store, StoreWriteError, check_event, empty_frame, genome_row, snapshot_path
 
 log = logging.getLogger("coral.store.ingest")
@@ -273,10 +273,9 @@ class Ingestor:
         if backend is not None:
             self._transport = backend.open_transport(self.home)
             self._queue = self._transport.queue(EVENTS_QUEUE)
-        self._mirror = Mirror(self.home, list(remote), every=mirror_every) if remote else None
+        self.remote = (RemoteFollower(self.home, list(remote), every=mirror_every, interval=interval)
+                       if remote else None)
         self._followed: dict[str, Backend] = {}  # remote runs of this cycle, with their backend
-        self._remote_transports: dict[str, Transport] = {}  # run -> its backend's transport
-        self._live_errors: dict[str, str] = {}  # run -> why its live partition could not be read
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -285,6 +284,8 @@ class Ingestor:
             if self._thread is not None and self._thread.is_alive():
                 return self
             self._stop.clear()
+            if self.remote is not None:
+                self.remote.start()
             self._thread = threading.Thread(target=self._loop, name="coral-ingest", daemon=True)
             self.status.running = True
             self._thread.start()
@@ -305,6 +306,8 @@ class Ingestor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.remote is not None:
+            self.remote.stop()
         self.status.running = False
         with self._lock:
             try:
@@ -316,9 +319,7 @@ class Ingestor:
                 self.store.close()
                 if self._transport is not None:
                     self._transport.close()
-                for transport in self._remote_transports.values():
-                    transport.close()
-                self._remote_transports.clear()
+
 
     close = stop
 
@@ -362,12 +363,15 @@ class Ingestor:
             marks = self.store.last_seqs()
             checkpoints = self.store.checkpoint_generations()
             problems: dict[str, str] = {}  # run -> why it could not be read this cycle
-            self._followed = self._followed_runs(problems)
+            if self.remote is not None:
+                if not self.remote.threaded:
+                    self.remote.cycle()  # run_once without start(): the remote look happens here
+                self._followed = self.remote.followed()
+                problems.update(self.remote.errors())
             try:
                 for run_id in self.run_ids(marks):
                     # One run's files cannot stop the others: its error is recorded, not raised.
                     try:
-                        self._copy_remote(run_id, problems)
                         ready = self._ingest_run(run_id, marks.get(run_id, -1))
                         for start in range(0, ready.num_rows, APPLY_BATCH):
                             batch.append((run_id, ready.slice(start, APPLY_BATCH), self._record(run_id)))
@@ -378,8 +382,6 @@ class Ingestor:
                         raise  # the store file, not this run
                     except Exception as exc:
                         problems.setdefault(run_id, self._unreadable_reason(run_id, exc))
-                    if run_id in self._live_errors:
-                        problems.setdefault(run_id, self._live_errors.pop(run_id))
                     tail = self._tails.get(run_id)
                     if tail is not None and tail.failure is not None:
                         problems.setdefault(run_id, str(tail.failure))
@@ -423,51 +425,20 @@ class Ingestor:
             self._records[run_id] = record
         return self._records[run_id]
 
-    def _followed_runs(self, problems: dict[str, str]) -> dict[str, Backend]:
-        if self._mirror is None:
-            return {}
-        try:
-            return self._mirror.runs()
-        except CoralError as exc:  # a record this home wrote cannot be read: the local runs go on
-            problems.setdefault("remote", str(exc))
-            return dict(self._followed)
-
-    def _copy_remote(self, run_id: str, problems: dict[str, str]) -> None:
-        """Bring the local copy of a remote run up to date with its backend, when due. A failure
-        (Modal unreachable, a token gone) is the run's one line; what is copied is ingested."""
-        backend = self._followed.get(run_id)
-        if backend is None or self._mirror is None or not self._mirror.due(run_id):
-            return
-        try:
-            self._mirror.sync(backend, run_id)
-        except CoralError as exc:
-            problems.setdefault(run_id, str(exc))
-
-    def _live_queue(self, run_id: str) -> Queue | None:
-        """The events queue carrying `run_id`'s partition: its own backend's for a remote run
-        (none once it ended and is copied whole), else the home's."""
-        backend = self._followed.get(run_id)
-        if backend is None:
-            return self._queue
-        if self._mirror is not None and self._mirror.copies.get(run_id) is not None \
-                and self._mirror.copies[run_id].settled:
-            return None
-        if run_id not in self._remote_transports:
-            self._remote_transports[run_id] = backend.run_transport(self.home, run_id)
-        return self._remote_transports[run_id].queue(EVENTS_QUEUE)
+    def _live_items(self, run_id: str) -> list[Any]:
+        """The next live items of a run: a remote run's from what its follower drained (one
+        take), any other's from the home's events partition."""
+        if self.remote is not None and run_id in self._followed:
+            return self.remote.take(run_id)
+        if self._queue is None:
+            return []
+        return self._queue.get_many(DRAIN_BATCH, block=False, partition=run_id)
 
     def _drain(self, run_id: str) -> pa.Table:
         """Live events of a run's partition as a frame; bad items are dropped (the log has them)."""
-        queue = self._live_queue(run_id)
-        if queue is None:
-            return empty_frame()
         good: list[str] = []
         for _ in range(50):  # bounded, so one busy run cannot starve the others
-            try:
-                items = queue.get_many(DRAIN_BATCH, block=False, partition=run_id)
-            except CoralError as exc:  # the remote transport failed: the copied log still counts
-                self._live_errors[run_id] = str(exc)
-                break
+            items = self._live_items(run_id)
             for item in items:
                 try:
                     event = check_event(json.loads(item), f"events partition {run_id}")
@@ -477,7 +448,7 @@ class Ingestor:
                     continue
                 if event["run_id"] == run_id:
                     good.append(item if isinstance(item, str) else json.dumps(event))
-            if len(items) < DRAIN_BATCH:
+            if len(items) < DRAIN_BATCH or run_id in self._followed:
                 break
         try:
             return self.store.parse_lines(good, f"events partition {run_id}")

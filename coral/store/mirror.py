@@ -16,16 +16,23 @@ stopped run resumed from its checkpoint) and the copy follows; the ingestor then
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coral.errors import CoralError
+from coral.execution.jobs import EVENTS_QUEUE
+from coral.execution.transport.base import Transport
 from coral.home import Home
-from coral.run.backend import Backend, RunFile
+from coral.run.backend import LIVE_DICT, LIVE_FILES, Backend, RunFile, live_key
+
+log = logging.getLogger("coral.store.mirror")
 
 # Top-level files of a run folder that the pages and the ingestor read.
-TOP_FILES = ("config.yaml", "status.json", "progress.json")
+TOP_FILES = LIVE_FILES
 FOLDERS = ("events", "checkpoints")
 ENDED = ("finished", "stopped", "failed")
 SETTLED_EVERY = 60.0  # seconds between looks at a run that ended and is copied whole
@@ -44,6 +51,7 @@ class RunCopy:
     when it was last looked at, and whether it has ended and is copied whole."""
 
     stamps: dict[str, RunFile] = field(default_factory=dict)
+    live: dict[str, bytes] = field(default_factory=dict)  # the live files as last published
     looked: float = 0.0
     settled: bool = False
 
@@ -60,6 +68,27 @@ class Mirror:
     def runs(self) -> dict[str, Backend]:
         """Followed runs by id, each with its backend."""
         return {run_id: backend for backend in self.backends for run_id in backend.followed_runs(self.home)}
+
+    def sync_live(self, transport: Transport, run_id: str) -> int:
+        """Copy the run's live files as it published them (LIVE_DICT, coral/run/backend.py): its
+        state, stage counts and per-genome points as they happen, where the Volume has them once
+        a generation. The number of files that changed."""
+        copy = self.copies.setdefault(run_id, RunCopy())
+        live = transport.dict(LIVE_DICT)
+        written = 0
+        for name in LIVE_FILES:
+            text = live.get(live_key(run_id, name))
+            if not isinstance(text, str):
+                continue  # not published (yet, or any more): the Volume's copy stands
+            data = text.encode("utf-8")
+            if copy.live.get(name) == data:
+                continue
+            path = self.home.run_dir(run_id) / name
+            if not (path.is_file() and path.read_bytes() == data):
+                _write(path, data)
+                written += 1
+            copy.live[name] = data
+        return written
 
     def due(self, run_id: str, now: float | None = None) -> bool:
         copy = self.copies.setdefault(run_id, RunCopy())
@@ -96,8 +125,8 @@ class Mirror:
         top = backend.list_run_files(self.home, run_id, "") or {}
         for name in TOP_FILES:
             stamp = top.get(name)
-            if stamp is None or copy.stamps.get(name) == stamp and (folder / name).is_file():
-                continue
+            if stamp is None or name in copy.live or copy.stamps.get(name) == stamp and (folder / name).is_file():
+                continue  # unchanged, or published live (never older than the Volume's commit)
             data = backend.read_run_file(self.home, run_id, name)
             if data is None:
                 continue
@@ -110,3 +139,109 @@ class Mirror:
             ended = False  # not copied yet, or not a status: look again
         copy.settled = ended and written == 0
         return written
+
+
+RETRY_AFTER = 30.0  # seconds before a remote run whose backend failed is tried again
+DRAIN_BATCH = 1000
+DRAIN_ROUNDS = 50  # get_many calls per run and cycle: one busy run cannot starve the others
+
+
+class RemoteFollower:
+    """Everything the ingestor needs from remote backends, kept off the store's writer: each
+    followed run's copy (Mirror) and its live events, drained from its own transport into a buffer
+    the ingestor takes from (`take`). A Modal call can take a minute to fail (the client retries),
+    so `start` runs this in its own thread and the ingest of every other run never waits for it.
+    A run whose backend failed is one line in `errors` and is tried again after RETRY_AFTER s."""
+
+    def __init__(self, home: Home, backends: list[Backend], every: float = 2.0,
+                 interval: float = 0.5) -> None:
+        self.mirror = Mirror(home, backends, every=every)
+        self.home, self.interval = home, interval
+        self.runs: dict[str, Backend] = {}
+        self._transports: dict[str, Transport] = {}
+        self._live: dict[str, list[str]] = {}
+        self._errors: dict[str, str] = {}
+        self._failed_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def threaded(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> RemoteFollower:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="coral-remote-runs", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.cycle()
+            except Exception:  # the listing of followed runs itself: logged, tried again
+                log.exception("following remote runs failed")
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
+
+    def cycle(self) -> None:
+        """One look at every followed run: its live files and events, and, when due, what it
+        committed to its backend's storage."""
+        runs = self.mirror.runs()
+        with self._lock:
+            self.runs = runs
+        for run_id, backend in runs.items():
+            if time.monotonic() - self._failed_at.get(run_id, -RETRY_AFTER) < RETRY_AFTER:
+                continue
+            try:
+                copy = self.mirror.copies.get(run_id)
+                if copy is None or not copy.settled:  # what it publishes as it runs
+                    transport = self._transport(backend, run_id)
+                    self.mirror.sync_live(transport, run_id)
+                    self._drain(transport, run_id)
+                if self.mirror.due(run_id):  # what it committed: now and then
+                    self.mirror.sync(backend, run_id)
+            except CoralError as exc:
+                self._failed_at[run_id] = time.monotonic()
+                with self._lock:
+                    self._errors[run_id] = str(exc)
+                continue
+            self._failed_at.pop(run_id, None)
+            with self._lock:
+                self._errors.pop(run_id, None)
+
+    def _transport(self, backend: Backend, run_id: str) -> Transport:
+        if run_id not in self._transports:
+            self._transports[run_id] = backend.run_transport(self.home, run_id)
+        return self._transports[run_id]
+
+    def _drain(self, transport: Transport, run_id: str) -> None:
+        queue = transport.queue(EVENTS_QUEUE)
+        for _ in range(DRAIN_ROUNDS):
+            items = queue.get_many(DRAIN_BATCH, block=False, partition=run_id)
+            with self._lock:
+                self._live.setdefault(run_id, []).extend(
+                    i if isinstance(i, str) else json.dumps(i) for i in items)
+            if len(items) < DRAIN_BATCH:
+                break
+
+    def take(self, run_id: str) -> list[str]:
+        """The live events drained for `run_id` since the last take (JSON text)."""
+        with self._lock:
+            return self._live.pop(run_id, [])
+
+    def errors(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._errors)
+
+    def followed(self) -> dict[str, Backend]:
+        with self._lock:
+            return dict(self.runs)
