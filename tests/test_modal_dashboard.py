@@ -23,7 +23,7 @@ from coral.modal.offline import deploy, local_path
 from coral.modal.runtime import orchestrate
 from coral.services import backends
 from coral.services.backends import config_backend
-from coral.services.dashboard import export_parquet, queue_depths, request_control, start_ingestor
+from coral.services.dashboard import delete_run, export_parquet, queue_depths, request_control, start_ingestor
 from coral.services.live import live_view
 
 
@@ -124,6 +124,12 @@ def test_a_modal_run_is_followed_paused_continued_and_stopped_from_the_dashboard
         assert runs.loc[run_id, "backend"] == "modal" and runs.loc[run_id, "state"] == "stopped"
         exported = export_parquet(run_id, tmp_path / "parquet", home)
         assert any(Path(exported).glob("*.parquet"))
+
+        delete_run(run_id, home)  # the Runs page's delete: the copy goes and is not fetched again
+        cycles = ingestor.status.cycles
+        wait_for(lambda: ingestor.status.cycles > cycles + 8, 30, "ingest cycles after the delete")
+        assert not home.run_dir(run_id).exists() and modal_run_record(run_id, home) is None
+        assert run_id not in set(analysis.list_runs(home)["run_id"])
     finally:
         holds.release()
         ingestor.stop()

@@ -30,6 +30,7 @@ from coral.modal.launcher import (
     list_modal_runs,
     modal_run_record,
     modal_run_status,
+    modal_runs_dir,
     resume_on_modal,
     submit_run,
 )
@@ -124,6 +125,11 @@ class ModalBackend:
 
     def run_transport(self, home: Home, run_id: str) -> Transport:
         return ModalTransport(self._record(home, run_id)["app"], api=self.api)
+
+    def forget_run(self, home: Home, run_id: str) -> None:
+        """The note that this home submitted the run goes: its copy here is not fetched again
+        (the run's folder stays on the Volume)."""
+        (modal_runs_dir(home) / f"{run_id}.json").unlink(missing_ok=True)
 
     @staticmethod
     def _record(home: Home, run_id: str) -> dict[str, Any]:

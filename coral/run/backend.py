@@ -138,6 +138,11 @@ class Backend(Protocol):
         the run alone, without its config."""
         ...
 
+    def forget_run(self, home: Home, run_id: str) -> None:
+        """Stop following a run submitted from `home` (deleted here; the backend keeps its own
+        copy). Nothing for a backend that runs here."""
+        ...
+
 
 @dataclass(frozen=True)
 class RunContext:
@@ -226,3 +231,6 @@ class LocalBackend:
 
     def run_transport(self, home: Home, run_id: str) -> Transport:
         return self.open_transport(home)  # one transport for every run of the home
+
+    def forget_run(self, home: Home, run_id: str) -> None:
+        return None  # deleting its folder is all there is

@@ -198,6 +198,7 @@ def delete_run(run_id: str, home: Home | None = None) -> None:
         state = run_info(home, run_id).state
         if state in ACTIVE:
             raise CoralError(f"run {run_id} is {state}; stop it before deleting it")
+        run_backend(home, run_id)[0].forget_run(home, run_id)  # a Modal run's copy is not fetched again
     shutil.rmtree(folder)
     _LAUNCHERS.pop(run_id, None)
 
