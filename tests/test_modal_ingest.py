@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_store_support import store_rows
+from test_store_support import copy_runs, store_rows
 
 from coral.config import REPO_ROOT, load_config
 from coral.execution.jobs import EVENTS_QUEUE
@@ -187,3 +187,35 @@ def follow_while_running(api: ModalDouble, reached: threading.Event, go: threadi
     assert api.FunctionCall.from_id(call).get(timeout=180)["state"] == "finished"
     status = laptop.run_dir(run_id) / "status.json"
     wait_for(lambda: json.loads(status.read_text())["state"] == "finished", 20, "the final state")
+
+
+def test_a_modal_failure_is_the_runs_one_line_and_holds_back_no_other_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template_home: Path,
+) -> None:
+    from modal import exception as modal_exception
+
+    from coral.modal import double
+
+    api, reached, go = held_after_generation_0(tmp_path)
+    go.set()
+    laptop = copy_runs(template_home, tmp_path / "laptop", ["alpha"])  # a finished local run
+    run_id, call = submit_run(SMOKE, [], api=api, home=laptop)
+    assert api.FunctionCall.from_id(call).get(timeout=180)["state"] == "finished"
+
+    def expired(*args: Any, **kwargs: Any) -> Any:
+        raise modal_exception.AuthError("Token ID is malformed or expired")
+
+    for cls, name in ((double.DoubleDict, "get"), (double.DoubleQueue, "get_many"),
+                      (double.DoubleVolume, "listdir"), (double.DoubleVolume, "read_file")):
+        monkeypatch.setattr(cls, name, expired)
+    with Ingestor(laptop, None, remote=[ModalBackend(api)], db_path=":memory:") as ingestor:
+        ingestor.run_once()
+        reason = ingestor.status.unreadable[run_id]
+        assert "\n" not in reason and "AuthError" in reason and "expired" in reason
+        assert ingestor.store.last_seqs()["alpha"] > 0  # the local run was ingested all the same
+    monkeypatch.undo()  # the token is back: the next ingestor copies the run whole
+    with Ingestor(laptop, None, remote=[ModalBackend(api)], db_path=":memory:", mirror_every=0.0) as ingestor:
+        for _ in range(5):
+            ingestor.run_once()
+        assert run_id not in ingestor.status.unreadable
+        assert store_rows(ingestor.store.con, run_id) == from_volume(api, run_id)

@@ -146,6 +146,16 @@ DRAIN_BATCH = 1000
 DRAIN_ROUNDS = 50  # get_many calls per run and cycle: one busy run cannot starve the others
 
 
+def _one_line(exc: Exception, backend: Backend) -> str:
+    """A CoralError says it already (a Modal failure names what to run next); anything else from
+    the backend's SDK is named by its type and first line."""
+    if isinstance(exc, CoralError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return f"following this {backend.kind} run failed ({detail}); tried again in {RETRY_AFTER:.0f} s"
+
+
 class RemoteFollower:
     """Everything the ingestor needs from remote backends, kept off the store's writer: each
     followed run's copy (Mirror) and its live events, drained from its own transport into a buffer
@@ -209,10 +219,10 @@ class RemoteFollower:
                     self._drain(transport, run_id)
                 if self.mirror.due(run_id):  # what it committed: now and then
                     self.mirror.sync(backend, run_id)
-            except CoralError as exc:
+            except Exception as exc:  # the backend failed for this run: its one line, the others go on
                 self._failed_at[run_id] = time.monotonic()
                 with self._lock:
-                    self._errors[run_id] = str(exc)
+                    self._errors[run_id] = _one_line(exc, backend)
                 continue
             self._failed_at.pop(run_id, None)
             with self._lock:
