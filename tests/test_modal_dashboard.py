@@ -15,6 +15,7 @@ from test_modal_ingest import APP, FAKES, SMOKE, VOLUME, from_volume, wait_for
 from test_store_support import store_rows
 
 from coral import analysis
+from coral.analysis.lineage import best_genome_id, lineage, missing_parents
 from coral.config import load_config
 from coral.home import Home, new_run_id
 from coral.modal.double import ModalDouble
@@ -122,6 +123,9 @@ def test_a_modal_run_is_followed_paused_continued_and_stopped_from_the_dashboard
         ingestor.snapshot()
         runs = analysis.list_runs(home).set_index("run_id")
         assert runs.loc[run_id, "backend"] == "modal" and runs.loc[run_id, "state"] == "stopped"
+        assert missing_parents(run_id, home) == {}  # Lineage: every parent is a genome of the run
+        assert not lineage(run_id, best_genome_id(run_id, home), home).empty
+        assert not analysis.pareto(run_id, 0, ["bugfix", "style"], home).empty  # Pareto
         exported = export_parquet(run_id, tmp_path / "parquet", home)
         assert any(Path(exported).glob("*.parquet"))
 

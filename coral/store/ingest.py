@@ -320,7 +320,6 @@ class Ingestor:
                 if self._transport is not None:
                     self._transport.close()
 
-
     close = stop
 
     def __enter__(self) -> Ingestor:

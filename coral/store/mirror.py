@@ -111,11 +111,15 @@ class Mirror:
                 if name.startswith("."):
                     continue  # a writer's temporary file
                 path = local / name
-                if path.is_file() and path.stat().st_size == remote.size:
-                    continue  # segments grow and checkpoints are written once: same size, same file
+                known = copy.stamps.get(f"{sub}/{name}")
+                if path.is_file() and path.stat().st_size == remote.size and known in (None, remote):
+                    # Segments grow and checkpoints are written once: same size, same file. A
+                    # stamp seen before that changed at the same size is a rewrite (a resume).
+                    continue
                 data = backend.read_run_file(self.home, run_id, f"{sub}/{name}")
                 if data is not None:
                     _write(path, data)
+                    copy.stamps[f"{sub}/{name}"] = remote
                     written += 1
             if sub == "events" and local.is_dir():
                 for path in local.iterdir():  # a resume rewrote the log: segments past it are gone
