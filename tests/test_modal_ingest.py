@@ -219,3 +219,9 @@ def test_a_modal_failure_is_the_runs_one_line_and_holds_back_no_other_run(
             ingestor.run_once()
         assert run_id not in ingestor.status.unreadable
         assert store_rows(ingestor.store.con, run_id) == from_volume(api, run_id)
+    for cls, name in ((double.DoubleDict, "get"), (double.DoubleVolume, "listdir")):
+        monkeypatch.setattr(cls, name, expired)
+    with Ingestor(laptop, None, remote=[ModalBackend(api)], db_path=":memory:") as ingestor:
+        ingestor.run_once()  # offline again, but the copy is whole: nothing to say, all there
+        assert ingestor.status.unreadable == {}
+        assert store_rows(ingestor.store.con, run_id) == from_volume(api, run_id)

@@ -28,6 +28,7 @@ from coral.execution.jobs import EVENTS_QUEUE
 from coral.execution.transport.base import Transport
 from coral.home import Home
 from coral.run.backend import LIVE_DICT, LIVE_FILES, Backend, RunFile, live_key
+from coral.run.events import segments
 
 log = logging.getLogger("coral.store.mirror")
 
@@ -35,6 +36,7 @@ log = logging.getLogger("coral.store.mirror")
 TOP_FILES = LIVE_FILES
 FOLDERS = ("events", "checkpoints")
 ENDED = ("finished", "stopped", "failed")
+TERMINAL = ("run_finished", "run_stopped", "run_failed")  # a run's last event
 SETTLED_EVERY = 60.0  # seconds between looks at a run that ended and is copied whole
 
 
@@ -89,6 +91,19 @@ class Mirror:
                 written += 1
             copy.live[name] = data
         return written
+
+    def whole(self, run_id: str) -> bool:
+        """Whether the copy holds a run that ended, to its last event: its log's last line is the
+        run's terminal event (run_finished, run_stopped or run_failed). Such a copy needs nothing
+        more from the backend, so a failure to reach it (no token, offline) costs it nothing."""
+        files = segments(self.home.events_dir(run_id))
+        if not files:
+            return False
+        try:
+            lines = files[-1].read_bytes().rstrip(b"\n").rsplit(b"\n", 1)
+            return json.loads(lines[-1]).get("type") in TERMINAL
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def due(self, run_id: str, now: float | None = None) -> bool:
         copy = self.copies.setdefault(run_id, RunCopy())
@@ -225,6 +240,10 @@ class RemoteFollower:
                     self.mirror.sync(backend, run_id)
             except Exception as exc:  # the backend failed for this run: its one line, the others go on
                 self._failed_at[run_id] = time.monotonic()
+                if self.mirror.whole(run_id):  # nothing is missing: a copy of an ended run
+                    log.info("run %s: copied whole; %s", run_id, _one_line(exc, backend))
+                    self.mirror.copies.setdefault(run_id, RunCopy()).settled = True
+                    continue
                 with self._lock:
                     self._errors[run_id] = _one_line(exc, backend)
                 continue
