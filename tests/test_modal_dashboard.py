@@ -137,3 +137,27 @@ def test_a_modal_run_is_followed_paused_continued_and_stopped_from_the_dashboard
     finally:
         holds.release()
         ingestor.stop()
+
+
+def test_resume_of_a_copied_modal_run_goes_to_modal_never_runs_the_copy_here(tmp_path: Path) -> None:
+    """`coral resume RUN` where the folder is the ingestor's copy of a Modal run: the request goes
+    to Modal (here: no token, so the one line naming `modal setup`), and nothing runs locally."""
+    from conftest import run_coral
+
+    from coral.modal.backend import ModalBackend
+    from coral.modal.launcher import submit_run
+    from coral.store.ingest import Ingestor
+
+    holds = Holds()
+    holds.release()
+    api = modal_app(tmp_path, holds)
+    home = Home(tmp_path / "laptop").ensure()
+    run_id, call = submit_run(SMOKE, [], api=api, home=home)
+    api.FunctionCall.from_id(call).get(timeout=120)
+    with Ingestor(home, None, remote=[ModalBackend(api)], db_path=":memory:", mirror_every=0.0) as ingestor:
+        for _ in range(3):
+            ingestor.run_once()
+    before = sorted(p.name for p in home.run_dir(run_id).rglob("*"))
+    proc = run_coral("resume", run_id, env={"CORAL_HOME": str(home.root), "HOME": str(tmp_path)})
+    assert proc.returncode == 2 and "modal setup" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in home.run_dir(run_id).rglob("*")) == before  # the copy untouched
