@@ -83,7 +83,9 @@ def test_a_modal_run_is_followed_paused_continued_and_stopped_from_the_dashboard
     run_id = new_run_id()
     line = backend.submit(SMOKE, ["backend.kind=modal"], run_id, home)  # what Launch's `coral run` does
     assert run_id in line
-    call = api.FunctionCall.from_id(modal_run_record(run_id, home)["calls"][0])
+    record = modal_run_record(run_id, home)
+    assert record is not None  # noted in CORAL_HOME/modal-runs/: the ingestor follows it
+    call = api.FunctionCall.from_id(record["calls"][0])
     ingestor = start_ingestor(home)  # the dashboard's one writer, following Modal runs too
     try:
         assert holds.scored.wait(120), "no genome scored in generation 0"

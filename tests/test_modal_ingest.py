@@ -123,8 +123,8 @@ def test_a_modal_run_stopped_ingesting_mid_run_is_complete_after_a_restart(tmp_p
         assert store_rows(con, run_id) == from_volume(api, run_id)
         state = con.execute("SELECT state, generations_done FROM runs WHERE run_id = ?", [run_id]).fetchone()
         assert state == ("finished", 2)
-        genomes = con.execute("SELECT count(*) FROM genomes WHERE run_id = ?", [run_id]).fetchone()[0]
-        assert genomes > 0  # genome details come from the copied checkpoints
+        genomes = con.execute("SELECT count(*) FROM genomes WHERE run_id = ?", [run_id]).fetchone()
+        assert genomes is not None and genomes[0] > 0  # genome details come from the copied checkpoints
     finally:
         second.stop()
     assert modal_run_record(run_id, laptop) is not None
