@@ -36,8 +36,9 @@ table = table.assign(
     finished=[f"{d} / {int(t) if pd.notna(t) else '?'}" for d, t in zip(done, table["generations"], strict=True)],
     running=[str(int(g)) if s in ACTIVE and pd.notna(g) else "-"
              for s, g in zip(table["state"], table["generation"], strict=True)])
-columns = ["run_id", "state", "finished", "running", "best_fitness", "best_evaluations", "duration_s", "strategy",
-           "backend", "updated"]
+# Where each run executes (local, serial, modal) next to its state, visible without scrolling.
+columns = ["run_id", "state", "backend", "finished", "running", "best_fitness", "best_evaluations", "duration_s",
+           "strategy", "updated"]
 if table["unreadable"].notna().any():
     columns.append("unreadable")
 # Narrow columns, so the table fits a 1400 px window next to the sidebar.

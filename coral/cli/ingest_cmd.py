@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ingest.add_argument("--follow", action="store_true",
                         help="keep ingesting until interrupted (live events partitions + logs)")
     ingest.add_argument("--transport", default="local", choices=["local", "modal", "none"],
-                        help="where live events arrive (none: logs only)")
+                        help="where live events of this home's runs arrive (none: logs only, and no copies "
+                             "of runs submitted to Modal)")
     ingest.add_argument("--interval", type=float, default=0.5, help="seconds between cycles with --follow")
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(func=_ingest)
@@ -27,13 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _ingest(args: argparse.Namespace) -> int:
     from coral.errors import CoralError
     from coral.home import Home
-    from coral.services.backends import backend_for
+    from coral.services.backends import backend_for, remote_backends
     from coral.store.ingest import Ingestor
 
     if args.interval <= 0:
         raise CoralError(f"--interval must be positive, got {args.interval}")
     home = Home()
-    ingestor = Ingestor(home, None if args.transport == "none" else backend_for(args.transport))
+    # Logs only with --transport none; else also the runs submitted from here to a remote backend.
+    logs_only = args.transport == "none"
+    ingestor = Ingestor(home, None if logs_only else backend_for(args.transport),
+                        remote=() if logs_only else remote_backends())
     shown: dict[str, str] = {}  # unreadable runs already reported
     try:
         applied = ingestor.run_once(snapshot=True)

@@ -186,7 +186,9 @@ def _resume(args: argparse.Namespace) -> int:
     home = Home()
     backend, config = run_backend(home, args.run_id)
     print(args.run_id, flush=True)
-    if config is None:  # the run lives on its backend (a Modal Volume): resume it there
+    if config is None or not backend.runs_here:
+        # The run lives on its backend (a Modal Volume; a folder here is only the ingestor's copy,
+        # coral/store/mirror.py): resume it there, never from the copy in this process.
         print(backend.resume(args.run_id, home))
         return 0
     result = resume_run(args.run_id, RunContext(backend, home, progress=Progress()))

@@ -41,7 +41,7 @@ from coral.execution.workers import Worker, one_line
 from coral.home import Home
 from coral.modal.backend import ModalBackend
 from coral.modal.constants import CONTAINERS_DICT, EVALUATE_FUNCTION
-from coral.run.backend import RunContext
+from coral.run.backend import LIVE_DICT, LIVE_EVERY, LIVE_FILES, RunContext, live_key
 from coral.run.control import set_hold
 from coral.run.events import read_events
 from coral.run.lifecycle import resume_run, run_from_config
@@ -459,10 +459,11 @@ def orchestrate(
     # The run's own container: this process drives the engine; workers are Modal calls.
     backend = ModalBackend(api, model_paths=model_paths, interval=launcher_interval)
     context = RunContext(backend, home, handlers, progress=on_progress)
+    transport = ModalTransport(config.modal.app_name, api=api)
+    publisher = LivePublisher(transport, folder, run_id).start()
     try:
         if models_volume_name is not None:
             prefetch_model(config.model, api.Volume.from_name(models_volume_name))
-        transport = ModalTransport(config.modal.app_name, api=api)
         if registered:
             result = resume_run(run_id, context, orphaned=True)
         else:
@@ -483,4 +484,50 @@ def orchestrate(
         # which): returned, not raised, so Modal does not retry it. `coral resume` may, later.
         return {"run_id": run_id, "state": "failed", "error": str(exc)}
     finally:
+        publisher.stop()  # its last look publishes the run's final status
         volume.commit()
+
+
+class LivePublisher:
+    """Publishes the run folder's live files (LIVE_FILES) to the transport's LIVE_DICT whenever
+    they change, from a thread of the orchestrator's container: the Volume is committed once a
+    generation, this is how the dashboard sees state, stage counts and each genome's point as
+    they happen (coral/run/backend.py). Best effort: a failed put is tried at the next look."""
+
+    def __init__(self, transport: ModalTransport, folder: Path, run_id: str,
+                 every: float = LIVE_EVERY) -> None:
+        self.folder, self.run_id, self.every = folder, run_id, every
+        self.live = transport.dict(LIVE_DICT)
+        self.sent: dict[str, bytes] = {}
+        self.puts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"coral-live-{run_id}", daemon=True)
+
+    def start(self) -> LivePublisher:
+        self._thread.start()
+        return self
+
+    def publish(self) -> None:
+        for name in LIVE_FILES:
+            try:
+                data = (self.folder / name).read_bytes()
+            except OSError:
+                continue  # not written yet
+            if self.sent.get(name) == data:
+                continue
+            try:
+                self.live.put(live_key(self.run_id, name), data.decode("utf-8", errors="replace"))
+            except CoralError as exc:  # Modal unreachable for a moment: the next look tries again
+                log.warning("run %s: could not publish %s: %s", self.run_id, name, exc)
+                continue
+            self.sent[name] = data
+            self.puts += 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.publish()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.publish()

@@ -36,6 +36,27 @@ ProgressSink = Callable[[str, dict], None]
 
 WORKER_KINDS = ("train", "generate", "test")
 
+# A run whose folder lives elsewhere (a Modal run's, on its Volume, committed once a generation)
+# also publishes its small files that change while it runs, through its transport: dict LIVE_DICT,
+# key `RUN_ID/NAME`, value the file's text, at most every LIVE_EVERY seconds. The ingestor's copy
+# of the folder (coral/store/mirror.py) takes them from there, so the dashboard follows the run
+# as it happens; the Volume's copy is what counts once the dict entry is gone.
+LIVE_DICT = "live"
+LIVE_FILES = ("config.yaml", "status.json", "progress.json")
+LIVE_EVERY = 0.5
+
+
+def live_key(run_id: str, name: str) -> str:
+    return f"{run_id}/{name}"
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """A file of a run's folder as its backend lists it: enough to tell that it changed."""
+
+    size: int
+    mtime: float
+
 
 @dataclass(frozen=True)
 class RunListing:
@@ -100,6 +121,26 @@ class Backend(Protocol):
 
     def read_run_file(self, home: Home, run_id: str, name: str) -> bytes | None:
         """A file of the run's folder (`name` relative to it), None when it does not exist."""
+        ...
+
+    def list_run_files(self, home: Home, run_id: str, folder: str) -> dict[str, RunFile] | None:
+        """The files directly in a folder of the run's folder ("" for the folder itself) by name;
+        None when that folder does not exist (yet)."""
+        ...
+
+    def followed_runs(self, home: Home) -> list[str]:
+        """Runs submitted from `home` whose folder lives on this backend: the ingestor keeps a
+        copy of each in `home` (coral/store/mirror.py). Empty for a backend that runs here."""
+        ...
+
+    def run_transport(self, home: Home, run_id: str) -> Transport:
+        """The transport of run `run_id` (its events partition, its control dict), known from
+        the run alone, without its config."""
+        ...
+
+    def forget_run(self, home: Home, run_id: str) -> None:
+        """Stop following a run submitted from `home` (deleted here; the backend keeps its own
+        copy). Nothing for a backend that runs here."""
         ...
 
 
@@ -177,3 +218,19 @@ class LocalBackend:
     def read_run_file(self, home: Home, run_id: str, name: str) -> bytes | None:
         path = home.run_dir(run_id) / name
         return path.read_bytes() if path.is_file() else None
+
+    def list_run_files(self, home: Home, run_id: str, folder: str) -> dict[str, RunFile] | None:
+        path = home.run_dir(run_id) / folder
+        if not path.is_dir():
+            return None
+        stats = {p.name: p.stat() for p in path.iterdir() if p.is_file()}
+        return {name: RunFile(st.st_size, st.st_mtime) for name, st in stats.items()}
+
+    def followed_runs(self, home: Home) -> list[str]:
+        return []  # a local run's folder is in the home already
+
+    def run_transport(self, home: Home, run_id: str) -> Transport:
+        return self.open_transport(home)  # one transport for every run of the home
+
+    def forget_run(self, home: Home, run_id: str) -> None:
+        return None  # deleting its folder is all there is

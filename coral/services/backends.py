@@ -19,6 +19,11 @@ from coral.run.registry import run_config
 
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendConfig.model_fields["kind"].annotation)
 
+# The Modal API that `backend_for("modal")` hands its ModalBackend when no `api` is given: None is
+# the real `modal` module (imported once credentials exist). It is a value, as `api=` is: tests
+# set it to the Modal double to drive the dashboard's services against a Modal run offline.
+MODAL_API: Any = None
+
 
 def backend_for(kind: str, *, api: Any = None) -> Backend:
     """The backend that serves `backend.kind` `kind`; `api` is the Modal API to use (the Modal
@@ -28,7 +33,7 @@ def backend_for(kind: str, *, api: Any = None) -> Backend:
     if kind == "local":
         return LocalBackend(pool=True)
     if kind == "modal":
-        return ModalBackend(api)
+        return ModalBackend(api if api is not None else MODAL_API)
     raise ConfigError(f"unknown backend {kind!r} (known: {', '.join(BACKEND_KINDS)})")
 
 

@@ -25,7 +25,7 @@ from coral.run.detached import log_tail, run_command, start_detached
 from coral.run.registry import ACTIVE as ACTIVE  # the pages' "is it running" test
 from coral.run.registry import export_adapter as export_adapter  # the Runs page's adapter export
 from coral.run.registry import read_json, read_json_yaml, run_config, run_info, run_record
-from coral.services.backends import config_backend, run_backend
+from coral.services.backends import config_backend, remote_backends, run_backend
 from coral.services.live import preflight
 from coral.store.schema import METRICS as METRICS  # the objectives the pages offer
 
@@ -147,7 +147,9 @@ def start_ingestor(home: Home) -> Ingestor:
     Snapshots often: the live charts read the snapshot, so its age is most of their latency."""
     from coral.store.ingest import Ingestor  # heavy (duckdb, pyarrow): the dashboard process only
 
-    return Ingestor(home, snapshot_every=0.5, interval=0.25).start()
+    # Runs submitted to Modal from this home are copied here as they run (coral/store/mirror.py).
+    return Ingestor(home, remote=remote_backends(), snapshot_every=0.5, interval=0.25,
+                    mirror_every=2.0).start()
 
 
 # ---------------------------------------------------------------------- progress
@@ -196,6 +198,7 @@ def delete_run(run_id: str, home: Home | None = None) -> None:
         state = run_info(home, run_id).state
         if state in ACTIVE:
             raise CoralError(f"run {run_id} is {state}; stop it before deleting it")
+        run_backend(home, run_id)[0].forget_run(home, run_id)  # a Modal run's copy is not fetched again
     shutil.rmtree(folder)
     _LAUNCHERS.pop(run_id, None)
 

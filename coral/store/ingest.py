@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from coral.run.checkpoints import PREFIX as CHECKPOINT_PREFIX
 from coral.run.checkpoints import load as load_checkpoint
 from coral.run.events import segments
 from coral.run.registry import read_json_yaml, run_folders
+from coral.store.mirror import RemoteFollower
 from coral.store.store import Store, StoreWriteError, check_event, empty_frame, genome_row, snapshot_path
 
 log = logging.getLogger("coral.store.ingest")
@@ -236,12 +238,16 @@ class Ingestor:
 
     `backend` is where live events arrive (its transport's events partitions, one per run);
     None reads logs only (what coral.analysis does when no snapshot exists);
+    `remote`: backends whose runs' folders live elsewhere (Modal's Volume): each run they follow
+    (`Backend.followed_runs`) is copied into `home` (coral/store/mirror.py, every `mirror_every`
+    seconds while it runs) and its live events drained from its own transport, so it is ingested
+    as a local run is;
     `db_path` ":memory:" keeps the store in memory and never snapshots.
     """
 
     def __init__(self, home: Home | None = None, backend: Backend | None = LOCAL_RUNS, *,
-                 db_path: Path | str | None = None, snapshot_every: float = 2.0,
-                 interval: float = 0.5) -> None:
+                 remote: Sequence[Backend] = (), db_path: Path | str | None = None,
+                 snapshot_every: float = 2.0, interval: float = 0.5, mirror_every: float = 2.0) -> None:
         self.home = home or Home()
         self.backend = backend
         self.db_path = db_path if db_path is not None else self.home.store_db
@@ -267,6 +273,9 @@ class Ingestor:
         if backend is not None:
             self._transport = backend.open_transport(self.home)
             self._queue = self._transport.queue(EVENTS_QUEUE)
+        self.remote = (RemoteFollower(self.home, list(remote), every=mirror_every, interval=interval)
+                       if remote else None)
+        self._followed: dict[str, Backend] = {}  # remote runs of this cycle, with their backend
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -275,6 +284,8 @@ class Ingestor:
             if self._thread is not None and self._thread.is_alive():
                 return self
             self._stop.clear()
+            if self.remote is not None:
+                self.remote.start()
             self._thread = threading.Thread(target=self._loop, name="coral-ingest", daemon=True)
             self.status.running = True
             self._thread.start()
@@ -295,6 +306,8 @@ class Ingestor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.remote is not None:
+            self.remote.stop()
         self.status.running = False
         with self._lock:
             try:
@@ -325,6 +338,7 @@ class Ingestor:
         """Runs in the store and run folders; a folder whose name is not a run id is skipped."""
         known = set(self.store.last_seqs() if marks is None else marks)
         known.update(run_folders(self.home))
+        known.update(self._followed)
         return sorted(known)
 
     def run_once(self, snapshot: bool | None = None) -> int:
@@ -348,6 +362,11 @@ class Ingestor:
             marks = self.store.last_seqs()
             checkpoints = self.store.checkpoint_generations()
             problems: dict[str, str] = {}  # run -> why it could not be read this cycle
+            if self.remote is not None:
+                if not self.remote.threaded:
+                    self.remote.cycle()  # run_once without start(): the remote look happens here
+                self._followed = self.remote.followed()
+                problems.update(self.remote.errors())
             try:
                 for run_id in self.run_ids(marks):
                     # One run's files cannot stop the others: its error is recorded, not raised.
@@ -405,13 +424,20 @@ class Ingestor:
             self._records[run_id] = record
         return self._records[run_id]
 
+    def _live_items(self, run_id: str) -> list[Any]:
+        """The next live items of a run: a remote run's from what its follower drained (one
+        take), any other's from the home's events partition."""
+        if self.remote is not None and run_id in self._followed:
+            return self.remote.take(run_id)
+        if self._queue is None:
+            return []
+        return self._queue.get_many(DRAIN_BATCH, block=False, partition=run_id)
+
     def _drain(self, run_id: str) -> pa.Table:
         """Live events of a run's partition as a frame; bad items are dropped (the log has them)."""
-        if self._queue is None:
-            return empty_frame()
         good: list[str] = []
         for _ in range(50):  # bounded, so one busy run cannot starve the others
-            items = self._queue.get_many(DRAIN_BATCH, block=False, partition=run_id)
+            items = self._live_items(run_id)
             for item in items:
                 try:
                     event = check_event(json.loads(item), f"events partition {run_id}")
@@ -421,7 +447,7 @@ class Ingestor:
                     continue
                 if event["run_id"] == run_id:
                     good.append(item if isinstance(item, str) else json.dumps(event))
-            if len(items) < DRAIN_BATCH:
+            if len(items) < DRAIN_BATCH or run_id in self._followed:
                 break
         try:
             return self.store.parse_lines(good, f"events partition {run_id}")
