@@ -44,8 +44,9 @@ from typing import Any
 from coral.sandbox import supervisor
 from coral.sandbox.supervisor import ACK_FD, BOX_WORKDIR, MARK_FD, METER_RATES
 
-__all__ = ["ACK_FD", "BOX_WORKDIR", "MARK_FD", "METER_COUNTERS", "METER_RATES", "Meter", "SandboxLimits", "SandboxResult",
-           "SandboxSetupError", "isolation_available", "memory_cgroup", "python_executable", "run_sandboxed",
+__all__ = ["ACK_FD", "BOX_WORKDIR", "MARK_FD", "METER_COUNTERS", "METER_RATES", "Meter", "SandboxLimits",
+           "SandboxResult", "SandboxSetupError", "isolation_available", "memory_cgroup", "python_executable",
+           "run_sandboxed",
            "sandbox_uid_range"]
 
 _log = logging.getLogger(__name__)
