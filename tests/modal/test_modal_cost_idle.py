@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from coral.config import REPO_ROOT, load_config
+from coral.errors import CoralError
 from coral.home import Home
 from coral.modal.costs import recorded_calls
 from coral.modal.double import ModalDouble
@@ -74,3 +76,13 @@ def test_worker_calls_record_busy_and_idle_seconds_and_cost_reports_them(tmp_pat
     assert "GPU-s idle (recorded;" in shown.stdout and "at most" not in shown.stdout
     for stage in ("train", "generate"):
         assert f"{stage} on " in shown.stdout and f"{calls[stage]['idle_seconds']:.1f} GPU-s idle" in shown.stdout
+
+
+def test_an_unreadable_call_record_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    calls = tmp_path / "runs" / "r" / "calls"
+    calls.mkdir(parents=True)
+    (calls / "modal_fc-1.json").write_text('{"worker": "modal:fc-1", "group": "train"}')
+    with pytest.raises(CoralError) as err:
+        recorded_calls(tmp_path / "runs" / "r")
+    message = str(err.value)
+    assert "\n" not in message and "modal_fc-1.json" in message and "unreadable" in message
