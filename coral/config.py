@@ -194,6 +194,10 @@ class SandboxConfig(Section):
     budget_factor: float = Field(default=10.0, ge=1.0)
     budget_floor: float = Field(default=0.05, gt=0)
     budget_ceiling: float = Field(default=20.0, gt=0)
+    # How a candidate's work is counted (docs/sandbox.md "Meters"): "auto" uses the CPU's
+    # instruction counter where there is one, else the task clock, else CPU time; "task-clock"
+    # or "cpu-time" pin the coarser meter a Modal worker has, so local and Modal runs compare.
+    meter: Literal["auto", "task-clock", "cpu-time"] = "auto"
 
 
 class BackendConfig(Section):

@@ -137,6 +137,9 @@ def _cost(args: argparse.Namespace) -> int:
         raise CoralError(f"no events for run {args.run_id} in {events.parent} (a Modal run's "
                          "folder is on the Volume: `modal volume get VOLUME runs/RUN_ID`)")
     report = run_costs(events)
+    from coral.modal.costs import recorded_calls
+
+    report["calls"] = recorded_calls(events.parent)  # per worker group, as the calls recorded them
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -149,10 +152,20 @@ def _cost(args: argparse.Namespace) -> int:
           f"({per['test_cpu_seconds']:.2f} per genome); idle and start-up time not included")
     home = Home()
     if home.run_config(args.run_id).is_file():  # the run's config: its GPUs and idle settings
-        from coral.modal.costs import idle_bound
+        from coral.modal.costs import idle_bound, idle_recorded, recorded_calls
         from coral.run.events import read_events
         from coral.run.registry import run_config
 
+        calls = recorded_calls(home.run_dir(args.run_id))
+        if calls:  # the worker calls' own busy and idle seconds
+            recorded = idle_recorded(calls, run_config(home, args.run_id))
+            for stage, row in recorded["stages"].items():
+                money = ("" if row["usd_busy"] is None else
+                         f"; ${row['usd_busy']:.2f} busy, ${row['usd_idle']:.2f} idle")
+                print(f"  {stage} on {row['gpu']}: {int(row['calls'])} worker calls, "
+                      f"{row['busy_seconds']:.1f} GPU-s busy, {row['idle_seconds']:.1f} GPU-s idle "
+                      f"(recorded; with {recorded['scaledown_seconds']} s scaledown a call){money}")
+            return 0
         generations = len({e.generation for e in read_events(events)
                            if e.type == "generation_finished"})
         bound = idle_bound(report, run_config(home, args.run_id), generations)

@@ -342,6 +342,8 @@ def _validate(args: argparse.Namespace) -> int:
             where = report["first_difference"][side] or differing
             print(f"{side:7} " + ("identical to serial" if not differing
                                    else f"DIFFERENT from serial: {where}"))
+            if report["runtime_left_out"].get(side):
+                print(f"{side:7} {report['runtime_left_out'][side]}")
         if all(all(v.values()) for v in same.values()):
             print("serial, local and modal (double): identical")
     return 0 if all(all(v.values()) for v in same.values()) else 1

@@ -123,6 +123,7 @@ def test(job: Job, ctx: WorkerContext) -> TestOutput:
         security_issues=list(score.security_issues),
         error=score.error,
         test_seconds=time.time() - started,
+        meter=score.meter,
     )
 
 

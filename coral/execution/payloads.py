@@ -113,6 +113,9 @@ class TestOutput(Contract):
     security_issues: list[str] = Field(default_factory=list)
     error: str | None = None
     test_seconds: float | None = None
+    # The meter that counted the runtime objective's cost (docs/sandbox.md "Meters"): runs on
+    # different meters are compared without it. Recorded only, like the timings.
+    meter: str | None = None
 
     @field_validator("objectives")
     @classmethod

@@ -89,6 +89,10 @@ class Heartbeat:
         self.record: dict[str, Any] = {"group": group, "run": run_id, "started": now, "jobs": 0,
                                        "busy": False, "since": now, "seen": now}
         self._written = 0.0
+        # What the call spent running jobs, on the monotonic clock: the rest of its life is idle.
+        self.busy_seconds = 0.0
+        self._opened = time.monotonic()
+        self._job_began: float | None = None
         self._write(force=True)
 
     def _write(self, force: bool = False) -> None:
@@ -103,10 +107,14 @@ class Heartbeat:
             log.warning("heartbeat of %s not written: %s", self.key, exc)
 
     def job_started(self) -> None:
+        self._job_began = time.monotonic()
         self.record.update(busy=True, since=time.time())
         self._write()
 
     def job_ended(self) -> None:
+        if self._job_began is not None:
+            self.busy_seconds += time.monotonic() - self._job_began
+            self._job_began = None
         shown_busy = self._written >= self.record["since"]  # its start was written
         self.record["jobs"] += 1
         self.record.update(busy=False, since=time.time())
@@ -117,6 +125,29 @@ class Heartbeat:
             self._dict.pop(self.key)
         except Exception:  # gone already, or Modal unreachable: status shows it stale
             pass
+
+    def call_record(self) -> dict[str, Any]:
+        """The call's accounting for `coral modal cost`: how long it lived, ran jobs and idled."""
+        lived = time.monotonic() - self._opened
+        return {"worker": self.key, "group": self.record["group"], "run": self.record["run"],
+                "started": self.record["started"], "jobs": self.record["jobs"],
+                "lived_seconds": lived, "busy_seconds": self.busy_seconds,
+                "idle_seconds": max(0.0, lived - self.busy_seconds)}
+
+
+CALLS_FOLDER = "calls"  # in a run's folder: one JSON record per worker call (coral.modal.costs)
+
+
+def record_call(home: Home, record: dict[str, Any]) -> Path:
+    """Write a finished call's accounting into its run's folder (the caller commits it)."""
+    folder = home.run_dir(str(record["run"])) / CALLS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(record["worker"]))
+    path = folder / f"{name}.json"
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(record, sort_keys=True))
+    tmp.replace(path)
+    return path
 
 
 RESERVE_SHARE = 0.1  # of a call's timeout kept free for a job before any job's length is known
@@ -236,6 +267,18 @@ class ContainerWorker:
         finally:
             done.set()
             beat.close()
+            self._account(beat)
+
+    def _account(self, beat: Heartbeat) -> None:
+        """A GPU call's busy and idle seconds, kept in its run's folder on the Volume: what
+        `coral modal cost` reports idle time from. Accounting never fails the call."""
+        if self.volume is None or not beat.record["run"]:
+            return
+        try:
+            record_call(self.ctx.home, beat.call_record())
+            self.volume.commit()
+        except Exception as exc:
+            log.warning("call accounting of %s not written: %s", beat.key, exc)
 
 
 def prefetch_model(model: ModelConfig, models: Any) -> bool:

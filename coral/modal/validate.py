@@ -22,13 +22,16 @@ from coral.modal.double import ModalDouble
 from coral.modal.offline import deploy
 from coral.run.events import read_events, science
 from coral.run.lifecycle import RunResult, resolve_config, validate_config_runs
-from coral.run.registry import compare_runs
+from coral.run.registry import compare_runs, runtime_comparison, without_runtime
 
 
 def first_difference(home: Home, a: str, b: str) -> str | None:
-    """'event SEQ (TYPE): FIELD differs' for the first event whose science differs, else None."""
+    """'event SEQ (TYPE): FIELD differs' for the first event whose science differs, else None.
+    The runtime objective is left out as compare_runs leaves it out (different meters)."""
     x = [science(e) for e in read_events(home.events_dir(a))]
     y = [science(e) for e in read_events(home.events_dir(b))]
+    if runtime_comparison(home, a, b) is not None:
+        x, y = without_runtime(x), without_runtime(y)
     for left, right in zip(x, y, strict=False):
         if left != right:
             keys = sorted(set(left["data"]) | set(right["data"]))
@@ -80,10 +83,12 @@ def validate_everywhere(config_path: str | os.PathLike, overrides: list[str] | N
     report["modal"] = {"run_id": run_id, "state": result.state,
                        "wall_seconds": result.wall_seconds, "retries": result.retries,
                        "lease_expiries": result.lease_expiries}
+    notes: list[str] = []
     report["identical_to_serial"] = {
         "queue": report["identical"],
-        "modal": compare_runs(home, serial, run_id),
+        "modal": compare_runs(home, serial, run_id, notes),
     }
+    report["runtime_left_out"]["modal"] = notes[0] if notes else None
     report["first_difference"] = {
         side: first_difference(home, serial, report[side]["run_id"]) for side in ("queue", "modal")
     }

@@ -430,7 +430,7 @@ class EvolutionEngine:
                     "genome": task.ident, "problem": name, "sample": sample,
                     "raw": (task.texts or [[]])[self.problems.eval.index(name)][sample],
                     "candidate": o.candidate, "cases": [c.model_dump(mode="json") for c in o.cases],
-                    "objectives": o.objectives, "passed_all": o.passed_all,
+                    "objectives": o.objectives, "passed_all": o.passed_all, "meter": o.meter,
                     "timings": {"test": result.finished_at - result.started_at,
                                 "worker": result.worker, **task.timings},
                 }, generation))

@@ -28,7 +28,9 @@ log = logging.getLogger("coral.run.events")
 SEGMENT_BYTES = 4 * 1024 * 1024  # a new segment starts past this size: files stay readable
 SEGMENT_SUFFIX = ".jsonl"
 # Data keys whose content depends on the machine or on timing: recorded, never compared.
-RUNTIME_KEYS = ("timings", "runtime")
+# "meter" (which counter measured a test's runtime objective) decides instead whether that
+# objective is compared at all (coral.run.registry.runtime_comparison).
+RUNTIME_KEYS = ("timings", "runtime", "meter")
 
 
 def segment_name(first_seq: int) -> str:

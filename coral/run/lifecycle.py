@@ -295,5 +295,7 @@ def validate_config_runs(config_path: str | os.PathLike, overrides: list[str] | 
                         "wall_seconds": result.wall_seconds, "worker_pids": result.worker_pids,
                         "retries": result.retries, "lease_expiries": result.lease_expiries,
                         "cache_hit_rate": hits / (hits + misses) if hits + misses else 0.0}
-    report["identical"] = compare_runs(home, report["serial"]["run_id"], report["queue"]["run_id"])
+    notes: list[str] = []
+    report["identical"] = compare_runs(home, report["serial"]["run_id"], report["queue"]["run_id"], notes)
+    report["runtime_left_out"] = {"queue": notes[0] if notes else None}
     return report

@@ -246,9 +246,57 @@ def run_science(home: Home, run_id: str) -> dict[str, Any]:
             "events": events}
 
 
-def compare_runs(home: Home, a: str, b: str) -> dict[str, bool]:
-    """Event ids are RUN_ID:SEQ; across two runs the comparable part is the seq -> type list."""
+def run_meters(home: Home, run_id: str) -> list[str]:
+    """The meters that counted the run's test costs (docs/sandbox.md "Meters"), in the order
+    first seen; more than one means the run was resumed on a machine with another meter."""
+    meters: list[str] = []
+    for event in read_events(home.events_dir(run_id)):
+        meter = event.data.get("meter") if event.type == "job_finished" else None
+        if isinstance(meter, str) and meter not in meters:
+            meters.append(meter)
+    return meters
+
+
+def runtime_comparison(home: Home, a: str, b: str) -> str | None:
+    """Why the runtime objective of runs `a` and `b` cannot be compared, or None when it can.
+    Costs on different meters are different units (instructions, task clock, CPU time), and
+    RUNTIME_RESOLUTION bands them differently, so equal programs can score differently."""
+    meters = {run_id: run_meters(home, run_id) for run_id in (a, b)}
+    mixed = [f"run {r} measured with {' then '.join(m)} (resumed on another machine)"
+             for r, m in meters.items() if len(m) > 1]
+    if mixed:
+        return "runtime objective left out: " + "; ".join(mixed)
+    if meters[a] and meters[b] and meters[a] != meters[b]:
+        return (f"runtime objective left out: run {a} measured with {meters[a][0]}, run {b} with "
+                f"{meters[b][0]} (set sandbox.meter alike on both to compare it)")
+    return None
+
+
+# Values derived from the runtime objective: left out with it (fitness weighs it).
+_RUNTIME_DERIVED = ("runtime", "fitness")
+
+
+def without_runtime(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_runtime(v) for k, v in value.items() if k not in _RUNTIME_DERIVED}
+    if isinstance(value, list):
+        return [without_runtime(v) for v in value]
+    return value
+
+
+def compare_runs(home: Home, a: str, b: str, notes: list[str] | None = None) -> dict[str, bool]:
+    """Event ids are RUN_ID:SEQ; across two runs the comparable part is the seq -> type list.
+
+    When the runs' runtime costs were counted by different meters (runtime_comparison), the
+    runtime objective and the fitness that weighs it are left out of scores and events, and
+    the reason is appended to `notes`. Populations are compared as they are: if selection
+    weighed runtime, runs on different meters may rightly differ there."""
     x, y = run_science(home, a), run_science(home, b)
+    reason = runtime_comparison(home, a, b)
+    if reason is not None:
+        x, y = without_runtime(x), without_runtime(y)
+        if notes is not None:
+            notes.append(reason)
     return {
         "populations": x["populations"] == y["populations"],
         "scores": x["scores"] == y["scores"],

@@ -44,8 +44,9 @@ from typing import Any
 from coral.sandbox import supervisor
 from coral.sandbox.supervisor import ACK_FD, BOX_WORKDIR, MARK_FD, METER_RATES
 
-__all__ = ["ACK_FD", "BOX_WORKDIR", "MARK_FD", "METER_RATES", "Meter", "SandboxLimits", "SandboxResult",
-           "SandboxSetupError", "isolation_available", "memory_cgroup", "python_executable", "run_sandboxed",
+__all__ = ["ACK_FD", "BOX_WORKDIR", "MARK_FD", "METER_COUNTERS", "METER_RATES", "Meter", "SandboxLimits",
+           "SandboxResult", "SandboxSetupError", "isolation_available", "memory_cgroup", "python_executable",
+           "run_sandboxed",
            "sandbox_uid_range"]
 
 _log = logging.getLogger(__name__)
@@ -89,11 +90,22 @@ class Meter:
 
     The command marks the start of each segment by writing a decimal label and a newline to
     fd MARK_FD; labels must increase. budgets: CPU-seconds per label, `default` for others.
+    `counters`: the kernel counters that may be tried, in order (METER_COUNTERS); with none
+    available the box's cost is its CPU time ("cpu-time") and segments are not budgeted.
     """
 
     budgets: dict[int, float]
     default: float
     max_marks: int
+    counters: tuple[str, ...] = ("instructions", "task-clock")
+
+
+# The `sandbox.meter` setting: which counters a box may use. "auto" takes the most precise the
+# machine has; "task-clock" and "cpu-time" pin a coarser one, so that a local run measures
+# runtime the way a machine without it does (Modal's gVisor: docs/sandbox.md "Meters").
+METER_COUNTERS: dict[str, tuple[str, ...]] = {
+    "auto": ("instructions", "task-clock"), "task-clock": ("task-clock",), "cpu-time": (),
+}
 
 
 class SandboxSetupError(RuntimeError):
@@ -291,6 +303,7 @@ def _run(
                 "budgets": {int(k): float(v) for k, v in meter.budgets.items()},
                 "default": float(meter.default),
                 "max_marks": int(meter.max_marks),
+                "counters": list(meter.counters),
             },
         }
         blob = marshal.dumps(config)

@@ -72,6 +72,7 @@ class CandidateScore:
     style_violations: tuple[str, ...] = ()  # ruff codes, one per violation
     security_issues: tuple[str, ...] = ()  # "B602:HIGH", one per issue
     error: str | None = None
+    meter: str | None = None  # what counted `runtime`'s cost (CandidateRun.meter)
 
     def objectives(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in OBJECTIVES}
@@ -163,6 +164,7 @@ def score_run(
         style_violations=style[1],
         security_issues=security[1],
         error=run.error,
+        meter=run.meter,
     )
 
 

@@ -35,7 +35,15 @@ from typing import Any
 from coral.benchmark.problem import Problem
 from coral.config import SandboxConfig
 from coral.sandbox import record, verdicts
-from coral.sandbox.box import METER_RATES, Meter, SandboxLimits, SandboxResult, python_executable, run_sandboxed
+from coral.sandbox.box import (
+    METER_COUNTERS,
+    METER_RATES,
+    Meter,
+    SandboxLimits,
+    SandboxResult,
+    python_executable,
+    run_sandboxed,
+)
 
 BUDGET_REASON = "budget exceeded"
 # Killed by a safety net: what follows would depend on the machine's speed, so stop there.
@@ -60,6 +68,7 @@ class RunnerLimits:
     max_processes: int = _DEFAULTS.max_processes  # processes + threads
     max_file_mb: int = _DEFAULTS.max_file_mb
     max_result_bytes: int = _DEFAULTS.max_output_bytes  # one case's encoded return value
+    meter: str = _DEFAULTS.meter  # METER_COUNTERS key: the counters a box may use
 
     @classmethod
     def from_config(cls, sandbox: SandboxConfig) -> RunnerLimits:
@@ -69,6 +78,7 @@ class RunnerLimits:
             wall_seconds=sandbox.wall_seconds, cpu_seconds=sandbox.cpu_seconds,
             memory_mb=sandbox.memory_mb, max_processes=sandbox.max_processes,
             max_file_mb=sandbox.max_file_mb, max_result_bytes=sandbox.max_output_bytes,
+            meter=sandbox.meter,
         )
 
 
@@ -91,6 +101,7 @@ class CandidateRun:
     # Counted work from just before the candidate's import to the end of each box, summed:
     # what the runtime objective compares. Meter units: instructions, or CPU nanoseconds.
     cost: int = field(default=0, compare=False)
+    # Which meter counted `cost` (METER_RATES); None when no box ran.
     meter: str | None = field(default=None, compare=False)
 
     @property
@@ -207,7 +218,8 @@ def case_budgets(ref: Reference, limits: RunnerLimits) -> Meter:
         return min(limits.budget_ceiling, max(limits.budget_floor, limits.budget_factor * cost / rate))
 
     budgets = {label: budget(cost) for label, cost in ref.costs.items()}
-    return Meter(budgets, limits.budget_floor if budgets else limits.budget_ceiling, 2 + len(budgets))
+    return Meter(budgets, limits.budget_floor if budgets else limits.budget_ceiling, 2 + len(budgets),
+                 METER_COUNTERS[limits.meter])
 
 
 def outputs_match(actual: Any, expected: Any) -> bool:
@@ -260,7 +272,7 @@ def _run_reference(problem: Problem, limits: RunnerLimits) -> Reference:
         except (record.Unrecordable, SyntaxError) as exc:
             error = f"{UNRECORDABLE}: {exc}"
             return Reference(_unrecordable(problem, error), ("<tests>",), None, (), {}, {}, None)
-    ceiling = Meter({}, limits.budget_ceiling, 1 << 20)
+    ceiling = Meter({}, limits.budget_ceiling, 1 << 20, METER_COUNTERS[limits.meter])
     session = _Session(problem, problem.correct_source, limits, None, recording=recording, meter=ceiling)
     run = session.run()
     items = tuple(i for i in session.order if i not in session.skipped)
@@ -416,7 +428,7 @@ class _Session:
 
     def _count(self, res: SandboxResult) -> None:
         """Costs from the supervisor's counts: per label between marks, and the box's total."""
-        self.meter_kind = self.meter_kind or res.meter
+        self.meter_kind = self.meter_kind or res.meter or "cpu-time"
         marks, end = list(res.marks), res.meter_end
         if res.meter is None or end is None:
             self.total_cost += int(res.cpu_seconds * 1e9)  # no counter: the kernel's CPU time

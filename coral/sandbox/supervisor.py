@@ -120,7 +120,7 @@ def _supervisor_main(status_fd: int) -> None:
             os.close(mark_w)
             os.close(ack_r)
             os.set_blocking(ack_w, False)
-            counter, kind = _open_counter(child)
+            counter, kind = _open_counter(child, meter["counters"])
         os.write(go_w, b"g")
     except OSError:
         pass  # the child reads EOF and reports the setup failure
@@ -189,17 +189,18 @@ def _join_cgroup(spec: list, child: int, memory_mb: int) -> None:
 
 # perf_event_open(2): the kernel counts for the box's whole process tree (inherit), outside
 # anything the box can reach. Hardware instructions where the CPU exposes a counter to us,
-# else the task clock (CPU nanoseconds).
+# else the task clock (CPU nanoseconds); the Meter names which of them may be tried. Without
+# either (gVisor has no perf_event_open) the box's cost is its CPU time from wait4: "cpu-time".
 _SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "riscv64": 241, "ppc64le": 319, "s390x": 331}
 _COUNTERS = (("instructions", 0, 1), ("task-clock", 1, 1))  # (kind, perf type, perf config)
 # Meter units per CPU-second, to turn budgets (CPU-seconds) into counts. Instructions: a
 # rough CPython rate, so a budget in instructions is about, not exactly, that many seconds.
-METER_RATES = {"instructions": 2e9, "task-clock": 1e9}
+METER_RATES = {"instructions": 2e9, "task-clock": 1e9, "cpu-time": 1e9}
 MARK_FD = 3  # in the box: where the harness writes its marks (one decimal label per line)
 ACK_FD = 4  # in the box: a byte arrives here once a mark is counted
 
 
-def _open_counter(pid: int) -> tuple[int, str | None]:
+def _open_counter(pid: int, allowed: list) -> tuple[int, str | None]:
     number = _SYS_PERF_EVENT_OPEN.get(os.uname().machine)
     if number is None or not sys.platform.startswith("linux"):
         return -1, None
@@ -207,6 +208,8 @@ def _open_counter(pid: int) -> tuple[int, str | None]:
 
     libc = _libc()
     for kind, type_, config in _COUNTERS:
+        if kind not in allowed:
+            continue
         attr = bytearray(128)  # perf_event_attr, PERF_ATTR_SIZE_VER7; the rest stays zero
         attr[0:4] = type_.to_bytes(4, sys.byteorder)
         attr[4:8] = len(attr).to_bytes(4, sys.byteorder)

@@ -56,14 +56,20 @@ def fake_generate(job: Job, ctx: WorkerContext) -> GenerateOutput:
 
 def fake_check(job: Job, ctx: WorkerContext) -> TestOutput:
     _nap()
-    raw = payload_of(job, TestPayload).raw
+    payload = payload_of(job, TestPayload)
+    raw = payload.raw
+    # The meter as the real body reports it: the forced fallback, else the task clock (what this
+    # stand-in claims for "auto"). As for real, a cost on another meter scores differently.
+    meter = "cpu-time" if payload.sandbox.meter == "cpu-time" else "task-clock"
     passed = _unit(raw, "pass") < 0.4
     objectives = {n: round(_unit(raw, n), 6) if passed else 0.0 for n in OBJECTIVES if n != "syntax"}
     objectives["syntax"] = round(_unit(raw, "syntax"), 6)
     if passed:
         objectives["bugfix"] = 1.0
+        if meter != "task-clock":
+            objectives["runtime"] = round(_unit(raw, "runtime", meter), 6)
     return TestOutput(candidate=raw, cases=[CaseOutcome(case=0, passed=passed, reason=None, cost=1)],
-                      objectives=objectives, passed_all=passed)
+                      objectives=objectives, passed_all=passed, meter=meter)
 
 
 HANDLERS = {"train": fake_train, "generate": fake_generate, "test": fake_check}

@@ -181,7 +181,8 @@ def test_a_container_preloads_its_model_and_syncs_the_volume_around_jobs(
     stats = worker.serve.remote(0.3, 1.0, "run-v")
     assert stats["done"] == 3 and stats["failed"] == 0
     assert _PRELOADS == ["some/model"]
-    assert (volume.reloads, volume.commits) == (3, 3)  # one of each per job
+    # One of each per job, and one commit of the call's accounting (busy/idle seconds) at exit.
+    assert (volume.reloads, volume.commits) == (3, 4)
     # Never reloaded (the loaded model is mapped) nor committed (a commit reloads): the
     # orchestrator downloaded and committed the model before this container started.
     assert (models.reloads, models.commits) == (0, 0)
