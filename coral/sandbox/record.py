@@ -337,6 +337,14 @@ def _drop_expected_only(tree: ast.Module, reads: list[_ExpectedReads], keep: set
         loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
         refs = _fixture_references(tree)
         removed = False
+        for stmt in ast.walk(tree):  # what is computed from expected values only is expected too
+            if isinstance(stmt, ast.Assign | ast.AnnAssign | ast.AugAssign) and stmt.value is not None \
+                    and _mentions(stmt.value, expected) and not _mentions(stmt, keep):
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                bound = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+                if not bound <= expected:
+                    expected |= bound
+                    removed = True
         for func in tree.body:
             if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef) and func.name.startswith("test"):
                 columns = _parametrized(func)
