@@ -147,7 +147,8 @@ def _split(source: str, name: str) -> Recording:
     _drop_expected_only(cand_tree, expected_reads, candidate | calling | kept, fixtures)
     _check_helper_params(cand_tree, helper_params, sites)
     _blank_parametrize(cand_tree)
-    _check_nothing_expected_left(cand_tree, expected_reads, candidate | calling)
+    blanked = _blank_tables(cand_tree, expected_reads)
+    _check_nothing_expected_left(cand_tree, expected_reads, candidate | calling, blanked)
     _strip_docstrings(cand_tree)
     shape = _call_site(tree, candidate, sites, plans)
     call_site, test, args, expected = shape if shape is not None else (None, "", (), None)
@@ -441,7 +442,66 @@ def _binding_line(scope: ast.AST, name: str, nested: bool) -> int | None:
     return None
 
 
-def _check_nothing_expected_left(tree: ast.Module, reads: list[_ExpectedReads], sources: set[str]) -> None:
+def _blank_tables(tree: ast.Module, reads: list[_ExpectedReads]) -> set[tuple[str, str]]:
+    """`for args, want in CASES:` over a literal table of rows, with `want` read only by expected
+    operands: that column of the table becomes None in the candidate's copy (the loop still runs
+    once per row). Returns the (test, loop variable) pairs blanked."""
+    blanked: set[tuple[str, str]] = set()
+    expected = {(r.func, n) for r in reads for n in r.names}
+    loads = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    for func in tree.body:
+        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        func_loads = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        for loop in ast.walk(func):
+            if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
+                    and isinstance(loop.iter, ast.Name)):
+                continue
+            table_name = loop.iter.id
+            if sum(n.id == table_name for n in loads) != 1:
+                continue  # the table is read elsewhere too: left whole, and the check decides
+            columns = [i for i, t in enumerate(loop.target.elts) if isinstance(t, ast.Name)
+                       and (func.name, t.id) in expected and t.id not in func_loads]
+            table = _literal_table(func, tree, table_name, len(loop.target.elts))
+            if not columns or table is None:
+                continue
+            for row in table:
+                for i in columns:
+                    row.elts[i] = ast.Constant(None)
+            for i in columns:
+                target = loop.target.elts[i]
+                if isinstance(target, ast.Name):
+                    blanked.add((func.name, target.id))
+    return blanked
+
+
+def _literal_table(func: ast.FunctionDef | ast.AsyncFunctionDef, tree: ast.Module, name: str,
+                   width: int) -> list[ast.Tuple | ast.List] | None:
+    """The rows of `name = [(..), ...]`, bound once (in `func`, or else at module level), each a
+    literal of `width` elements without starred ones; None otherwise."""
+    for scope, body in ((func, func.body), (tree, tree.body)):
+        binds = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name
+                 and isinstance(n.ctx, ast.Store | ast.Del)]
+        if scope is tree:  # module level: bindings inside functions are their own locals
+            binds = [n for s in tree.body if not isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)
+                     for n in ast.walk(s) if isinstance(n, ast.Name) and n.id == name
+                     and isinstance(n.ctx, ast.Store | ast.Del)]
+        if not binds:
+            continue
+        statements = [s for s in body if isinstance(s, ast.Assign) and len(s.targets) == 1
+                      and isinstance(s.targets[0], ast.Name) and s.targets[0].id == name]
+        if len(binds) != 1 or len(statements) != 1 or not isinstance(statements[0].value, ast.List | ast.Tuple):
+            return None
+        rows = [r for r in statements[0].value.elts if isinstance(r, ast.Tuple | ast.List)]
+        if len(rows) != len(statements[0].value.elts) or not all(
+                len(r.elts) == width and not any(isinstance(e, ast.Starred) for e in r.elts) for r in rows):
+            return None
+        return rows
+    return None
+
+
+def _check_nothing_expected_left(tree: ast.Module, reads: list[_ExpectedReads], sources: set[str],
+                                 blanked: set[tuple[str, str]]) -> None:
     """What an expected operand reads must be gone from the candidate's copy, blanked, or an input
     the copy hands whole to the candidate; otherwise the test cannot be split (a frame spy would
     read it: a loop over a table of inputs and answers, a fixture returning both, ...)."""
@@ -462,6 +522,8 @@ def _check_nothing_expected_left(tree: ast.Module, reads: list[_ExpectedReads], 
                       if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
         for name in sorted(r.names):
             where: str | None = None
+            if (func.name, name) in blanked:
+                continue
             if name in _params(func):
                 if name in json_columns.get(func.name, set()) or (name in _parametrized(func)
                                                                      and name not in body_loads):

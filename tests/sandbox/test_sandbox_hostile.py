@@ -939,13 +939,19 @@ SPLIT_SHAPES = {
                "def test_a():\n    assert g(1) == exp()\n",
     "nested-closure": "def test_a():\n    w = 'expected-n1'.upper()\n    def exp():\n        return w\n"
                       "    assert g(1) == exp()\n",
+    # The table's expected column is blanked in the candidate's copy; the loop still runs per row.
+    "loop-over-table": "CASES = [((1,), 'expected-n1'.upper()), ((2,), 'expected-n2'.upper())]\n\n"
+                       "def test_a():\n    for args, want in CASES:\n        assert g(*args) == want\n",
+    "loop-over-local-table": "def test_a():\n    cases = [(1, 'expected-n1'.upper()), (2, 'expected-n2'.upper())]\n"
+                             "    for x, want in cases:\n        assert g(x) == want\n",
     "parametrize-printed": "@pytest.mark.parametrize('x, want', [(1, 'expected-n1'.upper())])\n"
                            "def test_a(x, want):\n    print(want)\n    assert g(x) == want\n",
 }
 # Shapes where the candidate's copy would still hold the expected value beside its inputs.
 UNSOUND_SHAPES = {
-    "loop-over-table": ("CASES = [((1,), 'expected-n1'.upper())]\n\n"
-                        "def test_a():\n    for args, want in CASES:\n        assert g(*args) == want\n", "want"),
+    "table-read-elsewhere": ("CASES = [((1,), 'expected-n1'.upper())]\n\n"
+                             "def test_a():\n    for args, want in CASES:\n        assert g(*args) == want\n\n"
+                             "def test_b():\n    assert g(0) == len(CASES) - 1\n", "reads CASES"),
     "loop-over-rows": ("CASES = [(1, 'expected-n1'.upper())]\n\n"
                        "def test_a():\n    for c in CASES:\n        assert g(c[0]) == c[1]\n", "reads c"),
     "fixture-of-both": ("@pytest.fixture\ndef case():\n    return (1, 'expected-n1'.upper())\n\n"
