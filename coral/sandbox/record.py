@@ -280,8 +280,8 @@ class _ExpectedReads:
 # Calls and attributes that read names by string or out of frames: what such an expected operand
 # reads cannot be kept out of the candidate's copy by name.
 _DYNAMIC_NAMES = frozenset({"globals", "locals", "vars", "eval", "exec", "compile", "__import__"})
-_DYNAMIC_ATTRS = frozenset({"_getframe", "f_locals", "f_globals", "__dict__", "__globals__", "__closure__",
-                            "__defaults__", "__kwdefaults__", "currentframe", "stack"})
+_DYNAMIC_ATTRS = frozenset({"_getframe", "f_locals", "f_globals", "__dict__", "__globals__", "__closure__", "modules",
+                            "__defaults__", "__kwdefaults__", "currentframe", "stack", "import_module"})
 
 
 def _reads(exprs: list[ast.expr], line: int) -> frozenset[str]:
