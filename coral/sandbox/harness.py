@@ -439,7 +439,9 @@ def _call_test(func, params: dict, module: types.ModuleType) -> None:
             if fix.__dict__["_coral_fixture"] is True:  # autouse
                 value_of(name)
         code = func.__code__
-        args = code.co_varnames[: code.co_argcount]
+        # As pytest: an argument with a default is no fixture (it keeps its default unless parametrized).
+        required = code.co_argcount - len(func.__defaults__ or ())
+        args = [a for i, a in enumerate(code.co_varnames[: code.co_argcount]) if i < required or a in params]
         func(**{a: params[a] if a in params else value_of(a) for a in args})
     finally:
         for gen in reversed(teardown):

@@ -108,16 +108,22 @@ def _split(source: str, name: str) -> Recording:
     sites: dict[int, Site] = {}
     plans: dict[int, dict[str, Any]] = {}  # id(node) -> how to rewrite it
     helper_params: list[tuple[str, int, set[str]]] = []  # (helper, site, params its dropped operands read)
+    expected_reads: list[_ExpectedReads] = []
+    kept: set[str] = set()  # names the candidate's side may change or read the result through
     for func in functions.values():
         start = {p for p in _params(func) if p in fixtures and p in calling}
         tainted = _taint(func, candidate | calling, start, _imported(tree))
         returned = _taint(func, candidate | calling, start, _imported(tree), handed=False)
+        kept |= tainted
         for node in ast.walk(func):
             if isinstance(node, ast.Assert):
                 site = len(sites)
                 sites[site], plans[id(node)] = _plan_assert(node, tainted, returned, candidate | calling, site)
+                dropped = [e for i, e in enumerate(plans[id(node)]["operands"]) if i not in sites[site].cand]
+                if node.msg is not None:
+                    dropped.append(node.msg)  # the assert's message goes too (f"wanted {want}")
+                expected_reads.append(_ExpectedReads(func.name, node.lineno, _reads(dropped, node.lineno)))
                 if not func.name.startswith("test"):
-                    dropped = [e for i, e in enumerate(plans[id(node)]["operands"]) if i not in sites[site].cand]
                     read = {n.id for e in dropped for n in ast.walk(e) if isinstance(n, ast.Name)}
                     helper_params.append((func.name, site, read & set(_params(func))))
             elif isinstance(node, ast.With | ast.AsyncWith) and any(_is_raises(i.context_expr) for i in node.items):
@@ -126,6 +132,9 @@ def _split(source: str, name: str) -> Recording:
                 site = len(sites)
                 sites[site] = Site(node.lineno, "raises")
                 plans[id(node)] = {"site": site}
+                raised = node.items[0].context_expr
+                given = [*raised.args, *(k.value for k in raised.keywords)] if isinstance(raised, ast.Call) else []
+                expected_reads.append(_ExpectedReads(func.name, node.lineno, _reads(given, node.lineno)))
             elif isinstance(node, ast.Lambda | ast.FunctionDef) and node is not func:
                 if any(isinstance(n, ast.Assert) for n in ast.walk(node)):
                     raise Unrecordable(f"an assert inside a nested function (line {node.lineno})")
@@ -135,8 +144,11 @@ def _split(source: str, name: str) -> Recording:
     reference = _Rewrite(plans, sites, candidate_side=False).visit(_copy_with_ids(tree, plans, source))
     cand_tree = _Rewrite(plans, sites, candidate_side=True).visit(_copy_with_ids(tree, plans, source))
     _drop_dead_code(cand_tree, candidate | calling)
+    _drop_expected_only(cand_tree, expected_reads, candidate | calling | kept, fixtures)
     _check_helper_params(cand_tree, helper_params, sites)
     _blank_parametrize(cand_tree)
+    blanked = _blank_tables(cand_tree, expected_reads)
+    _check_nothing_expected_left(cand_tree, expected_reads, candidate | calling, blanked)
     _strip_docstrings(cand_tree)
     shape = _call_site(tree, candidate, sites, plans)
     call_site, test, args, expected = shape if shape is not None else (None, "", (), None)
@@ -256,6 +268,277 @@ def _check_helper_params(tree: ast.Module, helper_params: list[tuple[str, int, s
                                f"{helper}'s parameter {param}, which its callers would pass into the box")
 
 
+@dataclass(frozen=True)
+class _ExpectedReads:
+    """The names an assert's (or pytest.raises block's) expected side reads, in test function `func`."""
+
+    func: str
+    line: int
+    names: frozenset[str]
+
+
+# Calls and attributes that read names by string or out of frames: what such an expected operand
+# reads cannot be kept out of the candidate's copy by name.
+_DYNAMIC_NAMES = frozenset({"globals", "locals", "vars", "eval", "exec", "compile", "__import__"})
+_DYNAMIC_ATTRS = frozenset({"_getframe", "f_locals", "f_globals", "__dict__", "__globals__", "__closure__", "modules",
+                            "__defaults__", "__kwdefaults__", "currentframe", "stack", "import_module"})
+
+
+def _reads(exprs: list[ast.expr], line: int) -> frozenset[str]:
+    """The free names `exprs` read (not those bound inside them, as comprehension variables)."""
+    loads: set[str] = set()
+    bound: set[str] = set()
+    for expr in exprs:
+        for n in ast.walk(expr):
+            if isinstance(n, ast.Name):
+                (loads if isinstance(n.ctx, ast.Load) else bound).add(n.id)
+                if n.id in _DYNAMIC_NAMES:
+                    raise Unrecordable(f"the expected value of the assert at line {line} reads names "
+                                       f"dynamically ({n.id}), so the candidate's copy cannot be kept free of it")
+            elif isinstance(n, ast.Attribute) and n.attr in _DYNAMIC_ATTRS:
+                raise Unrecordable(f"the expected value of the assert at line {line} reads names "
+                                   f"dynamically (.{n.attr}), so the candidate's copy cannot be kept free of it")
+            elif isinstance(n, ast.arg):
+                bound.add(n.arg)
+    return frozenset(loads - bound)
+
+
+def _parametrized(func: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    names: set[str] = set()
+    for deco in func.decorator_list:
+        if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "parametrize"
+                and deco.args and isinstance(deco.args[0], ast.Constant) and isinstance(deco.args[0].value, str)):
+            names |= {n.strip() for n in deco.args[0].value.split(",") if n.strip()}
+    return names
+
+
+def _fixture_references(tree: ast.Module) -> set[str]:
+    """Names pytest may resolve as fixtures: every function's parameters, usefixtures strings,
+    autouse fixtures."""
+    refs: set[str] = set()
+    for func in ast.walk(tree):
+        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            refs |= set(_params(func))
+            for deco in func.decorator_list:
+                if _is_fixture(deco) and isinstance(deco, ast.Call) and any(k.arg == "autouse" for k in deco.keywords):
+                    refs.add(func.name)
+                for c in ast.walk(deco):
+                    if isinstance(c, ast.Constant) and isinstance(c.value, str):
+                        refs |= {x.strip() for x in c.value.split(",")}
+    return refs
+
+
+def _drop_expected_only(tree: ast.Module, reads: list[_ExpectedReads], keep: set[str], fixtures: set[str]) -> None:
+    """Remove from the candidate's copy what only the dropped expected operands needed: the
+    statements binding what they read (tables, helpers, closures, classes, fixtures, constants
+    however computed), test parameters carrying them (fixtures, defaults), and statements that
+    only show them (print, logging); transitively. Nothing that mentions the candidate goes."""
+    expected = {n for r in reads for n in r.names}
+    while True:
+        loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        refs = _fixture_references(tree)
+        removed = False
+        for stmt in ast.walk(tree):  # what is computed from expected values only is expected too
+            if isinstance(stmt, ast.Assign | ast.AnnAssign | ast.AugAssign) and stmt.value is not None \
+                    and _mentions(stmt.value, expected) and not _mentions(stmt, keep):
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                bound = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+                if not bound <= expected:
+                    expected |= bound
+                    removed = True
+        for func in tree.body:
+            if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef) and func.name.startswith("test"):
+                columns = _parametrized(func)
+                body_loads = {n.id for s in func.body for n in ast.walk(s)
+                              if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+                gone = {p for p in _params(func) if p in expected and p not in body_loads and p not in columns}
+                if gone:
+                    _remove_params(func.args, gone)
+                    removed = True
+        for parent in ast.walk(tree):
+            for field in ("body", "orelse", "finalbody"):
+                body = getattr(parent, field, None)
+                if not isinstance(body, list):
+                    continue
+                keep_stmts = []
+                for stmt in body:
+                    if _expected_only(stmt, expected, loads, refs, keep):
+                        expected |= {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+                        removed = True
+                    else:
+                        keep_stmts.append(stmt)
+                if len(keep_stmts) != len(body):
+                    setattr(parent, field, keep_stmts or [ast.Pass()])
+        if not removed:
+            return
+
+
+def _remove_params(args: ast.arguments, gone: set[str]) -> None:
+    """Drop parameters (and their defaults) by name."""
+    positional = args.posonlyargs + args.args
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    pairs = [(a, d) for a, d in zip(positional, defaults, strict=True) if a.arg not in gone]
+    kept_defaults = [d for _, d in pairs if d is not None]
+    args.posonlyargs = [a for a in args.posonlyargs if a.arg not in gone]
+    args.args = [a for a in args.args if a.arg not in gone]
+    args.defaults = kept_defaults
+    kw = [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if a.arg not in gone]
+    args.kwonlyargs = [a for a, _ in kw]
+    args.kw_defaults = [d for _, d in kw]
+
+
+def _expected_only(stmt: ast.stmt, expected: set[str], loads: set[str], refs: set[str], keep: set[str]) -> bool:
+    if _mentions(stmt, keep):
+        return False
+    if isinstance(stmt, ast.Assign | ast.AnnAssign | ast.AugAssign):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        names = [n for t in targets for n in ast.walk(t)]
+        return all(isinstance(n, ast.Name | ast.Tuple | ast.List | ast.Starred | ast.expr_context) for n in names) \
+            and all(n.id in expected and n.id not in loads for n in names if isinstance(n, ast.Name))
+    if isinstance(stmt, ast.Expr):
+        return _mentions(stmt, expected) and not (isinstance(stmt.value, ast.Call)
+                                                   and isinstance(stmt.value.func, ast.Name)
+                                                   and stmt.value.func.id.startswith("_coral_"))
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return stmt.name in expected and stmt.name not in loads and stmt.name not in refs \
+            and not stmt.name.startswith("test")
+    return False
+
+
+def _handed_whole(scope: ast.AST, name: str, sources: set[str]) -> bool:
+    """Whether `scope` passes the whole value of `name` to the candidate (directly, or through the
+    test file's helpers and the classes it defines or imports, which build its inputs): then that
+    value is an input, which the candidate sees anyway. Builtins (print, str) and methods
+    (log.info) do not count. A name the candidate's recorded operand reads whole (`shim(x) + y`) is
+    the test's input to that operand too."""
+    for call in ast.walk(scope):
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "_coral_record":
+            parts = {id(n.value) for n in ast.walk(call) if isinstance(n, ast.Subscript | ast.Attribute)}
+            if any(isinstance(n, ast.Name) and n.id == name and id(n) not in parts for n in ast.walk(call)):
+                return True  # read whole, not a part picked out of a row (`c[0]`)
+        if isinstance(call, ast.Call) and _mentions(call.func, sources):
+            for arg in [*call.args, *(k.value for k in call.keywords)]:
+                inner = arg.value if isinstance(arg, ast.Starred) else arg
+                if isinstance(inner, ast.Name) and inner.id == name:
+                    return True
+    return False
+
+
+def _binding_line(scope: ast.AST, name: str, nested: bool) -> int | None:
+    """The line of a statement in `scope` (its nested blocks too with `nested`) that binds `name`."""
+    nodes = ast.walk(scope) if nested else iter(getattr(scope, "body", []))
+    for node in nodes:
+        if node is scope:
+            continue
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name == name:
+            return node.lineno
+        if isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.For | ast.AsyncFor | ast.With
+                      | ast.AsyncWith | ast.NamedExpr | ast.ExceptHandler):
+            if isinstance(node, ast.ExceptHandler) and node.name == name:
+                return node.lineno
+            targets = [n for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+            if any(t.id == name for t in targets):
+                return getattr(node, "lineno", 0)
+    return None
+
+
+def _blank_tables(tree: ast.Module, reads: list[_ExpectedReads]) -> set[tuple[str, str]]:
+    """`for args, want in CASES:` over a literal table of rows, with `want` read only by expected
+    operands: that column of the table becomes None in the candidate's copy (the loop still runs
+    once per row). Returns the (test, loop variable) pairs blanked."""
+    blanked: set[tuple[str, str]] = set()
+    expected = {(r.func, n) for r in reads for n in r.names}
+    loads = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    for func in tree.body:
+        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        func_loads = {n.id for n in ast.walk(func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        for loop in ast.walk(func):
+            if not (isinstance(loop, ast.For) and isinstance(loop.target, ast.Tuple)
+                    and isinstance(loop.iter, ast.Name)):
+                continue
+            table_name = loop.iter.id
+            if sum(n.id == table_name for n in loads) != 1:
+                continue  # the table is read elsewhere too: left whole, and the check decides
+            columns = [i for i, t in enumerate(loop.target.elts) if isinstance(t, ast.Name)
+                       and (func.name, t.id) in expected and t.id not in func_loads]
+            table = _literal_table(func, tree, table_name, len(loop.target.elts))
+            if not columns or table is None:
+                continue
+            for row in table:
+                for i in columns:
+                    row.elts[i] = ast.Constant(None)
+            for i in columns:
+                target = loop.target.elts[i]
+                if isinstance(target, ast.Name):
+                    blanked.add((func.name, target.id))
+    return blanked
+
+
+def _literal_table(func: ast.FunctionDef | ast.AsyncFunctionDef, tree: ast.Module, name: str,
+                   width: int) -> list[ast.Tuple | ast.List] | None:
+    """The rows of `name = [(..), ...]`, bound once (in `func`, or else at module level), each a
+    literal of `width` elements without starred ones; None otherwise."""
+    for scope, body in ((func, func.body), (tree, tree.body)):
+        binds = [n for n in ast.walk(scope) if isinstance(n, ast.Name) and n.id == name
+                 and isinstance(n.ctx, ast.Store | ast.Del)]
+        if scope is tree:  # module level: bindings inside functions are their own locals
+            binds = [n for s in tree.body if not isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)
+                     for n in ast.walk(s) if isinstance(n, ast.Name) and n.id == name
+                     and isinstance(n.ctx, ast.Store | ast.Del)]
+        if not binds:
+            continue
+        statements = [s for s in body if isinstance(s, ast.Assign) and len(s.targets) == 1
+                      and isinstance(s.targets[0], ast.Name) and s.targets[0].id == name]
+        if len(binds) != 1 or len(statements) != 1 or not isinstance(statements[0].value, ast.List | ast.Tuple):
+            return None
+        rows = [r for r in statements[0].value.elts if isinstance(r, ast.Tuple | ast.List)]
+        if len(rows) != len(statements[0].value.elts) or not all(
+                len(r.elts) == width and not any(isinstance(e, ast.Starred) for e in r.elts) for r in rows):
+            return None
+        return rows
+    return None
+
+
+def _check_nothing_expected_left(tree: ast.Module, reads: list[_ExpectedReads], sources: set[str],
+                                 blanked: set[tuple[str, str]]) -> None:
+    """What an expected operand reads must be gone from the candidate's copy, blanked, or an input
+    the copy hands whole to the candidate; otherwise the test cannot be split (a frame spy would
+    read it: a loop over a table of inputs and answers, a fixture returning both, ...)."""
+    funcs = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)}
+    builders = sources | {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)} | {
+        a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    json_columns: dict[str, set[str]] = {}
+    for test in funcs.values():
+        for deco in test.decorator_list:
+            if isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "parametrize" \
+                    and len(deco.args) >= 2 and _json_data(deco.args[1], tree):
+                json_columns.setdefault(test.name, set()).update(_parametrized(test))
+    for r in reads:
+        func = funcs.get(r.func)
+        if func is None:
+            continue
+        body_loads = {n.id for s in func.body for n in ast.walk(s)
+                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        for name in sorted(r.names):
+            where: str | None = None
+            if (func.name, name) in blanked:
+                continue
+            if name in _params(func):
+                if name in json_columns.get(func.name, set()) or (name in _parametrized(func)
+                                                                     and name not in body_loads):
+                    continue  # blanked, or JSON data that reaches the box without expected values
+                where = f"{func.name}'s parameter {name}"
+                scope: ast.AST = func
+            elif (line := _binding_line(func, name, nested=True)) is not None:
+                where, scope = f"{name} (bound at line {line})", func
+            elif (line := _binding_line(tree, name, nested=False)) is not None:
+                where, scope = f"{name} (bound at line {line})", tree
+            if where is not None and not _handed_whole(scope, name, builders):
+                raise Unrecordable(f"the expected value of the assert at line {r.line} reads {where}, which the "
+                                   f"candidate's copy still holds beside its inputs")
+
+
 def _params(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
     a = func.args
     return [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
@@ -336,6 +619,8 @@ def _plan_assert(node: ast.Assert, tainted: set[str], returned: set[str], source
                  site: int) -> tuple[Site, dict[str, Any]]:
     test = node.test
     dep = sources | tainted
+    if any(isinstance(n, ast.NamedExpr) for n in ast.walk(test)):
+        raise Unrecordable(f"an assignment expression (:=) in the assert at line {node.lineno}")
     if isinstance(test, ast.Compare) and len(test.ops) == 1:
         left, right = test.left, test.comparators[0]
         # An operand that reads what the candidate returned is the candidate's; the other one is

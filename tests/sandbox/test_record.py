@@ -27,8 +27,14 @@ HEAD = "import pytest\nfrom python_programs.f import f\n\n"
         ("assert f(1) == 2\n", "an assert outside a function (line 4)"),
         ("def test_a():\n    g = lambda: f(1)\n    def inner():\n        assert g() == 2\n    inner()\n",
          "an assert inside a nested function"),
+        ("ROWS = [(1, 2)]\n\ndef test_a():\n    for r in ROWS:\n        assert f(r[0]) == r[1]\n",
+         "the expected value of the assert at line 8 reads r (bound at line 7), which the candidate's copy still"),
+        ("W = 2\n\ndef test_a():\n    assert f(1) == globals()['W']\n", "reads names dynamically (globals)"),
+        ("import sys\n\ndef test_a():\n    assert f(1) == getattr(sys.modules[__name__], 'W')\n",
+         "reads names dynamically (.modules)"),
     ],
-    ids=["chained", "helper-parameter", "class", "raises-call", "parametrize-name", "module-assert", "nested"],
+    ids=["chained", "helper-parameter", "class", "raises-call", "parametrize-name", "module-assert", "nested",
+         "indexed-row", "globals", "sys-modules"],
 )
 def test_unrecordable_tests_say_why(body: str, why: str) -> None:
     with pytest.raises(Unrecordable, match=why.replace("(", r"\(").replace(")", r"\)")):
@@ -88,3 +94,15 @@ def test_decoding_and_comparing() -> None:
     assert isinstance(bad, verdicts.Bad) and not verdicts.holds("==", bad, bad) and not verdicts.holds("!=", 1, bad)
     assert isinstance(verdicts.decode({"no": "tag"}), verdicts.Bad)
     assert isinstance(verdicts.decode({"$t": [{"$s": [[1]]}]}), verdicts.Bad)  # an unhashable set element
+
+
+def test_parameters_carrying_expected_values_go_with_their_defaults() -> None:
+    source = HEAD + (
+        "@pytest.fixture\ndef want():\n    return 'EXP-F'.lower()\n\n"
+        "def test_a(x=1, other='EXP-D'.lower(), y=3, *, z=4, kw='EXP-K'.lower()):\n"
+        "    assert f(x + y + z) == other + kw\n\n"
+        "def test_b(want):\n    assert f(0) == want\n"
+    )
+    cand = split_tests(source, "f").candidate_source
+    assert "EXP" not in cand and "def want" not in cand, cand
+    assert "def test_a(x=1, y=3, *, z=4):" in cand and "def test_b():" in cand, cand

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import stat
@@ -910,6 +911,135 @@ def test_sqrt_shape_judges_the_correct_program_right_and_the_approx_patcher_wron
         assert run_candidate(prob, SQRT_REF, LIMITS).fixed, prob.pytest_source
         result = run_candidate(prob, APPROX_PATCHER, LIMITS)
         assert result.passed == 0, result.cases
+
+
+# --- expected values left in the candidate's copy (item 4) ---------------------------------------
+
+# Each shape is its own problem (g(1) should be 'EXPECTED-N1'), so a spy that finds one value
+# cannot pass another shape's test with it. The expected values are computed (`.upper()`), so
+# only the value itself, wherever the copy would keep it, gives it away.
+SHAPE_HEAD = "import logging\nimport pytest\nfrom python_programs.g import g\n\n"
+SPLIT_SHAPES = {
+    "helper-computes": "def expected_for(n):\n    return 'expected-n'.upper() + str(n)\n\n"
+                       "def test_a():\n    assert g(1) == expected_for(1)\n",
+    "helper-holds": "def table():\n    return {1: 'expected-n1'.upper()}\n\n"
+                    "def test_a():\n    want = table()[1]\n    assert g(1) == want\n",
+    "fixture": "@pytest.fixture\ndef want():\n    return 'expected-n1'.upper()\n\n"
+               "def test_a(want):\n    assert g(1) == want\n",
+    "default-argument": "def test_a(want='expected-n1'.upper()):\n    assert g(1) == want\n",
+    "keyword-only-default": "def test_a(*, want='expected-n1'.upper()):\n    assert g(1) == want\n",
+    "method-call-constant": "WANT = 'expected-n1'.upper()\n\ndef test_a():\n    assert g(1) == WANT\n",
+    "local-method-call": "def test_a():\n    want = '-'.join(['expected', 'n1']).upper()\n    assert g(1) == want\n",
+    "print": "def test_a():\n    want = 'expected-n1'.upper()\n    print(want)\n    assert g(1) == want\n",
+    "f-string-logging": "log = logging.getLogger('t')\n\ndef test_a():\n    want = 'expected-n1'.upper()\n"
+                        "    line = f'want {want}'\n    log.warning(line)\n    assert g(1) == want\n",
+    "assert-message": "def test_a():\n    want = 'expected-n1'.upper()\n    assert g(1) == want, f'wanted {want}'\n",
+    "class-attribute": "class Data:\n    WANT = 'expected-n1'.upper()\n\ndef test_a():\n    assert g(1) == Data.WANT\n",
+    "closure": "def make():\n    w = 'expected-n1'.upper()\n    return lambda: w\n\nexp = make()\n\n"
+               "def test_a():\n    assert g(1) == exp()\n",
+    "nested-closure": "def test_a():\n    w = 'expected-n1'.upper()\n    def exp():\n        return w\n"
+                      "    assert g(1) == exp()\n",
+    # The table's expected column is blanked in the candidate's copy; the loop still runs per row.
+    "loop-over-table": "CASES = [((1,), 'expected-n1'.upper()), ((2,), 'expected-n2'.upper())]\n\n"
+                       "def test_a():\n    for args, want in CASES:\n        assert g(*args) == want\n",
+    "loop-over-local-table": "def test_a():\n    cases = [(1, 'expected-n1'.upper()), (2, 'expected-n2'.upper())]\n"
+                             "    for x, want in cases:\n        assert g(x) == want\n",
+    "parametrize-printed": "@pytest.mark.parametrize('x, want', [(1, 'expected-n1'.upper())])\n"
+                           "def test_a(x, want):\n    print(want)\n    assert g(x) == want\n",
+}
+# Shapes where the candidate's copy would still hold the expected value beside its inputs.
+UNSOUND_SHAPES = {
+    "table-read-elsewhere": ("CASES = [((1,), 'expected-n1'.upper())]\n\n"
+                             "def test_a():\n    for args, want in CASES:\n        assert g(*args) == want\n\n"
+                             "def test_b():\n    assert g(0) == len(CASES) - 1\n", "reads CASES"),
+    "loop-over-rows": ("CASES = [(1, 'expected-n1'.upper())]\n\n"
+                       "def test_a():\n    for c in CASES:\n        assert g(c[0]) == c[1]\n", "reads c"),
+    "fixture-of-both": ("@pytest.fixture\ndef case():\n    return (1, 'expected-n1'.upper())\n\n"
+                        "def test_a(case):\n    assert g(case[0]) == case[1]\n", "parameter case"),
+    "parameter-read-elsewhere": ("@pytest.mark.parametrize('x, want', [(1, 'expected-n1'.upper())])\n"
+                                 "def test_a(x, want):\n    print(x, want)\n    assert g(x) == want\n",
+                                 "parameter want"),
+    "printed-with-an-input": ("def test_a():\n    want = 'expected-n1'.upper()\n    print(g(0), want)\n"
+                              "    assert g(1) == want\n", "reads want"),
+    "globals": ("WANT = 'expected-n1'.upper()\n\ndef test_a():\n    assert g(1) == globals()['WANT']\n",
+                "dynamically (globals)"),
+    "frame-read": ("import sys\nWANT = 'expected-n1'.upper()\n\n"
+                   "def test_a():\n    assert g(1) == sys._getframe().f_globals['WANT']\n", "dynamically"),
+    "walrus": ("def test_a():\n    assert g(1) == (w := 'expected-n1'.upper())\n    print(w)\n", ":="),
+}
+SHAPE_REF = "def g(x):\n    if x == 0:\n        return 0\n    return 'EXPECTED-N' + str(x)\n"
+# Reads frames (from sys._getframe and from a traceback), the heap, code constants and the box's
+# files; calls the test module's helpers, closures and class attributes with the input or nothing.
+SHAPE_SPY = SEARCH_EVERYWHERE + (
+    "import itertools, types as _types\n"
+    "_busy = []\n"
+    "def _called(x):\n"
+    "    try:\n"
+    "        raise RuntimeError\n"
+    "    except RuntimeError:\n"
+    "        frame = sys.exc_info()[2].tb_frame.f_back\n"
+    "    while frame is not None:\n"
+    "        for space in (frame.f_locals, frame.f_globals):\n"
+    "            for v in list(space.values()):\n"
+    "                for fn in [v, *(vars(v).values() if isinstance(v, type) else ())]:\n"
+    "                    if isinstance(fn, str):\n"
+    "                        yield fn\n"
+    "                    fn = getattr(fn, '__wrapped__', fn)\n"
+    "                    if isinstance(fn, _types.FunctionType) and fn is not g \\\n"
+    "                            and not fn.__name__.startswith(('test', '_')):\n"
+    "                        for args in ((), (x,)):\n"
+    "                            try:\n"
+    "                                r = fn(*args)\n"
+    "                                yield from (r, r() if callable(r) else None)\n"
+    "                            except BaseException:\n"
+    "                                pass\n"
+    "        frame = frame.f_back\n"
+    "def g(x):\n"
+    "    if _busy:\n"
+    "        return None\n"
+    "    _busy.append(1)\n"
+    "    try:\n"
+    "        tail = 'N' + str(x)  # never the answer itself: the spy's own frame is searched too\n"
+    "        for s in itertools.chain(_found(), _called(x)):\n"
+    "            if isinstance(s, str) and s.startswith(" + _PREFIX + ") and s[9:] == tail:\n"
+    "                return s\n"
+    "        return 'not found'\n"
+    "    finally:\n"
+    "        _busy.clear()\n"
+)
+
+
+@isolated  # the spy walks the box's filesystem: without namespaces that is the host's
+@pytest.mark.parametrize("shape", list(SPLIT_SHAPES))
+def test_expected_values_left_in_the_candidates_copy_are_gone(shape: str) -> None:
+    problem = Problem("g", "", SHAPE_REF, None, SHAPE_HEAD + SPLIT_SHAPES[shape], {})
+    assert run_candidate(problem, SHAPE_REF, LIMITS).fixed  # judged, and the reference passes
+    copy = record.split_tests(problem.pytest_source or "", "g").candidate_source
+    assert "expected" not in copy.lower(), copy
+    result = run_candidate(problem, SHAPE_SPY, LIMITS)
+    assert result.passed == 0 and all(c.reason for c in result.cases), result.cases
+
+
+@isolated
+def test_the_shape_spy_finds_what_the_copy_holds() -> None:
+    """The spy is no blind one: a value the test hands the candidate's side is found, and passes."""
+    kept = "KEY = 'expected-n1'.upper()\n\ndef test_a():\n    assert len(g(1) + KEY) == 22\n"
+    problem = Problem("g", "", SHAPE_REF, None, SHAPE_HEAD + kept, {})
+    assert "KEY" in record.split_tests(problem.pytest_source or "", "g").candidate_source
+    assert run_candidate(problem, SHAPE_SPY, LIMITS).fixed
+
+
+@isolated
+@pytest.mark.parametrize("shape", list(UNSOUND_SHAPES))
+def test_expected_values_the_copy_cannot_shed_make_the_test_unsound(shape: str) -> None:
+    body, why = UNSOUND_SHAPES[shape]
+    problem = Problem("g", "", SHAPE_REF, None, SHAPE_HEAD + body, {})
+    with pytest.raises(record.Unrecordable, match=re.escape(why)):
+        record.split_tests(problem.pytest_source or "", "g")
+    for source in (SHAPE_REF, SHAPE_SPY):  # never judged: the reference does not pass either
+        result = run_candidate(problem, source, LIMITS)
+        assert not result.fixed and result.passed == 0, result.cases
+        assert all(why in (c.reason or "") for c in result.cases), result.cases
 
 
 # --- limits per candidate, not per box (items 5 and 8) -------------------------------------------
