@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from coral.benchmark.loader import PROGRAMS, read_text
 from coral.config import REPO_ROOT, Config, find_configs, load_config
 from coral.errors import ConfigError, CoralError
+from coral.evolution.selection import OBJECTIVES
 from coral.execution.jobs import EVENTS_QUEUE, job_queue
 from coral.home import Home, check_run_id, new_run_id
 from coral.run.control import CONTROL_REQUESTS, send_request
@@ -285,7 +286,8 @@ def json_text(value: Any) -> str:
 # ---------------------------------------------------------------------- the genome table
 
 
-GENOME_COLUMNS = ("genome_id", "fitness", "evaluations", "bugfix", "style", "security", "runtime", "syntax",
+# The objectives' columns follow the declared objective set (docs/objectives.md).
+GENOME_COLUMNS = ("genome_id", "fitness", "evaluations", *OBJECTIVES,
                   "fixed_at_k", "survived", "rank", "alpha", "dropout", "adapter_type",
                   "target_modules", "temperature", "top_p", "top_k", "repetition_penalty",
                   "max_new_tokens", "origin")
