@@ -321,10 +321,11 @@ def _control(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from coral.execution.jobs import JobBodies
     from coral.modal.validate import validate_everywhere
 
     report = validate_everywhere(args.config, args.overrides, max(2, args.workers),
-                                 handlers=args.handlers, progress=Progress())
+                                 bodies=JobBodies(args.handlers), progress=Progress())
     same = report["identical_to_serial"]
     if args.json:
         print(json.dumps(report, indent=2))

@@ -32,7 +32,7 @@ import yaml
 from coral.config import ModelConfig, validate_config
 from coral.errors import CoralError
 from coral.execution.job_bodies import _base
-from coral.execution.jobs import Handler, HandlerOutput, Handlers, WorkerContext
+from coral.execution.jobs import Handler, HandlerOutput, Handlers, JobBodies, WorkerContext
 from coral.execution.messages import Job
 from coral.execution.payloads import output_json
 from coral.execution.transport.base import Transport, TransportError
@@ -501,7 +501,7 @@ def orchestrate(
 
     # The run's own container: this process drives the engine; workers are Modal calls.
     backend = ModalBackend(api, model_paths=model_paths, interval=launcher_interval)
-    context = RunContext(backend, home, handlers, progress=on_progress)
+    context = RunContext(backend, home, JobBodies(handlers), progress=on_progress)
     transport = ModalTransport(config.modal.app_name, api=api)
     publisher = LivePublisher(transport, folder, run_id).start()
     try:
