@@ -163,9 +163,10 @@ def _ended(run_id: str, result: Any) -> int:
 
 
 def _detach(args: argparse.Namespace, run_id: str, home: Any) -> int:
+    from coral.execution.jobs import JobBodies
     from coral.run.detached import ORCHESTRATOR_LOG, run_command, start_detached, wait_registered
 
-    cmd = run_command(args.config, run_id, args.overrides, args.backend, args.workers, args.handlers)
+    cmd = run_command(args.config, run_id, args.overrides, args.backend, args.workers, JobBodies(args.handlers))
     proc = start_detached(home, run_id, cmd)
     print(run_id, flush=True)
     failure = wait_registered(home, run_id, proc)

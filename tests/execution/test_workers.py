@@ -14,11 +14,11 @@ from conftest import run_coral
 
 from coral.errors import CoralError
 from coral.execution.jobs import (
+    BUILTIN_BODIES,
+    BUILTIN_HANDLERS,
     CLAIMS_DICT,
     LEASES_DICT,
     RESULTS_QUEUE,
-    BUILTIN_BODIES,
-    BUILTIN_HANDLERS,
     Handlers,
     JobBodies,
     WorkerContext,
