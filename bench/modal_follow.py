@@ -69,7 +69,7 @@ def follow(home: Home, run_id: str, started: float, timeout: float = 300.0) -> d
 
 def modal_run(config_path: Path, root: Path) -> dict[str, Any]:
     api = ModalDouble(volume_root=root / "volumes")
-    deploy(api, load_config(config_path, ["backend.kind=modal"]), handlers=FAKES, preload=False,
+    deploy(api, load_config(config_path, ["backend.kind=modal"]), bodies=JobBodies(FAKES), preload=False,
            network_blocked=True, scaledown_window=0.5)
     backends.MODAL_API = api
     home = Home(root / "laptop").ensure()

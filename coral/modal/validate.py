@@ -55,7 +55,7 @@ def run_on_double(config_path: str | os.PathLike, overrides: list[str] | None, w
                                              f"backend.workers={max(2, workers)}"])
     with tempfile.TemporaryDirectory(prefix="coral-validate-modal-") as volumes:
         api = ModalDouble(volume_root=Path(volumes))
-        deploy(api, config, handlers=bodies.spec, preload=not bodies.overridden, one_job_at_a_time=True,
+        deploy(api, config, bodies=bodies, preload=not bodies.overridden, one_job_at_a_time=True,
                launcher_interval=0.2)
         out = api.Function.from_name(config.modal.app_name, "orchestrator").remote(
             yaml.safe_dump(data, sort_keys=False), str(path.parent), run_id)
