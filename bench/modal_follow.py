@@ -34,7 +34,7 @@ from coral.modal.double import ModalDouble
 from coral.modal.offline import deploy
 from coral.services import backends
 from coral.services.backends import config_backend
-from coral.services.dashboard import LaunchRequest, launch_run, request_control, start_ingestor
+from coral.services.dashboard import JobBodies, LaunchRequest, launch_run, request_control, start_ingestor
 from coral.services.live import live_view
 
 FAKES = "coral.testing.fakes:HANDLERS"
@@ -69,7 +69,7 @@ def follow(home: Home, run_id: str, started: float, timeout: float = 300.0) -> d
 
 def modal_run(config_path: Path, root: Path) -> dict[str, Any]:
     api = ModalDouble(volume_root=root / "volumes")
-    deploy(api, load_config(config_path, ["backend.kind=modal"]), handlers=FAKES, preload=False,
+    deploy(api, load_config(config_path, ["backend.kind=modal"]), bodies=JobBodies(FAKES), preload=False,
            network_blocked=True, scaledown_window=0.5)
     backends.MODAL_API = api
     home = Home(root / "laptop").ensure()
@@ -91,7 +91,7 @@ def local_run(config_path: Path, root: Path) -> dict[str, Any]:
     try:
         request = LaunchRequest.from_config(config_path).with_values(backend="local", workers=2)
         started = time.time()
-        run_id = launch_run(request, home, handlers=FAKES)
+        run_id = launch_run(request.with_values(bodies=JobBodies(FAKES)), home)
         result = follow(home, run_id, started)
         if result["state"] not in ENDED:
             request_control(run_id, "stop", home)

@@ -20,7 +20,7 @@ from coral.config import load_config
 from coral.evolution.genome import Genome
 from coral.evolution.selection import OBJECTIVES
 from coral.execution.executor import QueueExecutor
-from coral.execution.jobs import WorkerContext
+from coral.execution.jobs import JobBodies, WorkerContext
 from coral.execution.messages import Job
 from coral.execution.transport import LocalTransport
 from coral.execution.workers import LocalWorkerPool
@@ -144,7 +144,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Home(tmp).ensure()
         # One set of workers (2 per stage) serves every run, started before any is timed.
-        pools = [LocalWorkerPool(home, 2, [kind], handlers=HANDLERS_SPEC, log_dir=home.root / "logs")
+        pools = [LocalWorkerPool(home, 2, [kind], bodies=JobBodies(HANDLERS_SPEC), log_dir=home.root / "logs")
                  for kind in ("train", "generate", "test")]
         for pool in pools:
             pool.start()

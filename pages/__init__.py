@@ -15,7 +15,7 @@ from streamlit import config as streamlit_config
 
 from coral.services import CoralError, Home
 from coral.services import live as live_service
-from coral.services.dashboard import launch_run, smoke_request, start_ingestor
+from coral.services.dashboard import JobBodies, launch_run, smoke_request, start_ingestor
 from coral.services.live import default_run
 
 LIVE_PAGE = "pages/live.py"
@@ -29,14 +29,14 @@ COMPARE_PAGE = "pages/compare.py"
 streamlit_config.set_option("runner.postScriptGC", False)
 
 
-def job_handlers() -> str | None:
+def job_bodies() -> JobBodies:
     """Stand-in job bodies for launched runs: `coral dashboard --handlers M:A` (tests only),
     which Streamlit hands to the script as its arguments. An AppTest sets the session key."""
     if "job_handlers" not in st.session_state:
         parser = argparse.ArgumentParser(add_help=False)
         parser.add_argument("--handlers", default=None)
         st.session_state["job_handlers"] = parser.parse_known_args(sys.argv[1:])[0].handlers
-    return st.session_state["job_handlers"]
+    return JobBodies(st.session_state["job_handlers"])
 
 
 def _stop(ingestor: Any) -> None:
@@ -82,7 +82,7 @@ def empty_state(what: str) -> None:
             "or start the smoke config (CI-sized: 4 genomes, 2 generations) right here.")
     if st.button("Launch the smoke config", type="primary", key=f"smoke-{what}"):
         try:
-            st.session_state["run_id"] = launch_run(smoke_request(), home(), handlers=job_handlers())
+            st.session_state["run_id"] = launch_run(smoke_request().with_values(bodies=job_bodies()), home())
         except CoralError as exc:
             st.error(str(exc))
             return

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from coral.config import REPO_ROOT
+
+if TYPE_CHECKING:
+    from coral.execution.jobs import JobBodies
 
 APP = REPO_ROOT / "app.py"
 
@@ -22,17 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     dash.set_defaults(func=_dashboard)
 
 
-def streamlit_command(port: int, address: str, handlers: str | None = None) -> list[str]:
+def streamlit_command(port: int, address: str, bodies: JobBodies | None = None) -> list[str]:
     """The argument list that serves app.py (never a shell string); app.py's own arguments
     follow `--` (Streamlit hands them to the script as sys.argv)."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", address,
            "--server.port", str(port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false"]
-    return cmd + (["--", "--handlers", handlers] if handlers else [])
+    return cmd + (["--", *bodies.cli_args()] if bodies is not None and bodies.overridden else [])
 
 
 def _dashboard(args: argparse.Namespace) -> int:
     from coral.errors import CoralError
+    from coral.execution.jobs import JobBodies
 
     if not 1 <= args.port <= 65535:
         raise CoralError(f"--port {args.port}: must be 1..65535")
@@ -40,4 +45,4 @@ def _dashboard(args: argparse.Namespace) -> int:
         raise CoralError(f"dashboard entry point not found: {APP}")
     print(f"CORAL dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
     # cwd = the repository, so Streamlit finds .streamlit/config.toml and pages/.
-    return subprocess.call(streamlit_command(args.port, args.address, args.handlers), cwd=REPO_ROOT)
+    return subprocess.call(streamlit_command(args.port, args.address, JobBodies(args.handlers)), cwd=REPO_ROOT)

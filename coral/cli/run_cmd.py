@@ -163,9 +163,10 @@ def _ended(run_id: str, result: Any) -> int:
 
 
 def _detach(args: argparse.Namespace, run_id: str, home: Any) -> int:
+    from coral.execution.jobs import JobBodies
     from coral.run.detached import ORCHESTRATOR_LOG, run_command, start_detached, wait_registered
 
-    cmd = run_command(args.config, run_id, args.overrides, args.backend, args.workers, args.handlers)
+    cmd = run_command(args.config, run_id, args.overrides, args.backend, args.workers, JobBodies(args.handlers))
     proc = start_detached(home, run_id, cmd)
     print(run_id, flush=True)
     failure = wait_registered(home, run_id, proc)
@@ -321,10 +322,11 @@ def _control(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from coral.execution.jobs import JobBodies
     from coral.modal.validate import validate_everywhere
 
     report = validate_everywhere(args.config, args.overrides, max(2, args.workers),
-                                 handlers=args.handlers, progress=Progress())
+                                 bodies=JobBodies(args.handlers), progress=Progress())
     same = report["identical_to_serial"]
     if args.json:
         print(json.dumps(report, indent=2))

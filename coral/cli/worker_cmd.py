@@ -41,14 +41,14 @@ def _positive(text: str) -> float:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from coral.execution.jobs import Handlers
+    from coral.execution.jobs import JobBodies
     from coral.execution.workers import DEFAULT_LEASE_SECONDS, PARENT_ENV, Worker, die_with_parent, expand_kinds
     from coral.home import Home
     from coral.services.backends import backend_for
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s coral-worker[%(process)d] %(levelname)s %(message)s")
-    handlers = Handlers.from_spec(args.handlers)
+    handlers = JobBodies(args.handlers).table()
     kinds = expand_kinds(args.kinds, handlers)
     lease = args.lease_seconds or DEFAULT_LEASE_SECONDS
     home = Home()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -134,6 +135,41 @@ class Handlers:
             if not callable(entry):
                 raise CoralError(f"handler for job kind {kind!r} is not callable")
             return entry
+
+
+@dataclass(frozen=True)
+class JobBodies:
+    """The job-body override of a run, a worker or a deployment, as one value: `spec` is the
+    "module:attr" of `--handlers` (stand-in bodies for tests and benchmarks), None for the
+    built-ins. It travels whole (RunContext, worker pools, Modal containers, the dashboard's
+    launches), crosses processes as its spec (`cli_args`, a run's record) and resolves to the
+    kind -> handler table once per process (`table`)."""
+
+    spec: str | None = None
+    _table: list[Handlers] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @property
+    def overridden(self) -> bool:
+        """Whether job bodies other than the built-ins run (a run of stand-ins, not science)."""
+        return self.spec is not None
+
+    def table(self) -> Handlers:
+        """kind -> handler; a bad spec is one CoralError line. Resolved once, on first use."""
+        if not self._table:
+            self._table.append(Handlers.from_spec(self.spec))
+        return self._table[0]
+
+    def cli_args(self) -> list[str]:
+        """The flags that give a child process (`coral run`, `coral worker`, the dashboard) the
+        same bodies."""
+        return ["--handlers", self.spec] if self.spec else []
+
+    def or_else(self, spec: str | None) -> JobBodies:
+        """These bodies if overridden, else those of `spec` (a resumed run's recorded ones)."""
+        return self if self.overridden else JobBodies(spec)
+
+
+BUILTIN_BODIES = JobBodies()  # no override: the default wherever bodies are optional
 
 
 def echo(job: Job, ctx: WorkerContext) -> dict[str, Any]:

@@ -27,11 +27,13 @@ from typing import Any
 
 from coral.errors import CoralError, MessageError
 from coral.execution.jobs import (
+    BUILTIN_BODIES,
     HOLDS_DICT,
     JOB_KINDS,
     LEASES_DICT,
     RESULTS_QUEUE,
     Handlers,
+    JobBodies,
     Renewer,
     WorkerContext,
     hold_key,
@@ -381,7 +383,7 @@ class LocalWorkerPool(WorkerLauncher):
 
     def __init__(
         self, home: Home | Path | str, n: int, kinds: Sequence[str], *,
-        handlers: str | None = None, lease_seconds: float | None = None,
+        bodies: JobBodies = BUILTIN_BODIES, lease_seconds: float | None = None,
         idle_exit: float | None = None, log_dir: Path | None = None,
         env: Mapping[str, str] | None = None, stop_grace: float = 10.0,
         max_restarts: int | None = None, run_id: str | None = None,
@@ -398,7 +400,7 @@ class LocalWorkerPool(WorkerLauncher):
         self.home = home if isinstance(home, Home) else Home(home)
         self.n = n
         self.kinds = list(kinds)
-        self.handlers = handlers
+        self.bodies = bodies
         self.lease_seconds = lease_seconds
         self.idle_exit = idle_exit
         self.log_dir = log_dir or self.home.root / "logs"
@@ -411,8 +413,7 @@ class LocalWorkerPool(WorkerLauncher):
         cmd = [sys.executable, "-m", "coral", "worker", "--backend", "local"]
         for kind in self.kinds:
             cmd += ["--kind", kind]
-        if self.handlers:
-            cmd += ["--handlers", self.handlers]
+        cmd += self.bodies.cli_args()
         if self.lease_seconds is not None:
             cmd += ["--lease-seconds", str(self.lease_seconds)]
         if self.idle_exit is not None:

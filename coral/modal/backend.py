@@ -34,7 +34,7 @@ from coral.modal.launcher import (
     resume_on_modal,
     submit_run,
 )
-from coral.run.backend import WORKER_KINDS, RunFile, RunListing
+from coral.run.backend import WORKER_KINDS, RunContext, RunFile, RunListing
 
 
 def _copied(home: Home, run_id: str) -> bool:
@@ -60,8 +60,8 @@ class ModalBackend:
     def open_transport(self, home: Home, config: Config | None = None) -> Transport:
         return ModalTransport(config.modal.app_name if config is not None else "coral", api=self.api)
 
-    def execution(self, transport: Transport, run_id: str, config: Config, home: Home,
-                  handlers: str | None) -> tuple[Executor, WorkerLauncher | None]:
+    def execution(self, transport: Transport, run_id: str, config: Config,
+                  context: RunContext) -> tuple[Executor, WorkerLauncher | None]:
         # Modal runs share the app's job queues: each keeps its jobs in its own partition. Job
         # bodies are the deployed functions' (coral/modal/offline.py deploys stand-ins).
         executor = QueueExecutor(transport, run_id, config.backend, job_partition=run_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from coral.config import REPO_ROOT, Config
-from coral.execution.jobs import Handler, HandlerOutput, Handlers, WorkerContext
+from coral.execution.jobs import BUILTIN_BODIES, Handler, HandlerOutput, JobBodies, WorkerContext
 from coral.execution.messages import Job
 from coral.home import Home
 from coral.modal.constants import CONTAINER_REPO, EVALUATE_FUNCTION
@@ -43,22 +43,23 @@ def _one_at_a_time(handler: Handler) -> Handler:
 
 
 def deploy(
-    api: ModalDouble, config: Config, *, handlers: str | None = None, preload: bool = True,
+    api: ModalDouble, config: Config, *, bodies: JobBodies = BUILTIN_BODIES, preload: bool = True,
     network_blocked: bool = False, scaledown_window: float = 2.0,
     one_job_at_a_time: bool = False, launcher_interval: float = 2.0,
 ) -> None:
     """Register the app's functions for `config.modal` on `api` (which needs a volume_root).
 
-    `handlers` replaces job bodies everywhere ("module:attr"), as `coral run --handlers` does.
+    `bodies` replaces job bodies everywhere, as `coral run --handlers` does.
     `network_blocked` says whether `evaluate` may count on a network block it cannot have here;
     False (the truth on this machine) makes it insist on the sandbox's namespaces instead.
     `one_job_at_a_time`: see _JOBS. `launcher_interval`: seconds between the orchestrator's
     looks at its queues (Modal's 2 s; `coral validate` looks more often).
     """
-    bodies: Any = handlers
+    # The GPU containers take the spec, or (one job at a time) the table with each body wrapped.
+    gpu_bodies: Any = bodies.spec
     if one_job_at_a_time:
-        table = Handlers.from_spec(handlers)
-        bodies = {kind: _one_at_a_time(table.get(kind)) for kind in ("train", "generate")}
+        table = bodies.table()
+        gpu_bodies = {kind: _one_at_a_time(table.get(kind)) for kind in ("train", "generate")}
     modal = config.modal
     app, volume, models = modal.app_name, modal.volume, modal.models_volume
     api.Volume.from_name(volume, create_if_missing=True).hydrate()  # lazy until used, as Modal's
@@ -69,11 +70,11 @@ def deploy(
 
     def train(model: str) -> TrainContainer:
         return TrainContainer(model, app_name=app, volume_name=volume, api=api, home=home(),
-                              handlers=bodies, preload=preload, models_volume_name=models)
+                              handlers=gpu_bodies, preload=preload, models_volume_name=models)
 
     def generate(model: str) -> GenerateContainer:
         return GenerateContainer(model, app_name=app, volume_name=volume, api=api, home=home(),
-                                 handlers=bodies, preload=preload, models_volume_name=models)
+                                 handlers=gpu_bodies, preload=preload, models_volume_name=models)
 
     def test_worker(idle_seconds: float, lease_seconds: float,
                     run_id: str | None = None) -> dict[str, int]:
@@ -81,11 +82,11 @@ def deploy(
                            run_id=run_id, api=api)
 
     def evaluate_job(job: dict[str, Any]) -> str:
-        return evaluate(job, network_blocked=network_blocked, handlers=handlers)
+        return evaluate(job, network_blocked=network_blocked, bodies=bodies)
 
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=volume, api=api,
-                           home=home(), handlers=handlers, model_paths="local",
+                           home=home(), bodies=bodies, model_paths="local",
                            models_volume_name=models, launcher_interval=launcher_interval)
 
     gpu: dict[str, Any] = dict(max_containers=modal.max_containers,

@@ -32,7 +32,7 @@ import yaml
 from coral.config import ModelConfig, validate_config
 from coral.errors import CoralError
 from coral.execution.job_bodies import _base
-from coral.execution.jobs import Handler, HandlerOutput, Handlers, WorkerContext
+from coral.execution.jobs import BUILTIN_BODIES, Handler, HandlerOutput, Handlers, JobBodies, WorkerContext
 from coral.execution.messages import Job
 from coral.execution.payloads import output_json
 from coral.execution.transport.base import Transport, TransportError
@@ -407,10 +407,10 @@ def serve_tests(*, app_name: str, idle_seconds: float, lease_seconds: float,
                  handlers={"test": isolated_tests(app_name, api)})
 
 
-_EVALUATE_CONTEXTS: dict[str | None, WorkerContext] = {}
+_EVALUATE_CONTEXTS: dict[JobBodies, WorkerContext] = {}
 
 
-def evaluate(job_json: Any, *, network_blocked: bool, handlers: str | None = None) -> str:
+def evaluate(job_json: Any, *, network_blocked: bool, bodies: JobBodies = BUILTIN_BODIES) -> str:
     """The `evaluate` function's body: one test job's output as JSON text, {"ok": true,
     "output": {...}} or {"ok": false, "error": "one line"}; it never raises, so its caller never
     receives a pickled exception (and the function is deployed to return CBOR, not pickle).
@@ -419,13 +419,13 @@ def evaluate(job_json: Any, *, network_blocked: bool, handlers: str | None = Non
     nothing mounted and no secrets (`network_blocked`); anywhere else it runs candidates only
     where the sandbox has its namespaces, and refuses otherwise."""
     try:
-        output = _evaluate(job_json, network_blocked=network_blocked, handlers=handlers)
+        output = _evaluate(job_json, network_blocked=network_blocked, bodies=bodies)
         return json.dumps({"ok": True, "output": output})
     except Exception as exc:
         return json.dumps({"ok": False, "error": one_line(exc)})
 
 
-def _evaluate(job_json: Any, *, network_blocked: bool, handlers: str | None) -> dict[str, Any]:
+def _evaluate(job_json: Any, *, network_blocked: bool, bodies: JobBodies) -> dict[str, Any]:
     if not network_blocked:
         from coral.sandbox.box import isolation_available
 
@@ -435,14 +435,14 @@ def _evaluate(job_json: Any, *, network_blocked: bool, handlers: str | None) -> 
     job = Job.model_validate(job_json)
     if job.kind != "test":
         raise CoralError(f"evaluate takes test jobs only, got a {job.kind} job")
-    ctx = _EVALUATE_CONTEXTS.get(handlers)
+    ctx = _EVALUATE_CONTEXTS.get(bodies)
     if ctx is None:
         # No transport: this function may not reach the app's queues or dicts anyway. The
         # context keeps the loaded benchmark between inputs of one container.
-        ctx = _EVALUATE_CONTEXTS[handlers] = WorkerContext(
+        ctx = _EVALUATE_CONTEXTS[bodies] = WorkerContext(
             cast(Transport, None), worker_id="modal:evaluate")
     # JSON, as every job output travels: the body returns its output model.
-    return output_json(job.kind, job.job_id, Handlers.from_spec(handlers).get("test")(job, ctx))
+    return output_json(job.kind, job.job_id, bodies.table().get("test")(job, ctx))
 
 
 # ------------------------------------------------------------------ the orchestrator
@@ -463,7 +463,7 @@ def stopped_by_signal(home: Home, run_id: str) -> bool:
 
 def orchestrate(
     config_yaml: str, config_dir: str, run_id: str, *, volume_name: str, api: Any = None,
-    home: Home | None = None, handlers: str | None = None,
+    home: Home | None = None, bodies: JobBodies = BUILTIN_BODIES,
     progress: Callable[[str, dict], None] | None = None, model_paths: str = "container",
     models_volume_name: str | None = None, launcher_interval: float = 2.0,
 ) -> dict[str, Any]:
@@ -501,7 +501,7 @@ def orchestrate(
 
     # The run's own container: this process drives the engine; workers are Modal calls.
     backend = ModalBackend(api, model_paths=model_paths, interval=launcher_interval)
-    context = RunContext(backend, home, handlers, progress=on_progress)
+    context = RunContext(backend, home, bodies, progress=on_progress)
     transport = ModalTransport(config.modal.app_name, api=api)
     publisher = LivePublisher(transport, folder, run_id).start()
     try:

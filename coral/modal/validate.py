@@ -17,6 +17,7 @@ import yaml
 
 from coral.config import apply_overrides, read_yaml
 from coral.errors import CoralError
+from coral.execution.jobs import BUILTIN_BODIES, JobBodies
 from coral.home import Home
 from coral.modal.double import ModalDouble
 from coral.modal.offline import deploy
@@ -44,7 +45,7 @@ def first_difference(home: Home, a: str, b: str) -> str | None:
 
 
 def run_on_double(config_path: str | os.PathLike, overrides: list[str] | None, workers: int,
-                  home: Home, run_id: str, handlers: str | None = None) -> RunResult:
+                  home: Home, run_id: str, bodies: JobBodies = BUILTIN_BODIES) -> RunResult:
     """One run of the config on the modal backend, on the Modal double: the app's `orchestrator`
     function runs it (its launcher, Volume commits and all), as `coral run` submits it to Modal;
     the run's folder is then copied from the double's Volume into `home`."""
@@ -54,7 +55,7 @@ def run_on_double(config_path: str | os.PathLike, overrides: list[str] | None, w
                                              f"backend.workers={max(2, workers)}"])
     with tempfile.TemporaryDirectory(prefix="coral-validate-modal-") as volumes:
         api = ModalDouble(volume_root=Path(volumes))
-        deploy(api, config, handlers=handlers, preload=handlers is None, one_job_at_a_time=True,
+        deploy(api, config, bodies=bodies, preload=not bodies.overridden, one_job_at_a_time=True,
                launcher_interval=0.2)
         out = api.Function.from_name(config.modal.app_name, "orchestrator").remote(
             yaml.safe_dump(data, sort_keys=False), str(path.parent), run_id)
@@ -67,19 +68,19 @@ def run_on_double(config_path: str | os.PathLike, overrides: list[str] | None, w
 
 def validate_everywhere(config_path: str | os.PathLike, overrides: list[str] | None = None,
                         workers: int = 2, home: Home | None = None,
-                        handlers: str | None = None,
+                        bodies: JobBodies = BUILTIN_BODIES,
                         progress: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
     """The serial/local report of `validate_config_runs`, plus a `modal` side run on the double
     and, per side, whether it is identical to the serial run and where it first differs.
     `progress` gets each side's start ("validate") and its runs' progress calls."""
     home = (home or Home()).ensure()
-    report = validate_config_runs(config_path, overrides, workers, home=home, handlers=handlers,
+    report = validate_config_runs(config_path, overrides, workers, home=home, bodies=bodies,
                                   progress=progress)
     serial = report["serial"]["run_id"]
     run_id = serial.removesuffix("-serial") + "-modal"
     if progress is not None:
         progress("validate", {"side": "modal", "run_id": run_id})
-    result = run_on_double(config_path, overrides, workers, home, run_id, handlers)
+    result = run_on_double(config_path, overrides, workers, home, run_id, bodies)
     report["modal"] = {"run_id": run_id, "state": result.state,
                        "wall_seconds": result.wall_seconds, "retries": result.retries,
                        "lease_expiries": result.lease_expiries}

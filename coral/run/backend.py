@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 from coral.config import Config
 from coral.errors import ConfigError, CoralError
 from coral.execution.executor import Executor, QueueExecutor, SerialExecutor
-from coral.execution.jobs import Handlers
+from coral.execution.jobs import BUILTIN_BODIES, JobBodies
 from coral.execution.transport.base import Transport
 from coral.execution.transport.local import LocalTransport
 from coral.execution.workers import LocalWorkerPool, WorkerLauncher, local_worker_cap
@@ -91,10 +91,11 @@ class Backend(Protocol):
         """The run's queues and dicts: its jobs, results, events and control channel."""
         ...
 
-    def execution(self, transport: Transport, run_id: str, config: Config, home: Home,
-                  handlers: str | None) -> tuple[Executor, WorkerLauncher | None]:
+    def execution(self, transport: Transport, run_id: str, config: Config,
+                  context: RunContext) -> tuple[Executor, WorkerLauncher | None]:
         """The run's executor and its worker launcher (None when the executor runs jobs itself),
-        the launcher's health check wired into the executor; the caller starts the launcher."""
+        job bodies and home from `context`; the launcher's health check wired into the executor;
+        the caller starts the launcher."""
         ...
 
     def submit(self, config_path: str | os.PathLike, overrides: Sequence[str], run_id: str,
@@ -152,7 +153,7 @@ class RunContext:
 
     backend: Backend
     home: Home = field(default_factory=Home)
-    handlers: str | None = None  # "module:attr": stand-in job bodies (tests, benchmarks)
+    bodies: JobBodies = BUILTIN_BODIES  # stand-in job bodies (tests, benchmarks); default: the built-ins
     threads: int | None = None  # torch threads of the engine; None: derived from the workers
     progress: ProgressSink | None = None
 
@@ -187,13 +188,14 @@ class LocalBackend:
         # events, so it uses the local transport too.
         return LocalTransport(home.queue_db)
 
-    def execution(self, transport: Transport, run_id: str, config: Config, home: Home,
-                  handlers: str | None) -> tuple[Executor, WorkerLauncher | None]:
+    def execution(self, transport: Transport, run_id: str, config: Config,
+                  context: RunContext) -> tuple[Executor, WorkerLauncher | None]:
+        home = context.home
         if not self.pool:
             return SerialExecutor(transport, run_id, config.backend, home=home,
-                                  handlers=Handlers.from_spec(handlers)), None
+                                  handlers=context.bodies.table()), None
         executor = QueueExecutor(transport, run_id, config.backend)
-        pool = LocalWorkerPool(home, config.backend.workers, list(WORKER_KINDS), handlers=handlers,
+        pool = LocalWorkerPool(home, config.backend.workers, list(WORKER_KINDS), bodies=context.bodies,
                                lease_seconds=config.backend.lease_seconds,
                                log_dir=home.run_dir(run_id) / "workers", run_id=run_id)
         executor.add_health_check(pool.check)  # dead workers are replaced, or the run ends

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from coral.config import REPO_ROOT
+from coral.execution.jobs import BUILTIN_BODIES, JobBodies
 from coral.home import Home
 from coral.run.registry import ensure_new_run, read_json
 
@@ -24,7 +25,7 @@ ORCHESTRATOR_LOG = "orchestrator.log"
 
 def run_command(config_path: Path | str, run_id: str, overrides: Sequence[str] = (),
                 backend: str | None = None, workers: int | None = None,
-                handlers: str | None = None) -> list[str]:
+                bodies: JobBodies = BUILTIN_BODIES) -> list[str]:
     """The child's argument list."""
     cmd = [sys.executable, "-m", "coral", "run", os.path.abspath(config_path), "--run-id", run_id]
     for text in overrides:
@@ -33,9 +34,7 @@ def run_command(config_path: Path | str, run_id: str, overrides: Sequence[str] =
         cmd += ["--backend", backend]
     if workers:
         cmd += ["--workers", str(workers)]
-    if handlers:
-        cmd += ["--handlers", handlers]
-    return cmd
+    return cmd + bodies.cli_args()
 
 
 def start_detached(home: Home, run_id: str, command: list[str]) -> subprocess.Popen[bytes]:

@@ -24,6 +24,7 @@ from coral.benchmark.loader import load_benchmark
 from coral.benchmark.split import split_for_config
 from coral.config import BackendConfig, Config, check_model_folder, describe_error, load_config
 from coral.errors import ConfigError, CoralError
+from coral.execution.jobs import BUILTIN_BODIES, JobBodies
 from coral.home import Home, new_run_id
 from coral.run import checkpoints as ckpt
 from coral.run.backend import Backend, LocalBackend, RunContext
@@ -178,7 +179,7 @@ def run_from_config(config: Config, run_id: str | None, context: RunContext) -> 
     check_run(config, context.backend)
     check_run_lengths(config, problems)
     register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval},
-                 context.handlers)
+                 context.bodies)
     context.report("registered", {"run_id": run_id})
     return execute(config, run_id, problems, None, context)
 
@@ -201,7 +202,7 @@ def resume_run(run_id: str, context: RunContext, orphaned: bool = False) -> RunR
                          f"use `coral continue {run_id}` for a paused run")
     record = run_record(home, run_id)
     problems = load_problems(config, record["split"])
-    context = replace(context, handlers=context.handlers or record.get("handlers"))
+    context = replace(context, bodies=context.bodies.or_else(record.get("handlers")))
     checkpoint = ckpt.latest(home.checkpoints_dir(run_id))
     return execute(config, run_id, problems, checkpoint, context)
 
@@ -214,7 +215,7 @@ def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkp
     started = time.time()
     with backend.open_transport(home, config) as transport:
         clear_requests(transport, run_id)
-        executor, launcher = backend.execution(transport, run_id, config, home, context.handlers)
+        executor, launcher = backend.execution(transport, run_id, config, context)
         if launcher is not None:
             launcher.start()
         engine = EvolutionEngine(config, run_id, home, executor, transport, problems,
@@ -265,7 +266,7 @@ def _stop_on_signals(engine: EvolutionEngine) -> Iterator[None]:
 
 def validate_config_runs(config_path: str | os.PathLike, overrides: list[str] | None = None,
                          workers: int = 2, home: Home | None = None,
-                         handlers: str | None = None,
+                         bodies: JobBodies = BUILTIN_BODIES,
                          progress: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
     """Run one config with the serial executor and with >= 2 local workers; compare results.
 
@@ -284,7 +285,7 @@ def validate_config_runs(config_path: str | os.PathLike, overrides: list[str] | 
         if progress is not None:
             progress("validate", {"side": side, "run_id": f"{base}-{side}"})
         result = run_from_config(config, f"{base}-{side}",
-                                 RunContext(LocalBackend(pool), home, handlers, threads, progress))
+                                 RunContext(LocalBackend(pool), home, bodies, threads, progress))
         hits = misses = 0
 
         for event in read_events(home.events_dir(result.run_id)):

@@ -25,6 +25,7 @@ import yaml
 from coral.config import Config, config_to_dict, validate_config
 from coral.errors import AdapterError, CoralError
 from coral.evolution.genome import Genome
+from coral.execution.jobs import BUILTIN_BODIES, JobBodies
 from coral.home import Home, is_run_id
 from coral.model.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, METADATA, TEMP_PREFIX, gene_key, read_adapter
 from coral.run.checkpoints import PREFIX, latest, write_atomic
@@ -56,18 +57,18 @@ def ensure_new_run(home: Home, run_id: str) -> None:
 
 
 def register_run(home: Home, run_id: str, config: Config, split: dict[str, list[str]],
-                 handlers: str | None = None) -> Path:
+                 bodies: JobBodies = BUILTIN_BODIES) -> Path:
     """Create the run directory with config.yaml; an existing run id is an error.
 
-    `handlers` (replacement job bodies: tests, benchmarks) is recorded so a resume uses them too.
+    `bodies` (replacement job bodies: tests, benchmarks) is recorded so a resume uses them too.
     """
     ensure_new_run(home, run_id)
     folder = home.run_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
     record = {"run_id": run_id, "created": time.time(), "config": config_to_dict(config),
               "split": split, "versions": package_versions()}
-    if handlers is not None:
-        record["handlers"] = handlers
+    if bodies.overridden:
+        record["handlers"] = bodies.spec
     create_exclusive(folder / "config.yaml", yaml.safe_dump(record, sort_keys=False),
                      f"run {run_id} already exists in {home.runs}; use `coral resume {run_id}`")
     write_status(home, run_id, "starting")

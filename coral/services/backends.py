@@ -12,6 +12,7 @@ from typing import Any, get_args
 
 from coral.config import BackendConfig, Config
 from coral.errors import ConfigError, CoralError
+from coral.execution.jobs import JobBodies
 from coral.home import Home
 from coral.modal.backend import ModalBackend
 from coral.run.backend import Backend, LocalBackend, ProgressSink, RunContext
@@ -50,7 +51,7 @@ def config_backend(config: Config) -> Backend:
 def run_context(config: Config, home: Home | None = None, *, handlers: str | None = None,
                 threads: int | None = None, progress: ProgressSink | None = None) -> RunContext:
     """The context a run of `config` executes in, on the backend its `backend.kind` names."""
-    return RunContext(config_backend(config), home or Home(), handlers, threads, progress)
+    return RunContext(config_backend(config), home or Home(), JobBodies(handlers), threads, progress)
 
 
 def remote_backends() -> list[Backend]:

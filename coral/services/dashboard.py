@@ -19,7 +19,8 @@ from coral.benchmark.loader import PROGRAMS, read_text
 from coral.config import REPO_ROOT, Config, find_configs, load_config
 from coral.errors import ConfigError, CoralError
 from coral.evolution.selection import OBJECTIVES
-from coral.execution.jobs import EVENTS_QUEUE, job_queue
+from coral.execution.jobs import BUILTIN_BODIES, EVENTS_QUEUE, job_queue
+from coral.execution.jobs import JobBodies as JobBodies  # the pages' stand-in bodies (tests)
 from coral.home import Home, check_run_id, new_run_id
 from coral.run.control import CONTROL_REQUESTS, send_request
 from coral.run.detached import log_tail, run_command, start_detached
@@ -47,7 +48,9 @@ _LAUNCHERS: dict[str, subprocess.Popen[bytes]] = {}
 
 @dataclass(frozen=True)
 class LaunchRequest:
-    """The launch form: a config file plus the values a researcher edits on the page."""
+    """The launch form: a config file plus the values a researcher edits on the page, and the
+    job bodies its run uses (stand-ins only under `coral dashboard --handlers`: tests launch runs
+    that finish in seconds)."""
 
     config_path: Path
     population: int
@@ -57,6 +60,7 @@ class LaunchRequest:
     backend: str
     workers: int
     model: str
+    bodies: JobBodies = BUILTIN_BODIES
 
     @classmethod
     def from_config(cls, path: Path | str) -> LaunchRequest:
@@ -79,10 +83,10 @@ class LaunchRequest:
         backend = [f"backend.kind={self.backend}", f"backend.workers={self.workers}"]
         return load_config(self.config_path, self.overrides() + backend)
 
-    def command(self, run_id: str, handlers: str | None = None) -> list[str]:
+    def command(self, run_id: str) -> list[str]:
         """The `coral run` argument list this launch starts (never a shell string)."""
         return run_command(self.config_path, run_id, self.overrides(), self.backend, self.workers,
-                           handlers)
+                           self.bodies)
 
 
 def config_files(directory: Path = CONFIG_DIR) -> list[tuple[Path, str | None]]:
@@ -91,17 +95,14 @@ def config_files(directory: Path = CONFIG_DIR) -> list[tuple[Path, str | None]]:
 
 
 def launch_run(request: LaunchRequest, home: Home | None = None,
-               run_id: str | None = None, handlers: str | None = None) -> str:
+               run_id: str | None = None) -> str:
     """Validate, then start the run in the background (coral.run.detached, the same path as
-    `coral run --detach`) and return its run id without waiting.
-
-    `handlers` ("module:attr") replaces the job bodies, as `coral run --handlers` does: tests
-    launch runs that finish in seconds (`coral dashboard --handlers` hands it to the pages).
+    `coral run --detach`, with the request's job bodies) and return its run id without waiting.
     """
     preflight(request.validate())  # model folder, benchmark, Modal credentials: before registering
     home = (home or Home()).ensure()
     run_id = check_run_id(run_id) if run_id else new_run_id()
-    _LAUNCHERS[run_id] = start_detached(home, run_id, request.command(run_id, handlers))
+    _LAUNCHERS[run_id] = start_detached(home, run_id, request.command(run_id))
     return run_id
 
 

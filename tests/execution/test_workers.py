@@ -14,10 +14,13 @@ from conftest import run_coral
 
 from coral.errors import CoralError
 from coral.execution.jobs import (
+    BUILTIN_BODIES,
+    BUILTIN_HANDLERS,
     CLAIMS_DICT,
     LEASES_DICT,
     RESULTS_QUEUE,
     Handlers,
+    JobBodies,
     WorkerContext,
     claim,
     claim_key,
@@ -181,6 +184,24 @@ def test_kinds_without_a_handler_are_refused(transport: Transport) -> None:
 def test_handler_specs_fail_with_one_line(spec: str, message: str) -> None:
     with pytest.raises(CoralError, match=message):
         Handlers.from_spec(spec)
+
+
+def test_job_bodies_carry_their_spec_and_resolve_it_once() -> None:
+    """The override is one value: its spec crosses processes as flags, its table resolves once
+    (a handler imported for the first job is the one every later job gets), a recorded spec
+    fills in only when none was given, and a bad spec is the same one line when first used."""
+    fakes = JobBodies("coral.testing.fakes:HANDLERS")
+    assert fakes.overridden and not BUILTIN_BODIES.overridden
+    assert fakes.cli_args() == ["--handlers", "coral.testing.fakes:HANDLERS"]
+    assert BUILTIN_BODIES.cli_args() == []
+    assert fakes.table() is fakes.table()
+    assert fakes.table().get("train") is fakes.table().get("train")
+    assert sorted(BUILTIN_BODIES.table().kinds()) == sorted(BUILTIN_HANDLERS)
+    assert fakes == JobBodies("coral.testing.fakes:HANDLERS") and hash(fakes) == hash(JobBodies(fakes.spec))
+    assert BUILTIN_BODIES.or_else("m:A") == JobBodies("m:A")
+    assert fakes.or_else("m:A") is fakes
+    with pytest.raises(CoralError, match="cannot import"):
+        JobBodies("no_such_module_xyz:H").table()
 
 
 def test_unknown_kinds_in_handler_tables_are_refused() -> None:

@@ -20,7 +20,15 @@ import pytest
 
 from coral.config import BackendConfig
 from coral.execution.executor import LocalWorkerPool, QueueExecutor
-from coral.execution.jobs import CLAIMS_DICT, LEASES_DICT, RESULTS_QUEUE, claim_key, job_queue, lease_key
+from coral.execution.jobs import (
+    CLAIMS_DICT,
+    LEASES_DICT,
+    RESULTS_QUEUE,
+    JobBodies,
+    claim_key,
+    job_queue,
+    lease_key,
+)
 from coral.execution.messages import JobResult
 from coral.execution.transport.base import Transport
 from coral.home import Home
@@ -61,7 +69,7 @@ def pool(factory: TransportFactory, folder: Path, n: int, kinds: list[str]) -> L
     options: dict[str, Any] = {"lease_seconds": LEASE, "env": {"PYTHONPATH": path},
                                "stop_grace": 10}
     if factory.name == "local":
-        return LocalWorkerPool(Home(folder), n, kinds, handlers=HANDLERS, **options)
+        return LocalWorkerPool(Home(folder), n, kinds, bodies=JobBodies(HANDLERS), **options)
     return FactoryWorkerPool(factory, folder, Home(folder), n, kinds, **options)
 
 

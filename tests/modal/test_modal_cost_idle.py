@@ -17,6 +17,7 @@ import yaml
 
 from coral.config import REPO_ROOT, load_config
 from coral.errors import CoralError
+from coral.execution.jobs import JobBodies
 from coral.home import Home
 from coral.modal.costs import recorded_calls
 from coral.modal.double import ModalDouble
@@ -34,12 +35,12 @@ IDLE = 2  # modal.idle_seconds: a worker call exits after this long without a jo
 
 def test_worker_calls_record_busy_and_idle_seconds_and_cost_reports_them(tmp_path: Path) -> None:
     api = ModalDouble(volume_root=tmp_path / "volumes")
-    deploy(api, load_config(SMOKE, ["backend.kind=modal"]), handlers=FAKES, preload=False,
+    deploy(api, load_config(SMOKE, ["backend.kind=modal"]), bodies=JobBodies(FAKES), preload=False,
            network_blocked=True, scaledown_window=0.5)
 
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=VOLUME, api=api,
-                           home=Home(api.Volume.from_name(VOLUME).path), handlers=FAKES,
+                           home=Home(api.Volume.from_name(VOLUME).path), bodies=JobBodies(FAKES),
                            model_paths="local")
 
     api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,))

@@ -17,6 +17,7 @@ from test_store_support import store_rows
 from coral import analysis
 from coral.analysis.lineage import best_genome_id, lineage, missing_parents
 from coral.config import load_config
+from coral.execution.jobs import JobBodies
 from coral.home import Home, new_run_id
 from coral.modal.double import ModalDouble
 from coral.modal.launcher import modal_run_record
@@ -43,7 +44,7 @@ class Holds:
 
 def modal_app(tmp_path: Path, holds: Holds) -> ModalDouble:
     api = ModalDouble(volume_root=tmp_path / "volumes")
-    deploy(api, load_config(SMOKE, ["backend.kind=modal"]), handlers=FAKES, preload=False,
+    deploy(api, load_config(SMOKE, ["backend.kind=modal"]), bodies=JobBodies(FAKES), preload=False,
            network_blocked=True, scaledown_window=0.5)
 
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def modal_app(tmp_path: Path, holds: Holds) -> ModalDouble:
                 holds.after_second.wait(120)
 
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=VOLUME, api=api,
-                           home=container, handlers=FAKES, progress=progress, model_paths="local")
+                           home=container, bodies=JobBodies(FAKES), progress=progress, model_paths="local")
 
     api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,))
     return api

@@ -18,7 +18,7 @@ from modal import exception as modal_exception
 
 from coral.config import REPO_ROOT, BackendConfig, Config, ModalConfig, load_config
 from coral.execution.executor import QueueExecutor
-from coral.execution.jobs import LEASES_DICT, WorkerContext
+from coral.execution.jobs import LEASES_DICT, JobBodies, WorkerContext
 from coral.execution.messages import Job
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
@@ -44,7 +44,7 @@ def smoke_on_double(tmp_path: Path, after_generation_0: Callable[[str, ModalDoub
     (run id, api) once generation 0's checkpoint is committed, in runs named 'hit-*'."""
     api = ModalDouble(volume_root=tmp_path / "volumes")
     config = load_config(SMOKE, ["backend.kind=modal"])
-    deploy(api, config, handlers=FAKES, preload=False, network_blocked=True, scaledown_window=0.5)
+    deploy(api, config, bodies=JobBodies(FAKES), preload=False, network_blocked=True, scaledown_window=0.5)
     done: set[str] = set()
 
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def smoke_on_double(tmp_path: Path, after_generation_0: Callable[[str, ModalDoub
                 after_generation_0(run_id, api)
 
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=VOLUME, api=api,
-                           home=Home(api.Volume.from_name(VOLUME).path), handlers=FAKES,
+                           home=Home(api.Volume.from_name(VOLUME).path), bodies=JobBodies(FAKES),
                            progress=progress, model_paths="local")
 
     api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,))
@@ -141,7 +141,7 @@ def test_evaluate_answers_json_never_raises_and_is_looked_up_once(
         app_name=APP, idle_seconds=a[0], lease_seconds=a[1], run_id=a[2], api=api),
         max_containers=1, scaledown_window=0.5)
     api.deployed.register(APP, EVALUATE_FUNCTION, lambda job: evaluate(
-        job, network_blocked=True, handlers="test_modal_first_run:HANDLERS"), restrict_output=True)
+        job, network_blocked=True, bodies=JobBodies("test_modal_first_run:HANDLERS")), restrict_output=True)
     transport = ModalTransport(APP, api=api)
     config = Config(modal=ModalConfig(max_containers_test=1, idle_seconds=2),
                     backend=BackendConfig(lease_seconds=2.0, max_retries=0))

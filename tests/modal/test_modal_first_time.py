@@ -18,7 +18,7 @@ from coral.config import REPO_ROOT as REPO
 from coral.config import BackendConfig, Config, ModalConfig, ModelConfig, load_config
 from coral.errors import AdapterError, CoralError
 from coral.execution.executor import QueueExecutor
-from coral.execution.jobs import LEASES_DICT, WorkerContext, job_queue
+from coral.execution.jobs import LEASES_DICT, JobBodies, WorkerContext, job_queue
 from coral.execution.messages import Job
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
@@ -212,7 +212,7 @@ def test_a_crashed_modal_run_resumes_in_the_cloud(tmp_path: Path) -> None:
     fakes = "coral.testing.fakes:HANDLERS"
     api = ModalDouble(volume_root=tmp_path / "volumes")
     config = load_config(REPO / "configs" / "smoke.yaml", ["backend.kind=modal"])
-    deploy(api, config, handlers=fakes, preload=False, network_blocked=True,
+    deploy(api, config, bodies=JobBodies(fakes), preload=False, network_blocked=True,
            scaledown_window=0.5)
     crashed: list[int] = []
 
@@ -223,7 +223,7 @@ def test_a_crashed_modal_run_resumes_in_the_cloud(tmp_path: Path) -> None:
 
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=VOLUME, api=api,
-                           home=Home(api.Volume.from_name(VOLUME).path), handlers=fakes,
+                           home=Home(api.Volume.from_name(VOLUME).path), bodies=JobBodies(fakes),
                            progress=crash_once, model_paths="local")
 
     api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,))
@@ -349,7 +349,7 @@ def test_a_run_whose_workers_cannot_start_fails_with_their_error_in_its_events(
     api = ModalDouble(volume_root=tmp_path / "volumes")
     overrides = ["backend.lease_seconds=4", "modal.max_start_failures=2"]
     config = load_config(REPO / "configs" / "smoke.yaml", ["backend.kind=modal", *overrides])
-    deploy(api, config, handlers=fakes, preload=False, network_blocked=True,
+    deploy(api, config, bodies=JobBodies(fakes), preload=False, network_blocked=True,
            scaledown_window=0.5)
 
     class Gated:

@@ -14,7 +14,7 @@ import pytest
 from test_store_support import copy_runs, store_rows
 
 from coral.config import REPO_ROOT, load_config
-from coral.execution.jobs import EVENTS_QUEUE
+from coral.execution.jobs import EVENTS_QUEUE, JobBodies
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
 from coral.modal.backend import ModalBackend
@@ -39,7 +39,7 @@ def held_after_generation_0(tmp_path: Path, mid: bool = False) -> tuple[ModalDou
     waits instead inside generation 0, once a genome is scored (nothing committed since start)."""
     api = ModalDouble(volume_root=tmp_path / "volumes")
     config = load_config(SMOKE, ["backend.kind=modal"])
-    deploy(api, config, handlers=FAKES, preload=False, network_blocked=True, scaledown_window=0.5)
+    deploy(api, config, bodies=JobBodies(FAKES), preload=False, network_blocked=True, scaledown_window=0.5)
     reached, go = threading.Event(), threading.Event()
 
     def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def held_after_generation_0(tmp_path: Path, mid: bool = False) -> tuple[ModalDou
             go.wait(120)
 
         return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=VOLUME, api=api,
-                           home=Home(api.Volume.from_name(VOLUME).path), handlers=FAKES,
+                           home=Home(api.Volume.from_name(VOLUME).path), bodies=JobBodies(FAKES),
                            progress=progress, model_paths="local")
 
     api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,))

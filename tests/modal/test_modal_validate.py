@@ -10,6 +10,7 @@ import pytest
 
 from coral.cli import main
 from coral.config import REPO_ROOT, load_config
+from coral.execution.jobs import JobBodies
 from coral.home import Home
 from coral.modal.costs import idle_bound, run_costs
 from coral.modal.validate import first_difference, validate_everywhere
@@ -21,7 +22,7 @@ SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
 
 
 def test_serial_local_and_modal_double_are_identical(tmp_path: Path) -> None:
-    report = validate_everywhere(SMOKE, [], 2, home=Home(tmp_path / "home"), handlers=FAKES)
+    report = validate_everywhere(SMOKE, [], 2, home=Home(tmp_path / "home"), bodies=JobBodies(FAKES))
     assert report["modal"]["state"] == "finished"
     assert report["identical_to_serial"] == {
         side: {"populations": True, "scores": True, "event_ids": True, "events": True}

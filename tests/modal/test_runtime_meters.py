@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from coral.benchmark.loader import load_benchmark
 from coral.config import REPO_ROOT, SandboxConfig
+from coral.execution.jobs import JobBodies
 from coral.home import Home
 from coral.modal.validate import first_difference, run_on_double
 from coral.run.events import read_events, segments
@@ -34,8 +35,8 @@ def test_the_sandbox_reports_the_meter_it_counted_with() -> None:
 
 def test_runs_on_different_meters_leave_runtime_out_with_the_reason() -> None:
     home = Home().ensure()
-    run_on_double(SMOKE, SMALL, 2, home, "local", FAKES)
-    run_on_double(SMOKE, [*SMALL, "sandbox.meter=cpu-time"], 2, home, "gvisor", FAKES)
+    run_on_double(SMOKE, SMALL, 2, home, "local", JobBodies(FAKES))
+    run_on_double(SMOKE, [*SMALL, "sandbox.meter=cpu-time"], 2, home, "gvisor", JobBodies(FAKES))
 
     assert run_meters(home, "local") == ["task-clock"]
     assert run_meters(home, "gvisor") == ["cpu-time"]

@@ -14,7 +14,7 @@ from coral.errors import ConfigError
 from coral.execution.transport.local import LocalTransport
 from coral.home import Home
 from coral.modal.backend import ModalBackend
-from coral.run.backend import Backend, LocalBackend
+from coral.run.backend import Backend, LocalBackend, RunContext
 from coral.services.backends import BACKEND_KINDS, backend_for, run_backend
 from coral.services.dashboard import choices
 
@@ -90,7 +90,7 @@ def test_serial_and_local_share_one_home_and_transport(tmp_path: Path) -> None:
     with LocalTransport(home.queue_db) as transport:
         assert transport.dict("control").get("k") == "local"
     serial, serial_launcher = LocalBackend(pool=False).execution(
-        LocalTransport(home.queue_db), "r", config, home, None)
+        LocalTransport(home.queue_db), "r", config, RunContext(LocalBackend(pool=False), home))
     assert serial_launcher is None  # serial runs jobs in the engine's process
 
 

@@ -12,6 +12,7 @@ import pytest
 from coral.cli import build_parser
 from coral.cli.dashboard_cmd import streamlit_command
 from coral.errors import ConfigError, CoralError
+from coral.execution.jobs import JobBodies
 from coral.home import Home
 from coral.run.registry import run_info
 from coral.services.dashboard import (
@@ -43,7 +44,7 @@ def test_launch_request_reads_the_config_and_builds_an_argument_list() -> None:
     assert (request.population, request.generations, request.backend) == (4, 2, "local")
     edited = request.with_values(population=6, seed=3, strategy="random")
     assert edited.validate().population == 6 and edited.validate().strategy == "random"
-    cmd = edited.command("r1", handlers="x:Y")
+    cmd = edited.with_values(bodies=JobBodies("x:Y")).command("r1")
     assert cmd[:4] == [sys.executable, "-m", "coral", "run"] and "--detach" not in cmd  # started detached
     assert cmd[cmd.index("--run-id") + 1] == "r1" and cmd[-2:] == ["--handlers", "x:Y"]
     sets = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--set"]
@@ -74,7 +75,7 @@ def test_choices_come_from_the_config_model() -> None:
 
 def test_launch_returns_at_once_and_the_run_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
     request = LaunchRequest.from_config(SMOKE_CONFIG).with_values(backend="serial")
-    run_id = launch_run(request, run_id="dash-finish", handlers=FAKES)
+    run_id = launch_run(request.with_values(bodies=JobBodies(FAKES)), run_id="dash-finish")
     assert launch_state(run_id).state in ("launching", "starting", "running", "finished")
     wait_for(lambda: launch_state(run_id).state == "finished", what="the run to finish")
     assert run_info(Home(), run_id).generation == 1
@@ -87,7 +88,7 @@ def test_launch_returns_at_once_and_the_run_finishes(monkeypatch: pytest.MonkeyP
 def test_stop_from_the_dashboard_stops_a_running_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORAL_FAKE_SLEEP", "0.05")  # slow jobs: the run is still going
     request = LaunchRequest.from_config(SMOKE_CONFIG).with_values(generations=50, workers=1)
-    run_id = launch_run(request, run_id="dash-stop", handlers=FAKES)
+    run_id = launch_run(request.with_values(bodies=JobBodies(FAKES)), run_id="dash-stop")
     wait_for(lambda: launch_state(run_id).state == "running", what="the run to start")
     with pytest.raises(CoralError, match="stop it before deleting"):
         delete_run(run_id)
@@ -104,11 +105,11 @@ def test_a_launch_with_a_missing_benchmark_or_model_is_refused_before_registerin
     config.write_text(text.replace("../data/models", str(SMOKE_CONFIG.parent.parent / "data" / "models")))
     request = LaunchRequest.from_config(config).with_values(backend="serial")
     with pytest.raises(CoralError, match="nope") as caught:
-        launch_run(request, run_id="dash-broken", handlers=FAKES)
+        launch_run(request.with_values(bodies=JobBodies(FAKES)), run_id="dash-broken")
     assert "\n" not in str(caught.value)
     model = LaunchRequest.from_config(SMOKE_CONFIG).with_values(model=str(tmp_path / "no-model"))
     with pytest.raises(CoralError, match="model folder not found"):
-        launch_run(model, run_id="dash-no-model", handlers=FAKES)
+        launch_run(model.with_values(bodies=JobBodies(FAKES)), run_id="dash-no-model")
     assert not Home().run_dir("dash-broken").exists() and not Home().run_dir("dash-no-model").exists()
 
 
@@ -125,3 +126,6 @@ def test_coral_dashboard_serves_app_py_on_loopback() -> None:
     cmd = streamlit_command(args.port, args.address)
     assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]).name == "app.py"
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert "--" not in cmd  # no stand-in bodies: app.py gets no arguments
+    tests_only = streamlit_command(args.port, args.address, JobBodies("x:Y"))
+    assert tests_only[-3:] == ["--", "--handlers", "x:Y"]  # what pages.job_bodies() reads back
