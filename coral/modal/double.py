@@ -1313,6 +1313,25 @@ _DoubleClientManager.register("store")
 _DoubleClientManager.register("cloud")
 
 
+def connect_handle(path: Path | str) -> ModalDouble:
+    """A test hook: the ModalDouble of the handle file `path` that DoubleServer.write_handle
+    wrote ({"address": [host, port], "authkey": hex, "volume_root": folder}); what
+    `coral dashboard --modal-double` and `coral run --modal-double` use instead of Modal."""
+    from coral.errors import CoralError
+
+    try:
+        handle = json.loads(Path(path).read_text())
+        address = (str(handle["address"][0]), int(handle["address"][1]))
+        authkey, volume_root = bytes.fromhex(handle["authkey"]), handle["volume_root"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise CoralError(f"--modal-double {path}: not a Modal double handle ({exc})") from None
+    try:
+        return connect_double(address, authkey, volume_root)
+    except OSError as exc:
+        raise CoralError(f"--modal-double {path}: no Modal double server at "
+                         f"{address[0]}:{address[1]} ({exc})") from None
+
+
 def connect_double(address: tuple[str, int], authkey: bytes,
                    volume_root: Path | str | None = None) -> ModalDouble:
     """A ModalDouble whose queues and dicts live in the double's server at `address`

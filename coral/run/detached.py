@@ -24,8 +24,8 @@ ORCHESTRATOR_LOG = "orchestrator.log"
 
 def run_command(config_path: Path | str, run_id: str, overrides: Sequence[str] = (),
                 backend: str | None = None, workers: int | None = None,
-                handlers: str | None = None) -> list[str]:
-    """The child's argument list."""
+                handlers: str | None = None, modal_double: str | None = None) -> list[str]:
+    """The child's argument list; `handlers` and `modal_double` are test hooks passed on."""
     cmd = [sys.executable, "-m", "coral", "run", os.path.abspath(config_path), "--run-id", run_id]
     for text in overrides:
         cmd += ["--set", text]
@@ -35,6 +35,8 @@ def run_command(config_path: Path | str, run_id: str, overrides: Sequence[str] =
         cmd += ["--workers", str(workers)]
     if handlers:
         cmd += ["--handlers", handlers]
+    if modal_double:
+        cmd += ["--modal-double", modal_double]
     return cmd
 
 

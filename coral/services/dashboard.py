@@ -79,10 +79,11 @@ class LaunchRequest:
         backend = [f"backend.kind={self.backend}", f"backend.workers={self.workers}"]
         return load_config(self.config_path, self.overrides() + backend)
 
-    def command(self, run_id: str, handlers: str | None = None) -> list[str]:
+    def command(self, run_id: str, handlers: str | None = None,
+                modal_double: str | None = None) -> list[str]:
         """The `coral run` argument list this launch starts (never a shell string)."""
         return run_command(self.config_path, run_id, self.overrides(), self.backend, self.workers,
-                           handlers)
+                           handlers, modal_double)
 
 
 def config_files(directory: Path = CONFIG_DIR) -> list[tuple[Path, str | None]]:
@@ -91,17 +92,19 @@ def config_files(directory: Path = CONFIG_DIR) -> list[tuple[Path, str | None]]:
 
 
 def launch_run(request: LaunchRequest, home: Home | None = None,
-               run_id: str | None = None, handlers: str | None = None) -> str:
+               run_id: str | None = None, handlers: str | None = None,
+               modal_double: str | None = None) -> str:
     """Validate, then start the run in the background (coral.run.detached, the same path as
     `coral run --detach`) and return its run id without waiting.
 
     `handlers` ("module:attr") replaces the job bodies, as `coral run --handlers` does: tests
     launch runs that finish in seconds (`coral dashboard --handlers` hands it to the pages).
+    `modal_double` (a handle file, test hook) is passed on as `coral run --modal-double`.
     """
     preflight(request.validate())  # model folder, benchmark, Modal credentials: before registering
     home = (home or Home()).ensure()
     run_id = check_run_id(run_id) if run_id else new_run_id()
-    _LAUNCHERS[run_id] = start_detached(home, run_id, request.command(run_id, handlers))
+    _LAUNCHERS[run_id] = start_detached(home, run_id, request.command(run_id, handlers, modal_double))
     return run_id
 
 

@@ -11,6 +11,7 @@ processes a test kills with SIGKILL share Modal's queues and dicts as containers
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import secrets
 import subprocess
@@ -127,6 +128,17 @@ class DoubleServer:
         if self.address is None:
             raise RuntimeError("start the Modal double server first")
         return connect(self.address, self.authkey, volume_root=volume_root)
+
+    def write_handle(self, path: Path | str, volume_root: Path | str) -> Path:
+        """A handle file for `--modal-double` (coral.modal.double.connect_handle): the address,
+        authkey and Volume folder another process connects with; readable by its owner only."""
+        if self.address is None:
+            raise RuntimeError("start the Modal double server first")
+        path = Path(path)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({"address": list(self.address), "authkey": self.authkey.hex(),
+                                    "volume_root": str(volume_root)}))
+        return path
 
     def deploy(self, config_path: Path | str, overrides: list[str], volume_root: Path | str,
                handlers: str | None = None, **options: float) -> None:
