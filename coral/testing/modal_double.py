@@ -1,11 +1,15 @@
 """The Modal double for tests: `ModalDouble` (coral/modal/double.py, in the product because
 `coral validate` runs on it), and its cross-process server, which only tests use: one
 DoubleStore in a `multiprocessing.managers` server on 127.0.0.1 with an authkey, so that worker
-processes a test kills with SIGKILL share Modal's queues and dicts as containers do.
+processes a test kills with SIGKILL share Modal's queues and dicts as containers do. The server
+is also the double's cloud: an app deployed on it runs its functions (orchestrator, workers) in
+the server's process, and clients in other processes spawn and await them through the Modal API.
 
     with DoubleServer() as server:
-        api = server.client()                          # this process
+        server.deploy(CONFIG, overrides, volume_root, handlers)  # the app, in the server
+        api = server.client(volume_root)               # this process
         connect(server.address, server.authkey)        # any other process
+        server.write_handle(path, volume_root)         # for `coral ... --modal-double path`
 """
 
 from __future__ import annotations
