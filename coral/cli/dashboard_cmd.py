@@ -44,11 +44,11 @@ def _dashboard(args: argparse.Namespace) -> int:
         raise CoralError(f"--port {args.port}: must be 1..65535")
     if not APP.is_file():
         raise CoralError(f"dashboard entry point not found: {APP}")
-    print(f"CORAL dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
-    # cwd = the repository, so Streamlit finds .streamlit/config.toml and pages/.
     if args.modal_double:
         from coral.modal.double import connect_handle
 
         connect_handle(args.modal_double)  # a bad handle is one line here, not in every page
+    print(f"CORAL dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", flush=True)
+    # cwd = the repository, so Streamlit finds .streamlit/config.toml and pages/.
     return subprocess.call(streamlit_command(args.port, args.address, args.handlers, args.modal_double),
                            cwd=REPO_ROOT)

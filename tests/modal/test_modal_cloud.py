@@ -59,3 +59,9 @@ def test_coral_run_reaches_the_double_only_through_its_explicit_test_hook(tmp_pa
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     proc = run_coral("run", str(SMOKE), "--backend", "modal", env=env)
     assert proc.returncode == 2 and "modal setup" in proc.stderr, proc.stderr
+    # The dashboard refuses a bad handle in one line before it serves anything.
+    proc = run_coral("dashboard", "--port", "1", "--modal-double", str(broken), env=env, timeout=60)
+    assert proc.returncode == 2 and "not a Modal double handle" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for command in ("run", "dashboard"):  # marked as what it is
+        assert "TEST HOOK" in run_coral(command, "--help", env=env).stdout
