@@ -3,7 +3,8 @@ stands in for the cloud (the orchestrator and its workers run there, with stand-
 and `coral dashboard --modal-double HANDLE` (a test hook) talks to it only through the Modal API.
 Launch with backend `modal`, see a per-genome point during generation 0, pause (the counts stay
 still for 10 s), continue, stop; then the dashboard's store holds exactly the rows rebuilt from
-the run's event log on the double's Volume. Screenshot: docs/img/modal-live-running.png.
+the run's event log on the double's Volume. It screenshots the Live page mid-generation to
+artifacts/screenshots/modal-live-running.png (docs/img/ keeps a copy for docs/modal.md).
 
 Needs a Chromium (chromium-headless-shell); skipped without one, except under CI=true.
 """
@@ -28,7 +29,7 @@ from coral.testing.browser import BROWSER_ARGS, BROWSERS, find_browser
 from coral.testing.modal_double import DoubleServer
 
 QUICK = REPO_ROOT / "configs" / "quick.yaml"  # the Launch page's default config
-SCREENSHOT = REPO_ROOT / "docs" / "img" / "modal-live-running.png"
+SCREENSHOT = REPO_ROOT / "artifacts" / "screenshots" / "modal-live-running.png"
 GENOMES_JS = """() => Math.max(0, ...[...document.querySelectorAll('.st-key-live-genomes .js-plotly-plot')]
   .map(p => p.querySelectorAll('.scatterlayer .trace .points path').length))"""
 METRIC_JS = """(label) => {
