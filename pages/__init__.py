@@ -15,6 +15,7 @@ from streamlit import config as streamlit_config
 
 from coral.services import CoralError, Home
 from coral.services import live as live_service
+from coral.services.backends import use_modal_double
 from coral.services.dashboard import JobBodies, launch_run, smoke_request, start_ingestor
 from coral.services.live import default_run
 
@@ -37,6 +38,19 @@ def job_bodies() -> JobBodies:
         parser.add_argument("--handlers", default=None)
         st.session_state["job_handlers"] = parser.parse_known_args(sys.argv[1:])[0].handlers
     return JobBodies(st.session_state["job_handlers"])
+
+
+def _modal_double_handle() -> str | None:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--modal-double", default=None)
+    return parser.parse_known_args(sys.argv[1:])[0].modal_double
+
+
+# `coral dashboard --modal-double HANDLE` (a test hook): this process's Modal is the Modal double
+# of that handle, and runs launched from the pages get it too (`coral run --modal-double`).
+MODAL_DOUBLE = _modal_double_handle()
+if MODAL_DOUBLE:
+    use_modal_double(MODAL_DOUBLE)
 
 
 def _stop(ingestor: Any) -> None:
@@ -82,7 +96,8 @@ def empty_state(what: str) -> None:
             "or start the smoke config (CI-sized: 4 genomes, 2 generations) right here.")
     if st.button("Launch the smoke config", type="primary", key=f"smoke-{what}"):
         try:
-            st.session_state["run_id"] = launch_run(smoke_request().with_values(bodies=job_bodies()), home())
+            st.session_state["run_id"] = launch_run(smoke_request().with_values(bodies=job_bodies()), home(),
+                                                  modal_double=MODAL_DOUBLE)
         except CoralError as exc:
             st.error(str(exc))
             return

@@ -9,7 +9,7 @@ from coral.services import CoralError, Home
 from coral.services.backends import sizes_its_pool
 from coral.services.dashboard import CONFIG_DIR, LaunchRequest, choices, config_files, launch_run
 from coral.services.live import DEFAULT_CONFIG, duration_words, expected_seconds, preflight
-from pages import COMPARE_PAGE, LIVE_PAGE, home, job_bodies
+from pages import COMPARE_PAGE, LIVE_PAGE, MODAL_DOUBLE, home, job_bodies
 
 st.title("Launch a run")
 st.caption("The run is a separate process: it goes on when this page or the dashboard closes.")
@@ -76,7 +76,7 @@ if st.button("Start run" if replicates == 1 else f"Start {int(replicates)} runs"
     try:
         for offset in range(int(replicates)):
             launched.append(launch_run(request.with_values(seed=int(seed) + offset, bodies=job_bodies()),
-                                       home()))
+                                       home(), modal_double=MODAL_DOUBLE))
     except CoralError as exc:
         st.error(f"{exc}" + (f" (started before the error: {', '.join(launched)})" if launched else ""))
     else:

@@ -73,6 +73,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["local", "modal", "serial"])
     parser.add_argument("--workers", type=int, help="worker processes (local backend)")
     parser.add_argument("--handlers", help=argparse.SUPPRESS)  # test and benchmark job bodies
+    parser.add_argument("--modal-double", metavar="HANDLE",
+                        help="TEST HOOK: use the Modal double whose handle file is HANDLE "
+                             "(coral.testing.modal_double) instead of Modal")
 
 
 # ---------------------------------------------------------------------- progress
@@ -131,8 +134,10 @@ def _bar(stage: str, counts: dict[str, int], tty: bool) -> str:
 def _run(args: argparse.Namespace) -> int:
     from coral.home import Home, check_run_id, new_run_id
     from coral.run.lifecycle import check_run, resolve_config, run_from_config
-    from coral.services.backends import config_backend, run_context
+    from coral.services.backends import config_backend, run_context, use_modal_double
 
+    if args.modal_double:
+        use_modal_double(args.modal_double)
     config = resolve_config(args.config, args.overrides, args.backend, args.workers)
     backend = config_backend(config)
     check_run(config, backend)  # here too, so `--detach` reports it rather than its child
@@ -166,7 +171,8 @@ def _detach(args: argparse.Namespace, run_id: str, home: Any) -> int:
     from coral.execution.jobs import JobBodies
     from coral.run.detached import ORCHESTRATOR_LOG, run_command, start_detached, wait_registered
 
-    cmd = run_command(args.config, run_id, args.overrides, args.backend, args.workers, JobBodies(args.handlers))
+    cmd = run_command(args.config, run_id, args.overrides, args.backend, args.workers, JobBodies(args.handlers),
+                      args.modal_double)
     proc = start_detached(home, run_id, cmd)
     print(run_id, flush=True)
     failure = wait_registered(home, run_id, proc)

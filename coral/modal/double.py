@@ -50,6 +50,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.managers import BaseManager
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -819,6 +820,13 @@ class _Deployed:
         except KeyError:
             raise _modal_exception().NotFoundError(self._missing(app_name, "Cls", name)) from None
 
+    def call(self, function_call_id: str) -> DoubleFunctionCall:
+        try:
+            return self.calls[function_call_id]
+        except KeyError:
+            raise _modal_exception().NotFoundError(
+                f"Lookup failed for FunctionCall {function_call_id!r}") from None
+
 
 def _cbor_output(body: Callable[..., Any]) -> Callable[..., Any]:
     from modal._serialization import deserialize_data_format, serialize_data_format
@@ -871,7 +879,7 @@ class _LazyObj:
 
 
 class _FunctionFactory:
-    def __init__(self, deployed: _Deployed) -> None:
+    def __init__(self, deployed: _Deployed | _CloudDeployed) -> None:
         self._deployed = deployed
 
     def from_name(self, app_name: str, name: str, *, environment_name: str | None = None,
@@ -880,7 +888,7 @@ class _FunctionFactory:
 
 
 class _ClsFactory:
-    def __init__(self, deployed: _Deployed) -> None:
+    def __init__(self, deployed: _Deployed | _CloudDeployed) -> None:
         self._deployed = deployed
 
     def from_name(self, app_name: str, name: str, *, environment_name: str | None = None,
@@ -889,18 +897,149 @@ class _ClsFactory:
 
 
 class _FunctionCallFactory:
-    def __init__(self, deployed: _Deployed) -> None:
+    def __init__(self, deployed: _Deployed | _CloudDeployed) -> None:
         self._deployed = deployed
 
     def from_id(self, function_call_id: str, client: Any = None) -> Any:
-        def resolve() -> DoubleFunctionCall:
-            try:
-                return self._deployed.calls[function_call_id]
-            except KeyError:
-                raise _modal_exception().NotFoundError(
-                    f"Lookup failed for FunctionCall {function_call_id!r}") from None
+        return _Lazy(lambda: self._deployed.call(function_call_id))
 
-        return _Lazy(resolve)
+
+# ------------------------------------------------------------------ functions in another process
+
+
+class _CloudCall:
+    """A FunctionCall whose function runs in the DoubleServer's process (the double's cloud)."""
+
+    def __init__(self, cloud: Any, object_id: str) -> None:
+        self._cloud, self.object_id = cloud, object_id
+
+    def get(self, timeout: float | None = None) -> Any:
+        return json.loads(self._cloud.call_get(self.object_id, timeout))
+
+    def cancel(self, terminate_containers: bool = False) -> None:
+        self._cloud.call_cancel(self.object_id)
+
+
+class _CloudFunction:
+    """A deployed function (or a method of a deployed class with `params`) of the cloud."""
+
+    def __init__(self, cloud: Any, app_name: str, name: str, params: str | None = None,
+                 method: str | None = None) -> None:
+        self._cloud, self._where = cloud, (app_name, name, params, method)
+
+    def spawn(self, *args: Any, **kwargs: Any) -> _CloudCall:
+        # Arguments and results cross processes as JSON (CORAL passes JSON-able values only).
+        return _CloudCall(self._cloud, self._cloud.spawn(*self._where, json.dumps([args, kwargs])))
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self.spawn(*args, **kwargs).get()
+
+    def get_current_stats(self) -> FunctionCurrentStats:
+        from modal.types import FunctionCurrentStats
+
+        backlog, runners, running = self._cloud.stats(*self._where)
+        return FunctionCurrentStats(backlog=backlog, num_total_runners=runners,
+                                    num_running_inputs=running, input_headroom=0)
+
+
+class _CloudObj:
+    def __init__(self, cloud: Any, app_name: str, name: str, params: dict[str, Any]) -> None:
+        self._cloud, self._app, self._name = cloud, app_name, name
+        self._params = json.dumps(params, sort_keys=True)
+
+    def __getattr__(self, method: str) -> _CloudFunction:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _CloudFunction(self._cloud, self._app, self._name, self._params, method)
+
+
+class _CloudCls:
+    def __init__(self, cloud: Any, app_name: str, name: str) -> None:
+        self._cloud, self._app, self._name = cloud, app_name, name
+
+    def __call__(self, **params: Any) -> _CloudObj:
+        return _CloudObj(self._cloud, self._app, self._name, params)
+
+
+class _CloudDeployed:
+    """`api.Function` / `api.Cls` / `api.FunctionCall` lookups answered by a DoubleCloud in
+    another process (coral/testing/modal_double.py), where the deployed functions run."""
+
+    def __init__(self, cloud: Any) -> None:
+        self._cloud = cloud
+
+    def function(self, app_name: str, name: str) -> _CloudFunction:
+        self._cloud.lookup(app_name, "Function", name)  # NotFoundError as the local lookup's
+        return _CloudFunction(self._cloud, app_name, name)
+
+    def cls(self, app_name: str, name: str) -> _CloudCls:
+        self._cloud.lookup(app_name, "Cls", name)
+        return _CloudCls(self._cloud, app_name, name)
+
+    def call(self, function_call_id: str) -> _CloudCall:
+        self._cloud.lookup_call(function_call_id)
+        return _CloudCall(self._cloud, function_call_id)
+
+
+class DoubleCloud:
+    """The deployed apps of a process that stands in for Modal's cloud: their functions run
+    here (containers as threads), and other processes reach them through `_CloudDeployed`.
+    Each app runs on its own ModalDouble over `store`, with the Volumes of its deploy."""
+
+    def __init__(self, store: DoubleStore) -> None:
+        self._store = store
+        self._apps: dict[str, ModalDouble] = {}
+        self._calls: dict[str, DoubleFunctionCall] = {}
+        self._lock = threading.Lock()
+
+    def api(self, app_name: str, volume_root: str) -> ModalDouble:
+        """The ModalDouble to deploy app `app_name` on (a new one replaces an earlier deploy)."""
+        with self._lock:
+            self._apps[app_name] = ModalDouble(self._store, volume_root=volume_root)
+            return self._apps[app_name]
+
+    def _deployed(self, app_name: str) -> _Deployed:
+        api = self._apps.get(app_name)
+        return api.deployed if api is not None else _Deployed(_VolumeFactory(None))
+
+    def lookup(self, app_name: str, kind: str, name: str) -> None:
+        deployed = self._deployed(app_name)
+        deployed.cls(app_name, name) if kind == "Cls" else deployed.function(app_name, name)
+
+    def lookup_call(self, function_call_id: str) -> None:
+        with self._lock:
+            if function_call_id not in self._calls:
+                raise _modal_exception().NotFoundError(
+                    f"Lookup failed for FunctionCall {function_call_id!r}")
+
+    def _function(self, app_name: str, name: str, params: str | None,
+                  method: str | None) -> DoubleFunction:
+        deployed = self._deployed(app_name)
+        if method is None:
+            return deployed.function(app_name, name)
+        return getattr(deployed.cls(app_name, name)(**json.loads(params or "{}")), method)
+
+    def spawn(self, app_name: str, name: str, params: str | None, method: str | None,
+              arguments: str) -> str:
+        args, kwargs = json.loads(arguments)
+        call = self._function(app_name, name, params, method).spawn(*args, **kwargs)
+        with self._lock:
+            self._calls[call.object_id] = call
+        return call.object_id
+
+    def call_get(self, function_call_id: str, timeout: float | None) -> str:
+        self.lookup_call(function_call_id)
+        return json.dumps(self._calls[function_call_id].get(timeout))
+
+    def call_cancel(self, function_call_id: str) -> None:
+        self.lookup_call(function_call_id)
+        self._calls[function_call_id].cancel()
+
+    def stats(self, app_name: str, name: str, params: str | None,
+              method: str | None) -> tuple[int, int, int]:
+        function = self._function(app_name, name, params, method)
+        backlog, runners = function.pool.stats()
+        return backlog, runners, function.pool.running
 
 
 # ------------------------------------------------------------------------------------- volumes
@@ -1136,15 +1275,19 @@ class ModalDouble:
         *,
         clock: Callable[[], float] | None = None,
         volume_root: Path | str | None = None,
+        cloud: Any = None,
     ) -> None:
+        """`cloud`: a DoubleCloud (in practice its proxy in another process) whose deployed
+        functions `Function`, `Cls` and `FunctionCall` reach; None: those of `deployed`."""
         self.store = store if store is not None else DoubleStore(clock)
         self.Volume = _VolumeFactory(Path(volume_root) if volume_root is not None else None)
         self.deployed = _Deployed(self.Volume)
         self.Queue = _ObjectFactory(self.store, DoubleQueue, "Queue")
         self.Dict = _ObjectFactory(self.store, DoubleDict, "Dict")
-        self.Function = _FunctionFactory(self.deployed)
-        self.Cls = _ClsFactory(self.deployed)
-        self.FunctionCall = _FunctionCallFactory(self.deployed)
+        lookups: _Deployed | _CloudDeployed = self.deployed if cloud is None else _CloudDeployed(cloud)
+        self.Function = _FunctionFactory(lookups)
+        self.Cls = _ClsFactory(lookups)
+        self.FunctionCall = _FunctionCallFactory(lookups)
 
     @property
     def exception(self) -> ModuleType:
@@ -1159,3 +1302,43 @@ class ModalDouble:
         """As modal.current_function_call_id: the input this container thread serves now;
         None outside a container, in @enter, and between inputs."""
         return getattr(_CURRENT, "call_id", None)
+
+
+class _DoubleClientManager(BaseManager):
+    pass
+
+
+# The typeids coral/testing/modal_double.py's server serves (it registers their callables).
+_DoubleClientManager.register("store")
+_DoubleClientManager.register("cloud")
+
+
+def connect_handle(path: Path | str) -> ModalDouble:
+    """A test hook: the ModalDouble of the handle file `path` that DoubleServer.write_handle
+    wrote ({"address": [host, port], "authkey": hex, "volume_root": folder}); what
+    `coral dashboard --modal-double` and `coral run --modal-double` use instead of Modal."""
+    from coral.errors import CoralError
+
+    try:
+        handle = json.loads(Path(path).read_text())
+        address = (str(handle["address"][0]), int(handle["address"][1]))
+        authkey, volume_root = bytes.fromhex(handle["authkey"]), handle["volume_root"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise CoralError(f"--modal-double {path}: not a Modal double handle ({exc})") from None
+    try:
+        return connect_double(address, authkey, volume_root)
+    except OSError as exc:
+        raise CoralError(f"--modal-double {path}: no Modal double server at "
+                         f"{address[0]}:{address[1]} ({exc})") from None
+
+
+def connect_double(address: tuple[str, int], authkey: bytes,
+                   volume_root: Path | str | None = None) -> ModalDouble:
+    """A ModalDouble whose queues and dicts live in the double's server at `address`
+    (coral/testing/modal_double.py: DoubleServer) and whose deployed functions run there.
+    `volume_root` is the folder of the Volumes, shared with the server by the filesystem."""
+    manager = _DoubleClientManager(address=(str(address[0]), int(address[1])), authkey=authkey)
+    manager.connect()
+    store = manager.store()  # type: ignore[attr-defined]  # registered above
+    cloud = manager.cloud()  # type: ignore[attr-defined]
+    return ModalDouble(store=store, volume_root=volume_root, cloud=cloud)

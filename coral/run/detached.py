@@ -25,8 +25,8 @@ ORCHESTRATOR_LOG = "orchestrator.log"
 
 def run_command(config_path: Path | str, run_id: str, overrides: Sequence[str] = (),
                 backend: str | None = None, workers: int | None = None,
-                bodies: JobBodies = BUILTIN_BODIES) -> list[str]:
-    """The child's argument list."""
+                bodies: JobBodies = BUILTIN_BODIES, modal_double: str | None = None) -> list[str]:
+    """The child's argument list; the job bodies and `modal_double` are test hooks passed on."""
     cmd = [sys.executable, "-m", "coral", "run", os.path.abspath(config_path), "--run-id", run_id]
     for text in overrides:
         cmd += ["--set", text]
@@ -34,7 +34,10 @@ def run_command(config_path: Path | str, run_id: str, overrides: Sequence[str] =
         cmd += ["--backend", backend]
     if workers:
         cmd += ["--workers", str(workers)]
-    return cmd + bodies.cli_args()
+    cmd += bodies.cli_args()
+    if modal_double:
+        cmd += ["--modal-double", modal_double]
+    return cmd
 
 
 def start_detached(home: Home, run_id: str, command: list[str]) -> subprocess.Popen[bytes]:

@@ -15,6 +15,7 @@ from coral.errors import ConfigError, CoralError
 from coral.execution.jobs import JobBodies
 from coral.home import Home
 from coral.modal.backend import ModalBackend
+from coral.modal.double import connect_handle
 from coral.run.backend import Backend, LocalBackend, ProgressSink, RunContext
 from coral.run.registry import run_config
 
@@ -24,6 +25,13 @@ BACKEND_KINDS: tuple[str, ...] = get_args(BackendConfig.model_fields["kind"].ann
 # the real `modal` module (imported once credentials exist). It is a value, as `api=` is: tests
 # set it to the Modal double to drive the dashboard's services against a Modal run offline.
 MODAL_API: Any = None
+
+
+def use_modal_double(handle: str) -> None:
+    """A test hook (`--modal-double HANDLE` of `coral run` and `coral dashboard`): this process's
+    Modal is the cross-process Modal double whose handle file is `handle`, in place of Modal."""
+    global MODAL_API
+    MODAL_API = connect_handle(handle)
 
 
 def backend_for(kind: str, *, api: Any = None) -> Backend:

@@ -83,10 +83,10 @@ class LaunchRequest:
         backend = [f"backend.kind={self.backend}", f"backend.workers={self.workers}"]
         return load_config(self.config_path, self.overrides() + backend)
 
-    def command(self, run_id: str) -> list[str]:
+    def command(self, run_id: str, modal_double: str | None = None) -> list[str]:
         """The `coral run` argument list this launch starts (never a shell string)."""
         return run_command(self.config_path, run_id, self.overrides(), self.backend, self.workers,
-                           self.bodies)
+                           self.bodies, modal_double)
 
 
 def config_files(directory: Path = CONFIG_DIR) -> list[tuple[Path, str | None]]:
@@ -95,14 +95,15 @@ def config_files(directory: Path = CONFIG_DIR) -> list[tuple[Path, str | None]]:
 
 
 def launch_run(request: LaunchRequest, home: Home | None = None,
-               run_id: str | None = None) -> str:
+               run_id: str | None = None, modal_double: str | None = None) -> str:
     """Validate, then start the run in the background (coral.run.detached, the same path as
     `coral run --detach`, with the request's job bodies) and return its run id without waiting.
+    `modal_double` (a handle file, test hook) is passed on as `coral run --modal-double`.
     """
     preflight(request.validate())  # model folder, benchmark, Modal credentials: before registering
     home = (home or Home()).ensure()
     run_id = check_run_id(run_id) if run_id else new_run_id()
-    _LAUNCHERS[run_id] = start_detached(home, run_id, request.command(run_id))
+    _LAUNCHERS[run_id] = start_detached(home, run_id, request.command(run_id, modal_double))
     return run_id
 
 

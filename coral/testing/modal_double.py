@@ -1,16 +1,21 @@
 """The Modal double for tests: `ModalDouble` (coral/modal/double.py, in the product because
 `coral validate` runs on it), and its cross-process server, which only tests use: one
 DoubleStore in a `multiprocessing.managers` server on 127.0.0.1 with an authkey, so that worker
-processes a test kills with SIGKILL share Modal's queues and dicts as containers do.
+processes a test kills with SIGKILL share Modal's queues and dicts as containers do. The server
+is also the double's cloud: an app deployed on it runs its functions (orchestrator, workers) in
+the server's process, and clients in other processes spawn and await them through the Modal API.
 
     with DoubleServer() as server:
-        api = server.client()                          # this process
+        server.deploy(CONFIG, overrides, volume_root, handlers)  # the app, in the server
+        api = server.client(volume_root)               # this process
         connect(server.address, server.authkey)        # any other process
+        server.write_handle(path, volume_root)         # for `coral ... --modal-double path`
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import secrets
 import subprocess
@@ -20,14 +25,19 @@ from multiprocessing.managers import BaseManager
 from pathlib import Path
 from typing import IO, cast
 
+from coral.config import load_config
+from coral.execution.jobs import JobBodies
 from coral.modal.double import (
     DICT_IDLE_TTL,
     MAX_ITEM_BYTES,
     MAX_PARTITION_BYTES,
     MAX_PARTITION_ITEMS,
+    DoubleCloud,
     DoubleStore,
     ModalDouble,
+    connect_double,
 )
+from coral.modal.offline import deploy
 
 __all__ = [
     "DICT_IDLE_TTL", "MAX_ITEM_BYTES", "MAX_PARTITION_BYTES", "MAX_PARTITION_ITEMS",
@@ -44,11 +54,36 @@ def _served_store() -> DoubleStore:
     return _SERVED
 
 
+class _Cloud(DoubleCloud):
+    """The server's cloud: apps deployed here run their functions in this process."""
+
+    def deploy(self, config_path: str, overrides: list[str], volume_root: str,
+               handlers: str | None = None, scaledown_window: float = 2.0,
+               launcher_interval: float = 2.0) -> None:
+        """`coral modal deploy` for the double: the app of `config_path` (with `overrides`),
+        its Volumes under `volume_root`, job bodies `handlers` ("module:attr")."""
+        config = load_config(Path(config_path), overrides)
+        deploy(self.api(config.modal.app_name, volume_root), config, bodies=JobBodies(handlers),
+               preload=False, network_blocked=True, scaledown_window=scaledown_window,
+               launcher_interval=launcher_interval)
+
+
+_CLOUD: _Cloud | None = None
+
+
+def _served_cloud() -> _Cloud:
+    global _CLOUD
+    if _CLOUD is None:
+        _CLOUD = _Cloud(_served_store())
+    return _CLOUD
+
+
 class _StoreManager(BaseManager):
     pass
 
 
 _StoreManager.register("store", callable=_served_store)
+_StoreManager.register("cloud", callable=_served_cloud)
 
 
 class DoubleServer:
@@ -99,6 +134,28 @@ class DoubleServer:
             raise RuntimeError("start the Modal double server first")
         return connect(self.address, self.authkey, volume_root=volume_root)
 
+    def write_handle(self, path: Path | str, volume_root: Path | str) -> Path:
+        """A handle file for `--modal-double` (coral.modal.double.connect_handle): the address,
+        authkey and Volume folder another process connects with; readable by its owner only."""
+        if self.address is None:
+            raise RuntimeError("start the Modal double server first")
+        path = Path(path)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({"address": list(self.address), "authkey": self.authkey.hex(),
+                                    "volume_root": str(volume_root)}))
+        return path
+
+    def deploy(self, config_path: Path | str, overrides: list[str], volume_root: Path | str,
+               handlers: str | None = None, **options: float) -> None:
+        """Deploy the app of `config_path` in the server's process (the double's cloud):
+        its orchestrator and workers run there, and clients reach them through the Modal API."""
+        if self.address is None:
+            raise RuntimeError("start the Modal double server first")
+        manager = _StoreManager(address=self.address, authkey=self.authkey)
+        manager.connect()
+        cloud = manager.cloud()  # type: ignore[attr-defined]  # registered above
+        cloud.deploy(str(config_path), list(overrides), str(volume_root), handlers, **options)
+
     def stop(self) -> None:
         if self._process is None or self._process.poll() is not None:
             return
@@ -147,11 +204,9 @@ def shared_server() -> DoubleServer:
 def connect(
     address: tuple[str, int], authkey: bytes, volume_root: Path | str | None = None
 ) -> ModalDouble:
-    """A ModalDouble whose queues and dicts live in the DoubleServer at `address`."""
-    manager = _StoreManager(address=(str(address[0]), int(address[1])), authkey=authkey)
-    manager.connect()
-    store = cast(DoubleStore, manager.store())  # type: ignore[attr-defined]  # registered above
-    return ModalDouble(store=store, volume_root=volume_root)
+    """A ModalDouble whose queues, dicts and deployed functions live in the DoubleServer at
+    `address`."""
+    return connect_double(address, authkey, volume_root)
 
 
 if __name__ == "__main__":

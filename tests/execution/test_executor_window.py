@@ -147,14 +147,15 @@ def test_a_worker_told_to_stop_gives_up_a_full_partition(tmp_path: Path) -> None
 
 def test_a_coral_run_with_more_tests_than_the_window_shows_them_waiting(tmp_path: Path) -> None:
     """A real `coral run` (local workers, stand-in bodies) whose 8 x 186 test jobs are five times
-    a 300-job window: it finishes, every test is applied once, and progress.json and `coral
+    a 150-job window (each stand-in test 30 ms, so tests wait long enough for a
+    `coral status` child to start and see it): it finishes, every test is applied once, and progress.json and `coral
     status` showed tests waiting for room while the run went on."""
     home = tmp_path / "home"
-    env = {**os.environ, "CORAL_HOME": str(home), "PYTHONPATH": str(ROOT), "CORAL_FAKE_SLEEP": "0.01"}
+    env = {**os.environ, "CORAL_HOME": str(home), "PYTHONPATH": str(ROOT), "CORAL_FAKE_SLEEP": "0.03"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "coral", "run", str(ROOT / "configs/local.yaml"), "--run-id", "win",
          "--handlers", "coral.testing.fakes:HANDLERS", "--set", "population=8",
-         "--set", "generations=1", "--set", "backend.window=300"],
+         "--set", "generations=1", "--set", "backend.window=150"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     waiting_seen = 0
     status_lines: list[str] = []
