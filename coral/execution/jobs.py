@@ -16,8 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
@@ -146,7 +146,12 @@ class JobBodies:
     kind -> handler table once per process (`table`)."""
 
     spec: str | None = None
-    _table: list[Handlers] = field(default_factory=list, init=False, repr=False, compare=False)
+    # The resolved table: per process, not a field (dataclasses.asdict, copies and pickles of a
+    # request that carries these bodies see the spec only; handlers may hold locks).
+    _table: ClassVar[list[Handlers]]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_table", [])
 
     @property
     def overridden(self) -> bool:
@@ -167,6 +172,14 @@ class JobBodies:
     def or_else(self, spec: str | None) -> JobBodies:
         """These bodies if overridden, else those of `spec` (a resumed run's recorded ones)."""
         return self if self.overridden else JobBodies(spec)
+
+    # A value is its spec: copies, pickles and Streamlit's cache keys carry the spec only, never
+    # the resolved table (handlers may hold locks and other per-process state).
+    def __reduce__(self) -> tuple[type[JobBodies], tuple[str | None]]:
+        return (JobBodies, (self.spec,))
+
+    def __deepcopy__(self, memo: dict[int, object]) -> JobBodies:
+        return self
 
 
 BUILTIN_BODIES = JobBodies()  # no override: the default wherever bodies are optional
