@@ -48,7 +48,15 @@ from coral.sandbox.quality import (
     syntax_score,
     violation_density,
 )
-from coral.sandbox.runner import CandidateRun, CaseResult, RunnerLimits, problem_key, reference, run_candidate
+from coral.sandbox.runner import (
+    CandidateRun,
+    CaseResult,
+    OncePerKey,
+    RunnerLimits,
+    problem_key,
+    reference,
+    run_candidate,
+)
 
 RUFF_RULES = "E,W,F,B,C90"  # pycodestyle, pyflakes, bugbear, complexity: fixed, so stable
 RUFF_ARGS = ("--line-length", "100", "--target-version", "py311")
@@ -168,30 +176,18 @@ def score_run(
     )
 
 
-# The buggy program's own run, once per process, problem content and budget ceiling, like the
-# reference's (coral.sandbox.runner.reference): a property of the problem, the yardstick of
-# bugfix's repair credit; no candidate's result is ever cached.
-_buggy_runs: dict[tuple[str, float], CandidateRun] = {}
-_buggy_locks: dict[tuple[str, float], threading.Lock] = {}
-_buggy_lock = threading.Lock()
+# The buggy program's own run, once per process, problem content and limits (it runs as a
+# candidate, so every limit can change it), like the reference's (coral.sandbox.runner.reference):
+# a property of the problem, the yardstick of bugfix's repair credit; no candidate's result is
+# ever cached.
+_buggy_runs: OncePerKey[tuple[str, RunnerLimits], CandidateRun] = OncePerKey()
 
 
 def buggy_run(problem: Problem, limits: RunnerLimits | None = None) -> CandidateRun:
     """The problem's buggy program through the same runner as a candidate, cached."""
     limits = limits or RunnerLimits()
-    key = (own_key(problem), limits.budget_ceiling)
-    with _buggy_lock:
-        if key in _buggy_runs:
-            return _buggy_runs[key]
-        lock = _buggy_locks.setdefault(key, threading.Lock())
-    with lock:
-        with _buggy_lock:
-            if key in _buggy_runs:
-                return _buggy_runs[key]
-        run = run_candidate(problem, problem.buggy_source, limits)
-        with _buggy_lock:
-            _buggy_runs[key] = run
-        return run
+    return _buggy_runs.get((own_key(problem), limits),
+                           lambda: run_candidate(problem, problem.buggy_source, limits))
 
 
 # The problem's own programs, linted once per process and problem content: the reference's

@@ -27,10 +27,11 @@ import marshal
 import math
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from coral.benchmark.problem import Problem
 from coral.config import SandboxConfig
@@ -143,14 +144,45 @@ def reference_limits(limits: RunnerLimits) -> RunnerLimits:
     return replace(limits, budget_factor=_DEFAULTS.budget_factor, budget_floor=_DEFAULTS.budget_floor)
 
 
-_references: dict[tuple[str, RunnerLimits], Reference] = {}
-_reference_locks: dict[tuple[str, RunnerLimits], threading.Lock] = {}
-_references_lock = threading.Lock()
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class OncePerKey(Generic[K, V]):
+    """Values computed once per process and key, even when threads ask together: one computes
+    under the key's own lock, the others wait for its value (other keys go on meanwhile). For
+    properties of a problem (its reference's run, its buggy program's run), never a candidate's
+    result."""
+
+    def __init__(self) -> None:
+        self._values: dict[K, V] = {}
+        self._locks: dict[K, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: K, compute: Callable[[], V]) -> V:
+        with self._guard:
+            if key in self._values:
+                return self._values[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                if key in self._values:
+                    return self._values[key]
+            value = compute()
+            with self._guard:
+                self._values[key] = value
+            return value
+
+    def clear(self) -> None:
+        with self._guard:
+            self._values.clear()
+
+
+_references: OncePerKey[tuple[str, RunnerLimits], Reference] = OncePerKey()
 
 
 def clear_reference_cache() -> None:
-    with _references_lock:
-        _references.clear()
+    _references.clear()
 
 
 def reference(problem: Problem, limits: RunnerLimits | None = None) -> Reference:
@@ -160,19 +192,8 @@ def reference(problem: Problem, limits: RunnerLimits | None = None) -> Reference
     This caches the *reference* (a property of the problem), never a candidate's result.
     """
     limits = limits or RunnerLimits()
-    key = (problem_key(problem), reference_limits(limits))
-    with _references_lock:
-        if key in _references:
-            return _references[key]
-        lock = _reference_locks.setdefault(key, threading.Lock())
-    with lock:
-        with _references_lock:
-            if key in _references:
-                return _references[key]
-        ref = _run_reference(problem, limits)
-        with _references_lock:
-            _references[key] = ref
-        return ref
+    return _references.get((problem_key(problem), reference_limits(limits)),
+                           lambda: _run_reference(problem, limits))
 
 
 def run_candidate(problem: Problem, candidate_source: str, limits: RunnerLimits | None = None) -> CandidateRun:

@@ -223,3 +223,14 @@ def test_reference_runs_once_per_problem_content(monkeypatch: pytest.MonkeyPatch
     assert calls.count(SLOW) == 2 and calls.count(CORRECT) == 1  # candidates are never cached
     score_candidates([(fresh, CORRECT)], limits=FAST)
     assert calls.count("") == 1  # the buggy program (bugfix's yardstick) ran once, like the reference
+
+
+def test_the_buggy_programs_run_is_cached_per_limits() -> None:
+    """The buggy program runs as a candidate, so every limit can change its verdict or cost: the
+    same limits reuse its run, other limits (even one that only shapes candidates' budgets) run it
+    again (it was keyed on budget_ceiling alone)."""
+    first = objectives.buggy_run(TOTAL, FAST)
+    assert objectives.buggy_run(TOTAL, FAST) is first
+    other = objectives.buggy_run(TOTAL, RunnerLimits(budget_floor=0.05, budget_factor=7.0))
+    assert other is not first
+    assert [c.passed for c in other.cases] == [c.passed for c in first.cases]
