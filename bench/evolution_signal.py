@@ -1,22 +1,32 @@
-"""Does evolution find anything? Evolution vs random search vs no adapter vs echo, same budget.
+"""Does evolution find anything? configs/local.yaml as shipped: evolution vs random search vs the
+no-adapter and echo baselines, on the same instances and seeds.
 
-    python bench/evolution_signal.py                      # 3 seeds, population 3, 2 generations
-    python bench/evolution_signal.py --seeds 5 --generations 4 --per-family 2
+    python -P bench/evolution_signal.py                          # run seeds 0, 1, 2
+    python -P bench/evolution_signal.py --first-seed 1 --seeds 1 > s1.log   # one seed per process
+    python -P bench/evolution_signal.py --merge s0.log s1.log s2.log        # one table from several
+    python -P bench/evolution_signal.py --runs RUN_ID ...   # finished `coral run`s of CORAL_HOME
 
-Held-out problems: the first `--per-family` instances of every eval family of data/mutants
-(`coral bench mutate data/problems`); adapters train on the first `--per-family` instances of
-every train family. Each strategy runs the engine's selection loop in this process
-(coral.evolution.selection.Evolution: initial population, NSGA-II, breeding) with the engine's
-noise control (one sampling seed per generation for every genome, survivors evaluated again and
-averaged, Evolution.fold); a genome's evaluation is the engine's stages batched (train or reuse
-its adapter, one generate call, coral.run.evaluate.score_answers). The same number of genome
-evaluations for evolution and random search. At the end each run's best survivor (highest
-weighted fitness of its averaged scores) is evaluated again on `--fresh` new sampling seeds,
-and the table reports that fresh score beside the score the run recorded (the gap is the
-winner's curse). no-adapter (the base model at the config's default knobs) and echo (the buggy
-program unchanged) are evaluated on the same seeds. Rows: mean ± standard error over seeds.
+With `--runs`, nothing evolves here: the runs are real `coral run configs/local.yaml --set seed=S
+[--set strategy=random]` runs (any backend), ingested into CORAL_HOME's store; each run's best
+genome is coral.analysis.best's (highest mean fitness over its evaluations), evaluated again here
+with the adapter that run trained for it. Without it:
 
-Prints the table and one JSON line; the figures go in bench/RESULTS.md by hand.
+The experiment is the config (population, generations, samples, its split's eval instances,
+adapters trained on its split's train instances, training steps, knob ranges); `--set KEY=VALUE`
+changes it the way `coral run --set` does. Each strategy (evolution, random search) runs the
+engine's selection loop in this process (coral.evolution.selection.Evolution: initial population,
+threshold gate, NSGA-II, breeding) with the engine's noise control (one sampling seed per
+generation for every genome, survivors evaluated again and averaged, Evolution.fold); a genome's
+evaluation is the engine's stages batched (train or reuse its adapter, one generate call,
+coral.run.evaluate.score_answers), and random search gets exactly as many evaluations.
+
+At the end each run's best survivor (highest weighted fitness of its averaged scores), and the
+base model without adapter at the config's default knobs, are evaluated again on `--fresh` new
+sampling seeds with `--fresh-samples` answers per instance (k=5 by default): fixed@k is the
+measure. Differences (evolution minus no adapter, evolution minus random search) are paired by
+run seed: mean and standard error over the seeds. Echo (the buggy program unchanged) fixes
+nothing by construction and is printed for its fitness. Prints the table and one JSON line; the
+figures go in bench/RESULTS.md by hand.
 """
 
 from __future__ import annotations
@@ -30,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from coral.benchmark.loader import load_benchmark
-from coral.benchmark.mutate import read_manifest
 from coral.benchmark.prompts import build_prompt
+from coral.benchmark.split import split_for_config
 from coral.config import Config, load_config
 from coral.evolution.genome import Genome, Knobs
 from coral.evolution.selection import OBJECTIVES, Evolution, Scored, weighted_fitness
@@ -39,42 +49,32 @@ from coral.home import Home
 from coral.rng import stream_seed
 from coral.run.engine import generation_seed
 from coral.run.evaluate import default_knobs, echo_answer, mean_se, score_answers, summarise
+from coral.run.registry import run_config
 from coral.sandbox.runner import RunnerLimits, reference
 
 REPO = Path(__file__).resolve().parents[1]
-
-MUTANTS = REPO / "data" / "mutants"
 CONFIG = REPO / "configs" / "local.yaml"
-
-
-def subset(per_family: int) -> tuple[list[Any], list[Any]]:
-    """(train problems, eval problems): the first `per_family` instances of each family."""
-    manifest = read_manifest(MUTANTS)
-    assert manifest is not None, "data/mutants has no mutants.json"
-    sides = {name: info["side"] for name, info in manifest["families"].items()}
-    problems = {p.name: p for p in load_benchmark(MUTANTS)}
-    chosen: dict[str, list[Any]] = {"train": [], "eval": []}
-    taken: dict[str, int] = {}
-    for inst in manifest["instances"]:  # in family order, each family's instances in order
-        family = inst["family"]
-        if taken.get(family, 0) < per_family:
-            taken[family] = taken.get(family, 0) + 1
-            chosen[sides[family]].append(problems[inst["name"]])
-    return chosen["train"], chosen["eval"]
+MEASURES = ("fixed_at_k", "bugfix", "fitness", "syntax")
 
 
 class Bench:
-    def __init__(self, config: Config, train: list[Any], evaluation: list[Any], home: Home) -> None:
+    """The engine's stages for one genome at a time, adapters cached by their content key."""
+
+    def __init__(self, config: Config, home: Home) -> None:
         from coral.model.loading import load_base_model
         from coral.model.train import training_pairs
 
-        self.config, self.problems, self.home = config, evaluation, home
+        split = split_for_config(config)
+        problems = {p.name: p for p in load_benchmark(config.benchmark.root)}
+        self.train = [problems[n] for n in split.train]
+        self.problems = [problems[n] for n in split.eval]
+        self.config, self.home = config, home
         self.base = load_base_model(config.model)
-        self.pairs = training_pairs(train, config.benchmark.prompt_style)
+        self.pairs = training_pairs(self.train, config.benchmark.prompt_style)
         self.prompts = [build_prompt(p.name, p.buggy_source, config.benchmark.prompt_style)
-                        for p in evaluation]
+                        for p in self.problems]
         self.limits = RunnerLimits.from_config(config.sandbox)
-        for problem in evaluation:  # one at a time: the pytest-style split is not thread-safe
+        for problem in self.problems:  # one at a time: the pytest-style split is not thread-safe
             reference(problem, self.limits)
         self.adapters: dict[str, Path] = {}
         self.evaluations = 0
@@ -93,32 +93,32 @@ class Bench:
             self.trained += 1
         return self.adapters[key]
 
-    def answers(self, adapter: Path | None, knobs: Knobs, seed: int) -> dict[str, float]:
+    def answers(self, adapter: Path | None, knobs: Knobs, seed: int, k: int) -> dict[str, Any]:
         from coral.model.generate import generate_for_genome
 
-        k = self.config.benchmark.samples
         rows = [p for p in self.prompts for _ in range(k)]
         texts = generate_for_genome(self.base, adapter, rows, knobs, seed, self.config.generation)
-        grouped = [texts[i * k:(i + 1) * k] for i in range(len(self.prompts))]
-        return self.score(grouped, k)
+        return self.score([texts[i * k:(i + 1) * k] for i in range(len(self.prompts))], k)
 
-    def score(self, grouped: list[list[str]], k: int) -> dict[str, float]:
-        summary = summarise(score_answers(self.problems, grouped, self.limits, MUTANTS), k)
-        out = {n: summary[n] for n in OBJECTIVES}
+    def score(self, grouped: list[list[str]], k: int) -> dict[str, Any]:
+        summary = summarise(score_answers(self.problems, grouped, self.limits,
+                                          self.config.benchmark.root), k)
+        out: dict[str, Any] = {n: summary[n] for n in OBJECTIVES}
         out["fixed_at_k"] = summary["fixed_at_k"]
         out["fitness"] = weighted_fitness(out, self.config.objectives.weights)
+        out["solved"] = [int(p["fixed"]) for p in summary["problems"]]
         self.evaluations += 1
         return out
 
-    def genome(self, genome: Genome, seed: int) -> dict[str, float]:
-        return self.answers(self.adapter(genome), genome.knobs, seed)
+    def genome(self, genome: Genome, seed: int, k: int | None = None) -> dict[str, Any]:
+        return self.answers(self.adapter(genome), genome.knobs, seed, k or self.config.benchmark.samples)
 
-    def echo(self) -> dict[str, float]:
+    def echo(self) -> dict[str, Any]:
         return self.score([[echo_answer(p)] for p in self.problems], 1)
 
 
-def run_strategy(bench: Bench, config: Config, fresh: int) -> dict[str, Any]:
-    """One run's loop as the engine does it; then its best survivor on fresh seeds."""
+def run_strategy(bench: Bench, config: Config, fresh: int, k: int) -> dict[str, Any]:
+    """One run's loop as the engine does it; then its best survivor on fresh seeds at k."""
     evo = Evolution(config)
     population = evo.initial_population()
     evaluations = 0
@@ -126,7 +126,8 @@ def run_strategy(bench: Bench, config: Config, fresh: int) -> dict[str, Any]:
         ids = {g.id for g in population}
         again = [s.genome for s in evo.survivors if s.genome.id not in ids]
         seed = generation_seed(config.seed, generation)
-        raw = {g.id: bench.genome(g, seed) for g in population + again}
+        raw = {g.id: {n: v for n, v in bench.genome(g, seed).items() if n != "solved"}
+               for g in population + again}
         evaluations += len(raw)
         means = evo.fold(raw)
         evo.select(generation, [Scored(g, {n: means[g.id][n] for n in OBJECTIVES}) for g in population])
@@ -134,12 +135,20 @@ def run_strategy(bench: Bench, config: Config, fresh: int) -> dict[str, Any]:
             population = evo.breed(generation)
     weights = config.objectives.weights
     best = max(evo.survivors, key=lambda s: (weighted_fitness(s.objectives, weights), s.genome.id))
-    recorded = best.objectives
-    again_scores = [bench.genome(best.genome, fresh_seed(config.seed, i)) for i in range(fresh)]
-    return {"recorded_bugfix": recorded["bugfix"], "evaluations": evaluations,
+    scores = [bench.genome(best.genome, fresh_seed(config.seed, i), k) for i in range(fresh)]
+    genes = best.genome.genes
+    return {"recorded_fitness": weighted_fitness(best.objectives, weights), "evaluations": evaluations,
             "best": best.genome.id, "recorded_count": evo.count(best.genome.id),
-            **{f"fresh_{n}": sum(s[n] for s in again_scores) / fresh
-               for n in ("bugfix", "fixed_at_k", "fitness", "syntax")}}
+            "genes": f"{genes.adapter_type} r{genes.rank} a{genes.alpha} {'+'.join(genes.target_modules)}",
+            "knobs": best.genome.knobs.model_dump(),
+            **fresh_means(scores)}
+
+
+def fresh_means(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {f"fresh_{n}": sum(s[n] for s in scores) / len(scores) for n in MEASURES}
+    # per instance: the share of fresh seeds on which it was fixed (for paired comparisons)
+    out["solved"] = [sum(s["solved"][i] for s in scores) / len(scores) for i in range(len(scores[0]["solved"]))]
+    return out
 
 
 def fresh_seed(seed: int, index: int) -> int:
@@ -149,96 +158,157 @@ def fresh_seed(seed: int, index: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, as coral run --set")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds run are first-seed .. first-seed + seeds - 1")
     parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="LOG",
                         help="print one table from the last JSON line of each log (runs of "
                              "different seeds in parallel processes), run nothing")
-    parser.add_argument("--population", type=int, default=3)
-    parser.add_argument("--generations", type=int, default=2)
-    parser.add_argument("--per-family", type=int, default=1)
-    parser.add_argument("--fresh", type=int, default=1, help="fresh seeds for the final re-evaluation")
-    parser.add_argument("--steps", type=int, default=6, help="adapter training steps")
-    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--fresh", type=int, default=2, help="fresh sampling seeds for the final re-evaluation")
+    parser.add_argument("--fresh-samples", type=int, default=5, help="k of the final re-evaluation")
+    parser.add_argument("--runs", nargs="+", default=None, metavar="RUN_ID",
+                        help="re-evaluate the best genome of these finished runs of CORAL_HOME "
+                             "(evolution and random-search runs of one config) and run nothing else")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: seeds run as parallel processes on 2 cores)")
     args = parser.parse_args()
     if args.merge:
-        return merge(args.merge)
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for log in args.merge:
+            last = [line for line in log.read_text().splitlines() if line.startswith("{")][-1]
+            for name, results in json.loads(last)["runs"].items():
+                rows.setdefault(name, []).extend(results)
+        print_table(rows, f"{len(rows['evolution'])} seeds from {len(args.merge)} logs")
+        return 0
 
     import torch
 
     torch.set_num_threads(args.threads)
-    train, evaluation = subset(args.per_family)
-    started = time.time()
-    cpu0 = time.process_time()
-    rows: dict[str, list[dict[str, Any]]] = {"evolution": [], "random": [], "no-adapter": [], "echo": []}
+    if args.runs:
+        return from_runs(args.runs, args.fresh, args.fresh_samples)
+    started, cpu0 = time.time(), time.process_time()
+    rows = {"evolution": [], "random": [], "no-adapter": [], "echo": []}
     with tempfile.TemporaryDirectory(prefix="coral-signal-") as tmp:
         home = Home(Path(tmp)).ensure()
-        base_config = load_config(CONFIG, [
-            f"population={args.population}", f"generations={args.generations}",
-            f"training.steps={args.steps}", f"knobs.max_new_tokens=[{args.max_new_tokens}]",
-            "benchmark.samples=1"])
-        bench = Bench(base_config, train, evaluation, home)
+        base_config = load_config(args.config, args.set)
+        bench = Bench(base_config, home)
         echo = bench.echo()  # deterministic: the same on every seed
+        k = args.fresh_samples
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for strategy in ("evolution", "random"):
                 config = base_config.model_copy(update={"seed": seed, "strategy": strategy})
-                result = run_strategy(bench, config, args.fresh)
+                result = run_strategy(bench, config, args.fresh, k)
                 rows[strategy].append(result)
-                print(f"seed {seed} {strategy}: {json.dumps(result)}", flush=True)
+                print(f"seed {seed} {strategy}: {json.dumps({n: v for n, v in result.items() if n != 'solved'})}",
+                      flush=True)
             knobs = default_knobs(base_config.knobs)
-            seeds = [generation_seed(seed, 0)] + [fresh_seed(seed, i) for i in range(args.fresh)]
-            plain = [bench.answers(None, knobs, s) for s in seeds]
-            rows["no-adapter"].append({"recorded_bugfix": plain[0]["bugfix"], **{
-                f"fresh_{n}": sum(p[n] for p in plain[1:]) / args.fresh
-                for n in ("bugfix", "fixed_at_k", "fitness", "syntax")}})
-            rows["echo"].append({"recorded_bugfix": echo["bugfix"], **{
-                f"fresh_{n}": echo[n] for n in ("bugfix", "fixed_at_k", "fitness", "syntax")}})
-            print_table(rows, bench, args, train, evaluation, started, cpu0)
+            plain = [bench.answers(None, knobs, fresh_seed(seed, i), k) for i in range(args.fresh)]
+            rows["no-adapter"].append({"recorded_fitness": float("nan"), **fresh_means(plain)})
+            rows["echo"].append({"recorded_fitness": echo["fitness"], "solved": echo["solved"],
+                                 **{f"fresh_{n}": echo[n] for n in MEASURES}})
+            wall, cpu = time.time() - started, time.process_time() - cpu0
+            families = len({p.name.rsplit("_", 1)[0] for p in bench.problems})
+            print_table(rows, f"{len(bench.problems)} held-out instances ({families} eval families), "
+                        f"{len(bench.train)} training instances, {len(rows['evolution'])} seed(s), population "
+                        f"{base_config.population} x {base_config.generations} generations at k="
+                        f"{base_config.benchmark.samples}; best re-evaluated on {args.fresh} fresh seed(s) "
+                        f"at k={k}; {bench.evaluations} evaluations, {bench.trained} adapters trained; "
+                        f"wall {wall:.0f} s, CPU of this process {cpu:.0f} s (sandboxes run in children)")
+            print(json.dumps({"runs": rows, "wall_seconds": wall, "cpu_seconds": cpu,
+                              "instances": len(bench.problems), "evaluations": bench.evaluations,
+                              "adapters": bench.trained}), flush=True)
     return 0
 
 
-def merge(logs: list[Path]) -> int:
-    """One table over the runs recorded in several logs (each log's last JSON line)."""
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for log in logs:
-        last = [line for line in log.read_text().splitlines() if line.startswith("{")][-1]
-        for name, results in json.loads(last)["runs"].items():
-            rows.setdefault(name, []).extend(results)
-    print(f"{len(rows['evolution'])} seeds from {len(logs)} logs")
-    print(" | ".join(("strategy", "recorded bugfix", "fresh bugfix", "fresh fixed@1",
-                      "fresh fitness", "fresh syntax")))
+def from_runs(run_ids: list[str], fresh: int, k: int) -> int:
+    """The best genome of each finished run, its own adapter, on fresh seeds; the baselines on the
+    same seeds. The runs must be one experiment: the same config but for seed and strategy."""
+    from coral.analysis.best import best_genome
+    from coral.model.adapters import gene_key
+    from coral.run.checkpoints import PREFIX
+    from coral.run.checkpoints import load as load_checkpoint
+    from coral.store.ingest import Ingestor
+
+    started, cpu0 = time.time(), time.process_time()
+    home = Home()
+    ingestor = Ingestor(home, None, remote=())
+    try:
+        ingestor.run_once(snapshot=True)
+    finally:
+        ingestor.stop()
+    configs = {run: run_config(home, run) for run in run_ids}
+    first = next(iter(configs.values()))
+    shape = first.model_dump(exclude={"seed", "strategy"})
+    for run, config in configs.items():
+        if config.model_dump(exclude={"seed", "strategy"}) != shape:
+            raise SystemExit(f"run {run} is another experiment than {run_ids[0]} (configs differ beyond seed/strategy)")
+    bench = Bench(first, home)
+    knobs = default_knobs(first.knobs)
+    echo = bench.echo()
+    rows: dict[str, list[dict[str, Any]]] = {"evolution": [], "random": [], "no-adapter": [], "echo": []}
+    seeds: list[int] = []
+    for run in sorted(run_ids, key=lambda r: (configs[r].seed, configs[r].strategy)):
+        config = configs[run]
+        best = best_genome(run, home)
+        genome, cache_key = None, None
+        for path in sorted(home.checkpoints_dir(run).glob(f"{PREFIX}*.json")):
+            point = load_checkpoint(path)
+            trained = dict(point.trained_keys)
+            for data in point.population:
+                candidate = Genome.model_validate(data)
+                if candidate.id == best["genome_id"]:
+                    genome, cache_key = candidate, trained.get(gene_key(candidate))
+        if genome is None or cache_key is None:
+            raise SystemExit(f"run {run}: no checkpointed genome/adapter for its best {best['genome_id']}")
+        scores = [bench.answers(home.adapter_dir(cache_key), genome.knobs, fresh_seed(config.seed, i), k)
+                  for i in range(fresh)]
+        genes = genome.genes
+        result = {"run": run, "seed": config.seed, "recorded_fitness": best["fitness"],
+                  "evaluations": best["evaluations"], "best": genome.id,
+                  "genes": f"{genes.adapter_type} r{genes.rank} a{genes.alpha} {'+'.join(genes.target_modules)}",
+                  "knobs": genome.knobs.model_dump(), **fresh_means(scores)}
+        rows["evolution" if config.strategy == "evolution" else "random"].append(result)
+        print(f"{run} ({config.strategy}, seed {config.seed}): "
+              f"{json.dumps({n: v for n, v in result.items() if n != 'solved'})}", flush=True)
+        if config.seed not in seeds:
+            seeds.append(config.seed)
+            plain = [bench.answers(None, knobs, fresh_seed(config.seed, i), k) for i in range(fresh)]
+            rows["no-adapter"].append({"recorded_fitness": float("nan"), "seed": config.seed, **fresh_means(plain)})
+            rows["echo"].append({"recorded_fitness": echo["fitness"], "solved": echo["solved"],
+                                 **{f"fresh_{n}": echo[n] for n in MEASURES}})
+    wall, cpu = time.time() - started, time.process_time() - cpu0
+    print_table(rows, f"{len(run_ids)} runs ({len(seeds)} seeds) of population {first.population} x "
+                f"{first.generations} generations at k={first.benchmark.samples}, {len(bench.problems)} held-out "
+                f"instances; best re-evaluated on {fresh} fresh seed(s) at k={k}; wall {wall:.0f} s")
+    print(json.dumps({"runs": rows, "wall_seconds": wall, "cpu_seconds": cpu, "instances": len(bench.problems)}),
+          flush=True)
+    return 0
+
+
+def print_table(rows: dict[str, list[dict[str, Any]]], heading: str) -> None:
+    """Per strategy, mean ± SE over run seeds; then the paired differences that decide."""
+    print(f"\n{heading}")
+    print(" | ".join(("strategy", "recorded fitness", "fresh fixed@k", "fresh bugfix", "fresh fitness",
+                      "fresh syntax")))
     for name, results in rows.items():
         cells = [mean_se([r[key] for r in results]) for key in (
-            "recorded_bugfix", "fresh_bugfix", "fresh_fixed_at_k", "fresh_fitness", "fresh_syntax")]
+            "recorded_fitness", "fresh_fixed_at_k", "fresh_bugfix", "fresh_fitness", "fresh_syntax")]
         print(" | ".join([name] + [f"{m:.3f} ± {s:.3f}" for m, s in cells]))
-    return 0
-
-
-def print_table(rows: dict[str, list[dict[str, Any]]], bench: Bench, args: argparse.Namespace,
-                train: list[Any], evaluation: list[Any], started: float, cpu0: float) -> None:
-    """The table so far (after every seed, so a cut-short run still reports what it did)."""
-    wall, cpu = time.time() - started, time.process_time() - cpu0
-    families = len({p.name.rsplit("_", 1)[0] for p in evaluation})
-    seeds = len(rows["evolution"])
-    print(f"\n{len(evaluation)} held-out instances ({families} eval families), {len(train)} "
-          f"training instances, {seeds} seed(s), population {args.population} x "
-          f"{args.generations} generations, {args.fresh} fresh seed(s) for the final "
-          f"re-evaluation; {bench.evaluations} evaluations, {bench.trained} adapters trained")
-    print(" | ".join(("strategy", "recorded bugfix", "fresh bugfix", "fresh fixed@1",
-                      "fresh fitness", "fresh syntax")))
-    table = {}
-    for name, results in rows.items():
-        cells = {key: mean_se([r[key] for r in results]) for key in (
-            "recorded_bugfix", "fresh_bugfix", "fresh_fixed_at_k", "fresh_fitness", "fresh_syntax")}
-        table[name] = {k: {"mean": m, "se": s} for k, (m, s) in cells.items()}
-        print(" | ".join([name] + [f"{m:.3f} ± {s:.3f}" for m, s in cells.values()]))
-    print(f"wall {wall:.0f} s, CPU of this process {cpu:.0f} s (sandboxes run in children)")
-    print(json.dumps({"table": table, "runs": rows, "wall_seconds": wall, "cpu_seconds": cpu,
-                      "instances": len(evaluation), "seeds": seeds,
-                      "evaluations": bench.evaluations, "adapters": bench.trained}), flush=True)
+    for other in ("no-adapter", "random"):
+        pairs = list(zip(rows["evolution"], rows[other], strict=True))
+        diffs = [e["fresh_fixed_at_k"] - o["fresh_fixed_at_k"] for e, o in pairs]
+        mean, se = mean_se(diffs)
+        # the same difference paired by instance as well (instances x seeds), a finer SE
+        per = [a - b for e, o in pairs for a, b in zip(e["solved"], o["solved"], strict=True)]
+        pmean, pse = mean_se(per)
+        z = f"{mean / se:.1f} SE" if se > 0 else "SE 0"
+        pz = f"{pmean / pse:.1f} SE" if pse > 0 else "SE 0"
+        print(f"evolution - {other}, fresh fixed@k: {mean:+.3f} ± {se:.3f} over seeds ({z}); "
+              f"paired over instances x seeds {pmean:+.3f} ± {pse:.3f} ({pz})")
+    print("best genomes: " + "; ".join(f"{r['best']} {r['genes']}" for r in rows["evolution"]))
 
 
 if __name__ == "__main__":

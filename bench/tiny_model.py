@@ -207,11 +207,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out instances of these bug classes only (default: every class); "
                              "'withheld': the classes the model's build withheld")
     parser.add_argument("--skip-problems", action="store_true", help="skip the bundled eval problems row")
+    parser.add_argument("--settings", default=None, metavar="LABEL;...",
+                        help="adapter settings by label, ';'-separated (default: the first --adapters)")
+    parser.add_argument("--steps", type=int, default=None, help="adapter training steps (default: training.steps)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     config = Config()
+    if args.steps is not None:
+        config = config.model_copy(update={"training": config.training.model_copy(update={"steps": args.steps})})
     model = ModelConfig(name=str(args.model or config.model.name), device="cpu")
     base = load_base_model(model)
     knobs = default_knobs(config)
@@ -276,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     train_times: list[float] = []
     with tempfile.TemporaryDirectory(prefix="coral-bench-") as tmp:
         home = Home(tmp)
-        for label, genes in list(ADAPTERS.items())[: args.adapters]:
+        chosen = ([(label, ADAPTERS[label]) for label in args.settings.split(";")] if args.settings
+                  else list(ADAPTERS.items())[: args.adapters])
+        for label, genes in chosen:
             key = adapter_cache_key(genes, base.fingerprint, data_fingerprint(pairs), config.training)
             started = time.perf_counter()
             info = train_adapter(base, genes, pairs, config.training, home, key)
