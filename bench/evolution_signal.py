@@ -41,7 +41,7 @@ from typing import Any
 
 from coral.benchmark.loader import load_benchmark
 from coral.benchmark.prompts import build_prompt
-from coral.benchmark.split import split_for_config
+from coral.benchmark.split import load_split, split_for_config
 from coral.config import Config, load_config
 from coral.evolution.genome import Genome, Knobs
 from coral.evolution.selection import OBJECTIVES, Evolution, Scored, weighted_fitness
@@ -60,14 +60,14 @@ MEASURES = ("fixed_at_k", "bugfix", "fitness", "syntax")
 class Bench:
     """The engine's stages for one genome at a time, adapters cached by their content key."""
 
-    def __init__(self, config: Config, home: Home) -> None:
+    def __init__(self, config: Config, home: Home, eval_names: list[str] | None = None) -> None:
         from coral.model.loading import load_base_model
         from coral.model.train import training_pairs
 
         split = split_for_config(config)
         problems = {p.name: p for p in load_benchmark(config.benchmark.root)}
         self.train = [problems[n] for n in split.train]
-        self.problems = [problems[n] for n in split.eval]
+        self.problems = [problems[n] for n in (eval_names or split.eval)]
         self.config, self.home = config, home
         self.base = load_base_model(config.model)
         self.pairs = training_pairs(self.train, config.benchmark.prompt_style)
@@ -172,6 +172,9 @@ def main() -> int:
     parser.add_argument("--runs", nargs="+", default=None, metavar="RUN_ID",
                         help="re-evaluate the best genome of these finished runs of CORAL_HOME "
                              "(evolution and random-search runs of one config) and run nothing else")
+    parser.add_argument("--fresh-on", choices=("config", "held-out"), default="config",
+                        help="with --runs: re-evaluate on the config's eval instances, or on every "
+                             "eval-side instance of the benchmark's own split (ROOT/split.json)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: seeds run as parallel processes on 2 cores)")
     args = parser.parse_args()
@@ -188,7 +191,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     if args.runs:
-        return from_runs(args.runs, args.fresh, args.fresh_samples)
+        return from_runs(args.runs, args.fresh, args.fresh_samples, args.fresh_on)
     started, cpu0 = time.time(), time.process_time()
     rows = {"evolution": [], "random": [], "no-adapter": [], "echo": []}
     with tempfile.TemporaryDirectory(prefix="coral-signal-") as tmp:
@@ -223,7 +226,7 @@ def main() -> int:
     return 0
 
 
-def from_runs(run_ids: list[str], fresh: int, k: int) -> int:
+def from_runs(run_ids: list[str], fresh: int, k: int, fresh_on: str) -> int:
     """The best genome of each finished run, its own adapter, on fresh seeds; the baselines on the
     same seeds. The runs must be one experiment: the same config but for seed and strategy."""
     from coral.analysis.best import best_genome
@@ -245,7 +248,8 @@ def from_runs(run_ids: list[str], fresh: int, k: int) -> int:
     for run, config in configs.items():
         if config.model_dump(exclude={"seed", "strategy"}) != shape:
             raise SystemExit(f"run {run} is another experiment than {run_ids[0]} (configs differ beyond seed/strategy)")
-    bench = Bench(first, home)
+    held_out = load_split(first.benchmark.root).eval if fresh_on == "held-out" else None
+    bench = Bench(first, home, held_out)
     knobs = default_knobs(first.knobs)
     echo = bench.echo()
     rows: dict[str, list[dict[str, Any]]] = {"evolution": [], "random": [], "no-adapter": [], "echo": []}
@@ -283,9 +287,28 @@ def from_runs(run_ids: list[str], fresh: int, k: int) -> int:
     print_table(rows, f"{len(run_ids)} runs ({len(seeds)} seeds) of population {first.population} x "
                 f"{first.generations} generations at k={first.benchmark.samples}, {len(bench.problems)} held-out "
                 f"instances; best re-evaluated on {fresh} fresh seed(s) at k={k}; wall {wall:.0f} s")
+    withheld = withheld_instances(bench)
+    if withheld:
+        index = [i for i, p in enumerate(bench.problems) if p.name in withheld]
+        print(f"on the {len(index)} instances of the classes the base withheld:")
+        for name, results in rows.items():
+            if results:
+                m, se = mean_se([sum(r["solved"][i] for i in index) / len(index) for r in results])
+                print(f"  {name}: fresh fixed@k {m:.3f} ± {se:.3f}")
     print(json.dumps({"runs": rows, "wall_seconds": wall, "cpu_seconds": cpu, "instances": len(bench.problems)}),
           flush=True)
     return 0
+
+
+def withheld_instances(bench: Bench) -> set[str]:
+    """Names of the evaluated instances whose bug class the base model's build withheld."""
+    from coral.run.evaluate import instances_of
+
+    meta = Path(bench.config.model.name) / "coral_tiny_meta.json"
+    if not meta.is_file():
+        return set()
+    classes = json.loads(meta.read_text())["spec"].get("withheld_classes") or []
+    return instances_of(bench.config.benchmark.root, classes) if classes else set()
 
 
 def print_table(rows: dict[str, list[dict[str, Any]]], heading: str) -> None:
@@ -294,10 +317,14 @@ def print_table(rows: dict[str, list[dict[str, Any]]], heading: str) -> None:
     print(" | ".join(("strategy", "recorded fitness", "fresh fixed@k", "fresh bugfix", "fresh fitness",
                       "fresh syntax")))
     for name, results in rows.items():
+        if not results:
+            continue
         cells = [mean_se([r[key] for r in results]) for key in (
             "recorded_fitness", "fresh_fixed_at_k", "fresh_bugfix", "fresh_fitness", "fresh_syntax")]
         print(" | ".join([name] + [f"{m:.3f} ± {s:.3f}" for m, s in cells]))
     for other in ("no-adapter", "random"):
+        if not rows[other] or len(rows[other]) != len(rows["evolution"]):
+            continue
         pairs = list(zip(rows["evolution"], rows[other], strict=True))
         diffs = [e["fresh_fixed_at_k"] - o["fresh_fixed_at_k"] for e, o in pairs]
         mean, se = mean_se(diffs)

@@ -34,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "local.yaml"
 EVAL_INSTANCES = 186  # data/mutants' held-out family instances
+SPLIT = REPO / "data" / "mutants" / "split.json"
 
 
 def load() -> str:
@@ -59,7 +60,8 @@ def run_size(population: int, samples: int, generations: int, code: Path, timeou
         env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(code)})
         cmd = [sys.executable, "-m", "coral", "run", str(CONFIG), "--run-id", run_id,
                "--handlers", "coral.testing.fakes:HANDLERS", "--set", f"population={population}",
-               "--set", f"generations={generations}", "--set", f"benchmark.samples={samples}"]
+               "--set", f"generations={generations}", "--set", f"benchmark.samples={samples}",
+               "--set", f"benchmark.split={SPLIT}"]  # every held-out instance, not local.yaml's 38
         load_before = load()
         started = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.PIPE,
