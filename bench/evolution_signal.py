@@ -288,8 +288,8 @@ def from_runs(run_ids: list[str], fresh: int, k: int, fresh_on: str) -> int:
                 f"{first.generations} generations at k={first.benchmark.samples}, {len(bench.problems)} held-out "
                 f"instances; best re-evaluated on {fresh} fresh seed(s) at k={k}; wall {wall:.0f} s")
     withheld = withheld_instances(bench)
-    if withheld:
-        index = [i for i, p in enumerate(bench.problems) if p.name in withheld]
+    index = [i for i, p in enumerate(bench.problems) if p.name in withheld]
+    if index:
         print(f"on the {len(index)} instances of the classes the base withheld:")
         for name, results in rows.items():
             if results:

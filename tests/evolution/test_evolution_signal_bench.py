@@ -1,0 +1,58 @@
+"""bench/evolution_signal.py --runs: real `coral run`s of one config (evolution and random search)
+re-evaluated through the bench; the best genome it re-evaluates is coral.analysis.best's, and runs
+of another config are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coral.analysis.best import best_genome
+from coral.home import Home
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "bench" / "evolution_signal.py"
+
+
+def _run(env: dict[str, str], run_id: str, *overrides: str) -> None:
+    args = [sys.executable, "-m", "coral", "run", str(REPO / "configs" / "local.yaml"), "--run-id", run_id,
+            "--workers", "1"]
+    for item in overrides:
+        args += ["--set", item]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_runs_are_reevaluated_with_their_own_best_genome(tmp_path: Path) -> None:
+    split = json.loads((REPO / "configs" / "local.split.json").read_text())
+    micro = tmp_path / "split.json"
+    micro.write_text(json.dumps({"train": split["train"][:4], "eval": split["eval"][:3]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update({"CORAL_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)})
+    small = ("population=2", "generations=2", f"benchmark.split={micro}", "training.steps=2",
+             "benchmark.samples=1")
+    _run(env, "evo", *small)
+    _run(env, "rnd", *small, "strategy=random")
+
+    bench = [sys.executable, "-P", str(BENCH), "--fresh", "1", "--fresh-samples", "2", "--runs"]
+    done = subprocess.run([*bench, "evo", "rnd"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = result["runs"]
+    assert [len(rows[name]) for name in ("evolution", "random", "no-adapter", "echo")] == [1, 1, 1, 1]
+    home = Home(tmp_path / "home")
+    assert rows["evolution"][0]["best"] == best_genome("evo", home)["genome_id"]
+    assert rows["random"][0]["best"] == best_genome("rnd", home)["genome_id"]
+    assert result["instances"] == 3 and all(len(rows[n][0]["solved"]) == 3 for n in rows)
+    assert "evolution - no-adapter, fresh fixed@k" in done.stdout
+
+    _run(env, "other", *small, "generations=1")
+    refused = subprocess.run([*bench, "evo", "other"], env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0
+    assert "another experiment" in refused.stderr.strip().splitlines()[-1]
