@@ -49,7 +49,7 @@ from coral.home import Home
 from coral.rng import stream_seed
 from coral.run.engine import generation_seed
 from coral.run.evaluate import default_knobs, echo_answer, mean_se, score_answers, summarise
-from coral.run.registry import run_config
+from coral.run.registry import run_config, trained_adapter
 from coral.sandbox.runner import RunnerLimits, reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,9 +230,6 @@ def from_runs(run_ids: list[str], fresh: int, k: int, fresh_on: str) -> int:
     """The best genome of each finished run, its own adapter, on fresh seeds; the baselines on the
     same seeds. The runs must be one experiment: the same config but for seed and strategy."""
     from coral.analysis.best import best_genome
-    from coral.model.adapters import gene_key
-    from coral.run.checkpoints import PREFIX
-    from coral.run.checkpoints import load as load_checkpoint
     from coral.store.ingest import Ingestor
 
     started, cpu0 = time.time(), time.process_time()
@@ -257,18 +254,8 @@ def from_runs(run_ids: list[str], fresh: int, k: int, fresh_on: str) -> int:
     for run in sorted(run_ids, key=lambda r: (configs[r].seed, configs[r].strategy)):
         config = configs[run]
         best = best_genome(run, home)
-        genome, cache_key = None, None
-        for path in sorted(home.checkpoints_dir(run).glob(f"{PREFIX}*.json")):
-            point = load_checkpoint(path)
-            trained = dict(point.trained_keys)
-            for data in point.population:
-                candidate = Genome.model_validate(data)
-                if candidate.id == best["genome_id"]:
-                    genome, cache_key = candidate, trained.get(gene_key(candidate))
-        if genome is None or cache_key is None:
-            raise SystemExit(f"run {run}: no checkpointed genome/adapter for its best {best['genome_id']}")
-        scores = [bench.answers(home.adapter_dir(cache_key), genome.knobs, fresh_seed(config.seed, i), k)
-                  for i in range(fresh)]
+        genome, adapter = trained_adapter(run, best["genome_id"], home)
+        scores = [bench.answers(adapter, genome.knobs, fresh_seed(config.seed, i), k) for i in range(fresh)]
         genes = genome.genes
         result = {"run": run, "seed": config.seed, "recorded_fitness": best["fitness"],
                   "evaluations": best["evaluations"], "best": genome.id,

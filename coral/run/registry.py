@@ -365,13 +365,12 @@ def prune(home: Home | None = None, *, unused: bool = False, dry_run: bool = Fal
     return removed
 
 
-def export_adapter(run_id: str, genome_id: str, out: str | Path, home: Home | None = None) -> Path:
-    """Copy the adapter a run trained for `genome_id` to `out` as a standard peft folder."""
-
-
+def trained_adapter(run_id: str, genome_id: str, home: Home | None = None) -> tuple[Genome, Path]:
+    """A genome a run evaluated and the adapter folder the run trained for it (whole and intact,
+    or AdapterError); one clear line when the run has no such genome or adapter."""
     home = home or Home()
     run_record(home, run_id)
-    genome = None
+    genome, trained = None, {}
     for path in sorted(home.checkpoints_dir(run_id).glob(f"{PREFIX}*.json")):
         point = load_checkpoint(path)
         for g in point.population:
@@ -384,14 +383,20 @@ def export_adapter(run_id: str, genome_id: str, out: str | Path, home: Home | No
     cache_key = trained.get(gene_key(genome))
     if cache_key is None:
         raise CoralError(f"run {run_id}: no adapter recorded for genome {genome_id}")
-    read_adapter(home.adapter_dir(cache_key))  # whole and intact, or AdapterError
+    read_adapter(home.adapter_dir(cache_key))
+    return genome, home.adapter_dir(cache_key)
+
+
+def export_adapter(run_id: str, genome_id: str, out: str | Path, home: Home | None = None) -> Path:
+    """Copy the adapter a run trained for `genome_id` to `out` as a standard peft folder."""
+    _, folder = trained_adapter(run_id, genome_id, home)
     target = Path(out)
     if target.exists():
         raise CoralError(f"destination {target} already exists (pick a folder that does not)")
     try:
         target.mkdir(parents=True)
         for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, METADATA):
-            shutil.copy2(home.adapter_dir(cache_key) / name, target / name)
+            shutil.copy2(folder / name, target / name)
     except OSError as exc:
         raise CoralError(f"destination {target}: cannot write there ({exc.strerror or exc})") from None
     return target
