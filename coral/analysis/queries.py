@@ -191,7 +191,7 @@ def list_runs(home: Home | None = None) -> pd.DataFrame:
                                  "backend", "updated"])
     with connect(home) as con:
         stored = _df(con, "SELECT run_id, generations_done, last_event FROM runs")
-        # The one definition of best (coral.analysis.best): the highest mean over a genome's evaluations.
+        # The one definition of best (coral.analysis.best, rank_best).
         best = fitness_by_genome(score_rows(con, None))
         if not best.empty:
             best = rank_best(best).drop_duplicates("run_id")

@@ -28,8 +28,8 @@ class Scored:
     genome: Genome
     objectives: dict[str, float]
 
-    def vector(self) -> np.ndarray:
-        return np.array([self.objectives[name] for name in OBJECTIVES], dtype=float)
+    def vector(self, names: tuple[str, ...] = OBJECTIVES) -> np.ndarray:
+        return np.array([self.objectives[name] for name in names], dtype=float)
 
     def to_json(self) -> dict[str, Any]:
         return {"genome": self.genome.model_dump(mode="json"), "objectives": self.objectives}
@@ -37,6 +37,13 @@ class Scored:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Scored:
         return cls(Genome.model_validate(data["genome"]), dict(data["objectives"]))
+
+
+def selection_objectives(weights: ObjectiveWeights) -> tuple[str, ...]:
+    """The objectives NSGA-II ranks on: those with a positive weight. Weight 0 retires an
+    objective from selection (docs/objectives.md); it is still scored, stored and plotted."""
+    w = weights.model_dump()
+    return tuple(name for name in OBJECTIVES if w[name] > 0)
 
 
 def weighted_fitness(objectives: dict[str, float], weights: ObjectiveWeights) -> float:
@@ -173,7 +180,8 @@ class Evolution:
         """Survivors of generation g from last survivors + this generation's evaluated genomes."""
         pool = _dedupe(self.survivors + evaluated)
         gated, threshold = apply_gate(pool, self.config, generation)
-        objectives = np.array([s.vector() for s in gated])
+        names = selection_objectives(self.config.objectives.weights)
+        objectives = np.array([s.vector(names) for s in gated])
         keep = nsga2.select_survivors(objectives, min(self.config.population, len(gated)))
         self.survivors = [gated[i] for i in keep]
         kept = {s.genome.id for s in self.survivors}
@@ -189,7 +197,8 @@ class Evolution:
             return self._fresh(generation + 1)
         evo = self.config.evolution
         parents = self.survivors
-        rank, crowd = nsga2.rank_and_crowding(np.array([s.vector() for s in parents]))
+        names = selection_objectives(self.config.objectives.weights)
+        rank, crowd = nsga2.rank_and_crowding(np.array([s.vector(names) for s in parents]))
         rng = self._rng(generation + 1, "breed")
         seen = {s.genome.id for s in parents}
         children: list[Genome] = []
