@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from coral.analysis.genome_means import rank_best
 from coral.benchmark.loader import load_benchmark
 from coral.benchmark.prompts import build_prompt
 from coral.benchmark.split import load_split, split_for_config
@@ -134,7 +137,12 @@ def run_strategy(bench: Bench, config: Config, fresh: int, k: int) -> dict[str, 
         if generation < config.generations - 1:
             population = evo.breed(generation)
     weights = config.objectives.weights
-    best = max(evo.survivors, key=lambda s: (weighted_fitness(s.objectives, weights), s.genome.id))
+    # The best survivor by coral.analysis.best's rule: among those evaluated at least twice.
+    survivors = pd.DataFrame({"run_id": "bench", "genome_id": [s.genome.id for s in evo.survivors],
+                              "fitness": [weighted_fitness(s.objectives, weights) for s in evo.survivors],
+                              "evaluations": [evo.count(s.genome.id) for s in evo.survivors]})
+    best_id = rank_best(survivors)["genome_id"].iloc[0]
+    best = next(s for s in evo.survivors if s.genome.id == best_id)
     scores = [bench.genome(best.genome, fresh_seed(config.seed, i), k) for i in range(fresh)]
     genes = best.genome.genes
     return {"recorded_fitness": weighted_fitness(best.objectives, weights), "evaluations": evaluations,

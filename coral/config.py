@@ -137,6 +137,9 @@ class EvolutionConfig(Section):
 
 
 class ObjectiveWeights(Section):
+    """Weights of the fitness scalar; NSGA-II ranks on the positive-weight objectives, so weight
+    0 retires an objective from selection (docs/config.md)."""
+
     bugfix: float = Field(default=1.0, ge=0.0)
     style: float = Field(default=0.1, ge=0.0)
     security: float = Field(default=0.1, ge=0.0)

@@ -20,7 +20,8 @@
 # the dashboard's database, so the numbers are as of the last snapshot.
 #
 # **Reading it**: on the curves, "best" is the best genome of a generation, "mean" the population
-# mean; the run's best genome is the one with the highest mean fitness over its evaluations;
+# mean; the run's best genome is the one with the highest mean fitness over its evaluations
+# (among those evaluated at least twice);
 # fitness is the config-weighted sum of the five objectives; fixed@k is the share of eval
 # problems where some sample passes every test.
 
@@ -72,8 +73,9 @@ generations[["generation", "best_fitness", "mean_fitness", "best_bugfix", "best_
 
 # %% [markdown]
 # ## Best genomes
-# Best = the highest mean fitness over a genome's evaluations (survivors are evaluated again each
-# generation and averaged), with the count n and the standard error: the same genome the
+# Best = the highest mean fitness over a genome's evaluations, among the genomes evaluated at
+# least twice when the run has any (survivors are evaluated again each generation and averaged;
+# one evaluation is one lucky draw), with the count n and the standard error: the same genome the
 # dashboard's Runs and Lineage pages, "Export best adapter" and `coral runs` name
 # (`coral.analysis.best`). Genes and knobs come from checkpoints, so on a live run the newest
 # genomes may show no genes yet.

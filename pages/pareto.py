@@ -44,7 +44,7 @@ table = genome_table(run_id, generation, home())
 st.subheader(f"Genomes of generation {generation}")
 st.caption(f"Scores as of generation {generation}: each genome's mean over its evaluations so far "
            "(evaluations: how many), fittest first. The run's best genome over all generations is "
-           "on the Runs page (best = highest mean fitness over a genome's evaluations).")
+           f"on the Runs page ({analysis.BEST_DEFINITION}).")
 st.dataframe(table, hide_index=True, key="genome-table")
 
 genome_id = st.selectbox("Genome", list(table["genome_id"]), key="genome")

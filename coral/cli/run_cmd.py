@@ -207,7 +207,8 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _best_by_run(run_ids: list[str] | None) -> dict[str, dict[str, Any]]:
     """Each run's best genome (coral.analysis.best: the highest mean fitness over a genome's
-    evaluations) from the store snapshot, or the run logs when there is none."""
+    evaluations, among those evaluated at least twice when the run has any) from the store
+    snapshot, or the run logs when there is none."""
     from coral.analysis.best import best_genomes
     from coral.home import Home
 
@@ -304,10 +305,9 @@ def _status(args: argparse.Namespace) -> int:
     if best is None:
         print("  best genome: none scored yet")
     else:
-        from coral.analysis.best import describe
+        from coral.analysis.best import BEST_DEFINITION, describe
 
-        print(f"  best genome {best['genome_id']}: fitness {describe(best)} "
-              "(best = highest mean fitness over a genome's evaluations)")
+        print(f"  best genome {best['genome_id']}: fitness {describe(best)} ({BEST_DEFINITION})")
     print(f"  events: {log['events']} ({', '.join(f'{k} {v}' for k, v in sorted(log['counts'].items()))})")
     for stage, counts in view.stages.items():
         if counts.get("total"):

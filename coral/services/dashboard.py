@@ -240,7 +240,8 @@ def buggy_source(run_id: str, problem: str, home: Home | None = None) -> str:
 
 def best_genome(run_id: str, home: Home | None = None) -> dict[str, Any]:
     """The run's best genome by the one definition (coral.analysis.best): the highest mean fitness
-    over a genome's evaluations; {genome_id, fitness, evaluations, se, generation}."""
+    over a genome's evaluations, among those evaluated at least twice when the run has any;
+    {genome_id, fitness, evaluations, se, generation}."""
     from coral.analysis.best import best_genome as best  # heavy (duckdb, pandas): when the store is read
 
     return best(run_id, home or Home())

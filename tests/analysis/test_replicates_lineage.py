@@ -178,8 +178,13 @@ def test_best_is_the_mean_over_evaluations_with_its_count_and_se(home: Home) -> 
         else:
             assert math.isnan(row["se"])
     top = best_genome("long", home)
-    assert top["fitness"] == ranked["fitness"].max()
-    assert (ranked["evaluations"] > 1).any()
+    # The highest mean among the genomes evaluated at least twice, not a single lucky draw.
+    proven = ranked[ranked["evaluations"] >= 2]
+    assert not proven.empty
+    assert top["evaluations"] >= 2 and top["fitness"] == proven["fitness"].max()
+    # This run has a genome scored once that ranks above every proven one: the rule, not the data,
+    # decides the answer here.
+    assert ranked["fitness"].max() > top["fitness"]
     # Not the luckiest single evaluation: some genome's earlier running mean beats its final mean.
     lucky = scores.groupby("genome_id")["fitness"].max()
     assert (lucky > ranked["fitness"].reindex(lucky.index) + 1e-12).any()

@@ -16,6 +16,7 @@ from coral.evolution.selection import (
     gate_threshold,
     genotype_diversity,
     phenotype_diversity,
+    selection_objectives,
     weighted_fitness,
 )
 from coral.rng import stream
@@ -116,6 +117,32 @@ def test_weights_change_fitness() -> None:
     assert weighted_fitness(obj, ObjectiveWeights()) == pytest.approx(1.0 / 1.5)
     only_style = ObjectiveWeights(bugfix=0, style=1, security=0, runtime=0, syntax=0)
     assert weighted_fitness(obj, only_style) == 0.0
+
+
+def test_a_weight_of_zero_retires_an_objective_from_selection() -> None:
+    # Four genomes, population 2: on style alone genome 0 and 1 are best; on bugfix, 2 and 3.
+    # With style weighed 0.1, NSGA-II on all four objectives keeps genome 0 (a front of its own on
+    # style); retired (weight 0) it keeps the bugfix leaders only.
+    def config(style: float) -> Config:
+        weights = ObjectiveWeights(bugfix=1.0, style=style, security=0.0, runtime=0.0, syntax=0.0)
+        return Config(population=2, generations=4, objectives={"weights": weights},
+                      evolution={"gate": {"schedule": "none"}})
+
+    rng = stream(0, "test:retired")
+    genomes = [operators.from_ca(CONFIG, rng) for _ in range(4)]
+    levels = [(0.0, 0.9), (0.01, 0.8), (0.3, 0.1), (0.2, 0.2)]  # (bugfix, style)
+    pool = [Scored(g, {"bugfix": b, "style": st, "security": 1.0, "runtime": 0.5, "syntax": 0.5})
+            for g, (b, st) in zip(genomes, levels, strict=True)]
+    assert selection_objectives(config(0.1).objectives.weights) == ("bugfix", "style")
+    assert selection_objectives(config(0.0).objectives.weights) == ("bugfix",)
+    with_style, _ = Evolution(config(0.1)).select(0, pool)
+    retired, _ = Evolution(config(0.0)).select(0, pool)
+    assert genomes[0].id in {s.genome.id for s in with_style}
+    assert [s.genome.id for s in retired] == [genomes[2].id, genomes[3].id]
+    # Breeding's tournaments rank on the same objectives: every child of the retired config
+    # descends from the two bugfix leaders.
+    evo = Evolution(config(0.0), retired)
+    assert {p for child in evo.breed(0) for p in child.parents} <= {genomes[2].id, genomes[3].id}
 
 
 def test_gate_schedules() -> None:
