@@ -30,16 +30,19 @@ from pathlib import Path
 
 from coral.benchmark.extract import extract
 from coral.benchmark.loader import load_benchmark
+from coral.benchmark.mutations import mutants
 from coral.benchmark.problem import Problem
-from coral.benchmark.prompts import build_prompt
+from coral.benchmark.prompts import PromptStyle, build_prompt, build_target
 from coral.benchmark.split import load_split
 from coral.config import REPO_ROOT, Config, ModelConfig
 from coral.evolution.genome import HeavyGenes, Knobs
 from coral.home import Home
 from coral.model.adapters import adapter_cache_key, data_fingerprint
+from coral.model.corpus import build_corpus, inject_bug
 from coral.model.generate import generate_for_genome
 from coral.model.loading import LoadedModel, load_base_model
 from coral.model.train import train_adapter, training_pairs
+from coral.rng import stream
 from coral.run.evaluate import instances_of
 from coral.sandbox.runner import run_candidate
 
@@ -55,7 +58,70 @@ ADAPTERS = {
     "dora r8 qv": HeavyGenes(rank=8, alpha=16, dropout=0.0, target_modules=("q_proj", "v_proj"),
                              adapter_type="dora"),
     "lora r2 o": HeavyGenes(rank=2, alpha=2, dropout=0.1, target_modules=("o_proj",), adapter_type="lora"),
+    "lora r64 all a128": HeavyGenes(rank=64, alpha=128, dropout=0.0, target_modules=ALL, adapter_type="lora"),
 }  # fmt: skip
+# What the adapters train on (--adapter-data). The run's adapters train on "instances"; the others
+# ask whether more or other data lifts the classes the base withheld (bench/RESULTS.md).
+ADAPTER_DATA = ("instances", "program-mutants", "stdlib", "stdlib-withheld", "instances+stdlib-withheld")
+STDLIB_PAIRS = 1500  # synthetic stdlib pairs: ~5 epochs' worth of 80 steps x batch 4
+MUTANTS_PER_CLASS = 4  # program-mutants: at most this many per (train program, bug class)
+
+
+def program_mutant_pairs(train: list[Problem], style: PromptStyle) -> list[tuple[str, str]]:
+    """Every bug class of every TRAIN-side reference program, up to MUTANTS_PER_CLASS sites each
+    (mutate keeps 10 instances a family): more bugs in the same programs, no eval family."""
+    rng = stream(0, "bench-tiny/program-mutants")
+    families: dict[str, Problem] = {}  # the first instance of each family stands for its reference
+    for problem in sorted(train, key=lambda p: p.name):
+        families.setdefault(problem.name.rsplit("_", 1)[0], problem)
+    pairs: list[tuple[str, str]] = []
+    for problem in families.values():
+        name, reference = problem.name, problem.correct_source
+        by_class: dict[str, list[str]] = {}
+        for mutant in mutants(reference):
+            by_class.setdefault(mutant.bug_class, []).append(mutant.source)
+        for bug_class in sorted(by_class):
+            sources = by_class[bug_class]
+            for index in rng.permutation(len(sources))[:MUTANTS_PER_CLASS]:
+                buggy = sources[int(index)]
+                pairs.append((build_prompt(name, buggy, style), build_target(buggy, reference)))
+    return pairs
+
+
+def stdlib_pairs(classes: list[str] | None, count: int = STDLIB_PAIRS) -> list[tuple[str, str]]:
+    """Synthetic bugs (of `classes`, or any) in standard-library functions: the base's own kind of
+    data, never a benchmark program."""
+    corpus = build_corpus(PROBLEMS)
+    functions = [f for f in corpus.functions if not f.origin.startswith("problems/")]
+    rng = stream(0, "bench-tiny/stdlib")
+    pairs: list[tuple[str, str]] = []
+    for index in rng.permutation(len(functions)):
+        function = functions[int(index)]
+        injected = inject_bug(function.source, rng, classes) if classes else inject_bug(function.source, rng)
+        if injected is None:
+            continue
+        fixed = function.source.strip("\n") + "\n"
+        prompt, target = build_prompt(function.name, injected[0]), build_target(injected[0], fixed)
+        if len(prompt) + len(target) > 1500:  # characters: keeps every pair within training.max_length
+            continue
+        pairs.append((prompt, target))
+        if len(pairs) == count:
+            break
+    return pairs
+
+
+def adapter_pairs(kind: str, train: list[Problem], style: PromptStyle,
+                  withheld: list[str] | None) -> list[tuple[str, str]]:
+    if kind.endswith("withheld") and not withheld:
+        raise SystemExit(f"--adapter-data {kind}: the model withheld no bug class")
+    if kind == "program-mutants":
+        return program_mutant_pairs(train, style)
+    if kind == "stdlib":
+        return stdlib_pairs(None)
+    if kind == "stdlib-withheld":
+        return stdlib_pairs(withheld)
+    instances = training_pairs(train, style)
+    return instances + stdlib_pairs(withheld, 300) if kind == "instances+stdlib-withheld" else instances
 
 
 def default_knobs(config: Config) -> Knobs:
@@ -210,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default=None, metavar="LABEL;...",
                         help="adapter settings by label, ';'-separated (default: the first --adapters)")
     parser.add_argument("--steps", type=int, default=None, help="adapter training steps (default: training.steps)")
+    parser.add_argument("--adapter-data", choices=ADAPTER_DATA, default="instances",
+                        help="what adapters train on: the TRAIN side's instances (as a run does), up to "
+                             f"{MUTANTS_PER_CLASS} mutants per bug class of each train program, or "
+                             f"{STDLIB_PAIRS} synthetic stdlib bugs (any class, or the withheld ones)")
     args = parser.parse_args(argv)
     import torch
 
@@ -222,16 +292,18 @@ def main(argv: list[str] | None = None) -> int:
     knobs = default_knobs(config)
     k = args.samples
     classes = None
+    meta_path = Path(model.name) / "coral_tiny_meta.json"
+    withheld = (list(json.loads(meta_path.read_text())["spec"].get("withheld_classes") or [])
+                if meta_path.is_file() else [])  # fmt: skip
     if args.classes == "withheld":
-        meta = json.loads((Path(model.name) / "coral_tiny_meta.json").read_text())
-        classes = list(meta["spec"].get("withheld_classes") or [])
+        classes = withheld
         if not classes:
             parser.error(f"{model.name} withheld no bug class")
     elif args.classes:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     held_out, train = side(args.instances, "eval", classes)[: args.limit], side(args.instances, "train")
     problems = side(PROBLEMS, "eval")
-    pairs = training_pairs(train, config.benchmark.prompt_style)
+    pairs = adapter_pairs(args.adapter_data, train, config.benchmark.prompt_style, withheld)
     scorer = Scorer()
     rows: dict[str, dict] = {}
     generation_times: list[float] = []
@@ -252,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)  # fmt: skip
 
     print(f"model {model.name}: {len(held_out)} held-out instances, {len(problems)} eval problems, "
-          f"k={k}, knobs {knobs.model_dump()}, {len(pairs)} adapter training pairs, "
+          f"k={k}, knobs {knobs.model_dump()}, {len(pairs)} adapter training pairs ({args.adapter_data}), "
           f"training.steps={config.training.steps}", flush=True)  # fmt: skip
     row("echo, held-out instances", [echo(scorer, held_out)])
     row("echo, eval problems", [echo(scorer, problems)])
@@ -325,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"rows": rows, "train_seconds_median": train_median, "generate_seconds_median": gen_median,
                       "baseline_generate_seconds": baseline_seconds,
                       "spread": {"best": best, "worst": worst, "gap": gap, "gap_se": gap_se}, "lift": lift,
-                      "classes": classes,
+                      "classes": classes, "adapter_data": args.adapter_data, "adapter_pairs": len(pairs),
                       "knobs": knobs.model_dump(), "k": k}))  # fmt: skip
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,30 @@ def test_gpu_generate_runs_tiny_on_cpu(
     assert len(list((tmp_path / "adapters").iterdir())) == 2  # warm-up + measured adapter
     for name in ("train_tokens_per_s", "design_tokens_per_s", "predecessor_tokens_per_s", "ratio"):
         assert result[name] > 0
+
+
+def _load_bench(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH.parent / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_program_mutant_adapter_data_comes_from_train_programs_only() -> None:
+    """bench/tiny_model.py --adapter-data program-mutants: more bugs in the TRAIN side's programs,
+    every one a single changed line of a train reference, and no eval family anywhere."""
+    bench = _load_bench("tiny_model")
+    train = bench.side(bench.INSTANCES, "train")
+    held_out = bench.side(bench.INSTANCES, "eval")
+    pairs = bench.program_mutant_pairs(train, "base")
+    families = {p.name.rsplit("_", 1)[0] for p in train}
+    eval_families = {p.name.rsplit("_", 1)[0] for p in held_out}
+    assert len(pairs) > len(train)  # more than one pair per instance, from 29 programs
+    named = {prompt.split("`")[1] for prompt, _ in pairs}  # "The Python function `NAME` below ..."
+    assert {n.rsplit("_", 1)[0] for n in named} == families
+    assert not any(f"def {family}" in prompt for prompt, _ in pairs for family in eval_families)
+    assert all(target.startswith("@@ ") for _, target in pairs)
+    assert len(set(pairs)) == len(pairs)  # distinct bugs, not one instance repeated
+    assert pairs == bench.program_mutant_pairs(train, "base")  # seeded: the same data every time
