@@ -9,7 +9,8 @@ every case the bug does not touch); the model without adapter, greedy and sample
 an instance counts when one of its k answers passes every case), re-evaluated with `--reevals`
 seeds for the noise; the bundled eval problems (data/problems) at k; LoRA/DoRA adapters with
 `--adapters` heavy-gene settings trained through coral.model.train on the TRAIN side of
-data/mutants (one pair per instance), each re-evaluated like the base. Knobs: the middle of the
+data/mutants (one pair per instance; `--adapter-data` swaps in mutants of the train programs or
+synthetic stdlib bugs), each re-evaluated like the base. Knobs: the middle of the
 default knob ranges (what an untuned genome gets). Timings: median wall seconds of one genome's
 generation over the held-out instances x k and of one adapter training job. Prints a table,
 then one JSON line.
