@@ -31,7 +31,8 @@ from pathlib import Path
 
 from coral.benchmark.extract import extract
 from coral.benchmark.loader import load_benchmark
-from coral.benchmark.mutations import mutants
+from coral.benchmark.mutate import families
+from coral.benchmark.mutations import BUG_CLASSES, mutants
 from coral.benchmark.problem import Problem
 from coral.benchmark.prompts import PromptStyle, build_prompt, build_target
 from coral.benchmark.split import load_split
@@ -68,15 +69,16 @@ STDLIB_PAIRS = 1500  # synthetic stdlib pairs: ~5 epochs' worth of 80 steps x ba
 MUTANTS_PER_CLASS = 4  # program-mutants: at most this many per (train program, bug class)
 
 
-def program_mutant_pairs(train: list[Problem], style: PromptStyle) -> list[tuple[str, str]]:
+def program_mutant_pairs(root: Path, train: list[Problem], style: PromptStyle) -> list[tuple[str, str]]:
     """Every bug class of every TRAIN-side reference program, up to MUTANTS_PER_CLASS sites each
     (mutate keeps 10 instances a family): more bugs in the same programs, no eval family."""
     rng = stream(0, "bench-tiny/program-mutants")
-    families: dict[str, Problem] = {}  # the first instance of each family stands for its reference
+    family_of = families(root)
+    first: dict[str, Problem] = {}  # the first instance of each family stands for its reference
     for problem in sorted(train, key=lambda p: p.name):
-        families.setdefault(problem.name.rsplit("_", 1)[0], problem)
+        first.setdefault(family_of[problem.name], problem)
     pairs: list[tuple[str, str]] = []
-    for problem in families.values():
+    for problem in first.values():
         name, reference = problem.name, problem.correct_source
         by_class: dict[str, list[str]] = {}
         for mutant in mutants(reference):
@@ -98,7 +100,7 @@ def stdlib_pairs(classes: list[str] | None, count: int = STDLIB_PAIRS) -> list[t
     pairs: list[tuple[str, str]] = []
     for index in rng.permutation(len(functions)):
         function = functions[int(index)]
-        injected = inject_bug(function.source, rng, classes) if classes else inject_bug(function.source, rng)
+        injected = inject_bug(function.source, rng, classes or BUG_CLASSES)
         if injected is None:
             continue
         fixed = function.source.strip("\n") + "\n"
@@ -111,12 +113,12 @@ def stdlib_pairs(classes: list[str] | None, count: int = STDLIB_PAIRS) -> list[t
     return pairs
 
 
-def adapter_pairs(kind: str, train: list[Problem], style: PromptStyle,
+def adapter_pairs(kind: str, root: Path, train: list[Problem], style: PromptStyle,
                   withheld: list[str] | None) -> list[tuple[str, str]]:
     if kind.endswith("withheld") and not withheld:
         raise SystemExit(f"--adapter-data {kind}: the model withheld no bug class")
     if kind == "program-mutants":
-        return program_mutant_pairs(train, style)
+        return program_mutant_pairs(root, train, style)
     if kind == "stdlib":
         return stdlib_pairs(None)
     if kind == "stdlib-withheld":
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     held_out, train = side(args.instances, "eval", classes)[: args.limit], side(args.instances, "train")
     problems = side(PROBLEMS, "eval")
-    pairs = adapter_pairs(args.adapter_data, train, config.benchmark.prompt_style, withheld)
+    pairs = adapter_pairs(args.adapter_data, args.instances, train, config.benchmark.prompt_style, withheld)
     scorer = Scorer()
     rows: dict[str, dict] = {}
     generation_times: list[float] = []

@@ -1,4 +1,4 @@
-"""bench/gpu_generate.py --tiny: the GPU benchmark's whole path, on CPU, in seconds."""
+"""The benchmarks under bench/ that tests can reach: gpu_generate --tiny on CPU, tiny_model's adapter data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from coral.benchmark.mutate import families
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu_generate.py"
+
+
+def _load_bench(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH.parent / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_gpu_generate_runs_tiny_on_cpu(
@@ -19,10 +30,7 @@ def test_gpu_generate_runs_tiny_on_cpu(
 ) -> None:
     for key in [k for k in os.environ if k.startswith("MODAL_")]:
         monkeypatch.delenv(key)
-    spec = importlib.util.spec_from_file_location("gpu_generate", BENCH)
-    assert spec and spec.loader
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_bench("gpu_generate")
     threads = torch.get_num_threads()
     try:
         result = bench.main(["--tiny", "--device", "cpu", "--home", str(tmp_path)])
@@ -37,28 +45,20 @@ def test_gpu_generate_runs_tiny_on_cpu(
         assert result[name] > 0
 
 
-def _load_bench(name: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH.parent / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_program_mutant_adapter_data_comes_from_train_programs_only() -> None:
     """bench/tiny_model.py --adapter-data program-mutants: more bugs in the TRAIN side's programs,
-    every one a single changed line of a train reference, and no eval family anywhere."""
+    each answered with line edits, and no eval family anywhere."""
     bench = _load_bench("tiny_model")
     train = bench.side(bench.INSTANCES, "train")
     held_out = bench.side(bench.INSTANCES, "eval")
-    pairs = bench.program_mutant_pairs(train, "base")
-    families = {p.name.rsplit("_", 1)[0] for p in train}
-    eval_families = {p.name.rsplit("_", 1)[0] for p in held_out}
+    pairs = bench.program_mutant_pairs(bench.INSTANCES, train, "base")
+    family_of = families(bench.INSTANCES)
+    train_families = {family_of[p.name] for p in train}
+    eval_families = {family_of[p.name] for p in held_out}
     assert len(pairs) > len(train)  # more than one pair per instance, from 29 programs
     named = {prompt.split("`")[1] for prompt, _ in pairs}  # "The Python function `NAME` below ..."
-    assert {n.rsplit("_", 1)[0] for n in named} == families
+    assert {family_of[n] for n in named} == train_families
     assert not any(f"def {family}" in prompt for prompt, _ in pairs for family in eval_families)
     assert all(target.startswith("@@ ") for _, target in pairs)
     assert len(set(pairs)) == len(pairs)  # distinct bugs, not one instance repeated
-    assert pairs == bench.program_mutant_pairs(train, "base")  # seeded: the same data every time
+    assert pairs == bench.program_mutant_pairs(bench.INSTANCES, train, "base")  # seeded: the same data every time
