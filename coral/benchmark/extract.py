@@ -14,6 +14,11 @@ them, so it is a whole module.
 
 When nothing usable is found the first non-empty piece of the output is returned as-is, so the
 syntax objective scores what the model actually wrote instead of a repaired guess.
+
+Total on any text: code nested past what Python's parser or the standard library's recursive
+`ast` helpers take (`a+a+...` 3,000 deep, `~~~...x`, `not not ... x`) raises RecursionError or
+MemoryError there, never out of here: such code does not parse, so it is kept as written and
+fails its syntax (it aborted a run when it escaped a test job).
 """
 
 from __future__ import annotations
@@ -65,6 +70,15 @@ def extract(raw: str, name: str, buggy_source: str | None = None) -> Extraction:
     if not name.isidentifier():
         raise ValueError(f"problem name must be a Python identifier, got {name!r}")
     segments = _segments(_normalise_newlines(raw))
+    try:
+        return _extract(segments, name, buggy_source)
+    except (RecursionError, MemoryError) as exc:
+        # The parsers below are guarded; this is the net for any recursive helper that is not.
+        text = next((s.strip("\n") + "\n" for s in segments if s.strip()), "")
+        return Extraction(text, "raw" if text else "empty", f"too deeply nested to analyse ({type(exc).__name__})")
+
+
+def _extract(segments: list[str], name: str, buggy_source: str | None) -> Extraction:
     edit = next((s for s in segments if is_edit(s)), None)
     if edit is not None:
         return _apply(edit, buggy_source)
@@ -184,8 +198,8 @@ def _try_parse(span: list[str]) -> tuple[ast.Module | None, bool]:
     except SyntaxError as exc:
         at_end = exc.lineno is None or exc.lineno >= len(span)
         return None, at_end or any(key in exc.msg for key in _CURABLE)
-    except ValueError:  # NUL bytes: no longer span will parse either
-        return None, False
+    except (ValueError, RecursionError, MemoryError):  # NUL bytes, or nested past the parser's
+        return None, False  # limits: no longer span will parse either
 
 
 def _opens_string(line: str) -> bool:
@@ -224,7 +238,8 @@ def _assigned(node: ast.Assign | ast.AnnAssign) -> tuple[str, ...] | None:
 
 
 def _is_main_guard(node: ast.stmt) -> bool:
-    return isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+    return isinstance(node, ast.If) and any(
+        isinstance(n, ast.Constant) and n.value == "__main__" for n in ast.walk(node.test))
 
 
 def _unparsed_def(text: str, name: str) -> list[Part]:
@@ -246,7 +261,7 @@ def _unparsed_def(text: str, name: str) -> list[Part]:
 def _parse(text: str) -> ast.Module | None:
     try:
         return ast.parse(text)
-    except (SyntaxError, ValueError):  # ValueError: NUL bytes in the text
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # NUL bytes; nested too deep
         return None
 
 
@@ -292,7 +307,27 @@ def _buggy_info(source: str | None, name: str) -> _Buggy | None:
 
 
 def _same_function(node: ast.stmt | None, buggy: _Buggy | None) -> bool:
-    return buggy is not None and node is not None and ast.dump(node) == ast.dump(buggy.function)
+    return buggy is not None and node is not None and _shape(node) == _shape(buggy.function)
+
+
+def _shape(tree: ast.AST) -> list[tuple[object, ...]]:
+    """The tree as ast.dump sees it (types and fields, no positions), breadth first without
+    recursion: ast.dump recurses in Python and fails on code the parser took (2,000 deep)."""
+    shape: list[tuple[object, ...]] = []
+    for node in ast.walk(tree):
+        fields: list[object] = [type(node).__name__]
+        for _, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                fields.append(tuple(_leaf(v) for v in value))
+            else:
+                fields.append(_leaf(value))
+        shape.append(tuple(fields))
+    return shape
+
+
+def _leaf(value: object) -> object:
+    # With its type: 1, 1.0 and True are equal values but different constants.
+    return type(value).__name__ if isinstance(value, ast.AST) else (type(value).__name__, value)
 
 
 def _body_only(segment: str, name: str, buggy: _Buggy) -> list[Part] | None:

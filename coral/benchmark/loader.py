@@ -103,12 +103,21 @@ def read_text(path: Path) -> str:
         raise BenchmarkError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
 
 
-def _check_defines(path: Path, source: str, name: str) -> None:
-    """The program must parse and define a top-level function `name` (what tests import)."""
+def parse_program(path: Path, source: str) -> ast.Module:
+    """The file's syntax tree, or one BenchmarkError line saying why it has none."""
     try:
-        tree = ast.parse(source, filename=str(path))
+        return ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         raise BenchmarkError(f"{path}: line {exc.lineno}: syntax error ({exc.msg})") from None
+    except ValueError as exc:  # NUL bytes
+        raise BenchmarkError(f"{path}: not Python source ({exc})") from None
+    except (RecursionError, MemoryError):
+        raise BenchmarkError(f"{path}: nested too deeply for Python's parser") from None
+
+
+def _check_defines(path: Path, source: str, name: str) -> None:
+    """The program must parse and define a top-level function `name` (what tests import)."""
+    tree = parse_program(path, source)
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
             return
@@ -165,10 +174,7 @@ def _support_files(root: Path, test_path: Path, pytest_source: str) -> dict[str,
 
 
 def _imported_modules(path: Path, source: str) -> set[str]:
-    try:
-        tree = ast.parse(source, filename=str(path))
-    except SyntaxError as exc:
-        raise BenchmarkError(f"{path}: line {exc.lineno}: syntax error ({exc.msg})") from None
+    tree = parse_program(path, source)
     modules: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

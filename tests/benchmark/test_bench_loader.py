@@ -129,6 +129,10 @@ MALFORMED: dict[str, tuple[Callable[[Path], None], list[str]]] = {
                  ["python_programs/evens.py", "not UTF-8"]),
     "syntax_error": (_write("correct_python_programs/mean.py", "def mean(xs)\n    return 1\n"),
                      ["correct_python_programs/mean.py", "line 1", "syntax error"]),
+    "nul_byte": (_write("python_programs/gcd.py", "def gcd(a, b):\n    return a\x00\n"),
+                 ["python_programs/gcd.py", "null bytes"]),
+    "too_deep": (_write("correct_python_programs/gcd.py", "def gcd(a, b):\n    return " + "~" * 100_000 + "a\n"),
+                 ["correct_python_programs/gcd.py", "nested too deeply"]),
     "wrong_function": (_write("python_programs/mean.py", "def average(xs):\n    return 0\n"),
                        ["python_programs/mean.py", "mean()"]),
     "missing_node": (_remove("python_testcases/node.py", "python_programs/node.py"),
@@ -155,7 +159,7 @@ def test_missing_root(tmp_path: Path) -> None:
         load_benchmark(tmp_path / "nope")
 
 
-@pytest.mark.parametrize("case", ["no_reference", "bad_json_line", "not_utf8", "missing_node"])
+@pytest.mark.parametrize("case", ["no_reference", "bad_json_line", "not_utf8", "missing_node", "too_deep"])
 def test_malformed_benchmark_through_cli(bench: Path, case: str) -> None:
     edit, needles = MALFORMED[case]
     edit(bench)

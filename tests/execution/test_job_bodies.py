@@ -110,3 +110,26 @@ def test_bad_payload_is_one_clear_error(setting) -> None:
                                     "prompt_style": "base"}, job_id="t7"), ctx)
     with pytest.raises(MessageError, match="unknown problem 'nope'"):
         bodies.test(_job("test", {"benchmark_root": str(MINI), "problem": "nope", "raw": ""}), ctx)
+
+
+@pytest.mark.parametrize("depth", [1500, 100_000])
+def test_deeply_nested_answers_are_scored_not_raised(setting, depth: int) -> None:
+    """Code nested past Python's recursive `ast` helpers (1,500 deep: it still compiles) or past
+    its parser (100,000: it does not) raised RecursionError or MemoryError out of extraction, so
+    the test job failed and the run stopped. Each is now a scored candidate."""
+    _, _, ctx = setting
+    payload = {"benchmark_root": str(MINI), "problem": "gcd",
+               "sandbox": SandboxConfig().model_dump(mode="json")}
+    shapes = {"sum": "a+" * depth + "b", "invert": "~" * depth + "b", "negate": "not " * depth + "b",
+              "call": "a" + "()" * depth}
+    for shape, expr in shapes.items():
+        raw = f"Fixed:\n```python\ndef gcd(a, b):\n    return {expr}\n```\n"
+        out = bodies.test(_job("test", {**payload, "raw": raw}), ctx)
+        assert out.passed_all is False and out.objectives["bugfix"] == 0.0, shape
+        compiles = depth == 1500
+        assert out.objectives["syntax"] == (1.0 if compiles else 0.0), shape
+        assert out.extraction is not None
+        assert out.extraction.method == ("code" if compiles else "unparsed"), (shape, out.extraction)
+        assert f"return {expr}" in out.candidate, shape  # scored as written
+        failed = [c for c in out.cases if not c.passed]
+        assert failed and all(c.reason for c in failed), shape
