@@ -10,13 +10,12 @@ ignores the function's name), so every instance of a family the model trained on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from coral.benchmark.bodies import HASH_VERSION, function_hashes
-from coral.benchmark.loader import read_text
+from coral.benchmark.loader import parse_json, read_text
 from coral.benchmark.problem import Problem
 from coral.errors import BenchmarkError
 
@@ -34,10 +33,7 @@ def read_training_manifest(model: str | Path) -> dict[str, Any] | None:
     path = manifest_path(model)
     if path is None or not path.is_file():
         return None
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise BenchmarkError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    data = parse_json(path, read_text(path))
     programs = data.get("programs") if isinstance(data, dict) else None
     if not isinstance(programs, list) or not all(
         isinstance(p, dict) and isinstance(p.get("hash"), str) for p in programs

@@ -108,7 +108,8 @@ def parse_program(path: Path, source: str) -> ast.Module:
     try:
         return ast.parse(source, filename=str(path))
     except SyntaxError as exc:
-        raise BenchmarkError(f"{path}: line {exc.lineno}: syntax error ({exc.msg})") from None
+        where = f" line {exc.lineno}:" if exc.lineno is not None else ""
+        raise BenchmarkError(f"{path}:{where} syntax error ({exc.msg})") from None
     except ValueError as exc:  # NUL bytes
         raise BenchmarkError(f"{path}: not Python source ({exc})") from None
     except (RecursionError, MemoryError):
@@ -124,6 +125,21 @@ def _check_defines(path: Path, source: str, name: str) -> None:
     raise BenchmarkError(f"{path}: does not define a top-level function {name}()")
 
 
+def parse_json(path: Path, text: str, lineno: int | None = None) -> Any:
+    """JSON from a benchmark file, or one BenchmarkError line naming the file (and line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        line = lineno if lineno is not None else exc.lineno
+        raise BenchmarkError(f"{path}: line {line}: invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        where = f" line {lineno}:" if lineno is not None else ""
+        raise BenchmarkError(f"{path}:{where} JSON nested too deeply to read") from None
+    except ValueError as exc:  # an integer past Python's str -> int digit limit
+        where = f" line {lineno}:" if lineno is not None else ""
+        raise BenchmarkError(f"{path}:{where} unreadable JSON value ({str(exc).split(':')[0]})") from None
+
+
 def load_json_cases(path: Path) -> tuple[JsonCase, ...]:
     """Cases of a json_testcases file. Blank lines are skipped; `index` counts cases from 0.
 
@@ -135,10 +151,7 @@ def load_json_cases(path: Path) -> tuple[JsonCase, ...]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            value: Any = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BenchmarkError(f"{path}: line {lineno}: invalid JSON ({exc.msg})") from None
+        value: Any = parse_json(path, line, lineno)
         if not isinstance(value, list) or len(value) != 2:
             raise BenchmarkError(
                 f"{path}: line {lineno}: expected a two-element list [args, expected], "

@@ -31,6 +31,7 @@ from coral.benchmark.loader import (
     PYTEST_CASES,
     SUPPORT_FILES,
     load_benchmark,
+    parse_json,
     read_text,
 )
 from coral.benchmark.mutations import BUG_CLASSES, Mutant, mutants, rename
@@ -211,10 +212,7 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     path = Path(root) / MANIFEST
     if not path.is_file():
         return None
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise BenchmarkError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    data = parse_json(path, read_text(path))
     if not isinstance(data, dict) or not isinstance(data.get("instances"), list):
         raise BenchmarkError(f'{path}: expected an object with an "instances" list')
     return data

@@ -10,14 +10,13 @@ same clone always splits the same way on any machine, and editing a program neve
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coral.benchmark.loader import load_benchmark, read_text
+from coral.benchmark.loader import load_benchmark, parse_json, read_text
 from coral.errors import BenchmarkError
 
 if TYPE_CHECKING:
@@ -40,10 +39,7 @@ class Split:
 def read_split(path: Path, names: Iterable[str]) -> Split:
     """A split file, checked: both lists non-empty, no duplicates, disjoint, names exist."""
     known = set(names)
-    try:
-        data: Any = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise BenchmarkError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    data: Any = parse_json(path, read_text(path))
     if not isinstance(data, dict) or set(data) != {"train", "eval"}:
         got = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise BenchmarkError(f'{path}: expected an object with keys "train" and "eval", got {got}')

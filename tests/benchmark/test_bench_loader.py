@@ -119,6 +119,10 @@ MALFORMED: dict[str, tuple[Callable[[Path], None], list[str]]] = {
                      ["python_programs/mean.py", "no reference fix"]),
     "bad_json_line": (_write("json_testcases/evens.json", '[[6], [0, 2, 4]]\n\n[[7], [0, 2\n'),
                       ["json_testcases/evens.json", "line 3", "invalid JSON"]),
+    "json_too_deep": (_write("json_testcases/gcd.json", "[[1, 2], " + "[" * 100_000 + "]" * 100_000 + "]\n"),
+                      ["json_testcases/gcd.json", "line 1", "nested too deeply"]),
+    "json_huge_int": (_write("json_testcases/gcd.json", "[[1, 2], 1]\n[[1, 2], " + "9" * 5000 + "]\n"),
+                      ["json_testcases/gcd.json", "line 2", "digits"]),
     "json_not_pair": (_write("json_testcases/gcd.json", "[[1, 2], 1]\n[1, 2, 3]\n"),
                       ["json_testcases/gcd.json", "line 2", "[args, expected]"]),
     "json_empty": (_write("json_testcases/mean.json", "\n\n"),
@@ -159,7 +163,8 @@ def test_missing_root(tmp_path: Path) -> None:
         load_benchmark(tmp_path / "nope")
 
 
-@pytest.mark.parametrize("case", ["no_reference", "bad_json_line", "not_utf8", "missing_node", "too_deep"])
+@pytest.mark.parametrize("case", ["no_reference", "bad_json_line", "not_utf8", "missing_node", "too_deep",
+                                  "json_too_deep"])
 def test_malformed_benchmark_through_cli(bench: Path, case: str) -> None:
     edit, needles = MALFORMED[case]
     edit(bench)
@@ -208,6 +213,9 @@ def test_split_file_invalid_json_and_explicit_missing(bench: Path) -> None:
         load_split(bench)
     with pytest.raises(BenchmarkError, match="split file not found"):
         load_split(bench, bench / "other.json")
+    (bench / "split.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BenchmarkError, match=r"split.json: JSON nested too deeply to read$"):
+        load_split(bench)
 
 
 def test_derived_split_when_no_split_file(bench: Path) -> None:
