@@ -8,6 +8,7 @@ paths written inside a config resolve relative to the config file.
 from __future__ import annotations
 
 import os
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -293,9 +294,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not parts:
         raise ConfigError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({_yaml_problem(exc)})") from None
+        value = load_yaml(raw) if raw.strip() else ""
+    except BadYaml as exc:
+        raise ConfigError(f"--set {key}: value {_SHORT.repr(raw)} is not valid YAML ({exc.problem})") from None
     return parts, value
 
 
@@ -327,11 +328,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config path is not a file: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML: {_yaml_problem(exc)}") from None
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except BadYaml as exc:
+        where = f" line {exc.line}" if exc.line else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML: {exc.problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     if data is None:
@@ -339,6 +339,50 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
     return data
+
+
+class BadYaml(Exception):
+    def __init__(self, problem: str, line: int | None = None) -> None:
+        super().__init__(problem)
+        self.problem, self.line = problem, line
+
+
+# Aliases repeat what they point to: nine of nine of ... nine is 387 million values in a
+# 1 KB file, which validation would walk for hours. Counting stops at the limit.
+MAX_CONFIG_VALUES = 100_000
+
+
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load; any failure is BadYaml with one line (and the line number if known)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise BadYaml(_yaml_problem(exc), mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise BadYaml("nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's str -> int digit limit
+        raise BadYaml(str(exc).split(":")[0]) from None
+    if _values_past(data, MAX_CONFIG_VALUES):
+        raise BadYaml(f"more than {MAX_CONFIG_VALUES:,} values once aliases are expanded "
+                      "(a config has a few hundred)")
+    return data
+
+
+def _values_past(data: object, limit: int) -> bool:
+    """Whether `data` holds more than `limit` values, aliases counted each time they occur."""
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple | set):
+            stack.extend(node)
+    return False
 
 
 def validate_config(data: dict[str, Any], base_dir: Path, source: str = "config") -> Config:
@@ -366,7 +410,18 @@ def describe_error(exc: ValidationError) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if msg.startswith(f"{key}:") or (loc and msg.startswith(loc[0])):
         return msg
-    return f"{key}: {msg} (got {err.get('input')!r})" if "input" in err else f"{key}: {msg}"
+    return f"{key}: {msg} (got {_SHORT.repr(err['input'])})" if "input" in err else f"{key}: {msg}"
+
+
+def _short_repr() -> reprlib.Repr:
+    """What a message quotes of a bad value: a few levels, items and characters, never all of it."""
+    short = reprlib.Repr()  # Python 3.11's takes no keyword arguments
+    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
+    return short
+
+
+_SHORT = _short_repr()
 
 
 def _allowed_keys(section_path: list[str]) -> list[str]:

@@ -83,6 +83,38 @@ def test_a_value_yaml_cannot_read_is_one_line_naming_the_key(tmp_path) -> None:
     assert "is not valid YAML: unacceptable character" in str(info.value) and "\n" not in str(info.value)
 
 
+def _laughs(levels: int) -> str:
+    """Nine of nine of ... nine: a 1 KB file, 9**levels values once its aliases are expanded."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\ngenes:\n  target_modules: *l{levels - 1}\n"
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("seed: " + "[" * 100_000 + "]" * 100_000 + "\n", "is not valid YAML: nested too deeply"),
+    ("seed: " + "{a: " * 5_000 + "1" + "}" * 5_000 + "\n", "is not valid YAML: nested too deeply"),
+    ("seed: " + "9" * 5_000 + "\n", "is not valid YAML: Exceeds the limit (4300 digits)"),
+    (_laughs(9), "more than 100,000 values once aliases are expanded"),
+])
+def test_a_config_yaml_cannot_take_is_one_line_not_a_traceback_or_a_hang(tmp_path, text, needle) -> None:
+    """Each raised RecursionError or ValueError out of the loader, or (aliases: 387 million
+    values) validated and quoted for hours."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    assert needle in message and "\n" not in message, message
+
+
+def test_a_bad_value_is_quoted_short(tmp_path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, _laughs(4)))  # 6,561 strings where lists of names go
+    message = str(info.value)
+    assert "genes.target_modules" in message and len(message) < 400, message
+    with pytest.raises(ConfigError) as info:
+        parse_override("seed=" + "[" * 5_000 + "]" * 5_000)
+    assert "(nested too deeply)" in str(info.value) and len(str(info.value)) < 400
+
+
 def test_paths_resolve_relative_to_the_config_file(tmp_path) -> None:
     sub = tmp_path / "cfgs"
     sub.mkdir()
