@@ -65,7 +65,7 @@ class Bench:
 
     def __init__(self, config: Config, home: Home, eval_names: list[str] | None = None) -> None:
         from coral.model.loading import load_base_model
-        from coral.model.train import training_pairs
+        from coral.model.train import adapter_data
 
         split = split_for_config(config)
         problems = {p.name: p for p in load_benchmark(config.benchmark.root)}
@@ -73,7 +73,7 @@ class Bench:
         self.problems = [problems[n] for n in (eval_names or split.eval)]
         self.config, self.home = config, home
         self.base = load_base_model(config.model)
-        self.pairs = training_pairs(self.train, config.benchmark.prompt_style)
+        self.pairs = adapter_data(config.training, config.benchmark.root, self.train, config.benchmark.prompt_style)
         self.prompts = [build_prompt(p.name, p.buggy_source, config.benchmark.prompt_style)
                         for p in self.problems]
         self.limits = RunnerLimits.from_config(config.sandbox)

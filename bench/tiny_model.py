@@ -31,8 +31,7 @@ from pathlib import Path
 
 from coral.benchmark.extract import extract
 from coral.benchmark.loader import load_benchmark
-from coral.benchmark.mutate import families
-from coral.benchmark.mutations import BUG_CLASSES, mutants
+from coral.benchmark.mutations import BUG_CLASSES
 from coral.benchmark.problem import Problem
 from coral.benchmark.prompts import PromptStyle, build_prompt, build_target
 from coral.benchmark.split import load_split
@@ -43,7 +42,7 @@ from coral.model.adapters import adapter_cache_key, data_fingerprint
 from coral.model.corpus import build_corpus, inject_bug
 from coral.model.generate import generate_for_genome
 from coral.model.loading import LoadedModel, load_base_model
-from coral.model.train import train_adapter, training_pairs
+from coral.model.train import MUTANTS_PER_CLASS, program_mutant_pairs, train_adapter, training_pairs
 from coral.rng import stream
 from coral.run.evaluate import instances_of
 from coral.sandbox.runner import run_candidate
@@ -66,29 +65,6 @@ ADAPTERS = {
 # ask whether more or other data lifts the classes the base withheld (bench/RESULTS.md).
 ADAPTER_DATA = ("instances", "program-mutants", "stdlib", "stdlib-withheld", "instances+stdlib-withheld")
 STDLIB_PAIRS = 1500  # synthetic stdlib pairs: ~5 epochs' worth of 80 steps x batch 4
-MUTANTS_PER_CLASS = 4  # program-mutants: at most this many per (train program, bug class)
-
-
-def program_mutant_pairs(root: Path, train: list[Problem], style: PromptStyle) -> list[tuple[str, str]]:
-    """Every bug class of every TRAIN-side reference program, up to MUTANTS_PER_CLASS sites each
-    (mutate keeps 10 instances a family): more bugs in the same programs, no eval family."""
-    rng = stream(0, "bench-tiny/program-mutants")
-    family_of = families(root)
-    first: dict[str, Problem] = {}  # the first instance of each family stands for its reference
-    for problem in sorted(train, key=lambda p: p.name):
-        first.setdefault(family_of[problem.name], problem)
-    pairs: list[tuple[str, str]] = []
-    for problem in first.values():
-        name, reference = problem.name, problem.correct_source
-        by_class: dict[str, list[str]] = {}
-        for mutant in mutants(reference):
-            by_class.setdefault(mutant.bug_class, []).append(mutant.source)
-        for bug_class in sorted(by_class):
-            sources = by_class[bug_class]
-            for index in rng.permutation(len(sources))[:MUTANTS_PER_CLASS]:
-                buggy = sources[int(index)]
-                pairs.append((build_prompt(name, buggy, style), build_target(buggy, reference)))
-    return pairs
 
 
 def stdlib_pairs(classes: list[str] | None, count: int = STDLIB_PAIRS) -> list[tuple[str, str]]:

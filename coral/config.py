@@ -174,6 +174,9 @@ class ModelConfig(Section):
 
 
 class TrainingConfig(Section):
+    # What adapters learn from (docs/model.md "Training data"): the train side's instances, or
+    # up to 4 mutants per bug class of each train-side program (no eval family either way).
+    data: Literal["instances", "program-mutants"] = "instances"
     steps: int = Field(default=80, ge=1)  # ~1 epoch of the 290 train-side instances at batch 4
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
     batch_size: int = Field(default=4, ge=1)

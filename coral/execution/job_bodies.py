@@ -58,7 +58,7 @@ def _problems(ctx: WorkerContext, root: str) -> dict[str, Problem]:
 
 def train(job: Job, ctx: WorkerContext) -> TrainOutput:
     """Train the adapter for these heavy genes, or reuse it."""
-    from coral.model.train import train_adapter, training_pairs  # torch: model workers only
+    from coral.model.train import adapter_data, train_adapter  # torch: model workers only
 
     payload = payload_of(job, TrainPayload)
     _set_threads(payload.threads)
@@ -66,7 +66,11 @@ def train(job: Job, ctx: WorkerContext) -> TrainOutput:
     missing = [n for n in payload.train_problems if n not in problems]
     if missing:
         raise MessageError(f"train job {job.job_id}: unknown training problem {missing[0]!r}")
-    pairs = training_pairs([problems[n] for n in payload.train_problems], payload.prompt_style)
+    train = [problems[n] for n in payload.train_problems]
+    pairs = ctx.resource(f"pairs:{payload.benchmark_root}:{payload.training.data}:{payload.prompt_style}:"
+                         f"{content_hash(payload.train_problems)}",
+                         lambda: adapter_data(payload.training, Path(payload.benchmark_root), train,
+                                              payload.prompt_style))
     base = _base(ctx, payload.model)
     key = adapter_cache_key(payload.genes, base.fingerprint, data_fingerprint(pairs), payload.training)
     folder = ctx.home.adapter_dir(key)

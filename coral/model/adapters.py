@@ -54,7 +54,9 @@ def adapter_cache_key(genes: HeavyGenes, base_fingerprint: str, data_fingerprint
             "genes": canonical_genes(genes),
             "base": base_fingerprint,
             "data": data_fingerprint,
-            "training": training,
+            # Which data is already the fingerprint's to say: two choices giving the same pairs
+            # give the same adapter (and the keys of adapters trained before the choice existed hold).
+            "training": training.model_dump(mode="json", exclude={"data"}),
         },
         length=KEY_LENGTH,
     )

@@ -19,6 +19,8 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from coral.benchmark.mutate import families
+from coral.benchmark.mutations import mutants
 from coral.benchmark.problem import Problem
 from coral.benchmark.prompts import PromptStyle, build_prompt, build_target
 from coral.config import TrainingConfig
@@ -39,7 +41,7 @@ from coral.model.adapters import (
     write_metadata,
 )
 from coral.model.loading import LoadedModel, quiet_peft_wrap, seeded, strip_adapters
-from coral.rng import torch_seed
+from coral.rng import stream, torch_seed
 
 IGNORE = -100  # label value the loss skips
 MAX_GRAD_NORM = 1.0  # fixed for every adapter (so not part of any key); guards bf16 spikes
@@ -59,6 +61,41 @@ def training_pairs(problems: Sequence[Problem], style: PromptStyle = "base") -> 
     """(prompt, target) for each TRAINING-split problem, with the template evaluation uses."""
     return [(build_prompt(p.name, p.buggy_source, style), build_target(p.buggy_source, p.correct_source))
             for p in problems]
+
+
+MUTANTS_PER_CLASS = 4  # program-mutants: at most this many per (train program, bug class)
+
+
+def program_mutant_pairs(root: Path, train: Sequence[Problem], style: PromptStyle = "base") -> list[tuple[str, str]]:
+    """Up to MUTANTS_PER_CLASS bugs of every class in each TRAIN-side family's reference program
+    (`coral bench mutate` keeps 10 a family): more bugs in the same programs, no eval family.
+    The sites are drawn from one fixed stream, so every run on this benchmark trains on the same
+    pairs (and shares adapters)."""
+    rng = stream(0, "training-data/program-mutants")
+    family_of = families(root)
+    first: dict[str, Problem] = {}  # the first instance of each family stands for its reference
+    for problem in sorted(train, key=lambda p: p.name):
+        first.setdefault(family_of.get(problem.name, problem.name), problem)
+    pairs: list[tuple[str, str]] = []
+    for problem in first.values():
+        name, reference = problem.name, problem.correct_source
+        by_class: dict[str, list[str]] = {}
+        for mutant in mutants(reference):
+            by_class.setdefault(mutant.bug_class, []).append(mutant.source)
+        for bug_class in sorted(by_class):
+            sources = by_class[bug_class]
+            for index in rng.permutation(len(sources))[:MUTANTS_PER_CLASS]:
+                buggy = sources[int(index)]
+                pairs.append((build_prompt(name, buggy, style), build_target(buggy, reference)))
+    return pairs
+
+
+def adapter_data(training: TrainingConfig, root: Path, train: Sequence[Problem],
+                 style: PromptStyle = "base") -> list[tuple[str, str]]:
+    """The (prompt, target) pairs an adapter trains on, as `training.data` chooses."""
+    if training.data == "program-mutants":
+        return program_mutant_pairs(root, train, style)
+    return training_pairs(train, style)
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str, max_length: int) -> tuple[list[int], int]:

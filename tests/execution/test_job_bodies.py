@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,28 @@ def test_deeply_nested_answers_are_scored_not_raised(setting, depth: int) -> Non
         assert f"return {expr}" in out.candidate, shape  # scored as written
         failed = [c for c in out.cases if not c.passed]
         assert failed and all(c.reason for c in failed), shape
+
+
+def test_training_data_program_mutants_trains_on_more_bugs_of_the_train_programs(setting) -> None:
+    """training.data: program-mutants: the train job builds its pairs from mutants of the train
+    problems' reference programs (never an eval problem), so it trains a different adapter."""
+    from coral.benchmark.loader import load_benchmark
+    from coral.model.train import adapter_data, training_pairs
+
+    model, home, ctx = setting
+    training = TrainingConfig(steps=2, batch_size=2, max_length=256)
+    payload = {"model": model.model_dump(mode="json"), "threads": 1, "genes": GENES,
+               "benchmark_root": str(MINI), "train_problems": ["count_bits", "evens"], "prompt_style": "base"}
+    mutants = training.model_copy(update={"data": "program-mutants"})
+    problems = {p.name: p for p in load_benchmark(MINI)}
+    train = [problems["count_bits"], problems["evens"]]
+    pairs = adapter_data(mutants, MINI, train)
+    assert len(pairs) > len(training_pairs(train)) and len(set(pairs)) == len(pairs)
+    named = {prompt.split("`")[1] for prompt, _ in pairs}
+    assert named == {"count_bits", "evens"}  # a plain benchmark: each problem is its own family
+    assert adapter_data(training, MINI, train) == training_pairs(train)
+    on_instances = bodies.train(_job("train", {**payload, "training": training.model_dump(mode="json")}), ctx)
+    on_mutants = bodies.train(_job("train", {**payload, "training": mutants.model_dump(mode="json")}), ctx)
+    assert on_mutants.cache_key != on_instances.cache_key
+    meta = json.loads((home.adapter_dir(on_mutants.cache_key) / "coral_adapter.json").read_text())
+    assert meta["pairs_used"] + meta["pairs_dropped"] == len(pairs)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from coral.benchmark.mutate import families
+from coral.model.train import program_mutant_pairs
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu_generate.py"
 
@@ -46,12 +47,12 @@ def test_gpu_generate_runs_tiny_on_cpu(
 
 
 def test_program_mutant_adapter_data_comes_from_train_programs_only() -> None:
-    """bench/tiny_model.py --adapter-data program-mutants: more bugs in the TRAIN side's programs,
-    each answered with line edits, and no eval family anywhere."""
+    """training.data: program-mutants (and bench/tiny_model.py --adapter-data program-mutants):
+    more bugs in the TRAIN side's programs, each answered with line edits, and no eval family."""
     bench = _load_bench("tiny_model")
     train = bench.side(bench.INSTANCES, "train")
     held_out = bench.side(bench.INSTANCES, "eval")
-    pairs = bench.program_mutant_pairs(bench.INSTANCES, train, "base")
+    pairs = program_mutant_pairs(bench.INSTANCES, train, "base")
     family_of = families(bench.INSTANCES)
     train_families = {family_of[p.name] for p in train}
     eval_families = {family_of[p.name] for p in held_out}
@@ -61,4 +62,4 @@ def test_program_mutant_adapter_data_comes_from_train_programs_only() -> None:
     assert not any(f"def {family}" in prompt for prompt, _ in pairs for family in eval_families)
     assert all(target.startswith("@@ ") for _, target in pairs)
     assert len(set(pairs)) == len(pairs)  # distinct bugs, not one instance repeated
-    assert pairs == bench.program_mutant_pairs(bench.INSTANCES, train, "base")  # seeded: the same data every time
+    assert pairs == program_mutant_pairs(bench.INSTANCES, train, "base")  # seeded: the same data every time
