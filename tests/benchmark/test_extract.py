@@ -201,3 +201,25 @@ def test_degenerate_output_stays_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "def shortest" in extract_candidate(raw, "shortest", BUGGY)
     # Growing every span to the end would parse about 4.5 million lines.
     assert parsed_lines < 3 * extract_module._PARSE_BUDGET_LINES
+
+
+@pytest.mark.parametrize("depth", [1_500, 100_000])
+@pytest.mark.parametrize("shape", ["fenced", "body_only", "edit", "main_guard", "helper"])
+def test_deeply_nested_text_is_extracted_never_raised(shape: str, depth: int) -> None:
+    """Past Python's recursive ast helpers (1,500 deep still compiles) or its parser (100,000):
+    every route through extraction returns a candidate (the job body test scores them). Where
+    the deep code is the answer's function it is kept as written; elsewhere it is junk around
+    the fix, which is taken as usual."""
+    deep = "a+" * depth + "b"
+    raw = {
+        "fenced": f"Fixed:\n```python\ndef shortest(graph, start):\n    return {deep}\n```\n",
+        "body_only": f"    heap = [(0, start)]\n    return {deep}\n",
+        "edit": f"@@ 8\n    return {deep}\n",
+        "main_guard": f"{FIXED_FN}\nif __name__ == {deep}:\n    shortest(1, 2)\n",
+        "helper": f"{FIXED_FN}\ndef weight(graph, node):\n    return {deep}\n",
+    }[shape]
+    result = extract(raw, "shortest", BUGGY)
+    if shape in ("fenced", "body_only", "edit"):
+        assert f"return {deep}" in result.source, (shape, result.method)
+    else:
+        assert "def shortest" in result.source and "__main__" not in result.source, (shape, result.method)
