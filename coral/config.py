@@ -175,7 +175,8 @@ class ModelConfig(Section):
 
 class TrainingConfig(Section):
     # What adapters learn from (docs/model.md "Training data"): the train side's instances, or
-    # up to 4 mutants per bug class of each train-side program (no eval family either way).
+    # up to 4 mutants per bug class of each train-side program (no eval family either way;
+    # measured no dependable gain, so not the default).
     data: Literal["instances", "program-mutants"] = "instances"
     steps: int = Field(default=80, ge=1)  # ~1 epoch of the 290 train-side instances at batch 4
     learning_rate: float = Field(default=1e-3, gt=0.0, le=1.0)
