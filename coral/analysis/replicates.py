@@ -22,7 +22,9 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+from pydantic import BaseModel
 
+from coral.config import Config
 from coral.errors import CoralError
 from coral.hashing import content_hash
 from coral.home import Home
@@ -58,8 +60,32 @@ def t95(df: int) -> float:
 
 
 def config_group(config: dict[str, Any]) -> str:
-    """The replicate group of a resolved config: a hash of everything but NOT_SCIENCE."""
-    return content_hash({k: v for k, v in config.items() if k not in NOT_SCIENCE})[:10]
+    """The replicate group of a resolved config: a hash of everything but NOT_SCIENCE, keys the
+    run's CORAL did not have yet counted at their defaults (with_defaults)."""
+    return content_hash({k: v for k, v in with_defaults(config).items() if k not in NOT_SCIENCE})[:10]
+
+
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with the keys it lacks, at top level and within sections, at today's
+    defaults. A key is added with the default that does what runs did before it existed
+    (training.data: instances), so a config run before and after groups as one. Values that
+    are themselves mappings (objectives.weights) are kept whole: their missing keys mean what
+    the product makes of them, not a default."""
+    filled = dict(config)
+    for key, default in _defaults().items():
+        if key not in filled:
+            filled[key] = default
+        elif isinstance(default, dict) and isinstance(filled[key], dict) and key in _SECTIONS:
+            filled[key] = {**{k: v for k, v in default.items() if k not in filled[key]}, **filled[key]}
+    return filled
+
+
+_SECTIONS = frozenset(name for name, field in Config.model_fields.items()
+                      if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel))
+
+
+def _defaults() -> dict[str, Any]:
+    return Config().model_dump(mode="json")
 
 
 def group_label(config: dict[str, Any]) -> str:

@@ -106,6 +106,14 @@ def test_replicate_group_ignores_seed_and_where_jobs_run_only() -> None:
     base = {"seed": 0, "population": 4, "backend": {"kind": "local", "workers": 2}, "model": {"name": "m"}}
     assert config_group(base) == config_group({**base, "seed": 9, "backend": {"kind": "serial"}})
     assert config_group(base) != config_group({**base, "population": 5})
+    # A key added to CORAL later (training.data, at the default that does what runs did before)
+    # does not split a config's runs from before and after it.
+    before = {**base, "training": {"steps": 80, "learning_rate": 0.001, "batch_size": 4, "max_length": 1024}}
+    after = {**base, "training": {**before["training"], "data": "instances"}}
+    assert config_group(before) == config_group(after)
+    assert config_group(before) != config_group({**after, "training": {**after["training"], "data": "program-mutants"}})
+    assert config_group({**base, "objectives": {"weights": {"bugfix": 1.0}}}) != config_group(
+        {**base, "objectives": {"weights": {"bugfix": 1.0, "style": 1.0}}})  # a mapping value is kept whole
     assert t95(1) == 12.706 and t95(100) == 1.96
     with pytest.raises(CoralError):
         t95(0)
