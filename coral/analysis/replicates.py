@@ -22,7 +22,6 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-from pydantic import BaseModel
 
 from coral.config import Config
 from coral.errors import CoralError
@@ -75,13 +74,9 @@ def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     for key, default in _defaults().items():
         if key not in filled:
             filled[key] = default
-        elif isinstance(default, dict) and isinstance(filled[key], dict) and key in _SECTIONS:
+        elif isinstance(default, dict) and isinstance(filled[key], dict):  # a section: one level
             filled[key] = {**{k: v for k, v in default.items() if k not in filled[key]}, **filled[key]}
     return filled
-
-
-_SECTIONS = frozenset(name for name, field in Config.model_fields.items()
-                      if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel))
 
 
 def _defaults() -> dict[str, Any]:

@@ -57,7 +57,7 @@ class Part:
 class Extraction:
     source: str  # the candidate module ("" when the output was empty)
     method: Method  # how it was found: edit applied, parsed code, re-attached body, ... raw text
-    reason: str = ""  # why a bad_edit failed
+    reason: str = ""  # why a bad_edit failed, or why the answer could not be analysed
 
 
 def extract_candidate(raw: str, name: str, buggy_source: str | None = None) -> str:

@@ -132,12 +132,11 @@ def parse_json(path: Path, text: str, lineno: int | None = None) -> Any:
     except json.JSONDecodeError as exc:
         line = lineno if lineno is not None else exc.lineno
         raise BenchmarkError(f"{path}: line {line}: invalid JSON ({exc.msg})") from None
-    except RecursionError:
+    except (RecursionError, ValueError) as exc:  # ValueError: an integer past the digit limit
         where = f" line {lineno}:" if lineno is not None else ""
-        raise BenchmarkError(f"{path}:{where} JSON nested too deeply to read") from None
-    except ValueError as exc:  # an integer past Python's str -> int digit limit
-        where = f" line {lineno}:" if lineno is not None else ""
-        raise BenchmarkError(f"{path}:{where} unreadable JSON value ({str(exc).split(':')[0]})") from None
+        why = "JSON nested too deeply to read" if isinstance(exc, RecursionError) else \
+            f"unreadable JSON value ({str(exc).split(':')[0]})"
+        raise BenchmarkError(f"{path}:{where} {why}") from None
 
 
 def load_json_cases(path: Path) -> tuple[JsonCase, ...]:
