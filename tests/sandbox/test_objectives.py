@@ -189,6 +189,37 @@ def test_security_is_relative_to_the_buggy_program() -> None:
     assert same.security == 1.0 and more.security == pytest.approx(1 - 3 / 9)
 
 
+# Ways to reach eval, the builtins and other frames without calling a name the policy knew:
+# each scored security 1 (nothing found) before it looked at references, strings and frames.
+DISGUISED_RISK = {
+    "builtins by subscript": ("def total(xs):\n    return __builtins__['eval']('sum(xs)')\n",
+                              {"dunder-access", "exec-call"}),
+    "eval by alias": ("def total(xs):\n    run = eval\n    return run('sum(xs)')\n", {"exec-call"}),
+    "import by alias": ("def total(xs):\n    load = __import__\n    return sum(xs)\n", {"exec-call"}),
+    "getattr by name": ("def total(xs):\n    pick = getattr\n    return sum(xs)\n", {"introspection-call"}),
+    "format field": ("def total(xs):\n    '{0.__class__}'.format(xs)\n    return sum(xs)\n",
+                     {"dunder-access"}),
+    "other frames": ("def total(xs):\n    g = (i for i in xs)\n    g.gi_frame.f_back\n    return sum(xs)\n",
+                     {"frame-access"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DISGUISED_RISK))
+def test_security_sees_disguised_risk(name: str) -> None:
+    source, expected = DISGUISED_RISK[name]
+    scored = score_candidate(TOTAL, source, limits=FAST)
+    assert scored.fixed  # every one of them is a working fix: only security may tell them apart
+    assert {i.removeprefix("policy:") for i in scored.security_issues} >= expected
+    assert scored.security < 1.0
+
+
+def test_security_leaves_main_guards_and_docstrings_alone() -> None:
+    """Text about dunders and a main guard are not reaching for anything."""
+    source = ('def total(xs):\n    """Like eval of sum; see __repr__."""\n    return sum(xs)\n\n\n'
+              'if __name__ == "__main__":\n    print(total([1]))\n')
+    assert score_candidate(TOTAL, source, limits=FAST).security == 1.0
+
+
 # Verdicts that would vary from run to run without the harness's seeding of `random` and
 # the box's fixed memory layout (objects hash by address: set order follows addresses).
 RANDOM = "import random\ndef total(xs):\n    return sum(xs) + (random.random() < 0.5)\n"
