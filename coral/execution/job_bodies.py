@@ -34,7 +34,7 @@ from coral.execution.payloads import (
 from coral.hashing import content_hash
 from coral.model.adapters import adapter_cache_key, data_fingerprint, find_adapter
 from coral.sandbox.objectives import score_candidate
-from coral.sandbox.runner import RunnerLimits
+from coral.sandbox.runner import RunnerLimits, utf8
 
 
 def _set_threads(threads: int | None) -> None:
@@ -113,7 +113,8 @@ def test(job: Job, ctx: WorkerContext) -> TestOutput:
         raise MessageError(f"test job {job.job_id}: unknown problem {name!r}")
     problem = problems[name]
     started = time.time()
-    extraction = extract(payload.raw, name, problem.buggy_source)
+    # Scored as UTF-8 text, as the linters read it: a lone surrogate could not be sent back.
+    extraction = extract(utf8(payload.raw), name, problem.buggy_source)
     candidate = extraction.source
     score = score_candidate(problem, candidate, limits=runner_limits(payload.sandbox))
     return TestOutput(

@@ -545,7 +545,7 @@ class _Session:
         self._set(i, why is None, why)
 
     def _set(self, i: int, passed: bool, reason: str | None) -> None:
-        self.results.setdefault(i, CaseResult(self._id(i), passed, reason, 0))
+        self.results.setdefault(i, CaseResult(self._id(i), passed, reason and utf8(reason), 0))
 
     def _fail(self, i: int, reason: str) -> None:
         self._set(i, False, reason)
@@ -565,7 +565,7 @@ class _Session:
         )
         # A box that died before compiling has not shown that the program compiles.
         syntax_ok = self.syntax_ok is True
-        return CandidateRun(self.problem.name, cases, syntax_ok, self.error, self.boxes, self.wall,
+        return CandidateRun(self.problem.name, cases, syntax_ok, self.error and utf8(self.error), self.boxes, self.wall,
                             self.total_cost, self.meter_kind)
 
 
@@ -602,11 +602,27 @@ def _verdict(
             else:
                 if len(mine) != len(site.cand):
                     return "unreadable record"
+                own = _own_relation(site, operands, mine)
+                if own is not None:
+                    return own
                 for index, value in zip(site.cand, mine, strict=True):
                     operands[index] = verdicts.from_candidate(value)
         why = _check_site(site, operands)
         if why is not None:
             return why
+    return None
+
+
+def _own_relation(site: record.Site, reference: list[Any], mine: list[Any]) -> str | None:
+    """A comparison of two operands that both come from the candidate's box (`position[a] <
+    position[b]`) is decided by its process alone: it can record any pair that holds (`0, 1`)
+    whatever it returned. Its operands must then be those the reference recorded there, which the
+    box never sees (docs/sandbox.md, "Trust by construction"). None when they are."""
+    if site.kind != "cmp" or len(site.cand) < 2 or len(reference) != 2:
+        return None
+    for index, value in zip(site.cand, mine, strict=True):
+        if not verdicts.holds("==", verdicts.from_candidate(value), reference[index]):
+            return f"line {site.line}: the candidate's own values compared ({site.op}) are not the reference's"
     return None
 
 
@@ -668,6 +684,13 @@ def _messages(stdout: bytes, nonce: bytes) -> list[dict[str, Any]]:
             if isinstance(msg, dict):
                 out.append(msg)
     return out
+
+
+def utf8(text: str) -> str:
+    """`text` as UTF-8 can hold it. Reasons quote what the box reported, and JSON's escapes carry
+    lone surrogates (`raise ValueError(chr(0xdcff))`) that no UTF-8 encoder takes: the job's
+    output could not be sent and the run stopped. They become '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _line(text: object) -> str:

@@ -136,6 +136,20 @@ def test_deeply_nested_answers_are_scored_not_raised(setting, depth: int) -> Non
         assert failed and all(c.reason for c in failed), shape
 
 
+def test_lone_surrogates_in_an_answer_or_its_errors_leave_a_job_output_that_can_be_sent(setting) -> None:
+    """A lone surrogate (in the answer, or in what the program raised) reached the test job's
+    output, whose encoding then raised: the job failed and the run stopped. It becomes '?'."""
+    _, _, ctx = setting
+    payload = {"benchmark_root": str(MINI), "problem": "gcd", "sandbox": SandboxConfig().model_dump(mode="json")}
+    raised = bodies.test(_job("test", {**payload, "raw": "def gcd(a, b):\n    raise ValueError(chr(0xdcff))\n"}), ctx)
+    written = bodies.test(_job("test", {**payload, "raw": "def gcd(a, b):\n    return '\udcff'  # \udcff\n"}), ctx)
+    assert {c.reason for c in raised.cases} == {"ValueError: ?"}
+    assert "\udcff" not in written.candidate and "return '?'" in written.candidate
+    for out in (raised, written):
+        assert out.passed_all is False and out.objectives["bugfix"] == 0.0
+        json.loads(out.model_dump_json())  # raised PydanticSerializationError before
+
+
 def test_training_data_program_mutants_trains_on_more_bugs_of_the_train_programs(setting) -> None:
     """training.data: program-mutants: the train job builds its pairs from mutants of the train
     problems' reference programs (never an eval problem), so it trains a different adapter."""

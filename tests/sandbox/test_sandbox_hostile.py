@@ -1187,3 +1187,36 @@ def test_memory_is_limited_per_box_across_processes_and_shared_memory() -> None:
         assert_failed(result)
         assert all(c.reason != BUDGET_REASON for c in result.cases), result.cases
     assert run("def f(a, b):\n    return len(bytearray(100 << 20)) and a + b\n", memory_mb=256, budget_floor=5).fixed
+
+
+# --- relations among the candidate's own values ---------------------------------------------------
+
+# The test's `check` records `position[a] < position[b]`: both operands come from the candidate's
+# box, so its process could record any pair that holds, whatever it returned. This one returns
+# the nodes in reverse (wrong wherever there is an edge) and records (0, 1) at every such assert.
+REVERSED = "def topological_order(nodes):\n    return list(reversed(nodes))\n"
+RELATION_FORGER = (
+    "import sys\n"
+    "for _module in [m for n, m in list(sys.modules.items()) if n.startswith('test_')]:\n"
+    "    _real = _module.__dict__['_coral_record']\n"
+    "    def _record(site, *values, _real=_real):\n"
+    "        return _real(site, *((0, 1) if len(values) == 2 else values))\n"
+    "    _module.__dict__['_coral_record'] = _record\n"
+) + REVERSED
+
+
+def test_a_relation_among_the_candidates_own_values_is_not_its_to_decide() -> None:
+    """topological_order's `position[a] < position[b]` forged as (0, 1): 3 of 6 cases passed and
+    bugfix was 0.75 for a program that orders nothing. Such an assert's operands must now be
+    the reference's (which the candidate's box never sees)."""
+    from coral.benchmark.loader import load_benchmark
+
+    topo = next(p for p in load_benchmark(REPO / "data" / "problems") if p.name == "topological_order")
+    honest, forged, reference_fix = objectives.score_candidates(
+        [(topo, REVERSED), (topo, RELATION_FORGER), (topo, topo.correct_source)], limits=LIMITS)
+    assert reference_fix.fixed and reference_fix.bugfix == 1.0  # the judge still passes the real fix
+    assert honest.bugfix == 0.0
+    assert (forged.bugfix, forged.fixed) == (0.0, False), forged.cases
+    edges = [c for c in forged.cases if c.case_id in ("test_diamond", "test_two_components", "test_larger_dag")]
+    assert len(edges) == 3 and not any(c.passed for c in edges), forged.cases
+    assert all("not the reference's" in (c.reason or "") for c in edges), edges

@@ -183,3 +183,17 @@ def test_a_file_bandit_cannot_analyse_scores_worst() -> None:
     assert security[0] == 0.0
     _, honest = objectives.relative_quality(RISKY, (0.0, buggy_risk), (1.0, ()), (plain_score, plain))
     assert honest[0] > 0.5
+
+
+def test_reasons_quoting_the_box_are_utf8_text() -> None:
+    """JSON's escapes carry lone surrogates: `raise ValueError(chr(0xdcff))` put one into a case's
+    reason, and a test job's output then could not be sent (UnicodeEncodeError): the run stopped."""
+    lone = "def f(a, b):\n    raise ValueError('bad ' + chr(0xdcff))\n"
+    at_import = "raise ValueError(chr(0xdcff))\n" + lone
+    for source in (lone, at_import):
+        score = objectives.score_candidates([(FLOATS, source)], limits=LIMITS)[0]
+        assert not score.fixed and all(c.reason for c in score.cases), score.cases
+        texts = [c.reason or "" for c in score.cases] + [score.error or ""]
+        for text in texts:
+            text.encode("utf-8")  # raised UnicodeEncodeError before
+        assert "ValueError: " in (score.error or score.cases[0].reason or ""), score
