@@ -31,7 +31,12 @@ from typing import Literal
 
 from coral.benchmark.edits import EditError, edit_answer, is_edit
 
-Method = Literal["edit", "bad_edit", "code", "body", "unparsed", "raw", "empty"]
+Method = Literal["edit", "bad_edit", "code", "body", "unparsed", "raw", "empty", "too_long"]
+
+# Past this an answer is not analysed (nor linted, nor run): a 10 MB answer took the trusted side
+# 142 s and 3.7 GB. A model's answer stays far below it: max_new_tokens is at most 8,192 (config),
+# and tokens average a few characters.
+MAX_ANSWER_CHARS = 200_000
 
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 # Column-0 lines worth trying as the start of code; prose ("Here is the fix:") is skipped.
@@ -69,6 +74,9 @@ def extract(raw: str, name: str, buggy_source: str | None = None) -> Extraction:
     """The candidate module and how it was found (for analysis of what models write)."""
     if not name.isidentifier():
         raise ValueError(f"problem name must be a Python identifier, got {name!r}")
+    if len(raw) > MAX_ANSWER_CHARS:
+        return Extraction("", "too_long", f"answer of {len(raw):,} characters; at most "
+                                          f"{MAX_ANSWER_CHARS:,} are analysed")
     segments = _segments(_normalise_newlines(raw))
     try:
         return _extract(segments, name, buggy_source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -113,10 +114,10 @@ def test_bad_payload_is_one_clear_error(setting) -> None:
         bodies.test(_job("test", {"benchmark_root": str(MINI), "problem": "nope", "raw": ""}), ctx)
 
 
-@pytest.mark.parametrize("depth", [1500, 100_000])
+@pytest.mark.parametrize("depth", [1500, 20_000])
 def test_deeply_nested_answers_are_scored_not_raised(setting, depth: int) -> None:
     """Code nested past Python's recursive `ast` helpers (1,500 deep: it still compiles) or past
-    its parser (100,000: it does not) raised RecursionError or MemoryError out of extraction, so
+    its parser (20,000: it does not) raised RecursionError or MemoryError out of extraction, so
     the test job failed and the run stopped. Each is now a scored candidate."""
     _, _, ctx = setting
     payload = {"benchmark_root": str(MINI), "problem": "gcd",
@@ -148,6 +149,26 @@ def test_lone_surrogates_in_an_answer_or_its_errors_leave_a_job_output_that_can_
     for out in (raised, written):
         assert out.passed_all is False and out.objectives["bugfix"] == 0.0
         json.loads(out.model_dump_json())  # raised PydanticSerializationError before
+
+
+def test_an_answer_past_the_analysed_length_is_scored_without_being_parsed(setting) -> None:
+    """A 10 MB answer took 142 s and 3.7 GB to extract, lint and run: past MAX_ANSWER_CHARS an
+    answer is an empty candidate with the reason, at once; one character less is analysed."""
+    from coral.benchmark.extract import MAX_ANSWER_CHARS
+
+    _, _, ctx = setting
+    payload = {"benchmark_root": str(MINI), "problem": "gcd", "sandbox": SandboxConfig().model_dump(mode="json")}
+    fix = "def gcd(a, b):\n    while b:\n        a, b = b, a % b\n    return a\n"
+    padding = "#" * 70 + "\n"
+    fits = fix + padding * ((MAX_ANSWER_CHARS - len(fix)) // len(padding))
+    analysed = bodies.test(_job("test", {**payload, "raw": fits}), ctx)
+    assert analysed.passed_all and analysed.extraction is not None and analysed.extraction.method == "code"
+    started = time.monotonic()
+    huge = bodies.test(_job("test", {**payload, "raw": fits + padding * 100_000}), ctx)
+    assert time.monotonic() - started < 30
+    assert huge.extraction is not None and huge.extraction.method == "too_long"
+    assert huge.extraction.reason.startswith("answer of 7,")
+    assert huge.candidate == "" and huge.passed_all is False and huge.objectives["bugfix"] == 0.0
 
 
 def test_training_data_program_mutants_trains_on_more_bugs_of_the_train_programs(setting) -> None:
