@@ -22,6 +22,7 @@ import re
 # today's runs, it never flagged a candidate). Weights on bandit's scale: LOW 1, MEDIUM 3, HIGH 9.
 RISK_POLICY: dict[str, float] = {
     "exec-call": 9.0,  # eval, exec, compile, __import__: run text as code
+    "process-call": 9.0,  # os.system, os.popen, subprocess.Popen, any shell=...: run commands
     "introspection-call": 3.0,  # globals, locals, vars, getattr, setattr, delattr, breakpoint
     "io-call": 3.0,  # open, input: files and the terminal
     "risky-import": 3.0,  # os, sys, subprocess, socket, ... (RISKY_MODULES)
@@ -32,6 +33,14 @@ RISK_POLICY: dict[str, float] = {
     "broad-except": 1.0,  # bare `except:` or `except BaseException`: hides every failure
 }
 EXEC_CALLS = frozenset({"eval", "exec", "compile", "__import__"})
+# Bandit misses these when called with keywords only (Popen(args=x, shell=True), os.popen(cmd=x),
+# os.system(**x)); reaching them by attribute is enough here.
+PROCESS_ATTRIBUTES = frozenset({
+    "system", "popen", "Popen", "check_output", "check_call", "getoutput", "getstatusoutput",
+    "fork", "forkpty", "execl", "execle", "execlp", "execlpe", "execv", "execve", "execvp",
+    "execvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp",
+    "spawnvpe", "posix_spawn", "posix_spawnp", "startfile",
+})  # fmt: skip
 INTROSPECTION_CALLS = frozenset({"globals", "locals", "vars", "getattr", "setattr", "delattr",
                                  "breakpoint"})  # fmt: skip
 IO_CALLS = frozenset({"open", "input"})
@@ -95,8 +104,14 @@ def risk_findings(source: str) -> list[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.module and node.level == 0 and node.module.split(".")[0] in RISKY_MODULES:
                 found.append("risky-import")
+                found += ["process-call" for a in node.names if a.name in PROCESS_ATTRIBUTES]
+        elif isinstance(node, ast.keyword) and node.arg == "shell":
+            if not (isinstance(node.value, ast.Constant) and not node.value.value):
+                found.append("process-call")  # shell=True, shell=x: a command line through a shell
         elif isinstance(node, ast.Attribute):
-            if _risky_dunder(node.attr):
+            if node.attr in PROCESS_ATTRIBUTES:
+                found.append("process-call")
+            elif _risky_dunder(node.attr):
                 found.append("dunder-access")
             elif node.attr in FRAME_ATTRIBUTES:
                 found.append("frame-access")

@@ -199,6 +199,11 @@ DISGUISED_RISK = {
     "getattr by name": ("def total(xs):\n    pick = getattr\n    return sum(xs)\n", {"introspection-call"}),
     "format field": ("def total(xs):\n    '{0.__class__}'.format(xs)\n    return sum(xs)\n",
                      {"dunder-access"}),
+    # Bandit loses its HIGH finding when the command goes by keyword only: only the import was left.
+    "shell by keyword": ("import subprocess\ndef total(xs):\n    subprocess.call(args='true', shell=True)\n"
+                         "    return sum(xs)\n", {"process-call"}),
+    "command by keyword": ("import os\ndef total(xs):\n    os.popen(cmd='true')\n    return sum(xs)\n",
+                           {"process-call"}),
     "other frames": ("def total(xs):\n    g = (i for i in xs)\n    g.gi_frame.f_back\n    return sum(xs)\n",
                      {"frame-access"}),
 }
