@@ -226,8 +226,12 @@ def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkp
             with _stop_on_signals(engine):
                 state = engine.run(resume)
         except CoralError as exc:
-            # engine.run opens its event log first, and opening it raises no CoralError.
-            engine.events.emit("run_failed", {"error": str(exc)})
+            # engine.run opens its event log first. Opening it fails (a damaged log: a corrupt
+            # line, a lost event) before there is a log to append to: the status says why, and
+            # the log is left as it was, to be repaired and resumed.
+            events = getattr(engine, "events", None)
+            if events is not None:
+                events.emit("run_failed", {"error": str(exc)})
             write_status(home, run_id, "failed", error=str(exc))
             raise
         finally:

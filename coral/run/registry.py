@@ -226,7 +226,7 @@ def run_status(home: Home, run_id: str) -> dict[str, Any]:
     folder = home.run_dir(run_id)
     status = read_json(folder / "status.json")
     return {**status, "run_id": run_id, "state": effective_state(status),
-            "log": summary(home.events_dir(run_id))}
+            "log": summary(home.events_dir(run_id), run_id)}
 
 
 # ---------------------------------------------------------------------- comparing runs
@@ -241,7 +241,7 @@ def run_science(home: Home, run_id: str) -> dict[str, Any]:
         point = load_checkpoint(path)
         populations.append(list(point.population))
         scores.append(point.scores)
-    events = [science(e) for e in read_events(home.events_dir(run_id))]
+    events = [science(e) for e in read_events(home.events_dir(run_id), run_id=run_id)]
     return {"populations": populations, "scores": scores,
             "event_ids": [e["seq"] for e in events], "event_types": [e["type"] for e in events],
             "events": events}
@@ -251,7 +251,7 @@ def run_meters(home: Home, run_id: str) -> list[str]:
     """The meters that counted the run's test costs (docs/sandbox.md "Meters"), in the order
     first seen; more than one means the run was resumed on a machine with another meter."""
     meters: list[str] = []
-    for event in read_events(home.events_dir(run_id)):
+    for event in read_events(home.events_dir(run_id), run_id=run_id):
         meter = event.data.get("meter") if event.type == "job_finished" else None
         if isinstance(meter, str) and meter not in meters:
             meters.append(meter)
