@@ -34,7 +34,7 @@ from coral.run.events import read_events
 from coral.run.registry import (
     compare_runs,
     effective_state,
-    read_json,
+    read_status,
     register_run,
     run_config,
     run_record,
@@ -194,7 +194,7 @@ def resume_run(run_id: str, context: RunContext, orphaned: bool = False) -> RunR
 
     home = context.home
     config = run_config(home, run_id)
-    state = effective_state(read_json(home.run_dir(run_id) / "status.json"))
+    state = effective_state(read_status(home.run_dir(run_id) / "status.json"))
     if state == "finished":
         raise CoralError(f"run {run_id} already finished; nothing to resume")
     if state in ("running", "paused", "starting") and not orphaned:

@@ -231,3 +231,42 @@ def test_a_notebook_asking_for_an_unreadable_run_is_told_why(finished: Path) -> 
     assert done.returncode == 3, done.stderr[-2000:]
     assert done.stdout.startswith(f"run 'done' cannot be read into the store: {_segment(finished)}: corrupt event "
                                   "line 11"), done.stdout
+
+
+# ---------------------------------------------------------------------- run files
+
+
+def test_a_checkpoint_with_an_integer_past_the_digit_limit_is_one_line(finished: Path) -> None:
+    """json.loads raises a plain ValueError past 4,300 digits: `coral resume` was a traceback."""
+    point = sorted((finished / "runs" / "done" / "checkpoints").glob("gen-*.json"))[-1]
+    point.write_text('{"schema": 1' + "0" * 5000 + "}\n")
+    _resumable(finished)
+    one_line(coral(finished, "resume", "done"),
+             f"{point}: unreadable checkpoint (an integer has more than 4300 digits)")
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ('{"state": "runn', "unreadable run status (line 1: Unterminated string"),
+    ('{"state": 1' + "0" * 5000 + "}", "unreadable run status (an integer has more than 4300 digits)"),
+    ("[1, 2]", "not a run status (a JSON list, expected an object)"),
+])
+def test_a_damaged_status_file_is_named_and_resume_refuses_it(finished: Path, text: str, needle: str) -> None:
+    """A status.json that did not parse was read as no status: `coral status` showed state
+    'unknown' and `coral resume` went ahead (beside a live orchestrator, had there been one);
+    one with a huge integer was a ValueError traceback in `coral status` and `coral runs`."""
+    status = finished / "runs" / "done" / "status.json"
+    status.write_text(text)
+    log = _segment(finished).read_bytes()
+    one_line(coral(finished, "status", "done"), f"{status}: {needle}")
+    one_line(coral(finished, "resume", "done"), f"{status}: {needle}")
+    assert _segment(finished).read_bytes() == log  # nothing ran
+    listing = coral(finished, "runs")  # a listing shows what it can, without a traceback
+    assert listing.returncode == 0 and "done" in listing.stdout, listing.stderr[-2000:]
+
+
+def test_a_run_record_that_is_not_text_is_one_line(finished: Path) -> None:
+    record = finished / "runs" / "done" / "config.yaml"
+    record.write_bytes(b"\x8f\xff" * 100)
+    one_line(coral(finished, "status", "done"), f"{record}: unreadable run record (not UTF-8 text)")
+    _resumable(finished)
+    one_line(coral(finished, "resume", "done"), f"{record}: unreadable run record (not UTF-8 text)")
