@@ -87,6 +87,49 @@ def test_bad_messages_raise_one_line(raw, needle) -> None:
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        # json.loads raises a plain ValueError past Python's 4,300-digit limit (was a traceback)
+        ('{"job_id": "j", "run_id": "r", "kind": "echo", "attempt": 1' + "0" * 5000 + "}",
+         "an integer has more than"),
+        ('{"job_id": "j", "run_id": "r", "kind": "echo", "payload": {"x": NaN}}', "NaN is not a JSON value"),
+        ('{"job_id": "j", "run_id": "r", "kind": "echo", "payload": {"x": -Infinity}}', "-Infinity"),
+        # an escaped lone surrogate parses, but no log or queue can hold it (UTF-8 cannot)
+        ('{"job_id": "j", "run_id": "r", "kind": "echo", "payload": {"s": ["\\udc80"]}}', "surrogate \\udc80"),
+        ('{"job_id": "j", "run_id": "r", "kind": "echo", "payload": {"\\ud800": 1}}', "surrogate \\ud800"),
+        ('{"schema_version": true, "job_id": "j", "run_id": "r", "kind": "echo"}', "schema_version True"),
+        ('{"schema_version": 1.0, "job_id": "j", "run_id": "r", "kind": "echo"}', "schema_version 1.0"),
+        # a run id names a results partition and a folder: checked on arrival
+        ('{"job_id": "j", "run_id": "../evil", "kind": "echo"}', "run_id: not a run id"),
+        ('{"job_id": "j", "run_id": "", "kind": "echo"}', "run_id: not a run id"),
+        ('{"job_id": "j", "run_id": "' + "r" * 65 + '", "kind": "echo"}', "run_id: not a run id"),
+    ],
+)
+def test_hostile_messages_raise_one_bounded_line(raw: str, needle: str) -> None:
+    for model in (Job, JobResult, Event):
+        with pytest.raises(MessageError) as err:
+            decode(model, raw)
+        text = str(err.value)
+        assert "\n" not in text and len(text) < 400
+        if model is Job:
+            assert needle in text
+
+
+def test_a_pair_of_surrogates_is_one_character_and_reads() -> None:
+    job = decode(Job, '{"job_id": "j", "run_id": "r", "kind": "echo", '
+                      '"payload": {"s": "\\ud83d\\ude00", "t": "\\\\ud800"}}')
+    assert job.payload == {"s": "\U0001f600", "t": "\\ud800"}
+    assert decode(Job, encode(job)) == job
+
+
+def test_a_megabyte_job_id_is_quoted_bounded() -> None:
+    with pytest.raises(MessageError,
+                       match=r"\(100000 characters\), kind 'echo'\): job_id: String should have at most 200") as err:
+        decode(Job, '{"job_id": "' + "x" * 100_000 + '", "run_id": "r", "kind": "echo"}')
+    assert len(str(err.value)) < 300
+
+
 def test_pickle_is_never_accepted() -> None:
     job = Job(job_id="j", run_id="r", kind="test")
     with pytest.raises(MessageError):

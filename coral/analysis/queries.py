@@ -165,6 +165,12 @@ def _df(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = Non
 def _check_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     row = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
     if row.empty:
+        try:
+            why = con.execute("SELECT reason FROM unreadable WHERE run_id = ?", [run_id]).fetchall()
+        except duckdb.CatalogException:  # a snapshot from before schema version 4 has no such table
+            why = []
+        if why:  # its folder is there but the ingestor could not read it: say why, not "no run"
+            raise CoralError(f"run {run_id!r} cannot be read into the store: {why[0][0]}")
         raise CoralError(f"no run {run_id!r} in the store (not ingested yet, or a wrong id)")
     return row.iloc[0].to_dict()
 

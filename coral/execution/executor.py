@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import reprlib
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -286,6 +287,13 @@ class Executor(ABC):
             self.stats.rejected += 1
             log.warning("run %s: dropped a result for unknown job %r", self.run_id, result.job_id)
             return
+        foreign = not_its_job(record.job, result)
+        if foreign is not None:
+            # The engine routes a result by these fields: one that does not describe its job
+            # (another generation's, a stray, a forgery) must not stand in for the real one.
+            self.stats.rejected += 1
+            log.warning("run %s: dropped a result for job %r: %s", self.run_id, result.job_id, foreign)
+            return
         if record.result is not None:
             self.stats.duplicates_dropped += 1
             return
@@ -324,6 +332,29 @@ class Executor(ABC):
         for future in record.futures:
             future._complete(result)
         record.futures.clear()
+
+
+def lease_expiry(lease: Any) -> float | None:
+    """When a lease runs out (wall clock), or None when the value is not a lease (a worker's is
+    a dict with a finite number `expires`)."""
+    if not isinstance(lease, dict):
+        return None
+    expires = lease.get("expires")
+    if isinstance(expires, bool) or not isinstance(expires, int | float) or expires != expires:
+        return None
+    return float(expires)
+
+
+def not_its_job(job: Job, result: JobResult) -> str | None:
+    """Why `result` (same job id) cannot be an answer to `job`, or None when it can: its kind,
+    generation, subject, problem or sample differ from the job's, or its attempt was never sent."""
+    for name in ("kind", "generation", "subject", "problem", "sample"):
+        mine, theirs = getattr(job, name), getattr(result, name)
+        if mine != theirs:
+            return f"its {name} is {reprlib.repr(theirs)}, the job's {reprlib.repr(mine)}"
+    if result.attempt > job.attempt:
+        return f"its attempt {result.attempt} was never sent (the job is at attempt {job.attempt})"
+    return None
 
 
 class QueueExecutor(Executor):
@@ -458,7 +489,8 @@ class QueueExecutor(Executor):
                 log.error("run %s: dropped a results item: %s", self.run_id, exc)
                 continue
             record = self._records.get(result.job_id)
-            if record is not None and result.attempt == record.job.attempt:
+            if (record is not None and result.attempt == record.job.attempt
+                    and not_its_job(record.job, result) is None):
                 self._note_taken(record)
             self._on_result(result)
         self._fill()
@@ -500,7 +532,10 @@ class QueueExecutor(Executor):
             key = lease_key(self.run_id, job.job_id, job.attempt)
             lease = leases.get(key)
             if lease is not None:
-                if float(lease.get("expires", 0.0)) < now_wall:
+                expires = lease_expiry(lease)
+                if expires is None:  # not a lease a worker wrote: its job cannot be vouched for
+                    self._expire(record, key, f"its lease is not a lease ({reprlib.repr(lease)})")
+                elif expires < now_wall:
                     self._expire(record, key, f"lease of {lease.get('owner', '?')} expired")
                 elif lease_owner_dead(lease):  # no need to wait out the lease of a known death
                     self._expire(record, key, f"worker {lease.get('owner', '?')} died")

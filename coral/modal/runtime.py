@@ -455,7 +455,7 @@ def stopped_by_signal(home: Home, run_id: str) -> bool:
     """Whether the run's last stop came from a signal to its process (engine.interrupted names
     it in the run_stopped event) rather than a user's stop request."""
     reason = None
-    for event in read_events(home.events_dir(run_id)):
+    for event in read_events(home.events_dir(run_id), run_id=run_id):
         if event.type == "run_stopped":
             reason = event.data.get("reason")
     return reason in SIGNALS

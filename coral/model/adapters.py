@@ -114,12 +114,30 @@ def _check_safetensors_length(path: Path) -> None:
             raise AdapterError(f"{path}: truncated ({size} bytes, header claims {header_len})")
         try:
             header = json.loads(handle.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # bad JSON, not UTF-8, an integer past the digit limit
             raise AdapterError(f"{path}: corrupt safetensors header") from None
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    ends = _tensor_ends(header)
+    if ends is None:  # JSON, but not a safetensors header: was AttributeError, KeyError, ...
+        raise AdapterError(f"{path}: corrupt safetensors header (not a map of tensors with data_offsets)")
     needed = 8 + header_len + max(ends, default=0)
     if size < needed:
         raise AdapterError(f"{path}: truncated ({size} of {needed} bytes)")
+
+
+def _tensor_ends(header: object) -> list[int] | None:
+    """Each tensor's end offset from a parsed safetensors header, or None when it is not one."""
+    if not isinstance(header, dict):
+        return None
+    ends = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(type(o) is int and o >= 0 for o in offsets)):
+            return None
+        ends.append(offsets[1])
+    return ends
 
 
 def read_adapter(folder: Path) -> AdapterInfo:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,11 @@ def load(path: Path) -> Checkpoint:
         raise CoralError(f"{path}:{exc.lineno}: unreadable checkpoint ({exc.msg})") from None
     except UnicodeDecodeError:
         raise CoralError(f"{path}: unreadable checkpoint (not UTF-8 text)") from None
+    except ValueError:  # an integer past Python's digit limit: json raises a plain ValueError
+        raise CoralError(f"{path}: unreadable checkpoint (an integer has more than "
+                         f"{sys.get_int_max_str_digits()} digits)") from None
+    except RecursionError:
+        raise CoralError(f"{path}: unreadable checkpoint (nested too deeply)") from None
     except OSError as exc:
         raise CoralError(f"{path}: unreadable checkpoint ({exc.strerror})") from None
     return Checkpoint.from_json(data, str(path))

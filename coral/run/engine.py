@@ -180,7 +180,7 @@ class EvolutionEngine:
         averaged scores and evaluation counts, and the objectives that said nothing."""
         base = self.baseline
         echo = base.echo if base is not None else None
-        constant = _constant_objectives(self.home.events_dir(self.run_id))
+        constant = _constant_objectives(self.home.events_dir(self.run_id), self.run_id)
         return {
             "baselines": {BASELINE: base.objectives if base is not None else None,
                           ECHO: echo.objectives if echo is not None else None},
@@ -475,12 +475,12 @@ class EvolutionEngine:
         self.events.emit_many(items)
 
 
-def _constant_objectives(events_dir: Any) -> list[str]:
+def _constant_objectives(events_dir: Any, run_id: str) -> list[str]:
     """Objectives whose candidate-level value never changed over the run's genomes' tests:
     they carry no information about any genome (baselines left out)."""
     low: dict[str, float] = {}
     high: dict[str, float] = {}
-    for event in read_events(events_dir):
+    for event in read_events(events_dir, run_id=run_id):
         if event.type != "job_finished" or event.data.get("genome") in BASELINES:
             continue
         for name in OBJECTIVES:

@@ -44,16 +44,37 @@ def segments(events_dir: Path) -> list[Path]:
     return sorted(p for p in events_dir.iterdir() if p.suffix == SEGMENT_SUFFIX and p.stem.isdigit())
 
 
-def read_events(events_dir: Path, after: int = -1) -> Iterator[Event]:
-    """Events with seq > `after`, in order. A torn last line (a crash mid-write) is skipped."""
+def read_events(events_dir: Path, after: int = -1, run_id: str | None = None) -> Iterator[Event]:
+    """Events with seq > `after`, in order. A torn last line (a crash mid-write) is skipped.
+
+    The log is checked as it is read, each problem one CoralError naming the file and line: a
+    line that is not an event, a seq that does not follow the one before (the first is the
+    first segment's name: an event lost, repeated or out of place) and, when `run_id` is given,
+    an event of another run."""
+    expected: int | None = None
     for path in segments(events_dir):
         with open(path, "rb") as handle:  # bytes: a line that is not UTF-8 is named, not a traceback
             for number, raw in enumerate(handle, 1):
                 if not raw.endswith(b"\n"):
                     return  # torn tail: the writer was killed mid-line
                 event = _decode_line(raw, path, number)
+                expected = _check_order(event, path, number, expected, run_id)
                 if event.seq > after:
                     yield event
+
+
+def _check_order(event: Event, path: Path, number: int, expected: int | None, run_id: str | None) -> int:
+    """The seq the line after `event` must have; a CoralError when `event` is out of place."""
+    if expected is None:  # the log's first event: the first segment is named by its seq
+        expected = int(path.stem)
+    if event.seq != expected:
+        what = "an event is missing" if event.seq > expected else "an event is repeated or out of order"
+        raise CoralError(f"{path}:{number}: event seq {event.seq} where {expected} was expected "
+                         f"({what}: the log is damaged)")
+    if run_id is not None and (event.run_id != run_id or event.event_id != event_id(run_id, event.seq)):
+        raise CoralError(f"{path}:{number}: event {event.event_id!r} of run {event.run_id!r} in the log "
+                         f"of run {run_id!r}")
+    return expected + 1
 
 
 def _decode_line(raw: bytes, path: Path, number: int) -> Event:
@@ -67,23 +88,38 @@ def _decode_line(raw: bytes, path: Path, number: int) -> Event:
         raise CoralError(f"{path}:{number}: corrupt event ({exc})") from None
 
 
-def truncate(events_dir: Path, start_seq: int) -> int:
+def truncate(events_dir: Path, start_seq: int, run_id: str | None = None) -> int:
     """Drop events with seq >= start_seq (and a torn last line); return how many were dropped.
 
     Only `coral resume` needs this: events past the last checkpoint belong to a generation
-    that is about to be redone, and are re-emitted with the same ids and content.
+    that is about to be redone, and are re-emitted with the same ids and content. The whole
+    log is checked first (`read_events`' checks), and so is that it holds every event before
+    `start_seq`: resuming a log that lost some would leave a hole in it for good. Nothing is
+    changed when a check fails.
     """
-    dropped = 0
+    plan: list[tuple[Path, list[bytes], int]] = []  # (segment, lines kept, lines dropped)
+    expected: int | None = None
+    last = -1
     for path in segments(events_dir):
-        raw = path.read_bytes()
-        lines = raw.split(b"\n")
+        lines = path.read_bytes().split(b"\n")
         complete, torn = lines[:-1], lines[-1]
         keep = []
         for number, line in enumerate(complete, 1):
-            if _decode_line(line, path, number).seq < start_seq:
+            event = _decode_line(line, path, number)
+            expected = _check_order(event, path, number, expected, run_id)
+            if event.seq < start_seq:
                 keep.append(line)
-        dropped += len(complete) - len(keep) + (1 if torn else 0)
-        if len(keep) == len(complete) and not torn:
+                last = event.seq
+        plan.append((path, keep, len(complete) - len(keep) + (1 if torn else 0)))
+    if last != start_seq - 1:
+        ends = "holds no event" if last < 0 else f"ends at event {last}"
+        raise CoralError(f"{events_dir}: the log {ends} but its run's checkpoint goes on "
+                         f"from event {start_seq}: events {last + 1}..{start_seq - 1} are lost, so the "
+                         "run cannot be resumed from this log")
+    dropped = 0
+    for path, keep, gone in plan:
+        dropped += gone
+        if not gone:
             continue
         if not keep:
             path.unlink()
@@ -135,7 +171,7 @@ class EventLog:
         self.dir = events_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self._publish_queue = transport.queue(events_queue) if transport is not None else None
-        truncate(self.dir, start_seq)
+        truncate(self.dir, start_seq, run_id)
         self.seq = start_seq
         self.published = 0
         self.skipped_publish = 0
@@ -222,12 +258,12 @@ class EventLog:
         return True
 
 
-def summary(events_dir: Path) -> dict[str, Any]:
+def summary(events_dir: Path, run_id: str | None = None) -> dict[str, Any]:
     """Last event, counts per type and the highest generation seen: what `coral status` shows."""
     counts: dict[str, int] = {}
     last: Event | None = None
     generation = None
-    for event in read_events(events_dir):
+    for event in read_events(events_dir, run_id=run_id):
         counts[event.type] = counts.get(event.type, 0) + 1
         last = event
         if event.type == "generation_finished":

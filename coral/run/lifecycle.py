@@ -34,7 +34,7 @@ from coral.run.events import read_events
 from coral.run.registry import (
     compare_runs,
     effective_state,
-    read_json,
+    read_status,
     register_run,
     run_config,
     run_record,
@@ -194,7 +194,7 @@ def resume_run(run_id: str, context: RunContext, orphaned: bool = False) -> RunR
 
     home = context.home
     config = run_config(home, run_id)
-    state = effective_state(read_json(home.run_dir(run_id) / "status.json"))
+    state = effective_state(read_status(home.run_dir(run_id) / "status.json"))
     if state == "finished":
         raise CoralError(f"run {run_id} already finished; nothing to resume")
     if state in ("running", "paused", "starting") and not orphaned:
@@ -226,8 +226,12 @@ def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkp
             with _stop_on_signals(engine):
                 state = engine.run(resume)
         except CoralError as exc:
-            # engine.run opens its event log first, and opening it raises no CoralError.
-            engine.events.emit("run_failed", {"error": str(exc)})
+            # engine.run opens its event log first. Opening it fails (a damaged log: a corrupt
+            # line, a lost event) before there is a log to append to: the status says why, and
+            # the log is left as it was, to be repaired and resumed.
+            events = getattr(engine, "events", None)
+            if events is not None:
+                events.emit("run_failed", {"error": str(exc)})
             write_status(home, run_id, "failed", error=str(exc))
             raise
         finally:

@@ -61,8 +61,8 @@ def read_progress(home: Home, run_id: str) -> dict[str, Any] | None:
     """The run's progress record, or None when it has none (not started, or an older run)."""
     try:
         data = json.loads(progress_path(home, run_id).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
+    except (FileNotFoundError, ValueError, RecursionError):  # ValueError: bad JSON, not UTF-8, digit limit
+        return None  # timing bookkeeping only: the log and status.json say what the run did
     return data if isinstance(data, dict) else None
 
 

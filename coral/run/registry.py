@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -124,6 +125,8 @@ def run_record(home: Home, run_id: str) -> dict[str, Any]:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RECORD_LOADER)  # a safe loader
     except yaml.YAMLError as exc:
         raise CoralError(f"{path}: unreadable run record ({exc})") from None
+    except UnicodeDecodeError:
+        raise CoralError(f"{path}: unreadable run record (not UTF-8 text)") from None
     if not isinstance(data, dict) or "config" not in data:
         raise CoralError(f"{path}: not a run record (no 'config' key)")
     return data
@@ -145,11 +148,47 @@ def write_status(home: Home, run_id: str, state: str, **fields: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A small JSON object file (status.json, progress.json) for a listing, or {} when it is
+    missing or unreadable: an integer past Python's digit limit or nesting past its recursion
+    limit included (a plain ValueError / RecursionError, which were tracebacks). Where a wrong
+    guess costs more than a blank field (`coral status`, `coral resume`), `read_status` says so."""
+    try:
+        return read_status(path)
+    except CoralError:
+        return {}
+
+
+def json_problem(exc: Exception) -> str:
+    """What json.loads found wrong with a file, in a few words."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno}: {exc.msg}"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if str(exc).startswith("Exceeds the limit"):
+        return f"an integer has more than {sys.get_int_max_str_digits()} digits"
+    return str(exc)[:200]
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """A run's status.json: {} when there is none yet, else its object; one that cannot be read
+    is a CoralError naming it, never taken for "no status" (which would let `coral resume`
+    start a second orchestrator beside a live one)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, digit limit
+        why = json_problem(exc)
+        raise CoralError(f"{path}: unreadable run status ({why}); move it aside if the run's "
+                         "process is gone") from None
+    except OSError as exc:
+        raise CoralError(f"{path}: unreadable run status ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise CoralError(f"{path}: not a run status (a JSON {type(data).__name__}, expected an object); "
+                         "move it aside if the run's process is gone")
+    return data
 
 
 def _pid_alive(pid: int) -> bool:
@@ -200,7 +239,7 @@ def run_info(home: Home, run_id: str) -> RunInfo:
 def read_json_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RECORD_LOADER)  # a safe loader
-    except (FileNotFoundError, yaml.YAMLError, UnicodeDecodeError):
+    except (FileNotFoundError, yaml.YAMLError, ValueError, RecursionError):  # UnicodeDecodeError is one
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -224,9 +263,9 @@ def run_status(home: Home, run_id: str) -> dict[str, Any]:
     """status.json, the effective state, and an event-log summary."""
     run_record(home, run_id)  # a clear error for unknown runs
     folder = home.run_dir(run_id)
-    status = read_json(folder / "status.json")
+    status = read_status(folder / "status.json")
     return {**status, "run_id": run_id, "state": effective_state(status),
-            "log": summary(home.events_dir(run_id))}
+            "log": summary(home.events_dir(run_id), run_id)}
 
 
 # ---------------------------------------------------------------------- comparing runs
@@ -241,7 +280,7 @@ def run_science(home: Home, run_id: str) -> dict[str, Any]:
         point = load_checkpoint(path)
         populations.append(list(point.population))
         scores.append(point.scores)
-    events = [science(e) for e in read_events(home.events_dir(run_id))]
+    events = [science(e) for e in read_events(home.events_dir(run_id), run_id=run_id)]
     return {"populations": populations, "scores": scores,
             "event_ids": [e["seq"] for e in events], "event_types": [e["type"] for e in events],
             "events": events}
@@ -251,7 +290,7 @@ def run_meters(home: Home, run_id: str) -> list[str]:
     """The meters that counted the run's test costs (docs/sandbox.md "Meters"), in the order
     first seen; more than one means the run was resumed on a machine with another meter."""
     meters: list[str] = []
-    for event in read_events(home.events_dir(run_id)):
+    for event in read_events(home.events_dir(run_id), run_id=run_id):
         meter = event.data.get("meter") if event.type == "job_finished" else None
         if isinstance(meter, str) and meter not in meters:
             meters.append(meter)

@@ -131,6 +131,8 @@ class LogTail:
                         raise
                     self.failure = exc  # apply what came before the bad line; it waits at it
                     return pa.concat_tables(out)
+                if self.failure is not None:  # the chunk's lines before a line out of order
+                    return pa.concat_tables(out)
             index = files.index(self.segment)
             if index + 1 >= len(files):
                 return pa.concat_tables(out) if out else empty_frame()
@@ -186,16 +188,43 @@ class LogTail:
         return complete
 
     def _parse(self, chunk: bytes, after: int) -> pa.Table:
+        assert self.segment is not None
         try:
             text = chunk.decode("utf-8")
         except UnicodeDecodeError as exc:
             number = self.line + chunk.count(b"\n", 0, exc.start)
             raise CoralError(f"{self.segment}: corrupt event line {number} (not UTF-8)") from None
         frame = self.store.parse_lines(text, str(self.segment), self.line)
+        # The log is written in seq order without a gap: a line out of that order (an event
+        # lost, repeated, or pasted in) is damage that no later read repairs. The lines before
+        # it are taken; the tail then waits at it and names it, as at a corrupt line.
+        seqs = frame.column("seq").to_numpy()
+        first = self.next_seq if self.next_seq is not None else int(self.segment.stem) if self.offset == 0 \
+            else int(seqs[0])
+        wrong = np.flatnonzero(seqs != first + np.arange(len(seqs)))
+        good = int(wrong[0]) if len(wrong) else frame.num_rows
+        if good < frame.num_rows:
+            expected = first + good
+            failure = CoralError(f"{self.segment}: line {self.line + good}: event seq {int(seqs[good])} where "
+                                 f"{expected} was expected (an event is missing, repeated or out of order: "
+                                 "the log is damaged)")
+            if good == 0:
+                raise failure
+            self.failure = failure
+            chunk = chunk[:_nth_line_end(chunk, good)]
+            frame = frame.slice(0, good)
         self.offset += len(chunk)
         self.line += frame.num_rows
         self.next_seq = int(frame.column("seq")[-1].as_py()) + 1
         return frame.filter(pc.greater(frame.column("seq"), after)) if after >= 0 else frame
+
+
+def _nth_line_end(chunk: bytes, n: int) -> int:
+    """The byte offset just past the n-th newline of `chunk` (n >= 1)."""
+    end = -1
+    for _ in range(n):
+        end = chunk.index(b"\n", end + 1)
+    return end + 1
 
 
 def _past(frame: pa.Table, last: int) -> pa.Table:

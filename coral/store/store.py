@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from coral.errors import CoralError
 from coral.evolution.genome import Genome
+from coral.execution.messages import SCHEMA_VERSION as MESSAGE_SCHEMA
 from coral.home import Home
 from coral.store.schema import (
     LIFECYCLE,
@@ -124,6 +125,9 @@ def check_event(obj: Any, where: str) -> dict[str, Any]:
         run_id, seq, type_, data = obj["run_id"], obj["seq"], obj["type"], obj["data"]
     except KeyError as exc:
         raise CoralError(f"{where}: event lacks {exc.args[0]!r}") from None
+    version = obj.get("schema_version", MESSAGE_SCHEMA)
+    if type(version) is not int or version != MESSAGE_SCHEMA:
+        raise CoralError(f"{where}: event has schema_version {version!r}; this CORAL reads {MESSAGE_SCHEMA}")
     if not isinstance(run_id, str) or not isinstance(seq, int) or seq < 0:
         raise CoralError(f"{where}: event has a bad run_id or seq")
     if type_ not in EVENT_TYPES or not isinstance(data, dict):
@@ -184,8 +188,8 @@ FRAME_SCHEMA = pa.schema([
     ("genome", pa.string()), ("problem", pa.string()), ("sample", pa.int32()), ("raw", pa.string()),
     ("candidate", pa.string()), ("cases", pa.string()), ("passed_all", pa.bool_()), ("timings", pa.string()),
     *((o, pa.float64()) for o in OBJECTIVES)])
-_HEADER = _dumps({"seq": "BIGINT", "event_id": "VARCHAR", "run_id": "VARCHAR", "type": "VARCHAR",
-                  "generation": "INTEGER", "wall_time": "DOUBLE", "data": _JOB})
+_HEADER = _dumps({"schema_version": "BIGINT", "seq": "BIGINT", "event_id": "VARCHAR", "run_id": "VARCHAR",
+                  "type": "VARCHAR", "generation": "INTEGER", "wall_time": "DOUBLE", "data": _JOB})
 _TYPES = ", ".join(f"'{t}'" for t in sorted(EVENT_TYPES))
 # check_event's checks in SQL: `_bad` is NULL for a usable event. Only the few non-job events
 # have their data extracted as text (CASE evaluates a branch only for the rows it selects).
@@ -195,6 +199,8 @@ SELECT seq, event_id, run_id, type, generation, wall_time, data, d.genome, d.pro
        d.candidate, d.cases::VARCHAR AS cases, d.passed_all, d.timings::VARCHAR AS timings,
        {", ".join(f"d.objectives.{o} AS {o}" for o in OBJECTIVES)},
   CASE WHEN NOT starts_with(ltrim(line), '{{') THEN 'event is not a JSON object'
+       WHEN schema_version IS DISTINCT FROM {MESSAGE_SCHEMA} AND schema_version IS NOT NULL
+        THEN 'event has schema_version ' || schema_version || '; this CORAL reads {MESSAGE_SCHEMA}'
        WHEN run_id IS NULL THEN 'event lacks ''run_id'''
        WHEN seq IS NULL OR seq < 0 THEN 'event lacks ''seq'' or has a bad one'
        WHEN type IS NULL OR type NOT IN ({_TYPES}) OR d IS NULL OR NOT starts_with(coalesce(data, '{{'), '{{')
@@ -203,7 +209,7 @@ SELECT seq, event_id, run_id, type, generation, wall_time, data, d.genome, d.pro
   END AS _bad
 FROM ({{source}})"""
 _PARSE_SQL = _PARSE_TEMPLATE.replace("{source}", f"""
-  SELECT line, e.seq, e.event_id, e.run_id, e.type, e.generation, e.wall_time, e.data AS d,
+  SELECT line, e.schema_version, e.seq, e.event_id, e.run_id, e.type, e.generation, e.wall_time, e.data AS d,
          CASE WHEN e.type <> 'job_finished' THEN json_extract(line, '$.data')::VARCHAR END AS data
   FROM (SELECT line, from_json(line, '{_HEADER}') AS e FROM _lines)""")
 
@@ -218,7 +224,8 @@ def _sql_type(spec: str | dict[str, Any]) -> str:
 # `data` is read as JSON text once and its job fields extracted from it.
 _FILE_COLUMNS = {**{k: v for k, v in json.loads(_HEADER).items() if k != "data"}, "data": "JSON"}
 _FILE_SQL = _PARSE_TEMPLATE.replace("{source}", f"""
-  SELECT '{{' AS line, seq, event_id, run_id, type, generation, wall_time, from_json(data, '{_dumps(_JOB)}') AS d,
+  SELECT '{{' AS line, schema_version, seq, event_id, run_id, type, generation, wall_time,
+         from_json(data, '{_dumps(_JOB)}') AS d,
          CASE WHEN type <> 'job_finished' THEN data::VARCHAR END AS data
   FROM read_ndjson($path, columns = {{{", ".join(f"{k}: '{_sql_type(v)}'" for k, v in _FILE_COLUMNS.items())}}},
                    format = 'newline_delimited', ignore_errors = false)""")

@@ -148,6 +148,49 @@ def test_late_duplicates_and_foreign_results_are_dropped(transport: Transport, w
     assert executor._records["j"].result is result  # the first result stands
 
 
+def test_a_result_that_does_not_describe_its_job_never_stands_in_for_it(transport: Transport) -> None:
+    """The engine routes a result by its kind, generation, subject, problem and sample: a result
+    with a known job id but other such fields (another generation's, a stray, a forgery) used to
+    be taken as the job's final result, and the real one dropped as a duplicate; the engine then
+    failed the run, or filed the scores under the wrong genome."""
+    executor = make("queue", transport)
+    job = Job(job_id="t1", run_id="run-x", kind="test", generation=2, subject="g1", problem="gcd",
+              sample=0, payload={"v": 1})
+    future = executor.submit([job])
+    assert decode(Job, transport.queue(job_queue("test")).get(timeout=5)) == job  # a worker took it
+    real = JobResult(job_id="t1", run_id="run-x", kind="test", attempt=0, ok=True, output={"v": 1},
+                     **job.ref())
+    forged = [real.model_copy(update=change) for change in (
+        {"generation": 1}, {"subject": "g2"}, {"problem": "lis"}, {"sample": 3}, {"kind": "echo"},
+        {"attempt": 7},  # an attempt never sent
+    )]
+    results_q = transport.queue(RESULTS_QUEUE)
+    results_q.put_many([encode(r.model_copy(update={"output": {"forged": True}})) for r in forged],
+                       partition="run-x")
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.3)  # none of them finished the job
+    assert executor.stats.rejected == len(forged)
+    results_q.put(encode(real), partition="run-x")
+    assert future.result(timeout=10) == [real]
+    assert executor.stats.duplicates_dropped == 0
+
+
+@pytest.mark.parametrize("lease", [["not", "a", "lease"], {"owner": "w"}, {"expires": "soon"},
+                                   {"expires": None}, "text"])
+def test_a_lease_that_is_not_a_lease_re_runs_its_job(transport: Transport, workers: ThreadWorkers,
+                                                      lease: Any) -> None:
+    """A value in the leases dict that no worker wrote used to raise out of the executor
+    (AttributeError, ValueError: a traceback ending the run); now its job runs again."""
+    executor = make("queue", transport)
+    future = executor.submit_batch("echo", {"j": {"v": 1}})
+    transport.queue(job_queue("echo")).get(timeout=5)  # taken by a worker that then vanished
+    transport.dict("leases").put("lease:run-x:j:0", lease)
+    workers.start(1)
+    (result,) = future.result(timeout=60)
+    assert (result.ok, result.attempt, result.output) == (True, 1, {"v": 1})
+    assert executor.stats.lease_expiries == 1
+
+
 def test_a_job_taken_but_never_leased_is_re_enqueued(transport: Transport, workers: ThreadWorkers) -> None:
     executor = make("queue", transport)
     future = executor.submit_batch("echo", {"lost": {"v": 1}})

@@ -200,15 +200,31 @@ def test_a_bad_queue_item_is_rejected_and_nothing_else_is_lost(shared: Any) -> N
     transport, workers = shared
     executor = QueueExecutor(transport, "run-bad-item", BACKEND)
     before = executor.submit_batch("echo", {f"b{i}": {"i": i} for i in range(5)})
-    transport.queue(job_queue("echo")).put_many(["{this is not json", '{"job_id": "half"}'])
+    hostile = [
+        "{this is not json", '{"job_id": "half"}',
+        # an integer past Python's digit limit: json.loads raised a plain ValueError, which
+        # killed the worker (and each replacement) with a traceback
+        '{"job_id": "big", "run_id": "run-bad-item", "kind": "echo", "attempt": 1' + "0" * 5000 + "}",
+        # parses, but its echo could never be written back (UTF-8 cannot encode it)
+        '{"job_id": "sur", "run_id": "run-bad-item", "kind": "echo", "payload": {"s": "\\udc80"}}',
+        '{"job_id": "nan", "run_id": "run-bad-item", "kind": "echo", "payload": {"x": NaN}}',
+        # no results partition to answer on: refused before the job runs
+        '{"job_id": "esc", "run_id": "../elsewhere", "kind": "echo"}',
+    ]
+    transport.queue(job_queue("echo")).put_many(hostile)
     after = executor.submit_batch("echo", {f"a{i}": {"i": i} for i in range(5)})
     results = before.result(timeout=60) + after.result(timeout=60)
     assert all(r.ok for r in results) and len(results) == 10
-    wait_for(lambda: logs(workers).count("dropped an item of queue jobs-echo") >= 2, "the log")
+    wait_for(lambda: logs(workers).count("dropped an item of queue jobs-echo") >= len(hostile), "the log")
     text = logs(workers)
-    assert text.count("dropped an item of queue jobs-echo") == 2
+    assert text.count("dropped an item of queue jobs-echo") == len(hostile)
     assert "is not valid JSON" in text
+    for needle in ("an integer has more than 4300 digits", "lone UTF-16 surrogate \\udc80",
+                   "NaN is not a JSON value", "run_id: not a run id"):
+        assert needle in text
+    assert "Traceback" not in text
     assert workers.alive() == 2
+    assert workers.restarts == 0
 
 
 def test_results_of_one_run_never_reach_another(shared: Any) -> None:

@@ -193,6 +193,14 @@ def test_damaged_adapters_are_named(tmp_path: Path) -> None:
     (flipped / ADAPTER_WEIGHTS).write_bytes(data[:-1] + b"X")
     with pytest.raises(AdapterError, match=f"{ADAPTER_WEIGHTS}: corrupt"):
         read_adapter(flipped)
+    # JSON that is not a safetensors header: AttributeError, KeyError, IndexError, ValueError before
+    for n, header in enumerate([b"[1, 2]", b'{"w": {"dtype": "U8"}}', b'{"w": {"data_offsets": "x"}}',
+                                b'{"w": {"data_offsets": [0, 1' + b"0" * 5000 + b"]}}"]):
+        odd = tmp_path / f"odd-header-{n}"
+        shutil.copytree(good, odd)
+        (odd / ADAPTER_WEIGHTS).write_bytes(len(header).to_bytes(8, "little") + header + b"payload")
+        with pytest.raises(AdapterError, match=f"{ADAPTER_WEIGHTS}: corrupt safetensors header"):
+            read_adapter(odd)
     bad_json = tmp_path / "bad-json"
     shutil.copytree(good, bad_json)
     (bad_json / ADAPTER_CONFIG).write_text("{not json")
