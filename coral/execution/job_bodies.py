@@ -32,7 +32,7 @@ from coral.execution.payloads import (
     payload_of,
 )
 from coral.hashing import content_hash
-from coral.model.adapters import adapter_cache_key, data_fingerprint, find_adapter
+from coral.model.adapters import adapter_cache_key, cached_key, check_cache_key, data_fingerprint, find_adapter
 from coral.sandbox.objectives import score_candidate
 from coral.sandbox.runner import RunnerLimits, utf8
 
@@ -93,6 +93,8 @@ def generate(job: Job, ctx: WorkerContext) -> GenerateOutput:
     payload = payload_of(job, GeneratePayload)
     _set_threads(payload.threads)
     adapter = ctx.home.adapter_dir(payload.cache_key) if payload.cache_key else None
+    if adapter is not None:
+        check_cache_key(adapter, cached_key(adapter))  # whole and intact is checked when it loads
     base = _base(ctx, payload.model)
     started = time.time()
     samples = payload.samples

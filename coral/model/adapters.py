@@ -175,10 +175,33 @@ def check_base(info: AdapterInfo, base_fingerprint: str) -> None:
 
 
 def find_adapter(folder: Path) -> AdapterInfo | None:
-    """The finished adapter at `folder`, None if there is none; a damaged one is an AdapterError."""
+    """The finished adapter at cache folder `folder` (named by its key), None if there is none;
+    a damaged one, or one filed under another key, is an AdapterError."""
     if not Path(folder).exists():
         return None
-    return read_adapter(folder).model_copy(update={"cache_hit": True})
+    info = read_adapter(folder)
+    check_cache_key(folder, info.cache_key)
+    return info.model_copy(update={"cache_hit": True})
+
+
+def check_cache_key(folder: Path, cache_key: str) -> None:
+    """A cache folder holds the adapter of the key it is named by: one copied or renamed under
+    another key would be trained on other genes or data, and read as if it were not."""
+    if Path(folder).name != cache_key:
+        raise AdapterError(f"{Path(folder) / METADATA}: holds adapter {cache_key!r}, not "
+                           f"{Path(folder).name!r} (cache folders are named by their key)")
+
+
+def cached_key(folder: Path) -> str:
+    """The key a cache folder's metadata records (only the metadata is read)."""
+    if not Path(folder).is_dir():
+        raise AdapterError(f"adapter folder not found: {folder}")
+    try:
+        return AdapterInfo.model_validate_json((Path(folder) / METADATA).read_text(encoding="utf-8")).cache_key
+    except FileNotFoundError:
+        raise AdapterError(f"adapter {folder}: missing {METADATA}") from None
+    except (ValidationError, UnicodeDecodeError, ValueError) as exc:
+        raise AdapterError(f"{Path(folder) / METADATA}: not valid metadata ({str(exc).splitlines()[0]})") from None
 
 
 def publish(temp: Path, target: Path) -> bool:

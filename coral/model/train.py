@@ -33,6 +33,7 @@ from coral.model.adapters import (
     AdapterInfo,
     canonical_genes,
     check_base,
+    check_cache_key,
     data_fingerprint,
     find_adapter,
     publish,
@@ -218,6 +219,7 @@ def train_adapter(
         return info.model_copy(update={"path": target})
     # Another writer published the same key first: theirs is the adapter from now on.
     winner = read_adapter(target)
+    check_cache_key(target, winner.cache_key)
     check_base(winner, base.fingerprint)
     return winner.model_copy(update={"cache_hit": True})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import coral.execution.job_bodies as bodies
 from coral.benchmark.prompts import build_prompt, build_target
 from coral.config import GenerationConfig, ModelConfig, SandboxConfig, TrainingConfig
-from coral.errors import MessageError
+from coral.errors import AdapterError, MessageError
 from coral.execution.jobs import BUILTIN_HANDLERS, Handlers, WorkerContext
 from coral.execution.messages import Job
 from coral.execution.payloads import ExtractionInfo
@@ -69,6 +70,12 @@ def test_train_then_generate(setting) -> None:
     assert bodies.generate(_job("generate", gen), ctx).texts == out.texts  # seeded
     base = bodies.generate(_job("generate", {**gen, "cache_key": None, "greedy": True}), ctx)
     assert len(base.texts) == 2
+    # The same adapter filed under another key (copied, renamed) is not that key's adapter.
+    misfiled = home.adapter_dir("0" * 24)
+    shutil.copytree(home.adapter_dir(first.cache_key), misfiled)
+    with pytest.raises(AdapterError, match=f"holds adapter '{first.cache_key}', not '{'0' * 24}'"):
+        bodies.generate(_job("generate", {**gen, "cache_key": "0" * 24}), ctx)
+    shutil.rmtree(misfiled)
 
 
 def test_test_body_scores_fix_and_bug(setting) -> None:

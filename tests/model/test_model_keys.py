@@ -208,6 +208,25 @@ def test_damaged_adapters_are_named(tmp_path: Path) -> None:
         read_adapter(bad_json)
 
 
+def test_a_cache_entry_filed_under_another_key_is_named(tmp_path: Path) -> None:
+    """A cache folder is named by its adapter's key; one copied or renamed under another key
+    (trained on other genes or data) was used as that key's adapter."""
+    from coral.model.adapters import cached_key, check_cache_key, find_adapter
+
+    right = tmp_path / "adapters" / "k"
+    _fake_adapter(right, "payload-bytes")
+    assert find_adapter(right) is not None and cached_key(right) == "k"
+    wrong = tmp_path / "adapters" / "other-key"
+    shutil.copytree(right, wrong)
+    read_adapter(wrong)  # whole and intact: only its name is wrong
+    with pytest.raises(AdapterError, match="holds adapter 'k', not 'other-key'"):
+        find_adapter(wrong)
+    with pytest.raises(AdapterError, match="holds adapter 'k', not 'other-key'"):
+        check_cache_key(wrong, cached_key(wrong))
+    with pytest.raises(AdapterError, match="adapter folder not found"):
+        cached_key(tmp_path / "adapters" / "absent")
+
+
 def test_modal_codellama_config_validates() -> None:
     from coral.config import REPO_ROOT, load_config
     from coral.model.loading import is_local
