@@ -98,6 +98,9 @@ def test_bad_messages_raise_one_line(raw, needle) -> None:
         # an escaped lone surrogate parses, but no log or queue can hold it (UTF-8 cannot)
         ('{"job_id": "j", "run_id": "r", "kind": "echo", "payload": {"s": ["\\udc80"]}}', "surrogate \\udc80"),
         ('{"job_id": "j", "run_id": "r", "kind": "echo", "payload": {"\\ud800": 1}}', "surrogate \\ud800"),
+        # a key twice: Python keeps the last silently, another reader may keep the first
+        ('{"job_id": "j", "run_id": "r", "kind": "echo", "job_id": "k"}', "key 'job_id' appears twice"),
+        ('{"job_id": "j", "run_id": "r", "kind": "echo", "payload": {"a": 1, "a": 2}}', "key 'a' appears twice"),
         ('{"schema_version": true, "job_id": "j", "run_id": "r", "kind": "echo"}', "schema_version True"),
         ('{"schema_version": 1.0, "job_id": "j", "run_id": "r", "kind": "echo"}', "schema_version 1.0"),
         # a run id names a results partition and a folder: checked on arrival

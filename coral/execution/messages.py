@@ -120,7 +120,7 @@ def encode(message: Message) -> str:
 def decode(model: type[M], raw: str | bytes) -> M:
     """Parse JSON into `model`; anything else is a MessageError with one line naming the problem."""
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
+        data = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except RecursionError:  # valid JSON nested past the parser's depth: still one line, not a traceback
         raise MessageError(f"{model.__name__} message is nested too deeply") from None
     except ValueError as exc:
@@ -151,6 +151,17 @@ def decode(model: type[M], raw: str | bytes) -> M:
 # An escaped UTF-16 surrogate: a pair stands for one character; a lone one is not text, and could
 # be neither written to a log nor put on a queue (UTF-8 cannot encode it).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object naming a key twice (`"job_id"` twice) is ambiguous: Python keeps the last one
+    silently, another reader may keep the first. Not a message."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"key {reprlib.repr(key)} appears twice in one object")
+        data[key] = value
+    return data
 
 
 def _no_constant(name: str) -> Any:
