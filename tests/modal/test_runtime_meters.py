@@ -8,6 +8,7 @@ from __future__ import annotations
 from coral.benchmark.loader import load_benchmark
 from coral.config import REPO_ROOT, SandboxConfig
 from coral.execution.jobs import JobBodies
+from coral.execution.messages import encode, event_id
 from coral.home import Home
 from coral.modal.validate import first_difference, run_on_double
 from coral.run.events import read_events, segments
@@ -55,10 +56,13 @@ def test_runs_on_different_meters_leave_runtime_out_with_the_reason() -> None:
 
     # A run that goes on with another meter's job events (a resume on a machine without the
     # counter) is flagged, even against itself.
-    job_lines = [line for path in segments(home.events_dir("gvisor"))
-                 for line in path.read_text().splitlines() if '"job_finished"' in line]
+    # Its events carry on the log's own numbering, as a resume writes them.
+    jobs = [e for e in read_events(home.events_dir("gvisor")) if e.type == "job_finished"]
+    last = list(read_events(home.events_dir("local")))[-1].seq
+    carried = [e.model_copy(update={"run_id": "local", "seq": seq, "event_id": event_id("local", seq)})
+               for seq, e in enumerate(jobs, start=last + 1)]
     with segments(home.events_dir("local"))[-1].open("a") as log:
-        log.write("".join(line + "\n" for line in job_lines))
+        log.write("".join(encode(e) + "\n" for e in carried))
     assert run_meters(home, "local") == ["task-clock", "cpu-time"]
     assert runtime_comparison(home, "local", "local") == (
         "runtime objective left out: run local measured with task-clock then cpu-time "

@@ -17,6 +17,7 @@ import pytest
 
 from coral.benchmark.problem import JsonCase, Problem
 from coral.sandbox import objectives, verdicts
+from coral.sandbox.quality import risk, risk_findings
 from coral.sandbox.runner import RunnerLimits, _messages, _Session, outputs_match, reference, run_candidate
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -178,11 +179,13 @@ def test_a_file_bandit_cannot_analyse_scores_worst() -> None:
     assert plain == ("B605:HIGH",) and tilde_score == 0.0
     assert "bandit-failed:UNANALYSED" in issues
     assert broken == ()  # a syntax error is the syntax objective's to score
-    buggy_risk = 9.0  # the buggy program's own HIGH issue: the candidate adds nothing bandit can see
+    # The buggy program is RISKY itself (bandit's HIGH issue and the policy's findings): the
+    # candidate adds nothing bandit can see.
+    buggy_risk = risk(9.0, risk_findings(RISKY))
     _, security = objectives.relative_quality(tilde, (0.0, buggy_risk), (1.0, ()), (tilde_score, issues))
     assert security[0] == 0.0
     _, honest = objectives.relative_quality(RISKY, (0.0, buggy_risk), (1.0, ()), (plain_score, plain))
-    assert honest[0] > 0.5
+    assert honest[0] == 1.0
 
 
 def test_reasons_quoting_the_box_are_utf8_text() -> None:
