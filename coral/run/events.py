@@ -72,28 +72,50 @@ def truncate(events_dir: Path, start_seq: int) -> int:
 
     Only `coral resume` needs this: events past the last checkpoint belong to a generation
     that is about to be redone, and are re-emitted with the same ids and content.
+
+    The log is cut with ftruncate(2) at the first dropped line, never rewritten: a segment's
+    events are in seq order, so what is kept is a prefix of it. A resume killed (or out of disk)
+    while cutting leaves each segment either as it was or cut, never emptied; rewriting a
+    segment in place (truncate to 0, then write back what is kept) lost every event of it when
+    the process died between the two.
     """
     dropped = 0
     for path in segments(events_dir):
         raw = path.read_bytes()
         lines = raw.split(b"\n")
         complete, torn = lines[:-1], lines[-1]
-        keep = []
-        for number, line in enumerate(complete, 1):
-            if _decode_line(line, path, number).seq < start_seq:
-                keep.append(line)
-        dropped += len(complete) - len(keep) + (1 if torn else 0)
-        if len(keep) == len(complete) and not torn:
+        seqs = [_decode_line(line, path, number).seq for number, line in enumerate(complete, 1)]
+        keep = next((i for i, seq in enumerate(seqs) if seq >= start_seq), len(seqs))
+        if any(seq < start_seq for seq in seqs[keep:]):  # not in order: rewrite it aside
+            kept = [line for line, seq in zip(complete, seqs, strict=True) if seq < start_seq]
+            dropped += len(complete) - len(kept) + (1 if torn else 0)
+            _replace(path, b"".join(line + b"\n" for line in kept))
             continue
-        if not keep:
+        dropped += len(complete) - keep + (1 if torn else 0)
+        if keep == len(complete) and not torn:
+            continue
+        if keep == 0:
             path.unlink()
             continue
         with open(path, "r+b") as handle:
-            handle.truncate(0)
-            handle.write(b"\n".join(keep) + b"\n")
+            handle.truncate(sum(len(line) + 1 for line in complete[:keep]))
             handle.flush()
             os.fsync(handle.fileno())
     return dropped
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """`path` now holds `data`, whole, or (killed midway) still what it held: written aside,
+    fsync'd, renamed over it."""
+    temp = path.with_name(f".{path.name}.cut-{os.getpid()}")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def science(event: Event) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +34,7 @@ from coral.run.events import read_events
 from coral.run.registry import (
     compare_runs,
     effective_state,
+    orchestrating,
     read_json,
     register_run,
     run_config,
@@ -180,8 +181,9 @@ def run_from_config(config: Config, run_id: str | None, context: RunContext) -> 
     check_run_lengths(config, problems)
     register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval},
                  context.bodies)
-    context.report("registered", {"run_id": run_id})
-    return execute(config, run_id, problems, None, context)
+    with _driving(context, run_id):
+        context.report("registered", {"run_id": run_id})
+        return execute(config, run_id, problems, None, context)
 
 
 def resume_run(run_id: str, context: RunContext, orphaned: bool = False) -> RunResult:
@@ -194,17 +196,28 @@ def resume_run(run_id: str, context: RunContext, orphaned: bool = False) -> RunR
 
     home = context.home
     config = run_config(home, run_id)
-    state = effective_state(read_json(home.run_dir(run_id) / "status.json"))
-    if state == "finished":
-        raise CoralError(f"run {run_id} already finished; nothing to resume")
-    if state in ("running", "paused", "starting") and not orphaned:
-        raise CoralError(f"run {run_id} is {state} (its orchestrator is alive); "
-                         f"use `coral continue {run_id}` for a paused run")
-    record = run_record(home, run_id)
-    problems = load_problems(config, record["split"])
-    context = replace(context, bodies=context.bodies.or_else(record.get("handlers")))
-    checkpoint = ckpt.latest(home.checkpoints_dir(run_id))
-    return execute(config, run_id, problems, checkpoint, context)
+    # One driver per run: a second resume (or the live orchestrator) holds the run's lock, and
+    # the state is read only once the lock is ours, so two resumes cannot both pass the check.
+    with _driving(context, run_id):
+        state = effective_state(read_json(home.run_dir(run_id) / "status.json"))
+        if state == "finished":
+            raise CoralError(f"run {run_id} already finished; nothing to resume")
+        if state in ("running", "paused", "starting") and not orphaned:
+            raise CoralError(f"run {run_id} is {state} (its orchestrator is alive); "
+                             f"use `coral continue {run_id}` for a paused run")
+        record = run_record(home, run_id)
+        problems = load_problems(config, record["split"])
+        context = replace(context, bodies=context.bodies.or_else(record.get("handlers")))
+        checkpoint = ckpt.latest(home.checkpoints_dir(run_id))
+        return execute(config, run_id, problems, checkpoint, context)
+
+
+def _driving(context: RunContext, run_id: str) -> AbstractContextManager[None]:
+    """The run's one-orchestrator lock (`registry.orchestrating`) where the orchestrator runs
+    here. Not on Modal: there the folder is the container's view of a Volume, whose commit
+    fails while the container holds a file of it open, and one container's flock means nothing
+    to another's; Modal itself runs one orchestrator call per run at a time."""
+    return orchestrating(context.home, run_id) if context.backend.runs_here else nullcontext()
 
 
 def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkpoint | None,
