@@ -184,7 +184,11 @@ class EventLog:
                                   wall_time=time.time()))
                 self.seq += 1
             texts = [encode(e) for e in part]
-            self._append(part, texts)
+            try:
+                self._append(part, texts)
+            except BaseException:
+                self.seq = part[0].seq  # not in the log: the next event takes these numbers
+                raise
             events.extend(part)
             if self._publish_queue is None:
                 continue
@@ -206,11 +210,22 @@ class EventLog:
         path = files[-1] if files else self.dir / segment_name(events[0].seq)
         if path.exists() and path.stat().st_size >= SEGMENT_BYTES:
             path = self.dir / segment_name(events[0].seq)
-        lines = "".join(text + "\n" for text in texts)
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
+        lines = "".join(text + "\n" for text in texts).encode("utf-8")
+        with open(path, "ab") as handle:
+            size = handle.tell()
+            try:
+                handle.write(lines)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except BaseException:
+                # A full disk (or a size limit) took part of the batch: cut it off again, so the
+                # log never holds a torn line that a later append would bury mid-file (a
+                # corrupt line no resume could read past). Shrinking needs no space.
+                try:
+                    handle.truncate(size)
+                except OSError:
+                    pass
+                raise
 
     def _publish(self, chunk: list[tuple[Event, str]]) -> bool:
         """Publish a chunk; False when the partition is full (the chunk is skipped)."""

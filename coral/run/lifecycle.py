@@ -9,6 +9,7 @@ the Modal layer above it (docs/architecture.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -41,6 +42,8 @@ from coral.run.registry import (
     run_record,
     write_status,
 )
+
+log = logging.getLogger("coral.run.lifecycle")
 
 # ---------------------------------------------------------------------- starting and resuming
 
@@ -239,18 +242,39 @@ def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkp
             with _stop_on_signals(engine):
                 state = engine.run(resume)
         except CoralError as exc:
-            # engine.run opens its event log first, and opening it raises no CoralError.
-            engine.events.emit("run_failed", {"error": str(exc)})
-            write_status(home, run_id, "failed", error=str(exc))
+            _record_failure(engine, home, run_id, str(exc))
             raise
+        except OSError as exc:
+            # The run's folder refused a write (a full disk, a size limit, an I/O error): one
+            # line, not a traceback; the log and checkpoints hold every finished generation.
+            where = f"{exc.filename}: " if exc.filename else ""
+            error = (f"run {run_id}: cannot write its files ({where}{exc.strerror or exc}); "
+                     f"once that is fixed, `coral resume {run_id}` continues it from its last checkpoint")
+            _record_failure(engine, home, run_id, error)
+            raise CoralError(error) from None
         finally:
             # Leftover queued jobs of a stopped or failed run are dropped by the workers.
-            set_hold(transport, run_id, None if state == "finished" else "stop")
+            try:
+                set_hold(transport, run_id, None if state == "finished" else "stop")
+            except CoralError as exc:  # the queue database refused the write (a full disk)
+                log.warning("run %s: its jobs could not be held (%s)", run_id, exc)
             if launcher is not None:
                 launcher.stop()
         pids = launcher.pids() if launcher is not None else [os.getpid()]
         return RunResult(run_id, state, time.time() - started, pids, executor.stats.retries,
                          executor.stats.lease_expiries, executor.cache_stats().hits)
+
+
+def _record_failure(engine: EvolutionEngine, home: Home, run_id: str, error: str) -> None:
+    """run_failed in the log and "failed" in status.json, as far as the disk lets: a run that
+    failed for want of space must still end with its own error, not with this write's."""
+    try:
+        events = getattr(engine, "events", None)  # None: it failed opening its log
+        if events is not None:
+            events.emit("run_failed", {"error": error})
+        write_status(home, run_id, "failed", error=error)
+    except OSError as exc:
+        log.warning("run %s: its failure could not be recorded (%s)", run_id, exc.strerror or exc)
 
 
 @contextmanager

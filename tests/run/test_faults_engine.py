@@ -355,3 +355,46 @@ def test_a_resume_that_cannot_write_while_cutting_the_log_loses_nothing(tmp_path
     after = list(read_events(folder))
     assert [e.event_id for e in after] == [e.event_id for e in before[:cut]], done.stderr[-2000:]
     assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr[-2000:]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 20 MiB tmpfs of its own (root only: skipped elsewhere), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_the_run_resumes(small_disk: Path, reference: Path) -> None:
+    """The disk under CORAL_HOME filled up mid-run: the workers died on the queue database, the
+    engine's failure path then failed to log run_failed (OSError) and to set the stop hold
+    (sqlite3.OperationalError), and `coral run` ended in a wall of four chained tracebacks. Now
+    it is one line saying why the workers died, and once space is freed `coral resume` ends
+    the run as the uninterrupted one."""
+    home = small_disk / "home"
+    shutil.copytree(reference, home / "runs" / "reference")
+    proc = start(home, "full", ["run", str(SMOKE), "--run-id", "full", "--handlers", FAKES, *LEASE], "0.1")
+    filler = small_disk / "filler"
+    try:
+        wait_for(lambda: checkpoints(home, "full") >= 1, "the first checkpoint")
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+        assert proc.wait(120) == 2
+    finally:
+        stop(proc)
+    text = output(home, "full")
+    errors = [line for line in text.splitlines() if line.startswith("coral: error:")]
+    assert "Traceback" not in text and len(errors) == 1, text
+    assert "disk is full" in errors[0] or "No space left" in errors[0], text
+    assert "`coral resume full`" in errors[0]
+    filler.unlink()
+    resumed = coral(home, "resume", "full")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    identical_to_reference(home, "full")
