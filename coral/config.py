@@ -193,7 +193,8 @@ class SandboxConfig(Section):
     cpu_seconds: float = Field(default=10.0, gt=0)
     wall_seconds: float = Field(default=30.0, gt=0)
     memory_mb: int = Field(default=1024, ge=64)
-    max_processes: int = Field(default=32, ge=1)
+    # RLIMIT_NPROC of each box: a bound, so no config value lets a candidate fork without limit
+    max_processes: int = Field(default=32, ge=1, le=1024)
     max_file_mb: int = Field(default=16, ge=1)
     max_output_bytes: int = Field(default=1_000_000, ge=1024)
     # Per-case budget of counted work (docs/sandbox.md "Cost"): budget_factor x the reference

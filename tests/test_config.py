@@ -159,3 +159,12 @@ def test_every_config_key_is_read_somewhere() -> None:
         if not re.search(rf"\.{name}\b|\[\"{name}\"\]|\"{name}\"", sources)
     ]
     assert unread == [], f"config keys nothing reads: {unread}"
+
+
+def test_no_config_value_lets_a_box_fork_without_bound() -> None:
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    """`sandbox.max_processes` is each box's RLIMIT_NPROC; it had no upper bound, so a config
+    could hand a candidate's fork bomb the machine's whole process table for its wall time."""
+    with pytest.raises(ConfigError, match="sandbox.max_processes"):
+        load_config(smoke, ["sandbox.max_processes=1000000"])
+    assert load_config(smoke, ["sandbox.max_processes=1024"]).sandbox.max_processes == 1024

@@ -464,9 +464,27 @@ class LocalWorkerPool(WorkerLauncher):
         if self.procs and self.alive() == 0:
             last = self.procs[-1].returncode
             how = f"killed by signal {-last}" if last is not None and last < 0 else f"exit status {last}"
+            said = self._last_error()
             raise WorkersLost(f"every local worker died ({len(self.procs)} started, {self.restarts} of them "
-                              f"replacements; the last: {how}); worker logs: {self.log_dir}"
+                              f"replacements; the last: {how}"
+                              + (f"; a worker said: {said}" if said else "")
+                              + f"); worker logs: {self.log_dir}"
                               + (f"; `coral resume {self.run_id}` continues the run" if self.run_id else ""))
+
+    def _last_error(self) -> str | None:
+        """The newest one-line error a dead worker wrote (`coral: error: ...`, e.g. a full disk
+        under its queue database), so the run's one line says why they died."""
+        for path in reversed(self.log_paths):
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+                    tail = handle.read().decode("utf-8", "replace").splitlines()
+            except OSError:
+                continue
+            for line in reversed(tail):
+                if line.startswith("coral: error: "):
+                    return line[len("coral: error: "):][:300]
+        return None
 
     def stop(self) -> None:
         """SIGTERM (a worker finishes its current job), then SIGKILL after stop_grace seconds."""

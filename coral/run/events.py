@@ -96,8 +96,14 @@ def truncate(events_dir: Path, start_seq: int, run_id: str | None = None) -> int
     log is checked first (`read_events`' checks), and so is that it holds every event before
     `start_seq`: resuming a log that lost some would leave a hole in it for good. Nothing is
     changed when a check fails.
+
+    The log is cut with ftruncate(2) at the first dropped line, never rewritten: the checks
+    above put a segment's events in seq order, so what is kept is a prefix of it. A resume
+    killed (or out of disk) while cutting leaves each segment either as it was or cut, never
+    emptied; rewriting a segment in place (truncate to 0, then write back what is kept) lost
+    every event of it when the process died between the two.
     """
-    plan: list[tuple[Path, list[bytes], int]] = []  # (segment, lines kept, lines dropped)
+    plan: list[tuple[Path, list[bytes], int]] = []  # (segment, lines kept: a prefix, lines dropped)
     expected: int | None = None
     last = -1
     for path in segments(events_dir):
@@ -125,8 +131,7 @@ def truncate(events_dir: Path, start_seq: int, run_id: str | None = None) -> int
             path.unlink()
             continue
         with open(path, "r+b") as handle:
-            handle.truncate(0)
-            handle.write(b"\n".join(keep) + b"\n")
+            handle.truncate(sum(len(line) + 1 for line in keep))
             handle.flush()
             os.fsync(handle.fileno())
     return dropped
@@ -198,7 +203,11 @@ class EventLog:
                                   wall_time=time.time()))
                 self.seq += 1
             texts = [encode(e) for e in part]
-            self._append(part, texts)
+            try:
+                self._append(part, texts)
+            except BaseException:
+                self.seq = part[0].seq  # not in the log: the next event takes these numbers
+                raise
             events.extend(part)
             if self._publish_queue is None:
                 continue
@@ -220,11 +229,22 @@ class EventLog:
         path = files[-1] if files else self.dir / segment_name(events[0].seq)
         if path.exists() and path.stat().st_size >= SEGMENT_BYTES:
             path = self.dir / segment_name(events[0].seq)
-        lines = "".join(text + "\n" for text in texts)
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
+        lines = "".join(text + "\n" for text in texts).encode("utf-8")
+        with open(path, "ab") as handle:
+            size = handle.tell()
+            try:
+                handle.write(lines)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except BaseException:
+                # A full disk (or a size limit) took part of the batch: cut it off again, so the
+                # log never holds a torn line that a later append would bury mid-file (a
+                # corrupt line no resume could read past). Shrinking needs no space.
+                try:
+                    handle.truncate(size)
+                except OSError:
+                    pass
+                raise
 
     def _publish(self, chunk: list[tuple[Event, str]]) -> bool:
         """Publish a chunk; False when the partition is full (the chunk is skipped)."""

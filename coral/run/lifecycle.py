@@ -9,12 +9,13 @@ the Modal layer above it (docs/architecture.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,12 +35,15 @@ from coral.run.events import read_events
 from coral.run.registry import (
     compare_runs,
     effective_state,
+    orchestrating,
     read_status,
     register_run,
     run_config,
     run_record,
     write_status,
 )
+
+log = logging.getLogger("coral.run.lifecycle")
 
 # ---------------------------------------------------------------------- starting and resuming
 
@@ -180,8 +184,9 @@ def run_from_config(config: Config, run_id: str | None, context: RunContext) -> 
     check_run_lengths(config, problems)
     register_run(home, run_id, config, {"train": problems.train, "eval": problems.eval},
                  context.bodies)
-    context.report("registered", {"run_id": run_id})
-    return execute(config, run_id, problems, None, context)
+    with _driving(context, run_id):
+        context.report("registered", {"run_id": run_id})
+        return execute(config, run_id, problems, None, context)
 
 
 def resume_run(run_id: str, context: RunContext, orphaned: bool = False) -> RunResult:
@@ -194,17 +199,28 @@ def resume_run(run_id: str, context: RunContext, orphaned: bool = False) -> RunR
 
     home = context.home
     config = run_config(home, run_id)
-    state = effective_state(read_status(home.run_dir(run_id) / "status.json"))
-    if state == "finished":
-        raise CoralError(f"run {run_id} already finished; nothing to resume")
-    if state in ("running", "paused", "starting") and not orphaned:
-        raise CoralError(f"run {run_id} is {state} (its orchestrator is alive); "
-                         f"use `coral continue {run_id}` for a paused run")
-    record = run_record(home, run_id)
-    problems = load_problems(config, record["split"])
-    context = replace(context, bodies=context.bodies.or_else(record.get("handlers")))
-    checkpoint = ckpt.latest(home.checkpoints_dir(run_id))
-    return execute(config, run_id, problems, checkpoint, context)
+    # One driver per run: a second resume (or the live orchestrator) holds the run's lock, and
+    # the state is read only once the lock is ours, so two resumes cannot both pass the check.
+    with _driving(context, run_id):
+        state = effective_state(read_status(home.run_dir(run_id) / "status.json"))
+        if state == "finished":
+            raise CoralError(f"run {run_id} already finished; nothing to resume")
+        if state in ("running", "paused", "starting") and not orphaned:
+            raise CoralError(f"run {run_id} is {state} (its orchestrator is alive); "
+                             f"use `coral continue {run_id}` for a paused run")
+        record = run_record(home, run_id)
+        problems = load_problems(config, record["split"])
+        context = replace(context, bodies=context.bodies.or_else(record.get("handlers")))
+        checkpoint = ckpt.latest(home.checkpoints_dir(run_id))
+        return execute(config, run_id, problems, checkpoint, context)
+
+
+def _driving(context: RunContext, run_id: str) -> AbstractContextManager[None]:
+    """The run's one-orchestrator lock (`registry.orchestrating`) where the orchestrator runs
+    here. Not on Modal: there the folder is the container's view of a Volume, whose commit
+    fails while the container holds a file of it open, and one container's flock means nothing
+    to another's; Modal itself runs one orchestrator call per run at a time."""
+    return orchestrating(context.home, run_id) if context.backend.runs_here else nullcontext()
 
 
 def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkpoint | None,
@@ -226,22 +242,39 @@ def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkp
             with _stop_on_signals(engine):
                 state = engine.run(resume)
         except CoralError as exc:
-            # engine.run opens its event log first. Opening it fails (a damaged log: a corrupt
-            # line, a lost event) before there is a log to append to: the status says why, and
-            # the log is left as it was, to be repaired and resumed.
-            events = getattr(engine, "events", None)
-            if events is not None:
-                events.emit("run_failed", {"error": str(exc)})
-            write_status(home, run_id, "failed", error=str(exc))
+            _record_failure(engine, home, run_id, str(exc))
             raise
+        except OSError as exc:
+            # The run's folder refused a write (a full disk, a size limit, an I/O error): one
+            # line, not a traceback; the log and checkpoints hold every finished generation.
+            where = f"{exc.filename}: " if exc.filename else ""
+            error = (f"run {run_id}: cannot write its files ({where}{exc.strerror or exc}); "
+                     f"once that is fixed, `coral resume {run_id}` continues it from its last checkpoint")
+            _record_failure(engine, home, run_id, error)
+            raise CoralError(error) from None
         finally:
             # Leftover queued jobs of a stopped or failed run are dropped by the workers.
-            set_hold(transport, run_id, None if state == "finished" else "stop")
+            try:
+                set_hold(transport, run_id, None if state == "finished" else "stop")
+            except CoralError as exc:  # the queue database refused the write (a full disk)
+                log.warning("run %s: its jobs could not be held (%s)", run_id, exc)
             if launcher is not None:
                 launcher.stop()
         pids = launcher.pids() if launcher is not None else [os.getpid()]
         return RunResult(run_id, state, time.time() - started, pids, executor.stats.retries,
                          executor.stats.lease_expiries, executor.cache_stats().hits)
+
+
+def _record_failure(engine: EvolutionEngine, home: Home, run_id: str, error: str) -> None:
+    """run_failed in the log and "failed" in status.json, as far as the disk lets: a run that
+    failed for want of space must still end with its own error, not with this write's."""
+    try:
+        events = getattr(engine, "events", None)  # None: it failed opening its log
+        if events is not None:
+            events.emit("run_failed", {"error": error})
+        write_status(home, run_id, "failed", error=error)
+    except OSError as exc:
+        log.warning("run %s: its failure could not be recorded (%s)", run_id, exc.strerror or exc)
 
 
 @contextmanager

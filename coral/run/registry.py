@@ -9,6 +9,7 @@ runs/RUN_ID/status.json    state (starting, running, paused, finished, failed, s
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -115,6 +118,43 @@ def _create_exclusive_without_link(path: Path, text: str, exists: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+ORCHESTRATOR_LOCK = ".orchestrator.lock"  # a dot name: the Modal mirror never copies it
+# flock refused by the file system itself (some network or FUSE mounts): no lock there.
+NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+
+
+@contextmanager
+def orchestrating(home: Home, run_id: str) -> Iterator[None]:
+    """Held by the one process that drives a run (`coral run`, `coral resume`, a detached or
+    Modal orchestrator) from before it looks at the run until it has stopped its workers: an
+    flock on runs/RUN_ID/.orchestrator.lock with the holder's PID inside. A second driver (two
+    `coral resume` at once, a resume while the orchestrator is alive, stopped by SIGSTOP or still
+    stopping its pool) gets one line naming the holder instead of appending to the same log and
+    reading the same results partition. The kernel drops the lock when the holder dies, kill -9
+    included, so a crash never leaves the run locked."""
+    path = home.run_dir(run_id) / ORCHESTRATOR_LOCK
+    handle = open(path, "a+", encoding="utf-8")  # held for the block's duration
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise CoralError(f"run {run_id} is being driven by process {holder} (its orchestrator, "
+                             "alive or stopped): one orchestrator per run; `coral stop "
+                             f"{run_id}` or end that process first") from None
+        except OSError as exc:
+            if exc.errno not in NO_FLOCK:
+                raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def run_record(home: Home, run_id: str) -> dict[str, Any]:

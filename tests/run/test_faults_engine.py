@@ -2,12 +2,15 @@
 the stand-in job bodies (coral/testing/fakes.py): kill -9 of the engine, SIGTERM and Ctrl-C of
 the engine, kill -9 of one worker, every worker killed as it starts, and a pool far larger than
 the machine (issue "Faults that still hurt", points 2, 3 and 7). After each stop or failure,
-`coral resume` must give the same run as an uninterrupted one."""
+`coral resume` must give the same run as an uninterrupted one.
+Also who may drive a run: two `coral resume` at once, a resume while the orchestrator is stopped
+with SIGSTOP, and a resume that cannot write while it cuts the log back to its checkpoint."""
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -21,6 +24,7 @@ import pytest
 
 from coral.execution.workers import local_worker_cap
 from coral.home import Home
+from coral.run.events import read_events, segments
 from coral.run.registry import compare_runs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -274,3 +278,123 @@ def test_a_dead_workers_job_does_not_wait_out_its_lease(tmp_path: Path) -> None:
         assert [(r.job_id, r.ok) for r in results] == [("slow", True), ("fast", True)]
         assert results[0].attempt == 1 and not results[0].worker.endswith(f":{lease['pid']}")
         assert executor.stats.lease_expiries == 1 and pool.restarts == 1 and pool.alive() == 2
+
+
+def resume(home: Path, log: str) -> subprocess.Popen[str]:
+    with open(home.parent / log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "coral", "resume", "twice"], cwd=REPO,
+                                env=env_for(home, "0.1"), stdout=out, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_one_orchestrator_per_run(home: Path) -> None:
+    """Three `coral resume` of one crashed run started at once all passed the "is its
+    orchestrator alive?" look before any wrote its status: each truncated and appended to the
+    same log and read the others' results from the shared results partition (every one failed
+    with "worker lost", the log held one seq twice). Now the run's lock admits one; the others
+    get one line naming it. A resume while the orchestrator is stopped (SIGSTOP) is refused too,
+    and the run, continued, ends as the uninterrupted one."""
+    proc = start(home, "twice", ["run", str(SMOKE), "--run-id", "twice", "--handlers", FAKES, *LEASE],
+                 "0.1")
+    try:
+        wait_for(lambda: checkpoints(home, "twice") >= 1, "the first checkpoint")
+        os.kill(proc.pid, signal.SIGSTOP)
+        frozen = subprocess.run([sys.executable, "-m", "coral", "resume", "twice"], cwd=REPO,
+                                env=env_for(home), capture_output=True, text=True, timeout=60)
+        assert frozen.returncode == 2 and frozen.stderr.count("\n") == 1, frozen.stderr
+        assert f"process {proc.pid}" in frozen.stderr
+        os.kill(proc.pid, signal.SIGCONT)
+        os.killpg(proc.pid, signal.SIGKILL)  # the crash
+        proc.wait(30)
+    finally:
+        stop(proc)
+    resumes = [resume(home, f"resume-{i}.out") for i in range(3)]
+    try:
+        codes = [p.wait(120) for p in resumes]
+    finally:
+        for p in resumes:
+            stop(p)
+    outputs = [(home.parent / f"resume-{i}.out").read_text() for i in range(3)]
+    assert sorted(codes) == [0, 2, 2], outputs
+    for code, text in zip(codes, outputs, strict=True):
+        assert "Traceback" not in text
+        if code == 2:
+            errors = [line for line in text.splitlines() if line.startswith("coral: error:")]
+            assert len(errors) == 1 and "is being driven by process" in errors[0], text
+    assert status(home, "twice")["state"] == "finished"
+    seqs = [e.seq for e in read_events(home / "runs" / "twice" / "events")]
+    assert seqs == list(range(len(seqs)))
+    identical_to_reference(home, "twice")
+
+
+def test_a_resume_that_cannot_write_while_cutting_the_log_loses_nothing(tmp_path: Path,
+                                                                       reference: Path) -> None:
+    """`coral resume` cuts the log back to the checkpoint's next seq. It rewrote each segment in
+    place (truncate to 0, then write back the kept lines), so a resume that died or could not
+    write between the two (a full disk, a file size limit, kill -9) emptied the segment: the
+    events before the checkpoint were gone for good. Here a real process cuts a copy of a
+    finished run's log under a file size limit smaller than what it keeps."""
+    folder = tmp_path / "events"
+    folder.mkdir()
+    for path in segments(reference / "events"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    before = list(read_events(folder))
+    cut = before[-1].seq - 3  # keep all but the last four events (seqs cut..last)
+    kept = sum(len(line) + 1 for p in segments(folder) for line in p.read_bytes().split(b"\n")[:-1][:cut])
+    limit = kept // 2
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                           "from coral.run.events import truncate; "
+                           f"print(truncate(Path(sys.argv[1]), {cut}))", str(folder)],
+                          cwd=REPO, env=env_for(tmp_path / "home"), capture_output=True, text=True,
+                          timeout=60, preexec_fn=limited)
+    after = list(read_events(folder))
+    assert [e.event_id for e in after] == [e.event_id for e in before[:cut]], done.stderr[-2000:]
+    assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr[-2000:]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 20 MiB tmpfs of its own (root only: skipped elsewhere), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_the_run_resumes(small_disk: Path, reference: Path) -> None:
+    """The disk under CORAL_HOME filled up mid-run: the workers died on the queue database, the
+    engine's failure path then failed to log run_failed (OSError) and to set the stop hold
+    (sqlite3.OperationalError), and `coral run` ended in a wall of four chained tracebacks. Now
+    it is one line saying why the workers died, and once space is freed `coral resume` ends
+    the run as the uninterrupted one."""
+    home = small_disk / "home"
+    shutil.copytree(reference, home / "runs" / "reference")
+    proc = start(home, "full", ["run", str(SMOKE), "--run-id", "full", "--handlers", FAKES, *LEASE], "0.1")
+    filler = small_disk / "filler"
+    try:
+        wait_for(lambda: checkpoints(home, "full") >= 1, "the first checkpoint")
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+        assert proc.wait(120) == 2
+    finally:
+        stop(proc)
+    text = output(home, "full")
+    errors = [line for line in text.splitlines() if line.startswith("coral: error:")]
+    assert "Traceback" not in text and len(errors) == 1, text
+    assert "disk is full" in errors[0] or "No space left" in errors[0], text
+    assert "`coral resume full`" in errors[0]
+    filler.unlink()
+    resumed = coral(home, "resume", "full")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    identical_to_reference(home, "full")

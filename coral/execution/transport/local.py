@@ -56,6 +56,15 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 
+def _rollback(con: sqlite3.Connection) -> None:
+    """Undo what a failed transaction did; after a failed COMMIT none may be left, and that
+    second failure must not hide the first."""
+    try:
+        con.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
 class LocalTransport(Transport):
     """Queues and dicts in one SQLite file; one connection per thread (and per process)."""
 
@@ -113,13 +122,29 @@ class LocalTransport(Transport):
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, holding the write lock from its first statement."""
         con = self.connection()
-        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._write_failed(exc) from None
         try:
             yield con
+        except sqlite3.OperationalError as exc:
+            _rollback(con)
+            raise self._write_failed(exc) from None
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
-        con.execute("COMMIT")
+        try:
+            con.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            _rollback(con)
+            raise self._write_failed(exc) from None
+
+    def _write_failed(self, exc: sqlite3.OperationalError) -> TransportError:
+        """A write SQLite refused (a full disk, an I/O error, the lock still held after the busy
+        timeout): one line naming the file; nothing of the transaction was committed."""
+        return TransportError(f"local queue database {self.path}: a write failed and nothing of "
+                              f"it was stored ({exc})")
 
     def wait_for(
         self, attempt: Callable[[], T | None], *, block: bool, timeout: float | None
