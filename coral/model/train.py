@@ -7,6 +7,7 @@ The adapter is injected into the shared base for the job and removed afterwards.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -266,7 +267,15 @@ def _fit(
                 result.loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
                 optimizer.step()
-                losses.append(float(result.loss.detach()))
+                loss = float(result.loss.detach())
+                if not math.isfinite(loss):
+                    # NaN weights would fail every generation from them, and a loss curve holding
+                    # NaN cannot be written as JSON: the job fails here, saying why.
+                    raise AdapterError(
+                        f"adapter training diverged at step {len(losses) + 1} of {len(plan)} (loss {loss}) "
+                        f"with {genes.adapter_type} rank {genes.rank} alpha {genes.alpha}: lower "
+                        "training.learning_rate or the genes' alpha/rank, or check the base model's weights")
+                losses.append(loss)
                 tokens += int(mask.sum())
             model.save_pretrained(str(out), safe_serialization=True)
         finally:

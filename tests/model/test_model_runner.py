@@ -219,6 +219,24 @@ def test_adapter_from_other_base_weights_is_refused(adapter_a: AdapterInfo, tmp_
         greedy(other, adapter_a.path, EVAL[:1])
 
 
+def test_training_that_diverges_fails_saying_so(tmp_path: Path) -> None:
+    """A NaN loss (here one NaN weight in the base: a damaged checkpoint; on a GPU, a run of
+    half-precision overflow) made NaN adapter weights (every generation from them fails) and a loss
+    curve JSON cannot hold, so the adapter was published and then unreadable. Training stops at
+    the first such step, naming it."""
+    folder = build_tiny_model(tmp_path / "damaged")
+    model = load_base_model(ModelConfig(name=str(folder), device="cpu")).model
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight[0, 0] = float("nan")
+    model.save_pretrained(folder)
+    hot = load_base_model(ModelConfig(name=str(folder), device="cpu"))
+    home = Home(tmp_path / "home").ensure()
+    genes = HeavyGenes(rank=2, alpha=4, dropout=0.0, target_modules=("q_proj", "v_proj"), adapter_type="lora")
+    with pytest.raises(AdapterError, match=r"^adapter training diverged at step 1 of 3 \(loss nan\) with lora rank 2"):
+        train(hot, home, genes, PAIRS_A, TrainingConfig(steps=3, batch_size=2, max_length=256))
+    assert list(home.adapters.iterdir()) == []  # nothing published, no temp folder left
+
+
 def test_same_key_trains_the_same_adapter_even_when_raced(
     base: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
