@@ -17,9 +17,11 @@ import yaml
 from modal import exception as modal_exception
 
 from coral.config import REPO_ROOT, BackendConfig, Config, ModalConfig, load_config
+from coral.errors import CoralError
 from coral.execution.executor import QueueExecutor
 from coral.execution.jobs import HOLDS_DICT, LEASES_DICT, JobBodies, WorkerContext, hold_key
 from coral.execution.messages import Job
+from coral.execution.transport.base import TransportError
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
 from coral.modal.constants import EVALUATE_FUNCTION
@@ -60,6 +62,30 @@ def smoke_on_double(tmp_path: Path, after_generation_0: Callable[[str, ModalDoub
                            progress=progress, model_paths="local")
 
     api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,))
+    return api
+
+
+def flaky_smoke_on_double(tmp_path: Path, fault: Callable[[str], None]) -> ModalDouble:
+    """The app on a double whose orchestrator is deployed with Modal's retries (2, 0.1 s apart)
+    and calls `fault(run_id)` once, when generation 0's checkpoint is committed."""
+    api = ModalDouble(volume_root=tmp_path / "volumes")
+    config = load_config(SMOKE, ["backend.kind=modal"])
+    deploy(api, config, bodies=JobBodies(FAKES), preload=False, network_blocked=True,
+           scaledown_window=0.5)
+    done: set[str] = set()
+
+    def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
+        def progress(kind: str, info: dict) -> None:
+            if kind == "generation" and run_id.startswith("hit-") and run_id not in done:
+                done.add(run_id)
+                fault(run_id)
+
+        return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=VOLUME, api=api,
+                           home=Home(api.Volume.from_name(VOLUME).path), bodies=JobBodies(FAKES),
+                           progress=progress, model_paths="local")
+
+    api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,), retries=2,
+                          retry_delay=0.1)
     return api
 
 
@@ -204,6 +230,36 @@ def test_coral_resume_is_a_new_life_that_drops_old_requests(tmp_path: Path) -> N
     assert api.FunctionCall.from_id(first).get(timeout=120)["state"] == "stopped"
     second = resume_on_modal(run_id, api=api, home=laptop)  # the user's stop is not applied again
     assert api.FunctionCall.from_id(second).get(timeout=120)["state"] == "finished"
+
+
+
+def test_an_orchestrator_that_loses_modal_is_retried_by_modal_and_resumes(tmp_path: Path) -> None:
+    def unreachable(run_id: str) -> None:
+        raise TransportError("Dict.get of coral-control failed: Modal unreachable")
+
+    api = flaky_smoke_on_double(tmp_path, unreachable)
+    text, config_dir = shipped_smoke()
+    orchestrator = api.Function.from_name(APP, "orchestrator")
+    assert orchestrator.spawn(text, config_dir, "ref").get(timeout=120)["state"] == "finished"
+    call = orchestrator.spawn(text, config_dir, "hit-unreachable")
+    assert call.get(timeout=120)["state"] == "finished"
+    assert call.retries == 1  # raised, so Modal ran the input again (orchestrator_retries)
+    folder = tmp_path / "volumes" / VOLUME / "runs" / "hit-unreachable"
+    record = json.loads((folder / "modal.json").read_text())
+    assert [(c["resumed"], c["restarted"]) for c in record["calls"]] == [(False, False), (True, True)]
+    assert compare_runs(Home(tmp_path / "volumes" / VOLUME), "ref", "hit-unreachable") == {
+        "populations": True, "scores": True, "event_ids": True, "events": True}
+
+
+def test_a_run_that_fails_for_good_is_not_retried(tmp_path: Path) -> None:
+    def broken(run_id: str) -> None:
+        raise CoralError("adapter folder is damaged")
+
+    api = flaky_smoke_on_double(tmp_path, broken)
+    text, config_dir = shipped_smoke()
+    call = api.Function.from_name(APP, "orchestrator").spawn(text, config_dir, "hit-broken")
+    out = call.get(timeout=120)
+    assert (out["state"], out["error"], call.retries) == ("failed", "adapter folder is damaged", 0)
 
 
 # ------------------------------------------------------------------ 6: hardening
