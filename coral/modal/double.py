@@ -22,6 +22,9 @@ of `coral validate` (which is why it lives in the product, not in coral.testing)
 - An input whose body lets KeyboardInterrupt out (Modal preempts a container with SIGINT, and
   its runtime re-raises KeyboardInterrupt without sending an output) is not failed: the
   container exits and the input starts again in a new container, as Modal reschedules it.
+- A function deployed with `retries=N` runs an input whose body raises an Exception again, under
+  the same call id, up to N times (1 s, then twice as long each time, as modal.Retries' default),
+  before `.get()` raises the last error; `FunctionCall.retries` counts them.
   `spawn_here` serves one input in the calling thread, the container's main thread, where a
   signal sent to the process lands (containers are otherwise threads, which signals never reach).
 - Volumes: the committed state is a folder; each container mounts its own copy at start. Its
@@ -487,6 +490,7 @@ class DoubleFunctionCall:
         self._error: BaseException | None = None
         self.cancelled = False
         self.restarts = 0  # times its input was interrupted (preempted) and started again
+        self.retries = 0  # times its input raised and was run again (the function's `retries`)
 
     def _finish(self, result: Any, error: BaseException | None) -> None:
         self._result, self._error = result, error
@@ -510,6 +514,7 @@ class _Input:
     call: DoubleFunctionCall
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    failures: int = 0  # attempts that raised
 
 
 class DoubleContainer:
@@ -535,9 +540,11 @@ class _Pool:
     def __init__(
         self, name: str, body: Callable[..., Any], *, enter: Callable[[], Any] | None,
         max_containers: int | None, scaledown_window: float, volume_names: tuple[str, ...],
-        volumes: _VolumeFactory,
+        volumes: _VolumeFactory, retries: int = 0, retry_delay: float = 1.0,
     ) -> None:
         self.name = name
+        self.retries = retries  # Modal's `retries`: attempts after an input raised
+        self.retry_delay = retry_delay  # before the first of them; doubling, at most 60 s
         self._body = body  # body(instance, *args, **kwargs)
         self._enter = enter
         self.max_containers = max_containers
@@ -641,7 +648,17 @@ class _Pool:
             call.restarts += 1
             self.submit(item)
             return True
-        except BaseException as exc:  # delivered to .get(), as Modal does
+        except Exception as exc:
+            if item.failures < self.retries:  # Modal runs it again after a delay, same call id
+                delay = min(self.retry_delay * 2 ** item.failures, 60.0)
+                item.failures += 1
+                call.retries += 1
+                timer = threading.Timer(delay, self.submit, args=(item,))
+                timer.daemon = True
+                timer.start()
+            else:  # delivered to .get(), as Modal does
+                call._finish(None, exc)
+        except BaseException as exc:  # a container crash the double cannot restart: to .get()
             call._finish(None, exc)
         finally:
             _CURRENT.call_id = None
@@ -777,14 +794,18 @@ class _Deployed:
 
     def register(self, app_name: str, name: str, body: Callable[..., Any], *,
                  max_containers: int | None = None, scaledown_window: float = DEFAULT_SCALEDOWN,
-                 volumes: tuple[str, ...] = (), restrict_output: bool = False) -> DoubleFunction:
+                 volumes: tuple[str, ...] = (), restrict_output: bool = False,
+                 retries: int = 0, retry_delay: float = 1.0) -> DoubleFunction:
         """Deploy `body` as function `name`; its containers mount `volumes` (Volume names).
         `restrict_output` (Modal's `_experimental_restrict_output`): its return values travel
-        as CBOR, never pickle, so one CBOR cannot encode fails the input as Modal's does."""
+        as CBOR, never pickle, so one CBOR cannot encode fails the input as Modal's does.
+        `retries`: Modal's, an input that raised runs again (the first time after
+        `retry_delay` seconds)."""
         run = _cbor_output(body) if restrict_output else body
         pool = _Pool(name, lambda _instance, *a, **k: run(*a, **k), enter=None,
                      max_containers=max_containers, scaledown_window=scaledown_window,
-                     volume_names=tuple(volumes), volumes=self.volumes)
+                     volume_names=tuple(volumes), volumes=self.volumes, retries=retries,
+                     retry_delay=retry_delay)
         fn = DoubleFunction(name, pool, self)
         self.functions[(app_name, name)] = fn
         return fn
@@ -792,10 +813,10 @@ class _Deployed:
     def register_cls(self, app_name: str, name: str, factory: Callable[..., Any], *,
                      max_containers: int | None = None,
                      scaledown_window: float = DEFAULT_SCALEDOWN,
-                     volumes: tuple[str, ...] = ()) -> DoubleCls:
+                     volumes: tuple[str, ...] = (), retries: int = 0) -> DoubleCls:
         cls = DoubleCls(name, factory, self, dict(
             max_containers=max_containers, scaledown_window=scaledown_window,
-            volume_names=tuple(volumes)))
+            volume_names=tuple(volumes), retries=retries))
         self.classes[(app_name, name)] = cls
         return cls
 

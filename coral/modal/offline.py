@@ -90,11 +90,13 @@ def deploy(
                            models_volume_name=models, launcher_interval=launcher_interval)
 
     gpu: dict[str, Any] = dict(max_containers=modal.max_containers,
-                               scaledown_window=scaledown_window, volumes=(volume, models))
+                               scaledown_window=scaledown_window, volumes=(volume, models),
+                               retries=modal.retries)
     cpu: dict[str, Any] = dict(max_containers=modal.max_containers_test,
-                               scaledown_window=scaledown_window)
+                               scaledown_window=scaledown_window, retries=modal.retries)
     api.deployed.register_cls(app, "TrainWorker", train, **gpu)
     api.deployed.register_cls(app, "GenerateWorker", generate, **gpu)
     api.deployed.register(app, "test_worker", test_worker, **cpu)
     api.deployed.register(app, EVALUATE_FUNCTION, evaluate_job, restrict_output=True, **cpu)
-    api.deployed.register(app, "orchestrator", orchestrator, volumes=(volume, models))
+    api.deployed.register(app, "orchestrator", orchestrator, volumes=(volume, models),
+                          retries=modal.orchestrator_retries)

@@ -42,9 +42,10 @@ from coral.home import Home
 from coral.modal.backend import ModalBackend
 from coral.modal.constants import CONTAINERS_DICT, EVALUATE_FUNCTION
 from coral.run.backend import LIVE_DICT, LIVE_EVERY, LIVE_FILES, RunContext, live_key
-from coral.run.control import set_hold
+from coral.run.control import keep_requests
 from coral.run.events import read_events
 from coral.run.lifecycle import resume_run, run_from_config
+from coral.run.registry import write_status
 
 log = logging.getLogger("coral.modal")
 
@@ -453,11 +454,15 @@ SIGNALS = ("SIGINT", "SIGTERM")  # a run stopped by one of these was interrupted
 
 def stopped_by_signal(home: Home, run_id: str) -> bool:
     """Whether the run's last stop came from a signal to its process (engine.interrupted names
-    it in the run_stopped event) rather than a user's stop request."""
+    it in the run_stopped event) rather than a user's stop request. A log that cannot be read
+    says no (resuming it fails with that log's own line)."""
     reason = None
-    for event in read_events(home.events_dir(run_id), run_id=run_id):
-        if event.type == "run_stopped":
-            reason = event.data.get("reason")
+    try:
+        for event in read_events(home.events_dir(run_id), run_id=run_id):
+            if event.type == "run_stopped":
+                reason = event.data.get("reason")
+    except CoralError:
+        return False
     return reason in SIGNALS
 
 
@@ -487,8 +492,14 @@ def orchestrate(
     registered = (folder / "config.yaml").exists()
     record_path = folder / ORCHESTRATOR_RECORD
     record = json.loads(record_path.read_text()) if record_path.exists() else {"calls": []}
-    record["calls"].append({"call": api.current_function_call_id(), "at": time.time(),
-                            "resumed": registered})
+    call_id = api.current_function_call_id()
+    # Modal starts a preempted (or crashed) call's input again under the same call id: the same
+    # life of the run, whose user's pause or stop still applies. A new call is `coral resume`.
+    restarted = registered and (
+        (call_id is not None and bool(record["calls"]) and record["calls"][-1].get("call") == call_id)
+        or stopped_by_signal(home, run_id))
+    record["calls"].append({"call": call_id, "at": time.time(), "resumed": registered,
+                            "restarted": restarted})
     folder.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     volume.commit()
@@ -508,14 +519,18 @@ def orchestrate(
         if models_volume_name is not None:
             prefetch_model(config.model, api.Volume.from_name(models_volume_name))
         if registered:
-            result = resume_run(run_id, context, orphaned=True)
+            result = resume_run(run_id, context, orphaned=True, restarted=restarted)
         else:
             result = run_from_config(config, run_id, context)
         if result.state == "stopped" and stopped_by_signal(home, run_id):
             # Preempted: Modal sends SIGINT, and starts the input again only if it ends without
             # an output, which its runtime does for KeyboardInterrupt. The new call finds the
-            # run on the Volume and resumes it; meanwhile workers go on with its queued jobs.
-            set_hold(transport, run_id, None)
+            # run on the Volume and resumes it; meanwhile workers go on with its queued jobs,
+            # unless the user paused or stopped it: that request and its hold stay, and the
+            # restarted call honours them. Until then the run is what it was, not "stopped":
+            # the dashboard shows it so, and its buttons still reach it.
+            request = keep_requests(transport, run_id)
+            write_status(home, run_id, "paused" if request == "pause" else "running")
             log.warning("run %s interrupted by a signal: ending without an output, so Modal "
                         "starts this call again and it resumes", run_id)
             raise KeyboardInterrupt(f"run {run_id} preempted")

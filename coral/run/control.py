@@ -61,3 +61,20 @@ def clear_requests(transport: Transport, run_id: str) -> None:
     except KeyError:
         pass
     set_hold(transport, run_id, None)
+
+
+def pending_request(transport: Transport, run_id: str) -> str | None:
+    """The run's control request now ("pause", "continue", "stop"), None when there is none."""
+    value = transport.dict(CONTROL_DICT).get(control_key(run_id))
+    request = value.get("request") if isinstance(value, dict) else None
+    return request if request in CONTROL_REQUESTS else None
+
+
+def keep_requests(transport: Transport, run_id: str) -> str | None:
+    """The same life of a run going on in a new process (a Modal restart of its preempted or
+    crashed orchestrator call): the user's pending request still applies, and its hold is put
+    back as the request says (the old process may have lifted it, or left a stop hold as it
+    ended); returns the request."""
+    request = pending_request(transport, run_id)
+    set_hold(transport, run_id, request if request in ("pause", "stop") else None)
+    return request

@@ -29,7 +29,7 @@ from coral.execution.jobs import BUILTIN_BODIES, JobBodies
 from coral.home import Home, new_run_id
 from coral.run import checkpoints as ckpt
 from coral.run.backend import Backend, LocalBackend, RunContext
-from coral.run.control import clear_requests, set_hold
+from coral.run.control import clear_requests, keep_requests, set_hold
 from coral.run.engine import EvolutionEngine, Problems, default_threads, prompts_for
 from coral.run.events import read_events
 from coral.run.registry import (
@@ -189,12 +189,16 @@ def run_from_config(config: Config, run_id: str | None, context: RunContext) -> 
         return execute(config, run_id, problems, None, context)
 
 
-def resume_run(run_id: str, context: RunContext, orphaned: bool = False) -> RunResult:
+def resume_run(run_id: str, context: RunContext, orphaned: bool = False,
+               restarted: bool = False) -> RunResult:
     """Continue an interrupted run from its last checkpoint (crash recovery), with the job
     bodies it was registered with unless `context` names others.
 
     `orphaned`: the caller knows the run's orchestrator is gone although its status says it
     runs (a Modal container that crashed: its host and pid mean nothing here).
+    `restarted`: this is the same life of the run going on (Modal started its preempted or
+    crashed orchestrator call again), not a user's resume: a pause or stop the user asked for
+    meanwhile still applies, where a resume starts with no request.
     """
 
     home = context.home
@@ -212,7 +216,7 @@ def resume_run(run_id: str, context: RunContext, orphaned: bool = False) -> RunR
         problems = load_problems(config, record["split"])
         context = replace(context, bodies=context.bodies.or_else(record.get("handlers")))
         checkpoint = ckpt.latest(home.checkpoints_dir(run_id))
-        return execute(config, run_id, problems, checkpoint, context)
+        return execute(config, run_id, problems, checkpoint, context, keep=restarted)
 
 
 def _driving(context: RunContext, run_id: str) -> AbstractContextManager[None]:
@@ -224,13 +228,17 @@ def _driving(context: RunContext, run_id: str) -> AbstractContextManager[None]:
 
 
 def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkpoint | None,
-            context: RunContext) -> RunResult:
-    """Run (or resume) a registered run on `context.backend` until it ends."""
+            context: RunContext, keep: bool = False) -> RunResult:
+    """Run (or resume) a registered run on `context.backend` until it ends. `keep`: the run's
+    pending control request still applies (resume_run's `restarted`); else it is cleared."""
 
     backend, home = context.backend, context.home
     started = time.time()
     with backend.open_transport(home, config) as transport:
-        clear_requests(transport, run_id)
+        if keep:
+            keep_requests(transport, run_id)
+        else:
+            clear_requests(transport, run_id)
         executor, launcher = backend.execution(transport, run_id, config, context)
         if launcher is not None:
             launcher.start()

@@ -177,6 +177,34 @@ def test_functions_spawn_calls_within_max_containers() -> None:
         missing.spawn()
 
 
+
+def test_retries_run_a_raising_input_again_under_its_call_id() -> None:
+    # modal.Retries: an input whose body raises runs again (after 1 s, doubling by default) up
+    # to `retries` times; only then does .get() raise. The orchestrator counts on it
+    # (orchestrator_retries): a run whose container lost Modal for a while resumes.
+    api = ModalDouble()
+    attempts: dict[str, list[str | None]] = {}
+
+    def flaky(name: str, failures: int) -> str:
+        seen = attempts.setdefault(name, [])
+        seen.append(api.current_function_call_id())
+        if len(seen) <= failures:
+            raise ValueError(f"{name} attempt {len(seen)}")
+        return name
+
+    api.deployed.register("app", "flaky", flaky, retries=2, retry_delay=0.05)
+    fn = api.Function.from_name("app", "flaky")
+    ok, lost = fn.spawn("ok", 2), fn.spawn("lost", 3)
+    assert ok.get(timeout=30) == "ok" and ok.retries == 2
+    with pytest.raises(ValueError, match="lost attempt 3"):
+        lost.get(timeout=30)
+    assert lost.retries == 2
+    assert set(attempts["ok"]) == {ok.object_id} and len(attempts["lost"]) == 3
+    api.deployed.register("app", "once", flaky)  # retries=0, Modal's default: no second attempt
+    with pytest.raises(ValueError, match="once attempt 1"):
+        api.Function.from_name("app", "once").spawn("once", 1).get(timeout=30)
+
+
 def test_enter_runs_once_per_container_without_a_call_id() -> None:
     api = ModalDouble()
     entered: list[str | None] = []

@@ -17,9 +17,11 @@ import yaml
 from modal import exception as modal_exception
 
 from coral.config import REPO_ROOT, BackendConfig, Config, ModalConfig, load_config
+from coral.errors import CoralError
 from coral.execution.executor import QueueExecutor
-from coral.execution.jobs import LEASES_DICT, JobBodies, WorkerContext
+from coral.execution.jobs import HOLDS_DICT, LEASES_DICT, JobBodies, WorkerContext, hold_key
 from coral.execution.messages import Job
+from coral.execution.transport.base import TransportError
 from coral.execution.transport.modal_backend import ModalTransport
 from coral.home import Home
 from coral.modal.constants import EVALUATE_FUNCTION
@@ -29,7 +31,8 @@ from coral.modal.launcher import ModalLauncher, _shipped, modal_run_status, resu
 from coral.modal.launcher import status as modal_status
 from coral.modal.offline import deploy, local_path
 from coral.modal.runtime import EvaluateFailed, evaluate, orchestrate, read_evaluation, serve_tests
-from coral.run.control import CONTROL_DICT, control_key, set_hold
+from coral.run.backend import LIVE_DICT, live_key
+from coral.run.control import CONTROL_DICT, control_key, send_request, set_hold
 from coral.run.events import read_events
 from coral.run.registry import compare_runs
 
@@ -59,6 +62,30 @@ def smoke_on_double(tmp_path: Path, after_generation_0: Callable[[str, ModalDoub
                            progress=progress, model_paths="local")
 
     api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,))
+    return api
+
+
+def flaky_smoke_on_double(tmp_path: Path, fault: Callable[[str], None]) -> ModalDouble:
+    """The app on a double whose orchestrator is deployed with Modal's retries (2, 0.1 s apart)
+    and calls `fault(run_id)` once, when generation 0's checkpoint is committed."""
+    api = ModalDouble(volume_root=tmp_path / "volumes")
+    config = load_config(SMOKE, ["backend.kind=modal"])
+    deploy(api, config, bodies=JobBodies(FAKES), preload=False, network_blocked=True,
+           scaledown_window=0.5)
+    done: set[str] = set()
+
+    def orchestrator(config_yaml: str, config_dir: str, run_id: str) -> dict[str, Any]:
+        def progress(kind: str, info: dict) -> None:
+            if kind == "generation" and run_id.startswith("hit-") and run_id not in done:
+                done.add(run_id)
+                fault(run_id)
+
+        return orchestrate(config_yaml, local_path(config_dir), run_id, volume_name=VOLUME, api=api,
+                           home=Home(api.Volume.from_name(VOLUME).path), bodies=JobBodies(FAKES),
+                           progress=progress, model_paths="local")
+
+    api.deployed.register(APP, "orchestrator", orchestrator, volumes=(VOLUME,), retries=2,
+                          retry_delay=0.1)
     return api
 
 
@@ -109,6 +136,130 @@ def test_a_users_stop_still_stops_the_run(tmp_path: Path) -> None:
     assert call.restarts == 0
     events = list(read_events(tmp_path / "volumes" / VOLUME / "runs" / "hit-stop" / "events"))
     assert [e.data["reason"] for e in events if e.type == "run_stopped"] == ["stop requested"]
+
+
+
+class LiveStates:
+    """Every state a run's published status.json goes through (what the dashboard shows)."""
+
+    def __init__(self, api: ModalDouble, run_id: str) -> None:
+        self.live = ModalTransport(APP, api=api).dict(LIVE_DICT)
+        self.key, self.seen = live_key(run_id, "status.json"), []  # type: list[str]
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def now(self) -> str | None:
+        text = self.live.get(self.key)
+        return json.loads(text)["state"] if text else None
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.02):
+            state = self.now()
+            if state and (not self.seen or self.seen[-1] != state):
+                self.seen.append(state)
+
+    def stop(self) -> list[str]:
+        self._done.set()
+        return self.seen
+
+
+def pause_then_preempt(run_id: str, api: ModalDouble) -> None:
+    """The user pauses the run; once it is paused, Modal preempts its container."""
+    transport = ModalTransport(APP, api=api)
+    send_request(transport, run_id, "running", "pause")
+    states = LiveStates(api, run_id)
+
+    def later() -> None:
+        deadline = time.monotonic() + 30
+        while states.now() != "paused" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        states.stop()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=later, daemon=True).start()
+
+
+def stop_and_preempt(run_id: str, api: ModalDouble) -> None:
+    """The user's stop and Modal's preemption arrive together; the signal is seen first."""
+    send_request(ModalTransport(APP, api=api), run_id, "running", "stop")
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_paused_run_preempted_by_modal_comes_back_paused(tmp_path: Path) -> None:
+    # Before: the preempted orchestrator lifted the pause hold and the restarted call cleared
+    # the pause request, so the run the user paused went on (and its status showed "stopped"
+    # between the two calls, where the dashboard's buttons refuse a stopped run).
+    api = smoke_on_double(tmp_path, pause_then_preempt)
+    text, config_dir = shipped_smoke()
+    states = LiveStates(api, "hit-paused")
+    call = api.Function.from_name(APP, "orchestrator").spawn_here(text, config_dir, "hit-paused")
+    assert call.restarts == 1  # no output: Modal started the input again
+    with pytest.raises(TimeoutError):
+        call.get(timeout=3)  # paused: it does not go on
+    transport = ModalTransport(APP, api=api)
+    assert transport.dict(HOLDS_DICT).get(hold_key("hit-paused"))["request"] == "pause"
+    assert states.now() == "paused"
+    send_request(transport, "hit-paused", "paused", "continue")
+    assert call.get(timeout=120)["state"] == "finished"
+    assert "stopped" not in states.stop()  # paused throughout the restart, then running again
+    folder = tmp_path / "volumes" / VOLUME / "runs" / "hit-paused"
+    record = json.loads((folder / "modal.json").read_text())
+    assert [(c["resumed"], c["restarted"]) for c in record["calls"]] == [(False, False), (True, True)]
+    events = list(read_events(folder / "events"))
+    assert [e.type for e in events if e.type.startswith("run_")] == [
+        "run_started", "run_paused", "run_continued", "run_finished"]
+    assert [e.generation for e in events if e.type == "generation_finished"] == [0, 1]
+
+
+def test_a_stop_that_meets_a_preemption_still_stops_the_run(tmp_path: Path) -> None:
+    # Before: the restarted call cleared the user's stop request and ran the run to its end.
+    api = smoke_on_double(tmp_path, stop_and_preempt)
+    text, config_dir = shipped_smoke()
+    call = api.Function.from_name(APP, "orchestrator").spawn_here(text, config_dir, "hit-stopboth")
+    assert call.get(timeout=120)["state"] == "stopped"
+    assert call.restarts == 1
+    events = list(read_events(tmp_path / "volumes" / VOLUME / "runs" / "hit-stopboth" / "events"))
+    assert [e.data["reason"] for e in events if e.type == "run_stopped"] == ["stop requested"]
+    assert not [e for e in events if e.type == "run_finished"]
+
+
+def test_coral_resume_is_a_new_life_that_drops_old_requests(tmp_path: Path) -> None:
+    api = smoke_on_double(tmp_path, user_stop)
+    laptop = Home(tmp_path / "laptop")
+    run_id, first = submit_run(SMOKE, [], "hit-resumed", api=api, home=laptop)
+    assert api.FunctionCall.from_id(first).get(timeout=120)["state"] == "stopped"
+    second = resume_on_modal(run_id, api=api, home=laptop)  # the user's stop is not applied again
+    assert api.FunctionCall.from_id(second).get(timeout=120)["state"] == "finished"
+
+
+
+def test_an_orchestrator_that_loses_modal_is_retried_by_modal_and_resumes(tmp_path: Path) -> None:
+    def unreachable(run_id: str) -> None:
+        raise TransportError("Dict.get of coral-control failed: Modal unreachable")
+
+    api = flaky_smoke_on_double(tmp_path, unreachable)
+    text, config_dir = shipped_smoke()
+    orchestrator = api.Function.from_name(APP, "orchestrator")
+    assert orchestrator.spawn(text, config_dir, "ref").get(timeout=120)["state"] == "finished"
+    call = orchestrator.spawn(text, config_dir, "hit-unreachable")
+    assert call.get(timeout=120)["state"] == "finished"
+    assert call.retries == 1  # raised, so Modal ran the input again (orchestrator_retries)
+    folder = tmp_path / "volumes" / VOLUME / "runs" / "hit-unreachable"
+    record = json.loads((folder / "modal.json").read_text())
+    assert [(c["resumed"], c["restarted"]) for c in record["calls"]] == [(False, False), (True, True)]
+    assert compare_runs(Home(tmp_path / "volumes" / VOLUME), "ref", "hit-unreachable") == {
+        "populations": True, "scores": True, "event_ids": True, "events": True}
+
+
+def test_a_run_that_fails_for_good_is_not_retried(tmp_path: Path) -> None:
+    def broken(run_id: str) -> None:
+        raise CoralError("adapter folder is damaged")
+
+    api = flaky_smoke_on_double(tmp_path, broken)
+    text, config_dir = shipped_smoke()
+    call = api.Function.from_name(APP, "orchestrator").spawn(text, config_dir, "hit-broken")
+    out = call.get(timeout=120)
+    assert (out["state"], out["error"], call.retries) == ("failed", "adapter folder is damaged", 0)
 
 
 # ------------------------------------------------------------------ 6: hardening
