@@ -148,3 +148,29 @@ def test_fingerprint_hashes_the_weights_transformers_loads(tmp_path: Path) -> No
     (folder / "consolidated.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
     assert base_fingerprint(model) == before
     check_model(run_config(folder, [["q_proj", "v_proj"]]))
+
+
+def test_every_end_token_of_the_generation_config_ends_an_answer(tmp_path: Path) -> None:
+    """Llama-3-Instruct and Qwen2-Instruct list more than the tokenizer's EOS in
+    generation_config.json (<|eot_id|>, <|im_end|>): an answer ends at any of them, as in
+    transformers' `generate` (the old loop ran on past the end of the turn)."""
+    folder = build_tiny_model(tmp_path / "m")
+    model = ModelConfig(name=str(folder), device="cpu")
+    prompt = PROMPTS[:1]
+    long = Knobs(temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0, max_new_tokens=12)
+    base = load_base_model(model)
+    ids = base.tokenizer(prompt[0])["input_ids"]
+    free = generate_for_genome(base, None, prompt, long, 0, GENERATION, greedy=True, ignore_eos=True)
+    inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+    out = base.model.generate(**inputs, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
+    new = out[0, len(ids):].tolist()
+    end = new[4]  # the fifth token the model writes becomes a second end-of-turn token
+    settings = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**settings, "eos_token_id": [2, end]}))
+    base = load_base_model(model)
+    theirs = base.model.generate(**inputs, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    cut = theirs[0, len(ids):].tolist()
+    assert cut[-1] == end and len(cut) == new.index(end) + 1
+    ours = generate_for_genome(base, None, prompt, long, 0, GENERATION, greedy=True)
+    expected = base.tokenizer.decode(cut[:-1], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert ours == [expected] and free[0].startswith(expected) and free[0] != expected
