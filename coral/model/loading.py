@@ -26,6 +26,8 @@ from coral.errors import ConfigError
 from coral.hashing import content_hash, file_fingerprint
 from coral.model.weights import check_weights, weight_files
 
+# A folder holding none of these has no tokenizer transformers could load (as coral.run.lifecycle).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -112,6 +114,10 @@ def load_base_model(model: ModelConfig) -> LoadedModel:
         if not (folder / "config.json").is_file():
             raise ConfigError(f"model.name: {folder} is not a saved model (no config.json)")
         check_weights(folder)  # a missing shard or a cut-off file: one line naming it
+        if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+            # transformers would say "Couldn't instantiate the backend tokenizer from one of: "
+            raise ConfigError(f"model.name {folder}: no tokenizer in the folder (tokenizer.json or "
+                              "tokenizer_config.json)")
     # Weights go straight to the accelerator instead of through host memory.
     device_map = {"": str(device)} if device.type != "cpu" else None
     try:

@@ -139,6 +139,23 @@ def test_damaged_model_folders_are_one_line_naming_the_file(gpt2: Path, tmp_path
     assert "\n" not in str(caught.value)
 
 
+def test_an_old_style_checkpoint_is_checked_too(gpt2: Path, tmp_path: Path) -> None:
+    """pytorch_model.bin (older GPT-2, OPT, Pythia uploads): modules read by a meta-device load;
+    a folder without a tokenizer is one line from the loader too (`coral bench eval --model`)."""
+    from safetensors.torch import load_file
+
+    old = _damaged(tmp_path, gpt2, "bin")
+    torch.save(load_file(old / "model.safetensors"), old / "pytorch_model.bin")
+    (old / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"q_proj is not a module of .*LoRA can target its c_attn, c_fc, c_proj$"):
+        check_model(run_config(old, [["q_proj"]]))
+    check_model(run_config(old, [["c_attn"]]))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (old / name).unlink()
+    with pytest.raises(ConfigError, match=r"^model.name .*/bin: no tokenizer in the folder"):
+        load_base_model(ModelConfig(name=str(old), device="cpu"))
+
+
 def test_fingerprint_hashes_the_weights_transformers_loads(tmp_path: Path) -> None:
     """Mistral's hub folders carry consolidated.safetensors (the original format) beside
     model.safetensors: it is not loaded, so it is neither hashed (14 GB) nor read for modules."""
