@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from coral.benchmark.problem import Problem
 from coral.benchmark.prompts import build_prompt, build_target
@@ -91,3 +91,54 @@ def clear_modal_env() -> None:
     """Tests never talk to Modal: a stray token would make a call retry for a minute."""
     for key in [k for k in os.environ if k.startswith("MODAL_")]:
         del os.environ[key]
+
+
+def _byte_bpe(folder: Path, special: list[str], bos: str | None = None) -> Tokenizer:
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))])
+    return tok
+
+
+def build_arch_model(folder: Path, arch: str, seed: int = 0) -> Path:
+    """A tiny random model of another family than Llama, with its family's tokenizer conventions:
+
+    gpt2      Conv1D c_attn/c_proj/c_fc, tied embeddings; <|endoftext|> is BOS, EOS and UNK, no
+              pad token, no BOS added (as GPT-2, Pythia, Phi, Falcon ship)
+    opt       q_proj/k_proj/v_proj/out_proj + fc1/fc2; </s> is BOS and EOS, added in front of
+              every text; <pad> is its own token
+    gpt_neox  query_key_value/dense/dense_h_to_4h/dense_4h_to_h; no pad token
+    """
+
+    folder.mkdir(parents=True, exist_ok=True)
+    small = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64}
+    if arch == "opt":
+        tok = _byte_bpe(folder, ["<s>", "<pad>", "</s>", "<unk>"], bos="</s>")
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="</s>", eos_token="</s>",
+                                       pad_token="<pad>", unk_token="<unk>")
+        ids = {"pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 2}
+        config = AutoConfig.for_model("opt", vocab_size=len(fast), ffn_dim=128, word_embed_proj_dim=64,
+                                      max_position_embeddings=1024, **small, **ids)
+    else:
+        tok = _byte_bpe(folder, ["<|endoftext|>"])
+        end = "<|endoftext|>"
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=end, eos_token=end, unk_token=end)
+        ids = {"bos_token_id": 0, "eos_token_id": 0}
+        if arch == "gpt2":
+            config = AutoConfig.for_model("gpt2", vocab_size=len(fast), n_embd=64, n_layer=2, n_head=4,
+                                          n_positions=1024, **ids)
+        else:
+            config = AutoConfig.for_model(arch, vocab_size=len(fast), intermediate_size=128,
+                                          max_position_embeddings=1024, **small, **ids)
+    fast.save_pretrained(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from coral.config import TrainingConfig
 from coral.errors import AdapterError
 from coral.evolution.genome import Genome, HeavyGenes
 from coral.hashing import content_hash
+from coral.model.weights import safetensors_header
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -102,44 +102,6 @@ def write_metadata(folder: Path, info: AdapterInfo) -> None:
     (folder / METADATA).write_text(info.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
 
-def _check_safetensors_length(path: Path) -> None:
-    """The header names every tensor's byte range; a file shorter than that was cut off."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise AdapterError(f"{path}: truncated ({size} bytes, no safetensors header)")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > size - 8:
-            raise AdapterError(f"{path}: truncated ({size} bytes, header claims {header_len})")
-        try:
-            header = json.loads(handle.read(header_len))
-        except (ValueError, RecursionError):  # bad JSON, not UTF-8, an integer past the digit limit
-            raise AdapterError(f"{path}: corrupt safetensors header") from None
-    ends = _tensor_ends(header)
-    if ends is None:  # JSON, but not a safetensors header: was AttributeError, KeyError, ...
-        raise AdapterError(f"{path}: corrupt safetensors header (not a map of tensors with data_offsets)")
-    needed = 8 + header_len + max(ends, default=0)
-    if size < needed:
-        raise AdapterError(f"{path}: truncated ({size} of {needed} bytes)")
-
-
-def _tensor_ends(header: object) -> list[int] | None:
-    """Each tensor's end offset from a parsed safetensors header, or None when it is not one."""
-    if not isinstance(header, dict):
-        return None
-    ends = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(type(o) is int and o >= 0 for o in offsets)):
-            return None
-        ends.append(offsets[1])
-    return ends
-
-
 def read_adapter(folder: Path) -> AdapterInfo:
     """Check that `folder` holds one whole adapter and return its metadata; else AdapterError."""
     folder = Path(folder)
@@ -160,7 +122,7 @@ def read_adapter(folder: Path) -> AdapterInfo:
         where = ".".join(str(p) for p in first["loc"]) or "(file)"
         raise AdapterError(f"{folder / METADATA}: {where}: {first['msg']}") from None
     weights = folder / ADAPTER_WEIGHTS
-    _check_safetensors_length(weights)
+    safetensors_header(weights, AdapterError)  # whole: as long as its header says
     if sha256_file(weights) != info.weights_sha256:
         raise AdapterError(f"{weights}: corrupt (sha256 differs from {METADATA})")
     return info.model_copy(update={"path": folder})

@@ -175,6 +175,7 @@ def _generate_chunk(
     logits = out.logits[source, -1].float()
     seen, mask, position = ids[source], mask[source], positions[source, -1:] + 1
     warpers = _warpers(knobs, greedy)
+    stops = end_ids(base)
     generator = torch.Generator(device=device).manual_seed(seed)
     live = list(range(len(rows)))  # batch row -> row of the chunk
     answers: list[list[int]] = [[] for _ in rows]
@@ -182,7 +183,7 @@ def _generate_chunk(
     for step in range(knobs.max_new_tokens):
         scores = warpers(seen, logits)  # type: ignore[arg-type]  # token ids (int64); annotated as legacy LongTensor
         if ignore_eos:  # as transformers' min_new_tokens: end-of-sequence is never chosen
-            scores[:, tokenizer.eos_token_id] = -math.inf
+            scores[:, stops] = -math.inf
         if greedy:
             token = scores.argmax(-1)
         else:
@@ -190,7 +191,7 @@ def _generate_chunk(
         for row, value in zip(live, token.tolist(), strict=True):
             if not ended[row]:
                 answers[row].append(value)
-                ended[row] = not ignore_eos and _ended(tokenizer, answers[row])
+                ended[row] = not ignore_eos and _ended(tokenizer, stops, answers[row])
         keep = [batch_row for batch_row, row in enumerate(live) if not ended[row]]
         if not keep or step + 1 == knobs.max_new_tokens:
             break
@@ -206,10 +207,9 @@ def _generate_chunk(
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
                     cache=cache, use_cache=True)  # fmt: skip
         logits, position = out.logits[:, -1].float(), position + 1
-    eos = tokenizer.eos_token_id
     # No "clean-up" of spaces: it would rewrite code (e.g. "f(a , b)" -> "f(a, b)").
     decode = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
-    return [cut_at_end(tokenizer.decode(_before_eos(answer, eos), **decode))  # type: ignore[arg-type]  # one id list decodes to one str
+    return [cut_at_end(tokenizer.decode(_before_eos(answer, stops), **decode))  # type: ignore[arg-type]  # one id list decodes to one str
             for answer in answers]
 
 
@@ -220,9 +220,19 @@ LOOP_NGRAM = 12
 LOOP_REPEATS = 2
 
 
-def _ended(tokenizer: PreTrainedTokenizerBase, answer: list[int]) -> bool:
+def end_ids(base: LoadedModel) -> list[int]:
+    """The tokens that end an answer, as `generate` reads them: the tokenizer's EOS and every
+    eos_token_id of the model's generation config (Llama-3-Instruct ends a turn with <|eot_id|>,
+    Qwen2-Instruct with <|im_end|>, while the tokenizer's EOS is another token)."""
+    configured = getattr(base.model.generation_config, "eos_token_id", None)
+    listed = configured if isinstance(configured, list) else [configured]
+    ids = [base.tokenizer.eos_token_id, *listed]
+    return list(dict.fromkeys(i for i in ids if isinstance(i, int)))
+
+
+def _ended(tokenizer: PreTrainedTokenizerBase, stops: Sequence[int], answer: list[int]) -> bool:
     """End-of-sequence, the end-of-answer marker just written, or a loop."""
-    if answer[-1] == tokenizer.eos_token_id:
+    if answer[-1] in stops:
         return True
     if END_OF_ANSWER in tokenizer.decode(answer[-6:], skip_special_tokens=True):
         return True
@@ -237,8 +247,9 @@ def _looping(answer: list[int]) -> bool:
     return sum(answer[i : i + n] == tail for i in range(len(answer) - n)) >= LOOP_REPEATS
 
 
-def _before_eos(row: list[int], eos: int) -> list[int]:
-    return row[: row.index(eos)] if eos in row else row
+def _before_eos(row: list[int], stops: Sequence[int]) -> list[int]:
+    ends = [i for i, token in enumerate(row) if token in stops]
+    return row[: ends[0]] if ends else row
 
 
 def cut_at_end(text: str) -> str:

@@ -17,13 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from coral.config import ModelConfig
 from coral.errors import ConfigError
 from coral.hashing import content_hash, file_fingerprint
+from coral.model.weights import check_weights, weight_files
 
+# A folder holding none of these has no tokenizer transformers could load (as coral.run.lifecycle).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -77,13 +81,6 @@ def weights_dir(model: ModelConfig) -> Path:
     return Path(cached).parent
 
 
-def weight_files(folder: Path) -> list[Path]:
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-    if not files:
-        raise ConfigError(f"model.name: no *.safetensors or pytorch_model*.bin files in {folder}")
-    return files
-
-
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -116,6 +113,11 @@ def load_base_model(model: ModelConfig) -> LoadedModel:
         folder = Path(model.name).expanduser()
         if not (folder / "config.json").is_file():
             raise ConfigError(f"model.name: {folder} is not a saved model (no config.json)")
+        check_weights(folder)  # a missing shard or a cut-off file: one line naming it
+        if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+            # transformers would say "Couldn't instantiate the backend tokenizer from one of: "
+            raise ConfigError(f"model.name {folder}: no tokenizer in the folder (tokenizer.json or "
+                              "tokenizer_config.json)")
     # Weights go straight to the accelerator instead of through host memory.
     device_map = {"": str(device)} if device.type != "cpu" else None
     try:
@@ -123,9 +125,13 @@ def load_base_model(model: ModelConfig) -> LoadedModel:
         net = AutoModelForCausalLM.from_pretrained(
             model.name, dtype=DTYPES[model.dtype], local_files_only=local, device_map=device_map
         )
-    except OSError as exc:
+    except torch.OutOfMemoryError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        # A folder transformers cannot read (an unknown model_type, a config.json without the
+        # fields its class needs, a damaged checkpoint): one line, not its traceback.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"model.name {model.name!r}: could not load ({first})") from None
+        raise ConfigError(f"model.name {model.name!r}: could not load ({first[:300]})") from None
     if device_map is None:
         net = net.to(device)  # type: ignore[arg-type]  # transformers' .to() wrapper hides torch's signature
     net.eval()
@@ -208,7 +214,10 @@ def seeded(device: torch.device, seed: int) -> Iterator[None]:
 
 @contextmanager
 def quiet_peft_wrap() -> Iterator[None]:
-    """peft 0.21 asks transformers 5 a deprecated question when wrapping; nothing to act on."""
+    """peft 0.21 asks transformers 5 a deprecated question when wrapping, and says it sets
+    fan_in_fan_out itself for GPT-2's Conv1D layers (stored transposed); nothing to act on."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+        warnings.filterwarnings("ignore", "fan_in_fan_out is set to False but the target module is `Conv1D`",
+                                UserWarning)
         yield

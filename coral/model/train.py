@@ -43,6 +43,7 @@ from coral.model.adapters import (
     write_metadata,
 )
 from coral.model.loading import LoadedModel, quiet_peft_wrap, seeded, strip_adapters
+from coral.model.weights import describe_missing, missing_targets, module_paths
 from coral.rng import stream, torch_seed
 
 IGNORE = -100  # label value the loss skips
@@ -225,6 +226,18 @@ def train_adapter(
     return winner.model_copy(update={"cache_hit": True})
 
 
+def check_targets(base: LoadedModel, targets: Sequence[str]) -> None:
+    """Every target names a module of the base. peft wraps the ones that exist and drops the rest
+    silently (an error only when none is left): an adapter for [q_proj, gate_proj] on a model
+    without gate_proj would be a q_proj adapter filed under the other's key."""
+    shapes = {name: param.shape for name, param in base.model.named_parameters(remove_duplicate=False)}
+    paths = module_paths(shapes)
+    missing = missing_targets(targets, paths)
+    if missing:
+        kind = type(base.model).__name__
+        raise AdapterError(describe_missing(missing, f"{base.name} ({kind})", paths))
+
+
 def _fit(
     base: LoadedModel,
     genes: HeavyGenes,
@@ -239,6 +252,7 @@ def _fit(
     started = time.perf_counter()
     losses: list[float] = []
     tokens = 0
+    check_targets(base, genes.target_modules)
     with seeded(base.device, seed):  # LoRA init and dropout draw from here
         try:
             with quiet_peft_wrap():

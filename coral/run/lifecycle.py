@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -105,8 +106,9 @@ def check_run(config: Config, backend: Backend) -> None:
 def check_model(config: Config) -> None:
     """Before a run is registered, one line for what would otherwise fail in a worker: a model
     given as a local path must be a model folder whose config.json parses and names its
-    model_type and whose tokenizer loads (tokenizer.json through `tokenizers`, seconds cheaper than
-    importing transformers), and the device must exist here. Hub ids are left to the loader. Only
+    model_type, whose tokenizer loads (tokenizer.json through `tokenizers`, seconds cheaper than
+    importing transformers), whose weight files are whole and hold every module
+    genes.target_modules names, and the device must exist here. Hub ids are left to the loader. Only
     for the backends that run here (`check_run`): a Modal run's paths and devices are its containers'."""
     check_device(config.model.device)
     name = config.model.name
@@ -115,6 +117,11 @@ def check_model(config: Config) -> None:
         return
     _check_model_config(os.path.join(name, "config.json"))
     _check_tokenizer(name)
+    from coral.model.weights import check_target_modules  # deferred: only a run's start reads weights
+
+    # The weight files whole (a missing shard, a cut-off file) and every module genes.target_modules
+    # names present in them (else: the modules the model has), read from the files' headers.
+    check_target_modules(Path(name), config.genes.target_modules)
 
 
 def _check_model_config(path: str) -> None:

@@ -170,7 +170,7 @@ def test_validate_reports_identical(tmp_path: Path) -> None:
 
 def test_a_model_that_cannot_load_here_is_one_line_and_registers_nothing(tmp_path: Path) -> None:
     """Preflight: config.json that does not parse or names no model_type, a tokenizer that does not
-    load, a device this machine lacks; for `coral run`, `--detach` and `coral validate`."""
+    load, weights cut off, a device this machine lacks; for `coral run`, `--detach` and `coral validate`."""
     import shutil
 
     import torch
@@ -181,17 +181,18 @@ def test_a_model_that_cannot_load_here_is_one_line_and_registers_nothing(tmp_pat
     good_config = (model / "config.json").read_text()
     cases = [("config.json", '{"model_type": "llama",', "config.json: not valid JSON (line 1"),
              ("config.json", '{"hidden_size": 8}', "config.json: no model_type"),
-             ("tokenizer.json", '{"version":', "tokenizer.json: the tokenizer does not load")]
+             ("tokenizer.json", '{"version":', "tokenizer.json: the tokenizer does not load"),
+             ("model.safetensors", "\x00", "model.safetensors: truncated (1 bytes, no safetensors header)")]
     for name, text, message in cases:
         (model / "config.json").write_text(good_config)
-        original = (model / name).read_text()
+        original = (model / name).read_bytes()
         (model / name).write_text(text)
         for args in (("run", str(SMOKE)), ("run", str(SMOKE), "--detach")):
             done = coral(home, *args, "--set", f"model.name={model}")
             assert done.returncode == 2, (name, args, done.stderr[-500:])
             assert done.stderr.startswith("coral: error: ") and done.stderr.count("\n") == 1, done.stderr
             assert message in done.stderr
-        (model / name).write_text(original)
+        (model / name).write_bytes(original)
     if not torch.cuda.is_available():
         commands: list[tuple[str, ...]] = [("run", str(SMOKE)), ("validate", str(SMOKE), "--handlers", FAKES)]
         for command in commands:

@@ -93,7 +93,7 @@ def test_base_fingerprint_needs_weights(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="folder not found"):
         base_fingerprint(ModelConfig(name=str(tmp_path / "absent")))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="no \\*.safetensors"):
+    with pytest.raises(ConfigError, match=r"no weights in the folder \(model.safetensors"):
         base_fingerprint(ModelConfig(name=str(tmp_path / "empty")))
 
 
