@@ -106,7 +106,7 @@ def _byte_bpe(folder: Path, special: list[str], bos: str | None = None) -> Token
     return tok
 
 
-def build_arch_model(folder: Path, arch: str, seed: int = 0) -> Path:
+def build_arch_model(folder: Path, arch: str, seed: int = 0, positions: int = 1024) -> Path:
     """A tiny random model of another family than Llama, with its family's tokenizer conventions:
 
     gpt2      Conv1D c_attn/c_proj/c_fc, tied embeddings; <|endoftext|> is BOS, EOS and UNK, no
@@ -124,7 +124,7 @@ def build_arch_model(folder: Path, arch: str, seed: int = 0) -> Path:
                                        pad_token="<pad>", unk_token="<unk>")
         ids = {"pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 2}
         config = AutoConfig.for_model("opt", vocab_size=len(fast), ffn_dim=128, word_embed_proj_dim=64,
-                                      max_position_embeddings=1024, **small, **ids)
+                                      max_position_embeddings=positions, **small, **ids)
     else:
         tok = _byte_bpe(folder, ["<|endoftext|>"])
         end = "<|endoftext|>"
@@ -132,10 +132,10 @@ def build_arch_model(folder: Path, arch: str, seed: int = 0) -> Path:
         ids = {"bos_token_id": 0, "eos_token_id": 0}
         if arch == "gpt2":
             config = AutoConfig.for_model("gpt2", vocab_size=len(fast), n_embd=64, n_layer=2, n_head=4,
-                                          n_positions=1024, **ids)
+                                          n_positions=positions, **ids)
         else:
             config = AutoConfig.for_model(arch, vocab_size=len(fast), intermediate_size=128,
-                                          max_position_embeddings=1024, **small, **ids)
+                                          max_position_embeddings=positions, **small, **ids)
     fast.save_pretrained(folder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -191,3 +191,31 @@ def test_every_end_token_of_the_generation_config_ends_an_answer(tmp_path: Path)
     ours = generate_for_genome(base, None, prompt, long, 0, GENERATION, greedy=True)
     expected = base.tokenizer.decode(cut[:-1], skip_special_tokens=True, clean_up_tokenization_spaces=False)
     assert ours == [expected] and free[0].startswith(expected) and free[0] != expected
+
+
+def test_a_learned_position_table_bounds_prompt_and_answer_before_the_run(gpt2: Path, tmp_path: Path) -> None:
+    """GPT-2 and OPT index a learned table of positions: past it, generation raised IndexError in
+    the worker (a device assert on a GPU), minutes into the run. Now one line before it."""
+    from coral.model.lengths import check_lengths
+
+    bench = {p.name: p for p in problems()}
+    names = sorted(bench)[:2]
+    small = build_arch_model(tmp_path / "gpt2-80", "gpt2", positions=80)
+    base = load_base_model(ModelConfig(name=str(small), device="cpu"))
+    prompt = max(PROMPTS, key=len)
+    assert len(base.tokenizer(prompt)["input_ids"]) < 80 < len(base.tokenizer(prompt)["input_ids"]) + 64
+    with pytest.raises(IndexError):  # what the worker met
+        generate_for_genome(base, None, [prompt], KNOBS.model_copy(update={"max_new_tokens": 64}), 1,
+                            GENERATION, greedy=True, ignore_eos=True)
+    model = ModelConfig(name=str(small), device="cpu")
+    with pytest.raises(ConfigError, match=r"^model .*gpt2-80 has 80 learned positions: problem \w+'s prompt "
+                                          r"\(\d+ tokens\) and the largest knobs.max_new_tokens \(64\) need \d+; "
+                                          r"lower knobs.max_new_tokens to at most \d+$"):
+        check_lengths(Config(model=model, knobs={"max_new_tokens": [8, 64]}, training={"max_length": 80}),
+                      bench, [], names)
+    with pytest.raises(ConfigError, match=r"max_length=256 keeps them; lower training.max_length to at most 80$"):
+        check_lengths(Config(model=model, knobs={"max_new_tokens": [64]}, training={"max_length": 256}),
+                      bench, names, [])
+    roomy = ModelConfig(name=str(gpt2), device="cpu")  # 1,024 positions
+    check_lengths(Config(model=roomy, knobs={"max_new_tokens": [64]}, training={"max_length": 256}),
+                  bench, names, names)
