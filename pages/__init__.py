@@ -12,6 +12,7 @@ from typing import Any
 
 import streamlit as st
 from streamlit import config as streamlit_config
+from streamlit.runtime.pages_manager import PagesManager
 
 from coral.services import CoralError, Home
 from coral.services import live as live_service
@@ -28,6 +29,15 @@ COMPARE_PAGE = "pages/compare.py"
 # the GIL the ingestor thread needs. Python's own threshold-driven collection still runs. Set
 # here, not in app.py: every page imports this module, and a page's URL runs the page alone.
 streamlit_config.set_option("runner.postScriptGC", False)
+
+# A page's URL (a bookmark, a shared link: /live, /runs) opened before anyone opened the root of a
+# freshly started dashboard: Streamlit, seeing a pages/ folder and no st.navigation call yet, runs
+# that page alone (its legacy multipage mode): no app.py, so no ingestor (the store never caught
+# up), no wide layout, a sidebar of file names. app.py's st.navigation switches that mode off for
+# the process; do the same here, then rerun, so this very request goes through app.py.
+if PagesManager.uses_pages_directory:
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 
 def job_bodies() -> JobBodies:

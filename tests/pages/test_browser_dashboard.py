@@ -253,3 +253,36 @@ def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, serve
             raise
         finally:
             browser.close()
+
+
+def test_a_page_url_opened_first_goes_through_the_app(browser_path: str, server: str,
+                                                      tmp_path: Path) -> None:
+    """A bookmarked page URL (here /runs) as a freshly started dashboard's first request: it runs
+    through app.py (titled navigation, wide layout, the ingestor started: the store is written),
+    not alone as in Streamlit's legacy pages/ mode (a sidebar of file names, no store)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO)})
+    done = subprocess.run([sys.executable, "-m", "coral", "run", str(REPO / "configs" / "smoke.yaml"),
+                           "--backend", "serial", "--handlers", FAKES, "--run-id", "bookmarked"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expect.set_options(timeout=60_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{server}/runs")
+            expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
+            nav = page.get_by_test_id("stSidebarNav")
+            expect(nav.get_by_text("Pareto & genomes")).to_be_visible()
+            expect(nav.get_by_text("app", exact=True)).to_have_count(0)
+            deadline = time.monotonic() + 30
+            while not (home / "store.snapshot.duckdb").exists():  # the ingestor's snapshot
+                assert time.monotonic() < deadline, "no ingestor: the store was never written"
+                page.wait_for_timeout(200)
+            expect(page.get_by_test_id("stException")).to_have_count(0)
+        finally:
+            browser.close()
