@@ -19,6 +19,7 @@ from coral.services import live as live_service
 from coral.services.backends import use_modal_double
 from coral.services.dashboard import JobBodies, launch_run, smoke_request, start_ingestor
 from coral.services.live import default_run
+from coral.services.text import literal
 
 LIVE_PAGE = "pages/live.py"
 LAUNCH_PAGE = "pages/launch.py"
@@ -109,10 +110,10 @@ def empty_state(what: str) -> None:
             st.session_state["run_id"] = launch_run(smoke_request().with_values(bodies=job_bodies()), home(),
                                                   modal_double=MODAL_DOUBLE)
         except CoralError as exc:
-            st.error(str(exc))
+            st.error(literal(exc))
             return
         st.switch_page(LIVE_PAGE)
 
 
 def show_error(exc: Exception) -> None:
-    st.error(str(exc))
+    st.error(literal(exc))

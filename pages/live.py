@@ -27,6 +27,7 @@ from coral.services.dashboard import (
     run_times,
 )
 from coral.services.live import RATE_WINDOW, duration_words, live_view, read_progress, run_info, waiting_note
+from coral.services.text import literal
 from pages import empty_state, home, ingestor, pick_run
 
 REFRESH_SECONDS = 1.0  # status, progress and buttons
@@ -40,7 +41,7 @@ def launching(run_id: str) -> None:
     """A run just launched registers within seconds (its launcher loads the benchmark first)."""
     state = launch_state(run_id, home())
     if state.state == "failed to start":
-        st.error(f"run {run_id} failed to start: {state.message}")
+        st.error(f"run {run_id} failed to start: {literal(state.message)}")
     elif state.state == "launching":
         st.info(state.message)
         # An empty genome chart while the run registers: the browser loads Plotly meanwhile.
@@ -54,7 +55,7 @@ if chosen is not None and not home().run_config(chosen).exists():
     if not home().run_dir(chosen).is_dir():
         st.session_state.pop("run_id")  # deleted meanwhile
     elif launch_state(chosen, home()).state == "failed to start":
-        st.error(f"run {chosen} failed to start: {launch_state(chosen, home()).message}")
+        st.error(f"run {chosen} failed to start: {literal(launch_state(chosen, home()).message)}")
         st.session_state.pop("run_id")
     else:
         launching(chosen)
@@ -140,7 +141,7 @@ def live(run_id: str) -> None:
             ended = datetime.fromtimestamp(view.last_update, tz=UTC).strftime("%H:%M:%S")
             cols[4].metric(f"{info.state.capitalize()} at (UTC)", ended)
     if info.state == "failed":
-        st.error(f"run failed: {run_error(run_id, home()) or 'no error recorded'}")
+        st.error(f"run failed: {literal(run_error(run_id, home()) or 'no error recorded')}")
     if info.state == "interrupted":
         st.warning(f"the orchestrator is gone; `coral resume {run_id}` continues from the last "
                    "checkpoint")

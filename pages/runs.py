@@ -11,6 +11,7 @@ from coral.analysis.best import BEST_DEFINITION, describe
 from coral.services import CoralError
 from coral.services.dashboard import ACTIVE, best_genome, delete_run, export_adapter, export_parquet, run_times
 from coral.services.live import generations_done
+from coral.services.text import literal
 from pages import empty_state, home, pick_run
 
 st.title("Runs")
@@ -28,7 +29,7 @@ table = table.assign(duration_s=durations,
 table = table.iloc[::-1]  # newest first
 # Runs the ingestor cannot read (a corrupt checkpoint or event line): the others are ingested.
 for bad, reason in table.dropna(subset=["unreadable"])[["run_id", "unreadable"]].itertuples(index=False):
-    st.warning(f"Run {bad} cannot be ingested: {reason}", icon="⚠️")
+    st.warning(f"Run {bad} cannot be ingested: {literal(reason)}", icon="⚠️")
 # Generation numbers are 0-based; "finished" counts finished generations of the configured total.
 done = [generations_done(state, generation, total) for state, generation, total
         in zip(table["state"], table["generation"], table["generations"], strict=True)]

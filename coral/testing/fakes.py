@@ -73,3 +73,16 @@ def fake_check(job: Job, ctx: WorkerContext) -> TestOutput:
 
 
 HANDLERS = {"train": fake_train, "generate": fake_generate, "test": fake_check}
+
+
+# A run whose training fails with model-like text in its error (Markdown, HTML, an ANSI escape):
+# the pages must show it as text (tests/pages/test_browser_dashboard.py).
+MARKDOWN_ERROR = ("bad ![x](http://example.com/x.png) [click](javascript:alert(1)) <b>bold</b> "
+                  "**big** $x^2$ \x1b[31m")
+
+
+def failing_train(job: Job, ctx: WorkerContext) -> TrainOutput:
+    raise RuntimeError(MARKDOWN_ERROR)
+
+
+FAILS_WITH_MARKDOWN = {**HANDLERS, "train": failing_train}

@@ -255,6 +255,14 @@ def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, serve
             browser.close()
 
 
+def _finished_run(home: Path, run_id: str, handlers: str = FAKES) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO)})
+    return subprocess.run([sys.executable, "-m", "coral", "run", str(REPO / "configs" / "smoke.yaml"),
+                           "--backend", "serial", "--handlers", handlers, "--run-id", run_id],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
 def test_a_page_url_opened_first_goes_through_the_app(browser_path: str, server: str,
                                                       tmp_path: Path) -> None:
     """A bookmarked page URL (here /runs) as a freshly started dashboard's first request: it runs
@@ -263,11 +271,7 @@ def test_a_page_url_opened_first_goes_through_the_app(browser_path: str, server:
     from playwright.sync_api import expect, sync_playwright
 
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
-    env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO)})
-    done = subprocess.run([sys.executable, "-m", "coral", "run", str(REPO / "configs" / "smoke.yaml"),
-                           "--backend", "serial", "--handlers", FAKES, "--run-id", "bookmarked"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    done = _finished_run(home, "bookmarked")
     assert done.returncode == 0, done.stderr[-2000:]
     expect.set_options(timeout=60_000)
     with sync_playwright() as pw:
@@ -284,5 +288,33 @@ def test_a_page_url_opened_first_goes_through_the_app(browser_path: str, server:
                 assert time.monotonic() < deadline, "no ingestor: the store was never written"
                 page.wait_for_timeout(200)
             expect(page.get_by_test_id("stException")).to_have_count(0)
+        finally:
+            browser.close()
+
+
+def test_a_run_error_is_shown_as_text(browser_path: str, server: str, tmp_path: Path) -> None:
+    """A failed run's error (a job's exception: it can carry what the model wrote) on the Live
+    page: the characters as they are, no image fetched, no link, no bold; the ANSI escape visible."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from coral.testing.fakes import MARKDOWN_ERROR
+
+    done = _finished_run(tmp_path / "home", "broken", "coral.testing.fakes:FAILS_WITH_MARKDOWN")
+    assert done.returncode != 0 and "example.com" in done.stderr
+    expect.set_options(timeout=60_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            fetched: list[str] = []
+            page.on("request", lambda r: fetched.append(r.url) if "example.com" in r.url else None)
+            page.goto(f"{server}/live")  # the only run: the failed one
+            alert = page.get_by_test_id("stAlertContentError")
+            expect(alert).to_contain_text("run failed:")
+            shown = MARKDOWN_ERROR.replace("\x1b", "\\x1b")
+            expect(alert).to_contain_text(shown)
+            assert alert.locator("img, strong, a[href^=javascript], b").count() == 0
+            page.wait_for_timeout(500)
+            assert fetched == []
         finally:
             browser.close()
