@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 import streamlit as st
 
 from coral import analysis
 from coral.analysis import figures
-from coral.services.dashboard import METRICS, buggy_source, genome_table, scored_generations
+from coral.services.dashboard import METRICS, candidate_diff, genome_table, scored_generations
 from pages import empty_state, home, pick_run
 
 st.title("Pareto front & genomes")
@@ -73,10 +71,4 @@ if not problems.empty:
                                                    strict=True)], key="code-problem")
     row = problems.iloc[[f"{p} (sample {s})" for p, s in
                          zip(problems["problem"], problems["sample"], strict=True)].index(pick)]
-    buggy = buggy_source(run_id, row["problem"], home())
-    candidate = row["candidate"] or ""
-    diff = "".join(difflib.unified_diff(buggy.splitlines(keepends=True),
-                                        candidate.splitlines(keepends=True),
-                                        fromfile=f"{row['problem']} (buggy)",
-                                        tofile="generated fix"))
-    st.code(diff or "(identical to the buggy program)", language="diff")
+    st.code(candidate_diff(run_id, row["problem"], row["candidate"], home()), language="diff")

@@ -6,6 +6,7 @@ everything here is testable without a browser and usable from a notebook. No Str
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from coral.run.registry import export_adapter as export_adapter  # the Runs page
 from coral.run.registry import read_json, read_json_yaml, run_config, run_info, run_record
 from coral.services.backends import config_backend, remote_backends, run_backend
 from coral.services.live import preflight
+from coral.services.text import visible
 from coral.store.schema import METRICS as METRICS  # the objectives the pages offer
 
 if TYPE_CHECKING:
@@ -233,6 +235,17 @@ def buggy_source(run_id: str, problem: str, home: Home | None = None) -> str:
         raise CoralError(f"run {run_id} has no problem {problem!r} in its split")
     root = run_config(home, run_id).benchmark.root
     return read_text(Path(root) / PROGRAMS / f"{problem}.py")
+
+
+def candidate_diff(run_id: str, problem: str, candidate: str | None, home: Home | None = None) -> str:
+    """A generated fix as a unified diff against the buggy program, for a code block: control and
+    bidirectional-override characters the model wrote are shown as escapes (coral.services.text),
+    so the code reads as what it is."""
+    buggy = buggy_source(run_id, problem, home)
+    diff = "".join(difflib.unified_diff(buggy.splitlines(keepends=True),
+                                        (candidate or "").splitlines(keepends=True),
+                                        fromfile=f"{problem} (buggy)", tofile="generated fix"))
+    return visible(diff) if diff else "(identical to the buggy program)"
 
 
 # ---------------------------------------------------------------------- exports

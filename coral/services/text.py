@@ -26,7 +26,13 @@ def _visible(char: str) -> str:
     return char
 
 
+def visible(text: object) -> str:
+    """`text` with control and format characters (ANSI escapes, NUL, bidirectional overrides that
+    reorder how a line reads: "Trojan Source") written out: for a code block (st.code)."""
+    return "".join(_visible(c) for c in str(text))
+
+
 def literal(text: object) -> str:
     """`text` as Markdown that renders exactly as the characters it holds."""
-    visible = "".join(_visible(c) for c in str(text))
-    return "".join(f"&#{ord(c)};" if c in _PUNCTUATION else c for c in visible)
+    visible_text = visible(text)
+    return "".join(f"&#{ord(c)};" if c in _PUNCTUATION else c for c in visible_text)

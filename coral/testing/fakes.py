@@ -86,3 +86,16 @@ def failing_train(job: Job, ctx: WorkerContext) -> TrainOutput:
 
 
 FAILS_WITH_MARKDOWN = {**HANDLERS, "train": failing_train}
+
+
+# Generated code with a right-to-left override, an ANSI escape and a NUL (what a model can write):
+# the genome page shows them as escapes (tests/pages/test_browser_dashboard.py).
+SPOOFING_CODE = "access = 'user\u202e \u2066// admin\u2069 \u2066'\x1b[8m\x00\n"
+
+
+def spoofing_generate(job: Job, ctx: WorkerContext) -> GenerateOutput:
+    out = fake_generate(job, ctx)
+    return GenerateOutput(texts=[[SPOOFING_CODE + text for text in texts] for texts in out.texts])
+
+
+WRITES_SPOOFING_CODE = {**HANDLERS, "generate": spoofing_generate}

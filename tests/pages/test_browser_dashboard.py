@@ -318,3 +318,26 @@ def test_a_run_error_is_shown_as_text(browser_path: str, server: str, tmp_path: 
             assert fetched == []
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_generated_code_shows_control_characters(browser_path: str, server: str, tmp_path: Path) -> None:
+    """Candidate code with a right-to-left override (it reorders how the line reads), an ANSI
+    escape and a NUL: the Pareto page's diff writes them out as escapes."""
+    from playwright.sync_api import expect, sync_playwright
+
+    done = _finished_run(tmp_path / "home", "spoof", "coral.testing.fakes:WRITES_SPOOFING_CODE")
+    assert done.returncode == 0, done.stderr[-2000:]
+    expect.set_options(timeout=60_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{server}/pareto")
+            code = page.get_by_test_id("stCode").first
+            expect(code).to_contain_text("generated fix")
+            text = code.inner_text()
+            assert "user\\u202e \\u2066// admin\\u2069 \\u2066'\\x1b[8m\\x00" in text
+            assert not any(c in text for c in "\u202e\u2066\u2069\x1b\x00")
+        finally:
+            browser.close()
