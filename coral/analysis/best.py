@@ -25,7 +25,7 @@ from coral.analysis.genome_means import (
     rank_best,
     score_rows,
 )
-from coral.analysis.queries import connect
+from coral.analysis.queries import check_run, connect, run_id_list
 from coral.errors import CoralError
 from coral.home import Home
 
@@ -41,11 +41,14 @@ def genome_fitness(run_id: str, home: Home | None = None) -> pd.DataFrame:
     return rank_best(frame).drop(columns="run_id")
 
 
-def best_genomes(run_ids: Sequence[str] | None = None, home: Home | None = None) -> pd.DataFrame:
+def best_genomes(run_ids: str | Sequence[str] | None = None, home: Home | None = None) -> pd.DataFrame:
     """The best genome of each run that has a scored genome (every run when run_ids is None):
-    BEST_COLUMNS, one row per run."""
+    BEST_COLUMNS, one row per run. An id the store does not know is an error, not a missing row."""
+    ids = None if run_ids is None else run_id_list(run_ids)
     with connect(home) as con:
-        frame = fitness_by_genome(score_rows(con, run_ids))
+        for run_id in ids or []:
+            check_run(con, run_id)
+        frame = fitness_by_genome(score_rows(con, ids))
     if frame.empty:
         return frame
     return rank_best(frame).drop_duplicates("run_id").sort_values("run_id", ignore_index=True)

@@ -162,7 +162,7 @@ def _df(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = Non
     return con.execute(sql, params or []).df()
 
 
-def _check_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+def check_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     row = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
     if row.empty:
         try:
@@ -173,6 +173,12 @@ def _check_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
             raise CoralError(f"run {run_id!r} cannot be read into the store: {why[0][0]}")
         raise CoralError(f"no run {run_id!r} in the store (not ingested yet, or a wrong id)")
     return row.iloc[0].to_dict()
+
+
+def run_id_list(run_ids: str | Sequence[str]) -> list[str]:
+    """Run ids as a list, in order, once each. One id given as a string is that run, not its
+    characters (a notebook's `best_genomes("r1")` read runs 'r' and '1': an empty table)."""
+    return [run_ids] if isinstance(run_ids, str) else list(dict.fromkeys(run_ids))
 
 
 def _metrics(names: Sequence[str] | None) -> list[str]:
@@ -226,7 +232,7 @@ class RunData:
 
 def load_run(run_id: str, home: Home | None = None) -> RunData:
     with connect(home) as con:
-        run = _check_run(con, run_id)
+        run = check_run(con, run_id)
         return RunData(
             run=run,
             generations=_df(con, "SELECT * FROM generations WHERE run_id = ? ORDER BY generation", [run_id]),
@@ -250,7 +256,7 @@ def fitness_curves(run_id: str, objectives: Sequence[str] | None = None,
         f"SELECT generation, '{m}' AS metric, '{s}' AS stat, {s}_{m} AS value FROM g"
         for m in names for s in ("best", "mean"))
     with connect(home) as con:
-        _check_run(con, run_id)
+        check_run(con, run_id)
         return _df(con, f"WITH g AS (SELECT * FROM generations WHERE run_id = ?) {selects} "
                         "ORDER BY metric, stat, generation", [run_id])
 
@@ -276,20 +282,20 @@ def run_curves(run_id: str, home: Home | None = None) -> RunCurves:
         frame = _df(con, f"SELECT {', '.join(CURVE_COLUMNS)} FROM generations WHERE run_id = ? "
                          "ORDER BY generation", [run_id])
         if frame.empty:
-            _check_run(con, run_id)  # an unknown run is an error; a run with no generation yet is not
+            check_run(con, run_id)  # an unknown run is an error; a run with no generation yet is not
         return RunCurves(frame, _baseline(con, run_id))
 
 
 def diversity_curves(run_id: str, home: Home | None = None) -> pd.DataFrame:
     with connect(home) as con:
-        _check_run(con, run_id)
+        check_run(con, run_id)
         return _df(con, "SELECT generation, genotype_diversity, phenotype_distinct, phenotype_share "
                         "FROM generations WHERE run_id = ? ORDER BY generation", [run_id])
 
 
 def cache_curve(run_id: str, home: Home | None = None) -> pd.DataFrame:
     with connect(home) as con:
-        _check_run(con, run_id)
+        check_run(con, run_id)
         return _df(con, "SELECT generation, cache_hits, cache_misses, cache_hit_rate "
                         "FROM generations WHERE run_id = ? ORDER BY generation", [run_id])
 
@@ -306,7 +312,7 @@ def _baseline(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | N
 def baseline(run_id: str, home: Home | None = None) -> dict[str, Any] | None:
     """The untuned model's metrics (greedy decoding), drawn as a line on the fitness curves."""
     with connect(home) as con:
-        _check_run(con, run_id)
+        check_run(con, run_id)
         return _baseline(con, run_id)
 
 
@@ -315,7 +321,7 @@ def baselines(run_id: str, home: Home | None = None) -> dict[str, dict[str, Any]
     "baseline", the model without adapter at the config's default knobs, and "echo", the buggy
     program returned unchanged. None for one the run does not have (runs from before echo)."""
     with connect(home) as con:
-        _check_run(con, run_id)
+        check_run(con, run_id)
         row = _df(con, """SELECT data FROM run_events WHERE run_id = ? AND type = 'baseline_finished'
                           ORDER BY seq DESC LIMIT 1""", [run_id])
     if row.empty:
@@ -329,7 +335,7 @@ def evaluation_counts(run_id: str, home: Home | None = None) -> pd.DataFrame:
     """generation, genome_id, evaluations: how many evaluations each genome's scores average
     (noise control: survivors are evaluated again each generation, docs/engine.md)."""
     with connect(home) as con:
-        _check_run(con, run_id)
+        check_run(con, run_id)
         rows = _df(con, """SELECT generation, data FROM run_events
                            WHERE run_id = ? AND type = 'generation_finished' ORDER BY generation""",
                    [run_id])
@@ -354,7 +360,7 @@ def pareto(run_id: str, generation: int, objectives: Sequence[str] = ("bugfix", 
     if not 2 <= len(names) <= 3:
         raise CoralError(f"a Pareto view takes 2 or 3 objectives, got {len(names)}")
     with connect(home) as con:
-        _check_run(con, run_id)
+        check_run(con, run_id)
         points = _df(con, f"SELECT genome_id, {', '.join(dict.fromkeys([*names, 'fitness']))}, survived "
                           "FROM scores WHERE run_id = ? AND generation = ? ORDER BY genome_id",
                      [run_id, generation])
@@ -376,7 +382,7 @@ def genome_detail(run_id: str, genome_id: str, home: Home | None = None) -> dict
     per-problem results and candidate code."""
 
     with connect(home) as con:
-        _check_run(con, run_id)
+        check_run(con, run_id)
         genome = _df(con, "SELECT * FROM genomes WHERE run_id = ? AND genome_id = ?", [run_id, genome_id])
         scores = _df(con, "SELECT * FROM scores WHERE run_id = ? AND genome_id = ? ORDER BY generation",
                      [run_id, genome_id])
@@ -418,15 +424,15 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: value}
 
 
-def compare_runs(run_ids: Sequence[str], metric: str = "fitness", home: Home | None = None) -> dict[str, Any]:
+def compare_runs(run_ids: str | Sequence[str], metric: str = "fitness", home: Home | None = None) -> dict[str, Any]:
     """Curves of one metric (best and mean), final metrics, and the config keys that differ."""
-    ids = list(dict.fromkeys(run_ids))
+    ids = run_id_list(run_ids)
     if not ids:
         raise CoralError("compare_runs needs at least one run id")
     (name,) = _metrics([metric])
     best_cols = ", ".join(f"best_{m}" for m in METRICS)
     with connect(home) as con:
-        configs = {r: _check_run(con, r).get("config") for r in ids}
+        configs = {r: check_run(con, r).get("config") for r in ids}
         curves = _df(con, f"""SELECT run_id, generation, best_{name} AS best, mean_{name} AS mean
                               FROM generations WHERE list_contains(?, run_id)
                               ORDER BY run_id, generation""", [ids])

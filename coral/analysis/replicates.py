@@ -89,19 +89,19 @@ def group_label(config: dict[str, Any]) -> str:
             f"{config.get('generations', '?')} generations, {model}")
 
 
-def replicate_groups(run_ids: Sequence[str] | None = None, home: Home | None = None) -> pd.DataFrame:
+def replicate_groups(run_ids: str | Sequence[str] | None = None, home: Home | None = None) -> pd.DataFrame:
     """Runs with their replicate group: run_id, group, label, seed, state, generations_done,
     counted (a replicate: finished, with a seed no earlier run of its group has) and why (the
     reason it is not counted, else None). Every run in the store when run_ids is None; an id the
     store does not know is an error. Which run of a repeated seed counts does not depend on the
     selection: the earliest finished one of the whole store."""
-    from coral.analysis.queries import connect
+    from coral.analysis.queries import connect, run_id_list
 
     with connect(home) as con:
         frame = con.execute("SELECT run_id, config, state, generations_done FROM runs "
                             "ORDER BY run_id").df()
     if run_ids is not None:
-        wanted = list(dict.fromkeys(run_ids))
+        wanted = run_id_list(run_ids)
         missing = [r for r in wanted if r not in set(frame["run_id"])]
         if missing:
             raise CoralError(f"no run {missing[0]!r} in the store (not ingested yet, or a wrong id)")

@@ -103,6 +103,17 @@ def test_bad_requests_are_one_clear_line(home) -> None:
         analysis.pareto("alpha", 9, home=home)
 
 
+def test_one_run_id_as_a_string_is_that_run(home) -> None:
+    """best_genomes("alpha") read runs 'a', 'l', 'p', ...: an empty table, no word said."""
+    one = analysis.best_genomes("alpha", home=home)
+    assert one["run_id"].tolist() == ["alpha"]
+    assert one.equals(analysis.best_genomes(["alpha"], home=home))
+    assert analysis.replicate_groups("beta", home=home)["run_id"].tolist() == ["beta"]
+    assert analysis.compare_runs("alpha", home=home)["final"]["run_id"].tolist() == ["alpha"]
+    with pytest.raises(CoralError, match="no run 'nope'"):
+        analysis.best_genomes(["alpha", "nope"], home=home)
+
+
 def test_run_curves_is_every_curve_in_one_read(home) -> None:
     curves = analysis.run_curves("alpha", home=home)
     assert list(curves.generations.columns) == list(analysis.CURVE_COLUMNS)
