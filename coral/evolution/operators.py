@@ -132,18 +132,21 @@ def mutate_gene(genome: Genome, config: Config, rng: np.random.Generator) -> Gen
 
 
 def crossover(a: Genome, b: Genome, config: Config, rng: np.random.Generator) -> Genome:
-    """One-point crossover of the grids by rows, rule masks by coin.
+    """One-point crossover of the grids by rows; the rule and step count from one coin-chosen
+    parent, as a unit.
+
+    The rule decides the automaton's behaviour (and so the genes); a child whose birth mask came
+    from one parent and survive mask from the other ran a third automaton, whose genes were as
+    far from both parents' as a random genome's (docs/ca.md, "Heritability").
 
     A gene one parent set directly (an override) is inherited: from a coin-chosen parent when
     both set it, else from the one that did. Only un-overridden genes re-derive from the CA.
     """
     cut = int(rng.integers(1, a.seed.height)) * a.seed.width
     cells = a.seed.cells[:cut] + b.seed.cells[cut:]
-    birth = (a if rng.random() < 0.5 else b).seed.birth
-    survive = (a if rng.random() < 0.5 else b).seed.survive
-    steps = (a if rng.random() < 0.5 else b).seed.steps
-    seed = a.seed.model_copy(update={"cells": cells, "birth": birth, "survive": survive,
-                                      "steps": steps})
+    rule = (a if rng.random() < 0.5 else b).seed
+    seed = a.seed.model_copy(update={"cells": cells, "birth": rule.birth, "survive": rule.survive,
+                                      "steps": rule.steps})
     overrides: dict[str, Any] = {}
     for name in sorted(set(a.overrides) | set(b.overrides)):
         donor = a if rng.random() < 0.5 else b
