@@ -27,6 +27,7 @@ from coral.benchmark.split import split_for_config
 from coral.config import BackendConfig, Config, check_model_folder, describe_error, load_config
 from coral.errors import ConfigError, CoralError
 from coral.execution.jobs import BUILTIN_BODIES, JobBodies
+from coral.execution.transport import TransportWriteFailed
 from coral.home import Home, new_run_id
 from coral.run import checkpoints as ckpt
 from coral.run.backend import Backend, LocalBackend, RunContext
@@ -256,6 +257,13 @@ def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkp
         try:
             with _stop_on_signals(engine):
                 state = engine.run(resume)
+        except TransportWriteFailed as exc:
+            # The queue database refused a write (the same full disk, met there first): the
+            # same remedy as below.
+            error = (f"run {run_id}: {exc}; once that is fixed, `coral resume {run_id}` continues it "
+                     "from its last checkpoint")
+            _record_failure(engine, home, run_id, error)
+            raise CoralError(error) from None
         except CoralError as exc:
             _record_failure(engine, home, run_id, str(exc))
             raise

@@ -398,3 +398,34 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(small_disk: Path, reference
     resumed = coral(home, "resume", "full")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     identical_to_reference(home, "full")
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_queue_database_alone_says_how_to_resume(small_disk: Path, reference: Path,
+                                                                       tmp_path: Path) -> None:
+    """The same full disk met first by the queue database (here the runs' folder lies on another
+    disk, so only the queue's writes fail): one line naming the database and the remedy, and the
+    resume ends the run as the uninterrupted one. Whether a worker's write fails first (every worker
+    dies) or the engine's (the line named the database but not `coral resume`, until the engine
+    added it: `TransportWriteFailed`) is a race; both lines say how to resume."""
+    home = small_disk / "home"
+    elsewhere = tmp_path / "runs"
+    shutil.copytree(reference, elsewhere / "reference")
+    home.mkdir()
+    (home / "runs").symlink_to(elsewhere, target_is_directory=True)
+    proc = start(home, "full", ["run", str(SMOKE), "--run-id", "full", "--handlers", FAKES, *LEASE], "0.1")
+    filler = small_disk / "filler"
+    try:
+        wait_for(lambda: checkpoints(home, "full") >= 1, "the first checkpoint")
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+        assert proc.wait(120) == 2
+    finally:
+        stop(proc)
+    text = output(home, "full")
+    errors = [line for line in text.splitlines() if line.startswith("coral: error:")]
+    assert "Traceback" not in text and len(errors) == 1, text
+    assert "local queue database" in errors[0] and "`coral resume full`" in errors[0], text
+    filler.unlink()
+    resumed = coral(home, "resume", "full")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    identical_to_reference(home, "full")

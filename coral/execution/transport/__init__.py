@@ -6,7 +6,7 @@ the backend registry (coral/services/backends.py) is the one place that maps `ba
 
 from __future__ import annotations
 
-from coral.execution.transport.base import Dict, ItemTooLarge, Queue, Transport, TransportError
+from coral.execution.transport.base import Dict, ItemTooLarge, Queue, Transport, TransportError, TransportWriteFailed
 from coral.execution.transport.local import LocalTransport
 
-__all__ = ["Dict", "ItemTooLarge", "LocalTransport", "Queue", "Transport", "TransportError"]
+__all__ = ["Dict", "ItemTooLarge", "LocalTransport", "Queue", "Transport", "TransportError", "TransportWriteFailed"]

@@ -35,6 +35,11 @@ class TransportError(CoralError):
     """The backend cannot be used (unreadable file, closed transport, missing credentials)."""
 
 
+class TransportWriteFailed(TransportError):
+    """A write the queue's storage refused (a full disk, an I/O error): nothing of it was stored,
+    so a run stopped by it continues from its last checkpoint once that is fixed."""
+
+
 class ItemTooLarge(ValueError):
     """A queue item or dict value over MAX_ITEM_BYTES: send ids and paths, never weights."""
 

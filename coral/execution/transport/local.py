@@ -26,6 +26,7 @@ from coral.execution.transport.base import (
     Queue,
     Transport,
     TransportError,
+    TransportWriteFailed,
     check_batch,
     check_key,
     check_name,
@@ -140,10 +141,10 @@ class LocalTransport(Transport):
             _rollback(con)
             raise self._write_failed(exc) from None
 
-    def _write_failed(self, exc: sqlite3.OperationalError) -> TransportError:
+    def _write_failed(self, exc: sqlite3.OperationalError) -> TransportWriteFailed:
         """A write SQLite refused (a full disk, an I/O error, the lock still held after the busy
         timeout): one line naming the file; nothing of the transaction was committed."""
-        return TransportError(f"local queue database {self.path}: a write failed and nothing of "
+        return TransportWriteFailed(f"local queue database {self.path}: a write failed and nothing of "
                               f"it was stored ({exc})")
 
     def wait_for(
