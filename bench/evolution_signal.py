@@ -32,6 +32,7 @@ figures go in bench/RESULTS.md by hand.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -248,10 +249,20 @@ def from_runs(run_ids: list[str], fresh: int, k: int, fresh_on: str) -> int:
     finally:
         ingestor.stop()
     configs = {run: run_config(home, run) for run in run_ids}
+
+    def experiment(config: Any) -> dict[str, Any]:
+        # A split file is the instances it lists: the same file under another path (a copy
+        # beside an override) is the same experiment.
+        shape = config.model_dump(exclude={"seed", "strategy"})
+        split = config.benchmark.split
+        if split is not None and Path(split).is_file():
+            shape["benchmark"]["split"] = hashlib.sha256(Path(split).read_bytes()).hexdigest()
+        return shape
+
     first = next(iter(configs.values()))
-    shape = first.model_dump(exclude={"seed", "strategy"})
+    shape = experiment(first)
     for run, config in configs.items():
-        if config.model_dump(exclude={"seed", "strategy"}) != shape:
+        if experiment(config) != shape:
             raise SystemExit(f"run {run} is another experiment than {run_ids[0]} (configs differ beyond seed/strategy)")
     held_out = load_split(first.benchmark.root).eval if fresh_on == "held-out" else None
     bench = Bench(first, home, held_out)
