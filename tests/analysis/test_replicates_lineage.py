@@ -38,7 +38,8 @@ def fake_run(home: Path, run_id: str, *extra: str) -> None:
 def stopped_run(home: Path, run_id: str, *extra: str) -> None:
     """A real run stopped by `coral stop` once its generation 0 has finished."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
-    env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO), "CORAL_FAKE_SLEEP": "0.05"})
+    # Jobs slow enough that `coral stop`, started on a loaded machine, lands within generation 1.
+    env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(REPO), "CORAL_FAKE_SLEEP": "0.25"})
 
     def coral(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "coral", *args], cwd=REPO, env=env,
@@ -64,7 +65,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     for seed in (0, 1, 2):
         fake_run(root, f"seed{seed}", "--set", f"seed={seed}")
     fake_run(root, "other", "--set", "population=6")
-    fake_run(root, "long", "--set", "population=8", "--set", "generations=6", "--set", "seed=5")
+    fake_run(root, "long", "--set", "population=8", "--set", "generations=6", "--set", "seed=6")
     fake_run(root, "seed1-again", "--set", "seed=1")  # a repeated seed: not a new replicate
     stopped_run(root, "seed3-stopped", "--set", "seed=3")
     return Home(root)

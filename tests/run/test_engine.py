@@ -200,7 +200,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
 def test_stop_request_ends_run_between_jobs(tmp_path: Path) -> None:
     home_dir = Path(os.environ["CORAL_HOME"])
     proc = _spawn(home_dir, "run", str(SMOKE), "--run-id", "halt", "--handlers", FAKES,
-                  "--workers", "2", "--set", "generations=5", CORAL_FAKE_SLEEP="0.02")
+                  "--workers", "2", "--set", "generations=5", CORAL_FAKE_SLEEP="0.15")  # stop lands under load
     checkpoints = Home().checkpoints_dir("halt")
     _wait_for(lambda: (checkpoints / "gen-00000.json").exists())
     stop = subprocess.run([sys.executable, "-m", "coral", "stop", "halt"], cwd=REPO,
