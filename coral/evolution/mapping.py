@@ -57,8 +57,8 @@ def blend_quantiles(count: int = 2000, seed: int = 0, knots: int = 33) -> dict[s
 
 
 def _distribution(quantiles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Knots and levels of a piecewise-linear distribution function. A value many automata
-    share (every dead grid blends to 0) is one knot at the mean of its levels."""
+    """Knots and levels of a piecewise-linear distribution function. A value that several
+    quantiles share (automata that behave alike) is one knot at the mean of its levels."""
     levels = np.linspace(0.0, 1.0, len(quantiles))
     knots = np.unique(quantiles)
     return knots, np.array([levels[np.asarray(quantiles) == k].mean() for k in knots])

@@ -257,24 +257,22 @@ def execute(config: Config, run_id: str, problems: Problems, resume: ckpt.Checkp
         try:
             with _stop_on_signals(engine):
                 state = engine.run(resume)
-        except TransportWriteFailed as exc:
-            # The queue database refused a write (the same full disk, met there first): the
-            # same remedy as below.
-            error = (f"run {run_id}: {exc}; once that is fixed, `coral resume {run_id}` continues it "
+        except (TransportWriteFailed, OSError) as exc:
+            # A write refused (a full disk, a size limit, an I/O error), by the run's folder or
+            # by the queue database, whichever met it first: one line, not a traceback; the log
+            # and checkpoints hold every finished generation.
+            if isinstance(exc, OSError):
+                where = f"{exc.filename}: " if exc.filename else ""
+                why = f"cannot write its files ({where}{exc.strerror or exc})"
+            else:
+                why = str(exc)
+            error = (f"run {run_id}: {why}; once that is fixed, `coral resume {run_id}` continues it "
                      "from its last checkpoint")
             _record_failure(engine, home, run_id, error)
             raise CoralError(error) from None
         except CoralError as exc:
             _record_failure(engine, home, run_id, str(exc))
             raise
-        except OSError as exc:
-            # The run's folder refused a write (a full disk, a size limit, an I/O error): one
-            # line, not a traceback; the log and checkpoints hold every finished generation.
-            where = f"{exc.filename}: " if exc.filename else ""
-            error = (f"run {run_id}: cannot write its files ({where}{exc.strerror or exc}); "
-                     f"once that is fixed, `coral resume {run_id}` continues it from its last checkpoint")
-            _record_failure(engine, home, run_id, error)
-            raise CoralError(error) from None
         finally:
             # Leftover queued jobs of a stopped or failed run are dropped by the workers.
             try:

@@ -372,6 +372,24 @@ def small_disk(tmp_path: Path) -> Any:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
+def fill_the_disk_mid_run(home: Path, disk: Path) -> str:
+    """Run `full` in `home`, fill `disk` after its first checkpoint, free it again once the run
+    has ended, and return the run's one error line (no traceback, no other error)."""
+    proc = start(home, "full", ["run", str(SMOKE), "--run-id", "full", "--handlers", FAKES, *LEASE], "0.1")
+    filler = disk / "filler"
+    try:
+        wait_for(lambda: checkpoints(home, "full") >= 1, "the first checkpoint")
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+        assert proc.wait(120) == 2
+    finally:
+        stop(proc)
+    filler.unlink()
+    text = output(home, "full")
+    errors = [line for line in text.splitlines() if line.startswith("coral: error:")]
+    assert "Traceback" not in text and len(errors) == 1, text
+    return errors[0]
+
+
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_run_resumes(small_disk: Path, reference: Path) -> None:
     """The disk under CORAL_HOME filled up mid-run: the workers died on the queue database, the
@@ -381,20 +399,9 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(small_disk: Path, reference
     the run as the uninterrupted one."""
     home = small_disk / "home"
     shutil.copytree(reference, home / "runs" / "reference")
-    proc = start(home, "full", ["run", str(SMOKE), "--run-id", "full", "--handlers", FAKES, *LEASE], "0.1")
-    filler = small_disk / "filler"
-    try:
-        wait_for(lambda: checkpoints(home, "full") >= 1, "the first checkpoint")
-        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
-        assert proc.wait(120) == 2
-    finally:
-        stop(proc)
-    text = output(home, "full")
-    errors = [line for line in text.splitlines() if line.startswith("coral: error:")]
-    assert "Traceback" not in text and len(errors) == 1, text
-    assert "disk is full" in errors[0] or "No space left" in errors[0], text
-    assert "`coral resume full`" in errors[0]
-    filler.unlink()
+    error = fill_the_disk_mid_run(home, small_disk)
+    assert "disk is full" in error or "No space left" in error, error
+    assert "`coral resume full`" in error
     resumed = coral(home, "resume", "full")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     identical_to_reference(home, "full")
@@ -413,19 +420,8 @@ def test_a_full_disk_under_the_queue_database_alone_says_how_to_resume(small_dis
     shutil.copytree(reference, elsewhere / "reference")
     home.mkdir()
     (home / "runs").symlink_to(elsewhere, target_is_directory=True)
-    proc = start(home, "full", ["run", str(SMOKE), "--run-id", "full", "--handlers", FAKES, *LEASE], "0.1")
-    filler = small_disk / "filler"
-    try:
-        wait_for(lambda: checkpoints(home, "full") >= 1, "the first checkpoint")
-        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
-        assert proc.wait(120) == 2
-    finally:
-        stop(proc)
-    text = output(home, "full")
-    errors = [line for line in text.splitlines() if line.startswith("coral: error:")]
-    assert "Traceback" not in text and len(errors) == 1, text
-    assert "local queue database" in errors[0] and "`coral resume full`" in errors[0], text
-    filler.unlink()
+    error = fill_the_disk_mid_run(home, small_disk)
+    assert "local queue database" in error and "`coral resume full`" in error, error
     resumed = coral(home, "resume", "full")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     identical_to_reference(home, "full")
