@@ -135,13 +135,15 @@ def run_strategy(bench: Bench, config: Config, fresh: int, k: int) -> dict[str, 
         evaluations += len(raw)
         means = evo.fold(raw)
         evo.select(generation, [Scored(g, {n: means[g.id][n] for n in OBJECTIVES}) for g in population])
-        if generation < config.generations - 1:
-            population = evo.breed(generation)
+        # as the engine: the final rounds (evolution.final_rounds) breed nothing
+        searching = generation + 1 < config.generations - config.evolution.final_rounds
+        population = evo.breed(generation) if searching else []
     weights = config.objectives.weights
     # The best survivor by coral.analysis.best's rule: among those evaluated at least twice.
     survivors = pd.DataFrame({"run_id": "bench", "genome_id": [s.genome.id for s in evo.survivors],
                               "fitness": [weighted_fitness(s.objectives, weights) for s in evo.survivors],
-                              "evaluations": [evo.count(s.genome.id) for s in evo.survivors]})
+                              "evaluations": [evo.count(s.genome.id) for s in evo.survivors],
+                              "generation": config.generations - 1})
     best_id = rank_best(survivors)["genome_id"].iloc[0]
     best = next(s for s in evo.survivors if s.genome.id == best_id)
     scores = [bench.genome(best.genome, fresh_seed(config.seed, i), k) for i in range(fresh)]
@@ -272,14 +274,15 @@ def from_runs(run_ids: list[str], fresh: int, k: int, fresh_on: str) -> int:
     seeds: list[int] = []
     for run in sorted(run_ids, key=lambda r: (configs[r].seed, configs[r].strategy)):
         config = configs[run]
-        best = best_genome(run, home)
-        genome, adapter = trained_adapter(run, best["genome_id"], home)
-        scores = [bench.answers(adapter, genome.knobs, fresh_seed(config.seed, i), k) for i in range(fresh)]
-        genes = genome.genes
-        result = {"run": run, "seed": config.seed, "recorded_fitness": best["fitness"],
-                  "evaluations": best["evaluations"], "best": genome.id,
-                  "genes": f"{genes.adapter_type} r{genes.rank} a{genes.alpha} {'+'.join(genes.target_modules)}",
-                  "knobs": genome.knobs.model_dump(), **fresh_means(scores)}
+        result = pick_on_fresh_seeds(bench, run, best_genome(run, home), config.seed, fresh, k)
+        rounds = config.evolution.final_rounds
+        if rounds:
+            # The pick as it stood before the final rounds, on the same fresh seeds: what they changed.
+            before = best_genome(run, home, until=config.generations - rounds - 1)
+            result["before_final_rounds"] = (
+                {n: result[n] for n in ("best", "recorded_fitness", "evaluations", "genes", "fresh_fixed_at_k")}
+                if before["genome_id"] == result["best"]
+                else pick_on_fresh_seeds(bench, run, before, config.seed, fresh, k))
         rows["evolution" if config.strategy == "evolution" else "random"].append(result)
         print(f"{run} ({config.strategy}, seed {config.seed}): "
               f"{json.dumps({n: v for n, v in result.items() if n != 'solved'})}", flush=True)
@@ -293,6 +296,7 @@ def from_runs(run_ids: list[str], fresh: int, k: int, fresh_on: str) -> int:
     print_table(rows, f"{len(run_ids)} runs ({len(seeds)} seeds) of population {first.population} x "
                 f"{first.generations} generations at k={first.benchmark.samples}, {len(bench.problems)} held-out "
                 f"instances; best re-evaluated on {fresh} fresh seed(s) at k={k}; wall {wall:.0f} s")
+    final_rounds_effect([r for name in ("evolution", "random") for r in rows[name]])
     withheld = withheld_instances(bench)
     index = [i for i, p in enumerate(bench.problems) if p.name in withheld]
     if index:
@@ -304,6 +308,35 @@ def from_runs(run_ids: list[str], fresh: int, k: int, fresh_on: str) -> int:
     print(json.dumps({"runs": rows, "wall_seconds": wall, "cpu_seconds": cpu, "instances": len(bench.problems)}),
           flush=True)
     return 0
+
+
+def pick_on_fresh_seeds(bench: Bench, run: str, best: dict[str, Any], seed: int, fresh: int,
+                        k: int) -> dict[str, Any]:
+    """A run's pick (a best_genome dict) with its own adapter on `fresh` fresh seeds at k."""
+    genome, adapter = trained_adapter(run, best["genome_id"], bench.home)
+    scores = [bench.answers(adapter, genome.knobs, fresh_seed(seed, i), k) for i in range(fresh)]
+    genes = genome.genes
+    return {"run": run, "seed": seed, "recorded_fitness": best["fitness"],
+            "evaluations": best["evaluations"], "best": genome.id,
+            "genes": f"{genes.adapter_type} r{genes.rank} a{genes.alpha} {'+'.join(genes.target_modules)}",
+            "knobs": genome.knobs.model_dump(), **fresh_means(scores)}
+
+
+def final_rounds_effect(results: list[dict[str, Any]]) -> None:
+    """The final pick against the pick before the final rounds, paired by run: fresh fixed@k, and
+    how far each pick's recorded fitness overstates its fresh one (the winner's curse)."""
+    pairs = [(r, r["before_final_rounds"]) for r in results if "before_final_rounds" in r]
+    if not pairs:
+        return
+    changed = [(r, b) for r, b in pairs if r["best"] != b["best"]]
+    mean, se = mean_se([r["fresh_fixed_at_k"] - b["fresh_fixed_at_k"] for r, b in pairs])
+    print(f"final rounds: the pick changed in {len(changed)} of {len(pairs)} runs; fresh fixed@k final "
+          f"minus before {mean:+.3f} ± {se:.3f} over runs")
+    if changed:
+        after = mean_se([r["recorded_fitness"] - r["fresh_fitness"] for r, _ in changed])
+        before = mean_se([b["recorded_fitness"] - b["fresh_fitness"] for _, b in changed])
+        print(f"  where it changed, recorded minus fresh fitness: final pick {after[0]:+.3f} ± {after[1]:.3f}, "
+              f"pick before {before[0]:+.3f} ± {before[1]:.3f}")
 
 
 def withheld_instances(bench: Bench) -> set[str]:

@@ -60,7 +60,8 @@ def run_size(population: int, samples: int, generations: int, code: Path, timeou
         env.update({"CORAL_HOME": str(home), "PYTHONPATH": str(code)})
         cmd = [sys.executable, "-m", "coral", "run", str(CONFIG), "--run-id", run_id,
                "--handlers", "coral.testing.fakes:HANDLERS", "--set", f"population={population}",
-               "--set", f"generations={generations}", "--set", f"benchmark.samples={samples}",
+               "--set", f"generations={generations}", "--set", "evolution.final_rounds=0",  # search only
+               "--set", f"benchmark.samples={samples}",
                "--set", f"benchmark.split={SPLIT}"]  # every held-out instance, not local.yaml's 38
         load_before = load()
         started = time.monotonic()

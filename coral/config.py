@@ -134,6 +134,10 @@ class EvolutionConfig(Section):
     ca_mutation_share: float = Field(default=0.5, ge=0.0, le=1.0)  # CA-level vs gene-level
     cell_flip_rate: float = Field(default=0.05, gt=0.0, le=0.5)  # CA-level: share of cells flipped
     tournament_size: int = Field(default=2, ge=2, le=16)
+    # The last N of `generations` breed nothing: they evaluate the survivors again on fresh
+    # sampling seeds, so the run's best is chosen on several evaluations, not on one lucky draw
+    # (docs/engine.md, "Final rounds"). Any strategy; 0 = every generation breeds.
+    final_rounds: int = Field(default=0, ge=0)
     gate: GateConfig = GateConfig()
 
 
@@ -284,6 +288,11 @@ class Config(Section):
     def _cross_checks(self) -> Config:
         if self.ca.steps[0] < 1:
             raise ValueError("ca.steps: at least 1 step")
+        if self.evolution.final_rounds >= self.generations:
+            raise ValueError(f"evolution.final_rounds: {self.evolution.final_rounds} leaves no generation to "
+                             f"search in (generations is {self.generations} and the final rounds are part of "
+                             f"them): raise generations or lower evolution.final_rounds, e.g. --set "
+                             f"evolution.final_rounds={self.generations - 1}")
         return self
 
 

@@ -21,7 +21,7 @@
 #
 # **Reading it**: on the curves, "best" is the best genome of a generation, "mean" the population
 # mean; the run's best genome is the one with the highest mean fitness over its evaluations
-# (among those evaluated at least twice);
+# (among those evaluated at least twice, those evaluated in the latest generation first);
 # fitness is the config-weighted sum of the five objectives; fixed@k is the share of eval
 # problems where some sample passes every test.
 

@@ -6,7 +6,8 @@ evaluation is never the answer. The store's `scores` row of a genome at generati
 running mean and its count (`evaluations`); each single evaluation is recovered from two
 consecutive means (x_k = k m_k - (k-1) m_(k-1)), which gives the standard error.
 
-The best genome of a run is the one with the highest mean fitness over its evaluations (ties:
+The best genome of a run is the one with the highest mean fitness over its evaluations among
+those evaluated at least twice, the ones evaluated in the run's latest generation first (ties:
 more evaluations, then genome id), reported with its count n and SE (NaN below two evaluations).
 """
 
@@ -33,12 +34,15 @@ __all__ = ["BEST_COLUMNS", "BEST_DEFINITION", "best_genome", "best_genomes", "de
            "genome_fitness", "rank_best"]
 
 
-def genome_fitness(run_id: str, home: Home | None = None) -> pd.DataFrame:
+def genome_fitness(run_id: str, home: Home | None = None, until: int | None = None) -> pd.DataFrame:
     """Every scored genome of a run: its mean fitness over its evaluations, their count, the SE,
-    and the last generation it was evaluated in; best first (the order `best_genome` picks by)."""
+    and the last generation it was evaluated in; best first (the order `best_genome` picks by).
+    `until`: the run as it stood after that generation (its later evaluations left out)."""
     with connect(home) as con:
-        frame = fitness_by_genome(score_rows(con, [run_id]))
-    return rank_best(frame).drop(columns="run_id")
+        rows = score_rows(con, [run_id])
+    if until is not None:
+        rows = rows[rows["generation"] <= until]
+    return rank_best(fitness_by_genome(rows)).drop(columns="run_id")
 
 
 def best_genomes(run_ids: str | Sequence[str] | None = None, home: Home | None = None) -> pd.DataFrame:
@@ -54,9 +58,10 @@ def best_genomes(run_ids: str | Sequence[str] | None = None, home: Home | None =
     return rank_best(frame).drop_duplicates("run_id").sort_values("run_id", ignore_index=True)
 
 
-def best_genome(run_id: str, home: Home | None = None) -> dict[str, Any]:
-    """{genome_id, fitness (mean over its evaluations), evaluations, se, generation (its last)}."""
-    frame = genome_fitness(run_id, home)
+def best_genome(run_id: str, home: Home | None = None, until: int | None = None) -> dict[str, Any]:
+    """{genome_id, fitness (mean over its evaluations), evaluations, se, generation (its last)};
+    `until`: the best as it stood after that generation."""
+    frame = genome_fitness(run_id, home, until)
     if frame.empty:
         raise CoralError(f"run {run_id} has no scored genome yet")
     row = frame.iloc[0]

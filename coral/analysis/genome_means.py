@@ -16,7 +16,8 @@ import pandas as pd
 
 # How the definition is named wherever a best is shown.
 BEST_DEFINITION = ("best = highest mean fitness over a genome's evaluations (n evaluations, ± SE), among "
-                   "the genomes evaluated at least twice when the run has any")
+                   "the genomes evaluated at least twice when the run has any, those evaluated in its "
+                   "latest generation first")
 BEST_COLUMNS = ("run_id", "genome_id", "fitness", "evaluations", "se", "generation")
 
 
@@ -52,18 +53,27 @@ def fitness_by_genome(scores: pd.DataFrame) -> pd.DataFrame:
 
 def rank_best(frame: pd.DataFrame) -> pd.DataFrame:
     """Best first: within each run the genomes evaluated at least twice (when the run has any)
-    ahead of the rest, then highest mean, then more evaluations, then genome id.
+    ahead of the rest; among those, the ones evaluated in the run's latest generation first;
+    then highest mean, then more evaluations, then genome id.
 
     Why twice: a genome scored once is ranked on one sampling draw, and the highest of many
     single draws is mostly luck (the winner's curse). On the default run every "best" scored
     once re-evaluated no better than no adapter (bench/RESULTS.md, issue 30); survivors are
-    evaluated again each generation, so a run past generation 0 always has proven genomes."""
+    evaluated again each generation, so a run past generation 0 always has proven genomes.
+    Why the latest generation first: the genomes evaluated there are the survivors of the
+    generation before, whose means have taken every evaluation since; a genome dropped earlier
+    keeps the mean it was dropped with, and an early lucky pair of draws would otherwise
+    outrank survivors evaluated five times (the final rounds, docs/engine.md, race exactly
+    these survivors)."""
     if frame.empty:
         return frame.reset_index(drop=True)
-    proven = frame["evaluations"] >= frame.groupby("run_id")["evaluations"].transform("max").clip(upper=2)
-    ordered = frame.assign(_proven=proven).sort_values(
-        ["_proven", "fitness", "evaluations", "genome_id"], ascending=[False, False, False, True], ignore_index=True)
-    return ordered.drop(columns="_proven")
+    runs = frame.groupby("run_id")
+    proven = frame["evaluations"] >= runs["evaluations"].transform("max").clip(upper=2)
+    current = frame["generation"] == runs["generation"].transform("max")
+    ordered = frame.assign(_proven=proven, _current=proven & current).sort_values(
+        ["_proven", "_current", "fitness", "evaluations", "genome_id"],
+        ascending=[False, False, False, False, True], ignore_index=True)
+    return ordered.drop(columns=["_proven", "_current"])
 
 
 def describe(best: dict[str, Any]) -> str:

@@ -207,7 +207,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _best_by_run(run_ids: list[str] | None) -> dict[str, dict[str, Any]]:
     """Each run's best genome (coral.analysis.best: the highest mean fitness over a genome's
-    evaluations, among those evaluated at least twice when the run has any) from the store
+    evaluations, among those evaluated at least twice, latest generation first) from the store
     snapshot, or the run logs when there is none."""
     from coral.analysis.best import best_genomes
     from coral.home import Home

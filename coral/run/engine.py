@@ -10,8 +10,10 @@ Noise control (docs/engine.md): every genome of a generation samples with the sa
 random numbers: the same prompt gets the same random draws whichever genome answers it); the
 survivors of generation g-1 are evaluated again in g on that generation's fresh seed, and a
 genome's scores are the mean over all its evaluations (Evolution.fold), the count recorded.
-Baselines run in generation 0 on the same problems, sample count and seed: the model without an
-adapter at the config's default knobs, and echo (the buggy program returned unchanged).
+The last `evolution.final_rounds` generations breed nothing: the survivors alone are evaluated
+again, so the best is chosen on several evaluations. Baselines run in generation 0 on the same
+problems, sample count and seed: the model without an adapter at the config's default knobs,
+and echo (the buggy program returned unchanged).
 
 Determinism: everything that depends on completion order is buffered and emitted at the end of
 the generation in a canonical order (genome id, problem, sample); cache hits are counted by the
@@ -203,6 +205,7 @@ class EvolutionEngine:
         started = time.time()
         self.events.emit("generation_started", {
             "genomes": [g.id for g in population], "strategy": self.config.strategy,
+            "final_round": self._final_round(generation),
         }, generation)
         write_status(self.home, self.run_id, "running", generation=generation)
         ids = {g.id for g in population}
@@ -214,8 +217,9 @@ class EvolutionEngine:
         counts = {i: evo.count(i) for i in scores if i not in BASELINES}
         scored = [Scored(g, {n: scores[g.id][n] for n in OBJECTIVES}) for g in population]
         _, info = evo.select(generation, scored)
-        last = generation == self.config.generations - 1
-        children = [] if last else evo.breed(generation)
+        # The next generation is a final round (or there is none): nothing new is bred, and the
+        # survivors alone are evaluated again (docs/engine.md, "Final rounds").
+        children = [] if self._final_round(generation + 1) else evo.breed(generation)
         self._emit_generation(generation, population + again, tasks, scores, scored, evo, info,
                               hits, misses, started, counts, [g.id for g in again])
         ckpt.save(self.home.checkpoints_dir(self.run_id), ckpt.Checkpoint(
@@ -231,6 +235,10 @@ class EvolutionEngine:
         self.executor.forget(generation)  # memory grows with one generation's jobs, not the run's
         self.progress("generation", {"generation": generation, "seconds": time.time() - started})
         return children
+
+    def _final_round(self, generation: int) -> bool:
+        """Whether this generation only evaluates the survivors again (or is past the run)."""
+        return generation >= self.config.generations - self.config.evolution.final_rounds
 
     # ------------------------------------------------------------------ the pipeline
 

@@ -253,8 +253,8 @@ def candidate_diff(run_id: str, problem: str, candidate: str | None, home: Home 
 
 def best_genome(run_id: str, home: Home | None = None) -> dict[str, Any]:
     """The run's best genome by the one definition (coral.analysis.best): the highest mean fitness
-    over a genome's evaluations, among those evaluated at least twice when the run has any;
-    {genome_id, fitness, evaluations, se, generation}."""
+    over a genome's evaluations, among those evaluated at least twice when the run has any (those
+    evaluated in its latest generation first); {genome_id, fitness, evaluations, se, generation}."""
     from coral.analysis.best import best_genome as best  # heavy (duckdb, pandas): when the store is read
 
     return best(run_id, home or Home())

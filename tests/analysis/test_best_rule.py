@@ -31,3 +31,17 @@ def test_a_single_lucky_evaluation_does_not_win_when_proven_genomes_exist() -> N
 
 def test_an_empty_frame_ranks_to_an_empty_frame() -> None:
     assert rank_best(fitness_by_genome(scores([]))).empty
+
+
+def test_a_stale_lucky_pair_does_not_outrank_the_survivors_evaluated_since() -> None:
+    """A genome dropped after two lucky draws keeps that mean; survivors evaluated in the run's
+    latest generation (the final rounds race exactly these) come first."""
+    frame = fitness_by_genome(scores([
+        ("a", "dropped", 0, 0.80, 1), ("a", "dropped", 1, 0.75, 2),   # mean 0.75, never seen again
+        ("a", "raced", 0, 0.70, 1), ("a", "raced", 1, 0.65, 2), ("a", "raced", 2, 0.60, 3),
+        ("a", "raced", 3, 0.58, 4),
+        ("a", "other", 2, 0.50, 1), ("a", "other", 3, 0.52, 2),
+        ("a", "child", 3, 0.95, 1),                                     # scored once, latest generation
+    ]))
+    ranked = list(rank_best(frame)["genome_id"])
+    assert ranked == ["raced", "other", "dropped", "child"]

@@ -35,8 +35,8 @@ def test_runs_are_reevaluated_with_their_own_best_genome(tmp_path: Path) -> None
     micro.write_text(json.dumps({"train": split["train"][:4], "eval": split["eval"][:3]}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     env.update({"CORAL_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)})
-    small = ("population=2", "generations=2", f"benchmark.split={micro}", "training.steps=2",
-             "benchmark.samples=1")
+    small = ("population=2", "generations=3", "evolution.final_rounds=1", f"benchmark.split={micro}",
+             "training.steps=2", "benchmark.samples=1")
     _run(env, "evo", *small)
     _run(env, "rnd", *small, "strategy=random")
 
@@ -51,8 +51,14 @@ def test_runs_are_reevaluated_with_their_own_best_genome(tmp_path: Path) -> None
     assert rows["random"][0]["best"] == best_genome("rnd", home)["genome_id"]
     assert result["instances"] == 3 and all(len(rows[n][0]["solved"]) == 3 for n in rows)
     assert "evolution - no-adapter, fresh fixed@k" in done.stdout
+    # The final round's effect: each run's pick as it stood before it, on the same fresh seeds.
+    for name, run in (("evolution", "evo"), ("random", "rnd")):
+        before = rows[name][0]["before_final_rounds"]
+        assert before["best"] == best_genome(run, home, until=1)["genome_id"]
+        assert 0.0 <= before["fresh_fixed_at_k"] <= 1.0
+    assert "final rounds: the pick changed in" in done.stdout
 
-    _run(env, "other", *small, "generations=1")
+    _run(env, "other", *small, "generations=2")
     refused = subprocess.run([*bench, "evo", "other"], env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0
     assert "another experiment" in refused.stderr.strip().splitlines()[-1]

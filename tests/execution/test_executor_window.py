@@ -155,7 +155,7 @@ def test_a_coral_run_with_more_tests_than_the_window_shows_them_waiting(tmp_path
     proc = subprocess.Popen(
         [sys.executable, "-m", "coral", "run", str(ROOT / "configs/local.yaml"), "--run-id", "win",
          "--handlers", "coral.testing.fakes:HANDLERS", "--set", "population=8",
-         "--set", "generations=1", "--set", "backend.window=150",
+         "--set", "generations=1", "--set", "evolution.final_rounds=0", "--set", "backend.window=150",
          # every held-out instance at one sample (local.yaml scores 76 of them)
          "--set", f"benchmark.split={ROOT / 'data/mutants/split.json'}", "--set", "benchmark.samples=1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -198,7 +198,7 @@ def test_a_whole_run_goes_to_the_orchestrator(monkeypatch: pytest.MonkeyPatch,
     (tmp_path / "coral-home").mkdir()
     sent: list[tuple[str, str, str]] = []
     api.deployed.register(APP, "orchestrator", lambda *args: sent.append(args) or "started")
-    run_id, call_id = submit_run(REPO_ROOT / "configs" / "local.yaml", ["generations=1"],
+    run_id, call_id = submit_run(REPO_ROOT / "configs" / "local.yaml", ["generations=1", "evolution.final_rounds=0"],
                                  api=api)
     assert call_id.startswith("fc-")
     wait_for(lambda: sent, "the orchestrator call")

@@ -280,3 +280,70 @@ def test_an_output_the_engine_cannot_read_fails_the_run_naming_job_and_field() -
     assert "\n" not in message and "test job g0000:test:" in message
     assert message.endswith("output field 'objectives': lacks objective 'syntax'")
     assert run_status(Home(), "lacking")["state"] == "failed"
+
+
+def test_final_rounds_evaluate_the_survivors_again_and_the_best_is_one_of_them() -> None:
+    """evolution.final_rounds: the last generations breed nothing and train nothing; each
+    evaluates exactly the previous generation's survivors again, their counts grow by one, and
+    the run's best is one of the genomes the last round evaluated (not an earlier, stale mean)."""
+    from coral.analysis.best import best_genome, genome_fitness
+
+    config = load_config(SMOKE, ["generations=4", "evolution.final_rounds=2", "benchmark.samples=2"])
+    serial(config, "rounds")
+    events = list(read_events(Home().events_dir("rounds")))
+    started = {e.generation: e.data for e in events if e.type == "generation_started"}
+    finished = {e.generation: e.data for e in events if e.type == "generation_finished"}
+    assert [started[g]["final_round"] for g in range(4)] == [False, False, True, True]
+    assert started[1]["genomes"] and started[2]["genomes"] == started[3]["genomes"] == []
+    trains = [e for e in events if e.type == "job_finished" and e.generation >= 2 and ":train:" in str(e.data)]
+    assert not trains
+    for g in (2, 3):
+        assert finished[g]["cache"]["misses"] == 0
+        assert set(finished[g]["genomes"]) == set(finished[g - 1]["survivors"]) == set(finished[g]["reevaluated"])
+        for genome_id in finished[g]["genomes"]:
+            before = finished[g - 1]["evaluations"][genome_id]
+            assert finished[g]["evaluations"][genome_id] == before + 1
+    best = best_genome("rounds")
+    assert best["genome_id"] in finished[3]["genomes"] and best["generation"] == 3
+    last = {i: s["fitness"] for i, s in finished[3]["genomes"].items() if finished[3]["evaluations"][i] >= 2}
+    assert best["fitness"] == pytest.approx(max(last.values()))
+    # The run as it stood before its final rounds: counts and means of generation 1.
+    before = genome_fitness("rounds", until=1).set_index("genome_id")
+    assert before["generation"].max() == 1
+    for genome_id, count in finished[1]["evaluations"].items():
+        assert before.loc[genome_id, "evaluations"] == count
+        assert before.loc[genome_id, "fitness"] == pytest.approx(finished[1]["genomes"][genome_id]["fitness"])
+    assert best_genome("rounds", until=1)["generation"] == 1
+
+
+def test_a_run_resumed_in_its_final_rounds_matches_one_never_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from coral.run.engine import EvolutionEngine
+    from coral.run.lifecycle import resume_run
+
+    config = load_config(SMOKE, ["generations=3", "evolution.final_rounds=1"])
+    serial(config, "whole")
+    original = EvolutionEngine._generation
+
+    def crash_in_the_final_round(self, evo, generation, population):
+        if generation == 2:
+            raise RuntimeError("the machine went away")
+        return original(self, evo, generation, population)
+
+    monkeypatch.setattr(EvolutionEngine, "_generation", crash_in_the_final_round)
+    with pytest.raises(RuntimeError):
+        serial(config, "cut")
+    assert ckpt.latest(Home().checkpoints_dir("cut")).next_population == []
+    monkeypatch.setattr(EvolutionEngine, "_generation", original)
+    # The RuntimeError stands for a crash: the status still says running, its orchestrator gone.
+    resumed = resume_run("cut", run_context(resolve_config(config, backend="serial"), handlers=FAKES),
+                         orphaned=True)
+    assert resumed.state == "finished"
+    assert compare_runs(Home(), "whole", "cut") == {"populations": True, "scores": True, "event_ids": True,
+                                                     "events": True}
+
+
+def test_final_rounds_must_leave_a_generation_to_search() -> None:
+    from coral.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"evolution.final_rounds: 2 leaves no generation to search in"):
+        load_config(SMOKE, ["generations=2", "evolution.final_rounds=2"])
