@@ -204,8 +204,8 @@ def expected_seconds(config: Config, home: Home | None = None) -> tuple[float, s
     """(seconds, where the job times come from): the config's work at measured job times.
 
     Work: the baseline (one generate job and one test per eval problem) and, per generation,
-    `jobs_per_generation` (an upper bound on train jobs), divided by the parallelism measured
-    on the same run; plus start-up. An estimate for choosing a config, not a promise."""
+    `jobs_per_generation` (an upper bound on train jobs; none in the final rounds), divided by
+    the parallelism measured on the same run; plus start-up. An estimate for choosing a config, not a promise."""
     from coral.benchmark.split import split_for_config
 
     home = home or Home()
@@ -213,7 +213,9 @@ def expected_seconds(config: Config, home: Home | None = None) -> tuple[float, s
     measured = _measured(home, config.model.name)
     times, source = measured if measured else (REFERENCE, "reference job times (docs/dashboard.md)")
     per_gen = jobs_per_generation(config, eval_problems)
-    work = sum(per_gen[s] * times[s] for s in STAGES) * config.generations
+    rounds = config.evolution.final_rounds  # they train nothing (docs/engine.md, "Final rounds")
+    work = sum(per_gen[s] * times[s] for s in STAGES) * (config.generations - rounds)
+    work += sum(per_gen[s] * times[s] for s in STAGES if s != "train") * rounds
     work += times["generate"] + eval_problems * times["test"]
     parallel = min(float(times["parallel"]), float(config.backend.workers))
     return times["start"] + work / max(1.0, parallel), source

@@ -129,3 +129,16 @@ def test_coral_dashboard_serves_app_py_on_loopback() -> None:
     assert "--" not in cmd  # no stand-in bodies: app.py gets no arguments
     tests_only = streamlit_command(args.port, args.address, JobBodies("x:Y"))
     assert tests_only[-3:] == ["--", "--handlers", "x:Y"]  # what pages.job_bodies() reads back
+
+
+def test_the_launch_estimate_counts_no_training_in_the_final_rounds(tmp_path: Path) -> None:
+    """A final round costs a search generation's generate and test jobs but no train job."""
+    from coral.config import load_config
+    from coral.services.live import expected_seconds
+
+    home = Home(tmp_path / "home")
+    smoke = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
+    search, _ = expected_seconds(load_config(smoke, ["generations=2"]), home)
+    more, _ = expected_seconds(load_config(smoke, ["generations=4"]), home)
+    rounds, _ = expected_seconds(load_config(smoke, ["generations=4", "evolution.final_rounds=2"]), home)
+    assert search < rounds < more
