@@ -134,8 +134,10 @@ def run_strategy(bench: Bench, config: Config, fresh: int, k: int) -> dict[str, 
                for g in population + again}
         evaluations += len(raw)
         means = evo.fold(raw)
-        evo.select(generation, [Scored(g, {n: means[g.id][n] for n in OBJECTIVES}) for g in population])
-        # as the engine: the final rounds (evolution.final_rounds) breed nothing
+        # as the engine: the final rounds (evolution.final_rounds) select and breed nothing
+        final_round = generation >= config.generations - config.evolution.final_rounds
+        evo.select(generation, [Scored(g, {n: means[g.id][n] for n in OBJECTIVES}) for g in population],
+                   final_round=final_round)
         searching = generation + 1 < config.generations - config.evolution.final_rounds
         population = evo.breed(generation) if searching else []
     weights = config.objectives.weights

@@ -176,8 +176,15 @@ class Evolution:
         """How many evaluations a genome's scores average (0 if never folded)."""
         return int(self.evaluations.get(genome_id, {}).get("count", 0))
 
-    def select(self, generation: int, evaluated: list[Scored]) -> tuple[list[Scored], dict]:
-        """Survivors of generation g from last survivors + this generation's evaluated genomes."""
+    def select(self, generation: int, evaluated: list[Scored], final_round: bool = False) -> tuple[list[Scored], dict]:
+        """Survivors of generation g from last survivors + this generation's evaluated genomes.
+
+        In a final round (docs/engine.md) nothing is selected: every survivor is kept to be
+        evaluated again, with the means `fold` gave it; the gate, which pushes the search, would
+        otherwise prune finalists on the very noise the rounds are there to average out."""
+        if final_round:
+            return self.survivors, {"gate_threshold": None, "gated_out": 0, "pool": len(self.survivors),
+                                    "survivors": len(self.survivors)}
         pool = _dedupe(self.survivors + evaluated)
         gated, threshold = apply_gate(pool, self.config, generation)
         names = selection_objectives(self.config.objectives.weights)

@@ -216,7 +216,7 @@ class EvolutionEngine:
                   **evo.fold({i: raw[i] for i in raw if i not in BASELINES})}
         counts = {i: evo.count(i) for i in scores if i not in BASELINES}
         scored = [Scored(g, {n: scores[g.id][n] for n in OBJECTIVES}) for g in population]
-        _, info = evo.select(generation, scored)
+        _, info = evo.select(generation, scored, final_round=self._final_round(generation))
         # The next generation is a final round (or there is none): nothing new is bred, and the
         # survivors alone are evaluated again (docs/engine.md, "Final rounds").
         children = [] if self._final_round(generation + 1) else evo.breed(generation)

@@ -288,7 +288,10 @@ def test_final_rounds_evaluate_the_survivors_again_and_the_best_is_one_of_them()
     the run's best is one of the genomes the last round evaluated (not an earlier, stale mean)."""
     from coral.analysis.best import best_genome, genome_fitness
 
-    config = load_config(SMOKE, ["generations=4", "evolution.final_rounds=2", "benchmark.samples=2"])
+    # A gate rising to 1.0 (min_survivors 1) would prune the finalists to one: the rounds keep them all.
+    config = load_config(SMOKE, ["generations=4", "evolution.final_rounds=2", "benchmark.samples=2",
+                                 "evolution.gate.schedule=linear", "evolution.gate.end=1.0",
+                                 "evolution.gate.min_survivors=1"])
     serial(config, "rounds")
     events = list(read_events(Home().events_dir("rounds")))
     started = {e.generation: e.data for e in events if e.type == "generation_started"}
@@ -297,9 +300,12 @@ def test_final_rounds_evaluate_the_survivors_again_and_the_best_is_one_of_them()
     assert started[1]["genomes"] and started[2]["genomes"] == started[3]["genomes"] == []
     trains = [e for e in events if e.type == "job_finished" and e.generation >= 2 and ":train:" in str(e.data)]
     assert not trains
+    assert len(finished[1]["survivors"]) >= 2
     for g in (2, 3):
         assert finished[g]["cache"]["misses"] == 0
-        assert set(finished[g]["genomes"]) == set(finished[g - 1]["survivors"]) == set(finished[g]["reevaluated"])
+        assert finished[g]["gate"]["gate_threshold"] is None
+        assert set(finished[g]["genomes"]) == set(finished[g]["survivors"]) == set(finished[g]["reevaluated"]) \
+            == set(finished[1]["survivors"])
         for genome_id in finished[g]["genomes"]:
             before = finished[g - 1]["evaluations"][genome_id]
             assert finished[g]["evaluations"][genome_id] == before + 1
