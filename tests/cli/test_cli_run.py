@@ -127,9 +127,11 @@ def test_export_adapter_and_cache(smoke, tmp_path: Path) -> None:
 
 def test_detach_pause_continue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
-    monkeypatch.setenv("CORAL_FAKE_SLEEP", "0.02")  # inherited by the detached orchestrator
+    # Inherited by the detached orchestrator: slow enough that `coral pause` lands before the run
+    # ends on a loaded machine (at 0.02 s x 3 generations it lost that race at load 8).
+    monkeypatch.setenv("CORAL_FAKE_SLEEP", "0.1")
     done = coral(home, "run", str(SMOKE), "--run-id", "bg", "--handlers", FAKES,
-                 "--set", "generations=3", "--detach")
+                 "--set", "generations=5", "--detach")
     monkeypatch.delenv("CORAL_FAKE_SLEEP")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "bg"
@@ -139,7 +141,7 @@ def test_detach_pause_continue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         assert time.monotonic() < deadline
         time.sleep(0.3)
     assert coral(home, "continue", "bg").returncode == 0
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while (state := json.loads(coral(home, "status", "bg", "--json").stdout)["state"]) != "finished":
         assert state in ("running", "paused") and time.monotonic() < deadline
         time.sleep(0.5)
