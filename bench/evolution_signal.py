@@ -134,12 +134,9 @@ def run_strategy(bench: Bench, config: Config, fresh: int, k: int) -> dict[str, 
                for g in population + again}
         evaluations += len(raw)
         means = evo.fold(raw)
-        # as the engine: the final rounds (evolution.final_rounds) select and breed nothing
-        final_round = generation >= config.generations - config.evolution.final_rounds
-        evo.select(generation, [Scored(g, {n: means[g.id][n] for n in OBJECTIVES}) for g in population],
-                   final_round=final_round)
-        searching = generation + 1 < config.generations - config.evolution.final_rounds
-        population = evo.breed(generation) if searching else []
+        evo.select(generation, [Scored(g, {n: means[g.id][n] for n in OBJECTIVES}) for g in population])
+        # as the engine: the final rounds (evolution.final_rounds) breed nothing
+        population = [] if evo.final_round(generation + 1) else evo.breed(generation)
     weights = config.objectives.weights
     # The best survivor by coral.analysis.best's rule: among those evaluated at least twice.
     survivors = pd.DataFrame({"run_id": "bench", "genome_id": [s.genome.id for s in evo.survivors],

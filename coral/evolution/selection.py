@@ -176,13 +176,18 @@ class Evolution:
         """How many evaluations a genome's scores average (0 if never folded)."""
         return int(self.evaluations.get(genome_id, {}).get("count", 0))
 
-    def select(self, generation: int, evaluated: list[Scored], final_round: bool = False) -> tuple[list[Scored], dict]:
+    def final_round(self, generation: int) -> bool:
+        """Whether generation g is one of the last `evolution.final_rounds` (or past the run): it
+        breeds and selects nothing, and only the survivors are evaluated again (docs/engine.md)."""
+        return generation >= self.config.generations - self.config.evolution.final_rounds
+
+    def select(self, generation: int, evaluated: list[Scored]) -> tuple[list[Scored], dict]:
         """Survivors of generation g from last survivors + this generation's evaluated genomes.
 
-        In a final round (docs/engine.md) nothing is selected: every survivor is kept to be
-        evaluated again, with the means `fold` gave it; the gate, which pushes the search, would
-        otherwise prune finalists on the very noise the rounds are there to average out."""
-        if final_round:
+        In a final round nothing is selected: every survivor is kept to be evaluated again, with
+        the means `fold` gave it; the gate, which pushes the search, would otherwise prune
+        finalists on the very noise the rounds are there to average out."""
+        if self.final_round(generation):
             return self.survivors, {"gate_threshold": None, "gated_out": 0, "pool": len(self.survivors),
                                     "survivors": len(self.survivors)}
         pool = _dedupe(self.survivors + evaluated)

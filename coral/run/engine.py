@@ -205,7 +205,7 @@ class EvolutionEngine:
         started = time.time()
         self.events.emit("generation_started", {
             "genomes": [g.id for g in population], "strategy": self.config.strategy,
-            "final_round": self._final_round(generation),
+            "final_round": evo.final_round(generation),
         }, generation)
         write_status(self.home, self.run_id, "running", generation=generation)
         ids = {g.id for g in population}
@@ -216,10 +216,10 @@ class EvolutionEngine:
                   **evo.fold({i: raw[i] for i in raw if i not in BASELINES})}
         counts = {i: evo.count(i) for i in scores if i not in BASELINES}
         scored = [Scored(g, {n: scores[g.id][n] for n in OBJECTIVES}) for g in population]
-        _, info = evo.select(generation, scored, final_round=self._final_round(generation))
+        _, info = evo.select(generation, scored)
         # The next generation is a final round (or there is none): nothing new is bred, and the
         # survivors alone are evaluated again (docs/engine.md, "Final rounds").
-        children = [] if self._final_round(generation + 1) else evo.breed(generation)
+        children = [] if evo.final_round(generation + 1) else evo.breed(generation)
         self._emit_generation(generation, population + again, tasks, scores, scored, evo, info,
                               hits, misses, started, counts, [g.id for g in again])
         ckpt.save(self.home.checkpoints_dir(self.run_id), ckpt.Checkpoint(
@@ -235,10 +235,6 @@ class EvolutionEngine:
         self.executor.forget(generation)  # memory grows with one generation's jobs, not the run's
         self.progress("generation", {"generation": generation, "seconds": time.time() - started})
         return children
-
-    def _final_round(self, generation: int) -> bool:
-        """Whether this generation only evaluates the survivors again (or is past the run)."""
-        return generation >= self.config.generations - self.config.evolution.final_rounds
 
     # ------------------------------------------------------------------ the pipeline
 

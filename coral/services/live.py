@@ -205,7 +205,8 @@ def expected_seconds(config: Config, home: Home | None = None) -> tuple[float, s
 
     Work: the baseline (one generate job and one test per eval problem) and, per generation,
     `jobs_per_generation` (an upper bound on train jobs; none in the final rounds), divided by
-    the parallelism measured on the same run; plus start-up. An estimate for choosing a config, not a promise."""
+    the parallelism measured on the same run; plus start-up. An estimate for choosing a config,
+    not a promise."""
     from coral.benchmark.split import split_for_config
 
     home = home or Home()
