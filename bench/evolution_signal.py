@@ -44,11 +44,11 @@ import pandas as pd
 
 from coral.analysis.genome_means import rank_best
 from coral.benchmark.loader import load_benchmark
-from coral.benchmark.prompts import build_prompt
+from coral.benchmark.prompts import build_prompt, build_target
 from coral.benchmark.split import load_split, split_for_config
 from coral.config import Config, load_config
 from coral.evolution.genome import Genome, Knobs
-from coral.evolution.selection import OBJECTIVES, Evolution, Scored, weighted_fitness
+from coral.evolution.selection import CANDIDATE_OBJECTIVES, OBJECTIVES, Evolution, Scored, weighted_fitness
 from coral.home import Home
 from coral.rng import stream_seed
 from coral.run.engine import generation_seed
@@ -58,7 +58,7 @@ from coral.sandbox.runner import RunnerLimits, reference
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "local.yaml"
-MEASURES = ("fixed_at_k", "bugfix", "fitness", "syntax")
+MEASURES = ("fixed_at_k", "bugfix", "fitness", "syntax", "fix_chance")
 
 
 class Bench:
@@ -77,6 +77,7 @@ class Bench:
         self.pairs = adapter_data(config.training, config.benchmark.root, self.train, config.benchmark.prompt_style)
         self.prompts = [build_prompt(p.name, p.buggy_source, config.benchmark.prompt_style)
                         for p in self.problems]
+        self.references = [build_target(p.buggy_source, p.correct_source) for p in self.problems]
         self.limits = RunnerLimits.from_config(config.sandbox)
         for problem in self.problems:  # one at a time: the pytest-style split is not thread-safe
             reference(problem, self.limits)
@@ -97,17 +98,38 @@ class Bench:
             self.trained += 1
         return self.adapters[key]
 
+    def chances(self, adapter: Path | None, knobs: Knobs) -> list[float]:
+        """Each instance's fix_chance (coral.model.likelihood): computed, no answer sampled."""
+        from coral.model.likelihood import chance_within, reference_logprobs
+
+        logprobs = reference_logprobs(self.base, adapter, list(zip(self.prompts, self.references, strict=True)),
+                                      knobs, max_length=self.config.generation.max_prompt_length
+                                      + knobs.max_new_tokens, batch_size=self.config.generation.batch_size)
+        return [chance_within(lp, self.config.objectives.fix_chance_k) for lp in logprobs]
+
+    def model_only(self, genome: Genome) -> dict[str, Any]:
+        """A search evaluation where only model objectives weigh (weight 0 on every sampled one):
+        selection sees exactly what the engine's would, so nothing is sampled; the sampled
+        objectives read 0 and are not reported."""
+        chances = self.chances(self.adapter(genome), genome.knobs)
+        out: dict[str, Any] = {**dict.fromkeys(CANDIDATE_OBJECTIVES, 0.0), "fixed_at_k": 0.0,
+                               "fix_chance": sum(chances) / len(chances)}
+        out["fitness"] = weighted_fitness(out, self.config.objectives.weights)
+        self.evaluations += 1
+        return out
+
     def answers(self, adapter: Path | None, knobs: Knobs, seed: int, k: int) -> dict[str, Any]:
         from coral.model.generate import generate_for_genome
-
         rows = [p for p in self.prompts for _ in range(k)]
         texts = generate_for_genome(self.base, adapter, rows, knobs, seed, self.config.generation)
-        return self.score([texts[i * k:(i + 1) * k] for i in range(len(self.prompts))], k)
+        chances = self.chances(adapter, knobs)
+        return self.score([texts[i * k:(i + 1) * k] for i in range(len(self.prompts))], k, chances)
 
-    def score(self, grouped: list[list[str]], k: int) -> dict[str, Any]:
+    def score(self, grouped: list[list[str]], k: int, chances: list[float]) -> dict[str, Any]:
         summary = summarise(score_answers(self.problems, grouped, self.limits,
                                           self.config.benchmark.root), k)
-        out: dict[str, Any] = {n: summary[n] for n in OBJECTIVES}
+        out: dict[str, Any] = {n: summary[n] for n in CANDIDATE_OBJECTIVES}
+        out["fix_chance"] = sum(chances) / len(chances)
         out["fixed_at_k"] = summary["fixed_at_k"]
         out["fitness"] = weighted_fitness(out, self.config.objectives.weights)
         out["solved"] = [int(p["fixed"]) for p in summary["problems"]]
@@ -118,26 +140,28 @@ class Bench:
         return self.answers(self.adapter(genome), genome.knobs, seed, k or self.config.benchmark.samples)
 
     def echo(self) -> dict[str, Any]:
-        return self.score([[echo_answer(p)] for p in self.problems], 1)
+        return self.score([[echo_answer(p)] for p in self.problems], 1, [0.0] * len(self.problems))
 
 
-def run_strategy(bench: Bench, config: Config, fresh: int, k: int) -> dict[str, Any]:
-    """One run's loop as the engine does it; then its best survivor on fresh seeds at k."""
+def run_strategy(bench: Bench, config: Config, fresh: int, k: int, fresh_bench: Bench | None = None) -> dict[str, Any]:
+    """One run's loop as the engine does it; then its best survivor on fresh seeds at k
+    (on `fresh_bench`'s instances if given)."""
     evo = Evolution(config)
     population = evo.initial_population()
     evaluations = 0
+    weights = config.objectives.weights
+    model_only = all(getattr(weights, n) == 0 for n in CANDIDATE_OBJECTIVES)
     for generation in range(config.generations):
         ids = {g.id for g in population}
         again = [s.genome for s in evo.survivors if s.genome.id not in ids]
         seed = generation_seed(config.seed, generation)
-        raw = {g.id: {n: v for n, v in bench.genome(g, seed).items() if n != "solved"}
-               for g in population + again}
+        raw = {g.id: {n: v for n, v in (bench.model_only(g) if model_only else bench.genome(g, seed)).items()
+                      if n != "solved"} for g in population + again}
         evaluations += len(raw)
         means = evo.fold(raw)
         evo.select(generation, [Scored(g, {n: means[g.id][n] for n in OBJECTIVES}) for g in population])
         # as the engine: the final rounds (evolution.final_rounds) breed nothing
         population = [] if evo.final_round(generation + 1) else evo.breed(generation)
-    weights = config.objectives.weights
     # The best survivor by coral.analysis.best's rule: among those evaluated at least twice.
     survivors = pd.DataFrame({"run_id": "bench", "genome_id": [s.genome.id for s in evo.survivors],
                               "fitness": [weighted_fitness(s.objectives, weights) for s in evo.survivors],
@@ -145,7 +169,7 @@ def run_strategy(bench: Bench, config: Config, fresh: int, k: int) -> dict[str, 
                               "generation": config.generations - 1})
     best_id = rank_best(survivors)["genome_id"].iloc[0]
     best = next(s for s in evo.survivors if s.genome.id == best_id)
-    scores = [bench.genome(best.genome, fresh_seed(config.seed, i), k) for i in range(fresh)]
+    scores = [(fresh_bench or bench).genome(best.genome, fresh_seed(config.seed, i), k) for i in range(fresh)]
     genes = best.genome.genes
     return {"recorded_fitness": weighted_fitness(best.objectives, weights), "evaluations": evaluations,
             "best": best.genome.id, "recorded_count": evo.count(best.genome.id),
@@ -183,8 +207,10 @@ def main() -> int:
                         help="re-evaluate the best genome of these finished runs of CORAL_HOME "
                              "(evolution and random-search runs of one config) and run nothing else")
     parser.add_argument("--fresh-on", choices=("config", "held-out"), default="config",
-                        help="with --runs: re-evaluate on the config's eval instances, or on every "
+                        help="re-evaluate the picks on the config's eval instances, or on every "
                              "eval-side instance of the benchmark's own split (ROOT/split.json)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="without --runs: a CORAL_HOME whose adapters are reused (default: a new temporary one)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: seeds run as parallel processes on 2 cores)")
     args = parser.parse_args()
@@ -205,15 +231,22 @@ def main() -> int:
     started, cpu0 = time.time(), time.process_time()
     rows = {"evolution": [], "random": [], "no-adapter": [], "echo": []}
     with tempfile.TemporaryDirectory(prefix="coral-signal-") as tmp:
-        home = Home(Path(tmp)).ensure()
+        home = Home(args.home or Path(tmp)).ensure()
         base_config = load_config(args.config, args.set)
-        bench = Bench(base_config, home)
+        search = Bench(base_config, home)  # the config's eval instances: what selection sees
+        # The picks and the baselines: on those, or on every eval-side instance of the benchmark.
+        bench = (Bench(base_config, home, load_split(base_config.benchmark.root).eval)
+                 if args.fresh_on == "held-out" else search)
         echo = bench.echo()  # deterministic: the same on every seed
         k = args.fresh_samples
+
+        def evaluations() -> int:
+            return search.evaluations + (bench.evaluations if bench is not search else 0)
+
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for strategy in ("evolution", "random"):
                 config = base_config.model_copy(update={"seed": seed, "strategy": strategy})
-                result = run_strategy(bench, config, args.fresh, k)
+                result = run_strategy(search, config, args.fresh, k, bench)
                 rows[strategy].append(result)
                 print(f"seed {seed} {strategy}: {json.dumps({n: v for n, v in result.items() if n != 'solved'})}",
                       flush=True)
@@ -228,10 +261,10 @@ def main() -> int:
                         f"{len(bench.train)} training instances, {len(rows['evolution'])} seed(s), population "
                         f"{base_config.population} x {base_config.generations} generations at k="
                         f"{base_config.benchmark.samples}; best re-evaluated on {args.fresh} fresh seed(s) "
-                        f"at k={k}; {bench.evaluations} evaluations, {bench.trained} adapters trained; "
+                        f"at k={k}; {evaluations()} evaluations, {search.trained} adapters trained; "
                         f"wall {wall:.0f} s, CPU of this process {cpu:.0f} s (sandboxes run in children)")
             print(json.dumps({"runs": rows, "wall_seconds": wall, "cpu_seconds": cpu,
-                              "instances": len(bench.problems), "evaluations": bench.evaluations,
+                              "instances": len(bench.problems), "evaluations": evaluations(),
                               "adapters": bench.trained}), flush=True)
     return 0
 

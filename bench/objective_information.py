@@ -48,26 +48,28 @@ def collect(events_dir: Path) -> tuple[dict[str, list[float]], dict[str, list[fl
     for event in read_events(events_dir):
         if event.type != "job_finished" or event.data.get("genome") in BASELINES:
             continue
-        values = {n: float(event.data["objectives"][n]) for n in OBJECTIVES}
+        # the objectives the log carries: a run made before an objective existed has no value for it
+        values = {n: float(v) for n in OBJECTIVES if (v := event.data["objectives"].get(n)) is not None}
         for name, value in values.items():
             candidates[name].append(value)
         groups[(int(event.generation or 0), str(event.data["genome"]))][str(event.data["problem"])].append(values)
     genomes: dict[str, list[float]] = defaultdict(list)
     for by_problem in groups.values():
-        for name in OBJECTIVES:
+        for name in candidates:
             genomes[name].append(statistics.fmean(
                 statistics.fmean(v[name] for v in samples) for samples in by_problem.values()))
     return dict(candidates), dict(genomes)
 
 
 def verdicts(genomes: dict[str, list[float]]) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    table = {a: {b: pearson(genomes[a], genomes[b]) for b in OBJECTIVES} for a in OBJECTIVES}
+    names = list(genomes)
+    table = {a: {b: pearson(genomes[a], genomes[b]) for b in names} for a in names}
     out: dict[str, str] = {}
-    for index, name in enumerate(OBJECTIVES):
+    for index, name in enumerate(names):
         if len(set(genomes[name])) <= 1:
             out[name] = "constant"
             continue
-        copies = [o for o in OBJECTIVES[:index] if out.get(o) == "informative" and abs(table[name][o]) >= COPY]
+        copies = [o for o in names[:index] if out.get(o) == "informative" and abs(table[name][o]) >= COPY]
         out[name] = f"copy of {copies[0]}" if copies else "informative"
     return table, out
 
@@ -88,22 +90,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no genome job_finished events in {events_dir}", file=sys.stderr)
         return 2
     table, verdict = verdicts(genomes)
-    print(f"{len(candidates[OBJECTIVES[0]])} candidates, {len(genomes[OBJECTIVES[0]])} genome evaluations")
+    names = list(genomes)
+    print(f"{len(candidates[names[0]])} candidates, {len(genomes[names[0]])} genome evaluations")
     print(f"{'objective':10} {'cand mean':>9} {'cand sd':>8} {'distinct':>8} {'genome mean':>11} "
           f"{'genome sd':>9}  verdict")
-    for name in OBJECTIVES:
+    for name in names:
         c, g = candidates[name], genomes[name]
         print(f"{name:10} {statistics.fmean(c):9.3f} {statistics.pstdev(c):8.3f} {len(set(c)):8d} "
               f"{statistics.fmean(g):11.3f} {statistics.pstdev(g):9.3f}  {verdict[name]}")
     print("correlation over genome evaluations (Pearson r):")
-    print(" " * 10 + "".join(f"{n:>9}" for n in OBJECTIVES))
-    for a in OBJECTIVES:
-        print(f"{a:10}" + "".join(f"{table[a][b]:9.2f}" for b in OBJECTIVES))
-    print(json.dumps({"candidates": len(candidates[OBJECTIVES[0]]), "genome_evaluations": len(genomes[OBJECTIVES[0]]),
+    print(" " * 10 + "".join(f"{n:>9}" for n in names))
+    for a in names:
+        print(f"{a:10}" + "".join(f"{table[a][b]:9.2f}" for b in names))
+    print(json.dumps({"candidates": len(candidates[names[0]]), "genome_evaluations": len(genomes[names[0]]),
                       "correlation": {a: {b: None if math.isnan(r) else r for b, r in row.items()}
                                       for a, row in table.items()},  # constant: no r (null)
                       "verdict": verdict,
-                      "genome_sd": {n: statistics.pstdev(genomes[n]) for n in OBJECTIVES}}))
+                      "genome_sd": {n: statistics.pstdev(genomes[n]) for n in names}}))
     return 0
 
 

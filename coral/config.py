@@ -150,6 +150,9 @@ class ObjectiveWeights(Section):
     security: float = Field(default=0.1, ge=0.0)
     runtime: float = Field(default=0.1, ge=0.0)
     syntax: float = Field(default=0.2, ge=0.0)
+    # Computed by the model, not the sandbox: the chance that `fix_chance_k` answers at the
+    # genome's knobs include the reference fix (docs/objectives.md, "fix_chance").
+    fix_chance: float = Field(default=0.0, ge=0.0)
 
     @model_validator(mode="after")
     def _some_weight(self) -> ObjectiveWeights:
@@ -160,6 +163,7 @@ class ObjectiveWeights(Section):
 
 class ObjectivesConfig(Section):
     weights: ObjectiveWeights = ObjectiveWeights()
+    fix_chance_k: int = Field(default=5, ge=1, le=1000)  # answers a user draws per problem
 
 
 class BenchmarkConfig(Section):

@@ -22,7 +22,7 @@
 # **Reading it**: on the curves, "best" is the best genome of a generation, "mean" the population
 # mean; the run's best genome is the one with the highest mean fitness over its evaluations
 # (among those evaluated at least twice, those evaluated in the latest generation first);
-# fitness is the config-weighted sum of the five objectives; fixed@k is the share of eval
+# fitness is the config-weighted sum of the six objectives; fixed@k is the share of eval
 # problems where some sample passes every test.
 
 # %%
@@ -87,11 +87,11 @@ genes = ["rank", "alpha", "dropout", "target_modules", "adapter_type", "temperat
 ranked = best_genomes.rank_best(best_genomes.fitness_by_genome(data.scores))
 latest = data.scores.rename(columns={"fitness": "latest_fitness"}).merge(
     ranked[["genome_id", "generation"]], on=["genome_id", "generation"])
-scored = ranked.merge(latest[["genome_id", "bugfix", "fixed_at_k", "style", "syntax"]], on="genome_id",
-                      how="left").merge(data.genomes[["genome_id", *genes]], on="genome_id", how="left")
+scored = ranked.merge(latest[["genome_id", "bugfix", "fixed_at_k", "style", "syntax", "fix_chance"]],
+                      on="genome_id", how="left").merge(data.genomes[["genome_id", *genes]], on="genome_id", how="left")
 best = scored.head(5)
 best[["genome_id", "fitness", "evaluations", "se", "generation", "bugfix", "fixed_at_k", "style", "syntax",
-      *genes]]
+      "fix_chance", *genes]]
 
 # %%
 top = best.iloc[0] if len(best) else None

@@ -22,6 +22,7 @@ def synthetic_objectives(seed: int, generation: int, genome) -> dict[str, float]
         "security": round(1.0 - g.dropout, 6),
         "runtime": round(min(1.0, k.temperature * noise[3]), 6),
         "syntax": 1.0 if g.adapter_type == "dora" else round(float(noise[4]), 6),
+        "fix_chance": round(k.top_p * g.rank / 16 / max(1.0, k.temperature * 2), 6),  # no noise: computed
     }
 
 

@@ -192,7 +192,7 @@ def test_a_payload_that_does_not_fit_names_job_kind_and_field(change: dict, need
 
 
 def test_outputs_are_checked_against_the_kind_and_the_objective_set() -> None:
-    from coral.evolution.selection import OBJECTIVES
+    from coral.evolution.selection import CANDIDATE_OBJECTIVES as OBJECTIVES
     from coral.execution.payloads import GenerateOutput, TestOutput, TrainOutput, output_json, output_of
 
     def result(kind: str, output: dict, ok: bool = True) -> JobResult:
@@ -209,6 +209,11 @@ def test_outputs_are_checked_against_the_kind_and_the_objective_set() -> None:
                                 "objective 'style' is 1.5, outside [0, 1]")):
         with pytest.raises(MessageError, match=rf"^test job t1: output field 'objectives': {re.escape(needle)}$"):
             output_of(result("test", {**good, "objectives": objectives}), TestOutput)
+    # fix_chance is the model's, from the generate job: a test job cannot claim it
+    with pytest.raises(MessageError, match="unknown objective 'fix_chance'"):
+        output_of(result("test", {**good, "objectives": {**good["objectives"], "fix_chance": 1.0}}), TestOutput)
+    with pytest.raises(MessageError, match=r"^generate job t1: output field 'fix_chances.0': .*less than or equal"):
+        output_of(result("generate", {"texts": [["a"]], "fix_chances": [1.5]}), GenerateOutput)
     with pytest.raises(MessageError, match="^generate job t1: output field 'texts': Field required"):
         output_of(result("generate", {"text": []}), GenerateOutput)
     with pytest.raises(MessageError, match="^test job t1: failed, it has no output"):
@@ -236,7 +241,10 @@ def test_checkpoint_trained_keys_are_pairs_and_bad_fields_are_named(tmp_path: Pa
     for change, needle in (({"trained_keys": [["only-one"]]}, "checkpoint field 'trained_keys.0.1': Field required"),
                            ({"next_seq": "7"}, "checkpoint field 'next_seq': Input should be a valid integer"),
                            ({"generation": True}, "checkpoint field 'generation': Input should be a valid integer"),
-                           ({"population": [{"genes": {}}]}, "checkpoint field 'population.0.seed'")):
+                           ({"population": [{"genes": {}}]}, "checkpoint field 'population.0.seed'"),
+                           # written before fix_chance existed: its survivors cannot be ranked on it
+                           ({"scores": {"g": dict.fromkeys(("bugfix", "style", "security", "runtime", "syntax"), 0.5)}},
+                            "checkpoint holds no 'fix_chance' objective .* start a new one")):
         path.write_text(json.dumps({**on_disk, **change}))
         with pytest.raises(CoralError, match=f"^{path}: {needle}"):
             ckpt.load(path)

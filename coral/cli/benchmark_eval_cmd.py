@@ -120,11 +120,13 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     width = max([len("problem")] + [len(p["name"]) for p in result["problems"]])
-    print(f"{'problem':<{width}}  fixed  bugfix")
+    print(f"{'problem':<{width}}  fixed  bugfix  fix_chance")
     for row in result["problems"]:
-        print(f"{row['name']:<{width}}  {'yes' if row['fixed'] else 'no':>5}  {row['bugfix']:.3f}")
+        print(f"{row['name']:<{width}}  {'yes' if row['fixed'] else 'no':>5}  {row['bugfix']:.3f}  "
+              f"{row['fix_chance']:10.3f}")
     print(f"fixed@{result['k']}: {result['fixed']}/{result['total']} problems; mean bugfix "
-          f"{result['bugfix']:.3f} +/- {result['bugfix_se']:.3f} (SE over problems); "
+          f"{result['bugfix']:.3f} +/- {result['bugfix_se']:.3f} (SE over problems); computed fix_chance "
+          f"(k={config.objectives.fix_chance_k}) {result['fix_chance']:.3f}; "
           f"model {result['model']}" + (f", adapter {result['adapter']}" if result["adapter"] else ""))
     if "echo" in result:
         echo = result["echo"]

@@ -21,6 +21,10 @@ from coral.rng import stream
 # The objective set, declared once: the fields of the config's objective weights, in their order.
 # Job outputs, events, the store's columns and the figures all follow it (docs/objectives.md).
 OBJECTIVES: tuple[str, ...] = tuple(ObjectiveWeights.model_fields)
+# Computed by the generate job from the model's own probabilities, one value per eval problem;
+# every other objective is computed per candidate by the test job (coral.sandbox.objectives).
+MODEL_OBJECTIVES: tuple[str, ...] = ("fix_chance",)
+CANDIDATE_OBJECTIVES: tuple[str, ...] = tuple(n for n in OBJECTIVES if n not in MODEL_OBJECTIVES)
 
 
 @dataclass(frozen=True)

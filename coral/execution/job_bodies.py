@@ -87,8 +87,10 @@ def train(job: Job, ctx: WorkerContext) -> TrainOutput:
 
 
 def generate(job: Job, ctx: WorkerContext) -> GenerateOutput:
-    """One batched call: every prompt x samples. Output: texts[prompt][sample]."""
+    """One batched call: every prompt x samples. Output: texts[prompt][sample], and with
+    reference answers, each prompt's fix_chance (coral.model.likelihood)."""
     from coral.model.generate import generate_for_genome  # torch: model workers only
+    from coral.model.likelihood import chance_within, reference_logprobs
 
     payload = payload_of(job, GeneratePayload)
     _set_threads(payload.threads)
@@ -102,7 +104,14 @@ def generate(job: Job, ctx: WorkerContext) -> GenerateOutput:
     texts = generate_for_genome(base, adapter, rows, payload.knobs, payload.seed, payload.generation,
                                 greedy=payload.greedy)
     grouped = [texts[i * samples:(i + 1) * samples] for i in range(len(payload.prompts))]
-    return GenerateOutput(texts=grouped, generate_seconds=time.time() - started)
+    chances = None
+    if payload.answers is not None:
+        logprobs = reference_logprobs(base, adapter, list(zip(payload.prompts, payload.answers, strict=True)),
+                                      payload.knobs, max_length=payload.generation.max_prompt_length
+                                      + payload.knobs.max_new_tokens,
+                                      batch_size=payload.generation.batch_size, greedy=payload.greedy)
+        chances = [chance_within(lp, payload.fix_chance_k) for lp in logprobs]
+    return GenerateOutput(texts=grouped, generate_seconds=time.time() - started, fix_chances=chances)
 
 
 def test(job: Job, ctx: WorkerContext) -> TestOutput:

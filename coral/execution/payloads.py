@@ -9,20 +9,20 @@ naming the job (id and kind) and the field. Echo is schema-free by design (it re
 given: health checks and transport benchmarks), so it has no models here.
 
 The objective set is declared once, by the fields of coral.config.ObjectiveWeights (re-exported
-as coral.evolution.selection.OBJECTIVES): a test output must carry exactly those objectives.
+as coral.evolution.selection.CANDIDATE_OBJECTIVES): a test output must carry exactly those objectives.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from coral.benchmark.prompts import PromptStyle
 from coral.config import GenerationConfig, ModelConfig, SandboxConfig, TrainingConfig
 from coral.errors import MessageError
 from coral.evolution.genome import HeavyGenes, Knobs
-from coral.evolution.selection import OBJECTIVES
+from coral.evolution.selection import CANDIDATE_OBJECTIVES
 from coral.execution.messages import Job, JobKind, JobResult
 
 
@@ -57,6 +57,16 @@ class GeneratePayload(ModelPayload):
     greedy: bool = False
     seed: int
     cache_key: str | None = None  # the adapter to load; None: the base model alone
+    # The reference answer of each prompt, for the fix_chance objective (None: not computed),
+    # and how many answers it counts (docs/objectives.md, "fix_chance").
+    answers: list[str] | None = None
+    fix_chance_k: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _an_answer_per_prompt(self) -> GeneratePayload:
+        if self.answers is not None and len(self.answers) != len(self.prompts):
+            raise ValueError(f"{len(self.answers)} reference answers for {len(self.prompts)} prompts")
+        return self
 
 
 class TestPayload(Contract):
@@ -84,6 +94,7 @@ class TrainOutput(Contract):
 class GenerateOutput(Contract):
     texts: list[list[str]]  # texts[prompt][sample]
     generate_seconds: float | None = None
+    fix_chances: list[Annotated[float, Field(ge=0.0, le=1.0)]] | None = None  # one per prompt, if asked
 
 
 class ExtractionInfo(Contract):
@@ -106,7 +117,7 @@ class TestOutput(Contract):
 
     candidate: str
     cases: list[CaseOutcome]
-    objectives: dict[str, float]  # exactly OBJECTIVES, each in [0, 1]
+    objectives: dict[str, float]  # exactly CANDIDATE_OBJECTIVES, each in [0, 1]
     passed_all: bool
     extraction: ExtractionInfo | None = None
     style_violations: list[str] = Field(default_factory=list)
@@ -120,13 +131,13 @@ class TestOutput(Contract):
     @field_validator("objectives")
     @classmethod
     def _the_objective_set(cls, value: dict[str, float]) -> dict[str, float]:
-        missing = [n for n in OBJECTIVES if n not in value]
+        missing = [n for n in CANDIDATE_OBJECTIVES if n not in value]
         if missing:
             raise ValueError(f"lacks objective {missing[0]!r}")
-        unknown = sorted(set(value) - set(OBJECTIVES))
+        unknown = sorted(set(value) - set(CANDIDATE_OBJECTIVES))
         if unknown:
-            raise ValueError(f"unknown objective {unknown[0]!r} (known: {', '.join(OBJECTIVES)})")
-        outside = [n for n in OBJECTIVES if not 0.0 <= value[n] <= 1.0]
+            raise ValueError(f"unknown objective {unknown[0]!r} (known: {', '.join(CANDIDATE_OBJECTIVES)})")
+        outside = [n for n in CANDIDATE_OBJECTIVES if not 0.0 <= value[n] <= 1.0]
         if outside:
             raise ValueError(f"objective {outside[0]!r} is {value[outside[0]]!r}, outside [0, 1]")
         return value

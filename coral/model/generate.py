@@ -133,7 +133,7 @@ def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
-def _warpers(knobs: Knobs, greedy: bool) -> LogitsProcessorList:
+def knob_warpers(knobs: Knobs, greedy: bool) -> LogitsProcessorList:
     """The knobs as transformers' own logits processors, in the order `generate` applies them."""
     steps = LogitsProcessorList()
     if knobs.repetition_penalty != 1.0:
@@ -174,7 +174,7 @@ def _generate_chunk(
     cache.batch_select_indices(source)
     logits = out.logits[source, -1].float()
     seen, mask, position = ids[source], mask[source], positions[source, -1:] + 1
-    warpers = _warpers(knobs, greedy)
+    warpers = knob_warpers(knobs, greedy)
     stops = end_ids(base)
     generator = torch.Generator(device=device).manual_seed(seed)
     live = list(range(len(rows)))  # batch row -> row of the chunk

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coral.errors import CoralError
 from coral.evolution.genome import Genome, Knobs
+from coral.evolution.selection import OBJECTIVES
 
 SCHEMA = 1
 PREFIX = "gen-"
@@ -82,11 +83,20 @@ class Checkpoint(BaseModel):
         if missing:
             raise CoralError(f"{source}: checkpoint lacks {missing[0]!r}")
         try:
-            return cls.model_validate(data)
+            checkpoint = cls.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise CoralError(f"{source}: checkpoint field {where!r}: {first['msg']}") from None
+        # A run checkpointed before an objective existed has no value for it: selection could not
+        # rank its survivors, so it is not resumed by a version that has the objective.
+        held = [*checkpoint.scores.values(),
+                *(s.get("objectives", {}) for s in checkpoint.evolution.get("survivors", []))]
+        lacking = sorted({n for scores in held for n in OBJECTIVES if n not in scores})
+        if lacking:
+            raise CoralError(f"{source}: checkpoint holds no {lacking[0]!r} objective (it was written before "
+                             "that objective existed); this run cannot be resumed, start a new one")
+        return checkpoint
 
 
 _REQUIRED = ("generation", "population", "scores", "next_population", "evolution", "next_seq",

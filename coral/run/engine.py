@@ -33,11 +33,12 @@ from typing import Any
 from coral.benchmark.contamination import report
 from coral.benchmark.loader import load_benchmark
 from coral.benchmark.problem import Problem
-from coral.benchmark.prompts import build_prompt
+from coral.benchmark.prompts import build_prompt, build_target
 from coral.config import Config
 from coral.errors import CoralError
 from coral.evolution.genome import Genome, Knobs
 from coral.evolution.selection import (
+    CANDIDATE_OBJECTIVES,
     OBJECTIVES,
     Evolution,
     Scored,
@@ -101,6 +102,7 @@ class Task:
     key: str | None  # gene key; None for the baselines
     samples: int
     texts: list[list[str]] | None = None
+    fix_chances: list[float] | None = None  # per eval problem, from the generate job
     tests: dict[tuple[str, int], JobResult] = field(default_factory=dict)  # (problem, sample) ->
     outputs: dict[tuple[str, int], TestOutput] = field(default_factory=dict)  # ... and its output
     timings: dict[str, float] = field(default_factory=dict)
@@ -114,6 +116,7 @@ class Problems:
     train: list[str]
     eval: list[str]
     prompts: list[str]
+    answers: list[str]  # each eval problem's reference answer (the fix_chance objective)
 
 
 class EvolutionEngine:
@@ -260,7 +263,9 @@ class EvolutionEngine:
             tasks[BASELINE] = Task(BASELINE, None, None, samples)
             self._submit_generate(generation, tasks[BASELINE])
             # Echo is deterministic: one sample says all that more would.
-            tasks[ECHO] = Task(ECHO, None, None, 1, texts=self._echo_texts())
+            # Echo writes the buggy program, never the reference edit: fix_chance 0 on every problem.
+            tasks[ECHO] = Task(ECHO, None, None, 1, texts=self._echo_texts(),
+                               fix_chances=[0.0] * len(self.problems.eval))
             self._submit_tests(generation, tasks[ECHO])
         open_tests = {t.ident: len(self.problems.eval) * t.samples for t in tasks.values()}
         # Every job of the generation is known now: one train job per gene key not yet trained,
@@ -282,7 +287,8 @@ class EvolutionEngine:
                         self._submit_generate(generation, task)
                 elif kind == "generate":
                     task = tasks[ident]
-                    task.texts = output_of(result, GenerateOutput).texts
+                    generated = output_of(result, GenerateOutput)
+                    task.texts, task.fix_chances = generated.texts, generated.fix_chances
                     task.timings["generate"] = result.finished_at - result.started_at
                     self._submit_tests(generation, task)
                 else:
@@ -384,12 +390,16 @@ class EvolutionEngine:
             prompts=self.problems.prompts, samples=task.samples, greedy=False,
             seed=generation_seed(cfg.seed, generation),
             cache_key=None if baseline else self.trained[task.key or ""],
+            answers=self.problems.answers, fix_chance_k=cfg.objectives.fix_chance_k,
         ), f"g{generation:04d}:gen:{task.ident}", generation, task.ident)
 
     def _submit_tests(self, generation: int, task: Task) -> None:
         assert task.texts is not None
         if len(task.texts) != len(self.problems.eval):
             raise CoralError(f"generate job for {task.ident}: {len(task.texts)} answers for "
+                             f"{len(self.problems.eval)} prompts")
+        if task.fix_chances is None or len(task.fix_chances) != len(self.problems.eval):
+            raise CoralError(f"generate job for {task.ident}: no fix_chance for each of the "
                              f"{len(self.problems.eval)} prompts")
         jobs = []
         for name, answers in zip(self.problems.eval, task.texts, strict=True):
@@ -404,16 +414,19 @@ class EvolutionEngine:
     # ------------------------------------------------------------------ scores and events
 
     def _objectives(self, task: Task) -> dict[str, float]:
-        """coral.sandbox.objectives.aggregate over eval problems x samples (fixed@k with k = samples)."""
+        """coral.sandbox.objectives.aggregate over eval problems x samples (fixed@k with k = samples),
+        and fix_chance's mean over eval problems (each problem weighs the same in both)."""
 
         scores = []
         for name in self.problems.eval:
             for sample in range(task.samples):
                 o = task.outputs[(name, sample)]
-                values: dict[str, Any] = {n: o.objectives[n] for n in OBJECTIVES}
+                values: dict[str, Any] = {n: o.objectives[n] for n in CANDIDATE_OBJECTIVES}
                 scores.append(CandidateScore(problem=name, fixed=o.passed_all, cases=(), **values))
         agg = aggregate(scores, task.samples)
-        out = {n: getattr(agg, n) for n in OBJECTIVES}
+        out = {n: getattr(agg, n) for n in CANDIDATE_OBJECTIVES}
+        chances = task.fix_chances or []
+        out["fix_chance"] = sum(chances) / len(chances)
         out["fixed_at_k"] = agg.fixed_at_k
         out["fitness"] = weighted_fitness(out, self.config.objectives.weights)
         return out
@@ -426,15 +439,16 @@ class EvolutionEngine:
 
     def _job_events(self, generation: int, task: Task) -> list[tuple[Any, dict, int]]:
         out = []
-        for name in self.problems.eval:
+        for index, name in enumerate(self.problems.eval):
             for sample in range(task.samples):
                 result = task.tests[(name, sample)]
                 o = task.outputs[(name, sample)]
                 out.append(("job_finished", {
                     "genome": task.ident, "problem": name, "sample": sample,
-                    "raw": (task.texts or [[]])[self.problems.eval.index(name)][sample],
+                    "raw": (task.texts or [[]])[index][sample],
                     "candidate": o.candidate, "cases": [c.model_dump(mode="json") for c in o.cases],
-                    "objectives": o.objectives, "passed_all": o.passed_all, "meter": o.meter,
+                    "objectives": {**o.objectives, "fix_chance": (task.fix_chances or [])[index]},
+                    "passed_all": o.passed_all, "meter": o.meter,
                     "timings": {"test": result.finished_at - result.started_at,
                                 "worker": result.worker, **task.timings},
                 }, generation))
@@ -502,3 +516,8 @@ def default_threads(workers: int) -> int:
 def prompts_for(config: Config, problems: dict[str, Any], names: list[str]) -> list[str]:
     style = config.benchmark.prompt_style
     return [build_prompt(n, problems[n].buggy_source, style) for n in names]
+
+
+def answers_for(problems: dict[str, Any], names: list[str]) -> list[str]:
+    """The reference answer of each problem: the line edit a trained adapter writes for it."""
+    return [build_target(problems[n].buggy_source, problems[n].correct_source) for n in names]

@@ -20,12 +20,12 @@ from coral.benchmark.extract import extract_candidate
 from coral.benchmark.loader import load_benchmark
 from coral.benchmark.mutate import read_manifest
 from coral.benchmark.problem import Problem
-from coral.benchmark.prompts import build_prompt
+from coral.benchmark.prompts import build_prompt, build_target
 from coral.benchmark.split import load_split
 from coral.config import Config, KnobSpace
 from coral.errors import CoralError
 from coral.evolution.genome import Knobs
-from coral.evolution.selection import OBJECTIVES
+from coral.evolution.selection import CANDIDATE_OBJECTIVES
 from coral.sandbox.objectives import CandidateScore, fixed_at_k, score_candidates
 from coral.sandbox.runner import RunnerLimits, reference
 
@@ -105,7 +105,7 @@ class ProblemResult:
         return {"name": self.name, "family": self.family, "fixed": self.fixed,
                 "bugfix": self.mean("bugfix"), "fixed_samples": sum(s.fixed for s in self.samples),
                 "passed": self.passed,
-                **{o: self.mean(o) for o in OBJECTIVES if o != "bugfix"}}
+                **{o: self.mean(o) for o in CANDIDATE_OBJECTIVES if o != "bugfix"}}
 
 
 Progress = Callable[[str], None]
@@ -147,7 +147,7 @@ def summarise(results: Sequence[ProblemResult], k: int) -> dict[str, Any]:
     out: dict[str, Any] = {"k": k, "fixed": sum(r.fixed for r in results), "total": len(results)}
     out["fixed_at_k"] = sum(fixed_at_k(len(r.samples), sum(s.fixed for s in r.samples), k)
                             for r in results) / len(results)
-    for objective in OBJECTIVES:
+    for objective in CANDIDATE_OBJECTIVES:
         mean, se = mean_se([r.mean(objective) for r in results])
         out[objective] = mean
         out[f"{objective}_se"] = se
@@ -203,9 +203,14 @@ def evaluate_model(
 
     texts = generate_for_genome(base, adapter, rows, knobs, seed, config.generation, progress=generated)
     answers = [texts[i * samples:(i + 1) * samples] for i in range(len(problems))]
+    say("computing fix_chance (one forward pass per problem)")
+    chances = fix_chances(base, adapter, problems, knobs, config)
     limits = RunnerLimits.from_config(config.sandbox)
     results = score_answers(problems, answers, limits, root, log=say)
     summary = summarise(results, samples)
+    summary["fix_chance"], summary["fix_chance_se"] = mean_se(chances)
+    for row, chance in zip(summary["problems"], chances, strict=True):
+        row["fix_chance"] = chance
     out = {**{k: summary[k] for k in ("k", "fixed", "total")},
            "model": config.model.name, "adapter": str(adapter) if adapter else None,
            "split": split, "seed": seed, "classes": list(classes) if classes else None,
@@ -214,9 +219,24 @@ def evaluate_model(
     if echo:
         say("scoring echo (the buggy programs unchanged)")
         echoed = summarise(score_answers(problems, [[echo_answer(p)] for p in problems], limits, root), 1)
-        out["echo"] = {k: v for k, v in echoed.items() if k != "problems"}
+        out["echo"] = {**{k: v for k, v in echoed.items() if k != "problems"}, "fix_chance": 0.0}
     say(f"done ({time.perf_counter() - started:.0f}s)")
     return out
+
+
+def fix_chances(base: Any, adapter: Path | None, problems: Sequence[Problem], knobs: Knobs,
+                config: Config) -> list[float]:
+    """Each problem's fix_chance objective (docs/objectives.md): the chance that
+    objectives.fix_chance_k answers at `knobs` include the reference fix, computed, not sampled."""
+    from coral.model.likelihood import chance_within, reference_logprobs
+
+    style = config.benchmark.prompt_style
+    pairs = [(build_prompt(p.name, p.buggy_source, style), build_target(p.buggy_source, p.correct_source))
+             for p in problems]
+    logprobs = reference_logprobs(base, adapter, pairs, knobs,
+                                  max_length=config.generation.max_prompt_length + knobs.max_new_tokens,
+                                  batch_size=config.generation.batch_size)
+    return [chance_within(lp, config.objectives.fix_chance_k) for lp in logprobs]
 
 
 def evaluate_echo(root: Path, config: Config, split: SplitChoice = "eval",

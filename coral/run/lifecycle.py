@@ -32,7 +32,7 @@ from coral.home import Home, new_run_id
 from coral.run import checkpoints as ckpt
 from coral.run.backend import Backend, LocalBackend, RunContext
 from coral.run.control import clear_requests, keep_requests, set_hold
-from coral.run.engine import EvolutionEngine, Problems, default_threads, prompts_for
+from coral.run.engine import EvolutionEngine, Problems, answers_for, default_threads, prompts_for
 from coral.run.events import read_events
 from coral.run.registry import (
     compare_runs,
@@ -70,7 +70,7 @@ def load_problems(config: Config, split: dict[str, list[str]] | None = None) -> 
         raise CoralError(f"benchmark {config.benchmark.root} has no problem {missing[0]!r} "
                          "named in the run's split")
     return Problems(str(config.benchmark.root), list(split["train"]), list(split["eval"]),
-                    prompts_for(config, bench, list(split["eval"])))
+                    prompts_for(config, bench, list(split["eval"])), answers_for(bench, list(split["eval"])))
 
 
 def resolve_config(source: Config | str | os.PathLike, overrides: list[str] | None = None,

@@ -1,4 +1,5 @@
-"""The five objectives of a candidate fix, each in [0, 1], and their means per genome.
+"""The five objectives of a candidate fix, each in [0, 1], and their means per genome (the sixth,
+fix_chance, is the model's: coral.model.likelihood).
 
 Formulas and the reasons behind them: docs/objectives.md. In short, per candidate:
 
@@ -37,7 +38,7 @@ from math import comb
 from pathlib import Path
 
 from coral.benchmark.problem import Problem
-from coral.evolution.selection import OBJECTIVES
+from coral.evolution.selection import CANDIDATE_OBJECTIVES
 from coral.sandbox.box import METER_RATES
 from coral.sandbox.quality import (
     SECURITY_SCALE,
@@ -83,7 +84,7 @@ class CandidateScore:
     meter: str | None = None  # what counted `runtime`'s cost (CandidateRun.meter)
 
     def objectives(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in OBJECTIVES}
+        return {name: getattr(self, name) for name in CANDIDATE_OBJECTIVES}
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class GenomeObjectives:
     candidates: int
 
     def objectives(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in OBJECTIVES}
+        return {name: getattr(self, name) for name in CANDIDATE_OBJECTIVES}
 
 
 # --- per-candidate scores -------------------------------------------------------------------
@@ -420,6 +421,6 @@ def aggregate(scores: Sequence[CandidateScore], k: int) -> GenomeObjectives:
     if short:
         raise ValueError(f"fewer than k={k} samples for: {', '.join(short)}")
     means = {n: sum(sum(getattr(s, n) for s in g) / len(g) for g in groups.values()) / len(groups)
-             for n in OBJECTIVES}
+             for n in CANDIDATE_OBJECTIVES}
     at_k = sum(fixed_at_k(len(g), sum(s.fixed for s in g), k) for g in groups.values()) / len(groups)
     return GenomeObjectives(**means, fixed_at_k=at_k, k=k, problems=len(groups), candidates=len(scores))

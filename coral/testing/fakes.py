@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from coral.evolution.selection import OBJECTIVES
+from coral.evolution.selection import CANDIDATE_OBJECTIVES
 from coral.execution.jobs import WorkerContext
 from coral.execution.messages import Job
 from coral.execution.payloads import (
@@ -50,8 +50,11 @@ def fake_train(job: Job, ctx: WorkerContext) -> TrainOutput:
 def fake_generate(job: Job, ctx: WorkerContext) -> GenerateOutput:
     _nap()
     p = payload_of(job, GeneratePayload)
+    # A model's chance of the reference fix depends on the adapter, knobs and prompt, never the seed.
+    chances = None if p.answers is None else [round(_unit(p.cache_key, p.knobs.temperature, a), 6) for a in p.answers]
     return GenerateOutput(texts=[[f"{p.cache_key}|{p.seed}|{i}|{s}|{p.knobs.temperature}"
-                                  for s in range(p.samples)] for i in range(len(p.prompts))])
+                                  for s in range(p.samples)] for i in range(len(p.prompts))],
+                          fix_chances=chances)
 
 
 def fake_check(job: Job, ctx: WorkerContext) -> TestOutput:
@@ -62,7 +65,7 @@ def fake_check(job: Job, ctx: WorkerContext) -> TestOutput:
     # stand-in claims for "auto"). As for real, a cost on another meter scores differently.
     meter = "cpu-time" if payload.sandbox.meter == "cpu-time" else "task-clock"
     passed = _unit(raw, "pass") < 0.4
-    objectives = {n: round(_unit(raw, n), 6) if passed else 0.0 for n in OBJECTIVES if n != "syntax"}
+    objectives = {n: round(_unit(raw, n), 6) if passed else 0.0 for n in CANDIDATE_OBJECTIVES if n != "syntax"}
     objectives["syntax"] = round(_unit(raw, "syntax"), 6)
     if passed:
         objectives["bugfix"] = 1.0
@@ -95,7 +98,8 @@ SPOOFING_CODE = "access = 'user\u202e \u2066// admin\u2069 \u2066'\x1b[8m\x00\n"
 
 def spoofing_generate(job: Job, ctx: WorkerContext) -> GenerateOutput:
     out = fake_generate(job, ctx)
-    return GenerateOutput(texts=[[SPOOFING_CODE + text for text in texts] for texts in out.texts])
+    return GenerateOutput(texts=[[SPOOFING_CODE + text for text in texts] for texts in out.texts],
+                          fix_chances=out.fix_chances)
 
 
 WRITES_SPOOFING_CODE = {**HANDLERS, "generate": spoofing_generate}

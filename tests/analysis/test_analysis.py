@@ -136,7 +136,8 @@ def test_live_figure_has_every_curve_in_one_figure(home) -> None:
     assert titles == ["<b>fitness per generation</b>", *(f"<b>{o} per generation</b>" for o in OBJECTIVES),
                       "<b>diversity per generation</b>", "<b>adapter cache hit rate</b>"]
     assert fig.data[0].name == "best" and list(fig.data[0].y) == curves.generations["best_fitness"].tolist()
-    assert {t.yaxis for t in fig.data} == {"y", *(f"y{i}" for i in range(2, 9))}  # eight panels
+    panels = len(OBJECTIVES) + 3  # fitness, each objective, diversity, cache
+    assert {t.yaxis for t in fig.data} == {"y", *(f"y{i}" for i in range(2, panels + 1))}
     assert sum(t.showlegend for t in fig.data if t.legendgroup == "best") == 1  # one legend entry
     base = analysis.baseline("alpha", home=home)
     assert [s.y0 for s in fig.layout.shapes][:1] == [base["fitness"]]  # the baseline, dashed

@@ -27,7 +27,9 @@ def _check_shape(data: dict, names: list[str], k: int) -> None:
         assert type(row["fixed"]) is bool and 0.0 <= row["bugfix"] <= 1.0
         assert row["fixed"] == (row["fixed_samples"] > 0)
         assert row["fixed"] or row["bugfix"] < 1.0
+        assert 0.0 <= row["fix_chance"] <= 1.0  # computed by the model, per problem
     assert data["fixed"] == sum(p["fixed"] for p in data["problems"])
+    assert data["fix_chance"] == pytest.approx(sum(p["fix_chance"] for p in data["problems"]) / len(names))
     assert data["bugfix"] == pytest.approx(sum(p["bugfix"] for p in data["problems"]) / len(names))
 
 

@@ -10,6 +10,7 @@ from coral.config import Config, GateConfig, ObjectiveWeights
 from coral.evolution import operators
 from coral.evolution.genome import HEAVY_GENES, KNOBS
 from coral.evolution.selection import (
+    OBJECTIVES,
     Evolution,
     Scored,
     apply_gate,
@@ -47,7 +48,7 @@ def test_baseline_strategies_make_full_distinct_populations(strategy) -> None:
     pop = evo.initial_population()
     assert len(pop) == config.population == len({g.id for g in pop})
     assert all(g.origin == strategy for g in pop)
-    evo.select(0, [Scored(g, dict.fromkeys(("bugfix", "style", "security", "runtime", "syntax"), 0.5)) for g in pop])
+    evo.select(0, [Scored(g, dict.fromkeys(OBJECTIVES, 0.5)) for g in pop])
     nxt = evo.breed(0)
     assert {g.id for g in nxt}.isdisjoint({g.id for g in pop}) or strategy == "grid"
 
@@ -143,7 +144,7 @@ def test_every_child_names_evaluated_parents_and_both_steps_of_its_making() -> N
 
 
 def test_weights_change_fitness() -> None:
-    obj = {"bugfix": 1.0, "style": 0.0, "security": 0.0, "runtime": 0.0, "syntax": 0.0}
+    obj = {"bugfix": 1.0, "style": 0.0, "security": 0.0, "runtime": 0.0, "syntax": 0.0, "fix_chance": 0.0}
     assert weighted_fitness(obj, ObjectiveWeights()) == pytest.approx(1.0 / 1.5)
     only_style = ObjectiveWeights(bugfix=0, style=1, security=0, runtime=0, syntax=0)
     assert weighted_fitness(obj, only_style) == 0.0
@@ -161,7 +162,7 @@ def test_a_weight_of_zero_retires_an_objective_from_selection() -> None:
     rng = stream(0, "test:retired")
     genomes = [operators.from_ca(CONFIG, rng) for _ in range(4)]
     levels = [(0.0, 0.9), (0.01, 0.8), (0.3, 0.1), (0.2, 0.2)]  # (bugfix, style)
-    pool = [Scored(g, {"bugfix": b, "style": st, "security": 1.0, "runtime": 0.5, "syntax": 0.5})
+    pool = [Scored(g, {"bugfix": b, "style": st, "security": 1.0, "runtime": 0.5, "syntax": 0.5, "fix_chance": 0.5})
             for g, (b, st) in zip(genomes, levels, strict=True)]
     assert selection_objectives(config(0.1).objectives.weights) == ("bugfix", "style")
     assert selection_objectives(config(0.0).objectives.weights) == ("bugfix",)
@@ -198,7 +199,7 @@ def test_gate_filters_but_keeps_min_survivors() -> None:
     rng = stream(0, "test:gate")
     genomes = [operators.from_ca(config, rng) for _ in range(5)]
     levels = [0.1, 0.9, 0.2, 0.3, 0.05]
-    pool = [Scored(g, dict.fromkeys(("bugfix", "style", "security", "runtime", "syntax"), v))
+    pool = [Scored(g, dict.fromkeys(OBJECTIVES, v))
             for g, v in zip(genomes, levels, strict=True)]
     kept, threshold = apply_gate(pool, config, 0)
     assert threshold == 0.5
@@ -211,7 +212,7 @@ def test_diversity_measures() -> None:
     assert genotype_diversity([g, g, g], CONFIG) == 0.0
     many = [operators.from_ca(CONFIG, rng) for _ in range(6)]
     assert 0.0 < genotype_diversity(many, CONFIG) <= 1.0
-    same = dict.fromkeys(("bugfix", "style", "security", "runtime", "syntax"), 0.5)
+    same = dict.fromkeys(OBJECTIVES, 0.5)
     other = {**same, "bugfix": 0.7}
     assert phenotype_diversity([Scored(g, same), Scored(g, same), Scored(g, other)]) == (2, 2 / 3)
 
@@ -219,7 +220,7 @@ def test_diversity_measures() -> None:
 def test_evolution_state_round_trips() -> None:
     evo = Evolution(CONFIG)
     pop = evo.initial_population()
-    names = ("bugfix", "style", "security", "runtime", "syntax")
+    names = OBJECTIVES
     evo.select(0, [Scored(g, dict.fromkeys(names, 0.1 * i % 1)) for i, g in enumerate(pop)])
     restored = Evolution.from_state(CONFIG, evo.state())
     assert [g.id for g in restored.breed(0)] == [g.id for g in evo.breed(0)]

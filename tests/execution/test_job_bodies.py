@@ -68,6 +68,16 @@ def test_train_then_generate(setting) -> None:
     out = bodies.generate(_job("generate", gen), ctx)
     assert [len(row) for row in out.texts] == [3, 3]
     assert bodies.generate(_job("generate", gen), ctx).texts == out.texts  # seeded
+    # With reference answers, the job also computes each prompt's fix_chance: no draw involved,
+    # so another seed gives the same numbers; an answer past max_new_tokens has no chance.
+    assert out.fix_chances is None
+    ref = "@@ 2\n    return b\n```\n"
+    asked = {**gen, "answers": [ref, ref], "fix_chance_k": 5,
+             "knobs": {**KNOBS, "top_k": 100_000, "top_p": 1.0, "max_new_tokens": 64}}  # nothing cut
+    chances = bodies.generate(_job("generate", asked), ctx).fix_chances
+    assert chances is not None and len(chances) == 2 and chances[0] == chances[1] and 0 < chances[0] < 1
+    assert bodies.generate(_job("generate", {**asked, "seed": 8}), ctx).fix_chances == chances
+    assert bodies.generate(_job("generate", {**asked, "knobs": {**KNOBS, "top_k": 1}}), ctx).fix_chances == [0.0, 0.0]
     base = bodies.generate(_job("generate", {**gen, "cache_key": None, "greedy": True}), ctx)
     assert len(base.texts) == 2
     # The same adapter filed under another key (copied, renamed) is not that key's adapter.

@@ -110,7 +110,7 @@ def test_every_page_renders_a_finished_run(finished_home: Path,
     assert "No runs yet" not in texts(at)
     # The newest finished run (run-c); 0-based generation numbers, finished generations counted.
     assert [m.value for m in at.metric[:3]] == ["finished", "-", "2 / 2"]
-    genomes, chart = at.get("plotly_chart")  # each genome as it landed; one figure of eight panels
+    genomes, chart = at.get("plotly_chart")  # each genome as it landed; one figure of nine panels
     points = json.loads(genomes.proto.spec)["data"]
     scores = analysis.load_run("run-c", Home(finished_home)).scores  # one row per genome per generation
     assert sum(len(t["y"]) for t in points) == len(scores) >= 4 * 2
@@ -118,8 +118,9 @@ def test_every_page_renders_a_finished_run(finished_home: Path,
     spec = json.loads(chart.proto.spec)
     titles = [a["text"] for a in spec["layout"]["annotations"] if a["text"].startswith("<b>")]
     assert [t.split()[0] for t in titles] == ["<b>fitness", "<b>bugfix", "<b>style", "<b>security",
-                                              "<b>runtime", "<b>syntax", "<b>diversity", "<b>adapter"]
-    assert sum(key.startswith("yaxis") for key in spec["layout"]) == 8
+                                              "<b>runtime", "<b>syntax", "<b>fix_chance", "<b>diversity",
+                                              "<b>adapter"]
+    assert sum(key.startswith("yaxis") for key in spec["layout"]) == 9
     assert all(b.disabled for b in at.button)  # nothing to pause or stop
 
     visit(at, "pages/pareto.py")

@@ -353,3 +353,35 @@ def test_final_rounds_must_leave_a_generation_to_search() -> None:
 
     with pytest.raises(ConfigError, match=r"evolution.final_rounds: 2 leaves no generation to search in"):
         load_config(SMOKE, ["generations=2", "evolution.final_rounds=2"])
+
+
+def test_fix_chance_comes_from_the_generate_job_and_can_be_selected_on() -> None:
+    """fix_chance is one number per (genome, eval problem) from the generate job: every sample of
+    that problem carries it, the genome's value is its mean over problems, echo's is 0, and with
+    only it weighted, selection keeps the genomes with the highest fix_chance."""
+    config = load_config(SMOKE, ["generations=2", "benchmark.samples=2", "objectives.weights.bugfix=0",
+                                 "objectives.weights.style=0", "objectives.weights.security=0",
+                                 "objectives.weights.runtime=0", "objectives.weights.syntax=0",
+                                 "objectives.weights.fix_chance=1"])
+    serial(config, "fc")
+    events = list(read_events(Home().events_dir("fc")))
+    jobs = [e for e in events if e.type == "job_finished"]
+    per_problem: dict[tuple[int, str, str], set[float]] = {}
+    for j in jobs:
+        per_problem.setdefault((j.generation, j.data["genome"], j.data["problem"]), set()).add(
+            j.data["objectives"]["fix_chance"])
+    assert all(len(v) == 1 for v in per_problem.values())  # the samples of a problem share it
+    assert {v for (_, g, _), s in per_problem.items() if g == "echo" for v in s} == {0.0}
+    assert {v for (_, g, _), s in per_problem.items() if g == "baseline" for v in s} - {0.0}
+    finished = {e.generation: e.data for e in events if e.type == "generation_finished"}
+    for genome_id, scores in finished[0]["genomes"].items():
+        mine = [next(iter(s)) for (g, i, _), s in per_problem.items() if g == 0 and i == genome_id]
+        assert scores["fix_chance"] == pytest.approx(sum(mine) / len(mine))
+        assert scores["fitness"] == pytest.approx(scores["fix_chance"])
+    # no sampling noise: a survivor evaluated again keeps exactly its fix_chance
+    for genome_id in finished[1]["reevaluated"]:
+        assert finished[1]["genomes"][genome_id]["fix_chance"] == finished[0]["genomes"][genome_id]["fix_chance"]
+    pool = finished[1]["genomes"]  # the new genomes and the survivors evaluated again
+    assert len(pool) > config.population
+    ranked = sorted(pool, key=lambda i: -pool[i]["fix_chance"])
+    assert set(finished[1]["survivors"]) == set(ranked[:config.population])
