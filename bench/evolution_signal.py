@@ -261,7 +261,7 @@ def main() -> int:
                         f"{len(bench.train)} training instances, {len(rows['evolution'])} seed(s), population "
                         f"{base_config.population} x {base_config.generations} generations at k="
                         f"{base_config.benchmark.samples}; best re-evaluated on {args.fresh} fresh seed(s) "
-                        f"at k={k}; {evaluations()} evaluations, {search.trained} adapters trained; "
+                        f"at k={k}; {evaluations()} evaluations, {search.trained} adapters (trained or found); "
                         f"wall {wall:.0f} s, CPU of this process {cpu:.0f} s (sandboxes run in children)")
             print(json.dumps({"runs": rows, "wall_seconds": wall, "cpu_seconds": cpu,
                               "instances": len(bench.problems), "evaluations": evaluations(),

@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:10} {statistics.fmean(c):9.3f} {statistics.pstdev(c):8.3f} {len(set(c)):8d} "
               f"{statistics.fmean(g):11.3f} {statistics.pstdev(g):9.3f}  {verdict[name]}")
     print("correlation over genome evaluations (Pearson r):")
-    print(" " * 10 + "".join(f"{n:>9}" for n in names))
+    print(" " * 11 + "".join(f"{n:>11}" for n in names))
     for a in names:
-        print(f"{a:10}" + "".join(f"{table[a][b]:9.2f}" for b in names))
+        print(f"{a:11}" + "".join(f"{table[a][b]:11.2f}" for b in names))
     print(json.dumps({"candidates": len(candidates[names[0]]), "genome_evaluations": len(genomes[names[0]]),
                       "correlation": {a: {b: None if math.isnan(r) else r for b, r in row.items()}
                                       for a, row in table.items()},  # constant: no r (null)

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from coral.analysis.best import best_genome
+from coral.evolution.selection import CANDIDATE_OBJECTIVES
 from coral.home import Home
+from coral.run.events import read_events
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "evolution_signal.py"
@@ -28,15 +30,20 @@ def _run(env: dict[str, str], run_id: str, *overrides: str) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
-@pytest.mark.slow
-def test_runs_are_reevaluated_with_their_own_best_genome(tmp_path: Path) -> None:
+def _micro(tmp_path: Path, *overrides: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """A home and a micro experiment of configs/local.yaml: 4 train and 3 eval instances, 3 generations."""
     split = json.loads((REPO / "configs" / "local.split.json").read_text())
     micro = tmp_path / "split.json"
     micro.write_text(json.dumps({"train": split["train"][:4], "eval": split["eval"][:3]}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     env.update({"CORAL_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)})
-    small = ("population=2", "generations=3", "evolution.final_rounds=1", f"benchmark.split={micro}",
-             "training.steps=2", "benchmark.samples=1")
+    return env, ("generations=3", "evolution.final_rounds=1", f"benchmark.split={micro}", "training.steps=2",
+                 "benchmark.samples=1", *overrides)
+
+
+@pytest.mark.slow
+def test_runs_are_reevaluated_with_their_own_best_genome(tmp_path: Path) -> None:
+    env, small = _micro(tmp_path, "population=2")
     _run(env, "evo", *small)
     _run(env, "rnd", *small, "strategy=random")
 
@@ -62,3 +69,24 @@ def test_runs_are_reevaluated_with_their_own_best_genome(tmp_path: Path) -> None
     refused = subprocess.run([*bench, "evo", "other"], env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode != 0
     assert "another experiment" in refused.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_selection_on_fix_chance_alone_picks_in_the_bench_what_a_real_run_picks(tmp_path: Path) -> None:
+    """With only fix_chance weighted, the bench's in-process loop samples nothing during search;
+    its selection must still be the engine's: the same config and seed pick the same genome as a
+    real `coral run` (real job bodies computing fix_chance in the generate job)."""
+    env, small = _micro(tmp_path, "population=3", *(f"objectives.weights.{n}=0" for n in CANDIDATE_OBJECTIVES),
+                        "objectives.weights.fix_chance=1")
+    _run(env, "fc", *small)
+    home = Home(tmp_path / "home")
+    events = [e for e in read_events(home.events_dir("fc")) if e.type == "generation_finished"]
+    assert events and all(s["fitness"] == pytest.approx(s["fix_chance"]) for s in events[-1].data["genomes"].values())
+    sets = [x for item in small for x in ("--set", item)]
+    done = subprocess.run([sys.executable, "-P", str(BENCH), "--seeds", "1", "--fresh", "1", "--fresh-samples", "1",
+                           "--home", str(tmp_path / "home"), *sets], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["runs"]["evolution"][0]["best"] == best_genome("fc", home)["genome_id"]
+    assert 0.0 <= result["runs"]["evolution"][0]["fresh_fix_chance"] <= 1.0
