@@ -32,13 +32,15 @@ from coral.model.train import encode_pair
 
 def answer_tokens(base: LoadedModel, prompt: str, answer: str, max_length: int) -> tuple[list[int], int, int]:
     """(ids, prompt length, answer tokens scored): prompt + answer as training tokenises it, the
-    answer scored up to the token that completes the end-of-answer marker (generation stops there)."""
-    ids, n_prompt = encode_pair(base.tokenizer, prompt, answer, max_length)
+    answer scored up to the token that completes the end-of-answer marker (generation stops
+    there). An answer that does not fit in max_length tokens has 0 tokens scored: no chance."""
+    ids, n_prompt = encode_pair(base.tokenizer, prompt, answer, 1 << 30)
     tail = ids[n_prompt:]
-    for j in range(len(tail)):
-        if END_OF_ANSWER in base.tokenizer.decode(tail[: j + 1], skip_special_tokens=True):
-            return ids[: n_prompt + j + 1], n_prompt, j + 1
-    return ids, n_prompt, len(tail)
+    n_answer = next((j + 1 for j in range(len(tail))
+                     if END_OF_ANSWER in base.tokenizer.decode(tail[: j + 1], skip_special_tokens=True)),
+                    len(tail))
+    ids = ids[: n_prompt + n_answer]
+    return (ids, n_prompt, n_answer) if len(ids) <= max_length else (ids, n_prompt, 0)
 
 
 def reference_logprobs(base: LoadedModel, adapter_dir: Path | None, pairs: Sequence[tuple[str, str]],
@@ -47,44 +49,46 @@ def reference_logprobs(base: LoadedModel, adapter_dir: Path | None, pairs: Seque
     """log P(one answer sampled at `knobs` is exactly `answer`) for each (prompt, answer), in order.
 
     -inf where sampling cannot write it: a token top-k or top-p cuts, an answer longer than
-    knobs.max_new_tokens, or one max_length cuts short. With greedy=True, 0 where argmax
-    decoding writes the answer, else -inf.
+    knobs.max_new_tokens, or prompt + answer longer than max_length. With greedy=True, 0 where
+    argmax decoding writes the answer, else -inf.
     """
     encoded = [answer_tokens(base, prompt, answer, max_length) for prompt, answer in pairs]
+    out = {i: -math.inf for i, (_, _, n) in enumerate(encoded) if n == 0 or n > knobs.max_new_tokens}
+    scored = sorted((i for i in range(len(encoded)) if i not in out), key=lambda i: len(encoded[i][0]))
     warpers = knob_warpers(knobs, greedy)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # batches of like length
-    out: dict[int, float] = {}
     with base.lock, merged_adapter(base, adapter_dir), torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+        for start in range(0, len(scored), batch_size):  # rows of like length share a batch
+            rows = scored[start:start + batch_size]
+            # Left padding, as generation pads: every answer ends in the last column, so only the
+            # last (longest answer + 1) positions' logits are computed, not the prompt's.
             width = max(len(encoded[i][0]) for i in rows)
             ids = torch.full((len(rows), width), base.tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):  # right padding: causal attention never reads it
-                ids[r, : len(encoded[i][0])] = torch.tensor(encoded[i][0])
-                mask[r, : len(encoded[i][0])] = 1
-            logits = base.model(input_ids=ids.to(base.device), attention_mask=mask.to(base.device)).logits.float()
             for r, i in enumerate(rows):
-                out[i] = _answer_logprob(encoded[i], logits[r], warpers, knobs, greedy)
+                ids[r, width - len(encoded[i][0]):] = torch.tensor(encoded[i][0])
+                mask[r, width - len(encoded[i][0]):] = 1
+            keep = max(encoded[i][2] for i in rows) + 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = base.model(input_ids=ids.to(base.device), attention_mask=mask.to(base.device),
+                                position_ids=positions.to(base.device), logits_to_keep=keep).logits.float()
+            for r, i in enumerate(rows):
+                n_answer = encoded[i][2]
+                # the logits at the answer's positions, each predicting the next token
+                out[i] = _answer_logprob(encoded[i], logits[r, keep - 1 - n_answer: keep - 1], warpers, greedy)
     return [out[i] for i in range(len(encoded))]
 
 
-def _answer_logprob(encoded: tuple[list[int], int, int], logits: torch.Tensor,
-                    warpers: LogitsProcessorList, knobs: Knobs, greedy: bool) -> float:  # fmt: skip
+def _answer_logprob(encoded: tuple[list[int], int, int], steps: torch.Tensor,
+                    warpers: LogitsProcessorList, greedy: bool) -> float:  # fmt: skip
     ids, n_prompt, n_answer = encoded
-    if n_answer == 0 or n_answer > knobs.max_new_tokens or n_prompt + n_answer > len(ids):
-        return -math.inf
-    positions = range(n_prompt - 1, n_prompt + n_answer - 1)  # logits at p predict token p + 1
-    steps = logits[list(positions)]
     # Each step sees the tokens before it, as generation's `seen` does (the repetition penalty
     # reads them); shorter prefixes are filled with their own first token, which the penalty,
     # a set operation, counts once.
-    device = steps.device
-    row = torch.tensor(ids, device=device)
-    seen = torch.stack([torch.cat([row[: p + 1], row[:1].expand(n_prompt + n_answer - 1 - p - 1)])
-                        for p in positions])
+    row = torch.tensor(ids, device=steps.device)
+    seen = torch.stack([torch.cat([row[:p], row[:1].expand(len(ids) - 1 - p)])
+                        for p in range(n_prompt, n_prompt + n_answer)])
     scores = warpers(seen, steps)  # type: ignore[arg-type]  # token ids (int64); annotated as legacy LongTensor
-    target = row[n_prompt:n_prompt + n_answer]
+    target = row[n_prompt:]
     if greedy:
         return 0.0 if bool((scores.argmax(-1) == target).all()) else -math.inf
     logp = torch.log_softmax(scores, dim=-1).gather(-1, target[:, None]).squeeze(-1)
