@@ -18,8 +18,8 @@ from coral.store.schema import METRICS, OBJECTIVES
 # assignment, and building a figure step by step (add_trace, add_hline, update_layout) cost
 # ~30 ms a chart. What the browser draws was measured too (Chromium, 2 loaded cores): axis
 # automargin, which Streamlit's theme turns on, makes Plotly.js measure and redraw, so margins
-# are fixed; and one figure of eight panels draws faster than eight figures (each is a Plotly
-# plot of its own, and Streamlit mounts a new one for each changed spec).
+# are fixed; and one figure of eight panels (nine since fix_chance) drew faster than eight
+# figures (each is a Plotly plot of its own, and Streamlit mounts a new one for each changed spec).
 _COLORS = {"best": "#0068c9", "mean": "#83c9ff", "genotype": "#ff2b2b", "phenotype": "#ffabab",
            "cache": "#29b09d"}
 _BASELINE = "#7f7f7f"
