@@ -100,12 +100,10 @@ class Bench:
 
     def chances(self, adapter: Path | None, knobs: Knobs) -> list[float]:
         """Each instance's fix_chance (coral.model.likelihood): computed, no answer sampled."""
-        from coral.model.likelihood import chance_within, reference_logprobs
+        from coral.model.likelihood import fix_chances
 
-        logprobs = reference_logprobs(self.base, adapter, list(zip(self.prompts, self.references, strict=True)),
-                                      knobs, max_length=self.config.generation.max_prompt_length
-                                      + knobs.max_new_tokens, batch_size=self.config.generation.batch_size)
-        return [chance_within(lp, self.config.objectives.fix_chance_k) for lp in logprobs]
+        return fix_chances(self.base, adapter, self.prompts, self.references, knobs, self.config.generation,
+                           self.config.objectives.fix_chance_k)
 
     def model_only(self, genome: Genome) -> dict[str, Any]:
         """A search evaluation where only model objectives weigh (weight 0 on every sampled one):

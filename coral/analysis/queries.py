@@ -276,8 +276,8 @@ class RunCurves:
 def run_curves(run_id: str, home: Home | None = None) -> RunCurves:
     """Every per-generation curve of a run (best and mean of each metric, diversity, cache hits)
     and its baseline, in one read: the Live page's panels (one per objective and three more) come
-    from this one query (it was one query each, three with the run check and baseline). Same numbers as fitness_curves,
-    diversity_curves and cache_curve."""
+    from this one query (it was one query each, three with the run check and baseline). Same
+    numbers as fitness_curves, diversity_curves and cache_curve."""
     with connect(home) as con:
         frame = _df(con, f"SELECT {', '.join(CURVE_COLUMNS)} FROM generations WHERE run_id = ? "
                          "ORDER BY generation", [run_id])

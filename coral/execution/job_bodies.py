@@ -90,7 +90,7 @@ def generate(job: Job, ctx: WorkerContext) -> GenerateOutput:
     """One batched call: every prompt x samples. Output: texts[prompt][sample], and with
     reference answers, each prompt's fix_chance (coral.model.likelihood)."""
     from coral.model.generate import generate_for_genome  # torch: model workers only
-    from coral.model.likelihood import chance_within, reference_logprobs
+    from coral.model.likelihood import fix_chances
 
     payload = payload_of(job, GeneratePayload)
     _set_threads(payload.threads)
@@ -106,11 +106,8 @@ def generate(job: Job, ctx: WorkerContext) -> GenerateOutput:
     grouped = [texts[i * samples:(i + 1) * samples] for i in range(len(payload.prompts))]
     chances = None
     if payload.answers is not None:
-        logprobs = reference_logprobs(base, adapter, list(zip(payload.prompts, payload.answers, strict=True)),
-                                      payload.knobs, max_length=payload.generation.max_prompt_length
-                                      + payload.knobs.max_new_tokens,
-                                      batch_size=payload.generation.batch_size, greedy=payload.greedy)
-        chances = [chance_within(lp, payload.fix_chance_k) for lp in logprobs]
+        chances = fix_chances(base, adapter, payload.prompts, payload.answers, payload.knobs, payload.generation,
+                              payload.fix_chance_k, greedy=payload.greedy)
     return GenerateOutput(texts=grouped, generate_seconds=time.time() - started, fix_chances=chances)
 
 

@@ -24,6 +24,7 @@ import torch
 from transformers.generation.logits_process import LogitsProcessorList
 
 from coral.benchmark.prompts import END_OF_ANSWER
+from coral.config import GenerationConfig
 from coral.evolution.genome import Knobs
 from coral.model.generate import knob_warpers, merged_adapter
 from coral.model.loading import LoadedModel
@@ -103,3 +104,13 @@ def chance_within(logprob: float, k: int) -> float:
     if p >= 1.0:
         return 1.0
     return -math.expm1(k * math.log1p(-p))  # 1 - (1 - p)^k, exact for tiny p too
+
+
+def fix_chances(base: LoadedModel, adapter_dir: Path | None, prompts: Sequence[str], answers: Sequence[str],
+                knobs: Knobs, generation: GenerationConfig, k: int, *, greedy: bool = False) -> list[float]:
+    """Each prompt's fix_chance objective (docs/objectives.md): the chance that k answers sampled
+    at `knobs`, within the generation config's prompt limit, include its reference `answer`."""
+    logprobs = reference_logprobs(base, adapter_dir, list(zip(prompts, answers, strict=True)), knobs,
+                                  max_length=generation.max_prompt_length + knobs.max_new_tokens,
+                                  batch_size=generation.batch_size, greedy=greedy)
+    return [chance_within(lp, k) for lp in logprobs]

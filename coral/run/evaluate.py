@@ -182,6 +182,7 @@ def evaluate_model(
     import time
 
     from coral.model.generate import generate_for_genome
+    from coral.model.likelihood import fix_chances
     from coral.model.loading import load_base_model
 
     if adapter is not None and not Path(adapter).is_dir():
@@ -192,7 +193,8 @@ def evaluate_model(
     say: Progress = log or (lambda _line: None)
     knobs = knobs or default_knobs(config.knobs)
     style = config.benchmark.prompt_style
-    rows = [build_prompt(p.name, p.buggy_source, style) for p in problems for _ in range(samples)]
+    prompts = [build_prompt(p.name, p.buggy_source, style) for p in problems]
+    rows = [prompt for prompt in prompts for _ in range(samples)]
     started = time.perf_counter()
     say(f"loading {config.model.name}" + (f" + adapter {adapter}" if adapter else ""))
     base = load_base_model(config.model)
@@ -204,7 +206,8 @@ def evaluate_model(
     texts = generate_for_genome(base, adapter, rows, knobs, seed, config.generation, progress=generated)
     answers = [texts[i * samples:(i + 1) * samples] for i in range(len(problems))]
     say("computing fix_chance (one forward pass per problem)")
-    chances = fix_chances(base, adapter, problems, knobs, config)
+    chances = fix_chances(base, adapter, prompts, [build_target(p.buggy_source, p.correct_source) for p in problems],
+                          knobs, config.generation, config.objectives.fix_chance_k)
     limits = RunnerLimits.from_config(config.sandbox)
     results = score_answers(problems, answers, limits, root, log=say)
     summary = summarise(results, samples)
@@ -222,21 +225,6 @@ def evaluate_model(
         out["echo"] = {**{k: v for k, v in echoed.items() if k != "problems"}, "fix_chance": 0.0}
     say(f"done ({time.perf_counter() - started:.0f}s)")
     return out
-
-
-def fix_chances(base: Any, adapter: Path | None, problems: Sequence[Problem], knobs: Knobs,
-                config: Config) -> list[float]:
-    """Each problem's fix_chance objective (docs/objectives.md): the chance that
-    objectives.fix_chance_k answers at `knobs` include the reference fix, computed, not sampled."""
-    from coral.model.likelihood import chance_within, reference_logprobs
-
-    style = config.benchmark.prompt_style
-    pairs = [(build_prompt(p.name, p.buggy_source, style), build_target(p.buggy_source, p.correct_source))
-             for p in problems]
-    logprobs = reference_logprobs(base, adapter, pairs, knobs,
-                                  max_length=config.generation.max_prompt_length + knobs.max_new_tokens,
-                                  batch_size=config.generation.batch_size)
-    return [chance_within(lp, config.objectives.fix_chance_k) for lp in logprobs]
 
 
 def evaluate_echo(root: Path, config: Config, split: SplitChoice = "eval",
