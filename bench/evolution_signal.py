@@ -37,6 +37,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,29 +145,11 @@ class Bench:
 def run_strategy(bench: Bench, config: Config, fresh: int, k: int, fresh_bench: Bench | None = None) -> dict[str, Any]:
     """One run's loop as the engine does it; then its best survivor on fresh seeds at k
     (on `fresh_bench`'s instances if given)."""
-    evo = Evolution(config)
-    population = evo.initial_population()
-    evaluations = 0
     weights = config.objectives.weights
     model_only = all(getattr(weights, n) == 0 for n in CANDIDATE_OBJECTIVES)
-    for generation in range(config.generations):
-        ids = {g.id for g in population}
-        again = [s.genome for s in evo.survivors if s.genome.id not in ids]
-        seed = generation_seed(config.seed, generation)
-        raw = {g.id: {n: v for n, v in (bench.model_only(g) if model_only else bench.genome(g, seed)).items()
-                      if n != "solved"} for g in population + again}
-        evaluations += len(raw)
-        means = evo.fold(raw)
-        evo.select(generation, [Scored(g, {n: means[g.id][n] for n in OBJECTIVES}) for g in population])
-        # as the engine: the final rounds (evolution.final_rounds) breed nothing
-        population = [] if evo.final_round(generation + 1) else evo.breed(generation)
-    # The best survivor by coral.analysis.best's rule: among those evaluated at least twice.
-    survivors = pd.DataFrame({"run_id": "bench", "genome_id": [s.genome.id for s in evo.survivors],
-                              "fitness": [weighted_fitness(s.objectives, weights) for s in evo.survivors],
-                              "evaluations": [evo.count(s.genome.id) for s in evo.survivors],
-                              "generation": config.generations - 1})
-    best_id = rank_best(survivors)["genome_id"].iloc[0]
-    best = next(s for s in evo.survivors if s.genome.id == best_id)
+    evo, evaluations = selection_loop(
+        config, lambda genome, seed: bench.model_only(genome) if model_only else bench.genome(genome, seed))
+    best = best_survivor(evo, config)
     scores = [(fresh_bench or bench).genome(best.genome, fresh_seed(config.seed, i), k) for i in range(fresh)]
     genes = best.genome.genes
     return {"recorded_fitness": weighted_fitness(best.objectives, weights), "evaluations": evaluations,
@@ -174,6 +157,38 @@ def run_strategy(bench: Bench, config: Config, fresh: int, k: int, fresh_bench: 
             "genes": f"{genes.adapter_type} r{genes.rank} a{genes.alpha} {'+'.join(genes.target_modules)}",
             "knobs": best.genome.knobs.model_dump(),
             **fresh_means(scores)}
+
+
+def selection_loop(config: Config, evaluate: Callable[[Genome, int], dict[str, Any]]) -> tuple[Evolution, int]:
+    """The engine's generations (initial population, survivors evaluated again, fold, gate +
+    NSGA-II, breeding) with `evaluate(genome, sampling seed)` for the engine's stages; returns the
+    final state and the number of evaluations."""
+    evo = Evolution(config)
+    population = evo.initial_population()
+    evaluations = 0
+    for generation in range(config.generations):
+        ids = {g.id for g in population}
+        again = [s.genome for s in evo.survivors if s.genome.id not in ids]
+        seed = generation_seed(config.seed, generation)
+        raw = {g.id: {n: v for n, v in evaluate(g, seed).items() if n != "solved"} for g in population + again}
+        evaluations += len(raw)
+        means = evo.fold(raw)
+        evo.select(generation, [Scored(g, {n: means[g.id][n] for n in OBJECTIVES}) for g in population])
+        # as the engine: the final rounds (evolution.final_rounds) breed nothing
+        population = [] if evo.final_round(generation + 1) else evo.breed(generation)
+    return evo, evaluations
+
+
+def best_survivor(evo: Evolution, config: Config) -> Scored:
+    """The run's pick by coral.analysis.best's rule (rank_best): among the survivors evaluated at
+    least twice, the highest weighted fitness."""
+    weights = config.objectives.weights
+    survivors = pd.DataFrame({"run_id": "bench", "genome_id": [s.genome.id for s in evo.survivors],
+                              "fitness": [weighted_fitness(s.objectives, weights) for s in evo.survivors],
+                              "evaluations": [evo.count(s.genome.id) for s in evo.survivors],
+                              "generation": config.generations - 1})
+    best_id = rank_best(survivors)["genome_id"].iloc[0]
+    return next(s for s in evo.survivors if s.genome.id == best_id)
 
 
 def fresh_means(scores: list[dict[str, Any]]) -> dict[str, Any]:
