@@ -1,24 +1,25 @@
 """How much could any search gain over random search in configs/local.yaml's space?
 
-The whole space, computed: every heavy-gene setting's adapter x a grid of knobs (temperature,
-top_k, top_p, max_new_tokens), each cell's fix_chance (coral.model.likelihood) on the search
-instances (what selection sees) and on every held-out instance (what a pick's fresh fixed@5
-estimates, with sampling noise). Then the engine's selection loop (bench/evolution_signal.py's
+The whole space, computed: every heavy-gene setting's adapter, and for any knobs the fix_chance
+(coral.model.likelihood) on the search instances (what selection sees) and on every held-out
+instance (what a pick's fresh fixed@5 estimates, with sampling noise). The landscape is printed
+over a grid of knobs; then the engine's selection loop (bench/evolution_signal.py's
 `selection_loop`: coral.evolution.selection.Evolution, survivors evaluated again, NSGA-II,
-breeding) runs on that table for many run seeds, evolution against random search, with the
-config's budget. fix_chance is deterministic, so a simulated run selects what a real run of the
-model-only config selects, up to interpolating the table between its knots (checked against the
-exact computation for random genomes, printed).
+breeding) runs on it for many run seeds, evolution against random search, with the config's
+budget. fix_chance is deterministic, so a simulated run selects exactly what a real run of the
+model-only config selects (bench/RESULTS.md, "Search headroom", compares one).
 
-    python -P bench/search_headroom.py --home H                     # adapters missing from H are trained there
-    python -P bench/search_headroom.py --home H --runs 400 --set population=16
+    python -P bench/search_headroom.py --home H --cache C          # adapters missing from H are trained there
+    python -P bench/search_headroom.py --home H --cache C --runs 400 --set evolution.tournament_size=3
 
-One forward pass per adapter gives the logits at every reference-answer token; the knobs are then
-applied to the sorted logits in closed form, as transformers' temperature, top-k and top-p
-warpers do (tests/evolution/test_search_headroom_bench.py holds it to coral.model.likelihood).
-The repetition penalty reads the tokens before each step and has no closed form here: the config
-must fix it at 1.0. Prints the landscape, the simulated runs and what the real protocol
-(bench/evolution_signal.py: 3 run seeds, 2 fresh sampling seeds at k=5) can detect.
+One forward pass per adapter keeps, at every reference-answer token, the largest logits (as many
+as top_k can keep) and the reference token's place among them; the knobs are then applied in
+closed form, as transformers' temperature, top-k and top-p warpers do
+(tests/evolution/test_search_headroom_bench.py holds it to coral.model.likelihood; the script
+prints the difference for random genomes too). The repetition penalty reads the tokens before
+each step and has no closed form here: the config must fix it at 1.0. Prints the landscape, the
+simulated runs and what the real protocol (bench/evolution_signal.py: 3 run seeds, 2 fresh
+sampling seeds at k=5) can detect.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import itertools
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,59 +63,85 @@ def knob_axes(config: Config) -> tuple[list[float], list[int], list[float]]:
     return temps, top_ks, top_ps
 
 
-Rows = list[tuple[torch.Tensor, torch.Tensor] | None]
+@dataclass(frozen=True)
+class TopLogits:
+    """What the knobs can reach of one model's answers: per reference-answer token (a row), the
+    largest `width` logits in descending order and the reference token's place among them (width
+    when it is not among them: every top-k up to width cuts it), and the instance each row is of.
+    Top-k keeps at most `width` tokens, so nothing below them can change a chance."""
+
+    top: torch.Tensor  # [rows, width] float64, descending
+    rank: torch.Tensor  # [rows]
+    owner: torch.Tensor  # [rows], index of the instance
+    instances: int  # rows of an instance not scored (it does not fit) are absent: chance 0
+
+    def save(self, path: Path) -> None:
+        np.savez(path, top=self.top.float().numpy(), rank=self.rank.numpy(), owner=self.owner.numpy(),
+                 instances=self.instances)
+
+    @classmethod
+    def load(cls, path: Path) -> TopLogits:
+        data = np.load(path)
+        return cls(torch.from_numpy(data["top"]).double(), torch.from_numpy(data["rank"]),
+                   torch.from_numpy(data["owner"]), int(data["instances"]))
 
 
-def answer_logits(model: Any, encoded: list[tuple[list[int], int, int]]) -> Rows:
-    """Per instance: the logits predicting each reference-answer token, and those tokens (None where
-    the answer is not scored: it does not fit)."""
-    out: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+def top_logits(model: Any, encoded: list[tuple[list[int], int, int]], width: int) -> TopLogits:
+    """One forward pass per instance (prompt + reference answer, as coral.model.likelihood scores it)."""
+    tops, ranks, owners = [], [], []
     with torch.inference_mode():
-        for ids, n_prompt, n_answer in encoded:
+        for i, (ids, n_prompt, n_answer) in enumerate(encoded):
             if n_answer == 0:
-                out.append(None)
                 continue
-            logits = model(input_ids=torch.tensor([ids]), logits_to_keep=n_answer + 1).logits.double()[0, :-1]
-            out.append((logits, torch.tensor(ids[n_prompt:n_prompt + n_answer])))
-    return out
+            logits = model(input_ids=torch.tensor([ids]), logits_to_keep=n_answer + 1).logits[0, :-1]
+            ordered, order = torch.sort(logits, dim=-1, descending=True)  # float32, as sampling sees them
+            target = torch.tensor(ids[n_prompt:n_prompt + n_answer])
+            hit = order[:, :width] == target[:, None]
+            ranks.append(torch.where(hit.any(-1), hit.int().argmax(-1), width))
+            tops.append(ordered[:, :width].double())
+            owners.append(torch.full((n_answer,), i))
+    if not tops:
+        empty = torch.zeros((0, width), dtype=torch.float64)
+        return TopLogits(empty, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), len(encoded))
+    return TopLogits(torch.cat(tops), torch.cat(ranks), torch.cat(owners), len(encoded))
 
 
-def grid_logprobs(rows: Rows, temps: list[float], top_ks: list[int],
-                  top_ps: list[float]) -> np.ndarray:
-    """log P(one sampled answer is the reference) per instance x temperature x top_k x top_p.
+def logprobs(rows: TopLogits, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """log P(one answer sampled at these knobs is the reference) per instance; -inf where a knob
+    cuts a reference token or the instance is not scored.
 
     Closed form of transformers' warpers in generate's order: temperature divides the logits;
     top-k keeps the k largest; top-p (on the top-k distribution) drops, from the least likely up,
     tokens whose cumulative probability stays at or below 1 - top_p, keeping at least one. In
     descending order the kept tokens are a prefix: token j is kept when the mass of the tokens
     above it, C[j-1], is below top_p times the top-k mass."""
-    present = [i for i, r in enumerate(rows) if r is not None]
-    out = np.full((len(rows), len(temps), len(top_ks), len(top_ps)), -np.inf)
-    if not present:
+    out = np.full(rows.instances, -np.inf)
+    if len(rows.rank) == 0:
         return out
-    logits = torch.cat([rows[i][0] for i in present])  # type: ignore[index]
-    targets = torch.cat([rows[i][1] for i in present])  # type: ignore[index]
-    owner = torch.cat([torch.full((len(rows[i][1]),), n) for n, i in enumerate(present)])  # type: ignore[index]
-    ordered, order = torch.sort(logits, dim=-1, descending=True)
-    rank = (order == targets[:, None]).int().argmax(-1)
-    row = torch.arange(len(rank))
-    for a, t in enumerate(temps):
-        probs = torch.softmax(ordered / t, dim=-1)
-        cum = torch.cumsum(probs, dim=-1)
-        target = probs[row, rank]
-        for b, k in enumerate(top_ks):
-            mass = cum[:, k - 1]
-            for c, p in enumerate(top_ps):
-                if p >= 1.0:
-                    kept, ok = mass, rank < k
-                else:
-                    last = torch.searchsorted(cum[:, : k - 1].contiguous(), (mass * p)[:, None].contiguous())[:, 0]
-                    kept = cum[row, torch.clamp(last, max=k - 1)]
-                    ok = (rank < k) & (rank <= last)
-                step = torch.where(ok, torch.log(target) - torch.log(kept), -math.inf)
-                total = torch.zeros(len(present), dtype=torch.float64).index_add_(0, owner, step)
-                out[present, a, b, c] = total.numpy()
-    return out
+    k = min(top_k, rows.top.shape[1])
+    probs = torch.softmax(rows.top[:, :k] / temperature, dim=-1)  # the top-k distribution
+    cum = torch.cumsum(probs, dim=-1)
+    rank = torch.clamp(rows.rank, max=k - 1)
+    ok = rows.rank < k
+    if top_p < 1.0:
+        last = torch.searchsorted(cum[:, : k - 1].contiguous(), torch.full((len(rank), 1), top_p, dtype=cum.dtype))
+        last = last[:, 0]
+        kept = cum[torch.arange(len(rank)), torch.clamp(last, max=k - 1)]
+        ok &= rows.rank <= last
+    else:
+        kept = cum[:, -1]
+    target = probs[torch.arange(len(rank)), rank]
+    step = torch.where(ok, torch.log(target) - torch.log(kept), -math.inf)
+    total = torch.zeros(rows.instances, dtype=torch.float64).index_add_(0, rows.owner, step)
+    scored = torch.zeros(rows.instances, dtype=torch.bool)
+    scored[rows.owner] = True
+    return np.where(scored.numpy(), total.numpy(), -np.inf)
+
+
+def grid_logprobs(rows: TopLogits, temps: list[float], top_ks: list[int], top_ps: list[float]) -> np.ndarray:
+    """`logprobs` per instance x temperature x top_k x top_p."""
+    return np.stack([np.stack([np.stack([logprobs(rows, t, k, p) for p in top_ps], -1) for k in top_ks], -2)
+                     for t in temps], -3)
 
 
 def chance(logprob: np.ndarray, k: int) -> np.ndarray:
@@ -132,8 +160,8 @@ class Landscape:
         from coral.model.loading import load_base_model
         from coral.model.train import adapter_data, train_adapter
 
-        if config.knobs.repetition_penalty != (1.0, 1.0):
-            raise SystemExit("knobs.repetition_penalty must be [1.0, 1.0]: the closed-form knobs here do not cover it")
+        if config.knobs.repetition_penalty != (1.0, 1.0) or config.knobs.top_k[0] < 1:
+            raise SystemExit("knobs: the closed form here needs repetition_penalty [1.0, 1.0] and top_k of at least 1")
         problems = {p.name: p for p in load_benchmark(config.benchmark.root)}
         split = split_for_config(config)
         held = load_split(config.benchmark.root).eval
@@ -162,10 +190,12 @@ class Landscape:
                                                              g.target_modules)]
         self.adapters: dict[tuple, Path | None] = {}
         self.trained = self.cached = 0
-        self.logprobs: dict[tuple, np.ndarray] = {}
-        # A table is its adapter's (or the base's) logits on these instances at these knots.
+        self.rows: dict[tuple, TopLogits] = {}
+        self.grids: list[np.ndarray] = []
+        width = config.knobs.top_k[1]
+        # A cached entry is its adapter's (or the base's) logits on these instances.
         spec = content_hash({"instances": held, "prompts": prompts, "references": refs, "longest": longest,
-                             "temperature": self.temps, "top_k": self.top_ks, "top_p": self.top_ps})
+                             "width": width})
         for genes in [None, *self.genes]:
             adapter, name = None, f"base-{base.fingerprint}"
             if genes is not None:
@@ -174,21 +204,17 @@ class Landscape:
                 if not (adapter / "coral_adapter.json").is_file():
                     train_adapter(base, genes, pairs, config.training, home, name)
                     self.trained += 1
-            stored = cache / f"{name}-{spec}.npy" if cache else None
+            stored = cache / f"{name}-{spec}.npz" if cache else None
             if stored and stored.is_file():
-                table = np.load(stored)
+                rows = TopLogits.load(stored)
                 self.cached += 1
             else:
                 with base.lock, merged_adapter(base, adapter):
-                    table = grid_logprobs(answer_logits(base.model, encoded), self.temps, self.top_ks, self.top_ps)
+                    rows = top_logits(base.model, encoded, width)
                 if stored:
-                    np.save(stored, table)
-            self.logprobs[self.key(genes)] = table
+                    rows.save(stored)
+            self.rows[self.key(genes)] = rows
             self.adapters[self.key(genes)] = adapter
-        k = config.objectives.fix_chance_k
-        # [cell key] -> per instance chance for each max_new_tokens option: [mnt, inst, T, k, p]
-        self.chances = {key: chance(lp, k)[None] * self.fits[:, :, None, None, None]
-                        for key, lp in self.logprobs.items()}
 
     @staticmethod
     def key(genes: HeavyGenes | None) -> tuple:
@@ -196,25 +222,28 @@ class Landscape:
                                          genes.adapter_type)
 
     def table(self, where: str) -> np.ndarray:
-        """[adapter (None first, then self.genes), mnt, T, top_k, top_p] mean fix_chance."""
+        """Mean fix_chance on the grid: [adapter (None first, then self.genes), max_new_tokens option,
+        temperature, top_k, top_p]."""
         mask = self.in_search if where == "search" else np.ones_like(self.in_search)
-        return np.stack([self.chances[self.key(g)][:, mask].mean(1) for g in [None, *self.genes]])
+        k = self.config.objectives.fix_chance_k
+        if not self.grids:  # per instance, computed once for both tables
+            self.grids = [chance(grid_logprobs(self.rows[self.key(g)], self.temps, self.top_ks, self.top_ps), k)
+                          for g in [None, *self.genes]]
+        return np.stack([np.stack([(grid * fits[:, None, None, None])[mask].mean(0) for fits in self.fits])
+                         for grid in self.grids])
 
     def per_instance(self, genes: HeavyGenes | None, knobs: Knobs) -> np.ndarray:
-        """Each held-out instance's fix_chance at these genes and knobs, multilinear between the
-        grid's knots."""
-        cube = self.chances[self.key(genes)][self.max_new.index(knobs.max_new_tokens)]
-        for knots, x in ((self.temps, knobs.temperature), (self.top_ks, knobs.top_k), (self.top_ps, knobs.top_p)):
-            j = int(np.clip(np.searchsorted(knots, x) - 1, 0, len(knots) - 2))
-            w = float(np.clip((x - knots[j]) / (knots[j + 1] - knots[j]), 0.0, 1.0))
-            cube = cube[:, j] * (1 - w) + cube[:, j + 1] * w  # the instance axis stays first
-        return cube
+        """Each held-out instance's fix_chance at these genes and knobs, exactly."""
+        lp = logprobs(self.rows[self.key(genes)], knobs.temperature, knobs.top_k, knobs.top_p)
+        fits = self.fits[self.max_new.index(knobs.max_new_tokens)]
+        return chance(lp, self.config.objectives.fix_chance_k) * fits
 
     def value(self, genes: HeavyGenes | None, knobs: Knobs, where: str) -> float:
         values = self.per_instance(genes, knobs)
         return float(values[self.in_search].mean() if where == "search" else values.mean())
 
     def exact(self, genes: HeavyGenes | None, knobs: Knobs, where: str) -> float:
+        """The same number from coral.model.likelihood.fix_chances (a forward pass with the adapter)."""
         from coral.model.likelihood import fix_chances
 
         mask = self.in_search if where == "search" else np.ones_like(self.in_search)
@@ -298,7 +327,8 @@ def main() -> int:
                       max_new_tokens=int(rng.choice(k.max_new_tokens)))
         errors.append(land.value(genes, probe, "search") - land.exact(genes, probe, "search"))
     if errors:
-        print(f"interpolated minus exact fix_chance (search instances, {len(errors)} random genomes): "
+        print(f"closed form minus coral.model.likelihood's fix_chance ({len(errors)} random genomes, search "
+              f"instances): "
               f"median |error| {np.median(np.abs(errors)):.5f}, max {np.max(np.abs(errors)):.5f}")
 
     results = {s: [simulate(land, config, s, seed) for seed in range(args.runs)] for s in ("evolution", "random")}
@@ -310,13 +340,13 @@ def main() -> int:
         hm, hs = mean_se([r["held_out"] for r in rs])
         print(f"{s} | {np.mean([r['evaluations'] for r in rs]):.0f} | {np.mean([r['distinct'] for r in rs]):.1f} | "
               f"{sm:.4f} ± {ss:.4f} | {hm:.4f} ± {hs:.4f} (SD {np.std([r['held_out'] for r in rs]):.4f})")
+    for s, rs in results.items():  # to compare with a real run of the same seed (coral run --set seed=S)
+        print(f"  {s}, run seed 0: picks {rs[0]['genome'].id} at fix_chance {rs[0]['search']:.7f}")
     diff = [e["held_out"] - r["held_out"] for e, r in zip(results["evolution"], results["random"], strict=True)]
     dm, ds = mean_se(diff)
     none = land.value(None, knobs, "held")
     print(f"evolution - random, held-out fix_chance: {dm:+.4f} ± {ds:.4f} over {args.runs} seeds; "
           f"evolution - no adapter {np.mean([r['held_out'] for r in results['evolution']]) - none:+.4f}")
-    print(f"the ceiling: the best held-out cell minus random search's mean pick "
-          f"{held[1:].max() - np.mean([r['held_out'] for r in results['random']]):+.4f}")
 
     # What bench/evolution_signal.py's protocol can see: 3 run seeds, 2 fresh seeds of 5 answers on
     # every held-out instance. Per run, fixed@5's sampling variance is sum_i f(1-f) / (2 n^2).
@@ -327,6 +357,13 @@ def main() -> int:
     se3 = math.sqrt((spread + 2 * sampling) / 3)
     print(f"the real protocol (3 run seeds, 2 fresh seeds at k=5): SE of evolution - random about {se3:.4f}, "
           f"so the expected difference above is {dm / se3:.1f} SE; 2 SE needs a difference of {2 * se3:.4f}")
+    if dm > 0:
+        print(f"  at this difference 2 SE takes about {math.ceil(3 * (2 * se3 / dm) ** 2)} run seeds")
+    # A search that always found the best held-out cell: no spread of its own, random's spread.
+    ceiling = float(held[1:].max() - np.mean([r["held_out"] for r in results["random"]]))
+    perfect = math.sqrt((np.var([r["held_out"] for r in results["random"]]) + 2 * sampling) / 3)
+    print(f"a search that always found the best held-out cell: {ceiling:+.4f}, {ceiling / perfect:.1f} SE in the real "
+          f"protocol")
     print(f"wall {time.time() - started:.0f} s")
     return 0
 

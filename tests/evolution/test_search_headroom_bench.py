@@ -1,7 +1,7 @@
 """bench/search_headroom.py's closed-form knobs against coral.model.likelihood.
 
-The bench computes fix_chance for a whole grid of knobs from one forward pass by applying
-temperature, top-k and top-p to the sorted logits itself; the run computes it with transformers'
+The bench computes fix_chance for any knobs from one forward pass, keeping the largest logits
+at each answer token and applying temperature, top-k and top-p to them itself; the run computes it with transformers'
 own warpers. On real instances of data/mutants and the committed model the two must agree at
 every knob setting, including ones where top-k or top-p cut the reference token.
 """
@@ -41,7 +41,8 @@ def test_the_closed_form_grid_matches_the_warpers_generation_uses(base: LoadedMo
     assert len(problems) >= 3
     pairs = [(build_prompt(p.name, p.buggy_source), build_target(p.buggy_source, p.correct_source)) for p in problems]
     encoded = [answer_tokens(base, prompt, answer, 2048) for prompt, answer in pairs]
-    grid = search_headroom.grid_logprobs(search_headroom.answer_logits(base.model, encoded), TEMPS, TOP_KS, TOP_PS)
+    rows = search_headroom.top_logits(base.model, encoded, width=40)
+    grid = search_headroom.grid_logprobs(rows, TEMPS, TOP_KS, TOP_PS)
     finite = cut = 0
     for a, t in enumerate(TEMPS):
         for b, k in enumerate(TOP_KS):
