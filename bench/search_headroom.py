@@ -113,8 +113,8 @@ def logprobs(rows: TopLogits, temperature: float, top_k: int, top_p: float) -> n
     Closed form of transformers' warpers in generate's order: temperature divides the logits;
     top-k keeps the k largest; top-p (on the top-k distribution) drops, from the least likely up,
     tokens whose cumulative probability stays at or below 1 - top_p, keeping at least one. In
-    descending order the kept tokens are a prefix: token j is kept when the mass of the tokens
-    above it, C[j-1], is below top_p times the top-k mass."""
+    descending order the kept tokens are a prefix: token j is kept when the top-k probability of
+    the tokens above it, C[j-1], is below top_p."""
     out = np.full(rows.instances, -np.inf)
     if len(rows.rank) == 0:
         return out
