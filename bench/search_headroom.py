@@ -11,6 +11,12 @@ model-only config selects (bench/RESULTS.md, "Search headroom", compares one).
 
     python -P bench/search_headroom.py --home H --cache C          # adapters missing from H are trained there
     python -P bench/search_headroom.py --home H --cache C --runs 400 --set evolution.tournament_size=3
+    python -P bench/search_headroom.py --home H --cache C --first-run 200 \
+        --variant evolution.mutation_rate=0.5 --variant evolution.crossover_rate=0.7,evolution.tournament_size=4
+
+`--variant` simulates evolution again with other settings on the same run seeds and prints each
+against random search and against the config, paired by run seed; `--first-run` moves the seeds
+(a setting chosen as the best of several on seeds 0-199 is confirmed on 200-399).
 
 One forward pass per adapter keeps, at every reference-answer token, the largest logits (as many
 as top_k can keep) and the reference token's place among them; the knobs are then applied in
@@ -271,6 +277,15 @@ def simulate(land: Landscape, config: Config, strategy: str, seed: int) -> dict[
             "evaluations": evaluations, "distinct": len(distinct), "genome": best.genome}
 
 
+def variant_overrides(text: str) -> list[str]:
+    """`KEY=VALUE,KEY=VALUE` as `--set` items; each is checked by load_config with the config."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items or any("=" not in item for item in items):
+        raise SystemExit(f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE...], "
+                         f"e.g. evolution.mutation_rate=0.5,evolution.tournament_size=4")
+    return items
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=CONFIG)
@@ -280,12 +295,17 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=None,
                         help="a folder keeping each adapter's table of log-probabilities between invocations")
     parser.add_argument("--runs", type=int, default=200, help="simulated run seeds per strategy")
+    parser.add_argument("--first-run", type=int, default=0, help="the first simulated run seed")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="other evolution settings simulated on the same run seeds (repeatable)")
     parser.add_argument("--check", type=int, default=8, help="random genomes checked against the exact computation")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.time()
     config = load_config(args.config, args.set)
+    variants = {text: load_config(args.config, args.set + variant_overrides(text)) for text in args.variant}
+    seeds = range(args.first_run, args.first_run + args.runs)
     land = Landscape(config, Home(args.home).ensure(), args.cache)
     search, held = land.table("search"), land.table("held")
     names = ["no adapter"] + [f"{g.adapter_type} r{g.rank} a{g.alpha} d{g.dropout} {'+'.join(g.target_modules)}"
@@ -331,8 +351,9 @@ def main() -> int:
               f"instances): "
               f"median |error| {np.median(np.abs(errors)):.5f}, max {np.max(np.abs(errors)):.5f}")
 
-    results = {s: [simulate(land, config, s, seed) for seed in range(args.runs)] for s in ("evolution", "random")}
-    print(f"\nsimulated runs: {args.runs} seeds per strategy, population {config.population} x {config.generations} "
+    results = {s: [simulate(land, config, s, seed) for seed in seeds] for s in ("evolution", "random")}
+    print(f"\nsimulated runs: {args.runs} seeds per strategy (run seeds {seeds.start}-{seeds.stop - 1}), "
+          f"population {config.population} x {config.generations} "
           f"generations, final_rounds {config.evolution.final_rounds}")
     print("strategy | evaluations | distinct genomes | pick's fix_chance, search | pick's fix_chance, held-out")
     for s, rs in results.items():
@@ -341,7 +362,7 @@ def main() -> int:
         print(f"{s} | {np.mean([r['evaluations'] for r in rs]):.0f} | {np.mean([r['distinct'] for r in rs]):.1f} | "
               f"{sm:.4f} ± {ss:.4f} | {hm:.4f} ± {hs:.4f} (SD {np.std([r['held_out'] for r in rs]):.4f})")
     for s, rs in results.items():  # to compare with a real run of the same seed (coral run --set seed=S)
-        print(f"  {s}, run seed 0: picks {rs[0]['genome'].id} at fix_chance {rs[0]['search']:.7f}")
+        print(f"  {s}, run seed {seeds.start}: picks {rs[0]['genome'].id} at fix_chance {rs[0]['search']:.7f}")
     diff = [e["held_out"] - r["held_out"] for e, r in zip(results["evolution"], results["random"], strict=True)]
     dm, ds = mean_se(diff)
     none = land.value(None, knobs, "held")
@@ -364,6 +385,14 @@ def main() -> int:
     perfect = math.sqrt((np.var([r["held_out"] for r in results["random"]]) + 2 * sampling) / 3)
     print(f"a search that always found the best held-out cell: {ceiling:+.4f}, {ceiling / perfect:.1f} SE in the real "
           f"protocol")
+    held_of = {name: np.array([r["held_out"] for r in rs]) for name, rs in results.items()}
+    for text, variant in variants.items():
+        runs = [simulate(land, variant, "evolution", seed) for seed in seeds]
+        held_v = np.array([r["held_out"] for r in runs])
+        vs_random, vs_config = mean_se(list(held_v - held_of["random"])), mean_se(list(held_v - held_of["evolution"]))
+        print(f"variant {text}: pick's fix_chance search {np.mean([r['search'] for r in runs]):.4f}, held-out "
+              f"{held_v.mean():.4f}; - random {vs_random[0]:+.4f} ± {vs_random[1]:.4f}; - the config "
+              f"{vs_config[0]:+.4f} ± {vs_config[1]:.4f} (paired by run seed)")
     print(f"wall {time.time() - started:.0f} s")
     return 0
 

@@ -66,3 +66,15 @@ def test_chance_is_the_runs_chance_within() -> None:
 
     logprobs = np.array([-np.inf, -30.0, -2.0, -0.1, 0.0])
     assert search_headroom.chance(logprobs, 5).tolist() == pytest.approx([chance_within(x, 5) for x in logprobs])
+
+
+def test_a_variant_is_set_items_and_bad_text_is_one_line() -> None:
+    from coral.config import load_config
+
+    items = search_headroom.variant_overrides("evolution.mutation_rate=0.5, evolution.tournament_size=4")
+    assert items == ["evolution.mutation_rate=0.5", "evolution.tournament_size=4"]
+    config = load_config(REPO / "configs" / "local.yaml", items)
+    assert (config.evolution.mutation_rate, config.evolution.tournament_size) == (0.5, 4)
+    for bad in ("", "evolution.mutation_rate", "evolution.mutation_rate=0.5,oops"):
+        with pytest.raises(SystemExit, match="expected KEY=VALUE"):
+            search_headroom.variant_overrides(bad)
