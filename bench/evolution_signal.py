@@ -48,6 +48,7 @@ from coral.benchmark.loader import load_benchmark
 from coral.benchmark.prompts import build_prompt, build_target
 from coral.benchmark.split import load_split, split_for_config
 from coral.config import Config, load_config
+from coral.errors import CoralError
 from coral.evolution.genome import Genome, Knobs
 from coral.evolution.selection import CANDIDATE_OBJECTIVES, OBJECTIVES, Evolution, Scored, weighted_fitness
 from coral.home import Home
@@ -423,4 +424,7 @@ def print_table(rows: dict[str, list[dict[str, Any]]], heading: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CoralError as exc:  # a config, benchmark or store problem: its one line, not a traceback
+        sys.exit(f"evolution_signal: {exc}")

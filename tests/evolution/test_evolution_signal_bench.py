@@ -90,3 +90,23 @@ def test_selection_on_fix_chance_alone_picks_in_the_bench_what_a_real_run_picks(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["runs"]["evolution"][0]["best"] == best_genome("fc", home)["genome_id"]
     assert 0.0 <= result["runs"]["evolution"][0]["fresh_fix_chance"] <= 1.0
+
+
+def test_a_store_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """--runs ingests the home's runs first; while another writer (a dashboard, `coral ingest`)
+    holds the store, the bench says so in one line and exits non-zero."""
+    from coral.store.store import Store
+
+    home = Home(tmp_path / "home").ensure()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update({"CORAL_HOME": str(home.root), "PYTHONPATH": str(REPO)})
+    holder = Store(home.store_db)
+    try:
+        done = subprocess.run([sys.executable, "-P", str(BENCH), "--runs", "e-s0", "r-s0"], env=env,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        holder.close()
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert lines[-1].startswith("evolution_signal: the store") and "in use by process" in lines[-1], lines
