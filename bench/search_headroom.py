@@ -49,6 +49,7 @@ from coral.benchmark.loader import load_benchmark
 from coral.benchmark.prompts import build_prompt, build_target
 from coral.benchmark.split import load_split, split_for_config
 from coral.config import Config, load_config
+from coral.errors import CoralError
 from coral.evolution.genome import Genome, HeavyGenes, Knobs
 from coral.evolution.selection import CANDIDATE_OBJECTIVES
 from coral.hashing import content_hash
@@ -398,4 +399,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CoralError as exc:  # a bad --set / --variant or config: its one line, not a traceback
+        sys.exit(f"search_headroom: {exc}")

@@ -78,3 +78,14 @@ def test_a_variant_is_set_items_and_bad_text_is_one_line() -> None:
     for bad in ("", "evolution.mutation_rate", "evolution.mutation_rate=0.5,oops"):
         with pytest.raises(SystemExit, match="expected KEY=VALUE"):
             search_headroom.variant_overrides(bad)
+
+
+def test_a_variant_of_an_unknown_key_stops_the_bench_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-P", str(REPO / "bench" / "search_headroom.py"), "--home", str(tmp_path),
+                           "--variant", "evolution.mutation_rat=1.0"], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("search_headroom: ") and "mutation_rat" in last, last
