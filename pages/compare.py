@@ -13,7 +13,16 @@ import streamlit as st
 
 from coral import analysis
 from coral.analysis import figures
-from coral.analysis.replicates import STATS, replicate_chart, replicate_curves, replicate_groups, too_wide_note
+from coral.analysis.reevaluated import MEASURES as REEVALUATED
+from coral.analysis.reevaluated import reevaluation_chart, reevaluation_summary
+from coral.analysis.replicates import (
+    MIN_BAND,
+    STATS,
+    replicate_chart,
+    replicate_curves,
+    replicate_groups,
+    too_wide_note,
+)
 from coral.services import CoralError
 from coral.services.dashboard import METRICS, launch_state
 from pages import empty_state, home, run_ids
@@ -150,6 +159,50 @@ if grouped:
                      key="compare-apart")
 else:
     st.plotly_chart(figures.compare_figure(drawable, metric, home()), key="compare-chart")
+
+def _reevaluated(run_ids: list[str]) -> None:
+    """The picks of the chosen runs evaluated again on fresh seeds (`coral evaluate`), per group."""
+    st.subheader("Picks re-evaluated on fresh seeds")
+    measure = st.radio("Instances", list(REEVALUATED), format_func=REEVALUATED.get, horizontal=True,
+                       key="compare-reevaluated-measure")
+    try:
+        summary = reevaluation_summary(run_ids, home(), measure)
+    except CoralError as exc:
+        st.error(str(exc))
+        return
+    if summary["groups"].empty:
+        st.info("No re-evaluation to show. A run's recorded fitness is the best of many noisy evaluations; "
+                "`coral evaluate RUN ...` evaluates each finished run's pick again on fresh sampling seeds "
+                "and held-out instances, beside the untuned model on the same seeds, and it appears here."
+                + "".join(f"\n- {r}: {why}" for r, why in summary["missing"]))
+        return
+    st.plotly_chart(reevaluation_chart(summary), key="compare-reevaluated-chart")
+    st.caption(f"{summary['setting']}. Bars: the mean over each group's seeds, with the 95% Student-t interval "
+               f"from {MIN_BAND} seeds on; grey: the untuned model on the same seeds and instances.")
+    groups = summary["groups"]
+    st.dataframe(groups[["label", "group", "n", "seeds", "mean", "lo", "hi", "baseline", "vs_baseline",
+                         "vs_baseline_se", "vs_baseline_z"]],
+                 hide_index=True, key="compare-reevaluated-groups",
+                 column_config={"vs_baseline": st.column_config.NumberColumn("- no adapter", format="%+.3f"),
+                                "vs_baseline_se": st.column_config.NumberColumn("SE", format="%.3f"),
+                                "vs_baseline_z": st.column_config.NumberColumn("SEs", format="%.1f"),
+                                **{c: st.column_config.NumberColumn(c, format="%.3f")
+                                   for c in ("mean", "lo", "hi", "baseline")}})
+    differences = summary["differences"]
+    if not differences.empty:
+        st.caption("Between groups with seeds in common: the difference paired by seed, and paired by "
+                   "instance and seed (both picks answered the same instances under the same seeds).")
+        st.dataframe(differences[["label_a", "label_b", "seeds", "by_seed", "by_seed_se", "by_seed_z",
+                                  "by_instance", "by_instance_se", "by_instance_z"]],
+                     hide_index=True, key="compare-reevaluated-differences",
+                     column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="%+.3f"
+                                                                     if c in ("by_seed", "by_instance") else "%.3f")
+                                    for c in ("by_seed", "by_seed_se", "by_instance", "by_instance_se")})
+    if summary["missing"]:
+        st.info("Not in this comparison: " + "; ".join(f"{r} ({why})" for r, why in summary["missing"]))
+
+
+_reevaluated(drawable)
 
 compared = analysis.compare_runs(drawable, metric, home())
 st.subheader("Final metrics (last finished generation)")

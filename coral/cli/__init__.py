@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "coral.cli.modal_cmd",
     "coral.cli.model_cmd",
     "coral.cli.ingest_cmd",
+    "coral.cli.evaluate_cmd",
     "coral.cli.dashboard_cmd",
 ]
 

@@ -369,6 +369,17 @@ def training_manifest(corpus: Corpus) -> dict:
             "train_problems": list(corpus.train_names), "programs": programs}  # fmt: skip
 
 
+def withheld_classes(model_folder: str | Path) -> list[str]:
+    """The bug classes a model built here withheld from its training (its META_FILE); [] for a
+    model with none withheld or not built by `coral model build`."""
+    meta = Path(model_folder) / META_FILE
+    try:
+        spec = json.loads(meta.read_text(encoding="utf-8")).get("spec") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(c) for c in spec.get("withheld_classes") or []]
+
+
 def _save(out_dir: Path, model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, meta: dict,
           manifest: dict) -> None:
     """Write next to out_dir, then swap it in: a crash never leaves half a model behind."""

@@ -179,6 +179,23 @@ def evaluate_model(
     `classes` keeps the instances of those bug classes only; `log` gets progress lines (the
     CLI sends them to stderr); `echo=True` adds the echo baseline on the same problems.
     """
+    problems = select_problems(root, split, split_path, classes)
+    if not problems:
+        raise CoralError(f"no problems to evaluate in {root} (split {split})")
+    out = evaluate_problems(problems, root, config, adapter=adapter, samples=samples, seed=seed,
+                            knobs=knobs, log=log, echo=echo)
+    return {**{k: out[k] for k in ("k", "fixed", "total", "model", "adapter")}, "split": split, "seed": seed,
+            "classes": list(classes) if classes else None,
+            **{k: v for k, v in out.items() if k not in ("k", "fixed", "total", "model", "adapter", "seed")}}
+
+
+def evaluate_problems(
+    problems: Sequence[Problem], root: Path, config: Config, *, adapter: Path | None = None,
+    samples: int = 1, seed: int = 0, knobs: Knobs | None = None, log: Progress | None = None,
+    echo: bool = False, base: Any = None,
+) -> dict[str, Any]:
+    """`evaluate_model` on the given problems of ROOT; `base`: config.model already loaded
+    (coral.model.loading.load_base_model), so several evaluations load it once."""
     import time
 
     from coral.model.generate import generate_for_genome
@@ -187,18 +204,19 @@ def evaluate_model(
 
     if adapter is not None and not Path(adapter).is_dir():
         raise CoralError(f"adapter folder not found: {adapter}")
-    problems = select_problems(root, split, split_path, classes)
     if not problems:
-        raise CoralError(f"no problems to evaluate in {root} (split {split})")
+        raise CoralError(f"no problems to evaluate in {root}")
     say: Progress = log or (lambda _line: None)
     knobs = knobs or default_knobs(config.knobs)
     style = config.benchmark.prompt_style
     prompts = [build_prompt(p.name, p.buggy_source, style) for p in problems]
     rows = [prompt for prompt in prompts for _ in range(samples)]
     started = time.perf_counter()
-    say(f"loading {config.model.name}" + (f" + adapter {adapter}" if adapter else ""))
-    base = load_base_model(config.model)
-    say(f"generating {len(rows)} answers ({len(problems)} problems x {samples})")
+    if base is None:
+        say(f"loading {config.model.name}")
+        base = load_base_model(config.model)
+    say(f"generating {len(rows)} answers ({len(problems)} problems x {samples})"
+        + (f" with adapter {adapter}" if adapter else ""))
 
     def generated(done: int, total: int) -> None:
         say(f"generated {done}/{total} answers ({time.perf_counter() - started:.0f}s)")
@@ -215,8 +233,7 @@ def evaluate_model(
     for row, chance in zip(summary["problems"], chances, strict=True):
         row["fix_chance"] = chance
     out = {**{k: summary[k] for k in ("k", "fixed", "total")},
-           "model": config.model.name, "adapter": str(adapter) if adapter else None,
-           "split": split, "seed": seed, "classes": list(classes) if classes else None,
+           "model": config.model.name, "adapter": str(adapter) if adapter else None, "seed": seed,
            "knobs": knobs.model_dump(mode="json"),
            **{k: v for k, v in summary.items() if k not in ("k", "fixed", "total")}}
     if echo:

@@ -38,6 +38,7 @@ from coral.run.backend import Backend, LocalBackend
 from coral.run.checkpoints import PREFIX as CHECKPOINT_PREFIX
 from coral.run.checkpoints import load as load_checkpoint
 from coral.run.events import segments
+from coral.run.reevaluation import Reevaluation, read_reevaluation, reevaluation_files
 from coral.run.registry import read_json_yaml, run_folders
 from coral.store.mirror import RemoteFollower
 from coral.store.store import Store, StoreWriteError, check_event, empty_frame, genome_row, snapshot_path
@@ -295,7 +296,8 @@ class Ingestor:
         if str(self.db_path) != ":memory:":
             self.home.root.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.db_path)
-        self._dirty = self.store.columns_added > 0  # readers' snapshot lacks the new columns
+        # Readers' snapshot lacks the new columns or tables: write a new one at the first chance.
+        self._dirty = self.store.columns_added > 0 or self.store.migrated > 0
         self.status.unreadable = self.store.unreadable()
         self._transport: Transport | None = None
         self._queue: Queue | None = None
@@ -390,6 +392,7 @@ class Ingestor:
             # contended), and a home holds many finished runs. Only this thread writes them.
             marks = self.store.last_seqs()
             checkpoints = self.store.checkpoint_generations()
+            reevaluated = self.store.reevaluation_stamps()
             problems: dict[str, str] = {}  # run -> why it could not be read this cycle
             if self.remote is not None:
                 if not self.remote.threaded:
@@ -406,6 +409,7 @@ class Ingestor:
                             if sum(b[1].num_rows for b in batch) >= APPLY_BATCH:
                                 applied += self._apply(batch, problems)
                         self._ingest_checkpoints(run_id, checkpoints.get(run_id, -1))
+                        self._ingest_reevaluations(run_id, reevaluated.get(run_id, {}))
                     except StoreWriteError:
                         raise  # the store file, not this run
                     except Exception as exc:
@@ -583,3 +587,52 @@ class Ingestor:
             rows += [genome_row(run_id, generation + 1, g) for g in point.next_population]
             self.store.add_genomes(run_id, rows, generation, self._record(run_id))
             self._dirty = True
+
+    def _ingest_reevaluations(self, run_id: str, stored: dict[str, str]) -> None:
+        """The run's re-evaluation files (`coral evaluate`) that are new or changed since stored, and
+        the rows of files removed. A file that cannot be read is named (the run's unreadable
+        reason) after the readable ones are stored."""
+        rows, failure = [], None
+        present: set[str] = set()
+        for path in reevaluation_files(self.home, run_id):
+            present.add(path.name)
+            stamp = ":".join(map(str, _stamp(path)))
+            if stored.get(path.name) == stamp:
+                continue
+            try:
+                rows.append(reevaluation_row(path.name, stamp, read_reevaluation(path)))
+            except CoralError as exc:
+                failure = failure or exc
+        gone = sorted(set(stored) - present)
+        if rows or gone:
+            self.store.put_reevaluations(run_id, rows, gone)
+            self._dirty = True
+        if failure is not None:
+            raise failure
+
+
+def reevaluation_row(name: str, stamp: str, record: Reevaluation) -> dict[str, Any]:
+    """The store's row for one re-evaluation file (coral.store.schema, migration 6)."""
+    index = [record.instances.index(n) for n in record.withheld if n in record.instances]
+
+    def withheld(solved: list[float]) -> float | None:
+        return sum(solved[i] for i in index) / len(index) if index else None
+
+    row: dict[str, Any] = {
+        "run_id": record.run_id, "file": name, "stamp": stamp, "genome_id": record.genome_id,
+        "evaluated_on": record.on, "run_seed": record.run_seed, "instances": len(record.instances),
+        "withheld": len(index), "samples": record.samples, "fresh": len(record.seeds),
+        "seeds": json.dumps(record.seeds), "pick_fitness": record.pick_fitness,
+        "pick_evaluations": record.pick_evaluations, "adapter": record.adapter,
+        "per_seed": json.dumps(record.model.per_seed_fixed_at_k),
+        "baseline_per_seed": json.dumps(record.baseline.per_seed_fixed_at_k),
+        "solved": json.dumps(record.model.solved), "baseline_solved": json.dumps(record.baseline.solved),
+        "instance_names": json.dumps(record.instances), "withheld_names": json.dumps(record.withheld),
+        "knobs": json.dumps(record.knobs), "created": record.created, "wall_seconds": record.wall_seconds,
+        "withheld_fixed_at_k": withheld(record.model.solved),
+        "baseline_withheld_fixed_at_k": withheld(record.baseline.solved),
+    }
+    for measure in ("fixed_at_k", "bugfix", "syntax", "fix_chance"):
+        row[measure] = getattr(record.model, measure)
+        row[f"baseline_{measure}"] = getattr(record.baseline, measure)
+    return row

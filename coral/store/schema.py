@@ -18,6 +18,8 @@ Tables and views (docs/store.md describes each column):
 - genomes      one row per genome of a run: CA seed, heavy genes, knobs, lineage
 - baselines    the untuned model's scores (one row per run), the echo baseline's as JSON
 - unreadable   runs the ingestor cannot read, with the reason (the others are ingested all the same)
+- reevaluations  a run's pick evaluated again on fresh seeds and held-out instances (`coral evaluate`),
+               beside the untuned model on the same seeds: one row per file of runs/RUN/reevaluations/
 """
 
 from __future__ import annotations
@@ -163,6 +165,21 @@ MIGRATIONS.append([
 MIGRATIONS.append([
     "ALTER TABLE scores ADD COLUMN evaluations INTEGER",
     "ALTER TABLE baselines ADD COLUMN echo JSON",
+])
+
+# 6: held-out re-evaluations (`coral evaluate`, coral.run.reevaluation): one row per file in a run's
+# reevaluations/ folder, replaced when the file changes. Not derived from events: no `seq`, a
+# rewind keeps them (the pick was evaluated with the adapter it names, whatever the log says now).
+REEVALUATION_MEASURES = ("fixed_at_k", "bugfix", "syntax", "fix_chance", "withheld_fixed_at_k")
+MIGRATIONS.append([
+    f"""CREATE TABLE reevaluations (
+        run_id VARCHAR NOT NULL, file VARCHAR NOT NULL, stamp VARCHAR NOT NULL, genome_id VARCHAR,
+        evaluated_on VARCHAR, run_seed BIGINT, instances INTEGER, withheld INTEGER, samples INTEGER,
+        fresh INTEGER, seeds JSON, pick_fitness DOUBLE, pick_evaluations INTEGER, adapter VARCHAR,
+        {", ".join(f"{m} DOUBLE, baseline_{m} DOUBLE" for m in REEVALUATION_MEASURES)},
+        per_seed JSON, baseline_per_seed JSON, solved JSON, baseline_solved JSON, instance_names JSON,
+        withheld_names JSON, knobs JSON, created DOUBLE, wall_seconds DOUBLE,
+        PRIMARY KEY (run_id, file))""",
 ])
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -315,6 +315,7 @@ class Store:
         self._lock = threading.Lock()  # the store's own methods run one at a time
         self._configured: set[str] = set()  # runs whose row has its config: no upsert per batch
         self.columns_added = 0  # columns the objective set needed on opening: the snapshot is stale
+        self.migrated = 0  # migrations applied on opening: the snapshot is stale too
         try:
             if read_only:
                 self.check_version()
@@ -380,6 +381,7 @@ class Store:
                 for sql in steps:
                     con.execute(sql)
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [number, time.time()])
+            self.migrated += 1
         if len(MIGRATIONS) == SCHEMA_VERSION:  # objective_columns describes the latest schema's tables
             self._follow_objectives()
         return len(MIGRATIONS)
@@ -592,7 +594,7 @@ class Store:
         """Remove every row of a run (its folder was deleted), in one transaction."""
         with self._lock:
             with self._transaction() as con:
-                for table in (*SEQ_TABLES, "genomes", "ingested", "unreadable", "runs"):
+                for table in (*SEQ_TABLES, "genomes", "ingested", "unreadable", "reevaluations", "runs"):
                     con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             self._configured.discard(run_id)
 
@@ -606,6 +608,25 @@ class Store:
     def unreadable(self) -> dict[str, str]:
         """Run id -> why it cannot be ingested."""
         return dict(self.con.execute("SELECT run_id, reason FROM unreadable").fetchall())
+
+    def reevaluation_stamps(self) -> dict[str, dict[str, str]]:
+        """run -> {file name: stamp} of the re-evaluation files stored (read once per ingest cycle)."""
+        out: dict[str, dict[str, str]] = {}
+        for run_id, name, stamp in self.con.execute("SELECT run_id, file, stamp FROM reevaluations").fetchall():
+            out.setdefault(str(run_id), {})[str(name)] = str(stamp)
+        return out
+
+    def put_reevaluations(self, run_id: str, rows: list[dict[str, Any]], gone: Sequence[str]) -> None:
+        """Store (or replace) re-evaluation rows of a run and drop those of files `gone`, in one transaction."""
+        with self._lock, self._transaction() as con:
+            for name in [*gone, *(r["file"] for r in rows)]:
+                con.execute("DELETE FROM reevaluations WHERE run_id = ? AND file = ?", [run_id, name])
+            if rows:
+                con.register("_batch_reevaluations", pa.Table.from_pylist(rows))
+                try:
+                    con.execute("INSERT INTO reevaluations BY NAME SELECT * FROM _batch_reevaluations")
+                finally:
+                    con.unregister("_batch_reevaluations")
 
     def registered_runs(self) -> set[str]:
         """Runs the store has read a config.yaml for (their folder existed)."""
