@@ -52,9 +52,9 @@ from coral.errors import CoralError
 from coral.evolution.genome import Genome, Knobs
 from coral.evolution.selection import CANDIDATE_OBJECTIVES, OBJECTIVES, Evolution, Scored, weighted_fitness
 from coral.home import Home
-from coral.rng import stream_seed
 from coral.run.engine import generation_seed
 from coral.run.evaluate import default_knobs, echo_answer, mean_se, score_answers, summarise
+from coral.run.reevaluation import fresh_seeds
 from coral.run.registry import run_config, trained_adapter
 from coral.sandbox.runner import RunnerLimits, reference
 
@@ -200,8 +200,8 @@ def fresh_means(scores: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def fresh_seed(seed: int, index: int) -> int:
-    """Sampling seeds no generation of the run used."""
-    return stream_seed(seed, None, None, f"signal-fresh-{index}") % (2**63 - 1)
+    """Sampling seeds no generation of the run used: `coral evaluate`'s (coral.run.reevaluation)."""
+    return fresh_seeds(seed, index + 1)[index]
 
 
 def main() -> int:

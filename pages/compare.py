@@ -190,14 +190,17 @@ def _reevaluated(run_ids: list[str]) -> None:
                                    for c in ("mean", "lo", "hi", "baseline")}})
     differences = summary["differences"]
     if not differences.empty:
-        st.caption("Between groups with seeds in common: the difference paired by seed, and paired by "
-                   "instance and seed (both picks answered the same instances under the same seeds).")
-        st.dataframe(differences[["label_a", "label_b", "seeds", "by_seed", "by_seed_se", "by_seed_z",
-                                  "by_instance", "by_instance_se", "by_instance_z"]],
-                     hide_index=True, key="compare-reevaluated-differences",
-                     column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="%+.3f"
-                                                                     if c in ("by_seed", "by_instance") else "%.3f")
-                                    for c in ("by_seed", "by_seed_se", "by_instance", "by_instance_se")})
+        st.caption("Between groups with seeds in common (A and B: the groups above): the difference paired by "
+                   "seed, and paired by instance and seed (both picks answered the same instances under the "
+                   "same seeds); SEs: the difference in standard errors.")
+        headers = {"a": "A", "b": "B", "seeds": "seeds", "by_seed": "A - B by seed", "by_seed_se": "SE (seed)",
+                   "by_seed_z": "SEs (seed)", "by_instance": "A - B by instance", "by_instance_se": "SE (instance)",
+                   "by_instance_z": "SEs (instance)"}
+        formats = {"by_seed": "%+.3f", "by_instance": "%+.3f", "by_seed_se": "%.3f", "by_instance_se": "%.3f",
+                   "by_seed_z": "%.1f", "by_instance_z": "%.1f"}
+        st.dataframe(differences[list(headers)], hide_index=True, key="compare-reevaluated-differences",
+                     column_config={c: (st.column_config.NumberColumn(h, format=formats[c]) if c in formats
+                                        else st.column_config.Column(h)) for c, h in headers.items()})
     if summary["missing"]:
         st.info("Not in this comparison: " + "; ".join(f"{r} ({why})" for r, why in summary["missing"]))
 

@@ -4,7 +4,8 @@
 re-exported here so notebooks and pages write `from coral import analysis`; so are replicates
 (replicate_groups, replicate_curves), the one best genome (best_genome, best_genomes,
 genome_fitness: the mean over a genome's evaluations, coral/analysis/best.py), lineage
-(lineage, best_path) and the per-genome points of a running run (genome_points).
+(lineage, best_path), the per-genome points of a running run (genome_points) and runs' picks
+re-evaluated on fresh seeds (evaluate_runs, reevaluations, reevaluation_summary).
 """
 
 from coral.analysis.best import BEST_DEFINITION, best_genome, best_genomes, genome_fitness
@@ -31,6 +32,7 @@ from coral.analysis.queries import (
     pareto,
     run_curves,
 )
+from coral.analysis.reevaluated import evaluate_runs, reevaluation_summary, reevaluations
 from coral.analysis.replicates import replicate_curves, replicate_groups
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "compare_runs",
     "connect",
     "diversity_curves",
+    "evaluate_runs",
     "evaluation_counts",
     "fitness_curves",
     "front_hypervolume",
@@ -59,6 +62,8 @@ __all__ = [
     "load_run",
     "mean_se",
     "pareto",
+    "reevaluation_summary",
+    "reevaluations",
     "replicate_curves",
     "replicate_groups",
     "run_curves",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import combinations
 from typing import Any
 
@@ -28,14 +28,15 @@ from coral.analysis.replicates import _PALETTE, METRIC_RANGE, MIN_BAND, replicat
 from coral.errors import CoralError
 from coral.home import Home
 
-MEASURES = {"fixed_at_k": "all held-out instances", "withheld_fixed_at_k": "the classes the base withheld"}
+MEASURES = {"fixed_at_k": "all instances", "withheld_fixed_at_k": "the classes the base withheld"}
 SETTING = ("evaluated_on", "samples", "fresh", "instances")
 
 
 def evaluate_runs(run_ids: Sequence[str], *, fresh: int = 2, samples: int = 5, on: str = "held-out",
-                  home: Home | None = None, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                  home: Home | None = None, log: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
     """Re-evaluate each run's best genome (coral.analysis.best.best_genome); the model is loaded
-    once per distinct model. Returns, per run, its pick and the file written."""
+    once per distinct model. Yields, as each run is done, its pick and the file written (in a
+    notebook: `list(evaluate_runs([...]))`)."""
     from coral.analysis.best import best_genome
     from coral.model.loading import load_base_model
     from coral.run.reevaluation import read_reevaluation, reevaluate
@@ -45,7 +46,6 @@ def evaluate_runs(run_ids: Sequence[str], *, fresh: int = 2, samples: int = 5, o
     configs = {run: run_config(home, run) for run in run_ids}
     picks = {run: best_genome(run, home) for run in run_ids}  # every id checked before any work
     bases: dict[str, Any] = {}
-    out = []
     for run in run_ids:
         model = configs[run].model
         key = model.model_dump_json()
@@ -53,10 +53,9 @@ def evaluate_runs(run_ids: Sequence[str], *, fresh: int = 2, samples: int = 5, o
             bases = {key: load_base_model(model)}  # one model in memory at a time
         path = reevaluate(home, run, picks[run], fresh=fresh, samples=samples, on=on, log=log, base=bases[key])
         record = read_reevaluation(path)
-        out.append({"run_id": run, "genome_id": record.genome_id, "path": path,
-                    "fixed_at_k": record.model.fixed_at_k, "baseline_fixed_at_k": record.baseline.fixed_at_k,
-                    "instances": len(record.instances), "seconds": record.wall_seconds})
-    return out
+        yield {"run_id": run, "genome_id": record.genome_id, "path": path,
+               "fixed_at_k": record.model.fixed_at_k, "baseline_fixed_at_k": record.baseline.fixed_at_k,
+               "instances": len(record.instances), "seconds": record.wall_seconds}
 
 
 def reevaluations(run_ids: Sequence[str] | None = None, home: Home | None = None) -> pd.DataFrame:

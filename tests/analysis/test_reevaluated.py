@@ -185,4 +185,11 @@ def _check_compare_page(at: AppTest, root: Path) -> None:
     assert bars[0]["y"] == pytest.approx(list(summary["groups"]["mean"]))
     assert "4 run instances, 2 fresh seeds, k = 3" in title
     tables = [d.value for d in at.dataframe]
-    assert any(list(t.columns[:2]) == ["label_a", "label_b"] and len(t) == 1 for t in tables)
+    assert any(list(t.columns[:3]) == ["a", "b", "seeds"] and list(t["seeds"]) == [2] for t in tables)
+    # On the classes the base withheld: the same section over those instances only, or why there are none.
+    at.radio(key="compare-reevaluated-measure").set_value("withheld_fixed_at_k").run()
+    assert not at.exception, [e.value for e in at.exception]
+    withheld = reevaluation_summary(list(RUNS), Home(root), "withheld_fixed_at_k")
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any(t.startswith("fresh fixed@k on the classes the base withheld") for t in titles) == (
+        not withheld["groups"].empty)

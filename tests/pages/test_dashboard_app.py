@@ -142,6 +142,9 @@ def test_every_page_renders_a_finished_run(finished_home: Path,
     at.multiselect(key="compare-runs").select("run-b").run()
     assert len(table_with(at, "seeds")) == 2  # run-b's config is another group
     assert set(table_with(at, "key")["key"]) >= {"seed", "generations"}  # config keys that differ
+    # No pick re-evaluated yet: the page says what would show one here.
+    assert "`coral evaluate RUN ...` evaluates each finished run's pick again" in texts(at)
+    assert "run-a: not re-evaluated: `coral evaluate run-a`" in texts(at)
 
     visit(at, "pages/lineage.py")
     (graph,) = at.get("plotly_chart")
