@@ -116,6 +116,25 @@ for run_id, why in replicates["left_out"]:
     print(f"left out: {run_id} ({why})")
 replicate_chart(replicates)
 
+# %% [markdown]
+# ## Picks re-evaluated on fresh seeds (`coral evaluate`)
+# A run's recorded best won a noisy tournament, so its recorded fitness overstates it. After
+# `coral evaluate RUN ...`, each run's pick has fresh fixed@k on held-out instances beside the
+# untuned model on the same seeds; per replicate group the mean over seeds (95% interval from 3
+# seeds), and between groups the difference paired by seed and by instance. Runs without one are
+# named with the command.
+
+# %%
+from coral.analysis.reevaluated import reevaluation_chart  # noqa: E402 - this section's only figure
+
+reevaluated = analysis.reevaluation_summary(RUN_IDS, home)
+print(reevaluated["setting"] or "no re-evaluation stored for these runs")
+display(reevaluated["groups"])
+display(reevaluated["differences"])
+for run_id, why in reevaluated["missing"]:
+    print(f"not in the re-evaluation: {run_id} ({why})")
+reevaluation_chart(reevaluated)
+
 # %%
 KEY_NUMBERS = {
     "metric": result["metric"],
@@ -126,6 +145,9 @@ KEY_NUMBERS = {
     "evolution_minus": differences,
     "config_diff_keys": sorted(result["config_diff"]),
     "replicate_groups": replicates["groups"].groupby("group")["run_id"].apply(sorted).to_dict(),
+    "reevaluated": {} if reevaluated["groups"].empty else dict(zip(reevaluated["groups"]["label"],
+                                                                  reevaluated["groups"]["mean"], strict=True)),
+    "not_reevaluated": [run_id for run_id, _ in reevaluated["missing"]],
 }
 display(KEY_NUMBERS)
 

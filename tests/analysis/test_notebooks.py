@@ -256,6 +256,9 @@ def test_compare_notebook_groups_strategies_across_seeds(executed, store_home: H
         diff = got["evolution_minus"][other]
         assert diff["difference"] == pytest.approx(mean - got["strategies"][other]["mean"])
         assert diff["se"] is None  # one run of the other strategy: no error bar, not a made-up one
+    # No pick re-evaluated in this home: none summarised, every run named (tests/analysis/test_reevaluated.py
+    # covers the figures).
+    assert got["reevaluated"] == {} and got["not_reevaluated"] == list(RUNS)
 
 
 def test_env_selection_errors_name_the_problem(store_home: Home, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -221,6 +221,8 @@ def test_live_pause_replicates_and_lineage_in_a_browser(browser_path: str, serve
             expect(page.get_by_text("n = 2 seeds").first).to_be_visible()
             expect(page.get_by_text("too wide to read").first).to_be_visible()
             expect(page.locator(".st-key-compare-chart .scatterlayer .trace").first).to_be_visible()
+            # Their picks are not re-evaluated yet: the section says how to.
+            expect(page.get_by_text("No re-evaluation to show").first).to_be_visible()
             assert page.evaluate("() => window.__coralNoReload === true"), "the page reloaded"
             page.wait_for_timeout(1000)
             page.screenshot(path=SCREENSHOTS / "compare-replicates.png", full_page=True)
