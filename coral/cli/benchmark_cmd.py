@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     check.add_argument("root", type=Path, help="benchmark directory")
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    check.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS,
+    check.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
                        help=f"problems checked at once (default {DEFAULT_JOBS})")
     check.add_argument("--budget-ceiling", type=_positive_float, default=None, metavar="SECONDS",
                        help="CPU-seconds a reference case may take, and the cap of every "
@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     from coral.cli.benchmark_eval_cmd import register_actions
 
-    register_actions(bench_sub, DEFAULT_JOBS, _positive_int)
+    register_actions(bench_sub, DEFAULT_JOBS, positive_int)
 
 
 def _positive_float(text: str) -> float:
@@ -70,7 +70,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:

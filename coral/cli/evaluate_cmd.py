@@ -6,29 +6,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from coral.cli.benchmark_cmd import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser(
         "evaluate", help="re-evaluate finished runs' best genomes on fresh seeds and held-out instances")
     evaluate.add_argument("run_ids", nargs="+", metavar="RUN_ID")
-    evaluate.add_argument("--fresh", type=_positive, default=2, metavar="N",
+    evaluate.add_argument("--fresh", type=positive_int, default=2, metavar="N",
                           help="fresh sampling seeds, derived from each run's seed (default 2)")
-    evaluate.add_argument("--samples", type=_positive, default=5, metavar="K",
+    evaluate.add_argument("--samples", type=positive_int, default=5, metavar="K",
                           help="answers per instance, k of fixed@k (default 5)")
     evaluate.add_argument("--on", choices=("held-out", "run"), default="held-out",
                           help="held-out: every eval-side instance of the benchmark's split (default); "
                                "run: the eval instances the run itself scored")
     evaluate.set_defaults(func=_evaluate)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def _ingest(home: object) -> str | None:

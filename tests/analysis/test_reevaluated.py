@@ -157,7 +157,7 @@ def test_evaluate_refuses_an_unfinished_or_unknown_run_in_one_line(tmp_path: Pat
     assert done.stderr.strip().splitlines()[-1] == (
         "coral: error: run going is running: its pick is final once it has finished")
     bad = _coral(home.root, "evaluate", "going", "--fresh", "0", timeout=120)
-    assert bad.returncode == 2 and "expected an integer >= 1, got 0" in bad.stderr
+    assert bad.returncode == 2 and "expected a positive integer, got 0" in bad.stderr
 
 
 @pytest.mark.slow
