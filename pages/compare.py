@@ -7,6 +7,7 @@ together from the Launch page join the selection as each registers."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -24,7 +25,7 @@ from coral.analysis.replicates import (
     too_wide_note,
 )
 from coral.services import CoralError
-from coral.services.dashboard import METRICS, launch_state
+from coral.services.dashboard import METRICS, launch_state, reevaluation_job, start_reevaluation
 from pages import empty_state, home, run_ids
 
 st.title("Compare runs")
@@ -95,6 +96,9 @@ def _wait_for_launched() -> None:
     chosen run is still going (its curves grow as its generations finish)."""
     if waiting:
         time.sleep(1.0)
+        st.rerun()
+    if st.session_state.get("compare-reevaluating"):  # a re-evaluation started here is running
+        time.sleep(3.0)
         st.rerun()
     if chosen:
         rows = stored.set_index("run_id")
@@ -170,6 +174,7 @@ def _reevaluated(run_ids: list[str]) -> None:
     except CoralError as exc:
         st.error(str(exc))
         return
+    _reevaluate_button(summary["missing"], summary["arguments"])
     if summary["groups"].empty:
         st.info("No re-evaluation to show. A run's recorded fitness is the best of many noisy evaluations; "
                 "`coral evaluate RUN ...` evaluates each finished run's pick again on fresh sampling seeds "
@@ -203,6 +208,38 @@ def _reevaluated(run_ids: list[str]) -> None:
                                         else st.column_config.Column(h)) for c, h in headers.items()})
     if summary["missing"]:
         st.info("Not in this comparison: " + "; ".join(f"{r} ({why})" for r, why in summary["missing"]))
+
+
+def _reevaluate_button(missing: list[tuple[str, str]], setting: dict[str, Any] | None) -> None:
+    """Start `coral evaluate` in the background for the chosen finished runs not re-evaluated yet
+    (or not with `setting`, the one shown, which the rest then shares); while one runs (one at a
+    time per home), say how far it is and look again every 3 s."""
+    job = reevaluation_job(home())
+    running = bool(job and job["running"])
+    st.session_state["compare-reevaluating"] = running
+    if job and running:
+        st.info(f"Re-evaluating {', '.join(job['runs'])} in the background (`coral evaluate`, process "
+                f"{job['pid']}): {job['last'] or 'starting'}")
+    elif job and job["error"] and any(r in job["runs"] for r, _ in missing):
+        st.error(f"The re-evaluation of {', '.join(job['runs'])} failed: {job['error']}")
+    finished = set(stored.loc[stored["state"] == "finished", "run_id"])
+    todo = [r for r, why in missing
+            if why.startswith(("not re-evaluated", "re-evaluated with another")) and r in finished]
+    if todo and not running:
+        label = f"Re-evaluate {len(todo)} pick{'s' if len(todo) != 1 else ''} on fresh seeds"
+        how = (f"{setting['fresh']} fresh seeds x {setting['samples']} answers per instance, on the "
+               f"{setting['on']} instances, as the others shown" if setting
+               else "2 fresh sampling seeds x 5 answers per held-out instance")
+        if st.button(label, key="compare-reevaluate",
+                     help=f"Each run's best genome with its adapter, and the untuned model, on {how}: "
+                          + ", ".join(todo)):
+            try:
+                start_reevaluation(home(), todo, setting)
+            except CoralError as exc:
+                st.error(str(exc))
+                return
+            st.session_state["compare-reevaluating"] = True
+            st.rerun()
 
 
 _reevaluated(drawable)

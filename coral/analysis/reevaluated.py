@@ -75,6 +75,11 @@ def _setting_text(row: Any) -> str:
             f"{'s' if row['fresh'] != 1 else ''}, k = {row['samples']}")
 
 
+def _arguments(row: Any) -> dict[str, Any]:
+    """The setting as `coral evaluate`'s arguments (coral.run.reevaluation.start_background's)."""
+    return {"on": str(row["evaluated_on"]), "samples": int(row["samples"]), "fresh": int(row["fresh"])}
+
+
 def _interval(values: list[float]) -> tuple[float, float, float, float]:
     """mean, SE, and the 95% interval clipped to the metric range (NaN below MIN_BAND values)."""
     mean, se = mean_se(values)
@@ -91,7 +96,8 @@ def _z(mean: float, se: float) -> float:
 
 def reevaluation_summary(run_ids: Sequence[str], home: Home | None = None,
                          measure: str = "fixed_at_k") -> dict[str, Any]:
-    """{"setting": text or None, "groups": DataFrame (group, label, n, seeds, mean, se, lo, hi,
+    """{"setting": text or None, "arguments": the setting as `coral evaluate` arguments or None,
+    "groups": DataFrame (group, label, n, seeds, mean, se, lo, hi,
     baseline, baseline_lo, baseline_hi, vs_baseline, vs_baseline_se, vs_baseline_z), "differences":
     DataFrame (a, b, label_a, label_b, seeds, by_seed, by_seed_se, by_seed_z, by_instance,
     by_instance_se, by_instance_z), "runs": the rows used (run_id, group, seed, value, baseline),
@@ -100,8 +106,8 @@ def reevaluation_summary(run_ids: Sequence[str], home: Home | None = None,
         raise CoralError(f"unknown re-evaluation measure {measure!r} (known: {', '.join(MEASURES)})")
     groups = replicate_groups(run_ids, home)
     stored = reevaluations(list(groups["run_id"]), home)
-    empty = {"setting": None, "measure": measure, "groups": pd.DataFrame(), "differences": pd.DataFrame(),
-             "runs": pd.DataFrame()}
+    empty = {"setting": None, "arguments": None, "measure": measure, "groups": pd.DataFrame(),
+             "differences": pd.DataFrame(), "runs": pd.DataFrame()}
     if stored.empty:
         return {**empty, "missing": [(r, "not re-evaluated: `coral evaluate " + r + "`") for r in groups["run_id"]]}
     # The setting most of the chosen runs were re-evaluated with (ties: the newest).
@@ -121,7 +127,7 @@ def reevaluation_summary(run_ids: Sequence[str], home: Home | None = None,
             missing.append((run_id, f"not a replicate: {why}"))
     rows = rows[rows["counted"]]
     if measure == "withheld_fixed_at_k" and rows["withheld"].fillna(0).max() == 0:
-        return {**empty, "setting": _setting_text(chosen.iloc[0]),
+        return {**empty, "setting": _setting_text(chosen.iloc[0]), "arguments": _arguments(chosen.iloc[0]),
                 "missing": [*missing, *((r, "its base model withheld no bug class") for r in rows["run_id"])]}
     solved = {r: (json.loads(a), json.loads(b), json.loads(w), json.loads(n)) for r, a, b, w, n in zip(
         rows["run_id"], rows["solved"], rows["baseline_solved"], rows["withheld_names"], rows["instance_names"],
@@ -163,7 +169,8 @@ def reevaluation_summary(run_ids: Sequence[str], home: Home | None = None,
         differences.append({"a": a, "b": b, "label_a": labels[a], "label_b": labels[b], "seeds": len(shared),
                             "by_seed": mean, "by_seed_se": se, "by_seed_z": _z(mean, se),
                             "by_instance": imean, "by_instance_se": ise, "by_instance_z": _z(imean, ise)})
-    return {"setting": _setting_text(chosen.iloc[0]), "measure": measure, "groups": pd.DataFrame(out_groups),
+    return {"setting": _setting_text(chosen.iloc[0]), "arguments": _arguments(chosen.iloc[0]), "measure": measure,
+            "groups": pd.DataFrame(out_groups),
             "differences": pd.DataFrame(differences), "runs": table, "missing": missing}
 
 

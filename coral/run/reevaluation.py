@@ -16,6 +16,11 @@ model, so their differences pair by seed and by instance.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import socket
+import subprocess  # nosec B404 - an argument list, never a shell
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -221,3 +226,80 @@ def reevaluation_files(home: Home, run_id: str) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob("*.json") if not p.name.startswith("."))
+
+
+# ---------------------------------------------------------------------- in the background
+
+BACKGROUND_STATE = "evaluating.json"  # CORAL_HOME/reevaluations/: the one background re-evaluation
+BACKGROUND_LOG = "evaluate.log"
+# Children started by this process, so an exited one is reaped (no zombie that looks alive).
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def start_background(home: Home, run_ids: list[str], *, fresh: int = 2, samples: int = 5,
+                     on: str = "held-out") -> int:
+    """Start `coral evaluate RUN_IDS ...` detached (an argument list, its own session; output to
+    CORAL_HOME/reevaluations/evaluate.log) and return its pid. One at a time per home: a second
+    start while one runs is an error naming it (each loads the model and runs sandboxes)."""
+    from coral.config import REPO_ROOT
+    from coral.home import check_run_id
+
+    if not run_ids:
+        raise CoralError("no run to re-evaluate")
+    current = background_state(home)
+    if current is not None and current["running"]:
+        raise CoralError(f"a re-evaluation is already running (process {current['pid']}: "
+                         f"{', '.join(current['runs'])}); one at a time")
+    command = [sys.executable, "-m", "coral", "evaluate", *(check_run_id(r) for r in run_ids),
+               "--fresh", str(int(fresh)), "--samples", str(int(samples)), "--on", on]
+    folder = home.ensure().root / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / BACKGROUND_LOG, "wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=REPO_ROOT, env={**os.environ, "CORAL_HOME": str(home.root)})
+    _STARTED[proc.pid] = proc
+    write_atomic(folder / BACKGROUND_STATE, json.dumps({
+        "pid": proc.pid, "host": socket.gethostname(), "runs": list(run_ids), "started": time.time(),
+        "fresh": fresh, "samples": samples, "on": on}) + "\n")
+    return proc.pid
+
+
+def background_state(home: Home) -> dict[str, Any] | None:
+    """The latest background re-evaluation of this home: pid, runs, started, running (its process
+    is alive), last (its latest progress line) and error (its `coral: error:` line, once it
+    failed); None when none was started."""
+    from coral.run.registry import read_json
+
+    folder = home.root / FOLDER
+    state = read_json(folder / BACKGROUND_STATE)
+    if not isinstance(state.get("pid"), int):
+        return None
+    pid = state["pid"]
+    proc = _STARTED.get(pid)
+    if proc is not None:
+        running = proc.poll() is None
+    else:
+        running = state.get("host") == socket.gethostname() and _alive(pid)
+    try:
+        text = (folder / BACKGROUND_LOG).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    lines = [line.strip() for chunk in text.splitlines() for line in chunk.split("\r") if line.strip()]
+    error = next((line for line in reversed(lines) if line.startswith("coral: error:")), None)
+    exited = proc.returncode if proc is not None else None
+    if error is None and not running and exited not in (None, 0):
+        error = f"coral evaluate exited with status {exited}"
+    progress = [line for line in lines if line.startswith("coral evaluate: ")]
+    return {"pid": pid, "runs": [str(r) for r in state.get("runs") or []], "started": state.get("started"),
+            "running": running, "last": progress[-1].removeprefix("coral evaluate: ") if progress else None,
+            "error": error}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

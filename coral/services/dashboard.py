@@ -25,6 +25,7 @@ from coral.execution.jobs import JobBodies as JobBodies  # the pages' stand-in b
 from coral.home import Home, check_run_id, new_run_id
 from coral.run.control import CONTROL_REQUESTS, send_request
 from coral.run.detached import log_tail, run_command, start_detached
+from coral.run.reevaluation import background_state, start_background
 from coral.run.registry import ACTIVE as ACTIVE  # the pages' "is it running" test
 from coral.run.registry import export_adapter as export_adapter  # the Runs page's adapter export
 from coral.run.registry import read_json, read_json_yaml, run_config, run_info, run_record
@@ -131,6 +132,18 @@ def launch_state(run_id: str, home: Home | None = None) -> LaunchState:
     if not folder.is_dir():
         raise CoralError(f"no run {run_id!r} in {home.runs}")
     return LaunchState("launching", f"run {run_id} is starting (loading the benchmark)")
+
+
+def start_reevaluation(home: Home, run_ids: list[str], setting: dict[str, Any] | None = None) -> int:
+    """The Compare page's button: `coral evaluate RUN_IDS` in the background with `setting` (on,
+    samples, fresh: those the other chosen runs were re-evaluated with, so the rest compares with
+    them), else the command's defaults; its pid. One at a time per home."""
+    return start_background(home, run_ids, **(setting or {}))
+
+
+def reevaluation_job(home: Home) -> dict[str, Any] | None:
+    """The latest background re-evaluation of `home` (coral.run.reevaluation.background_state)."""
+    return background_state(home)
 
 
 # ---------------------------------------------------------------------- run control

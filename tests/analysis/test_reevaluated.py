@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,11 @@ from streamlit.testing.v1 import AppTest
 
 from coral.analysis.best import best_genome
 from coral.analysis.reevaluated import reevaluation_summary, reevaluations
+from coral.errors import CoralError
 from coral.home import Home
 from coral.run.reevaluation import FOLDER, fresh_seeds, read_reevaluation, reevaluate
 from coral.run.registry import write_status
+from coral.services.dashboard import reevaluation_job, start_reevaluation
 from coral.store.ingest import Ingestor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -193,3 +196,55 @@ def _check_compare_page(at: AppTest, root: Path) -> None:
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert any(t.startswith("fresh fixed@k on the classes the base withheld") for t in titles) == (
         not withheld["groups"].empty)
+
+
+@pytest.mark.slow
+def test_compare_page_reevaluates_the_rest_in_the_background(evaluated, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page offers the finished runs not re-evaluated yet; its button runs `coral evaluate` in
+    the background, one at a time per home, and the result joins the section once ingested."""
+    import shutil
+
+    root, _ = evaluated
+    home = Home(tmp_path / "copy")
+    shutil.copytree(root, home.root, symlinks=True, ignore=shutil.ignore_patterns("store*", "queue*", "evaluat*"))
+    shutil.rmtree(home.run_dir("rnd-s1") / FOLDER)
+    monkeypatch.setenv("CORAL_HOME", str(home.root))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    try:
+        at.run()
+        at.switch_page("pages/compare.py").run()
+        at.multiselect(key="compare-runs").set_value(list(RUNS)).run()
+        assert not at.exception, [e.value for e in at.exception]
+        button = at.button(key="compare-reevaluate")
+        assert button.label == "Re-evaluate 1 pick on fresh seeds"
+        assert "rnd-s1 (not re-evaluated: `coral evaluate rnd-s1`)" in " ".join(i.value for i in at.info)
+        button.click().run()  # starts it, then looks again every 3 s until it has finished
+        assert not at.exception, [e.value for e in at.exception]
+        job = reevaluation_job(home)
+        assert job is not None and job["runs"] == ["rnd-s1"] and not job["running"] and job["error"] is None
+        (path,) = (home.run_dir("rnd-s1") / FOLDER).glob("*.json")
+        assert read_reevaluation(path).genome_id == best_genome("rnd-s1", home)["genome_id"]
+        assert path.name.endswith(".run.k3.x2.json")  # the setting of the runs shown beside it
+        for _ in range(60):  # the page's ingestor stores the new file within a second or two
+            if not at.button or all(b.key != "compare-reevaluate" for b in at.button):
+                break
+            at.run()
+        assert all(b.key != "compare-reevaluate" for b in at.button)
+        summary = reevaluation_summary(list(RUNS), home)
+        assert summary["missing"] == [] and list(summary["groups"]["n"]) == [2, 2]
+    finally:
+        st.cache_resource.clear()
+
+    # One at a time: a second start while one runs names the one running.
+    setting = {"on": "run", "samples": 3, "fresh": 2}
+    first = start_reevaluation(home, ["evo-s0"], setting)
+    try:
+        with pytest.raises(CoralError, match=f"a re-evaluation is already running \\(process {first}: evo-s0\\)"):
+            start_reevaluation(home, ["evo-s1"], setting)
+    finally:
+        deadline = time.monotonic() + 300
+        while (job := reevaluation_job(home)) is not None and job["running"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    assert job is not None and job["error"] is None
