@@ -40,6 +40,12 @@ table = table.assign(
 # Where each run executes (local, serial, modal) next to its state, visible without scrolling.
 columns = ["run_id", "state", "backend", "finished", "running", "best_fitness", "best_evaluations", "duration_s",
            "strategy", "updated"]
+# The pick's fresh held-out figure where `coral evaluate` made one (its newest): what to quote.
+fresh = analysis.reevaluations(None, home())
+if not fresh.empty:
+    newest = fresh.drop_duplicates("run_id")[["run_id", "fixed_at_k", "baseline_fixed_at_k"]]
+    table = table.merge(newest.rename(columns={"fixed_at_k": "fresh_fixed_at_k"}), on="run_id", how="left")
+    columns[6:6] = ["fresh_fixed_at_k", "baseline_fixed_at_k"]
 if table["unreadable"].notna().any():
     columns.append("unreadable")
 # Narrow columns, so the table fits a 1400 px window next to the sidebar.
@@ -50,11 +56,19 @@ st.dataframe(table[columns], hide_index=True, key="runs-table", width="stretch",
                                 "best fitness", width="small", format="%.3f", help=BEST_DEFINITION),
                             "best_evaluations": st.column_config.NumberColumn(
                                 "n", width="small", format="%d", help="evaluations the best fitness averages"),
+                            "fresh_fixed_at_k": st.column_config.NumberColumn(
+                                "fresh fixed@k", width="small", format="%.3f",
+                                help="the best genome re-evaluated on fresh seeds and held-out instances "
+                                     "(`coral evaluate`, Compare runs)"),
+                            "baseline_fixed_at_k": st.column_config.NumberColumn(
+                                "no adapter", width="small", format="%.3f",
+                                help="the untuned model on the same fresh seeds and instances"),
                             "duration_s": st.column_config.NumberColumn("duration (s)", width="small",
                                                                         format="%.0f"),
                             "updated": st.column_config.DatetimeColumn(width="small", format="MMM D, HH:mm"),
                             **{k: v for k, v in small.items()
-                               if k not in ("best_fitness", "best_evaluations", "duration_s", "updated")}})
+                               if k not in ("best_fitness", "best_evaluations", "duration_s", "updated",
+                                            "fresh_fixed_at_k", "baseline_fixed_at_k")}})
 st.caption(f"Best fitness: {BEST_DEFINITION}; the same genome the adapter export, Lineage, "
            "`coral runs` and the notebooks name.")
 
