@@ -39,7 +39,7 @@ from coral.home import Home
 from coral.rng import stream_seed
 from coral.run.checkpoints import write_atomic
 from coral.run.evaluate import default_knobs, evaluate_problems
-from coral.run.registry import json_problem, run_config, run_record, trained_adapter
+from coral.run.registry import json_problem, pid_alive, run_config, run_record, trained_adapter
 
 FOLDER = "reevaluations"
 VERSION: Literal[1] = 1
@@ -279,7 +279,7 @@ def background_state(home: Home) -> dict[str, Any] | None:
     if proc is not None:
         running = proc.poll() is None
     else:
-        running = state.get("host") == socket.gethostname() and _alive(pid)
+        running = state.get("host") == socket.gethostname() and pid_alive(pid)
     try:
         text = (folder / BACKGROUND_LOG).read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -294,12 +294,3 @@ def background_state(home: Home) -> dict[str, Any] | None:
             "running": running, "last": progress[-1].removeprefix("coral evaluate: ") if progress else None,
             "error": error}
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -231,7 +231,7 @@ def read_status(path: Path) -> dict[str, Any]:
     return data
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -259,7 +259,7 @@ def effective_state(status: dict[str, Any]) -> str:
     state = status.get("state", "unknown")
     same_host = status.get("host") == socket.gethostname()
     if state in ACTIVE and same_host and isinstance(status.get("pid"), int):
-        if not _pid_alive(status["pid"]):
+        if not pid_alive(status["pid"]):
             return "interrupted"
     return state
 
