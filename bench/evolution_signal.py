@@ -387,12 +387,10 @@ def final_rounds_effect(results: list[dict[str, Any]]) -> None:
 
 def withheld_instances(bench: Bench) -> set[str]:
     """Names of the evaluated instances whose bug class the base model's build withheld."""
+    from coral.model.tiny import withheld_classes
     from coral.run.evaluate import instances_of
 
-    meta = Path(bench.config.model.name) / "coral_tiny_meta.json"
-    if not meta.is_file():
-        return set()
-    classes = json.loads(meta.read_text())["spec"].get("withheld_classes") or []
+    classes = withheld_classes(bench.config.model.name)
     return instances_of(bench.config.benchmark.root, classes) if classes else set()
 
 

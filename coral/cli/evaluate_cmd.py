@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from coral.cli.benchmark_cmd import positive_int
+
+if TYPE_CHECKING:
+    from coral.home import Home
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,14 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=_evaluate)
 
 
-def _ingest(home: object) -> str | None:
+def _ingest(home: Home) -> str | None:
     """Bring the store up to date; when a dashboard (or `coral ingest`) holds it, its ingestor does
     that: say so and go on with its snapshot. Returns the holder's message, or None."""
     from coral.store.ingest import Ingestor
     from coral.store.store import StoreError
 
     try:
-        ingestor = Ingestor(home, None, remote=())  # type: ignore[arg-type]
+        ingestor = Ingestor(home, None, remote=())
     except StoreError as exc:
         if "in use by process" not in str(exc):
             raise

@@ -600,7 +600,7 @@ class Ingestor:
             if stored.get(path.name) == stamp:
                 continue
             try:
-                rows.append(reevaluation_row(path.name, stamp, read_reevaluation(path)))
+                rows.append(reevaluation_row(run_id, path, stamp, read_reevaluation(path)))
             except CoralError as exc:
                 failure = failure or exc
         gone = sorted(set(stored) - present)
@@ -611,8 +611,12 @@ class Ingestor:
             raise failure
 
 
-def reevaluation_row(name: str, stamp: str, record: Reevaluation) -> dict[str, Any]:
-    """The store's row for one re-evaluation file (coral.store.schema, migration 6)."""
+def reevaluation_row(run_id: str, path: Path, stamp: str, record: Reevaluation) -> dict[str, Any]:
+    """The store's row for one re-evaluation file of `run_id`'s folder (coral.store.schema,
+    migration 6); a file of another run (copied in by hand) is refused, naming both."""
+    if record.run_id != run_id:
+        raise CoralError(f"{path}: a re-evaluation of run {record.run_id!r}, not of {run_id!r} whose folder holds it")
+    name = path.name
     index = [record.instances.index(n) for n in record.withheld if n in record.instances]
 
     def withheld(solved: list[float]) -> float | None:

@@ -145,6 +145,14 @@ def test_a_bad_file_is_named_and_the_rest_of_the_run_stays(evaluated, tmp_path: 
         ingestor.run_once()
         assert "model.solved has 3 values for 4 instances" in ingestor.status.unreadable["evo-s0"]
 
+        # Another run's file copied into this run's folder is refused, not stored under either run.
+        other, _ = _record(home, "rnd-s0")
+        truncated.write_text(other.read_text())
+        ingestor.run_once()
+        assert "a re-evaluation of run 'rnd-s0', not of 'evo-s0'" in ingestor.status.unreadable["evo-s0"]
+        assert ingestor.store.con.execute("SELECT count(*) FROM reevaluations WHERE file = ?",
+                                          [truncated.name]).fetchone()[0] == 0
+
         truncated.unlink()
         good.unlink()  # a removed file's row goes too
         ingestor.run_once()
